@@ -1,0 +1,56 @@
+# certreconcile: the two set-up commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages the tests need (installed only when missing).
+DEBIAN_PACKAGES ?= git openssl
+DEMO_DIR ?= examples/desired-state
+
+.PHONY: help venv demo test lint typecheck importlint unit deps bench clean
+
+help:
+	@echo "make demo   - install into $(VENV), apply $(DEMO_DIR) on the embedded defaults, show status"
+	@echo "make test   - install everything the tests need (Debian packages too), run lint, types and tests"
+	@echo "make bench  - run the benchmarks in bench/"
+
+$(BIN)/certreconcile: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/certreconcile
+
+demo: venv
+	$(BIN)/certreconcile apply --dir $(DEMO_DIR) --auto-approve
+	$(BIN)/certreconcile status --dir $(DEMO_DIR)
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy --strict src
+
+importlint: venv
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test: deps venv lint typecheck importlint unit
+
+bench: venv
+	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/renewal_query.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache examples/desired-state/.certreconcile

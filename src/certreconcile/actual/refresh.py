@@ -1,0 +1,28 @@
+"""``plan --refresh``: ask every target what it serves. The only I/O before the pure diff."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from certreconcile.actual.model import Observations, ServedCertificate
+from certreconcile.plugins.ports import Target
+
+__all__ = ["observe_targets"]
+
+Probe = tuple[str, tuple[str, ...], str]  # (certificate name, its domains, target name)
+
+
+def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Target], *, workers: int = 8) -> Observations:
+    """Probe each (certificate, target) pair in parallel; unknown targets are skipped."""
+    wanted = [probe for probe in probes if probe[2] in targets]
+
+    def probe(item: Probe) -> tuple[tuple[str, str], ServedCertificate]:
+        name, domains, target = item
+        seen = targets[target].observe(name, domains)
+        return (name, target), ServedCertificate(seen.fingerprint, seen.serial_number, seen.not_after, seen.error)
+
+    if not wanted:
+        return Observations()
+    with ThreadPoolExecutor(max_workers=min(workers, len(wanted))) as pool:
+        return Observations(served=dict(pool.map(probe, wanted)))

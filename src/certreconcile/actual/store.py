@@ -1,0 +1,209 @@
+"""The state repository protocol: every read and write apply needs, and nothing more.
+
+Implemented by :mod:`certreconcile.actual.repository` (PostgreSQL, psycopg 3) and by
+:class:`certreconcile.testing.fake_repository.InMemoryStore`; both pass the same
+contract suite in ``tests/contract/test_state_repository.py``.
+
+A :class:`StateStore` hands out :class:`StateSession` objects; one session is used by
+one thread at a time (the PostgreSQL one owns a connection). Every write method
+commits on return unless it runs inside ``session.transaction()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from certreconcile.actual.model import ActualCertificate, ActualState, OpenRotation, StateMeta
+from certreconcile.domain.keys import KeyRef, KeyType
+from certreconcile.domain.policy import OnDelete
+from certreconcile.domain.status import CertStatus
+
+__all__ = [
+    "AuditAction",
+    "AuditEvent",
+    "CertificateRow",
+    "JournalEntry",
+    "LocalCaRecord",
+    "StateSession",
+    "StateStore",
+]
+
+
+class AuditAction:
+    """The audit vocabulary (plain strings in ``CertAudit.action``)."""
+
+    ISSUED = "issued"
+    RENEWED = "renewed"
+    REVOKED = "revoked"
+    DISTRIBUTED = "distributed"
+    VERIFIED = "verified"
+    RETIRED = "retired"
+    FAILED = "failed"
+    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    cert_id: str | None  # None only for a failure before any certificate existed
+    name: str
+    action: str  # one of AuditAction.ALL
+    actor: str  # git:<sha> <email> | user:<login> | automation:renewal
+    at: datetime
+    detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
+    id: int | None = None  # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRow:
+    """A certificate to insert. ``key_ref`` is the KMS envelope, never key bytes."""
+
+    id: str
+    name: str
+    domains: tuple[str, ...]  # first is ``Certificate.domain``, the rest ``san_domains``
+    issuer: str
+    key_type: KeyType
+    serial_number: str
+    not_before: datetime
+    not_after: datetime
+    status: CertStatus
+    fingerprint: str
+    key_ref: KeyRef
+    cert_pem: str
+    chain_pem: str
+    on_delete: OnDelete
+    issuer_fingerprint: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    run_id: int
+    idempotency_key: str
+    name: str
+    step: str  # e.g. key-generated, certificate-stored, deployed:<target>, verified:<target>
+    state: str  # started | done | failed
+    detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCaRecord:
+    name: str  # the issuer's name in the desired state
+    cert_pem: str
+    key_ref: KeyRef
+
+
+class StateSession(Protocol):
+    # --- reading -------------------------------------------------------------------
+    def load_actual(self) -> ActualState:
+        """Every managed name's current certificate, its distributions and open rotation.
+
+        A fixed number of queries, whatever the number of certificates.
+        """
+        ...
+
+    def meta(self) -> StateMeta: ...
+
+    def current_certificate(self, name: str) -> ActualCertificate | None:
+        """A fresh read of one name (used under its lock, to check the precondition again)."""
+        ...
+
+    def certificate_pems(self, cert_id: str) -> tuple[str, str]:
+        """(leaf PEM, chain PEM) of one certificate row."""
+        ...
+
+    def key_ref(self, cert_id: str) -> KeyRef: ...
+
+    def certificate_status(self, cert_id: str) -> CertStatus: ...
+
+    def rotation_replacing(self, new_cert_id: str) -> OpenRotation | None:
+        """The open (not completed) rotation whose new certificate is ``new_cert_id``, if any."""
+        ...
+
+    def audit_events(
+        self, name: str | None = None, action: str | None = None, limit: int | None = None
+    ) -> Sequence[AuditEvent]: ...
+
+    def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]: ...
+
+    # --- locking -------------------------------------------------------------------
+    def lock_name(self, name: str) -> AbstractContextManager[None]:
+        """Hold an exclusive lock on ``name`` across processes (PostgreSQL advisory lock)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group the writes inside into one atomic unit."""
+        ...
+
+    # --- writing -------------------------------------------------------------------
+    def insert_certificate(self, row: CertificateRow) -> None: ...
+
+    def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
+        """Move a certificate to ``new`` if the lifecycle allows it; returns the old status."""
+        ...
+
+    def retire(self, cert_id: str, at: datetime) -> None:
+        """Stop managing this certificate's name; the row and its history stay."""
+        ...
+
+    def open_rotation(self, old_cert_id: str, at: datetime) -> int: ...
+
+    def attach_rotation(self, rotation_id: int, new_cert_id: str) -> None: ...
+
+    def complete_rotation(self, rotation_id: int, at: datetime) -> None: ...
+
+    def record_distribution(
+        self,
+        cert_id: str,
+        target: str,
+        fingerprint: str,
+        *,
+        pushed_at: datetime | None,
+        verified_at: datetime | None,
+        last_error: str | None,
+        target_fingerprint: str | None,
+    ) -> None:
+        """Upsert the (certificate name, target) distribution row."""
+        ...
+
+    def remove_distribution(self, name: str, target: str) -> None: ...
+
+    def append_audit(self, event: AuditEvent) -> None: ...
+
+    def bump_serial(self) -> int:
+        """Advance the state serial (stale-plan detection); returns the new serial."""
+        ...
+
+    def start_run(self, git_commit: str | None, plan_digest: str, at: datetime) -> int: ...
+
+    def finish_run(self, run_id: int, outcome: str, at: datetime) -> None: ...
+
+    def journal(self, entry: JournalEntry) -> None: ...
+
+    def get_local_ca(self, issuer_name: str) -> LocalCaRecord | None: ...
+
+    def put_local_ca(self, record: LocalCaRecord) -> LocalCaRecord:
+        """Store the CA unless one exists already; return the one stored (first writer wins)."""
+        ...
+
+    def record_failure(self, name: str, at: datetime, until: datetime) -> None:
+        """Remember a failed issuance for backoff; cleared by the next success."""
+        ...
+
+    def clear_failures(self, name: str) -> None: ...
+
+
+class StateStore(Protocol):
+    def session(self) -> AbstractContextManager[StateSession]: ...
+
+    def upgrade(self) -> list[str]:
+        """Apply pending migrations; return the names applied."""
+        ...
+
+
+def iter_names(state: ActualState) -> Iterator[str]:
+    return iter(state.certificates)

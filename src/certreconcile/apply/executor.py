@@ -1,0 +1,541 @@
+"""Apply: the only stage with external effects.
+
+Per change: lock the name (PostgreSQL advisory lock) → check the precondition again under
+the lock → run idempotent steps, each journalled → audit. One failing change never stops
+the others: the executor's one broad ``except`` records it and moves on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from certreconcile.actual.model import ActualCertificate, Observations
+from certreconcile.actual.store import (
+    AuditAction,
+    AuditEvent,
+    CertificateRow,
+    JournalEntry,
+    StateSession,
+    StateStore,
+)
+from certreconcile.apply.verify import wait_until_served
+from certreconcile.clock import Clock
+from certreconcile.desired.model import DesiredState, OnDelete
+from certreconcile.domain.certs import read_cert_facts
+from certreconcile.domain.keys import KeyRef, KeyType
+from certreconcile.domain.status import CertStatus, allowed_transitions
+from certreconcile.errors import CertReconcileError, IssuerError, StalePlanError, TargetError
+from certreconcile.plan.diff import change_for_name
+from certreconcile.plan.plan import Action, Change, Plan
+from certreconcile.plan.policies import renewal_time
+from certreconcile.plugins.crypto import (
+    build_csr,
+    generate_private_key,
+    load_private_key,
+    private_key_pem,
+    public_key_matches,
+)
+from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope, seal
+from certreconcile.plugins.ports import (
+    DeployBundle,
+    EncryptionContext,
+    Issuer,
+    IssueRequest,
+    Kms,
+    SecretBytes,
+    Target,
+)
+
+__all__ = ["ApplyEnvironment", "ApplyResult", "ChangeResult", "apply_plan", "certificate_context", "check_fresh"]
+
+Outcome = Literal["done", "skipped", "failed"]
+
+#: After a failed issuance, the name is backed off this long (recorded for `run`, doubled per failure).
+BACKOFF_INITIAL = timedelta(hours=1)
+
+
+def certificate_context(cert_id: str) -> EncryptionContext:
+    return EncryptionContext(table="Certificate", row_id=cert_id)
+
+
+@dataclass(frozen=True)
+class ApplyEnvironment:
+    store: StateStore
+    kms: Kms
+    issuers: Mapping[str, Issuer]
+    targets: Mapping[str, Target]
+    clock: Clock
+    actor: str
+    on_progress: Callable[[ChangeResult], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    change: Change
+    outcome: Outcome
+    message: str
+    cert_id: str | None = None
+    failed_targets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    run_id: int
+    results: tuple[ChangeResult, ...]
+    serial: int
+    failures: tuple[ChangeResult, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for result in self.results if result.outcome == outcome)
+
+
+def check_fresh(plan: Plan, desired: DesiredState, session: StateSession) -> None:
+    """Refuse a saved plan built on another state or another desired state (Terraform's stale plan)."""
+    meta = session.meta()
+    if plan.lineage != meta.lineage:
+        raise StalePlanError(
+            "the saved plan was made for another state database (lineage differs)",
+            hint="run `certreconcile plan --out FILE` against this database",
+        )
+    if plan.serial != meta.serial:
+        raise StalePlanError(
+            f"the saved plan is stale: the state moved from serial {plan.serial} to {meta.serial} since it was made",
+            hint="run `certreconcile plan --out FILE` again and apply the new plan",
+        )
+    if plan.desired_digest != desired.digest:
+        raise StalePlanError(
+            "the saved plan is stale: the desired state changed since it was made",
+            hint="run `certreconcile plan --out FILE` again and apply the new plan",
+        )
+
+
+def apply_plan(
+    plan: Plan,
+    desired: DesiredState,
+    env: ApplyEnvironment,
+    *,
+    concurrency: int = 4,
+    saved: bool = False,
+    plan_observations: Observations | None = None,
+) -> ApplyResult:
+    """Run every change of ``plan``. With ``saved``, first refuse a stale plan (nothing changes)."""
+    with env.store.session() as session:
+        if saved:
+            check_fresh(plan, desired, session)
+        run_id = session.start_run(desired.git_commit, plan.change_digest, env.clock.now())
+    results = _run_all(plan.changes, desired, env, run_id, max(1, concurrency))
+    failures = tuple(result for result in results if result.outcome == "failed")
+    with env.store.session() as session:
+        serial = session.meta().serial
+        if any(result.outcome != "skipped" for result in results):
+            serial = session.bump_serial()
+        outcome = "noop" if not results else ("success" if not failures else "partial")
+        if failures and len(failures) == len(results):
+            outcome = "failed"
+        session.finish_run(run_id, outcome, env.clock.now())
+    return ApplyResult(run_id=run_id, results=results, serial=serial, failures=failures)
+
+
+def _run_all(
+    changes: tuple[Change, ...], desired: DesiredState, env: ApplyEnvironment, run_id: int, concurrency: int
+) -> tuple[ChangeResult, ...]:
+    if not changes:
+        return ()
+    work: queue.Queue[tuple[int, Change]] = queue.Queue()
+    for index, change in enumerate(changes):
+        work.put((index, change))
+    results: list[ChangeResult | None] = [None] * len(changes)
+
+    def worker() -> None:
+        with env.store.session() as session:
+            runner = _ChangeRunner(session, desired, env, run_id)
+            while True:
+                try:
+                    index, change = work.get_nowait()
+                except queue.Empty:
+                    return
+                result = runner.run(change)
+                results[index] = result
+                if env.on_progress is not None:
+                    env.on_progress(result)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(changes)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tuple(result for result in results if result is not None)
+
+
+class _ChangeRunner:
+    def __init__(self, session: StateSession, desired: DesiredState, env: ApplyEnvironment, run_id: int) -> None:
+        self.session = session
+        self.desired = desired
+        self.env = env
+        self.run_id = run_id
+
+    # --- bookkeeping --------------------------------------------------------------
+    def _journal(self, change: Change, step: str, state: str, **detail: str) -> None:
+        self.session.journal(
+            JournalEntry(
+                run_id=self.run_id,
+                idempotency_key=change.idempotency_key,
+                name=change.name,
+                step=step,
+                state=state,
+                detail=detail,
+                at=self.env.clock.now(),
+            )
+        )
+
+    def _audit(self, change: Change, cert_id: str | None, action: str, **detail: str) -> None:
+        detail.setdefault("reasons", ",".join(reason.code.value for reason in change.reasons))
+        self.session.append_audit(
+            AuditEvent(
+                cert_id=cert_id,
+                name=change.name,
+                action=action,
+                actor=self.env.actor,
+                at=self.env.clock.now(),
+                detail=detail,
+            )
+        )
+
+    def _move(self, cert_id: str, current: CertStatus, new: CertStatus) -> None:
+        if new in allowed_transitions(current):
+            self.session.set_status(cert_id, new)
+
+    # --- one change ---------------------------------------------------------------
+    def run(self, change: Change) -> ChangeResult:
+        try:
+            with self.session.lock_name(change.name):
+                current = self.session.current_certificate(change.name)
+                fresh = change_for_name(self.desired, change.name, current, Observations(), self.env.clock.now())
+                if not _still_needed(change, fresh):
+                    return ChangeResult(change, "skipped", "already done, or changed since the plan (re-plan to see)")
+                match change.action:
+                    case Action.ISSUE | Action.ROTATE:
+                        return self._issue(change, current)
+                    case Action.REDISTRIBUTE:
+                        assert current is not None
+                        return self._redistribute(change, current)
+                    case Action.REVOKE:
+                        assert current is not None
+                        return self._revoke(change, current, reason="cessationOfOperation")
+                    case Action.RETIRE:
+                        assert current is not None
+                        return self._retire(change, current)
+        except Exception as exc:  # noqa: BLE001  the one broad except: record this change's failure, carry on
+            message = exc.one_line() if isinstance(exc, CertReconcileError) else f"{type(exc).__name__}: {exc}"[:300]
+            try:
+                cert_id = change.replaces
+                self._audit(change, cert_id, AuditAction.FAILED, error=message)
+                self._journal(change, change.action.value, "failed", error=message)
+                if change.action in (Action.ISSUE, Action.ROTATE):
+                    now = self.env.clock.now()
+                    self.session.record_failure(change.name, now, now + BACKOFF_INITIAL)
+            except Exception as record_exc:  # noqa: BLE001  the store itself is failing: report both
+                message += f" (and recording the failure failed: {type(record_exc).__name__})"
+            return ChangeResult(change, "failed", message)
+
+    def _issue(self, change: Change, current: ActualCertificate | None) -> ChangeResult:
+        spec = self.desired.certificates[change.name]
+        issuer = self.env.issuers[spec.issuer]
+        now = self.env.clock.now()
+        rotation_id: int | None = None
+        if change.action is Action.ROTATE and current is not None:
+            if current.open_rotation is not None and current.open_rotation.new_cert_id is None:
+                rotation_id = current.open_rotation.rotation_id
+            else:
+                rotation_id = self.session.open_rotation(current.id, now)
+            status = current.status
+            if status is CertStatus.ACTIVE and now >= renewal_time(spec, current):
+                self._move(current.id, status, CertStatus.EXPIRING_SOON)
+                status = CertStatus.EXPIRING_SOON
+            self._move(current.id, status, CertStatus.ROTATING)
+
+        cert_id, key_ref, key_pem = self._key_for(change, spec.key_type)
+        key = load_private_key(key_pem)
+        self._journal(change, "issue", "started", issuer=spec.issuer)
+        issued = issuer.issue(
+            IssueRequest(
+                name=change.name,
+                domains=spec.domains,
+                key_type=spec.key_type,
+                csr_pem=build_csr(key, spec.domains),
+                now=now,
+            )
+        )
+        facts = read_cert_facts(issued.cert_pem)
+        if set(facts.domains) != set(spec.domains):
+            raise IssuerError(
+                f"the CA issued a certificate for {', '.join(facts.domains)} instead of {', '.join(spec.domains)}",
+                code="issuer-wrong-names",
+            )
+        if not public_key_matches(issued.cert_pem, key):
+            raise IssuerError("the CA issued a certificate for another key", code="issuer-wrong-key")
+        with self.session.transaction():
+            self.session.insert_certificate(
+                CertificateRow(
+                    id=cert_id,
+                    name=change.name,
+                    domains=spec.domains,
+                    issuer=spec.issuer,
+                    key_type=spec.key_type,
+                    serial_number=facts.serial_number,
+                    not_before=facts.not_before,
+                    not_after=facts.not_after,
+                    status=CertStatus.ISSUED,
+                    fingerprint=facts.fingerprint,
+                    key_ref=key_ref,
+                    cert_pem=issued.cert_pem,
+                    chain_pem=issued.chain_pem,
+                    on_delete=spec.on_delete,
+                    issuer_fingerprint=self.desired.issuers[spec.issuer].fingerprint,
+                    created_at=now,
+                )
+            )
+            if rotation_id is not None:
+                self.session.attach_rotation(rotation_id, cert_id)
+            if current is not None:
+                for removed in sorted(set(current.distributions) - set(spec.targets)):
+                    self.session.remove_distribution(change.name, removed)
+            action = AuditAction.RENEWED if change.action is Action.ROTATE else AuditAction.ISSUED
+            self._audit(
+                change,
+                cert_id,
+                action,
+                serial=facts.serial_number,
+                fingerprint=facts.fingerprint,
+                not_after=facts.not_after.isoformat(),
+            )
+            self._journal(change, "certificate-stored", "done", cert_id=cert_id)
+            self.session.clear_failures(change.name)
+        bundle = DeployBundle(
+            name=change.name,
+            domains=spec.domains,
+            cert_pem=issued.cert_pem,
+            chain_pem=issued.chain_pem,
+            key_pem=key_pem,
+            fingerprint=facts.fingerprint,
+        )
+        failed = self._deploy(change, cert_id, bundle, spec.targets)
+        return self._finish(change, cert_id, failed, f"{change.action.verb} serial {facts.serial_number}")
+
+    def _key_for(self, change: Change, key_type: KeyType) -> tuple[str, KeyRef, SecretBytes]:
+        """The key for this change: resumed from the journal after a crash, else a new one."""
+        for entry in reversed(self.session.journal_entries(change.idempotency_key)):
+            if entry.step == "certificate-stored" and entry.state == "done":
+                break  # that key was used: a repeated change needs a new one
+            if entry.step == "key-generated" and entry.state == "done":
+                cert_id = entry.detail["cert_id"]
+                key_ref = key_ref_from_json(entry.detail["key_ref"])
+                return cert_id, key_ref, open_envelope(self.env.kms, key_ref, certificate_context(cert_id))
+        cert_id = str(uuid.uuid4())
+        key_pem = private_key_pem(generate_private_key(key_type))
+        key_ref = seal(self.env.kms, key_pem, certificate_context(cert_id))
+        self._journal(change, "key-generated", "done", cert_id=cert_id, key_ref=key_ref.envelope_json)
+        return cert_id, key_ref, key_pem
+
+    def _deploy(
+        self, change: Change, cert_id: str, bundle: DeployBundle, targets: tuple[str, ...]
+    ) -> dict[str, str]:
+        """Deploy and verify on each target; returns the failed targets with their error."""
+        failed: dict[str, str] = {}
+        for target_name in targets:
+            target = self.env.targets[target_name]
+            target_fingerprint = self.desired.targets[target_name].fingerprint
+            try:
+                target.deploy(bundle)
+                pushed_at = self.env.clock.now()
+                self.session.record_distribution(
+                    cert_id,
+                    target_name,
+                    bundle.fingerprint,
+                    pushed_at=pushed_at,
+                    verified_at=None,
+                    last_error=None,
+                    target_fingerprint=target_fingerprint,
+                )
+                self._audit(change, cert_id, AuditAction.DISTRIBUTED, target=target_name)
+                outcome = wait_until_served(target, bundle.name, bundle.domains, bundle.fingerprint)
+                if not outcome.verified:
+                    seen = outcome.last.fingerprint[:16] if outcome.last.fingerprint else "nothing"
+                    raise TargetError(
+                        f"target {target_name} serves {seen} instead of {bundle.fingerprint[:16]}"
+                        + (f" ({outcome.last.error})" if outcome.last.error else ""),
+                        code="target-not-serving",
+                        hint="the reload did not take effect; check the target, then apply again",
+                    )
+                self.session.record_distribution(
+                    cert_id,
+                    target_name,
+                    bundle.fingerprint,
+                    pushed_at=pushed_at,
+                    verified_at=self.env.clock.now(),
+                    last_error=None,
+                    target_fingerprint=target_fingerprint,
+                )
+                self._audit(change, cert_id, AuditAction.VERIFIED, target=target_name, fingerprint=bundle.fingerprint)
+            except CertReconcileError as exc:
+                failed[target_name] = exc.one_line()
+                self.session.record_distribution(
+                    cert_id,
+                    target_name,
+                    bundle.fingerprint,
+                    pushed_at=None,
+                    verified_at=None,
+                    last_error=exc.one_line()[:500],
+                    target_fingerprint=target_fingerprint,
+                )
+                self._audit(change, cert_id, AuditAction.FAILED, target=target_name, error=exc.one_line()[:500])
+        return failed
+
+    def _finish(self, change: Change, cert_id: str, failed: dict[str, str], what: str) -> ChangeResult:
+        """Activate the certificate and close its rotation once every declared target is verified."""
+        if failed:
+            self._journal(change, "distribution", "failed", targets=",".join(failed))
+            return ChangeResult(
+                change,
+                "failed",
+                f"{what}; not verified on " + "; ".join(f"{t}: {e}" for t, e in sorted(failed.items())),
+                cert_id=cert_id,
+                failed_targets=tuple(failed),
+            )
+        current = self.session.current_certificate(change.name)
+        spec = self.desired.certificates.get(change.name)
+        if current is None or current.id != cert_id or spec is None:
+            return ChangeResult(change, "done", what, cert_id=cert_id)
+        unverified = [
+            t
+            for t in spec.targets
+            if (d := current.distributions.get(t)) is None
+            or d.verified_at is None
+            or d.fingerprint != current.fingerprint
+        ]
+        if unverified:
+            return ChangeResult(
+                change,
+                "failed",
+                f"{what}; not verified on {', '.join(unverified)}",
+                cert_id=cert_id,
+                failed_targets=tuple(unverified),
+            )
+        with self.session.transaction():
+            if current.status is CertStatus.ISSUED:
+                self.session.set_status(cert_id, CertStatus.ACTIVE)
+            rotation = self.session.rotation_replacing(cert_id)
+            if rotation is not None and rotation.new_cert_id == cert_id:
+                self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
+                old_status = self.session.certificate_status(rotation.old_cert_id)
+                self._move(rotation.old_cert_id, old_status, CertStatus.SUPERSEDED)
+            self._journal(change, "completed", "done", cert_id=cert_id)
+        return ChangeResult(change, "done", what, cert_id=cert_id)
+
+    def _redistribute(self, change: Change, current: ActualCertificate) -> ChangeResult:
+        spec = self.desired.certificates[change.name]
+        targets = tuple(sorted(set(change.targets) & set(spec.targets)))
+        for removed in change.removed_targets:
+            self.session.remove_distribution(change.name, removed)
+        failed: dict[str, str] = {}
+        if targets:
+            cert_pem, chain_pem = self.session.certificate_pems(current.id)
+            key_pem = open_envelope(self.env.kms, self.session.key_ref(current.id), certificate_context(current.id))
+            bundle = DeployBundle(
+                name=change.name,
+                domains=current.domains,
+                cert_pem=cert_pem,
+                chain_pem=chain_pem,
+                key_pem=key_pem,
+                fingerprint=current.fingerprint,
+            )
+            failed = self._deploy(change, current.id, bundle, targets)
+        return self._finish(change, current.id, failed, f"redistributed to {', '.join(targets) or 'no target'}")
+
+    def _revoke(self, change: Change, current: ActualCertificate, *, reason: str) -> ChangeResult:
+        issuer = self.env.issuers.get(current.issuer)
+        if issuer is None:
+            raise IssuerError(
+                f"cannot revoke {change.name}: its issuer {current.issuer!r} is no longer declared",
+                code="issuer-undeclared",
+                hint="keep the issuer declared until its certificates are revoked",
+            )
+        cert_pem, _ = self.session.certificate_pems(current.id)
+        issuer.revoke(cert_pem, reason)
+        with self.session.transaction():
+            self.session.set_status(current.id, CertStatus.REVOKED)
+            self._audit(change, current.id, AuditAction.REVOKED, reason=reason, serial=current.serial_number)
+            if change.name not in self.desired.certificates:
+                self._forget_targets(change.name, current)
+                self.session.retire(current.id, self.env.clock.now())
+                self._audit(change, current.id, AuditAction.RETIRED)
+        return ChangeResult(change, "done", f"revoked serial {current.serial_number}", cert_id=current.id)
+
+    def _forget_targets(self, name: str, current: ActualCertificate) -> None:
+        """A name no longer managed keeps no distribution rows (the deployed files stay where they are)."""
+        for target in sorted(current.distributions):
+            self.session.remove_distribution(name, target)
+
+    def _retire(self, change: Change, current: ActualCertificate) -> ChangeResult:
+        with self.session.transaction():
+            self._forget_targets(change.name, current)
+            self.session.retire(current.id, self.env.clock.now())
+            self._audit(change, current.id, AuditAction.RETIRED, on_delete=OnDelete.RETIRE.value)
+        return ChangeResult(change, "done", "no longer managed (history kept)", cert_id=current.id)
+
+
+def _still_needed(planned: Change, fresh: Change | None) -> bool:
+    """Under the lock: is the planned change still what this name needs?"""
+    if fresh is None:
+        # Nothing is needed any more: another apply did it. A redistribution is harmless to repeat.
+        return planned.action is Action.REDISTRIBUTE
+    if planned.action is Action.REDISTRIBUTE:
+        return fresh.action is Action.REDISTRIBUTE
+    return fresh.action is planned.action and fresh.replaces == planned.replaces
+
+
+def revoke_now(
+    session_name: str, desired: DesiredState, env: ApplyEnvironment, reason: str, now: datetime
+) -> ChangeResult:
+    """``certreconcile revoke NAME``: revoke the current certificate of a name at once."""
+    from certreconcile.plan.plan import Reason, ReasonCode
+
+    with env.store.session() as session:
+        run_id = session.start_run(desired.git_commit, f"revoke:{session_name}", now)
+        runner = _ChangeRunner(session, desired, env, run_id)
+        with session.lock_name(session_name):
+            current = session.current_certificate(session_name)
+            if current is None:
+                raise CertReconcileError(
+                    f"no managed certificate is named {session_name!r}",
+                    code="name-unknown",
+                    hint="see `certreconcile status` for the names",
+                )
+            if current.status is CertStatus.REVOKED:
+                raise CertReconcileError(f"{session_name} is already revoked", code="already-revoked")
+            change = Change(
+                action=Action.REVOKE,
+                name=session_name,
+                reasons=(Reason(ReasonCode.REVOKE_REQUESTED, f"revocation was requested ({reason})"),),
+                domains=current.domains,
+                issuer=current.issuer,
+                key_type=current.key_type.value,
+                targets=(),
+                replaces=current.id,
+                replaces_fingerprint=current.fingerprint,
+                idempotency_key=f"revoke-{current.id}",
+            )
+            result = runner._revoke(change, current, reason=reason)
+        session.bump_serial()
+        session.finish_run(run_id, "success", env.clock.now())
+        return result

@@ -1,0 +1,42 @@
+"""Wait until a target serves what was just deployed. Only the observation counts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from certreconcile.plugins.ports import Target, TargetObservation
+
+__all__ = ["VerifyOutcome", "wait_until_served"]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    verified: bool
+    last: TargetObservation
+    attempts: int
+
+
+def wait_until_served(
+    target: Target,
+    name: str,
+    domains: tuple[str, ...],
+    fingerprint: str,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> VerifyOutcome:
+    """Observe ``target`` with short, growing pauses until it serves ``fingerprint`` or time runs out."""
+    deadline = monotonic() + target.verify_timeout().total_seconds()
+    pause = 0.05
+    attempts = 0
+    while True:
+        attempts += 1
+        seen = target.observe(name, domains)
+        if seen.fingerprint == fingerprint:
+            return VerifyOutcome(True, seen, attempts)
+        if monotonic() + pause > deadline:
+            return VerifyOutcome(False, seen, attempts)
+        sleep(pause)
+        pause = min(pause * 2, 1.0)

@@ -1,0 +1,489 @@
+"""The ``certreconcile`` command: a thin typer shell over desired → plan → apply.
+
+Every error prints one line (``error[code]: message (hint)``) and exits 1; never a
+traceback, never a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+
+from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.errors import CertReconcileError, DesiredStateError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="certreconcile",
+    help=(
+        "Declarative GitOps reconciler for TLS certificates.\n\n"
+        "Declare certificates in YAML in a Git repository; `plan` shows what must change, "
+        "`apply` issues, rotates, revokes and distributes until reality matches.\n\n"
+        "Examples:\n\n"
+        "  certreconcile validate --dir certs/\n\n"
+        "  certreconcile plan --dir certs/ --format markdown > plan.md\n\n"
+        "  certreconcile apply --dir certs/ --auto-approve"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    add_completion=True,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Database housekeeping.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DirOption = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        help="The desired-state directory (also locates the embedded database).",
+        file_okay=False,
+        show_default="current directory",
+    ),
+]
+DEFAULT_DIR = Path()
+
+
+def _use_color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _fail(exc: CertReconcileError) -> NoReturn:
+    if isinstance(exc, DesiredStateError):
+        for diagnostic in exc.diagnostics:
+            _err(str(diagnostic))
+        count = len(exc.diagnostics)
+        _err(f"error[{exc.code}]: {count} problem{'s' if count != 1 else ''} in the desired state ({exc.hint})")
+    else:
+        _err(exc.one_line())
+    raise typer.Exit(ExitCode.ERROR)
+
+
+def _load(directory: Path, ref: str | None = None) -> Any:
+    from certreconcile.desired import load_desired
+
+    if not directory.is_dir():
+        raise CertReconcileError(
+            f"{directory} is not a directory", code="dir-missing", hint="pass the desired-state directory with --dir"
+        )
+    from certreconcile.wiring import with_git_origin
+
+    desired = load_desired(directory, ref=ref)
+    return desired if ref is not None else with_git_origin(desired, directory)
+
+
+def _now() -> datetime:
+    from certreconcile.clock import SystemClock
+
+    return SystemClock().now()
+
+
+@app.command()
+def validate(directory: DirOption = DEFAULT_DIR) -> None:
+    """Check the declarations (schema, references, domains, policy). Exit 0 if valid, 1 if not.
+
+    Example: certreconcile validate --dir certs/
+    """
+    try:
+        desired = _load(directory)
+    except CertReconcileError as exc:
+        _fail(exc)
+    typer.echo(
+        f"Valid: {len(desired.certificates)} certificates, {len(desired.issuers)} issuers, "
+        f"{len(desired.targets)} targets."
+    )
+
+
+@app.command()
+def plan(
+    directory: DirOption = DEFAULT_DIR,
+    ref: Annotated[
+        str | None, typer.Option(help="Read the declarations at this git ref instead of the work tree.")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+    out: Annotated[Path | None, typer.Option(help="Save the plan (JSON) for `certreconcile apply FILE`.")] = None,
+    refresh: Annotated[bool, typer.Option(help="Probe every target and plan redistribution where it drifted.")] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option(help="Exit 0 without changes, 2 with changes, 1 on error.")
+    ] = False,
+) -> None:
+    """Show what apply would change: issue, rotate, revoke, redistribute, retire.
+
+    Examples: certreconcile plan; certreconcile plan --format markdown > comment.md;
+    certreconcile plan --out plan.json --detailed-exitcode
+    """
+    from certreconcile.render import render_json, render_markdown, render_text
+
+    if output_format not in ("text", "markdown", "json"):
+        _fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use text, markdown or json"))
+    try:
+        desired = _load(directory, ref)
+        result = _build_plan(directory, desired, refresh=refresh)
+        if out is not None:
+            _write_plan_file(out, result.dumps())
+    except CertReconcileError as exc:
+        _fail(exc)
+    match output_format:
+        case "json":
+            sys.stdout.write(render_json(result))
+        case "markdown":
+            sys.stdout.write(render_markdown(result))
+        case _:
+            sys.stdout.write(render_text(result, color=_use_color()))
+    if out is not None:
+        _err(f"Saved the plan to {out}. Apply it with: certreconcile apply {out}")
+    if detailed_exitcode and not result.is_empty:
+        raise typer.Exit(ExitCode.CHANGES)
+
+
+def _write_plan_file(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        temp.write_text(text)
+        temp.replace(path)
+    except OSError as exc:
+        raise CertReconcileError(f"cannot write the plan to {path}: {exc.strerror}", code="plan-write-failed") from exc
+
+
+def _build_plan(directory: Path, desired: Any, *, refresh: bool, force_rotate: frozenset[str] = frozenset()) -> Any:
+    from certreconcile.actual.model import Observations
+    from certreconcile.actual.refresh import observe_targets
+    from certreconcile.plan import build_plan
+    from certreconcile.wiring import Settings, build_targets, open_store
+
+    settings = Settings.from_env(directory)
+    store = open_store(settings)
+    with store.session() as session:
+        actual = session.load_actual()
+    observations = Observations()
+    if refresh:
+        probes = [
+            (name, spec.domains, target)
+            for name, spec in desired.certificates.items()
+            if name in actual.certificates
+            for target in spec.targets
+        ]
+        observations = observe_targets(probes, build_targets(desired, settings))
+    return build_plan(desired, actual, observations, _now(), force_rotate=force_rotate)
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")] = None,
+    directory: DirOption = DEFAULT_DIR,
+    auto_approve: Annotated[bool, typer.Option(help="Apply without asking for confirmation.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")] = 4,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
+
+    Without a plan file it plans first and asks for confirmation on a terminal
+    (--auto-approve skips the question; without a terminal it is required).
+
+    Examples: certreconcile apply --auto-approve; certreconcile apply plan.json
+    """
+    from certreconcile.clock import SystemClock
+    from certreconcile.plan import plan_from_json
+    from certreconcile.render import render_text
+    from certreconcile.wiring import Settings, build_environment, open_store
+
+    if output_format not in ("text", "json"):
+        _fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use text or json"))
+    try:
+        desired = _load(directory)
+        if plan_file is not None:
+            try:
+                the_plan = plan_from_json(json.loads(plan_file.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CertReconcileError(
+                    f"{plan_file} is not a readable certreconcile plan: {exc}",
+                    code="plan-file-invalid",
+                    hint="save one with `plan --out FILE`",
+                ) from exc
+        else:
+            the_plan = _build_plan(directory, desired, refresh=False)
+            if output_format == "text":
+                sys.stdout.write(render_text(the_plan, color=_use_color()))
+            if the_plan.is_empty:
+                if output_format == "json":
+                    typer.echo(json.dumps({"format_version": 1, "outcome": "noop", "results": []}))
+                return
+            if not auto_approve:
+                if not sys.stdin.isatty():
+                    raise CertReconcileError(
+                        "apply needs confirmation, but there is no terminal to ask",
+                        code="approval-required",
+                        hint="pass --auto-approve, or apply a saved plan file",
+                    )
+                if not typer.confirm("Apply these changes?", default=False):
+                    _err("Apply cancelled; nothing changed.")
+                    raise typer.Exit(ExitCode.ERROR)
+        settings = Settings.from_env(directory)
+        store = open_store(settings)
+        env = build_environment(desired, settings, store, SystemClock())
+        result = _apply(the_plan, desired, env, concurrency, saved=plan_file is not None)
+    except CertReconcileError as exc:
+        _fail(exc)
+    _report(result, output_format)
+    if not result.ok:
+        raise typer.Exit(ExitCode.ERROR)
+
+
+def _apply(the_plan: Any, desired: Any, env: Any, concurrency: int, *, saved: bool) -> Any:
+    from dataclasses import replace
+
+    from certreconcile.apply.executor import apply_plan
+
+    if sys.stderr.isatty():
+
+        def progress(result: Any) -> None:
+            _err(f"  {result.change.action.symbol} {result.change.name}: {result.outcome}")
+
+        env = replace(env, on_progress=progress)
+    return apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
+
+
+def _report(result: Any, output_format: str) -> None:
+    if output_format == "json":
+        payload = {
+            "format_version": 1,
+            "run_id": result.run_id,
+            "serial": result.serial,
+            "outcome": "success" if result.ok else "failed",
+            "results": [
+                {
+                    "name": r.change.name,
+                    "action": r.change.action.value,
+                    "outcome": r.outcome,
+                    "message": r.message,
+                    "cert_id": r.cert_id,
+                    "failed_targets": list(r.failed_targets),
+                }
+                for r in result.results
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+        return
+    for r in result.results:
+        typer.echo(f"{r.change.action.symbol} {r.change.name}: {r.outcome}: {r.message}")
+    summary = (
+        f"Apply complete: {result.count('done')} done, {result.count('skipped')} skipped, "
+        f"{result.count('failed')} failed."
+    )
+    typer.echo(summary)
+    if not result.ok:
+        _err(
+            "error[apply-failed]: "
+            + ", ".join(r.change.name for r in result.failures)
+            + " failed (the other changes were applied; fix the cause and run apply again)"
+        )
+
+
+@app.command()
+def status(
+    directory: DirOption = DEFAULT_DIR,
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """The inventory: every managed certificate, its status, expiry and verified targets.
+
+    Example: certreconcile status --format json
+    """
+    from certreconcile.cli.status import render_status_json, render_status_table
+    from certreconcile.wiring import Settings, open_store
+
+    try:
+        store = open_store(Settings.from_env(directory))
+        with store.session() as session:
+            actual = session.load_actual()
+    except CertReconcileError as exc:
+        _fail(exc)
+    now = _now()
+    if output_format == "json":
+        typer.echo(render_status_json(actual, now))
+    else:
+        sys.stdout.write(render_status_table(actual, now, color=_use_color()))
+
+
+@app.command()
+def audit(
+    directory: DirOption = DEFAULT_DIR,
+    name: Annotated[str | None, typer.Option(help="Only this certificate name.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action (issued, renewed, revoked, ...).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many events (newest).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """The append-only audit trail: who did what to which certificate, and when.
+
+    Example: certreconcile audit --name shop
+    """
+    from certreconcile.wiring import Settings, open_store
+
+    try:
+        store = open_store(Settings.from_env(directory))
+        with store.session() as session:
+            events = list(session.audit_events(name=name, action=action, limit=limit))
+    except CertReconcileError as exc:
+        _fail(exc)
+    if output_format == "json":
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "id": e.id,
+                        "cert_id": e.cert_id,
+                        "name": e.name,
+                        "action": e.action,
+                        "actor": e.actor,
+                        "timestamp": e.at.isoformat(),
+                        "detail": dict(e.detail),
+                    }
+                    for e in events
+                ],
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return
+    if not events:
+        typer.echo("No audit events.")
+        return
+    for e in events:
+        detail = " ".join(f"{k}={v}" for k, v in sorted(e.detail.items()) if v)
+        typer.echo(f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {e.action:<11} {e.name:<20} {e.actor}  {detail}")
+
+
+@app.command()
+def revoke(
+    name: Annotated[str, typer.Argument(help="The certificate name.")],
+    directory: DirOption = DEFAULT_DIR,
+    reason: Annotated[str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise, superseded.")] = "unspecified",
+) -> None:
+    """Revoke a certificate now. If it is still declared, the next apply issues a new one.
+
+    Example: certreconcile revoke shop --reason keyCompromise
+    """
+    from certreconcile.apply.executor import revoke_now
+    from certreconcile.clock import SystemClock
+    from certreconcile.wiring import Settings, build_environment, open_store
+
+    try:
+        desired = _load(directory)
+        settings = Settings.from_env(directory)
+        store = open_store(settings)
+        env = build_environment(desired, settings, store, SystemClock())
+        result = revoke_now(name, desired, env, reason, _now())
+    except CertReconcileError as exc:
+        _fail(exc)
+    typer.echo(f"- {name}: {result.message} (reason {reason})")
+
+
+@app.command()
+def rotate(
+    name: Annotated[str, typer.Argument(help="The certificate name.")],
+    directory: DirOption = DEFAULT_DIR,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "requested",
+) -> None:
+    """Rotate now: new key, issue, distribute, verify (e.g. after a key compromise).
+
+    Example: certreconcile rotate shop --reason key-compromise
+    """
+    from certreconcile.clock import SystemClock
+    from certreconcile.plan.plan import Plan
+    from certreconcile.wiring import Settings, build_environment, open_store
+
+    try:
+        desired = _load(directory)
+        if name not in desired.certificates:
+            raise CertReconcileError(
+                f"{name!r} is not declared", code="name-unknown", hint="rotate takes the name of a declared certificate"
+            )
+        full = _build_plan(directory, desired, refresh=False, force_rotate=frozenset({name}))
+        changes = tuple(c for c in full.changes if c.name == name)
+        the_plan = Plan(
+            changes=changes,
+            created_at=full.created_at,
+            desired_digest=full.desired_digest,
+            lineage=full.lineage,
+            serial=full.serial,
+            git_commit=full.git_commit,
+        )
+        settings = Settings.from_env(directory)
+        env = build_environment(desired, settings, open_store(settings), SystemClock(), actor=None)
+        result = _apply(the_plan, desired, env, 1, saved=False)
+    except CertReconcileError as exc:
+        _fail(exc)
+    _report(result, "text")
+    if not result.ok:
+        raise typer.Exit(ExitCode.ERROR)
+
+
+@db_app.command("upgrade")
+def db_upgrade(directory: DirOption = DEFAULT_DIR) -> None:
+    """Apply pending database migrations (other commands do it on their own too)."""
+    from certreconcile.wiring import Settings, open_store
+
+    try:
+        store = open_store(Settings.from_env(directory), migrate=False)
+        applied = store.upgrade()
+    except CertReconcileError as exc:
+        _fail(exc)
+    typer.echo("Applied: " + ", ".join(applied) if applied else "The database is up to date.")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the desired-state files (for editors and CI validators)."""
+    from certreconcile.desired.schema import render_json_schema
+
+    sys.stdout.write(render_json_schema())
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the desired-state repository.")],
+) -> None:
+    """Scaffold a desired-state repository: an example, a .gitignore, the schema modeline, the KMS key.
+
+    Example: certreconcile init certs/ && certreconcile plan --dir certs/
+    """
+    from certreconcile.cli.scaffold import scaffold
+
+    try:
+        created = scaffold(directory)
+    except CertReconcileError as exc:
+        _fail(exc)
+    for path in created:
+        typer.echo(f"created {path}")
+    typer.echo(f"Next: certreconcile plan --dir {directory}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click's usage errors exit 1 too (2 means 'changes' for plan)."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        _err("Aborted.")
+        sys.exit(ExitCode.ERROR)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.ERROR)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("Interrupted.")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else ExitCode.OK)

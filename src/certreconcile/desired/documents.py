@@ -1,0 +1,258 @@
+"""Wire models for ONE desired-state YAML file (pydantic v2).
+
+These classes describe what a user may write, nothing more: every model forbids
+unknown keys and is frozen. Cross-file rules (references, duplicates, policy) live
+in :mod:`certreconcile.desired.validate`; past validation nothing outside
+``desired/`` sees these classes, except the plugin ``*Config`` models, which a
+plugin receives as its validated configuration.
+
+A plugin entry (the ``kms`` section, each issuer, target and DNS provider) is a
+mapping with exactly ONE *kind* key (``local_ca``, ``files``...) whose value is that
+kind's configuration, plus the keys common to its section (``verify`` for targets).
+A kind key with an empty value (``local:``) means the kind's default configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+from certreconcile.desired.model import Challenge, OnDelete
+from certreconcile.domain.keys import KeyType
+from certreconcile.domain.names import CERT_NAME_PATTERN
+
+__all__ = [
+    "DURATION_PATTERN",
+    "HOST_PORT_PATTERN",
+    "RENEW_BEFORE_PATTERN",
+    "CertificateDocument",
+    "DesiredDocument",
+    "DnsProviderEntry",
+    "FilesTargetConfig",
+    "IssuerEntry",
+    "KmsEntry",
+    "LocalCaConfig",
+    "LocalKmsConfig",
+    "PluginEntry",
+    "PolicyDocument",
+    "Rfc2136Config",
+    "TargetEntry",
+]
+
+# Patterns are part of the JSON Schema too; semantic limits (a zero duration, a port
+# above 65535) are checked in validate.py, where the message can say more.
+DURATION_PATTERN = r"^[0-9]+[smhdw]$"
+RENEW_BEFORE_PATTERN = r"^(?:[0-9]+[smhdw]|[0-9]+(?:\.[0-9]+)?%)$"
+HOST_PORT_PATTERN = r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Name = Annotated[
+    str,
+    Field(pattern=CERT_NAME_PATTERN, description="1-63 lower-case letters, digits and inner hyphens"),
+]
+Duration = Annotated[
+    str, Field(pattern=DURATION_PATTERN, description="a whole number and a unit (s, m, h, d, w), e.g. 90d")
+]
+HostPort = Annotated[str, Field(pattern=HOST_PORT_PATTERN, description="HOST:PORT, e.g. 127.0.0.1:443")]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# ---------------------------------------------------------------- plugin configs
+
+
+class LocalKmsConfig(_Wire):
+    """The local KMS: keys are wrapped with a key-encryption key kept in a local file."""
+
+    key_file: str | None = None
+    """Path of the key-encryption key file; default: inside the data directory. Never the key itself."""
+
+
+class LocalCaConfig(_Wire):
+    """A private CA run by certreconcile itself (its key wrapped by the KMS)."""
+
+    common_name: str = Field(default="certreconcile local CA", min_length=1)
+    """Common name of the CA certificate."""
+    lifetime: Duration = "90d"
+    """Lifetime of each issued certificate."""
+    ca_lifetime: Duration = "3650d"
+    """Lifetime of the CA certificate itself."""
+
+
+class FilesTargetConfig(_Wire):
+    """Write each certificate to ``<dir>/<name>/{fullchain,chain,cert,privkey}.pem``."""
+
+    dir: str = Field(min_length=1)
+    """Output directory; a relative path is relative to the desired-state directory."""
+    reload_command: str | None = None
+    """Command run after files changed (e.g. ``systemctl reload nginx``); null: none."""
+
+
+class Rfc2136Config(_Wire):
+    """DNS-01 through RFC 2136 dynamic updates signed with TSIG."""
+
+    server: HostPort
+    """The primary name server accepting updates."""
+    tsig_key_name: str = Field(min_length=1)
+    """Name of the TSIG key."""
+    tsig_secret_env: str = Field(pattern=ENV_NAME_PATTERN)
+    """Name of the environment variable holding the base64 TSIG secret (never the secret)."""
+    tsig_algorithm: Literal[
+        "hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"
+    ] = "hmac-sha256"
+    """TSIG algorithm."""
+
+
+# ---------------------------------------------------------------- plugin entries
+
+
+class PluginEntry(_Wire):
+    """Base of a mapping holding exactly one kind key (plus the section's common keys)."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ()
+    SECTION: ClassVar[str] = "plugin"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one_kind(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # the model's own type error reports it
+        present = [kind for kind in cls.KINDS if kind in data]
+        if len(present) > 1:
+            raise PydanticCustomError(
+                "plugin_kind_multiple",
+                "this {section} entry has more than one kind key: {found}",
+                {"section": cls.SECTION, "found": ", ".join(present)},
+            )
+        if not present:
+            unknown = set(data) - set(cls.model_fields)
+            if unknown:
+                return data  # report the unknown key (a misspelt or unimplemented kind) instead
+            raise PydanticCustomError(
+                "plugin_kind_missing",
+                "this {section} entry has no kind key; it needs exactly one of: {kinds}",
+                {"section": cls.SECTION, "kinds": ", ".join(cls.KINDS)},
+            )
+        kind = present[0]
+        if data[kind] is None:
+            return {**data, kind: {}}
+        return data
+
+    def kind(self) -> tuple[str, BaseModel]:
+        """The one kind key and its configuration."""
+        for name in self.KINDS:
+            config = getattr(self, name)
+            if isinstance(config, BaseModel):
+                return name, config
+        raise AssertionError("validated plugin entry without a kind")  # pragma: no cover
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        definition = handler.resolve_ref_schema(json_schema)
+        definition["oneOf"] = [{"required": [kind]} for kind in cls.KINDS]  # exactly one kind key
+        return json_schema
+
+
+class KmsEntry(PluginEntry):
+    """The KMS wrapping every private key. Exactly one kind key."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("local",)
+    SECTION: ClassVar[str] = "kms"
+
+    local: LocalKmsConfig | None = None
+    """Keys wrapped with a local key-encryption key."""
+
+
+class IssuerEntry(PluginEntry):
+    """One issuer instance. Exactly one kind key."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("local_ca",)
+    SECTION: ClassVar[str] = "issuer"
+
+    local_ca: LocalCaConfig | None = None
+    """A private CA run by certreconcile."""
+
+
+class TargetEntry(PluginEntry):
+    """One distribution target. Exactly one kind key, plus ``verify``."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("files",)
+    SECTION: ClassVar[str] = "target"
+
+    files: FilesTargetConfig | None = None
+    """Plain PEM files in a directory."""
+    verify: HostPort | None = None
+    """HOST:PORT to verify by TLS handshake after deployment; null: no verification."""
+
+
+class DnsProviderEntry(PluginEntry):
+    """One DNS provider for DNS-01 challenges. Exactly one kind key."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("rfc2136",)
+    SECTION: ClassVar[str] = "dns provider"
+
+    rfc2136: Rfc2136Config | None = None
+    """RFC 2136 dynamic updates with TSIG."""
+
+
+# ---------------------------------------------------------------- policy and certificates
+
+
+class PolicyDocument(_Wire):
+    """Rules every certificate must satisfy."""
+
+    allowed_domains: tuple[str, ...] = ()
+    """Names (``example.com``) and wildcard patterns (``*.example.com``: any name below it); empty: any."""
+
+
+class CertificateDocument(_Wire):
+    """One managed certificate."""
+
+    name: Name
+    """Stable identity across rotations."""
+    domains: tuple[str, ...] = Field(min_length=1)
+    """The first is the primary name, the rest are SANs; IDNA names are normalised."""
+    issuer: str
+    """Name of a declared issuer."""
+    challenge: Challenge | None = None
+    """ACME challenge type (ignored by issuers that do not use challenges); dns-01 needs dns_provider."""
+    dns_provider: str | None = None
+    """Name of a declared DNS provider, for dns-01."""
+    key: KeyType = KeyType.ECDSA_P256
+    """Private key type."""
+    renew_before: Annotated[str, Field(pattern=RENEW_BEFORE_PATTERN)] | None = None
+    """Renew this long before expiry (30d) or at this fraction of the lifetime left (33%);
+    default min(30d, lifetime/3)."""
+    targets: tuple[str, ...] = ()
+    """Names of declared targets to deploy to."""
+    on_delete: OnDelete = OnDelete.RETIRE
+    """What removing this declaration does: retire (stop managing) or revoke."""
+
+
+# pydantic checks the pattern of dict keys but does not put it in the JSON Schema.
+_NAMED_KEYS: dict[str, Any] = {"propertyNames": {"pattern": CERT_NAME_PATTERN}}
+
+
+class DesiredDocument(_Wire):
+    """One desired-state file. Every key is optional: the files of a directory are merged."""
+
+    kms: KmsEntry | None = None
+    """At most one file may declare it; default: ``{local: {}}``."""
+    issuers: dict[Name, IssuerEntry] = Field(default_factory=dict, json_schema_extra=_NAMED_KEYS)
+    """Issuer instances by name."""
+    dns_providers: dict[Name, DnsProviderEntry] = Field(default_factory=dict, json_schema_extra=_NAMED_KEYS)
+    """DNS providers by name."""
+    targets: dict[Name, TargetEntry] = Field(default_factory=dict, json_schema_extra=_NAMED_KEYS)
+    """Targets by name."""
+    policy: PolicyDocument | None = None
+    """At most one file may declare it."""
+    certificates: tuple[CertificateDocument, ...] = ()
+    """Managed certificates; names are unique across all files."""

@@ -1,0 +1,104 @@
+"""The validated desired state: frozen, keyed by name, free of pydantic.
+
+Past :func:`certreconcile.desired.load_desired`, nothing reads YAML or dicts: every
+stage receives these dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from certreconcile.domain.durations import RenewBefore
+from certreconcile.domain.keys import KeyType
+from certreconcile.domain.policy import Challenge, OnDelete
+
+__all__ = [
+    "CertificateSpec",
+    "Challenge",
+    "DesiredState",
+    "IssuerSpec",
+    "KmsSpec",
+    "OnDelete",
+    "PluginSpec",
+    "SourceLocation",
+    "TargetSpec",
+]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SourceLocation:
+    file: str  # path relative to the desired-state directory
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    """One configured plugin instance (an issuer, a target, a DNS provider, the KMS).
+
+    ``kind`` is the registry name (``local_ca``, ``files``...); ``config`` is the
+    plugin's own validated pydantic model; ``fingerprint`` is a digest of the canonical
+    JSON of ``kind`` and ``config`` (a changed fingerprint means a changed declaration).
+    """
+
+    name: str
+    kind: str
+    config: BaseModel
+    fingerprint: str
+    location: SourceLocation | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KmsSpec(PluginSpec):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerSpec(PluginSpec):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec(PluginSpec):
+    verify: str | None = None  # HOST:PORT to verify by TLS handshake, if any
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSpec:
+    name: str  # stable identity across rotations
+    domains: tuple[str, ...]  # IDNA-normalised; the first is the primary name
+    issuer: str
+    key_type: KeyType
+    renew_before: RenewBefore
+    targets: tuple[str, ...]  # sorted, unique
+    on_delete: OnDelete
+    challenge: Challenge | None = None
+    dns_provider: str | None = None
+    location: SourceLocation | None = field(default=None, compare=False)
+
+    @property
+    def primary(self) -> str:
+        return self.domains[0]
+
+    @property
+    def sans(self) -> tuple[str, ...]:
+        return self.domains[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    kms: KmsSpec
+    issuers: Mapping[str, IssuerSpec]
+    dns_providers: Mapping[str, PluginSpec]
+    targets: Mapping[str, TargetSpec]
+    allowed_domains: tuple[str, ...]  # normalised patterns; empty means any name
+    certificates: Mapping[str, CertificateSpec]  # in name order
+    digest: str  # SHA-256 over the canonical form of everything above
+    git_commit: str | None = None  # the commit the declarations were read from, if any
+    git_author_email: str | None = None

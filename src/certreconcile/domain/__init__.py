@@ -1,0 +1,1 @@
+"""Shared vocabulary, pure: names, key specs, statuses, durations, certificate facts."""

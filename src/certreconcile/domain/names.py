@@ -1,0 +1,113 @@
+"""Certificate and domain names.
+
+Domain names are normalised to their IDNA (ASCII, lower-case) form before anything
+compares them. A wildcard is allowed only as the whole leftmost label.
+"""
+
+from __future__ import annotations
+
+import re
+
+import idna
+
+__all__ = [
+    "CERT_NAME_PATTERN",
+    "MAX_NAMES_PER_CERTIFICATE",
+    "DomainNameError",
+    "is_wildcard",
+    "matches_allowed",
+    "normalize_domain",
+]
+
+CERT_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+MAX_NAMES_PER_CERTIFICATE = 100
+_LDH = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+
+
+class DomainNameError(ValueError):
+    """A domain that cannot be put in a certificate; ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def normalize_domain(raw: str) -> str:
+    """Return the IDNA ASCII, lower-case form of ``raw`` or raise :class:`DomainNameError`."""
+    name = raw.strip()
+    if name != raw or not name:
+        raise DomainNameError(
+            "domain-empty" if not name else "domain-whitespace", f"{raw!r} is empty or has surrounding spaces"
+        )
+    if name.endswith("."):
+        name = name[:-1]
+    labels = name.split(".")
+    if any(label == "" for label in labels):
+        raise DomainNameError("domain-empty-label", f"{raw!r} has an empty label (two dots in a row?)")
+    wildcard = labels[0] == "*"
+    if any("*" in label for label in labels[1:]) or (not wildcard and "*" in labels[0]):
+        raise DomainNameError(
+            "domain-wildcard-position", f"{raw!r}: a wildcard must be the whole leftmost label, as in *.example.com"
+        )
+    if wildcard and len(labels) < 3:
+        raise DomainNameError("domain-wildcard-too-broad", f"{raw!r}: a wildcard needs at least two labels after it")
+    ascii_labels = ["*"] if wildcard else []
+    for label in labels[1:] if wildcard else labels:
+        ascii_labels.append(_label_to_ascii(raw, label))
+    result = ".".join(ascii_labels)
+    if len(result) > 253:
+        raise DomainNameError("domain-too-long", f"{raw!r} is {len(result)} characters; the limit is 253")
+    if len(ascii_labels) < 2:
+        raise DomainNameError(
+            "domain-not-qualified", f"{raw!r} is not a fully qualified name; write e.g. {raw}.example.com"
+        )
+    if ascii_labels[-1].isdigit():
+        raise DomainNameError("domain-ip-address", f"{raw!r} looks like an IP address, not a domain name")
+    return result
+
+
+def _label_to_ascii(raw: str, label: str) -> str:
+    if label.isascii():
+        lowered = label.lower()
+        if len(lowered) > 63:
+            raise DomainNameError(
+                "domain-label-too-long",
+                f"{raw!r}: the label {label[:20]!r}... is {len(label)} characters; the limit is 63",
+            )
+        if not _LDH.match(lowered):
+            raise DomainNameError(
+                "domain-bad-characters", f"{raw!r}: the label {label!r} may hold only letters, digits and inner hyphens"
+            )
+        if lowered.startswith("xn--"):
+            try:
+                idna.decode(lowered)
+            except idna.IDNAError as exc:
+                raise DomainNameError("domain-bad-idna", f"{raw!r}: {label!r} is not valid punycode") from exc
+        return lowered
+    try:
+        encoded = idna.encode(label, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise DomainNameError("domain-bad-idna", f"{raw!r}: {label!r} cannot be IDNA-encoded ({exc})") from exc
+    if len(encoded) > 63:
+        raise DomainNameError("domain-label-too-long", f"{raw!r}: {label!r} encodes to more than 63 characters")
+    return encoded
+
+
+def is_wildcard(name: str) -> bool:
+    return name.startswith("*.")
+
+
+def matches_allowed(name: str, allowed: tuple[str, ...]) -> bool:
+    """Is the normalised ``name`` covered by one of the normalised ``allowed`` patterns?
+
+    ``example.com`` allows exactly that name; ``*.example.com`` allows any name below
+    it (``a.example.com``, ``a.b.example.com`` and the wildcard ``*.example.com``).
+    """
+    for pattern in allowed:
+        if pattern.startswith("*."):
+            suffix = pattern[1:]
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return True
+        elif name == pattern:
+            return True
+    return False

@@ -1,0 +1,60 @@
+"""The certificate lifecycle of the seed, enforced in one place.
+
+    issued → active → expiring_soon → rotating → (new certificate) active
+                                         └─→ old one: superseded → expired
+
+``revoked`` and ``expired`` are terminal. Every status change in the code base goes
+through :func:`check_transition`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["CURRENT_STATUSES", "CertStatus", "IllegalTransitionError", "check_transition"]
+
+
+class CertStatus(enum.StrEnum):
+    ISSUED = "issued"
+    ACTIVE = "active"
+    EXPIRING_SOON = "expiring_soon"
+    ROTATING = "rotating"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+#: Statuses of a certificate that is (or is about to be) the one a name serves.
+CURRENT_STATUSES = frozenset({CertStatus.ISSUED, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON, CertStatus.ROTATING})
+
+_ALLOWED: dict[CertStatus, frozenset[CertStatus]] = {
+    CertStatus.ISSUED: frozenset({CertStatus.ACTIVE, CertStatus.SUPERSEDED, CertStatus.REVOKED, CertStatus.EXPIRED}),
+    CertStatus.ACTIVE: frozenset(
+        {CertStatus.EXPIRING_SOON, CertStatus.ROTATING, CertStatus.REVOKED, CertStatus.EXPIRED}
+    ),
+    CertStatus.EXPIRING_SOON: frozenset({CertStatus.ROTATING, CertStatus.REVOKED, CertStatus.EXPIRED}),
+    # A rotation that was abandoned (the replacement failed for good) may fall back to active.
+    CertStatus.ROTATING: frozenset({CertStatus.SUPERSEDED, CertStatus.ACTIVE, CertStatus.REVOKED, CertStatus.EXPIRED}),
+    CertStatus.SUPERSEDED: frozenset({CertStatus.EXPIRED, CertStatus.REVOKED}),
+    CertStatus.EXPIRED: frozenset({CertStatus.REVOKED}),
+    CertStatus.REVOKED: frozenset(),
+}
+
+
+class IllegalTransitionError(ValueError):
+    def __init__(self, old: CertStatus, new: CertStatus) -> None:
+        super().__init__(f"a certificate cannot go from {old.value} to {new.value}")
+        self.old = old
+        self.new = new
+
+
+def check_transition(old: CertStatus, new: CertStatus) -> None:
+    """Raise :class:`IllegalTransitionError` unless ``old → new`` is allowed (or a no-op)."""
+    if old == new:
+        return
+    if new not in _ALLOWED[old]:
+        raise IllegalTransitionError(old, new)
+
+
+def allowed_transitions(old: CertStatus) -> frozenset[CertStatus]:
+    return _ALLOWED[old]

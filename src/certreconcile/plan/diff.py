@@ -1,0 +1,142 @@
+"""The diff, Alembic style: set arithmetic on names, then per-name checks → plain changes."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from certreconcile.actual.model import ActualCertificate, ActualState, Observations, ServedCertificate
+from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
+from certreconcile.domain.status import CertStatus
+from certreconcile.plan.plan import ACTION_ORDER, Action, Change, Plan, Reason, ReasonCode
+from certreconcile.plan.policies import rotation_reasons, target_reasons
+
+__all__ = ["build_plan", "change_for_name"]
+
+
+def _idempotency_key(action: Action, name: str, replaces: str | None, spec: CertificateSpec | None) -> str:
+    parts = [action.value, name, replaces or ""]
+    if spec is not None:
+        parts += [",".join(spec.domains), spec.key_type.value, spec.issuer]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _served_for(observations: Observations, name: str) -> dict[str, ServedCertificate]:
+    return {target: seen for (cert, target), seen in observations.served.items() if cert == name}
+
+
+def change_for_name(
+    desired: DesiredState,
+    name: str,
+    current: ActualCertificate | None,
+    observations: Observations,
+    now: datetime,
+    *,
+    force_rotate: bool = False,
+) -> Change | None:
+    """The one change a name needs, or ``None``. Also used by apply to re-check under the lock."""
+    spec = desired.certificates.get(name)
+    if spec is None:
+        if current is None:
+            return None
+        return _removal(name, current)
+    if current is None:
+        return _issue_or_rotate(Action.ISSUE, spec, None, [Reason(ReasonCode.NEW_CERTIFICATE, "it is new")])
+    reasons = rotation_reasons(spec, current, now)
+    if force_rotate:
+        reasons.insert(0, Reason(ReasonCode.FORCED, "a rotation was requested"))
+    if reasons:
+        return _issue_or_rotate(Action.ROTATE, spec, current, reasons)
+    served = _served_for(observations, name)
+    needs, removed = target_reasons(desired, spec, current, served)
+    finishing = current.status is CertStatus.ISSUED  # stored, not yet verified everywhere
+    if not needs and not removed and not finishing:
+        return None
+    change_reasons = [needs[target] for target in sorted(needs)]
+    change_reasons += [Reason(ReasonCode.TARGET_REMOVED, f"{target} is no longer declared") for target in removed]
+    if finishing and not needs:
+        change_reasons.append(Reason(ReasonCode.ROTATION_INCOMPLETE, "its last issuance or rotation was not completed"))
+    return Change(
+        action=Action.REDISTRIBUTE,
+        name=name,
+        reasons=tuple(change_reasons),
+        domains=spec.domains,
+        issuer=spec.issuer,
+        key_type=spec.key_type.value,
+        targets=tuple(sorted(needs)),
+        removed_targets=tuple(removed),
+        replaces=current.id,
+        replaces_fingerprint=current.fingerprint,
+        served=tuple((target, served[target].fingerprint or "nothing") for target in sorted(needs) if target in served),
+        idempotency_key=_idempotency_key(Action.REDISTRIBUTE, name, current.fingerprint, spec),
+    )
+
+
+def _issue_or_rotate(
+    action: Action, spec: CertificateSpec, current: ActualCertificate | None, reasons: list[Reason]
+) -> Change:
+    replaces = current.id if current is not None else None
+    return Change(
+        action=action,
+        name=spec.name,
+        reasons=tuple(reasons),
+        domains=spec.domains,
+        issuer=spec.issuer,
+        key_type=spec.key_type.value,
+        targets=spec.targets,
+        removed_targets=tuple(sorted(set(current.distributions) - set(spec.targets))) if current else (),
+        replaces=replaces,
+        replaces_fingerprint=current.fingerprint if current is not None else None,
+        idempotency_key=_idempotency_key(action, spec.name, replaces, spec),
+    )
+
+
+def _removal(name: str, current: ActualCertificate) -> Change:
+    if current.on_delete is OnDelete.REVOKE and current.status is not CertStatus.REVOKED:
+        action = Action.REVOKE
+        reason = Reason(ReasonCode.REMOVED_REVOKE, "it was removed from the desired state (on_delete: revoke)")
+    else:
+        action = Action.RETIRE
+        reason = Reason(ReasonCode.REMOVED_RETIRE, "it was removed from the desired state (on_delete: retire)")
+    return Change(
+        action=action,
+        name=name,
+        reasons=(reason,),
+        domains=current.domains,
+        issuer=current.issuer,
+        key_type=current.key_type.value,
+        targets=(),
+        replaces=current.id,
+        replaces_fingerprint=current.fingerprint,
+        idempotency_key=_idempotency_key(action, name, current.id, None),
+    )
+
+
+def build_plan(
+    desired: DesiredState,
+    actual: ActualState,
+    observations: Observations,
+    now: datetime,
+    *,
+    force_rotate: frozenset[str] = frozenset(),
+) -> Plan:
+    """Diff desired against actual at ``now``. Pure and deterministic: same inputs, same plan."""
+    if now.tzinfo is None:
+        raise ValueError("build_plan needs a timezone-aware 'now'")
+    changes = []
+    for name in sorted(set(desired.certificates) | set(actual.certificates)):
+        change = change_for_name(
+            desired, name, actual.certificates.get(name), observations, now, force_rotate=name in force_rotate
+        )
+        if change is not None:
+            changes.append(change)
+    order = {action: index for index, action in enumerate(ACTION_ORDER)}
+    changes.sort(key=lambda change: (order[change.action], change.name))
+    return Plan(
+        changes=tuple(changes),
+        created_at=now,
+        desired_digest=desired.digest,
+        lineage=actual.meta.lineage,
+        serial=actual.meta.serial,
+        git_commit=desired.git_commit,
+    )

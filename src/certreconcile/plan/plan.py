@@ -1,0 +1,192 @@
+"""The plan: what apply will do, and why. Plain data; it never executes itself."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["FORMAT_VERSION", "Action", "Change", "Plan", "Reason", "ReasonCode", "plan_from_json"]
+
+FORMAT_VERSION = 1
+
+
+class Action(enum.StrEnum):
+    ISSUE = "issue"
+    ROTATE = "rotate"
+    REVOKE = "revoke"
+    REDISTRIBUTE = "redistribute"
+    RETIRE = "retire"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+    @property
+    def verb(self) -> str:
+        """Past participle for ``# name will be <verb>``."""
+        return _VERBS[self]
+
+
+_SYMBOLS = {
+    Action.ISSUE: "+",
+    Action.ROTATE: "~",
+    Action.REVOKE: "-",
+    Action.REDISTRIBUTE: ">",
+    Action.RETIRE: "x",
+}
+_VERBS = {
+    Action.ISSUE: "issued",
+    Action.ROTATE: "rotated",
+    Action.REVOKE: "revoked",
+    Action.REDISTRIBUTE: "redistributed",
+    Action.RETIRE: "retired",
+}
+
+#: The order changes are listed and applied in.
+ACTION_ORDER = (Action.REVOKE, Action.RETIRE, Action.ROTATE, Action.ISSUE, Action.REDISTRIBUTE)
+
+
+class ReasonCode(enum.StrEnum):
+    """Why a change is planned. For people and the audit log only: apply never branches on it."""
+
+    NEW_CERTIFICATE = "new-certificate"
+    PREVIOUS_REVOKED = "previous-revoked"
+    PREVIOUS_EXPIRED = "previous-expired"
+    RENEWAL_WINDOW = "renewal-window"
+    EXPIRED = "expired"
+    DOMAINS_CHANGED = "domains-changed"
+    KEY_TYPE_CHANGED = "key-type-changed"
+    ISSUER_CHANGED = "issuer-changed"
+    KEY_MISSING = "key-missing"
+    FORCED = "forced"
+    ROTATION_INCOMPLETE = "rotation-incomplete"
+    REMOVED_REVOKE = "removed-revoke"
+    REMOVED_RETIRE = "removed-retire"
+    REVOKE_REQUESTED = "revoke-requested"
+    TARGET_ADDED = "target-added"
+    TARGET_REMOVED = "target-removed"
+    TARGET_CHANGED = "target-changed"
+    TARGET_UNVERIFIED = "target-unverified"
+    TARGET_FAILED = "target-failed"
+    TARGET_DRIFT = "target-drift"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: ReasonCode
+    message: str  # one human sentence fragment, e.g. "it expires in 12 days (renew_before 30d)"
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code.value, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    action: Action
+    name: str
+    reasons: tuple[Reason, ...]
+    domains: tuple[str, ...]
+    issuer: str | None
+    key_type: str | None
+    targets: tuple[str, ...]  # the targets this change deploys to (all of them for issue/rotate)
+    removed_targets: tuple[str, ...] = ()
+    replaces: str | None = None  # id of the certificate this change supersedes, revokes or retires
+    replaces_fingerprint: str | None = None
+    served: tuple[tuple[str, str], ...] = ()  # (target, what it serves) seen by --refresh, for display
+    idempotency_key: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "name": self.name,
+            "reasons": [reason.to_json() for reason in self.reasons],
+            "domains": list(self.domains),
+            "issuer": self.issuer,
+            "key_type": self.key_type,
+            "targets": list(self.targets),
+            "removed_targets": list(self.removed_targets),
+            "replaces": self.replaces,
+            "replaces_fingerprint": self.replaces_fingerprint,
+            "served": [{"target": target, "serves": serves} for target, serves in self.served],
+            "idempotency_key": self.idempotency_key,
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Change:
+        return Change(
+            action=Action(data["action"]),
+            name=data["name"],
+            reasons=tuple(Reason(ReasonCode(r["code"]), r["message"]) for r in data["reasons"]),
+            domains=tuple(data["domains"]),
+            issuer=data["issuer"],
+            key_type=data["key_type"],
+            targets=tuple(data["targets"]),
+            removed_targets=tuple(data.get("removed_targets", ())),
+            replaces=data.get("replaces"),
+            replaces_fingerprint=data.get("replaces_fingerprint"),
+            served=tuple((s["target"], s["serves"]) for s in data.get("served", ())),
+            idempotency_key=data["idempotency_key"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    changes: tuple[Change, ...]
+    created_at: datetime
+    desired_digest: str
+    lineage: str
+    serial: int
+    git_commit: str | None = None
+    warnings: tuple[str, ...] = ()
+    format_version: int = field(default=FORMAT_VERSION)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changes
+
+    def count(self, action: Action) -> int:
+        return sum(1 for change in self.changes if change.action is action)
+
+    @property
+    def change_digest(self) -> str:
+        """SHA-256 of the change set alone (names, actions, domains, targets): what a reviewer approved."""
+        body = json.dumps([change.to_json() for change in self.changes], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "created_at": self.created_at.isoformat(),
+            "git_commit": self.git_commit,
+            "desired_digest": self.desired_digest,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "change_digest": self.change_digest,
+            "summary": {action.value: self.count(action) for action in Action},
+            "warnings": list(self.warnings),
+            "changes": [change.to_json() for change in self.changes],
+        }
+
+    def dumps(self) -> str:
+        """The canonical, byte-deterministic JSON form (saved plans, ``--format json``)."""
+        return json.dumps(self.to_json(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def plan_from_json(data: dict[str, Any]) -> Plan:
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"plan format_version {data.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+        )
+    return Plan(
+        changes=tuple(Change.from_json(c) for c in data["changes"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        desired_digest=data["desired_digest"],
+        lineage=data["lineage"],
+        serial=int(data["serial"]),
+        git_commit=data.get("git_commit"),
+        warnings=tuple(data.get("warnings", ())),
+    )

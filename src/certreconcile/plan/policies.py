@@ -1,0 +1,159 @@
+"""Pure checks, cert-manager style: each takes the inputs and returns the reasons it finds.
+
+Nothing here reads the clock, the environment or any store: ``now`` is an argument,
+and renewal jitter is derived from the name and serial number, never from ``random``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from certreconcile.actual.model import ActualCertificate, ServedCertificate
+from certreconcile.desired.model import CertificateSpec, DesiredState
+from certreconcile.domain.durations import RenewBefore, format_duration
+from certreconcile.domain.status import CertStatus
+from certreconcile.plan.plan import Reason, ReasonCode
+
+__all__ = ["ROTATION_CHECKS", "renewal_time", "rotation_reasons", "target_reasons"]
+
+#: Largest share of the renewal window that jitter may move renewal earlier by.
+JITTER_SHARE = 0.1
+
+
+def _jitter_fraction(name: str, serial_number: str) -> float:
+    digest = hashlib.sha256(f"{name}\x00{serial_number}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def renew_before_for(renew_before: RenewBefore, lifetime: timedelta) -> timedelta:
+    """The renewal lead time for a lifetime; never the whole lifetime (that would renew forever)."""
+    lead = renew_before.for_lifetime(lifetime)
+    if lead >= lifetime:
+        lead = RenewBefore().for_lifetime(lifetime)
+    return lead
+
+
+def renewal_time(spec: CertificateSpec, current: ActualCertificate) -> datetime:
+    """When ``current`` falls due: ``not_after - renew_before``, moved earlier by a stable jitter.
+
+    The jitter spreads renewals of certificates issued together; it is at most a tenth of
+    the shorter of the renewal window and the time before it, so it can never move the
+    renewal before ``not_before``.
+    """
+    lifetime = current.not_after - current.not_before
+    lead = renew_before_for(spec.renew_before, lifetime)
+    room = min(lead, lifetime - lead)
+    jitter = room * (JITTER_SHARE * _jitter_fraction(current.name, current.serial_number))
+    return current.not_after - lead - jitter
+
+
+def _days(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if abs(seconds) >= 86400:
+        return f"{seconds / 86400:.0f} days"
+    if abs(seconds) >= 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{max(seconds, 0) / 60:.0f} minutes"
+
+
+def check_status(spec: CertificateSpec, current: ActualCertificate, now: datetime) -> list[Reason]:
+    if current.status is CertStatus.REVOKED:
+        return [Reason(ReasonCode.PREVIOUS_REVOKED, "its certificate was revoked")]
+    if current.status is CertStatus.EXPIRED or current.not_after <= now:
+        return [Reason(ReasonCode.EXPIRED, f"its certificate expired {_days(now - current.not_after)} ago")]
+    if current.status is CertStatus.ROTATING:
+        # The current row is still the old one: the replacement was never stored.
+        return [Reason(ReasonCode.ROTATION_INCOMPLETE, "its last rotation stopped before a new certificate was stored")]
+    return []
+
+
+def check_key(spec: CertificateSpec, current: ActualCertificate, now: datetime) -> list[Reason]:
+    if not current.has_key:
+        return [Reason(ReasonCode.KEY_MISSING, "its private key is missing from the store")]
+    return []
+
+
+def check_declaration(spec: CertificateSpec, current: ActualCertificate, now: datetime) -> list[Reason]:
+    reasons = []
+    if tuple(spec.domains) != tuple(current.domains):
+        added = [d for d in spec.domains if d not in current.domains]
+        removed = [d for d in current.domains if d not in spec.domains]
+        parts = []
+        if added:
+            parts.append("added " + ", ".join(added))
+        if removed:
+            parts.append("removed " + ", ".join(removed))
+        if not parts:
+            parts.append("the primary name changed")
+        reasons.append(Reason(ReasonCode.DOMAINS_CHANGED, "its domains changed (" + "; ".join(parts) + ")"))
+    if spec.key_type is not current.key_type:
+        reasons.append(
+            Reason(
+                ReasonCode.KEY_TYPE_CHANGED,
+                f"its key type changed from {current.key_type.value} to {spec.key_type.value}",
+            )
+        )
+    if spec.issuer != current.issuer:
+        reasons.append(Reason(ReasonCode.ISSUER_CHANGED, f"its issuer changed from {current.issuer} to {spec.issuer}"))
+    return reasons
+
+
+def check_renewal_window(spec: CertificateSpec, current: ActualCertificate, now: datetime) -> list[Reason]:
+    if current.not_after <= now or current.status in (CertStatus.REVOKED, CertStatus.EXPIRED):
+        return []  # check_status reports it
+    due = renewal_time(spec, current)
+    if now < due:
+        return []
+    lifetime = current.not_after - current.not_before
+    lead = renew_before_for(spec.renew_before, lifetime)
+    return [
+        Reason(
+            ReasonCode.RENEWAL_WINDOW,
+            f"it expires in {_days(current.not_after - now)} (renew_before {format_duration(lead)})",
+        )
+    ]
+
+
+RotationCheck = Callable[[CertificateSpec, ActualCertificate, datetime], list[Reason]]
+
+#: Every check that can make a certificate need a new one, in reporting order.
+ROTATION_CHECKS: tuple[RotationCheck, ...] = (check_status, check_key, check_declaration, check_renewal_window)
+
+
+def rotation_reasons(spec: CertificateSpec, current: ActualCertificate, now: datetime) -> list[Reason]:
+    reasons: list[Reason] = []
+    for check in ROTATION_CHECKS:
+        reasons.extend(check(spec, current, now))
+    return reasons
+
+
+def target_reasons(
+    desired: DesiredState,
+    spec: CertificateSpec,
+    current: ActualCertificate,
+    served: dict[str, ServedCertificate],
+) -> tuple[dict[str, Reason], list[str]]:
+    """Which targets need the current certificate pushed (with why), and which were removed."""
+    needs: dict[str, Reason] = {}
+    for target in spec.targets:
+        distribution = current.distributions.get(target)
+        target_spec = desired.targets.get(target)
+        observed = served.get(target)
+        if distribution is None:
+            needs[target] = Reason(ReasonCode.TARGET_ADDED, f"{target} has not received it yet")
+        elif distribution.fingerprint != current.fingerprint:
+            needs[target] = Reason(ReasonCode.TARGET_UNVERIFIED, f"{target} holds an older certificate")
+        elif target_spec is not None and distribution.target_fingerprint not in (None, target_spec.fingerprint):
+            needs[target] = Reason(ReasonCode.TARGET_CHANGED, f"the declaration of {target} changed")
+        elif distribution.verified_at is None:
+            if distribution.last_error:
+                needs[target] = Reason(ReasonCode.TARGET_FAILED, f"{target} failed last time")
+            else:
+                needs[target] = Reason(ReasonCode.TARGET_UNVERIFIED, f"{target} was never verified")
+        elif observed is not None and observed.fingerprint != current.fingerprint:
+            what = f"{observed.fingerprint[:16]}" if observed.fingerprint else "nothing"
+            needs[target] = Reason(ReasonCode.TARGET_DRIFT, f"{target} serves {what} instead")
+    removed = sorted(set(current.distributions) - set(spec.targets))
+    return needs, removed

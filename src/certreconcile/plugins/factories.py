@@ -1,0 +1,42 @@
+"""Factories of the built-in plug-ins: typed config in, adapter out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from certreconcile.actual.store import StateStore
+from certreconcile.desired.documents import FilesTargetConfig, LocalCaConfig, LocalKmsConfig
+from certreconcile.desired.model import IssuerSpec, KmsSpec, TargetSpec
+from certreconcile.plugins.issuers.local_ca import LocalCaIssuer
+from certreconcile.plugins.kms.local import LocalKms
+from certreconcile.plugins.ports import Kms
+from certreconcile.plugins.registry import PluginContext
+from certreconcile.plugins.targets.files import FilesTarget
+
+__all__ = ["create_files_target", "create_local_ca", "create_local_kms", "local_kms_key_file"]
+
+
+def local_kms_key_file(config: LocalKmsConfig | None, context: PluginContext) -> Path:
+    """CERTRECONCILE_LOCAL_KMS_KEY_FILE, else the declared key_file, else ``<data dir>/local-kms.key``."""
+    from_env = context.env.get("CERTRECONCILE_LOCAL_KMS_KEY_FILE")
+    if from_env:
+        return Path(from_env)
+    if config is not None and config.key_file:
+        path = Path(config.key_file)
+        return path if path.is_absolute() else context.desired_dir / path
+    return context.data_dir / "local-kms.key"
+
+
+def create_local_kms(spec: KmsSpec, context: PluginContext) -> LocalKms:
+    config = spec.config if isinstance(spec.config, LocalKmsConfig) else None
+    return LocalKms(local_kms_key_file(config, context))
+
+
+def create_local_ca(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> LocalCaIssuer:
+    assert isinstance(spec.config, LocalCaConfig)
+    return LocalCaIssuer(spec.name, spec.config, store, kms)
+
+
+def create_files_target(spec: TargetSpec, context: PluginContext) -> FilesTarget:
+    assert isinstance(spec.config, FilesTargetConfig)
+    return FilesTarget(spec.name, spec.config, context.desired_dir, verify=spec.verify)

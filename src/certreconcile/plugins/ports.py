@@ -1,0 +1,147 @@
+"""The plug-in protocols. Each side effect of apply sits behind one of these.
+
+Every third-party SDK is imported only inside a plug-in module, never at import time
+of anything else. Plug-ins are chosen by name from :mod:`certreconcile.plugins.registry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from certreconcile.domain.keys import KeyType
+
+__all__ = [
+    "DeployBundle",
+    "EncryptionContext",
+    "IssueRequest",
+    "IssuedCertificate",
+    "Issuer",
+    "Kms",
+    "SecretBytes",
+    "Target",
+    "TargetObservation",
+    "WrappedKey",
+]
+
+
+class SecretBytes:
+    """Plaintext key material in memory. Its repr and str never show the bytes."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretBytes(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretBytes) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptionContext:
+    """Binds a ciphertext to its row: table, row id, key version, purpose."""
+
+    table: str
+    row_id: str
+    key_version: int = 1
+    purpose: str = "private-key"
+
+    def as_mapping(self) -> dict[str, str]:
+        return {
+            "table": self.table,
+            "row_id": self.row_id,
+            "key_version": str(self.key_version),
+            "purpose": self.purpose,
+        }
+
+    def as_aad(self) -> bytes:
+        return "|".join(["certreconcile", self.table, self.row_id, str(self.key_version), self.purpose]).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    key_id: str  # which master key wrapped it
+    ciphertext: bytes  # the DEK as wrapped by the KMS
+
+
+class Kms(Protocol):
+    """A key-encryption service: makes data keys and unwraps them, bound to a context."""
+
+    name: str
+
+    def generate_data_key(self, context: EncryptionContext) -> tuple[SecretBytes, WrappedKey]: ...
+
+    def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRequest:
+    name: str
+    domains: tuple[str, ...]
+    key_type: KeyType
+    csr_pem: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    cert_pem: str  # the leaf
+    chain_pem: str  # intermediates (and root where the CA sends it), may be empty
+
+
+class Issuer(Protocol):
+    name: str
+
+    def supported_key_types(self) -> frozenset[KeyType]: ...
+
+    def issue(self, request: IssueRequest) -> IssuedCertificate: ...
+
+    def revoke(self, cert_pem: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeployBundle:
+    name: str
+    domains: tuple[str, ...]
+    cert_pem: str
+    chain_pem: str
+    key_pem: SecretBytes
+    fingerprint: str
+
+    @property
+    def fullchain_pem(self) -> str:
+        return self.cert_pem + self.chain_pem
+
+
+@dataclass(frozen=True, slots=True)
+class TargetObservation:
+    fingerprint: str | None  # the leaf SHA-256 the target serves for the name, if any
+    serial_number: str | None = None
+    not_after: datetime | None = None
+    error: str | None = None
+
+
+class Target(Protocol):
+    name: str
+
+    def deploy(self, bundle: DeployBundle) -> None:
+        """Put certificate and key in place and trigger the reload. Idempotent."""
+        ...
+
+    def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
+        """What the target serves for this certificate now (handshake or read-back)."""
+        ...
+
+    def verify_timeout(self) -> timedelta: ...

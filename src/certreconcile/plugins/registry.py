@@ -1,0 +1,70 @@
+"""Plug-ins chosen by name: built-ins plus the ``certreconcile.*`` entry-point groups.
+
+Nothing is imported until a kind is asked for, so an SDK that one plug-in needs is never
+loaded by a command that does not use it (``plan`` never imports boto3).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, cast
+
+from certreconcile.actual.store import StateStore
+from certreconcile.desired.model import IssuerSpec, KmsSpec, TargetSpec
+from certreconcile.errors import ConfigError
+from certreconcile.plugins.ports import Issuer, Kms, Target
+
+__all__ = ["PluginContext", "available_kinds", "create_issuer", "create_kms", "create_target"]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    desired_dir: Path  # relative paths in declarations are relative to this
+    data_dir: Path  # CERTRECONCILE_DATA_DIR
+    env: Mapping[str, str]
+
+
+_BUILTIN: dict[str, dict[str, str]] = {
+    "kms": {"local": "certreconcile.plugins.factories:create_local_kms"},
+    "issuers": {"local_ca": "certreconcile.plugins.factories:create_local_ca"},
+    "targets": {"files": "certreconcile.plugins.factories:create_files_target"},
+}
+
+
+def _factories(group: str) -> dict[str, str]:
+    found = dict(_BUILTIN[group])
+    for entry in entry_points(group=f"certreconcile.{group}.factories"):
+        found.setdefault(entry.name, entry.value)
+    return found
+
+
+def available_kinds(group: str) -> frozenset[str]:
+    return frozenset(_factories(group))
+
+
+def _load(group: str, kind: str) -> Callable[..., Any]:
+    factories = _factories(group)
+    if kind not in factories:
+        raise ConfigError(
+            f"no {group} plug-in named {kind!r} is installed",
+            code="plugin-unknown",
+            hint="available: " + ", ".join(sorted(factories)),
+        )
+    module_name, _, attribute = factories[kind].partition(":")
+    return cast(Callable[..., Any], getattr(importlib.import_module(module_name), attribute))
+
+
+def create_kms(spec: KmsSpec, context: PluginContext) -> Kms:
+    return cast(Kms, _load("kms", spec.kind)(spec, context))
+
+
+def create_issuer(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> Issuer:
+    return cast(Issuer, _load("issuers", spec.kind)(spec, context, store, kms))
+
+
+def create_target(spec: TargetSpec, context: PluginContext) -> Target:
+    return cast(Target, _load("targets", spec.kind)(spec, context))

@@ -1,0 +1,121 @@
+"""The files target: ``<dir>/<name>/{fullchain,chain,cert,privkey}.pem``, written atomically.
+
+``privkey.pem`` is created with mode 0600 (the only plaintext key a target writes). After
+writing, an optional ``reload_command`` runs (no shell; split like a POSIX shell would).
+Without ``verify:``, the target is verified by reading the files back; with it, by a TLS
+handshake to that address.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from certreconcile.desired.documents import FilesTargetConfig
+from certreconcile.domain.certs import read_cert_facts, split_pem_chain
+from certreconcile.errors import TargetError
+from certreconcile.plugins.ports import DeployBundle, TargetObservation
+from certreconcile.plugins.targets.handshake import handshake_observation, sni_for
+
+__all__ = ["FilesTarget", "write_atomically"]
+
+
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+class FilesTarget:
+    def __init__(
+        self,
+        name: str,
+        config: FilesTargetConfig,
+        base_dir: Path,
+        verify: str | None = None,
+        verify_timeout: timedelta = timedelta(seconds=10),
+    ) -> None:
+        self.name = name
+        self._dir = (base_dir / config.dir).resolve() if not Path(config.dir).is_absolute() else Path(config.dir)
+        self._reload_command = config.reload_command
+        self._base_dir = base_dir
+        self._verify = verify
+        self._verify_timeout = verify_timeout
+
+    def folder(self, certificate_name: str) -> Path:
+        return self._dir / certificate_name
+
+    def deploy(self, bundle: DeployBundle) -> None:
+        folder = self.folder(bundle.name)
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o755)
+            # The key first: a reader that sees the new certificate must find the new key.
+            write_atomically(folder / "privkey.pem", bundle.key_pem.reveal(), 0o600)
+            write_atomically(folder / "cert.pem", bundle.cert_pem.encode(), 0o644)
+            write_atomically(folder / "chain.pem", bundle.chain_pem.encode(), 0o644)
+            write_atomically(folder / "fullchain.pem", bundle.fullchain_pem.encode(), 0o644)
+        except OSError as exc:
+            raise TargetError(
+                f"target {self.name}: cannot write into {folder}: {exc.strerror}",
+                code="target-write-failed",
+                hint="check that the directory exists and is writable by this user",
+            ) from exc
+        if self._reload_command:
+            self._reload()
+
+    def _reload(self) -> None:
+        assert self._reload_command is not None
+        try:
+            result = subprocess.run(
+                shlex.split(self._reload_command),
+                cwd=self._base_dir,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise TargetError(
+                f"target {self.name}: reload command failed to run: {exc}", code="target-reload-failed"
+            ) from exc
+        if result.returncode != 0:
+            first_line = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()[:1]
+            detail = f": {first_line[0][:200]}" if first_line else ""
+            raise TargetError(
+                f"target {self.name}: reload command exited {result.returncode}{detail}",
+                code="target-reload-failed",
+                hint="run the reload command by hand to see its full output",
+            )
+
+    def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
+        if self._verify:
+            return handshake_observation(self._verify, sni_for(domains[0]))
+        fullchain = self.folder(name) / "fullchain.pem"
+        try:
+            blocks = split_pem_chain(fullchain.read_text())
+        except OSError as exc:
+            return TargetObservation(fingerprint=None, error=f"{fullchain}: {exc.strerror}")
+        if not blocks:
+            return TargetObservation(fingerprint=None, error=f"{fullchain} holds no certificate")
+        try:
+            facts = read_cert_facts(blocks[0])
+        except ValueError:
+            return TargetObservation(fingerprint=None, error=f"{fullchain} holds an unreadable certificate")
+        return TargetObservation(
+            fingerprint=facts.fingerprint, serial_number=facts.serial_number, not_after=facts.not_after
+        )
+
+    def verify_timeout(self) -> timedelta:
+        return self._verify_timeout

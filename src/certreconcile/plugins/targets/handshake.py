@@ -1,0 +1,48 @@
+"""Verification by TLS handshake: what a server really serves for a name (SNI)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from cryptography import x509
+
+from certreconcile.domain.certs import fingerprint_of_der
+from certreconcile.plugins.ports import TargetObservation
+
+__all__ = ["handshake_observation", "parse_host_port", "sni_for"]
+
+
+def parse_host_port(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def sni_for(domain: str) -> str:
+    """A concrete name to ask for: a wildcard's leftmost label becomes a probe label."""
+    return "certreconcile-probe" + domain[1:] if domain.startswith("*.") else domain
+
+
+def handshake_observation(address: str, server_name: str, timeout: float = 5.0) -> TargetObservation:
+    host, port = parse_host_port(address)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # we compare fingerprints, not trust chains
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        return TargetObservation(fingerprint=None, error=f"handshake with {address} failed: {exc}")
+    if der is None:
+        return TargetObservation(fingerprint=None, error=f"{address} sent no certificate")
+    cert = x509.load_der_x509_certificate(der)
+    return TargetObservation(
+        fingerprint=fingerprint_of_der(der),
+        serial_number=format(cert.serial_number, "x"),
+        not_after=cert.not_valid_after_utc,
+    )

@@ -1,0 +1,116 @@
+"""The composition root: settings → concrete adapters. Used alike by the CLI, the manager and ``run``."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from certreconcile.actual.store import StateStore
+from certreconcile.apply.executor import ApplyEnvironment
+from certreconcile.clock import Clock
+from certreconcile.desired.model import DesiredState
+from certreconcile.plugins.ports import Issuer, Kms, Target
+from certreconcile.plugins.registry import PluginContext, create_issuer, create_kms, create_target
+
+__all__ = ["Settings", "actor_for", "build_environment", "build_targets", "open_store", "with_git_origin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    desired_dir: Path
+    data_dir: Path
+    database_url: str | None  # None: the embedded PostgreSQL under data_dir
+    env: Mapping[str, str]
+
+    @staticmethod
+    def from_env(desired_dir: Path, env: Mapping[str, str] | None = None) -> Settings:
+        environ = dict(os.environ if env is None else env)
+        desired_dir = desired_dir.resolve()
+        data_dir = Path(environ.get("CERTRECONCILE_DATA_DIR") or desired_dir / ".certreconcile")
+        return Settings(
+            desired_dir=desired_dir,
+            data_dir=data_dir,
+            database_url=environ.get("CERTRECONCILE_DATABASE_URL") or None,
+            env=environ,
+        )
+
+    @property
+    def plugin_context(self) -> PluginContext:
+        return PluginContext(desired_dir=self.desired_dir, data_dir=self.data_dir, env=self.env)
+
+
+def open_store(settings: Settings, *, migrate: bool = True) -> StateStore:
+    """The PostgreSQL store: ``CERTRECONCILE_DATABASE_URL``, else the embedded server (started or reused)."""
+    from certreconcile.actual.embedded import resolve_database_url
+    from certreconcile.actual.repository import PostgresStore
+
+    url = settings.database_url or resolve_database_url(settings.desired_dir, settings.env)
+    store = PostgresStore(url)
+    if migrate:
+        store.upgrade()
+    return store
+
+
+def with_git_origin(desired: DesiredState, directory: Path) -> DesiredState:
+    """Record HEAD's commit and author when ``directory`` is a clean git checkout.
+
+    A work tree with uncommitted changes under ``directory`` is not a commit: it keeps no
+    git origin, and its actor is the user.
+    """
+    if desired.git_commit is not None:
+        return desired
+    try:
+        import git
+    except ImportError:  # pragma: no cover - GitPython is a dependency
+        return desired
+    try:
+        repo = git.Repo(directory, search_parent_directories=True)
+        if not repo.head.is_valid():  # no commit yet
+            return desired
+        relative = str(directory.resolve().relative_to(Path(repo.working_tree_dir or ".").resolve()))
+        if repo.is_dirty(untracked_files=True, path=relative):
+            return desired
+        commit = repo.head.commit
+        return replace(desired, git_commit=commit.hexsha, git_author_email=commit.author.email or None)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError, ValueError):
+        return desired
+
+
+def actor_for(desired: DesiredState, env: Mapping[str, str]) -> str:
+    """``git:<sha> <email>`` when the declarations come from a commit, else ``user:<login>``."""
+    if desired.git_commit:
+        actor = f"git:{desired.git_commit}"
+        if desired.git_author_email:
+            actor += f" {desired.git_author_email}"
+        return actor
+    login = env.get("USER") or env.get("LOGNAME")
+    if not login:
+        try:
+            login = getpass.getuser()
+        except (KeyError, OSError):
+            login = "unknown"
+    return f"user:{login}"
+
+
+def build_targets(desired: DesiredState, settings: Settings) -> dict[str, Target]:
+    return {name: create_target(spec, settings.plugin_context) for name, spec in desired.targets.items()}
+
+
+def build_environment(
+    desired: DesiredState, settings: Settings, store: StateStore, clock: Clock, actor: str | None = None
+) -> ApplyEnvironment:
+    kms: Kms = create_kms(desired.kms, settings.plugin_context)
+    issuers: dict[str, Issuer] = {
+        name: create_issuer(spec, settings.plugin_context, store, kms) for name, spec in desired.issuers.items()
+    }
+    return ApplyEnvironment(
+        store=store,
+        kms=kms,
+        issuers=issuers,
+        targets=build_targets(desired, settings),
+        clock=clock,
+        actor=actor or actor_for(desired, settings.env),
+    )

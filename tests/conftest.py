@@ -1,0 +1,102 @@
+"""Session-wide PostgreSQL for the tests, one fresh database per test.
+
+Fixtures:
+
+* ``pg_server`` (session): the admin URL of a PostgreSQL server. ``CERTRECONCILE_TEST_DATABASE_URL``
+  when set (a role allowed to CREATE DATABASE), else ONE pgserver started in the pytest temp dir.
+  Under pytest-xdist the workers share that server: pgserver counts the processes using it and
+  the last one to finish stops it.
+* ``migrated_template`` (session): the name of a template database, migrated once (per worker).
+* ``database_url`` (function): the URL of a fresh database cloned from the template
+  (``CREATE DATABASE ... TEMPLATE``, ~tens of ms), dropped after the test.
+* ``postgres_store`` (function): a :class:`PostgresStore` on ``database_url``.
+
+``require_binary(name)`` (from ``helpers``) skips locally and fails on CI when a binary is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from certreconcile.actual.migrate import upgrade
+from certreconcile.actual.repository import PostgresStore
+from helpers import require_binary, with_database
+
+__all__ = ["require_binary"]
+
+ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"
+
+_counter = itertools.count()
+
+
+def _worker_tag() -> str:
+    """Unique per xdist worker and per test process (parallel CI jobs may share a server)."""
+    return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get(ENV_TEST_DATABASE_URL)
+    if configured:
+        yield configured
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # shared by the workers
+    server = pgserver.get_server(Path(root) / "pgdata", cleanup_mode="stop")
+    url = server.get_uri()
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Test data need no durability: these make CREATE DATABASE and commits much faster.
+        # Not synchronous_commit = off: VACUUM could then not mark freshly committed rows
+        # all-visible, and index-only scans (tested) would not be chosen.
+        for setting in ("fsync", "full_page_writes"):
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(setting)))
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield url
+    finally:
+        server.cleanup()  # stops the server when this is the last process using it
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server: str) -> Iterator[str]:
+    name = f"crtpl_{_worker_tag()}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(with_database(pg_server, name), autocommit=True) as conn:
+        upgrade(conn)
+    yield name
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(pg_server: str, migrated_template: str) -> Iterator[str]:
+    name = f"crt_{_worker_tag()}_{next(_counter)}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(migrated_template)
+            )
+        )
+    try:
+        yield with_database(pg_server, name)
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def postgres_store(database_url: str) -> PostgresStore:
+    return PostgresStore(database_url)

@@ -1,0 +1,586 @@
+"""The state-repository contract: InMemoryStore and PostgresStore behave alike.
+
+Every protocol method of ``StateSession``/``StateStore`` is exercised against both
+implementations, so the fake cannot drift from the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from certreconcile.actual.model import DistributionState
+from certreconcile.actual.store import (
+    AuditAction,
+    AuditEvent,
+    CertificateRow,
+    JournalEntry,
+    LocalCaRecord,
+    StateSession,
+    StateStore,
+)
+from certreconcile.desired.model import OnDelete
+from certreconcile.domain.keys import KeyRef, KeyType
+from certreconcile.domain.status import CertStatus, IllegalTransitionError
+from certreconcile.errors import StateError
+from certreconcile.testing.fake_repository import InMemoryStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store(request: pytest.FixtureRequest) -> StateStore:
+    if request.param == "memory":
+        return InMemoryStore()
+    postgres: StateStore = request.getfixturevalue("postgres_store")
+    return postgres
+
+
+@pytest.fixture
+def session(store: StateStore) -> Iterator[StateSession]:
+    with store.session() as opened:
+        yield opened
+
+
+def key_ref(key_id: str = "master-1") -> KeyRef:
+    envelope = json.dumps({"kms": "local", "key_id": key_id, "wrapped_dek": "AAAA", "nonce": "BBBB", "ct": "CC"})
+    return KeyRef(envelope_json=envelope, kms="local", key_id=key_id)
+
+
+def cert_row(
+    name: str = "shop",
+    *,
+    status: CertStatus = CertStatus.ACTIVE,
+    created_at: datetime = T0,
+    not_before: datetime = T0,
+    domains: tuple[str, ...] = ("shop.example.com", "www.shop.example.com"),
+    cert_id: str | None = None,
+) -> CertificateRow:
+    ident = cert_id or str(uuid.uuid4())
+    return CertificateRow(
+        id=ident,
+        name=name,
+        domains=domains,
+        issuer="letsencrypt",
+        key_type=KeyType.ECDSA_P256,
+        serial_number=f"serial-{ident}",
+        not_before=not_before,
+        not_after=not_before + timedelta(days=90),
+        status=status,
+        fingerprint=f"fp-{ident}",
+        key_ref=key_ref(),
+        cert_pem=f"-----BEGIN CERTIFICATE-----\n{ident}\n-----END CERTIFICATE-----\n",
+        chain_pem="chain\n",
+        on_delete=OnDelete.RETIRE,
+        issuer_fingerprint="issuer-fp",
+        created_at=created_at,
+    )
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def test_insert_then_load_actual_round_trips(session: StateSession) -> None:
+    row = cert_row("shop")
+    other = cert_row("api", domains=("api.example.com",))
+    session.insert_certificate(row)
+    session.insert_certificate(other)
+
+    state = session.load_actual()
+
+    assert list(state.certificates) == ["api", "shop"]  # name order
+    shop = state.certificates["shop"]
+    assert shop.id == row.id
+    assert shop.domains == ("shop.example.com", "www.shop.example.com")
+    assert state.certificates["api"].domains == ("api.example.com",)
+    assert (shop.issuer, shop.key_type, shop.serial_number) == (
+        "letsencrypt",
+        KeyType.ECDSA_P256,
+        row.serial_number,
+    )
+    assert (shop.not_before, shop.not_after) == (row.not_before, row.not_after)
+    assert (shop.status, shop.fingerprint, shop.on_delete) == (
+        CertStatus.ACTIVE,
+        row.fingerprint,
+        OnDelete.RETIRE,
+    )
+    assert shop.has_key
+    assert shop.issuer_fingerprint == "issuer-fp"
+    assert shop.distributions == {}
+    assert shop.open_rotation is None
+    assert state.meta.serial == 0
+    assert state.meta == session.meta()
+    assert state.backoff_until == {}
+
+
+def test_empty_store_loads_empty_state(session: StateSession) -> None:
+    state = session.load_actual()
+    assert state.certificates == {}
+    assert session.current_certificate("shop") is None
+
+
+def test_single_reads(session: StateSession) -> None:
+    row = cert_row()
+    session.insert_certificate(row)
+    assert session.certificate_pems(row.id) == (row.cert_pem, row.chain_pem)
+    assert session.key_ref(row.id) == row.key_ref
+    assert session.certificate_status(row.id) is CertStatus.ACTIVE
+    current = session.current_certificate("shop")
+    assert current is not None
+    assert current == session.load_actual().certificates["shop"]
+
+
+def test_reads_of_unknown_certificate_raise(session: StateSession) -> None:
+    missing = str(uuid.uuid4())
+    for read in (session.certificate_pems, session.key_ref, session.certificate_status):
+        with pytest.raises(StateError) as caught:
+            read(missing)
+        assert caught.value.code == "state-not-found"
+
+
+def test_key_ref_must_match_its_envelope(session: StateSession) -> None:
+    bad = KeyRef(envelope_json=json.dumps({"kms": "aws", "key_id": "zz-9"}), kms="local", key_id="x")
+    with pytest.raises(StateError) as caught:
+        session.insert_certificate(replace(cert_row(), key_ref=bad))
+    assert "envelope" in caught.value.message
+    assert "zz-9" not in caught.value.message
+
+
+def test_duplicate_serial_number_is_a_conflict(session: StateSession) -> None:
+    row = cert_row()
+    session.insert_certificate(row)
+    twin = replace(cert_row("api"), serial_number=row.serial_number)
+    with pytest.raises(StateError) as caught:
+        session.insert_certificate(twin)
+    assert caught.value.code == "state-conflict"
+    assert "BEGIN" not in caught.value.message  # never quotes the row
+
+
+def test_two_live_certificates_for_one_name_conflict(session: StateSession) -> None:
+    session.insert_certificate(cert_row("shop", status=CertStatus.ISSUED))
+    with pytest.raises(StateError) as caught:
+        session.insert_certificate(cert_row("shop", status=CertStatus.ISSUED, created_at=T0 + timedelta(hours=1)))
+    assert caught.value.code == "state-conflict"
+
+
+# --- rotation and current-row selection ----------------------------------------------
+
+
+def test_rotation_current_row_and_completion(session: StateSession) -> None:
+    old = cert_row("shop", status=CertStatus.ACTIVE)
+    session.insert_certificate(old)
+    assert session.set_status(old.id, CertStatus.ROTATING) is CertStatus.ACTIVE
+    rotation_id = session.open_rotation(old.id, T0 + timedelta(days=60))
+    assert session.open_rotation(old.id, T0 + timedelta(days=61)) == rotation_id  # resumable
+
+    state = session.load_actual()
+    assert state.certificates["shop"].id == old.id
+    assert state.certificates["shop"].open_rotation is not None
+    assert state.certificates["shop"].open_rotation.new_cert_id is None
+
+    new = cert_row(
+        "shop",
+        status=CertStatus.ISSUED,
+        created_at=T0 + timedelta(days=60),
+        not_before=T0 + timedelta(days=60),
+    )
+    session.insert_certificate(new)  # 'rotating' + 'issued' coexist
+    session.attach_rotation(rotation_id, new.id)
+
+    current = session.load_actual().certificates["shop"]
+    assert current.id == new.id  # the newest non-superseded row
+    assert current.open_rotation is not None
+    assert current.open_rotation.rotation_id == rotation_id
+    assert current.open_rotation.old_cert_id == old.id
+    assert current.open_rotation.new_cert_id == new.id
+    assert current.open_rotation.triggered_at == T0 + timedelta(days=60)
+    replacing = session.rotation_replacing(new.id)
+    assert replacing is not None
+    assert replacing.rotation_id == rotation_id
+
+    session.set_status(new.id, CertStatus.ACTIVE)
+    session.complete_rotation(rotation_id, T0 + timedelta(days=60, hours=1))
+    session.complete_rotation(rotation_id, T0 + timedelta(days=60, hours=2))  # idempotent
+    session.set_status(old.id, CertStatus.SUPERSEDED)
+
+    current = session.load_actual().certificates["shop"]
+    assert current.id == new.id
+    assert current.status is CertStatus.ACTIVE
+    assert current.open_rotation is None
+    assert session.rotation_replacing(new.id) is None
+
+
+def test_superseded_newest_row_is_skipped(session: StateSession) -> None:
+    old = cert_row("shop", status=CertStatus.ROTATING)
+    newer = cert_row("shop", status=CertStatus.SUPERSEDED, created_at=T0 + timedelta(days=1))
+    session.insert_certificate(old)
+    session.insert_certificate(newer)
+    current = session.current_certificate("shop")
+    assert current is not None
+    assert current.id == old.id
+
+
+def test_ties_on_created_at_are_broken_by_not_before(session: StateSession) -> None:
+    early = cert_row("shop", status=CertStatus.ROTATING, not_before=T0)
+    late = cert_row("shop", status=CertStatus.ISSUED, not_before=T0 + timedelta(days=1))
+    session.insert_certificate(late)
+    session.insert_certificate(early)
+    current = session.current_certificate("shop")
+    assert current is not None
+    assert current.id == late.id
+
+
+def test_complete_rotation_needs_a_replacement(session: StateSession) -> None:
+    old = cert_row()
+    session.insert_certificate(old)
+    rotation_id = session.open_rotation(old.id, T0)
+    with pytest.raises(StateError):
+        session.complete_rotation(rotation_id, T0)
+    with pytest.raises(StateError):
+        session.attach_rotation(rotation_id + 1000, old.id)
+    with pytest.raises(StateError):
+        session.complete_rotation(rotation_id + 1000, T0)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (CertStatus.ISSUED, CertStatus.ACTIVE),
+        (CertStatus.ACTIVE, CertStatus.EXPIRING_SOON),
+        (CertStatus.EXPIRING_SOON, CertStatus.ROTATING),
+        (CertStatus.ROTATING, CertStatus.SUPERSEDED),
+        (CertStatus.SUPERSEDED, CertStatus.EXPIRED),
+        (CertStatus.EXPIRED, CertStatus.REVOKED),
+        (CertStatus.ACTIVE, CertStatus.ACTIVE),
+    ],
+)
+def test_legal_transitions(session: StateSession, old: CertStatus, new: CertStatus) -> None:
+    row = cert_row(status=old)
+    session.insert_certificate(row)
+    assert session.set_status(row.id, new) is old
+    assert session.certificate_status(row.id) is new
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (CertStatus.REVOKED, CertStatus.ACTIVE),
+        (CertStatus.EXPIRED, CertStatus.ACTIVE),
+        (CertStatus.ISSUED, CertStatus.ROTATING),
+        (CertStatus.SUPERSEDED, CertStatus.ACTIVE),
+    ],
+)
+def test_illegal_transitions_raise_and_change_nothing(session: StateSession, old: CertStatus, new: CertStatus) -> None:
+    row = cert_row(status=old)
+    session.insert_certificate(row)
+    with pytest.raises(IllegalTransitionError):
+        session.set_status(row.id, new)
+    assert session.certificate_status(row.id) is old
+
+
+def test_abandoned_rotation_cannot_reactivate_while_replacement_is_live(session: StateSession) -> None:
+    old = cert_row("shop", status=CertStatus.ROTATING)
+    new = cert_row("shop", status=CertStatus.ISSUED, created_at=T0 + timedelta(days=1))
+    session.insert_certificate(old)
+    session.insert_certificate(new)
+    with pytest.raises(StateError) as caught:
+        session.set_status(old.id, CertStatus.ACTIVE)
+    assert caught.value.code == "state-conflict"
+    session.set_status(new.id, CertStatus.REVOKED)
+    assert session.set_status(old.id, CertStatus.ACTIVE) is CertStatus.ROTATING
+
+
+def test_set_status_of_unknown_certificate(session: StateSession) -> None:
+    with pytest.raises(StateError) as caught:
+        session.set_status(str(uuid.uuid4()), CertStatus.ACTIVE)
+    assert caught.value.code == "state-not-found"
+
+
+def test_retire_hides_every_row_of_the_name(session: StateSession) -> None:
+    expired = cert_row("shop", status=CertStatus.EXPIRED)
+    current = cert_row("shop", status=CertStatus.ACTIVE, created_at=T0 + timedelta(days=1))
+    session.insert_certificate(expired)
+    session.insert_certificate(current)
+    session.insert_certificate(cert_row("api"))
+    session.retire(current.id, T0 + timedelta(days=2))
+    assert "shop" not in session.load_actual().certificates
+    assert session.current_certificate("shop") is None
+    assert "api" in session.load_actual().certificates
+    # The name can be declared again and issued anew.
+    session.insert_certificate(cert_row("shop", status=CertStatus.ISSUED, created_at=T0 + timedelta(days=3)))
+    assert "shop" in session.load_actual().certificates
+
+
+# --- distributions ----------------------------------------------------------------------
+
+
+def test_distribution_upsert_and_remove(session: StateSession) -> None:
+    row = cert_row()
+    session.insert_certificate(row)
+    session.record_distribution(
+        row.id,
+        "edge",
+        row.fingerprint,
+        pushed_at=T0,
+        verified_at=None,
+        last_error="timeout",
+        target_fingerprint="t1",
+    )
+    session.record_distribution(
+        row.id,
+        "edge",
+        row.fingerprint,
+        pushed_at=T0,
+        verified_at=T0 + timedelta(minutes=1),
+        last_error=None,
+        target_fingerprint="t1",
+    )
+    session.record_distribution(
+        row.id,
+        "deploy",
+        row.fingerprint,
+        pushed_at=None,
+        verified_at=None,
+        last_error=None,
+        target_fingerprint=None,
+    )
+    distributions = session.load_actual().certificates["shop"].distributions
+    assert distributions == {
+        "deploy": DistributionState("deploy", row.fingerprint, None, None, None, None),
+        "edge": DistributionState("edge", row.fingerprint, T0, T0 + timedelta(minutes=1), None, "t1"),
+    }
+    current = session.current_certificate("shop")
+    assert current is not None
+    assert current.distributions == distributions
+
+    session.remove_distribution("shop", "edge")
+    session.remove_distribution("shop", "never-there")
+    assert set(session.load_actual().certificates["shop"].distributions) == {"deploy"}
+
+
+def test_distribution_follows_the_name_across_rotation(session: StateSession) -> None:
+    old = cert_row("shop", status=CertStatus.ROTATING)
+    new = cert_row("shop", status=CertStatus.ISSUED, created_at=T0 + timedelta(days=1))
+    session.insert_certificate(old)
+    session.insert_certificate(new)
+    session.record_distribution(
+        old.id,
+        "edge",
+        old.fingerprint,
+        pushed_at=T0,
+        verified_at=T0,
+        last_error=None,
+        target_fingerprint=None,
+    )
+    assert session.load_actual().certificates["shop"].distributions["edge"].fingerprint == old.fingerprint
+    session.record_distribution(
+        new.id,
+        "edge",
+        new.fingerprint,
+        pushed_at=T0,
+        verified_at=None,
+        last_error=None,
+        target_fingerprint=None,
+    )
+    assert session.load_actual().certificates["shop"].distributions["edge"].fingerprint == new.fingerprint
+
+
+def test_distribution_of_unknown_certificate_raises(session: StateSession) -> None:
+    with pytest.raises(StateError):
+        session.record_distribution(
+            str(uuid.uuid4()),
+            "edge",
+            "fp",
+            pushed_at=None,
+            verified_at=None,
+            last_error=None,
+            target_fingerprint=None,
+        )
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+def test_audit_append_and_filter(session: StateSession) -> None:
+    row = cert_row()
+    session.insert_certificate(row)
+    events = [
+        AuditEvent(None, "shop", AuditAction.FAILED, "automation:renewal", T0, {"error": "rate limited"}),
+        AuditEvent(row.id, "shop", AuditAction.ISSUED, "git:abc ops@example.com", T0 + timedelta(seconds=1)),
+        AuditEvent(
+            row.id,
+            "shop",
+            AuditAction.DISTRIBUTED,
+            "git:abc ops@example.com",
+            T0 + timedelta(seconds=2),
+            {"target": "edge"},
+        ),
+        AuditEvent(None, "api", AuditAction.FAILED, "user:alice", T0 + timedelta(seconds=3)),
+    ]
+    for event in events:
+        session.append_audit(event)
+
+    stored = session.audit_events()
+    assert [(e.name, e.action, e.actor, e.at, dict(e.detail), e.cert_id) for e in stored] == [
+        (e.name, e.action, e.actor, e.at, dict(e.detail), e.cert_id) for e in events
+    ]
+    ids = [e.id for e in stored]
+    assert all(i is not None for i in ids)
+    assert ids == sorted(ids)
+    assert [e.action for e in session.audit_events(name="shop")] == ["failed", "issued", "distributed"]
+    assert [e.name for e in session.audit_events(action="failed")] == ["shop", "api"]
+    assert [e.action for e in session.audit_events(name="shop", action="issued")] == ["issued"]
+    assert [e.action for e in session.audit_events(limit=2)] == ["distributed", "failed"]  # the newest two
+
+
+def test_audit_rejects_unknown_action_and_certificate(session: StateSession) -> None:
+    with pytest.raises(StateError):
+        session.append_audit(AuditEvent(None, "shop", "deleted", "user:alice", T0))
+    with pytest.raises(StateError):
+        session.append_audit(AuditEvent(str(uuid.uuid4()), "shop", AuditAction.ISSUED, "user:alice", T0))
+    assert session.audit_events() == []
+
+
+# --- runs and journal -------------------------------------------------------------------
+
+
+def test_runs_and_journal(session: StateSession) -> None:
+    run_id = session.start_run("abc123", "sha256:digest", T0)
+    other_run = session.start_run(None, "sha256:other", T0)
+    assert other_run != run_id
+    session.journal(JournalEntry(run_id, "key-1", "shop", "key-generated", "started", at=T0))
+    session.journal(JournalEntry(run_id, "key-1", "shop", "key-generated", "done", {"key": "ref"}, at=T0))
+    session.journal(JournalEntry(run_id, "key-2", "api", "order-created", "started"))
+    session.journal(JournalEntry(other_run, "key-1", "shop", "certificate-stored", "done"))
+    entries = session.journal_entries("key-1")
+    assert [(e.run_id, e.step, e.state) for e in entries] == [
+        (run_id, "key-generated", "started"),
+        (run_id, "key-generated", "done"),
+        (other_run, "certificate-stored", "done"),
+    ]
+    assert dict(entries[1].detail) == {"key": "ref"}
+    assert entries[0].at == T0
+    assert entries[2].at is not None  # stamped by the store
+    assert session.journal_entries("nothing") == []
+    session.finish_run(run_id, "succeeded", T0 + timedelta(minutes=1))
+    with pytest.raises(StateError):
+        session.finish_run(run_id + 1000, "succeeded", T0)
+    with pytest.raises(StateError):
+        session.journal(JournalEntry(run_id + 1000, "key-3", "shop", "x", "started"))
+
+
+# --- meta, local CA, backoff ------------------------------------------------------------
+
+
+def test_bump_serial(session: StateSession) -> None:
+    lineage = session.meta().lineage
+    uuid.UUID(lineage)
+    assert session.meta().serial == 0
+    assert session.bump_serial() == 1
+    assert session.bump_serial() == 2
+    assert session.meta().serial == 2
+    assert session.meta().lineage == lineage
+    assert session.load_actual().meta.serial == 2
+
+
+def test_local_ca_first_writer_wins(session: StateSession) -> None:
+    assert session.get_local_ca("internal") is None
+    first = LocalCaRecord("internal", "CA-1", key_ref("k1"))
+    second = LocalCaRecord("internal", "CA-2", key_ref("k2"))
+    assert session.put_local_ca(first) == first
+    assert session.put_local_ca(second) == first
+    assert session.get_local_ca("internal") == first
+
+
+def test_backoff(session: StateSession) -> None:
+    session.record_failure("shop", T0, T0 + timedelta(hours=1))
+    session.record_failure("shop", T0 + timedelta(hours=1), T0 + timedelta(hours=3))
+    session.record_failure("api", T0, T0 + timedelta(hours=1))
+    assert session.load_actual().backoff_until == {
+        "api": T0 + timedelta(hours=1),
+        "shop": T0 + timedelta(hours=3),
+    }
+    assert session.failure_count("shop") == 2  # type: ignore[attr-defined]
+    session.clear_failures("shop")
+    session.clear_failures("never-failed")
+    assert session.load_actual().backoff_until == {"api": T0 + timedelta(hours=1)}
+
+
+# --- transactions and locks -------------------------------------------------------------
+
+
+def test_transaction_rolls_back_on_error(session: StateSession) -> None:
+    row = cert_row()
+
+    def write_then_fail() -> None:
+        with session.transaction():
+            session.insert_certificate(row)
+            session.bump_serial()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
+    assert session.load_actual().certificates == {}
+    assert session.meta().serial == 0
+    with session.transaction():
+        session.insert_certificate(row)
+        session.bump_serial()
+    assert session.meta().serial == 1
+    assert "shop" in session.load_actual().certificates
+
+
+def test_lock_name_excludes_a_second_session(store: StateStore) -> None:
+    acquired = threading.Event()
+    released_at: list[float] = []
+    second_got_it_at: list[float] = []
+
+    def second() -> None:
+        with store.session() as other:
+            acquired.wait(5)
+            with other.lock_name("shop"):
+                second_got_it_at.append(time.monotonic())
+            with other.lock_name("api"):  # other names are independent
+                pass
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with store.session() as first, first.lock_name("shop"):
+        with first.lock_name("shop"):  # re-entrant in one session
+            pass
+        acquired.set()
+        time.sleep(0.3)
+        assert second_got_it_at == []
+        released_at.append(time.monotonic())
+    thread.join(10)
+    assert not thread.is_alive()
+    assert second_got_it_at
+    assert second_got_it_at[0] >= released_at[0]
+
+
+def test_closing_a_session_releases_its_locks(store: StateStore) -> None:
+    with store.session() as first:
+        first.lock_name("shop").__enter__()  # never exited: closing the session must release it
+    done = threading.Event()
+
+    def take() -> None:
+        with store.session() as other, other.lock_name("shop"):
+            done.set()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    thread.join(5)
+    assert done.is_set()
+
+
+def test_upgrade_is_a_no_op_when_current(store: StateStore) -> None:
+    assert store.upgrade() == []

@@ -1,0 +1,88 @@
+"""Test helpers: desired states from Python dicts, and an apply environment on real adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from certreconcile.actual.model import Observations
+from certreconcile.actual.store import StateStore
+from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, apply_plan
+from certreconcile.clock import FixedClock
+from certreconcile.desired import load_desired
+from certreconcile.desired.model import DesiredState
+from certreconcile.plan import Plan, build_plan
+from certreconcile.wiring import Settings, build_environment
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def desired_doc(
+    certificates: list[dict[str, Any]],
+    *,
+    targets: Mapping[str, dict[str, Any]] | None = None,
+    lifetime: str = "90d",
+    allowed: list[str] | None = None,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "kms": {"local": {}},
+        "issuers": {"internal": {"local_ca": {"common_name": "Test CA", "lifetime": lifetime}}},
+        "targets": dict(targets) if targets is not None else {"deploy": {"files": {"dir": "out/deploy"}}},
+        "certificates": certificates,
+    }
+    if allowed is not None:
+        doc["policy"] = {"allowed_domains": allowed}
+    return doc
+
+
+def cert(name: str, *domains: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "domains": list(domains) or [f"{name}.example.com"], "issuer": "internal"}
+    body.setdefault("targets", ["deploy"])
+    body.update(extra)
+    return body
+
+
+def write_desired(directory: Path, doc: Mapping[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.yaml"):
+        old.unlink()
+    (directory / "certificates.yaml").write_text(yaml.safe_dump(dict(doc), sort_keys=False))
+    return directory
+
+
+def load(directory: Path, doc: Mapping[str, Any]) -> DesiredState:
+    return load_desired(write_desired(directory, doc))
+
+
+def settings_for(directory: Path) -> Settings:
+    return Settings(
+        desired_dir=directory.resolve(),
+        data_dir=directory.resolve() / ".certreconcile",
+        database_url=None,
+        env={
+            "CERTRECONCILE_LOCAL_KMS_KEY_FILE": str(directory.resolve() / ".certreconcile" / "kms.key"),
+            "USER": "tester",
+        },
+    )
+
+
+def environment(directory: Path, desired: DesiredState, store: StateStore, clock: FixedClock) -> ApplyEnvironment:
+    return build_environment(desired, settings_for(directory), store, clock)
+
+
+def plan_now(desired: DesiredState, store: StateStore, clock: FixedClock, **kwargs: Any) -> Plan:
+    with store.session() as session:
+        actual = session.load_actual()
+    return build_plan(desired, actual, kwargs.pop("observations", Observations()), clock.now(), **kwargs)
+
+
+def plan_and_apply(
+    directory: Path, desired: DesiredState, store: StateStore, clock: FixedClock, **kwargs: Any
+) -> tuple[Plan, ApplyResult]:
+    plan = plan_now(desired, store, clock)
+    result = apply_plan(plan, desired, environment(directory, desired, store, clock), **kwargs)
+    return plan, result

@@ -1,0 +1,174 @@
+"""Table-driven planner tests: (desired, actual, observations, now) → changes, with ids."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from certreconcile.actual.model import (
+    ActualCertificate,
+    ActualState,
+    DistributionState,
+    Observations,
+    ServedCertificate,
+    StateMeta,
+)
+from certreconcile.desired.model import DesiredState
+from certreconcile.domain.durations import RenewBefore
+from certreconcile.domain.keys import KeyType
+from certreconcile.domain.policy import OnDelete
+from certreconcile.domain.status import CertStatus
+from certreconcile.plan import Action, ReasonCode, build_plan
+from certreconcile.plan.policies import renewal_time
+from engine import T0, cert, desired_doc, load
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def desired(tmp_path_factory: pytest.TempPathFactory) -> DesiredState:
+    targets = {"deploy": {"files": {"dir": "out"}}, "edge": {"files": {"dir": "edge"}}}
+    return load(
+        tmp_path_factory.mktemp("desired"),
+        desired_doc(
+            [cert("shop", "shop.example.com", "www.shop.example.com", targets=["deploy", "edge"], renew_before="30d")],
+            targets=targets,
+        ),
+    )
+
+
+def actual_for(desired: DesiredState, **overrides: object) -> ActualCertificate:
+    spec = desired.certificates["shop"]
+    base = ActualCertificate(
+        id="11111111-1111-1111-1111-111111111111",
+        name="shop",
+        domains=spec.domains,
+        issuer="internal",
+        key_type=KeyType.ECDSA_P256,
+        serial_number="abc",
+        not_before=T0 - 10 * DAY,
+        not_after=T0 + 80 * DAY,
+        status=CertStatus.ACTIVE,
+        fingerprint="f" * 64,
+        on_delete=OnDelete.RETIRE,
+        has_key=True,
+        distributions={
+            t: DistributionState(
+                target=t,
+                fingerprint="f" * 64,
+                pushed_at=T0,
+                verified_at=T0,
+                target_fingerprint=desired.targets[t].fingerprint,
+            )
+            for t in spec.targets
+        },
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def state(*certs: ActualCertificate) -> ActualState:
+    return ActualState(meta=StateMeta(lineage="L", serial=7), certificates={c.name: c for c in certs})
+
+
+CASES = [
+    ("unchanged", {}, None, []),
+    (
+        "renewal-window",
+        {"not_before": T0 - 60 * DAY, "not_after": T0 + 20 * DAY},
+        None,
+        [(Action.ROTATE, ReasonCode.RENEWAL_WINDOW)],
+    ),
+    ("expired", {"not_after": T0 - DAY}, None, [(Action.ROTATE, ReasonCode.EXPIRED)]),
+    ("revoked", {"status": CertStatus.REVOKED}, None, [(Action.ROTATE, ReasonCode.PREVIOUS_REVOKED)]),
+    ("key-missing", {"has_key": False}, None, [(Action.ROTATE, ReasonCode.KEY_MISSING)]),
+    ("domains-changed", {"domains": ("shop.example.com",)}, None, [(Action.ROTATE, ReasonCode.DOMAINS_CHANGED)]),
+    ("key-type-changed", {"key_type": KeyType.RSA_2048}, None, [(Action.ROTATE, ReasonCode.KEY_TYPE_CHANGED)]),
+    ("issuer-changed", {"issuer": "other"}, None, [(Action.ROTATE, ReasonCode.ISSUER_CHANGED)]),
+    ("rotation-stopped", {"status": CertStatus.ROTATING}, None, [(Action.ROTATE, ReasonCode.ROTATION_INCOMPLETE)]),
+    ("issued-not-final", {"status": CertStatus.ISSUED}, None, [(Action.REDISTRIBUTE, ReasonCode.ROTATION_INCOMPLETE)]),
+    ("drift", {}, ServedCertificate(fingerprint="e" * 64), [(Action.REDISTRIBUTE, ReasonCode.TARGET_DRIFT)]),
+    ("drift-matches", {}, ServedCertificate(fingerprint="f" * 64), []),
+]
+
+
+@pytest.mark.parametrize(("overrides", "served", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_single_name(
+    desired: DesiredState,
+    overrides: dict[str, object],
+    served: ServedCertificate | None,
+    expected: list[tuple[Action, ReasonCode]],
+) -> None:
+    observations = Observations({("shop", "edge"): served}) if served else Observations()
+    plan = build_plan(desired, state(actual_for(desired, **overrides)), observations, T0)
+    assert [(c.action, c.reasons[0].code) for c in plan.changes] == expected
+
+
+def test_new_name_is_issued_and_removed_names_follow_on_delete(desired: DesiredState) -> None:
+    gone = actual_for(desired, name="gone", id="2" * 32)
+    revoke = actual_for(desired, name="revoke-me", id="3" * 32, on_delete=OnDelete.REVOKE)
+    plan = build_plan(desired, state(gone, revoke), Observations(), T0)
+    assert [(c.action, c.name) for c in plan.changes] == [
+        (Action.REVOKE, "revoke-me"),
+        (Action.RETIRE, "gone"),
+        (Action.ISSUE, "shop"),
+    ]
+    assert plan.count(Action.ISSUE) == 1
+
+
+def test_target_changes(desired: DesiredState) -> None:
+    spec = desired.certificates["shop"]
+    dists = dict(actual_for(desired).distributions)
+    dists.pop("edge")
+    dists["old"] = DistributionState(target="old", fingerprint="f" * 64, pushed_at=T0, verified_at=T0)
+    dists["deploy"] = replace(dists["deploy"], verified_at=None)
+    plan = build_plan(desired, state(actual_for(desired, distributions=dists)), Observations(), T0)
+    (change,) = plan.changes
+    assert change.action is Action.REDISTRIBUTE
+    assert change.targets == ("deploy", "edge") == spec.targets
+    assert change.removed_targets == ("old",)
+    codes = [r.code for r in change.reasons]
+    assert codes == [ReasonCode.TARGET_UNVERIFIED, ReasonCode.TARGET_ADDED, ReasonCode.TARGET_REMOVED]
+
+
+def test_forced_rotation(desired: DesiredState) -> None:
+    plan = build_plan(desired, state(actual_for(desired)), Observations(), T0, force_rotate=frozenset({"shop"}))
+    assert [(c.action, c.reasons[0].code) for c in plan.changes] == [(Action.ROTATE, ReasonCode.FORCED)]
+
+
+def test_plan_records_lineage_serial_and_is_byte_deterministic(desired: DesiredState) -> None:
+    actual = state(actual_for(desired, not_after=T0 + 5 * DAY))
+    first = build_plan(desired, actual, Observations(), T0)
+    second = build_plan(desired, actual, Observations(), T0)
+    assert first.dumps() == second.dumps()
+    assert (first.lineage, first.serial, first.desired_digest) == ("L", 7, desired.digest)
+
+
+def test_naive_now_is_refused(desired: DesiredState) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        build_plan(desired, state(), Observations(), T0.replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(
+    "renew",
+    [
+        RenewBefore(),
+        RenewBefore(duration=30 * DAY),
+        RenewBefore(fraction=0.99),
+        RenewBefore(duration=400 * DAY),
+        RenewBefore(fraction=0.01),
+    ],
+)
+@pytest.mark.parametrize("serial", ["1", "ff", "deadbeef"])
+def test_renewal_time_stays_inside_the_lifetime(desired: DesiredState, renew: RenewBefore, serial: str) -> None:
+    spec = replace(desired.certificates["shop"], renew_before=renew)
+    current = actual_for(desired, serial_number=serial, not_before=T0, not_after=T0 + 90 * DAY)
+    due = renewal_time(spec, current)
+    assert current.not_before < due < current.not_after
+
+
+def test_default_renew_before_is_min_30d_or_a_third() -> None:
+    assert RenewBefore().for_lifetime(90 * DAY) == 30 * DAY
+    assert RenewBefore().for_lifetime(6 * DAY) == 2 * DAY
+    assert RenewBefore(fraction=0.5).for_lifetime(6 * DAY) == 3 * DAY
