@@ -486,4 +486,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _err("Interrupted.")
         sys.exit(130)
+    except CertReconcileError as exc:
+        _err(exc.one_line())
+        sys.exit(ExitCode.ERROR)
+    except Exception as exc:  # a bug: one line, no traceback (CERTRECONCILE_DEBUG=1 shows it)
+        if os.environ.get("CERTRECONCILE_DEBUG"):
+            raise
+        _err(f"error[internal-error]: {type(exc).__name__} (a bug in certreconcile; "
+             "rerun with CERTRECONCILE_DEBUG=1 for the traceback and report it)")
+        sys.exit(ExitCode.ERROR)
     sys.exit(rv if isinstance(rv, int) else ExitCode.OK)
