@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from certreconcile.actual.store import StateStore
-from certreconcile.apply.executor import ApplyEnvironment, _ChangeRunner
+from certreconcile.apply.executor import ApplyEnvironment, ChangeRunner
 from certreconcile.clock import Clock, SystemClock
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.durations import RenewBefore
@@ -146,7 +146,7 @@ class CertificateManager:
         desired = self._desired_with(spec)
         with self.db.session() as session:
             run_id = session.start_run(desired.git_commit, change.idempotency_key, self.clock.now())
-            result = _ChangeRunner(session, desired, self._environment(), run_id).run(change)
+            result = ChangeRunner(session, desired, self._environment(), run_id).run(change)
             session.finish_run(run_id, "success" if result.outcome == "done" else result.outcome, self.clock.now())
             if result.outcome != "done" and result.cert_id is None:
                 raise CertReconcileError(f"{change.name}: {result.message}", code="manager-failed")
@@ -297,7 +297,7 @@ class CertificateManager:
         desired = self._desired_with(spec)
         with self.db.session() as session:
             run_id = session.start_run(None, change.idempotency_key, self.clock.now())
-            runner = _ChangeRunner(session, desired, self._environment(), run_id)
+            runner = ChangeRunner(session, desired, self._environment(), run_id)
             with session.lock_name(name):
                 current = session.current_certificate(name)
                 assert current is not None
@@ -305,4 +305,3 @@ class CertificateManager:
             session.finish_run(run_id, result.outcome, self.clock.now())
         if result.outcome == "failed":
             raise CertReconcileError(f"{name}: {result.message}", code="distribution-failed")
-

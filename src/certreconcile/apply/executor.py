@@ -52,7 +52,16 @@ from certreconcile.plugins.ports import (
     Target,
 )
 
-__all__ = ["ApplyEnvironment", "ApplyResult", "ChangeResult", "apply_plan", "certificate_context", "check_fresh"]
+__all__ = [
+    "ApplyEnvironment",
+    "ApplyResult",
+    "ChangeResult",
+    "ChangeRunner",
+    "apply_plan",
+    "certificate_context",
+    "check_fresh",
+    "revoke_now",
+]
 
 Outcome = Literal["done", "skipped", "failed"]
 
@@ -158,7 +167,7 @@ def _run_all(
 
     def worker() -> None:
         with env.store.session() as session:
-            runner = _ChangeRunner(session, desired, env, run_id)
+            runner = ChangeRunner(session, desired, env, run_id)
             while True:
                 try:
                     index, change = work.get_nowait()
@@ -177,7 +186,7 @@ def _run_all(
     return tuple(result for result in results if result is not None)
 
 
-class _ChangeRunner:
+class ChangeRunner:
     def __init__(self, session: StateSession, desired: DesiredState, env: ApplyEnvironment, run_id: int) -> None:
         self.session = session
         self.desired = desired
@@ -347,9 +356,7 @@ class _ChangeRunner:
         self._journal(change, "key-generated", "done", cert_id=cert_id, key_ref=key_ref.envelope_json)
         return cert_id, key_ref, key_pem
 
-    def _deploy(
-        self, change: Change, cert_id: str, bundle: DeployBundle, targets: tuple[str, ...]
-    ) -> dict[str, str]:
+    def _deploy(self, change: Change, cert_id: str, bundle: DeployBundle, targets: tuple[str, ...]) -> dict[str, str]:
         """Deploy and verify on each target; returns the failed targets with their error."""
         failed: dict[str, str] = {}
         for target_name in targets:
@@ -504,28 +511,26 @@ def _still_needed(planned: Change, fresh: Change | None) -> bool:
     return fresh.action is planned.action and fresh.replaces == planned.replaces
 
 
-def revoke_now(
-    session_name: str, desired: DesiredState, env: ApplyEnvironment, reason: str, now: datetime
-) -> ChangeResult:
+def revoke_now(name: str, desired: DesiredState, env: ApplyEnvironment, reason: str, now: datetime) -> ChangeResult:
     """``certreconcile revoke NAME``: revoke the current certificate of a name at once."""
     from certreconcile.plan.plan import Reason, ReasonCode
 
     with env.store.session() as session:
-        run_id = session.start_run(desired.git_commit, f"revoke:{session_name}", now)
-        runner = _ChangeRunner(session, desired, env, run_id)
-        with session.lock_name(session_name):
-            current = session.current_certificate(session_name)
+        run_id = session.start_run(desired.git_commit, f"revoke:{name}", now)
+        runner = ChangeRunner(session, desired, env, run_id)
+        with session.lock_name(name):
+            current = session.current_certificate(name)
             if current is None:
                 raise CertReconcileError(
-                    f"no managed certificate is named {session_name!r}",
+                    f"no managed certificate is named {name!r}",
                     code="name-unknown",
                     hint="see `certreconcile status` for the names",
                 )
             if current.status is CertStatus.REVOKED:
-                raise CertReconcileError(f"{session_name} is already revoked", code="already-revoked")
+                raise CertReconcileError(f"{name} is already revoked", code="already-revoked")
             change = Change(
                 action=Action.REVOKE,
-                name=session_name,
+                name=name,
                 reasons=(Reason(ReasonCode.REVOKE_REQUESTED, f"revocation was requested ({reason})"),),
                 domains=current.domains,
                 issuer=current.issuer,

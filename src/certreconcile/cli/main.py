@@ -159,14 +159,16 @@ def _write_plan_file(path: Path, text: str) -> None:
         raise CertReconcileError(f"cannot write the plan to {path}: {exc.strerror}", code="plan-write-failed") from exc
 
 
-def _build_plan(directory: Path, desired: Any, *, refresh: bool, force_rotate: frozenset[str] = frozenset()) -> Any:
+def _build_plan(
+    directory: Path, desired: Any, *, refresh: bool, force_rotate: frozenset[str] = frozenset(), store: Any = None
+) -> Any:
     from certreconcile.actual.model import Observations
     from certreconcile.actual.refresh import observe_targets
     from certreconcile.plan import build_plan
     from certreconcile.wiring import Settings, build_targets, open_store
 
     settings = Settings.from_env(directory)
-    store = open_store(settings)
+    store = store or open_store(settings)
     with store.session() as session:
         actual = session.load_actual()
     observations = Observations()
@@ -205,6 +207,8 @@ def apply(
         _fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use text or json"))
     try:
         desired = _load(directory)
+        settings = Settings.from_env(directory)
+        store = open_store(settings)
         if plan_file is not None:
             try:
                 the_plan = plan_from_json(json.loads(plan_file.read_text()))
@@ -215,7 +219,7 @@ def apply(
                     hint="save one with `plan --out FILE`",
                 ) from exc
         else:
-            the_plan = _build_plan(directory, desired, refresh=False)
+            the_plan = _build_plan(directory, desired, refresh=False, store=store)
             if output_format == "text":
                 sys.stdout.write(render_text(the_plan, color=_use_color()))
             if the_plan.is_empty:
@@ -232,8 +236,6 @@ def apply(
                 if not typer.confirm("Apply these changes?", default=False):
                     _err("Apply cancelled; nothing changed.")
                     raise typer.Exit(ExitCode.ERROR)
-        settings = Settings.from_env(directory)
-        store = open_store(settings)
         env = build_environment(desired, settings, store, SystemClock())
         result = _apply(the_plan, desired, env, concurrency, saved=plan_file is not None)
     except CertReconcileError as exc:
@@ -411,7 +413,9 @@ def rotate(
             raise CertReconcileError(
                 f"{name!r} is not declared", code="name-unknown", hint="rotate takes the name of a declared certificate"
             )
-        full = _build_plan(directory, desired, refresh=False, force_rotate=frozenset({name}))
+        settings = Settings.from_env(directory)
+        store = open_store(settings)
+        full = _build_plan(directory, desired, refresh=False, force_rotate=frozenset({name}), store=store)
         changes = tuple(c for c in full.changes if c.name == name)
         the_plan = Plan(
             changes=changes,
@@ -421,8 +425,7 @@ def rotate(
             serial=full.serial,
             git_commit=full.git_commit,
         )
-        settings = Settings.from_env(directory)
-        env = build_environment(desired, settings, open_store(settings), SystemClock(), actor=None)
+        env = build_environment(desired, settings, store, SystemClock())
         result = _apply(the_plan, desired, env, 1, saved=False)
     except CertReconcileError as exc:
         _fail(exc)
@@ -492,7 +495,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: one line, no traceback (CERTRECONCILE_DEBUG=1 shows it)
         if os.environ.get("CERTRECONCILE_DEBUG"):
             raise
-        _err(f"error[internal-error]: {type(exc).__name__} (a bug in certreconcile; "
-             "rerun with CERTRECONCILE_DEBUG=1 for the traceback and report it)")
+        _err(
+            f"error[internal-error]: {type(exc).__name__} (a bug in certreconcile; "
+            "rerun with CERTRECONCILE_DEBUG=1 for the traceback and report it)"
+        )
         sys.exit(ExitCode.ERROR)
     sys.exit(rv if isinstance(rv, int) else ExitCode.OK)
