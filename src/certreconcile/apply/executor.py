@@ -363,7 +363,9 @@ class ChangeRunner:
             target = self.env.targets[target_name]
             target_fingerprint = self.desired.targets[target_name].fingerprint
             try:
+                self._journal(change, f"deploy:{target_name}", "started", cert_id=cert_id)
                 target.deploy(bundle)
+                self._journal(change, f"deploy:{target_name}", "done", cert_id=cert_id)
                 pushed_at = self.env.clock.now()
                 self.session.record_distribution(
                     cert_id,
@@ -394,8 +396,10 @@ class ChangeRunner:
                     target_fingerprint=target_fingerprint,
                 )
                 self._audit(change, cert_id, AuditAction.VERIFIED, target=target_name, fingerprint=bundle.fingerprint)
+                self._journal(change, f"verify:{target_name}", "done", attempts=str(outcome.attempts))
             except CertReconcileError as exc:
                 failed[target_name] = exc.one_line()
+                self._journal(change, f"deploy:{target_name}", "failed", error=exc.one_line()[:500])
                 self.session.record_distribution(
                     cert_id,
                     target_name,

@@ -189,6 +189,9 @@ def apply(
     directory: DirOption = DEFAULT_DIR,
     auto_approve: Annotated[bool, typer.Option(help="Apply without asking for confirmation.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")] = 4,
+    refresh: Annotated[
+        bool, typer.Option(help="Probe every target first and fix those that drifted (without a plan file).")
+    ] = False,
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
 ) -> None:
     """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
@@ -219,7 +222,7 @@ def apply(
                     hint="save one with `plan --out FILE`",
                 ) from exc
         else:
-            the_plan = _build_plan(directory, desired, refresh=False, store=store)
+            the_plan = _build_plan(directory, desired, refresh=refresh, store=store)
             if output_format == "text":
                 sys.stdout.write(render_text(the_plan, color=_use_color()))
             if the_plan.is_empty:
