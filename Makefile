@@ -53,4 +53,5 @@ bench: venv
 	$(BIN)/python bench/renewal_query.py
 
 clean:
+	-test -x $(BIN)/certreconcile && $(BIN)/certreconcile db stop --dir $(DEMO_DIR)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache examples/desired-state/.certreconcile

@@ -450,6 +450,20 @@ def db_upgrade(directory: DirOption = DEFAULT_DIR) -> None:
     typer.echo("Applied: " + ", ".join(applied) if applied else "The database is up to date.")
 
 
+@db_app.command("stop")
+def db_stop(directory: DirOption = DEFAULT_DIR) -> None:
+    """Stop the embedded PostgreSQL of this directory (the next command starts it again)."""
+    from certreconcile.actual.embedded import stop_embedded
+    from certreconcile.wiring import Settings
+
+    settings = Settings.from_env(directory)
+    if settings.database_url:
+        typer.echo("CERTRECONCILE_DATABASE_URL is set: there is no embedded server to stop.")
+        return
+    stopped = stop_embedded(settings.desired_dir, settings.env)
+    typer.echo("Stopped the embedded PostgreSQL." if stopped else "The embedded PostgreSQL was not running.")
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the desired-state files (for editors and CI validators)."""
