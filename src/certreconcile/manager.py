@@ -231,6 +231,7 @@ class CertificateManager:
             replaces=cert_id,
             replaces_fingerprint=fingerprint,
             idempotency_key=f"manager-rotate-{cert_id}",
+            forced=True,
         )
         return self._run(change, spec)
 

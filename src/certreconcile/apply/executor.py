@@ -229,7 +229,9 @@ class ChangeRunner:
         try:
             with self.session.lock_name(change.name):
                 current = self.session.current_certificate(change.name)
-                fresh = change_for_name(self.desired, change.name, current, Observations(), self.env.clock.now())
+                fresh = change_for_name(
+                    self.desired, change.name, current, Observations(), self.env.clock.now(), force_rotate=change.forced
+                )
                 if not _still_needed(change, fresh):
                     return ChangeResult(change, "skipped", "already done, or changed since the plan (re-plan to see)")
                 match change.action:
@@ -520,31 +522,47 @@ def revoke_now(name: str, desired: DesiredState, env: ApplyEnvironment, reason: 
     from certreconcile.plan.plan import Reason, ReasonCode
 
     with env.store.session() as session:
+        current = session.current_certificate(name)
+        if current is None:
+            raise CertReconcileError(
+                f"no managed certificate is named {name!r}",
+                code="name-unknown",
+                hint="see `certreconcile status` for the names",
+            )
+        if current.status is CertStatus.REVOKED:
+            raise CertReconcileError(f"{name} is already revoked", code="already-revoked")
+        change = Change(
+            action=Action.REVOKE,
+            name=name,
+            reasons=(Reason(ReasonCode.REVOKE_REQUESTED, f"revocation was requested ({reason})"),),
+            domains=current.domains,
+            issuer=current.issuer,
+            key_type=current.key_type.value,
+            targets=(),
+            replaces=current.id,
+            replaces_fingerprint=current.fingerprint,
+            idempotency_key=f"revoke-{current.id}",
+        )
         run_id = session.start_run(desired.git_commit, f"revoke:{name}", now)
         runner = ChangeRunner(session, desired, env, run_id)
-        with session.lock_name(name):
-            current = session.current_certificate(name)
-            if current is None:
-                raise CertReconcileError(
-                    f"no managed certificate is named {name!r}",
-                    code="name-unknown",
-                    hint="see `certreconcile status` for the names",
-                )
-            if current.status is CertStatus.REVOKED:
-                raise CertReconcileError(f"{name} is already revoked", code="already-revoked")
-            change = Change(
-                action=Action.REVOKE,
-                name=name,
-                reasons=(Reason(ReasonCode.REVOKE_REQUESTED, f"revocation was requested ({reason})"),),
-                domains=current.domains,
-                issuer=current.issuer,
-                key_type=current.key_type.value,
-                targets=(),
-                replaces=current.id,
-                replaces_fingerprint=current.fingerprint,
-                idempotency_key=f"revoke-{current.id}",
-            )
-            result = runner._revoke(change, current, reason=reason)
-        session.bump_serial()
-        session.finish_run(run_id, "success", env.clock.now())
-        return result
+        outcome = "failed"
+        try:
+            with session.lock_name(name):
+                fresh = session.current_certificate(name)
+                if fresh is None or fresh.id != current.id or fresh.status is CertStatus.REVOKED:
+                    outcome = "noop"
+                    raise CertReconcileError(
+                        f"{name} changed while revoking (another apply ran); nothing was revoked",
+                        code="revoke-raced",
+                        hint="check `certreconcile status` and try again",
+                    )
+                try:
+                    result = runner._revoke(change, fresh, reason=reason)
+                except CertReconcileError as exc:
+                    runner._audit(change, fresh.id, AuditAction.FAILED, error=exc.one_line()[:500])
+                    raise
+            session.bump_serial()
+            outcome = "success"
+            return result
+        finally:
+            session.finish_run(run_id, outcome, env.clock.now())

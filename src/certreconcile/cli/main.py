@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 
 from certreconcile.cli.exit_codes import ExitCode
@@ -38,7 +37,10 @@ app = typer.Typer(
     add_completion=True,
     rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database housekeeping.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database housekeeping: migrations and the embedded server.\n\nExample: certreconcile db upgrade --dir certs/",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 
 DirOption = Annotated[
@@ -439,7 +441,10 @@ def rotate(
 
 @db_app.command("upgrade")
 def db_upgrade(directory: DirOption = DEFAULT_DIR) -> None:
-    """Apply pending database migrations (other commands do it on their own too)."""
+    """Apply pending database migrations (other commands do it on their own too).
+
+    Example: certreconcile db upgrade --dir certs/
+    """
     from certreconcile.wiring import Settings, open_store
 
     try:
@@ -452,7 +457,10 @@ def db_upgrade(directory: DirOption = DEFAULT_DIR) -> None:
 
 @db_app.command("stop")
 def db_stop(directory: DirOption = DEFAULT_DIR) -> None:
-    """Stop the embedded PostgreSQL of this directory (the next command starts it again)."""
+    """Stop the embedded PostgreSQL of this directory (the next command starts it again).
+
+    Example: certreconcile db stop --dir certs/
+    """
     from certreconcile.actual.embedded import stop_embedded
     from certreconcile.wiring import Settings
 
@@ -466,7 +474,10 @@ def db_stop(directory: DirOption = DEFAULT_DIR) -> None:
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of the desired-state files (for editors and CI validators)."""
+    """Print the JSON Schema of the desired-state files (for editors and CI validators).
+
+    Example: certreconcile schema > schemas/desired-state.schema.json
+    """
     from certreconcile.desired.schema import render_json_schema
 
     sys.stdout.write(render_json_schema())
@@ -491,17 +502,19 @@ def init(
     typer.echo(f"Next: certreconcile plan --dir {directory}")
 
 
+def _is_usage_exception(exc: BaseException) -> bool:
+    """click-style exceptions (typer vendors its own click, so match by shape, not by class)."""
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: click's usage errors exit 1 too (2 means 'changes' for plan)."""
+    """Entry point: usage errors exit 1 too (2 means 'changes' for plan); never a traceback."""
     try:
         rv = app(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _err("Aborted.")
         sys.exit(ExitCode.ERROR)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(ExitCode.ERROR)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err("Interrupted.")
@@ -509,7 +522,11 @@ def main(argv: list[str] | None = None) -> None:
     except CertReconcileError as exc:
         _err(exc.one_line())
         sys.exit(ExitCode.ERROR)
-    except Exception as exc:  # a bug: one line, no traceback (CERTRECONCILE_DEBUG=1 shows it)
+    except Exception as exc:
+        if _is_usage_exception(exc):
+            exc.show()  # type: ignore[attr-defined]  # "Usage: ... Error: No such option: --bogus"
+            no_args_help = type(exc).__name__ == "NoArgsIsHelpError"
+            sys.exit(ExitCode.OK if no_args_help else ExitCode.ERROR)
         if os.environ.get("CERTRECONCILE_DEBUG"):
             raise
         _err(

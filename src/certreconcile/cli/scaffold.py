@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from certreconcile.errors import CertReconcileError
+from certreconcile.plugins.factories import local_kms_key_file
 from certreconcile.plugins.kms.local import ensure_master_key
+from certreconcile.wiring import Settings
 
 __all__ = ["scaffold"]
 
@@ -57,7 +59,9 @@ def scaffold(directory: Path) -> list[Path]:
         with gitignore.open("a") as handle:
             handle.write(GITIGNORE)
         created.append(gitignore)
-    key_file = directory / ".certreconcile" / "local-kms.key"
+    # The same key file apply will use: CERTRECONCILE_LOCAL_KMS_KEY_FILE, else <data dir>/local-kms.key.
+    settings = Settings.from_env(directory)
+    key_file = local_kms_key_file(None, settings.plugin_context)
     if ensure_master_key(key_file):
         created.append(key_file)
     return created

@@ -79,8 +79,7 @@ def load_desired(directory: Path, ref: str | None = None, *, with_locations: boo
         raise DesiredStateError(list(diagnostics), f"the desired state has {len(diagnostics)} error(s)")
     origin = sources.origin
     with _collector_paused():
-        return _build(declarations, located,
-                      origin.commit if origin else None, origin.author_email if origin else None)
+        return _build(declarations, located, origin.commit if origin else None, origin.author_email if origin else None)
 
 
 @contextmanager
@@ -112,8 +111,17 @@ def plugin_fingerprint(kind: str, config: BaseModel) -> str:
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()
 
 
-_CERTIFICATE_FIELDS = ("domains", "issuer", "key_type", "renew_before_seconds", "renew_before_fraction",
-                       "targets", "on_delete", "challenge", "dns_provider")
+_CERTIFICATE_FIELDS = (
+    "domains",
+    "issuer",
+    "key_type",
+    "renew_before_seconds",
+    "renew_before_fraction",
+    "targets",
+    "on_delete",
+    "challenge",
+    "dns_provider",
+)
 
 
 def _renew_before_json(renew_before: RenewBefore) -> tuple[float | None, float | None]:
@@ -121,11 +129,17 @@ def _renew_before_json(renew_before: RenewBefore) -> tuple[float | None, float |
     return seconds, renew_before.fraction
 
 
-def _build(declarations: Declarations, located: dict[NodeRef, SourceLocation],
-           git_commit: str | None, git_author_email: str | None) -> DesiredState:
+def _build(
+    declarations: Declarations,
+    located: dict[NodeRef, SourceLocation],
+    git_commit: str | None,
+    git_author_email: str | None,
+) -> DesiredState:
     def spec_args(plugin: DeclaredPlugin) -> dict[str, object]:
         return {
-            "name": plugin.name, "kind": plugin.kind, "config": plugin.config,
+            "name": plugin.name,
+            "kind": plugin.kind,
+            "config": plugin.config,
             "fingerprint": plugin_fingerprint(plugin.kind, plugin.config),
             "location": located.get(plugin.ref),
         }
@@ -135,12 +149,18 @@ def _build(declarations: Declarations, located: dict[NodeRef, SourceLocation],
     else:  # the default: {local: {}}
         config = LocalKmsConfig()
         kms = KmsSpec("local", "local", config, plugin_fingerprint("local", config))
-    issuers = {name: IssuerSpec(**spec_args(p))  # type: ignore[arg-type]
-               for name, p in sorted(declarations.issuers.items())}
-    dns_providers = {name: PluginSpec(**spec_args(p))  # type: ignore[arg-type]
-                     for name, p in sorted(declarations.dns_providers.items())}
-    targets = {name: TargetSpec(**spec_args(p), verify=p.verify)  # type: ignore[arg-type]
-               for name, p in sorted(declarations.targets.items())}
+    issuers = {
+        name: IssuerSpec(**spec_args(p))  # type: ignore[arg-type]
+        for name, p in sorted(declarations.issuers.items())
+    }
+    dns_providers = {
+        name: PluginSpec(**spec_args(p))  # type: ignore[arg-type]
+        for name, p in sorted(declarations.dns_providers.items())
+    }
+    targets = {
+        name: TargetSpec(**spec_args(p), verify=p.verify)  # type: ignore[arg-type]
+        for name, p in sorted(declarations.targets.items())
+    }
     certificates: dict[str, CertificateSpec] = {}
     for name, declared in sorted(declarations.certificates.items()):
         document = declared.document
@@ -170,8 +190,16 @@ def _build(declarations: Declarations, located: dict[NodeRef, SourceLocation],
         "allowed_domains": list(declarations.allowed_domains),
         "certificate_fields": list(_CERTIFICATE_FIELDS),
         "certificates": {
-            name: [spec.domains, spec.issuer, spec.key_type, *_renew_before_json(spec.renew_before),
-                   spec.targets, spec.on_delete, spec.challenge, spec.dns_provider]
+            name: [
+                spec.domains,
+                spec.issuer,
+                spec.key_type,
+                *_renew_before_json(spec.renew_before),
+                spec.targets,
+                spec.on_delete,
+                spec.challenge,
+                spec.dns_provider,
+            ]
             for name, spec in certificates.items()
         },
     }

@@ -102,9 +102,9 @@ class Rfc2136Config(_Wire):
     """Name of the TSIG key."""
     tsig_secret_env: str = Field(pattern=ENV_NAME_PATTERN)
     """Name of the environment variable holding the base64 TSIG secret (never the secret)."""
-    tsig_algorithm: Literal[
-        "hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"
-    ] = "hmac-sha256"
+    tsig_algorithm: Literal["hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"] = (
+        "hmac-sha256"
+    )
     """TSIG algorithm."""
 
 
@@ -152,9 +152,7 @@ class PluginEntry(_Wire):
         raise AssertionError("validated plugin entry without a kind")  # pragma: no cover
 
     @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         json_schema = handler(core_schema)
         definition = handler.resolve_ref_schema(json_schema)
         definition["oneOf"] = [{"required": [kind]} for kind in cls.KINDS]  # exactly one kind key

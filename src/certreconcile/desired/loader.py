@@ -94,8 +94,11 @@ def _decode(path: str, data: bytes) -> SourceFile:
 def read_working_tree(directory: Path) -> Sources:
     """Every YAML file under ``directory`` (recursively, hidden files and folders skipped)."""
     if not directory.is_dir():
-        raise ConfigError(f"the desired-state directory {str(directory)!r} does not exist",
-                          code="desired-dir-not-found", hint="pass --dir with a directory of *.yaml files")
+        raise ConfigError(
+            f"the desired-state directory {str(directory)!r} does not exist",
+            code="desired-dir-not-found",
+            hint="pass --dir with a directory of *.yaml files",
+        )
     found: list[tuple[str, Path]] = []
     for root, dirs, files in os.walk(directory, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
@@ -116,26 +119,34 @@ def read_git_ref(directory: Path, ref: str) -> Sources:
     try:
         repo = git.Repo(start, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        raise ConfigError(f"{str(directory)!r} is not inside a git repository", code="not-a-git-repository",
-                          hint="run without --ref to read the working tree") from exc
+        raise ConfigError(
+            f"{str(directory)!r} is not inside a git repository",
+            code="not-a-git-repository",
+            hint="run without --ref to read the working tree",
+        ) from exc
     try:
         commit = repo.commit(ref)
     except (git.BadName, git.GitError, ValueError) as exc:
-        raise ConfigError(f"the git ref {ref!r} does not name a commit", code="git-ref-not-found",
-                          hint="use a branch, tag or commit of this repository") from exc
+        raise ConfigError(
+            f"the git ref {ref!r} does not name a commit",
+            code="git-ref-not-found",
+            hint="use a branch, tag or commit of this repository",
+        ) from exc
     root = Path(repo.working_tree_dir or ".").resolve()
     try:
         relative = directory.resolve().relative_to(root).as_posix()
     except ValueError as exc:
-        raise ConfigError(f"{str(directory)!r} is outside the repository at {str(root)!r}",
-                          code="desired-dir-outside-repository") from exc
+        raise ConfigError(
+            f"{str(directory)!r} is outside the repository at {str(root)!r}", code="desired-dir-outside-repository"
+        ) from exc
     tree = commit.tree
     if relative not in ("", "."):
         try:
             tree = tree / relative
         except KeyError as exc:
-            raise ConfigError(f"{relative!r} does not exist at {ref!r}", code="desired-dir-not-found",
-                              hint="check the ref and --dir") from exc
+            raise ConfigError(
+                f"{relative!r} does not exist at {ref!r}", code="desired-dir-not-found", hint="check the ref and --dir"
+            ) from exc
     files: list[SourceFile] = []
     for item in tree.traverse():
         if not isinstance(item, git.Blob):
@@ -167,8 +178,9 @@ def parse_yaml(source: SourceFile) -> object:
     Raises :class:`YamlError` with positioned problems.
     """
     if source.text is None:
-        raise YamlError([YamlProblem("yaml-encoding", source.encoding_error or "not UTF-8", 1, 1,
-                                     "save the file as UTF-8")])
+        raise YamlError(
+            [YamlProblem("yaml-encoding", source.encoding_error or "not UTF-8", 1, 1, "save the file as UTF-8")]
+        )
     text = source.text
     try:
         data: object = yaml_rs.loads(text, parse_datetime=False)
@@ -177,9 +189,16 @@ def parse_yaml(source: SourceFile) -> object:
     if isinstance(data, list):
         second = _second_document(text)
         if second is not None:
-            raise YamlError([YamlProblem("yaml-multiple-documents",
-                                         "a desired-state file holds one YAML document; found a second one",
-                                         *second, "split the documents into separate files")])
+            raise YamlError(
+                [
+                    YamlProblem(
+                        "yaml-multiple-documents",
+                        "a desired-state file holds one YAML document; found a second one",
+                        *second,
+                        "split the documents into separate files",
+                    )
+                ]
+            )
     return data
 
 
@@ -277,11 +296,15 @@ class Positions:
                         continue
                     ident = (key.tag, key.value)
                     if ident in first:
-                        problems.append(YamlProblem(
-                            "yaml-duplicate-key",
-                            f"duplicate key {key.value!r}; first at line {first[ident]}",
-                            key.start_mark.line + 1, key.start_mark.column + 1,
-                            "each key may appear once in a mapping; merge or rename the entries"))
+                        problems.append(
+                            YamlProblem(
+                                "yaml-duplicate-key",
+                                f"duplicate key {key.value!r}; first at line {first[ident]}",
+                                key.start_mark.line + 1,
+                                key.start_mark.column + 1,
+                                "each key may appear once in a mapping; merge or rename the entries",
+                            )
+                        )
                     else:
                         first[ident] = key.start_mark.line + 1
             elif isinstance(node, yaml.SequenceNode):

@@ -162,8 +162,12 @@ def validate_sources(
             data = parse_yaml(source)
         except YamlError as exc:
             diagnostics.extend(
-                Diagnostic(SourceLocation(source.path, problem.line, problem.column), problem.code,
-                           problem.message, problem.hint)
+                Diagnostic(
+                    SourceLocation(source.path, problem.line, problem.column),
+                    problem.code,
+                    problem.message,
+                    problem.hint,
+                )
                 for problem in exc.problems
             )
             continue
@@ -200,10 +204,22 @@ def validate_sources(
 # ---------------------------------------------------------------- schema errors
 
 _DEFAULT_RENEW_BEFORE = RenewBefore()
-_TYPE_ERRORS = frozenset({
-    "model_type", "model_attributes_type", "dict_type", "list_type", "tuple_type", "string_type",
-    "bool_type", "int_type", "float_type", "none_required", "is_instance_of", "string_sub_type",
-})
+_TYPE_ERRORS = frozenset(
+    {
+        "model_type",
+        "model_attributes_type",
+        "dict_type",
+        "list_type",
+        "tuple_type",
+        "string_type",
+        "bool_type",
+        "int_type",
+        "float_type",
+        "none_required",
+        "is_instance_of",
+        "string_sub_type",
+    }
+)
 _PATTERN_HINTS: dict[str, str] = {
     "name": "use 1-63 lower-case letters, digits and inner hyphens, e.g. shop-api",
     "lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 90d",
@@ -238,14 +254,22 @@ def _schema_issue(file: str, error: ErrorDetails) -> _Issue:
     if loc and loc[-1] == "[key]":
         path = loc[:-1]
         hint = _PATTERN_HINTS["name"] if kind == "string_pattern_mismatch" else ""
-        return _Issue(NodeRef(file, path, "key"), "schema-invalid-value",
-                      f"invalid name {str(path[-1])!r} in {format_path(path[:-1])}", hint or message)
+        return _Issue(
+            NodeRef(file, path, "key"),
+            "schema-invalid-value",
+            f"invalid name {str(path[-1])!r} in {format_path(path[:-1])}",
+            hint or message,
+        )
     if kind == "missing":
         parent = loc[:-1]
         model = _model_at(parent)
         hint = f"required keys: {', '.join(_required(model))}" if model else ""
-        return _Issue(NodeRef(file, parent), "schema-missing-field",
-                      f"missing required key `{loc[-1]}` in {format_path(parent)}", hint)
+        return _Issue(
+            NodeRef(file, parent),
+            "schema-missing-field",
+            f"missing required key `{loc[-1]}` in {format_path(parent)}",
+            hint,
+        )
     if kind == "extra_forbidden":
         parent = loc[:-1]
         model = _model_at(parent)
@@ -257,16 +281,20 @@ def _schema_issue(file: str, error: ErrorDetails) -> _Issue:
                 hint += f"; plus {', '.join(common)}"
         elif model is not None:
             hint = f"allowed keys: {', '.join(model.model_fields)}"
-        return _Issue(NodeRef(file, loc, "key"), "schema-unknown-field",
-                      f"unknown key `{loc[-1]}` in {format_path(parent)}", hint)
+        return _Issue(
+            NodeRef(file, loc, "key"), "schema-unknown-field", f"unknown key `{loc[-1]}` in {format_path(parent)}", hint
+        )
     if kind in ("plugin_kind_missing", "plugin_kind_multiple"):
         code = "schema-missing-kind" if kind == "plugin_kind_missing" else "schema-multiple-kinds"
         return _Issue(NodeRef(file, loc), code, f"{format_path(loc)}: {message}")
     if kind in _TYPE_ERRORS:
         if kind in ("model_type", "model_attributes_type", "dict_type"):
             message = "expected a mapping"
-        return _Issue(NodeRef(file, loc), "schema-invalid-type",
-                      f"{format_path(loc)}: {message}, got {_type_name(error['input'])}")
+        return _Issue(
+            NodeRef(file, loc),
+            "schema-invalid-type",
+            f"{format_path(loc)}: {message}, got {_type_name(error['input'])}",
+        )
     hint = ""
     if kind == "string_pattern_mismatch":
         field_name = next((element for element in reversed(loc) if isinstance(element, str)), "")
@@ -318,9 +346,7 @@ def _required(model: type[BaseModel]) -> list[str]:
 
 # Names already in normalised form (lower-case LDH labels, optional leading wildcard, no
 # punycode) are accepted without calling normalize_domain: same result, 20x faster.
-_PLAIN_NAME = re.compile(
-    r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
-)
+_PLAIN_NAME = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _port_ok(host_port: str) -> bool:
@@ -337,8 +363,7 @@ class _Checker:
         self._lifetimes: dict[str, timedelta | None] = {}
         self._allowed: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
 
-    def add(self, ref: NodeRef, code: str, message: str, hint: str = "",
-            related: NodeRef | None = None) -> None:
+    def add(self, ref: NodeRef, code: str, message: str, hint: str = "", related: NodeRef | None = None) -> None:
         self.issues.append(_Issue(ref, code, message, hint, related))
 
     def run(self, documents: Sequence[tuple[str, DesiredDocument]]) -> Declarations:
@@ -357,8 +382,13 @@ class _Checker:
             if document.policy is not None:
                 ref = NodeRef(file, ("policy",), "key")
                 if self.result.policy_ref is not None:
-                    self.add(ref, "duplicate-policy", "`policy` is declared again; first at {related}",
-                             "declare policy in one file only", self.result.policy_ref)
+                    self.add(
+                        ref,
+                        "duplicate-policy",
+                        "`policy` is declared again; first at {related}",
+                        "declare policy in one file only",
+                        self.result.policy_ref,
+                    )
                 else:
                     self.result.policy_ref = ref
                     policy_patterns = [
@@ -366,19 +396,23 @@ class _Checker:
                         for index, pattern in enumerate(document.policy.allowed_domains)
                     ]
             cert_refs.extend(
-                (cert, NodeRef(file, ("certificates", index)))
-                for index, cert in enumerate(document.certificates)
+                (cert, NodeRef(file, ("certificates", index))) for index, cert in enumerate(document.certificates)
             )
         self.result.allowed_domains = allowed = self._policy(policy_patterns)
-        self._allowed = (frozenset(p for p in allowed if not is_wildcard(p)),
-                         tuple(p[1:] for p in allowed if is_wildcard(p)))
+        self._allowed = (
+            frozenset(p for p in allowed if not is_wildcard(p)),
+            tuple(p[1:] for p in allowed if is_wildcard(p)),
+        )
         first_seen: dict[str, NodeRef] = {}
         for cert, ref in cert_refs:
             if cert.name in first_seen:
-                self.add(ref.child("name"), "duplicate-name",
-                         f"certificate name {cert.name!r} is already used at {{related}}",
-                         "certificate names are unique across all files; rename one",
-                         first_seen[cert.name])
+                self.add(
+                    ref.child("name"),
+                    "duplicate-name",
+                    f"certificate name {cert.name!r} is already used at {{related}}",
+                    "certificate names are unique across all files; rename one",
+                    first_seen[cert.name],
+                )
                 continue
             first_seen[cert.name] = ref.child("name")
             declared = self._certificate(cert, ref)
@@ -393,33 +427,49 @@ class _Checker:
         if document.kms is None:
             return
         if self.result.kms is not None:
-            self.add(ref, "duplicate-kms", "`kms` is declared again; first at {related}",
-                     "declare kms in one file only", self.result.kms.ref)
+            self.add(
+                ref,
+                "duplicate-kms",
+                "`kms` is declared again; first at {related}",
+                "declare kms in one file only",
+                self.result.kms.ref,
+            )
             return
         kind, config = document.kms.kind()
         self.result.kms = DeclaredPlugin(kind, kind, config, None, ref)
 
-    def _merge_plugin(self, file: str, section: str, name: str, entry: PluginEntry,
-                      merged: dict[str, DeclaredPlugin]) -> None:
+    def _merge_plugin(
+        self, file: str, section: str, name: str, entry: PluginEntry, merged: dict[str, DeclaredPlugin]
+    ) -> None:
         ref = NodeRef(file, (section, name), "key")
         if name in merged:
-            self.add(ref, "duplicate-plugin-name",
-                     f"{section} entry {name!r} is already declared at {{related}}",
-                     f"names in {section} are unique across all files; rename one", merged[name].ref)
+            self.add(
+                ref,
+                "duplicate-plugin-name",
+                f"{section} entry {name!r} is already declared at {{related}}",
+                f"names in {section} are unique across all files; rename one",
+                merged[name].ref,
+            )
             return
         kind, config = entry.kind()
         verify = entry.verify if isinstance(entry, TargetEntry) else None
         if verify is not None and not _port_ok(verify):
-            self.add(NodeRef(file, (section, name, "verify")), "invalid-port",
-                     f"{format_path((section, name, 'verify'))}: port of {verify!r} is out of range",
-                     "use a port from 1 to 65535")
+            self.add(
+                NodeRef(file, (section, name, "verify")),
+                "invalid-port",
+                f"{format_path((section, name, 'verify'))}: port of {verify!r} is out of range",
+                "use a port from 1 to 65535",
+            )
         path: tuple[PathElement, ...] = (section, name, kind)
         if isinstance(config, LocalCaConfig):
             self._local_ca(file, path, config)
         elif isinstance(config, Rfc2136Config) and not _port_ok(config.server):
-            self.add(NodeRef(file, (*path, "server")), "invalid-port",
-                     f"{format_path((*path, 'server'))}: port of {config.server!r} is out of range",
-                     "use a port from 1 to 65535")
+            self.add(
+                NodeRef(file, (*path, "server")),
+                "invalid-port",
+                f"{format_path((*path, 'server'))}: port of {config.server!r} is out of range",
+                "use a port from 1 to 65535",
+            )
         merged[name] = DeclaredPlugin(name, kind, config, verify, ref)
 
     def _local_ca(self, file: str, path: tuple[PathElement, ...], config: LocalCaConfig) -> None:
@@ -429,14 +479,19 @@ class _Checker:
             try:
                 lifetimes[key] = parse_duration(text)
             except ValueError as exc:
-                self.add(NodeRef(file, (*path, key)), "invalid-duration",
-                         f"{format_path((*path, key))}: {exc}",
-                         "write a whole number above zero and a unit, e.g. 90d")
+                self.add(
+                    NodeRef(file, (*path, key)),
+                    "invalid-duration",
+                    f"{format_path((*path, key))}: {exc}",
+                    "write a whole number above zero and a unit, e.g. 90d",
+                )
         if len(lifetimes) == 2 and lifetimes["lifetime"] > lifetimes["ca_lifetime"]:
-            self.add(NodeRef(file, (*path, "lifetime")), "lifetime-exceeds-ca-lifetime",
-                     f"{format_path(path)}: certificates would outlive the CA "
-                     f"({config.lifetime} > {config.ca_lifetime})",
-                     "shorten lifetime or lengthen ca_lifetime")
+            self.add(
+                NodeRef(file, (*path, "lifetime")),
+                "lifetime-exceeds-ca-lifetime",
+                f"{format_path(path)}: certificates would outlive the CA ({config.lifetime} > {config.ca_lifetime})",
+                "shorten lifetime or lengthen ca_lifetime",
+            )
 
     # -- policy
 
@@ -446,8 +501,12 @@ class _Checker:
             try:
                 normalised.append(normalize_domain(raw))
             except DomainNameError as exc:
-                self.add(ref, exc.code, f"allowed domain pattern: {exc}",
-                         "write a name (example.com) or a wildcard pattern (*.example.com)")
+                self.add(
+                    ref,
+                    exc.code,
+                    f"allowed domain pattern: {exc}",
+                    "write a name (example.com) or a wildcard pattern (*.example.com)",
+                )
         return tuple(sorted(set(normalised)))
 
     # -- certificates
@@ -482,23 +541,33 @@ class _Checker:
                 try:
                     name = normalize_domain(raw)
                 except DomainNameError as exc:
-                    self.add(ref.child("domains", index), exc.code, str(exc),
-                             "write a fully qualified name such as www.example.com or *.example.com")
+                    self.add(
+                        ref.child("domains", index),
+                        exc.code,
+                        str(exc),
+                        "write a fully qualified name such as www.example.com or *.example.com",
+                    )
                     failed = True
                     continue
             if name in seen:
-                self.add(ref.child("domains", index), "duplicate-domain",
-                         f"{raw!r} repeats domains[{seen[name]}] ({name})", "list each name once")
+                self.add(
+                    ref.child("domains", index),
+                    "duplicate-domain",
+                    f"{raw!r} repeats domains[{seen[name]}] ({name})",
+                    "list each name once",
+                )
                 failed = True
                 continue
             seen[name] = index
             domains.append(name)
             indexes.append(index)
         if len(cert.domains) > MAX_NAMES_PER_CERTIFICATE:
-            self.add(ref.child("domains"), "too-many-names",
-                     f"certificate {cert.name!r} has {len(cert.domains)} names; "
-                     f"the limit is {MAX_NAMES_PER_CERTIFICATE}",
-                     "split the names over several certificates")
+            self.add(
+                ref.child("domains"),
+                "too-many-names",
+                f"certificate {cert.name!r} has {len(cert.domains)} names; the limit is {MAX_NAMES_PER_CERTIFICATE}",
+                "split the names over several certificates",
+            )
             failed = True
         return None if failed else (domains, indexes)
 
@@ -512,8 +581,12 @@ class _Checker:
             try:
                 renew_before = self._renew_before(cert.renew_before)
             except ValueError as exc:
-                self.add(ref.child("renew_before"), "invalid-renew-before", str(exc),
-                         "write a duration such as 30d or a percentage of the lifetime such as 33%")
+                self.add(
+                    ref.child("renew_before"),
+                    "invalid-renew-before",
+                    str(exc),
+                    "write a duration such as 30d or a percentage of the lifetime such as 33%",
+                )
                 failed = True
 
         challenge = cert.challenge
@@ -524,14 +597,20 @@ class _Checker:
         if challenge is Challenge.HTTP_01:
             for index, name in zip(indexes, domains, strict=True):
                 if is_wildcard(name):
-                    self.add(ref.child("domains", index), "wildcard-needs-dns01",
-                             f"the wildcard {name!r} cannot be validated with http-01",
-                             "set challenge: dns-01 and a dns_provider")
+                    self.add(
+                        ref.child("domains", index),
+                        "wildcard-needs-dns01",
+                        f"the wildcard {name!r} cannot be validated with http-01",
+                        "set challenge: dns-01 and a dns_provider",
+                    )
                     failed = True
         elif challenge is Challenge.DNS_01 and cert.dns_provider is None:
-            self.add(ref.child("challenge"), "dns01-needs-provider",
-                     f"certificate {cert.name!r} uses dns-01 but names no dns_provider",
-                     "add dns_provider: <a name declared under dns_providers>")
+            self.add(
+                ref.child("challenge"),
+                "dns01-needs-provider",
+                f"certificate {cert.name!r} uses dns-01 but names no dns_provider",
+                "add dns_provider: <a name declared under dns_providers>",
+            )
             failed = True
 
         if self.complete:
@@ -540,41 +619,56 @@ class _Checker:
             return None
         return DeclaredCertificate(cert, tuple(domains), renew_before, ref)
 
-    def _references(self, cert: CertificateDocument, ref: NodeRef, domains: list[str],
-                    indexes: list[int], renew_before: RenewBefore) -> bool:
+    def _references(
+        self, cert: CertificateDocument, ref: NodeRef, domains: list[str], indexes: list[int], renew_before: RenewBefore
+    ) -> bool:
         failed = False
         issuer = self.result.issuers.get(cert.issuer)
         if issuer is None:
-            self.add(ref.child("issuer"), "unknown-issuer",
-                     f"certificate {cert.name!r} names the issuer {cert.issuer!r}, which is not declared",
-                     _declared("issuers", self.result.issuers))
+            self.add(
+                ref.child("issuer"),
+                "unknown-issuer",
+                f"certificate {cert.name!r} names the issuer {cert.issuer!r}, which is not declared",
+                _declared("issuers", self.result.issuers),
+            )
             failed = True
         else:
             supported = SUPPORTED_KEY_TYPES.get(issuer.kind)
             if supported is not None and cert.key not in supported:
-                self.add(ref.child("key"), "key-type-unsupported",
-                         f"the {issuer.kind} issuer {issuer.name!r} cannot sign {cert.key.value} keys",
-                         f"use one of: {', '.join(sorted(supported))}")
+                self.add(
+                    ref.child("key"),
+                    "key-type-unsupported",
+                    f"the {issuer.kind} issuer {issuer.name!r} cannot sign {cert.key.value} keys",
+                    f"use one of: {', '.join(sorted(supported))}",
+                )
                 failed = True
             lifetime = self._lifetime(issuer)
             duration = renew_before.duration
             if lifetime is not None and duration is not None and duration >= lifetime:
-                self.add(ref.child("renew_before"), "renew-before-too-long",
-                         f"renew_before {cert.renew_before} is not shorter than the lifetime "
-                         f"{format_duration(lifetime)} of issuer {issuer.name!r}: it would renew forever",
-                         "use a shorter duration or a percentage such as 33%")
+                self.add(
+                    ref.child("renew_before"),
+                    "renew-before-too-long",
+                    f"renew_before {cert.renew_before} is not shorter than the lifetime "
+                    f"{format_duration(lifetime)} of issuer {issuer.name!r}: it would renew forever",
+                    "use a shorter duration or a percentage such as 33%",
+                )
                 failed = True
         for index, target in enumerate(cert.targets):
             if target not in self.result.targets:
-                self.add(ref.child("targets", index), "unknown-target",
-                         f"certificate {cert.name!r} names the target {target!r}, which is not declared",
-                         _declared("targets", self.result.targets))
+                self.add(
+                    ref.child("targets", index),
+                    "unknown-target",
+                    f"certificate {cert.name!r} names the target {target!r}, which is not declared",
+                    _declared("targets", self.result.targets),
+                )
                 failed = True
         if cert.dns_provider is not None and cert.dns_provider not in self.result.dns_providers:
-            self.add(ref.child("dns_provider"), "unknown-dns-provider",
-                     f"certificate {cert.name!r} names the DNS provider {cert.dns_provider!r}, "
-                     "which is not declared",
-                     _declared("dns_providers", self.result.dns_providers))
+            self.add(
+                ref.child("dns_provider"),
+                "unknown-dns-provider",
+                f"certificate {cert.name!r} names the DNS provider {cert.dns_provider!r}, which is not declared",
+                _declared("dns_providers", self.result.dns_providers),
+            )
             failed = True
         allowed = self.result.allowed_domains
         if allowed:
@@ -582,9 +676,12 @@ class _Checker:
             for index, name in zip(indexes, domains, strict=True):
                 # same answer as matches_allowed(name, allowed), without a Python loop
                 if name not in exact and not name.endswith(suffixes):
-                    self.add(ref.child("domains", index), "domain-not-allowed",
-                             f"{name!r} is outside policy.allowed_domains",
-                             f"allowed: {', '.join(allowed)}")
+                    self.add(
+                        ref.child("domains", index),
+                        "domain-not-allowed",
+                        f"{name!r} is outside policy.allowed_domains",
+                        f"allowed: {', '.join(allowed)}",
+                    )
                     failed = True
         return failed
 

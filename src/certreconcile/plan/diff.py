@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import datetime
 
 from certreconcile.actual.model import ActualCertificate, ActualState, Observations, ServedCertificate
@@ -46,7 +47,8 @@ def change_for_name(
     if force_rotate:
         reasons.insert(0, Reason(ReasonCode.FORCED, "a rotation was requested"))
     if reasons:
-        return _issue_or_rotate(Action.ROTATE, spec, current, reasons)
+        change = _issue_or_rotate(Action.ROTATE, spec, current, reasons)
+        return replace(change, forced=True) if force_rotate else change
     served = _served_for(observations, name)
     needs, removed = target_reasons(desired, spec, current, served)
     finishing = current.status is CertStatus.ISSUED  # stored, not yet verified everywhere

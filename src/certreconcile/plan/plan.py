@@ -98,6 +98,7 @@ class Change:
     replaces_fingerprint: str | None = None
     served: tuple[tuple[str, str], ...] = ()  # (target, what it serves) seen by --refresh, for display
     idempotency_key: str = ""
+    forced: bool = False  # requested by hand (`certreconcile rotate`): apply re-checks with the same request
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +114,7 @@ class Change:
             "replaces_fingerprint": self.replaces_fingerprint,
             "served": [{"target": target, "serves": serves} for target, serves in self.served],
             "idempotency_key": self.idempotency_key,
+            "forced": self.forced,
         }
 
     @staticmethod
@@ -130,6 +132,7 @@ class Change:
             replaces_fingerprint=data.get("replaces_fingerprint"),
             served=tuple((s["target"], s["serves"]) for s in data.get("served", ())),
             idempotency_key=data["idempotency_key"],
+            forced=bool(data.get("forced", False)),
         )
 
 

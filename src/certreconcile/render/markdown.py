@@ -26,8 +26,7 @@ HEADING = "### certreconcile plan"
 _SUMMARY_ORDER = (Action.ISSUE, Action.ROTATE, Action.REVOKE, Action.REDISTRIBUTE, Action.RETIRE)
 
 _TRUNCATION_NOTE = (
-    "_… {count} more {noun} not shown "
-    "(the full plan is in the job log / `certreconcile plan --format json`)._"
+    "_… {count} more {noun} not shown (the full plan is in the job log / `certreconcile plan --format json`)._"
 )
 _HARD_CUT_MARKER = "\n\n_… comment truncated._\n"
 

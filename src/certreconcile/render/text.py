@@ -97,9 +97,7 @@ def _change_block(change: Change, paint: _Painter) -> list[str]:
         comment += " because " + "; ".join(_clean(reason.message) for reason in change.reasons)
     lines = [
         _INDENT_COMMENT + paint.bold(comment),
-        _INDENT_COMMENT
-        + paint.action(change.action, f"{change.action.symbol} {change.action.value}")
-        + f" {name}",
+        _INDENT_COMMENT + paint.action(change.action, f"{change.action.symbol} {change.action.value}") + f" {name}",
     ]
     details: list[tuple[str, str]] = []
     if change.domains:
