@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import replace
 from datetime import datetime
 
-from certreconcile.actual.model import ActualCertificate, ActualState, Observations, ServedCertificate
+from certreconcile.actual.model import ActualCertificate, ActualState, Observations
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan.plan import ACTION_ORDER, Action, Change, Plan, Reason, ReasonCode
@@ -20,10 +20,6 @@ def _idempotency_key(action: Action, name: str, replaces: str | None, spec: Cert
     if spec is not None:
         parts += [",".join(spec.domains), spec.key_type.value, spec.issuer]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-def _served_for(observations: Observations, name: str) -> dict[str, ServedCertificate]:
-    return {target: seen for (cert, target), seen in observations.served.items() if cert == name}
 
 
 def change_for_name(
@@ -49,7 +45,7 @@ def change_for_name(
     if reasons:
         change = _issue_or_rotate(Action.ROTATE, spec, current, reasons)
         return replace(change, forced=True) if force_rotate else change
-    served = _served_for(observations, name)
+    served = observations.for_name(name)
     needs, removed = target_reasons(desired, spec, current, served)
     finishing = current.status is CertStatus.ISSUED  # stored, not yet verified everywhere
     if not needs and not removed and not finishing:

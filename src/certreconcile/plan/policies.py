@@ -7,7 +7,7 @@ and renewal jitter is derived from the name and serial number, never from ``rand
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from certreconcile.actual.model import ActualCertificate, ServedCertificate
@@ -133,7 +133,7 @@ def target_reasons(
     desired: DesiredState,
     spec: CertificateSpec,
     current: ActualCertificate,
-    served: dict[str, ServedCertificate],
+    served: Mapping[str, ServedCertificate],
 ) -> tuple[dict[str, Reason], list[str]]:
     """Which targets need the current certificate pushed (with why), and which were removed."""
     needs: dict[str, Reason] = {}
