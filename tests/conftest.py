@@ -32,6 +32,8 @@ from helpers import require_binary, with_database
 
 __all__ = ["require_binary"]
 
+pytest_plugins = ["kms_servers"]  # moto_kms, bao_transit, closed_port: real KMS servers, once per session
+
 ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"
 
 _counter = itertools.count()

@@ -28,6 +28,7 @@ __all__ = [
     "DURATION_PATTERN",
     "HOST_PORT_PATTERN",
     "RENEW_BEFORE_PATTERN",
+    "AwsKmsConfig",
     "CertificateDocument",
     "DesiredDocument",
     "DnsProviderEntry",
@@ -40,6 +41,7 @@ __all__ = [
     "PolicyDocument",
     "Rfc2136Config",
     "TargetEntry",
+    "VaultKmsConfig",
 ]
 
 # Patterns are part of the JSON Schema too; semantic limits (a zero duration, a port
@@ -71,6 +73,42 @@ class LocalKmsConfig(_Wire):
 
     key_file: str | None = None
     """Path of the key-encryption key file; default: inside the data directory. Never the key itself."""
+
+
+class AwsKmsConfig(_Wire):
+    """AWS KMS: one GenerateDataKey (AES-256) per private key, bound to its row by an encryption context.
+
+    Credentials come from the usual AWS environment (``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``,
+    instance roles), never from this file.
+    """
+
+    key_id: str = Field(min_length=1)
+    """The KMS key wrapping the data keys: key id, key ARN, alias name (``alias/certs``) or alias ARN."""
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    """AWS region; default: from the key ARN, else ``AWS_REGION``/``AWS_DEFAULT_REGION``."""
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Another KMS endpoint (a VPC endpoint, a test server); default: AWS's own."""
+
+
+class VaultKmsConfig(_Wire):
+    """Vault or OpenBao transit: a data key per private key, bound to its row as associated data."""
+
+    url: str = Field(pattern=r"^https?://")
+    """Address of the Vault/OpenBao server, e.g. https://vault.example.com:8200."""
+    mount: str = Field(default="transit", min_length=1)
+    """Mount path of the transit secrets engine."""
+    key: str = Field(min_length=1)
+    """Name of the transit key (type aes256-gcm96) wrapping the data keys."""
+    auth: Literal["token", "approle"] = "token"
+    """token: ``VAULT_TOKEN`` (or ``BAO_TOKEN``); approle: log in with the ids named below."""
+    role_id_env: str = Field(default="VAULT_ROLE_ID", pattern=ENV_NAME_PATTERN)
+    """Environment variable holding the AppRole role id (auth: approle)."""
+    secret_id_env: str = Field(default="VAULT_SECRET_ID", pattern=ENV_NAME_PATTERN)
+    """Environment variable holding the AppRole secret id (auth: approle); never the secret itself."""
+    namespace: str | None = None
+    """Vault Enterprise / OpenBao namespace; default: none."""
+    ca_bundle: str | None = None
+    """PEM file trusted for the server's TLS; a relative path is relative to the desired-state directory."""
 
 
 class LocalCaConfig(_Wire):
@@ -162,11 +200,15 @@ class PluginEntry(_Wire):
 class KmsEntry(PluginEntry):
     """The KMS wrapping every private key. Exactly one kind key."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("local",)
+    KINDS: ClassVar[tuple[str, ...]] = ("local", "aws", "vault")
     SECTION: ClassVar[str] = "kms"
 
     local: LocalKmsConfig | None = None
     """Keys wrapped with a local key-encryption key."""
+    aws: AwsKmsConfig | None = None
+    """Keys wrapped by AWS KMS."""
+    vault: VaultKmsConfig | None = None
+    """Keys wrapped by the transit engine of Vault or OpenBao."""
 
 
 class IssuerEntry(PluginEntry):

@@ -5,15 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from certreconcile.actual.store import StateStore
-from certreconcile.desired.documents import FilesTargetConfig, LocalCaConfig, LocalKmsConfig
+from certreconcile.desired.documents import (
+    AwsKmsConfig,
+    FilesTargetConfig,
+    LocalCaConfig,
+    LocalKmsConfig,
+    VaultKmsConfig,
+)
 from certreconcile.desired.model import IssuerSpec, KmsSpec, TargetSpec
 from certreconcile.plugins.issuers.local_ca import LocalCaIssuer
+from certreconcile.plugins.kms.aws import AwsKms
 from certreconcile.plugins.kms.local import LocalKms
+from certreconcile.plugins.kms.vault import VaultKms
 from certreconcile.plugins.ports import Kms
 from certreconcile.plugins.registry import PluginContext
 from certreconcile.plugins.targets.files import FilesTarget
 
-__all__ = ["create_files_target", "create_local_ca", "create_local_kms", "local_kms_key_file"]
+__all__ = [
+    "create_aws_kms",
+    "create_files_target",
+    "create_local_ca",
+    "create_local_kms",
+    "create_vault_kms",
+    "local_kms_key_file",
+]
 
 
 def local_kms_key_file(config: LocalKmsConfig | None, context: PluginContext) -> Path:
@@ -30,6 +45,34 @@ def local_kms_key_file(config: LocalKmsConfig | None, context: PluginContext) ->
 def create_local_kms(spec: KmsSpec, context: PluginContext) -> LocalKms:
     config = spec.config if isinstance(spec.config, LocalKmsConfig) else None
     return LocalKms(local_kms_key_file(config, context))
+
+
+def create_aws_kms(spec: KmsSpec, context: PluginContext) -> AwsKms:
+    """No I/O and no credentials needed here: boto3 is loaded at the first wrap or unwrap."""
+    assert isinstance(spec.config, AwsKmsConfig)
+    config = spec.config
+    return AwsKms(config.key_id, region=config.region, endpoint_url=config.endpoint_url, env=context.env)
+
+
+def create_vault_kms(spec: KmsSpec, context: PluginContext) -> VaultKms:
+    """No I/O and no credentials needed here: hvac logs in at the first wrap or unwrap."""
+    assert isinstance(spec.config, VaultKmsConfig)
+    config = spec.config
+    ca_bundle = None
+    if config.ca_bundle:
+        path = Path(config.ca_bundle)
+        ca_bundle = path if path.is_absolute() else context.desired_dir / path
+    return VaultKms(
+        url=config.url,
+        key=config.key,
+        mount=config.mount,
+        auth=config.auth,
+        role_id_env=config.role_id_env,
+        secret_id_env=config.secret_id_env,
+        namespace=config.namespace,
+        ca_bundle=ca_bundle,
+        env=context.env,
+    )
 
 
 def create_local_ca(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> LocalCaIssuer:

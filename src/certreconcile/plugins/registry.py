@@ -29,7 +29,11 @@ class PluginContext:
 
 
 _BUILTIN: dict[str, dict[str, str]] = {
-    "kms": {"local": "certreconcile.plugins.factories:create_local_kms"},
+    "kms": {
+        "local": "certreconcile.plugins.factories:create_local_kms",
+        "aws": "certreconcile.plugins.factories:create_aws_kms",
+        "vault": "certreconcile.plugins.factories:create_vault_kms",
+    },
     "issuers": {"local_ca": "certreconcile.plugins.factories:create_local_ca"},
     "targets": {"files": "certreconcile.plugins.factories:create_files_target"},
 }
