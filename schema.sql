@@ -205,6 +205,15 @@ CREATE TABLE IssuanceBackoff (
     CONSTRAINT chk_backoff_failures CHECK (failures > 0)
 );
 
+-- ==== 0002_audit_key_accessed ====
+
+-- certreconcile migration 0002: every decrypt of a private key is audited (key_accessed).
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
+INSERT INTO SchemaMigration (version, name) VALUES (2, '0002_audit_key_accessed');

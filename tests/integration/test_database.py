@@ -68,6 +68,9 @@ CATALOG_QUERIES = {
     "state_meta_rows": "SELECT count(*) FROM StateMeta",
 }
 
+ALL_MIGRATIONS = [m.name for m in available_migrations()]
+assert ALL_MIGRATIONS[0] == "0001_initial"
+
 
 def describe_catalog(url: str) -> dict[str, list[tuple[Any, ...]]]:
     with psycopg.connect(url) as conn:
@@ -122,7 +125,7 @@ def test_schema_sql_equals_migrated_database(empty_database: str, second_empty_d
 
 def test_migration_is_idempotent(empty_database: str) -> None:
     with psycopg.connect(empty_database, autocommit=True) as conn:
-        assert upgrade(conn) == ["0001_initial"]
+        assert upgrade(conn) == ALL_MIGRATIONS
         lineage = conn.execute("SELECT lineage FROM StateMeta").fetchone()
         assert upgrade(conn) == []
         assert conn.execute("SELECT lineage FROM StateMeta").fetchone() == lineage
@@ -148,9 +151,9 @@ def test_concurrent_migrations_apply_once(empty_database: str) -> None:
     for thread in threads:
         thread.join(60)
     assert errors == []
-    assert sorted(results) == [[], [], [], ["0001_initial"]]
+    assert sorted(results) == [[], [], [], ALL_MIGRATIONS]
     with psycopg.connect(empty_database) as conn:
-        assert conn.execute("SELECT count(*) FROM SchemaMigration").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM SchemaMigration").fetchone() == (len(ALL_MIGRATIONS),)
         assert conn.execute("SELECT count(*) FROM StateMeta").fetchone() == (1,)
 
 
@@ -242,7 +245,7 @@ def test_embedded_server_starts_reuses_and_stops(tmp_path: Path) -> None:
             assert conn.execute("SELECT current_database()").fetchone() == ("certreconcile",)
         assert (desired / ".certreconcile" / ".gitignore").read_text() == "*\n"
         assert resolve_database_url(desired, env) == url  # reused, not restarted
-        assert PostgresStore(url).upgrade() == ["0001_initial"]
+        assert PostgresStore(url).upgrade() == ALL_MIGRATIONS
     finally:
         assert stop_embedded(desired, env)
     assert not stop_embedded(desired, env)

@@ -128,7 +128,12 @@ def test_distribute_certificate_writes_files_and_audits(
     assert stat.S_IMODE((folder / "privkey.pem").stat().st_mode) == 0o600
     leaf = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
     assert hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest() == issued.fingerprint
-    assert audit_actions(store) == [AuditAction.ISSUED, AuditAction.DISTRIBUTED, AuditAction.VERIFIED]
+    assert audit_actions(store) == [
+        AuditAction.ISSUED,
+        AuditAction.KEY_ACCESSED,
+        AuditAction.DISTRIBUTED,
+        AuditAction.VERIFIED,
+    ]
     with store.session() as session:
         current = session.current_certificate(NAME)
         assert current is not None

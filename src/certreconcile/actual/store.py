@@ -43,7 +43,8 @@ class AuditAction:
     VERIFIED = "verified"
     RETIRED = "retired"
     FAILED = "failed"
-    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED)
+    KEY_ACCESSED = "key_accessed"  # a private key was decrypted (which certificate, which actor, why)
+    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED)
 
 
 @dataclass(frozen=True, slots=True)

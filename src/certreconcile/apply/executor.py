@@ -220,6 +220,25 @@ class ChangeRunner:
             )
         )
 
+    def _open_key(
+        self, change: Change, cert_id: str, key_ref: KeyRef, purpose: str, *, stored: bool = True
+    ) -> SecretBytes:
+        """Decrypt a private key; every access is audited (Lemur records key views too).
+
+        ``stored=False``: a journalled key whose certificate row does not exist yet (resumed issuance).
+        """
+        key_pem = open_envelope(self.env.kms, key_ref, certificate_context(cert_id))
+        self._audit(
+            change,
+            cert_id if stored else None,
+            AuditAction.KEY_ACCESSED,
+            purpose=purpose,
+            key_of=cert_id,
+            kms=key_ref.kms,
+            key_id=key_ref.key_id,
+        )
+        return key_pem
+
     def _move(self, cert_id: str, current: CertStatus, new: CertStatus) -> None:
         if new in allowed_transitions(current):
             self.session.set_status(cert_id, new)
@@ -351,7 +370,7 @@ class ChangeRunner:
             if entry.step == "key-generated" and entry.state == "done":
                 cert_id = entry.detail["cert_id"]
                 key_ref = key_ref_from_json(entry.detail["key_ref"])
-                return cert_id, key_ref, open_envelope(self.env.kms, key_ref, certificate_context(cert_id))
+                return cert_id, key_ref, self._open_key(change, cert_id, key_ref, "resume-issuance", stored=False)
         cert_id = str(uuid.uuid4())
         key_pem = private_key_pem(generate_private_key(key_type))
         key_ref = seal(self.env.kms, key_pem, certificate_context(cert_id))
@@ -463,7 +482,7 @@ class ChangeRunner:
         failed: dict[str, str] = {}
         if targets:
             cert_pem, chain_pem = self.session.certificate_pems(current.id)
-            key_pem = open_envelope(self.env.kms, self.session.key_ref(current.id), certificate_context(current.id))
+            key_pem = self._open_key(change, current.id, self.session.key_ref(current.id), "redistribute")
             bundle = DeployBundle(
                 name=change.name,
                 domains=current.domains,

@@ -225,3 +225,25 @@ def test_concurrent_apply_in_threads_issues_once(tmp_path: Path, store: InMemory
         issued = session.audit_events(action=AuditAction.ISSUED)
     assert sorted(e.name for e in issued) == [f"c{i}" for i in range(6)]
     assert sum(r.count("skipped") for r in results) == 6
+
+
+def test_every_decrypt_is_audited(tmp_path: Path, store: InMemoryStore, clock: FixedClock) -> None:
+    desired = load(tmp_path, desired_doc([cert("a")]))
+    plan_and_apply(tmp_path, desired, store, clock)
+    with store.session() as session:
+        assert session.audit_events(action=AuditAction.KEY_ACCESSED) == []  # issuing keeps the key in memory
+    moved = load(
+        tmp_path,
+        desired_doc(
+            [cert("a", targets=["deploy", "more"])],
+            targets={"deploy": {"files": {"dir": "out"}}, "more": {"files": {"dir": "m"}}},
+        ),
+    )
+    plan_and_apply(tmp_path, moved, store, clock)
+    with store.session() as session:
+        accessed = session.audit_events(action=AuditAction.KEY_ACCESSED)
+        current = session.current_certificate("a")
+    assert current is not None
+    assert [(e.cert_id, e.actor, e.detail["purpose"]) for e in accessed] == [
+        (current.id, "user:tester", "redistribute")
+    ]
