@@ -11,7 +11,7 @@ commits on return unless it runs inside ``session.transaction()``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -204,7 +204,3 @@ class StateStore(Protocol):
     def upgrade(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
         ...
-
-
-def iter_names(state: ActualState) -> Iterator[str]:
-    return iter(state.certificates)
