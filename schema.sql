@@ -213,7 +213,17 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
     action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed')
 );
 
+-- ==== 0003_audit_key_rewrapped ====
+
+-- certreconcile migration 0003: `kms rewrap` audits every data key it moves to another KMS (key_rewrapped).
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
 INSERT INTO SchemaMigration (version, name) VALUES (2, '0002_audit_key_accessed');
+INSERT INTO SchemaMigration (version, name) VALUES (3, '0003_audit_key_rewrapped');

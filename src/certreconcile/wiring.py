@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from certreconcile.actual.store import StateStore
+from certreconcile.actual.store import KeyRefUsage, StateStore
 from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import Clock
-from certreconcile.desired.model import DesiredState
+from certreconcile.desired.documents import AwsKmsConfig, LocalKmsConfig, VaultKmsConfig
+from certreconcile.desired.model import DesiredState, KmsSpec
+from certreconcile.errors import KmsError
 from certreconcile.plugins.ports import Issuer, Kms, Target
 from certreconcile.plugins.registry import PluginContext, create_issuer, create_kms, create_target
 
-__all__ = ["Settings", "actor_for", "build_environment", "build_targets", "open_store", "with_git_origin"]
+__all__ = [
+    "RewrapKms",
+    "Settings",
+    "actor_for",
+    "build_environment",
+    "build_rewrap_kms",
+    "build_targets",
+    "kms_drift_warnings",
+    "open_store",
+    "with_git_origin",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,4 +125,71 @@ def build_environment(
         targets=build_targets(desired, settings),
         clock=clock,
         actor=actor or actor_for(desired, settings.env),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapKms:
+    target: Kms  # the KMS every data key moves to
+    sources: tuple[Kms, ...]  # the KMS that may have wrapped them, tried in this order
+
+
+def _kms_from_file(path: Path, settings: Settings) -> Kms:
+    """The KMS of a ``kms:``-only YAML file; its relative paths are relative to the file's directory.
+
+    A ``local.key_file`` declared there wins over ``CERTRECONCILE_LOCAL_KMS_KEY_FILE`` (which
+    names the current key, not the one to move to or from).
+    """
+    from certreconcile.desired.kms_file import load_kms_file
+
+    spec = load_kms_file(path)
+    env = dict(settings.env)
+    if isinstance(spec.config, LocalKmsConfig) and spec.config.key_file:
+        env.pop("CERTRECONCILE_LOCAL_KMS_KEY_FILE", None)
+    context = PluginContext(desired_dir=path.resolve().parent, data_dir=settings.data_dir, env=env)
+    return create_kms(replace(spec, cache=None), context)
+
+
+def build_rewrap_kms(
+    desired: DesiredState, settings: Settings, to_file: Path | None, from_file: Path | None
+) -> RewrapKms:
+    """Target: ``--to`` (else the declared KMS). Sources: ``--from`` first, then the declared KMS."""
+    declared = create_kms(replace(desired.kms, cache=None), settings.plugin_context)
+    target = _kms_from_file(to_file, settings) if to_file is not None else declared
+    sources = (_kms_from_file(from_file, settings), declared) if from_file is not None else (declared,)
+    return RewrapKms(target=target, sources=sources)
+
+
+def _declared_key_id(spec: KmsSpec, settings: Settings) -> str | None:
+    """The master key id envelopes made by this KMS record, when known without any KMS call."""
+    config = spec.config
+    if isinstance(config, VaultKmsConfig):
+        return f"{config.mount.strip('/')}/{config.key}"
+    if isinstance(config, AwsKmsConfig):
+        return config.key_id if config.key_id.startswith("arn:") and ":key/" in config.key_id else None
+    if isinstance(config, LocalKmsConfig):
+        from certreconcile.plugins.factories import local_kms_key_file
+        from certreconcile.plugins.kms.local import LocalKms
+
+        try:  # a hash of the key file, read (never created) only when it exists
+            return LocalKms(local_kms_key_file(config, settings.plugin_context), create=False).key_id
+        except KmsError:
+            return None
+    return None
+
+
+def kms_drift_warnings(desired: DesiredState, settings: Settings, usage: Sequence[KeyRefUsage]) -> tuple[str, ...]:
+    """A plan warning when stored keys are wrapped by another KMS or master key than the declared one."""
+    declared_key = _declared_key_id(desired.kms, settings)
+    others = [
+        use for use in usage if use.kms != desired.kms.kind or (declared_key is not None and use.key_id != declared_key)
+    ]
+    if not others:
+        return ()
+    total = sum(use.count for use in others)
+    where = ", ".join(f"{use.count} by {use.kms} {use.key_id}" for use in others)
+    return (
+        f"{total} stored key(s) are wrapped by another KMS or master key than the declared {desired.kms.kind} KMS "
+        f"({where}): apply cannot unwrap them until `certreconcile kms rewrap` moves them, "
+        "or the declaration names their KMS again",
     )

@@ -1,6 +1,7 @@
 """Every KMS adapter and the fake pass the same contract (``certreconcile.testing.kms_contract``).
 
 local: a key file in a temp dir; aws: ``moto_server``; vault: ``bao server -dev`` (OpenBao);
+gcp: the Cloud KMS test server of ``tests/gcp_kms_server.py`` (more in ``test_kms_gcp.py``);
 fake: :class:`~certreconcile.testing.fake_kms.FakeKms`.
 """
 
@@ -16,14 +17,22 @@ import pytest
 
 from certreconcile.errors import KmsError
 from certreconcile.plugins.kms.aws import AwsKms
+from certreconcile.plugins.kms.gcp import GcpKms
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.kms.vault import VaultKms
 from certreconcile.plugins.ports import EncryptionContext, Kms
 from certreconcile.testing.fake_kms import FakeKms
-from certreconcile.testing.kms_contract import CHECKS, KmsFactory, check_round_trip, check_unreachable
+from certreconcile.testing.kms_contract import (
+    CHECKS,
+    WRAP_CHECKS,
+    KmsFactory,
+    check_round_trip,
+    check_unreachable,
+)
+from gcp_kms_server import GcpKmsServer
 from kms_servers import BaoTransit, MotoKms
 
-BACKENDS = ["local", "fake", "aws", "vault"]
+BACKENDS = ["local", "fake", "aws", "vault", "gcp"]
 
 
 def _aws(server: MotoKms) -> KmsFactory:
@@ -33,6 +42,11 @@ def _aws(server: MotoKms) -> KmsFactory:
 def _vault(server: BaoTransit, **extra: str) -> KmsFactory:
     env = extra or {"VAULT_TOKEN": server.root_token}
     return lambda: VaultKms(url=server.url, key=server.key, mount=server.mount, env=env)
+
+
+def _gcp(server: GcpKmsServer) -> KmsFactory:
+    key_name = server.create_key()  # one CryptoKey per test
+    return lambda: GcpKms(key_name, endpoint=server.url, env={"GOOGLE_OAUTH_ACCESS_TOKEN": server.token})
 
 
 @pytest.fixture(params=BACKENDS)
@@ -47,11 +61,18 @@ def make_kms(request: pytest.FixtureRequest, tmp_path: Path) -> KmsFactory:
             return _aws(request.getfixturevalue("moto_kms"))
         case "vault":
             return _vault(request.getfixturevalue("bao_transit"))
+        case "gcp":
+            return _gcp(request.getfixturevalue("gcp_kms"))
     raise AssertionError(request.param)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))
 def test_kms_contract(make_kms: KmsFactory, check: Callable[[KmsFactory], None]) -> None:
+    check(make_kms)
+
+
+@pytest.mark.parametrize("check", WRAP_CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))
+def test_kms_wrap_contract(make_kms: KmsFactory, check: Callable[[KmsFactory], None]) -> None:
     check(make_kms)
 
 
@@ -81,6 +102,18 @@ def test_unreachable_vault(closed_port: int) -> None:
     )
 
 
+def test_unreachable_gcp(closed_port: int) -> None:
+    token = "ya29.unreachable-" + "t" * 20
+    check_unreachable(
+        lambda: GcpKms(
+            "projects/p/locations/global/keyRings/r/cryptoKeys/k",
+            endpoint=f"http://127.0.0.1:{closed_port}",
+            env={"GOOGLE_OAUTH_ACCESS_TOKEN": token},
+        ),
+        secrets=[token],
+    )
+
+
 def test_unreachable_fake() -> None:
     check_unreachable(lambda: FakeKms(available=False))
 
@@ -96,11 +129,13 @@ def test_aws_and_vault_adapters_need_no_sdk_until_used() -> None:
         "import sys\n"
         "from certreconcile.plugins.kms.aws import AwsKms\n"
         "from certreconcile.plugins.kms.vault import VaultKms\n"
+        "from certreconcile.plugins.kms.gcp import GcpKms\n"
         "import certreconcile.plugins.factories\n"
         "kms = [AwsKms('alias/none', region='eu-west-1', env={}),\n"
-        "       VaultKms(url='http://127.0.0.1:1', key='k', env={})]\n"
-        "assert [k.name for k in kms] == ['aws', 'vault']\n"
-        "loaded = {'boto3', 'botocore', 'hvac', 'requests'} & set(sys.modules)\n"
+        "       VaultKms(url='http://127.0.0.1:1', key='k', env={}),\n"
+        "       GcpKms('projects/p/locations/l/keyRings/r/cryptoKeys/k', env={})]\n"
+        "assert [k.name for k in kms] == ['aws', 'vault', 'gcp']\n"
+        "loaded = {'boto3', 'botocore', 'hvac', 'requests', 'httpx'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

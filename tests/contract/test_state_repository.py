@@ -22,9 +22,11 @@ from certreconcile.actual.store import (
     AuditEvent,
     CertificateRow,
     JournalEntry,
+    KeyRefTable,
     LocalCaRecord,
     StateSession,
     StateStore,
+    StoredKeyRef,
 )
 from certreconcile.desired.model import OnDelete
 from certreconcile.domain.keys import KeyRef, KeyType
@@ -584,3 +586,87 @@ def test_closing_a_session_releases_its_locks(store: StateStore) -> None:
 
 def test_upgrade_is_a_no_op_when_current(store: StateStore) -> None:
     assert store.upgrade() == []
+
+
+# --- stored key references (kms rewrap) --------------------------------------------------
+
+
+def _all_key_refs(session: StateSession, table: KeyRefTable, page: int) -> list[StoredKeyRef]:
+    found: list[StoredKeyRef] = []
+    after: str | None = None
+    while batch := session.list_key_refs(table, after, page):
+        assert len(batch) <= page
+        found.extend(batch)
+        after = batch[-1].row_id
+    return found
+
+
+def test_list_key_refs_pages_every_row(session: StateSession) -> None:
+    ids = sorted(str(uuid.uuid4()) for _ in range(7))
+    for number, cert_id in enumerate(ids):
+        status = CertStatus.SUPERSEDED if number % 2 else CertStatus.ACTIVE
+        session.insert_certificate(cert_row(f"name-{number}", cert_id=cert_id, status=status))
+    session.retire(ids[0], T0)
+    session.put_local_ca(LocalCaRecord(name="internal", cert_pem="ca", key_ref=key_ref("ca-master")))
+    session.put_local_ca(LocalCaRecord(name="another", cert_pem="ca2", key_ref=key_ref("ca-master")))
+    run_id = session.start_run(None, "sha256:digest", T0)
+    journalled = key_ref("journal-master")
+    for step in ("key-generated", "certificate-stored"):
+        detail = {"cert_id": ids[1], "key_ref": journalled.envelope_json}
+        session.journal(JournalEntry(run_id, "key-1", "name-1", step, "done", detail, at=T0))
+    session.journal(JournalEntry(run_id, "key-2", "name-2", "key-generated", "started", at=T0))
+
+    certificates = _all_key_refs(session, KeyRefTable.CERTIFICATE, 3)
+    assert [stored.row_id for stored in certificates] == ids  # retired and superseded rows too
+    assert all(stored.table is KeyRefTable.CERTIFICATE for stored in certificates)
+    assert certificates[2] == StoredKeyRef(KeyRefTable.CERTIFICATE, ids[2], key_ref(), "name-2", ids[2])
+    local_cas = _all_key_refs(session, KeyRefTable.LOCAL_CA, 1)
+    assert [(stored.row_id, stored.name, stored.cert_id) for stored in local_cas] == [
+        ("another", "another", None),
+        ("internal", "internal", None),
+    ]
+    (step,) = _all_key_refs(session, KeyRefTable.APPLY_STEP, 10)  # only key-generated entries with a key
+    assert (step.name, step.cert_id, step.key_ref) == ("name-1", ids[1], journalled)
+    assert _all_key_refs(session, KeyRefTable.ACME_ACCOUNT, 10) == []
+
+    usage = session.key_ref_usage()
+    assert [(u.kms, u.key_id, u.count) for u in usage] == [
+        ("local", "ca-master", 2),
+        ("local", "journal-master", 1),
+        ("local", "master-1", 7),
+    ]
+
+
+def test_replace_key_ref_is_a_compare_and_set(session: StateSession) -> None:
+    row = cert_row("shop")
+    session.insert_certificate(row)
+    session.put_local_ca(LocalCaRecord(name="internal", cert_pem="ca", key_ref=key_ref("old")))
+    run_id = session.start_run(None, "sha256:digest", T0)
+    detail = {"cert_id": row.id, "key_ref": key_ref("old").envelope_json, "other": "kept"}
+    session.journal(JournalEntry(run_id, "key-1", "shop", "key-generated", "done", detail, at=T0))
+    (step,) = session.list_key_refs(KeyRefTable.APPLY_STEP, None, 10)
+
+    new = key_ref("new")
+    assert session.replace_key_ref(KeyRefTable.CERTIFICATE, row.id, row.key_ref, new)
+    assert session.key_ref(row.id) == new
+    assert not session.replace_key_ref(KeyRefTable.CERTIFICATE, row.id, row.key_ref, key_ref("lost"))
+    assert session.key_ref(row.id) == new  # the stale writer changed nothing
+    assert not session.replace_key_ref(KeyRefTable.CERTIFICATE, str(uuid.uuid4()), row.key_ref, new)
+
+    assert session.replace_key_ref(KeyRefTable.LOCAL_CA, "internal", key_ref("old"), new)
+    local_ca = session.get_local_ca("internal")
+    assert local_ca is not None
+    assert (local_ca.key_ref, local_ca.cert_pem) == (new, "ca")
+    assert not session.replace_key_ref(KeyRefTable.LOCAL_CA, "internal", key_ref("old"), key_ref("lost"))
+
+    assert session.replace_key_ref(KeyRefTable.APPLY_STEP, step.row_id, key_ref("old"), new)
+    assert not session.replace_key_ref(KeyRefTable.APPLY_STEP, step.row_id, key_ref("old"), key_ref("lost"))
+    (entry,) = session.journal_entries("key-1")
+    assert entry.detail == {"cert_id": row.id, "key_ref": new.envelope_json, "other": "kept"}
+
+    mismatched = KeyRef(envelope_json=key_ref("a").envelope_json, kms="local", key_id="b")
+    with pytest.raises(StateError):
+        session.replace_key_ref(KeyRefTable.CERTIFICATE, row.id, new, mismatched)
+    with session.transaction():
+        assert session.replace_key_ref(KeyRefTable.CERTIFICATE, row.id, new, key_ref("in-transaction"))
+    assert session.key_ref(row.id) == key_ref("in-transaction")

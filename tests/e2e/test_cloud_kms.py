@@ -1,4 +1,5 @@
-"""Private keys sealed by a real cloud KMS (AWS KMS on moto, Vault transit on OpenBao), end to end.
+"""Private keys sealed by a cloud KMS (AWS KMS on moto, Vault transit on OpenBao, the Cloud KMS
+test server of ``tests/gcp_kms_server.py``), end to end.
 
 For each backend: apply into PostgreSQL, then ``pg_dump`` holds no ``PRIVATE KEY`` and no data
 key; a redistribution to a new target decrypts the stored keys; and ``plan`` runs with no KMS
@@ -27,12 +28,13 @@ from certreconcile.plugins.ports import WrappedKey
 from certreconcile.wiring import Settings, build_environment
 from e2e.conftest import Runner
 from engine import T0, cert, desired_doc, load, plan_now
+from gcp_kms_server import GcpKmsServer
 from kms_servers import BaoTransit, MotoKms
 
 pytestmark = pytest.mark.integration
 
 TARGETS = {"deploy": {"files": {"dir": "out/deploy"}}, "extra": {"files": {"dir": "out/extra"}}}
-SDKS = ("boto3", "botocore", "hvac")
+SDKS = ("boto3", "botocore", "hvac", "httpx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +47,17 @@ class CloudKms:
         return {**desired_doc(certificates, targets=TARGETS), "kms": {self.kind: self.config}}
 
 
-@pytest.fixture(params=["aws", "vault"])
+@pytest.fixture(params=["aws", "vault", "gcp"])
 def cloud(request: pytest.FixtureRequest) -> CloudKms:
     if request.param == "aws":
         moto: MotoKms = request.getfixturevalue("moto_kms")
         return CloudKms(
             "aws", {"key_id": moto.key_arn, "region": moto.region, "endpoint_url": moto.endpoint_url}, moto.env
+        )
+    if request.param == "gcp":
+        gcp: GcpKmsServer = request.getfixturevalue("gcp_kms")
+        return CloudKms(
+            "gcp", {"key_name": gcp.create_key(), "endpoint": gcp.url}, {"GOOGLE_OAUTH_ACCESS_TOKEN": gcp.token}
         )
     bao: BaoTransit = request.getfixturevalue("bao_transit")
     return CloudKms(
@@ -128,7 +135,7 @@ def test_plan_needs_no_kms_credentials_nor_sdk(
     for sdk in SDKS:
         (poison / sdk).mkdir(parents=True)
         (poison / sdk / "__init__.py").write_text(f"raise ImportError('plan must not import {sdk}')\n")
-    env = {k: v for k, v in cli_env.items() if not k.startswith(("AWS_", "VAULT_", "BAO_"))}
+    env = {k: v for k, v in cli_env.items() if not k.startswith(("AWS_", "VAULT_", "BAO_", "GOOGLE_", "GCE_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(poison), env.get("PYTHONPATH")]))
     result = run_cli("plan", "--dir", str(desired), "--detailed-exitcode", env=env, check_code=2)
     assert "+ issue extra" in result.stdout

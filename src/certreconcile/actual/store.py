@@ -11,6 +11,7 @@ commits on return unless it runs inside ``session.transaction()``.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -27,9 +28,12 @@ __all__ = [
     "AuditEvent",
     "CertificateRow",
     "JournalEntry",
+    "KeyRefTable",
+    "KeyRefUsage",
     "LocalCaRecord",
     "StateSession",
     "StateStore",
+    "StoredKeyRef",
 ]
 
 
@@ -44,7 +48,8 @@ class AuditAction:
     RETIRED = "retired"
     FAILED = "failed"
     KEY_ACCESSED = "key_accessed"  # a private key was decrypted (which certificate, which actor, why)
-    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED)
+    KEY_REWRAPPED = "key_rewrapped"  # `kms rewrap` moved a data key to another KMS or master key
+    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,41 @@ class LocalCaRecord:
     key_ref: KeyRef
 
 
+class KeyRefTable(enum.StrEnum):
+    """Where sealed keys are stored (the order ``kms rewrap`` walks them in)."""
+
+    CERTIFICATE = "Certificate"  # Certificate.key_ref: every row, current, history and retired
+    LOCAL_CA = "LocalCa"  # the key of each local CA
+    ACME_ACCOUNT = "AcmeAccount"  # ACME account keys
+    APPLY_STEP = "ApplyStep"  # journal entries `key-generated`: detail.key_ref, for resumed issuance
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKeyRef:
+    """One stored envelope and the row holding it.
+
+    ``row_id`` is the row's key as text: Certificate.id, LocalCa.issuer_name, AcmeAccount.id,
+    ApplyStep.id. ``name`` is the certificate name, the issuer name, the ACME directory URL or
+    the journal entry's name. ``cert_id`` is the certificate whose context seals the key
+    (Certificate rows and journal entries), else None.
+    """
+
+    table: KeyRefTable
+    row_id: str
+    key_ref: KeyRef
+    name: str
+    cert_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRefUsage:
+    """How many stored envelopes a (KMS, master key) pair wraps."""
+
+    kms: str
+    key_id: str
+    count: int
+
+
 class StateSession(Protocol):
     # --- reading -------------------------------------------------------------------
     def load_actual(self) -> ActualState:
@@ -130,6 +170,14 @@ class StateSession(Protocol):
     ) -> Sequence[AuditEvent]: ...
 
     def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]: ...
+
+    def list_key_refs(self, table: KeyRefTable, after: str | None, limit: int) -> Sequence[StoredKeyRef]:
+        """One page of the envelopes stored in ``table``, in row-key order, after the row ``after``."""
+        ...
+
+    def key_ref_usage(self) -> Sequence[KeyRefUsage]:
+        """Which KMS and master keys wrap the stored envelopes (every table), sorted. Read-only."""
+        ...
 
     # --- locking -------------------------------------------------------------------
     def lock_name(self, name: str) -> AbstractContextManager[None]:
@@ -189,6 +237,10 @@ class StateSession(Protocol):
 
     def put_local_ca(self, record: LocalCaRecord) -> LocalCaRecord:
         """Store the CA unless one exists already; return the one stored (first writer wins)."""
+        ...
+
+    def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:
+        """Compare-and-set: store ``new`` only if the row still holds ``old``; False when it does not."""
         ...
 
     def record_failure(self, name: str, at: datetime, until: datetime) -> None:

@@ -42,6 +42,11 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
+kms_app = typer.Typer(
+    help="Key-encryption housekeeping.\n\nExample: certreconcile kms rewrap --dir certs/ --to new-kms.yaml",
+    no_args_is_help=True,
+)
+app.add_typer(kms_app, name="kms")
 
 DirOption = Annotated[
     Path,
@@ -167,12 +172,13 @@ def _build_plan(
     from certreconcile.actual.model import Observations
     from certreconcile.actual.refresh import observe_targets
     from certreconcile.plan import build_plan
-    from certreconcile.wiring import Settings, build_targets, open_store
+    from certreconcile.wiring import Settings, build_targets, kms_drift_warnings, open_store
 
     settings = Settings.from_env(directory)
     store = store or open_store(settings)
     with store.session() as session:
         actual = session.load_actual()
+        key_usage = session.key_ref_usage()
     observations = Observations()
     if refresh:
         probes = [
@@ -182,7 +188,13 @@ def _build_plan(
             for target in spec.targets
         ]
         observations = observe_targets(probes, build_targets(desired, settings))
-    return build_plan(desired, actual, observations, _now(), force_rotate=force_rotate)
+    result = build_plan(desired, actual, observations, _now(), force_rotate=force_rotate)
+    extra = kms_drift_warnings(desired, settings, key_usage)
+    if extra:
+        from dataclasses import replace
+
+        result = replace(result, warnings=(*result.warnings, *extra))
+    return result
 
 
 @app.command()
@@ -470,6 +482,76 @@ def db_stop(directory: DirOption = DEFAULT_DIR) -> None:
         return
     stopped = stop_embedded(settings.desired_dir, settings.env)
     typer.echo("Stopped the embedded PostgreSQL." if stopped else "The embedded PostgreSQL was not running.")
+
+
+@kms_app.command("rewrap")
+def kms_rewrap(
+    directory: DirOption = DEFAULT_DIR,
+    to: Annotated[
+        Path | None,
+        typer.Option(
+            "--to",
+            help="A YAML file with a `kms:` section to move every key to (default: the declared KMS). "
+            "Keep it outside --dir; its relative paths are relative to its own directory.",
+            dir_okay=False,
+        ),
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="A YAML file with a `kms:` section: the KMS that wrapped the keys, when not the declared one.",
+            dir_okay=False,
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=10000, help="Rows read per page.")] = 100,
+) -> None:
+    """Re-encrypt every stored data key under another KMS or master key; no private key is decrypted.
+
+    Each row is moved in its own transaction and audited (key_rewrapped); rows already under the
+    target are skipped, so an interrupted rewrap resumes when run again. Exit 1 if any row failed.
+
+    Examples: certreconcile kms rewrap --to ../aws-kms.yaml;
+    certreconcile kms rewrap --from ../old-local.yaml  (then the declared KMS is the target)
+    """
+    from certreconcile.apply.rewrap import rewrap_keys
+    from certreconcile.clock import SystemClock
+    from certreconcile.wiring import Settings, actor_for, build_rewrap_kms, open_store
+
+    try:
+        desired = _load(directory)
+        settings = Settings.from_env(directory)
+        store = open_store(settings)
+        kms = build_rewrap_kms(desired, settings, to, from_file)
+        progress = None
+        if sys.stderr.isatty():
+
+            def progress(stored: Any, outcome: str) -> None:
+                _err(f"  {outcome}: {stored.table.value} {stored.name}")
+
+        result = rewrap_keys(
+            store,
+            kms.target,
+            kms.sources,
+            actor=actor_for(desired, settings.env),
+            clock=SystemClock(),
+            batch=batch,
+            on_progress=progress,
+        )
+    except CertReconcileError as exc:
+        _fail(exc)
+    for failure in result.failures:
+        _err(f"failed: {failure.table.value} {failure.name} ({failure.row_id}): {failure.message}")
+    summary = (
+        f"Rewrap to {result.target_kms} {result.target_key_id}: rewrapped {result.rewrapped}, "
+        f"skipped {result.skipped}, failed {len(result.failures)}"
+    )
+    if result.conflicts:
+        summary += f", changed concurrently {result.conflicts} (run again to check them)"
+    typer.echo(summary + ".")
+    if not result.ok:
+        _err("error[rewrap-incomplete]: some keys were not moved (fix the cause and run `kms rewrap` again)")
+        raise typer.Exit(ExitCode.ERROR)
 
 
 @app.command()

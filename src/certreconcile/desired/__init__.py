@@ -20,12 +20,13 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
-from certreconcile.desired.documents import LocalKmsConfig
+from certreconcile.desired.documents import KmsCacheConfig, LocalKmsConfig
 from certreconcile.desired.loader import read_sources
 from certreconcile.desired.model import (
     CertificateSpec,
     DesiredState,
     IssuerSpec,
+    KmsCacheSpec,
     KmsSpec,
     PluginSpec,
     SourceLocation,
@@ -39,7 +40,7 @@ from certreconcile.desired.validate import (
     NodeRef,
     validate_sources,
 )
-from certreconcile.domain.durations import RenewBefore
+from certreconcile.domain.durations import RenewBefore, parse_duration
 from certreconcile.errors import DesiredStateError
 
 __all__ = [
@@ -105,6 +106,12 @@ def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def kms_cache_spec(config: KmsCacheConfig | None) -> KmsCacheSpec | None:
+    if config is None:
+        return None
+    return KmsCacheSpec(parse_duration(config.max_age), config.max_uses, config.max_size)
+
+
 def plugin_fingerprint(kind: str, config: BaseModel) -> str:
     """SHA-256 of the canonical JSON of ``{kind, config}`` (defaults included, key order irrelevant)."""
     payload = {"kind": kind, "config": config.model_dump(mode="json")}
@@ -145,7 +152,7 @@ def _build(
         }
 
     if declarations.kms is not None:
-        kms = KmsSpec(**spec_args(declarations.kms))  # type: ignore[arg-type]
+        kms = KmsSpec(**spec_args(declarations.kms), cache=kms_cache_spec(declarations.kms_cache))  # type: ignore[arg-type]
     else:  # the default: {local: {}}
         config = LocalKmsConfig()
         kms = KmsSpec("local", "local", config, plugin_fingerprint("local", config))

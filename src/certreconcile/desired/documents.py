@@ -33,7 +33,9 @@ __all__ = [
     "DesiredDocument",
     "DnsProviderEntry",
     "FilesTargetConfig",
+    "GcpKmsConfig",
     "IssuerEntry",
+    "KmsCacheConfig",
     "KmsEntry",
     "LocalCaConfig",
     "LocalKmsConfig",
@@ -109,6 +111,35 @@ class VaultKmsConfig(_Wire):
     """Vault Enterprise / OpenBao namespace; default: none."""
     ca_bundle: str | None = None
     """PEM file trusted for the server's TLS; a relative path is relative to the desired-state directory."""
+
+
+GCP_KEY_NAME_PATTERN = r"^projects/[^/\s]+/locations/[^/\s]+/keyRings/[^/\s]+/cryptoKeys/[^/\s:]+$"
+
+
+class GcpKmsConfig(_Wire):
+    """Google Cloud KMS: a local data key per private key, encrypted by a CryptoKey with the row as AAD.
+
+    The OAuth access token comes from ``GOOGLE_OAUTH_ACCESS_TOKEN`` or the GCE metadata server,
+    never from this file.
+    """
+
+    key_name: str = Field(pattern=GCP_KEY_NAME_PATTERN)
+    """The CryptoKey (purpose ENCRYPT_DECRYPT): ``projects/P/locations/L/keyRings/R/cryptoKeys/K``, not a version."""
+    endpoint: str = Field(default="https://cloudkms.googleapis.com", pattern=r"^https?://")
+    """Cloud KMS endpoint (a Private Service Connect endpoint, a test server); default: Google's own."""
+    ca_bundle: str | None = None
+    """PEM file trusted for the endpoint's TLS; a relative path is relative to the desired-state directory."""
+
+
+class KmsCacheConfig(_Wire):
+    """A short-lived in-memory cache of unwrapped data keys (fewer KMS calls; off unless declared)."""
+
+    max_age: Duration = "5m"
+    """How long an unwrapped data key may be reused."""
+    max_uses: int = Field(default=100, ge=1)
+    """How many times an unwrapped data key may be reused."""
+    max_size: int = Field(default=1000, ge=1)
+    """How many data keys the cache holds at most (the least recently used goes first)."""
 
 
 class LocalCaConfig(_Wire):
@@ -200,7 +231,7 @@ class PluginEntry(_Wire):
 class KmsEntry(PluginEntry):
     """The KMS wrapping every private key. Exactly one kind key."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("local", "aws", "vault")
+    KINDS: ClassVar[tuple[str, ...]] = ("local", "aws", "vault", "gcp")
     SECTION: ClassVar[str] = "kms"
 
     local: LocalKmsConfig | None = None
@@ -209,6 +240,10 @@ class KmsEntry(PluginEntry):
     """Keys wrapped by AWS KMS."""
     vault: VaultKmsConfig | None = None
     """Keys wrapped by the transit engine of Vault or OpenBao."""
+    gcp: GcpKmsConfig | None = None
+    """Keys wrapped by Google Cloud KMS."""
+    cache: KmsCacheConfig | None = None
+    """Cache unwrapped data keys in memory, bounded by age and uses; default: no cache."""
 
 
 class IssuerEntry(PluginEntry):

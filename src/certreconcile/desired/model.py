@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from pydantic import BaseModel
 
@@ -20,6 +21,7 @@ __all__ = [
     "Challenge",
     "DesiredState",
     "IssuerSpec",
+    "KmsCacheSpec",
     "KmsSpec",
     "OnDelete",
     "PluginSpec",
@@ -55,8 +57,17 @@ class PluginSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class KmsCacheSpec:
+    """Bounds of the in-memory cache of unwrapped data keys."""
+
+    max_age: timedelta
+    max_uses: int
+    max_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class KmsSpec(PluginSpec):
-    pass
+    cache: KmsCacheSpec | None = None  # None: every unwrap asks the KMS
 
 
 @dataclass(frozen=True, slots=True)

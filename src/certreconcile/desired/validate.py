@@ -25,6 +25,7 @@ from pydantic_core import ErrorDetails
 from certreconcile.desired.documents import (
     CertificateDocument,
     DesiredDocument,
+    KmsCacheConfig,
     LocalCaConfig,
     PluginEntry,
     Rfc2136Config,
@@ -115,6 +116,7 @@ class Declarations:
     """The merged declarations of all files; meaningful only when there are no diagnostics."""
 
     kms: DeclaredPlugin | None = None
+    kms_cache: KmsCacheConfig | None = None
     issuers: dict[str, DeclaredPlugin] = field(default_factory=dict)
     dns_providers: dict[str, DeclaredPlugin] = field(default_factory=dict)
     targets: dict[str, DeclaredPlugin] = field(default_factory=dict)
@@ -437,6 +439,7 @@ class _Checker:
             return
         kind, config = document.kms.kind()
         self.result.kms = DeclaredPlugin(kind, kind, config, None, ref)
+        self.result.kms_cache = document.kms.cache
 
     def _merge_plugin(
         self, file: str, section: str, name: str, entry: PluginEntry, merged: dict[str, DeclaredPlugin]

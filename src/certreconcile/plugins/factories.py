@@ -8,6 +8,7 @@ from certreconcile.actual.store import StateStore
 from certreconcile.desired.documents import (
     AwsKmsConfig,
     FilesTargetConfig,
+    GcpKmsConfig,
     LocalCaConfig,
     LocalKmsConfig,
     VaultKmsConfig,
@@ -15,6 +16,7 @@ from certreconcile.desired.documents import (
 from certreconcile.desired.model import IssuerSpec, KmsSpec, TargetSpec
 from certreconcile.plugins.issuers.local_ca import LocalCaIssuer
 from certreconcile.plugins.kms.aws import AwsKms
+from certreconcile.plugins.kms.gcp import GcpKms
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.kms.vault import VaultKms
 from certreconcile.plugins.ports import Kms
@@ -24,6 +26,7 @@ from certreconcile.plugins.targets.files import FilesTarget
 __all__ = [
     "create_aws_kms",
     "create_files_target",
+    "create_gcp_kms",
     "create_local_ca",
     "create_local_kms",
     "create_vault_kms",
@@ -73,6 +76,17 @@ def create_vault_kms(spec: KmsSpec, context: PluginContext) -> VaultKms:
         ca_bundle=ca_bundle,
         env=context.env,
     )
+
+
+def create_gcp_kms(spec: KmsSpec, context: PluginContext) -> GcpKms:
+    """No I/O and no credentials needed here: httpx and the access token are loaded at the first wrap or unwrap."""
+    assert isinstance(spec.config, GcpKmsConfig)
+    config = spec.config
+    ca_bundle = None
+    if config.ca_bundle:
+        path = Path(config.ca_bundle)
+        ca_bundle = path if path.is_absolute() else context.desired_dir / path
+    return GcpKms(config.key_name, endpoint=config.endpoint, ca_bundle=ca_bundle, env=context.env)
 
 
 def create_local_ca(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> LocalCaIssuer:

@@ -85,6 +85,10 @@ class Kms(Protocol):
 
     def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes: ...
 
+    def wrap_data_key(self, dek: SecretBytes, context: EncryptionContext) -> WrappedKey:
+        """Wrap an existing data key under ``context`` (``kms rewrap``: the DEK moves, the key stays sealed)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class IssueRequest:

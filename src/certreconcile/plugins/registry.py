@@ -33,6 +33,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "local": "certreconcile.plugins.factories:create_local_kms",
         "aws": "certreconcile.plugins.factories:create_aws_kms",
         "vault": "certreconcile.plugins.factories:create_vault_kms",
+        "gcp": "certreconcile.plugins.factories:create_gcp_kms",
     },
     "issuers": {"local_ca": "certreconcile.plugins.factories:create_local_ca"},
     "targets": {"files": "certreconcile.plugins.factories:create_files_target"},
@@ -63,7 +64,12 @@ def _load(group: str, kind: str) -> Callable[..., Any]:
 
 
 def create_kms(spec: KmsSpec, context: PluginContext) -> Kms:
-    return cast(Kms, _load("kms", spec.kind)(spec, context))
+    kms = cast(Kms, _load("kms", spec.kind)(spec, context))
+    if spec.cache is not None:  # off unless declared: kms: {..., cache: {max_age, max_uses}}
+        from certreconcile.plugins.kms.cache import CachingKms
+
+        kms = CachingKms(kms, max_age=spec.cache.max_age, max_uses=spec.cache.max_uses, max_size=spec.cache.max_size)
+    return kms
 
 
 def create_issuer(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> Issuer:

@@ -5,8 +5,8 @@
 cannot drift from them. A wrapped data key is an opaque random handle: the data key and
 the context it is bound to stay in this object's memory, never in the handle.
 
-``available=False`` makes every call fail as an unreachable KMS does. ``generated`` and
-``decrypted`` count the calls, e.g. to show that ``plan`` never decrypts.
+``available=False`` makes every call fail as an unreachable KMS does. ``generated``,
+``decrypted`` and ``wrapped`` count the calls, e.g. to show that ``plan`` never decrypts.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class FakeKms:
         self.available = available
         self.generated = 0
         self.decrypted = 0
+        self.wrapped = 0
         self._entries: dict[bytes, _Entry] = {}
         self._lock = threading.Lock()
 
@@ -55,6 +56,16 @@ class FakeKms:
             self._entries[handle] = _Entry(dek, context)
             self.generated += 1
         return SecretBytes(dek), WrappedKey(key_id=self.key_id, ciphertext=handle)
+
+    def wrap_data_key(self, dek: SecretBytes, context: EncryptionContext) -> WrappedKey:
+        self._check_available(context)
+        if len(dek.reveal()) != _DEK_BYTES:
+            raise KmsError("a data key to wrap is not 256 bits", code="kms-error")
+        handle = os.urandom(16)
+        with self._lock:
+            self._entries[handle] = _Entry(dek.reveal(), context)
+            self.wrapped += 1
+        return WrappedKey(key_id=self.key_id, ciphertext=handle)
 
     def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes:
         self._check_available(context)

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import assert_never
 
 from certreconcile.actual.model import (
     ActualCertificate,
@@ -41,7 +42,10 @@ from certreconcile.actual.store import (
     AuditEvent,
     CertificateRow,
     JournalEntry,
+    KeyRefTable,
+    KeyRefUsage,
     LocalCaRecord,
+    StoredKeyRef,
 )
 from certreconcile.clock import Clock, SystemClock
 from certreconcile.domain.keys import KeyRef
@@ -296,6 +300,53 @@ class InMemorySession:
         with self._store._mutex:
             return [entry for entry in self._data.journal if entry.idempotency_key == idempotency_key]
 
+    def _all_key_refs(self, table: KeyRefTable) -> list[tuple[object, StoredKeyRef]]:
+        """Every (sort key, stored envelope) of ``table``; the sort keys mirror the SQL order."""
+        data = self._data
+        found: list[tuple[object, StoredKeyRef]] = []
+        match table:
+            case KeyRefTable.CERTIFICATE:
+                for cert_id, cert in data.certificates.items():
+                    if cert.key_ref_text:
+                        stored = StoredKeyRef(table, cert_id, decode_key_ref(cert.key_ref_text), cert.row.name, cert_id)
+                        found.append((cert_id, stored))
+            case KeyRefTable.LOCAL_CA:
+                for issuer_name, (_cert_pem, key_ref_text) in data.local_cas.items():
+                    found.append(
+                        (issuer_name, StoredKeyRef(table, issuer_name, decode_key_ref(key_ref_text), issuer_name))
+                    )
+            case KeyRefTable.ACME_ACCOUNT:
+                pass  # no ACME accounts in memory
+            case KeyRefTable.APPLY_STEP:
+                for index, entry in enumerate(data.journal, start=1):
+                    text = entry.detail.get("key_ref")
+                    if entry.step == "key-generated" and text is not None:
+                        stored = StoredKeyRef(
+                            table, str(index), decode_key_ref(text), entry.name, entry.detail.get("cert_id")
+                        )
+                        found.append((index, stored))
+            case _:
+                assert_never(table)
+        found.sort(key=lambda item: item[0])  # type: ignore[arg-type,return-value]
+        return found
+
+    def list_key_refs(self, table: KeyRefTable, after: str | None, limit: int) -> Sequence[StoredKeyRef]:
+        with self._store._mutex:
+            found = self._all_key_refs(table)
+        if after is not None:
+            bound: object = int(after) if table in (KeyRefTable.ACME_ACCOUNT, KeyRefTable.APPLY_STEP) else after
+            found = [item for item in found if item[0] > bound]  # type: ignore[operator]
+        return [stored for _key, stored in found[:limit]]
+
+    def key_ref_usage(self) -> Sequence[KeyRefUsage]:
+        counts: dict[tuple[str, str], int] = {}
+        with self._store._mutex:
+            for table in KeyRefTable:
+                for _key, stored in self._all_key_refs(table):
+                    pair = (stored.key_ref.kms, stored.key_ref.key_id)
+                    counts[pair] = counts.get(pair, 0) + 1
+        return [KeyRefUsage(kms=kms, key_id=key_id, count=count) for (kms, key_id), count in sorted(counts.items())]
+
     # --- locking -------------------------------------------------------------------
     @contextmanager
     def _lock_name(self, name: str) -> Iterator[None]:
@@ -523,6 +574,36 @@ class InMemorySession:
                 # clock_timestamp() never goes backwards within one database either.
                 at = max(at, max(item.at or at for item in self._data.journal) + timedelta(microseconds=1))
             self._data.journal.append(replace(entry, at=at, detail=dict(entry.detail)))
+
+    def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:
+        new_text = encode_key_ref(new)
+        with self._store._mutex:
+            data = self._data
+            match table:
+                case KeyRefTable.CERTIFICATE:
+                    cert = data.certificates.get(row_id)
+                    if cert is None or cert.key_ref_text != old.envelope_json:
+                        return False
+                    cert.key_ref_text = new_text
+                    cert.row = replace(cert.row, key_ref=new)
+                case KeyRefTable.LOCAL_CA:
+                    local_ca = data.local_cas.get(row_id)
+                    if local_ca is None or local_ca[1] != old.envelope_json:
+                        return False
+                    data.local_cas[row_id] = (local_ca[0], new_text)
+                case KeyRefTable.ACME_ACCOUNT:
+                    return False
+                case KeyRefTable.APPLY_STEP:
+                    index = int(row_id) - 1
+                    if not 0 <= index < len(data.journal):
+                        return False
+                    entry = data.journal[index]
+                    if entry.detail.get("key_ref") != old.envelope_json:
+                        return False
+                    data.journal[index] = replace(entry, detail={**entry.detail, "key_ref": new_text})
+                case _:
+                    assert_never(table)
+            return True
 
     def get_local_ca(self, issuer_name: str) -> LocalCaRecord | None:
         with self._store._mutex:

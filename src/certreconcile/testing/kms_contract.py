@@ -15,6 +15,8 @@ The contract:
 * :func:`~certreconcile.plugins.kms.envelope.seal` / ``open_envelope`` round-trip, and two
   envelopes swapped between rows do not open;
 * the envelope JSON and every error text hold neither the private key nor the data key;
+* ``wrap_data_key`` wraps an existing data key under a context, and only that context unwraps it
+  (:data:`WRAP_CHECKS`, what ``kms rewrap`` needs);
 * an unreachable KMS gives one ``KmsError`` whose one-line text has no traceback and no secret.
 """
 
@@ -24,6 +26,7 @@ import base64
 import contextlib
 import dataclasses
 import functools
+import os
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -33,14 +36,17 @@ from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, Wra
 
 __all__ = [
     "CHECKS",
+    "WRAP_CHECKS",
     "KmsFactory",
     "check_ciphertext_differs",
     "check_damaged_wrapped_key_fails",
     "check_envelope_round_trip",
     "check_no_secret_in_key_ref_or_errors",
+    "check_rewrap_envelope",
     "check_round_trip",
     "check_swapped_envelopes_fail",
     "check_unreachable",
+    "check_wrap_data_key",
     "check_wrong_context_fails",
 ]
 
@@ -191,6 +197,9 @@ class _Recording:
     def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes:
         return self._inner.decrypt_data_key(wrapped, context)
 
+    def wrap_data_key(self, dek: SecretBytes, context: EncryptionContext) -> WrappedKey:
+        return self._inner.wrap_data_key(dek, context)
+
 
 def check_no_secret_in_key_ref_or_errors(make_kms: KmsFactory) -> None:
     kms = _Recording(make_kms())
@@ -206,6 +215,47 @@ def check_no_secret_in_key_ref_or_errors(make_kms: KmsFactory) -> None:
     _assert_error_clean(error, dek, _PRIVATE_KEY_PEM)
 
 
+def check_wrap_data_key(make_kms: KmsFactory) -> None:
+    """An existing data key (e.g. one another KMS made) wraps and unwraps under its context only."""
+    kms = make_kms()
+    context = _context()
+    dek = SecretBytes(os.urandom(32))
+    wrapped = kms.wrap_data_key(dek, context)
+    assert isinstance(wrapped, WrappedKey)
+    assert wrapped.key_id
+    assert dek.reveal() not in wrapped.ciphertext
+    for form in _forms(dek.reveal()):
+        assert form.encode() not in wrapped.ciphertext
+    assert kms.decrypt_data_key(wrapped, context) == dek
+    assert kms.wrap_data_key(dek, context).ciphertext != wrapped.ciphertext  # fresh nonce each time
+    other = dataclasses.replace(context, row_id=str(uuid.uuid4()))
+    error = _expect_kms_error(
+        functools.partial(kms.decrypt_data_key, wrapped, other), "a wrapped data key unwrapped under another row"
+    )
+    _assert_error_clean(error, dek.reveal())
+
+
+def check_rewrap_envelope(make_kms: KmsFactory) -> None:
+    """An envelope sealed by another KMS, rewrapped to this one, opens here; its key ciphertext is unchanged."""
+    from certreconcile.plugins.kms.envelope import parse_envelope, rewrap_envelope
+    from certreconcile.testing.fake_kms import FakeKms
+
+    source = FakeKms(name="source", key_id="source-key")
+    kms = make_kms()
+    context = _context()
+    sealed = seal(source, SecretBytes(_PRIVATE_KEY_PEM), context)
+    moved = rewrap_envelope(sealed, source, kms, context)
+    assert (moved.kms, moved.key_id) == (kms.name, parse_envelope(moved)["key_id"])
+    before, after = parse_envelope(sealed), parse_envelope(moved)
+    assert after["ciphertext"] == before["ciphertext"]
+    assert after["nonce"] == before["nonce"]
+    assert after["wrapped_dek"] != before["wrapped_dek"]
+    _assert_text_clean(moved.envelope_json, _PRIVATE_KEY_PEM)
+    assert open_envelope(kms, moved, context).reveal() == _PRIVATE_KEY_PEM
+    other = dataclasses.replace(context, row_id=str(uuid.uuid4()))
+    _expect_kms_error(lambda: open_envelope(kms, moved, other), "a rewrapped envelope opened under another row")
+
+
 def check_unreachable(make_unreachable: KmsFactory, secrets: Sequence[str] = ()) -> None:
     """``make_unreachable`` returns the adapter pointed at a server that does not answer."""
     kms = make_unreachable()
@@ -219,6 +269,9 @@ def check_unreachable(make_unreachable: KmsFactory, secrets: Sequence[str] = ())
     _assert_error_clean(error, *leaks)
     assert error.code in {"kms-unavailable", "kms-wrong-master-key"}, error.code
 
+
+#: The checks of ``wrap_data_key`` (what ``kms rewrap`` needs from the KMS it moves keys to).
+WRAP_CHECKS: tuple[Callable[[KmsFactory], None], ...] = (check_wrap_data_key, check_rewrap_envelope)
 
 CHECKS: tuple[Callable[[KmsFactory], None], ...] = (
     check_round_trip,

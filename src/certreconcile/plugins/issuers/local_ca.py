@@ -23,10 +23,15 @@ from certreconcile.plugins.crypto import PrivateKey, generate_private_key, load_
 from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import EncryptionContext, IssuedCertificate, IssueRequest, Kms
 
-__all__ = ["LocalCaIssuer"]
+__all__ = ["LocalCaIssuer", "ca_key_context"]
 
 #: Certificates are back-dated this much to tolerate small clock skew on clients.
 BACKDATE = timedelta(minutes=1)
+
+
+def ca_key_context(issuer_name: str) -> EncryptionContext:
+    """The context binding a local CA's key to its LocalCa row (also used by ``kms rewrap``)."""
+    return _ca_context(issuer_name)
 
 
 def _ca_context(issuer_name: str) -> EncryptionContext:

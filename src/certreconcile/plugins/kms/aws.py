@@ -35,7 +35,10 @@ _CLIENT_ERRORS: dict[str, tuple[str, str]] = {
         "the stored key_ref belongs to another row, was altered, or was wrapped by another key",
     ),
     "IncorrectKeyException": ("kms-wrong-master-key", "the data key was wrapped by another KMS key"),
-    "AccessDeniedException": ("kms-access-denied", "allow kms:GenerateDataKey and kms:Decrypt on the key"),
+    "AccessDeniedException": (
+        "kms-access-denied",
+        "allow kms:GenerateDataKey, kms:Decrypt (and kms:Encrypt for rewrap) on the key",
+    ),
     "UnrecognizedClientException": ("kms-access-denied", "check the AWS credentials in the environment"),
     "InvalidSignatureException": ("kms-access-denied", "check the AWS credentials in the environment"),
     "ExpiredTokenException": ("kms-access-denied", "the AWS session token expired: renew it"),
@@ -191,6 +194,23 @@ class AwsKms:
         if not isinstance(plaintext, bytes) or len(plaintext) != _DEK_BYTES or not isinstance(blob, bytes):
             raise KmsError(f"{self._where} returned a malformed data key", code="kms-error")
         return SecretBytes(plaintext), WrappedKey(key_id=str(key_arn or self._key_id), ciphertext=blob)
+
+    def wrap_data_key(self, dek: SecretBytes, context: EncryptionContext) -> WrappedKey:
+        """``Encrypt`` an existing data key under the row's encryption context (``kms rewrap``)."""
+        if len(dek.reveal()) != _DEK_BYTES:
+            raise KmsError("a data key to wrap is not 256 bits", code="kms-error")
+        response = self._call(
+            "encrypt",
+            context,
+            KeyId=self._key_id,
+            Plaintext=dek.reveal(),
+            EncryptionContext=context.as_mapping(),
+        )
+        blob = response.get("CiphertextBlob")
+        key_arn = response.get("KeyId")
+        if not isinstance(blob, bytes) or not blob:
+            raise KmsError(f"{self._where} returned a malformed wrapped key", code="kms-error")
+        return WrappedKey(key_id=str(key_arn or self._key_id), ciphertext=blob)
 
     def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes:
         # KeyId pins the key the envelope names: AWS refuses a blob wrapped by any other key.

@@ -19,7 +19,7 @@ from certreconcile.domain.keys import KeyRef
 from certreconcile.errors import KmsError
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, WrappedKey
 
-__all__ = ["ENVELOPE_VERSION", "open_envelope", "seal"]
+__all__ = ["ENVELOPE_VERSION", "open_envelope", "rewrap_envelope", "seal"]
 
 ENVELOPE_VERSION = 1
 
@@ -84,3 +84,22 @@ def open_envelope(kms: Kms, key_ref: KeyRef, context: EncryptionContext) -> Secr
             code="kms-decrypt-failed",
             hint="the stored key_ref belongs to another row or was altered",
         ) from exc
+
+
+def rewrap_envelope(key_ref: KeyRef, old: Kms, new: Kms, context: EncryptionContext) -> KeyRef:
+    """The same envelope with its DEK unwrapped by ``old`` and wrapped again by ``new``.
+
+    Only the wrapped DEK, ``kms`` and ``key_id`` change: nonce and private-key ciphertext stay
+    as they are, so the private key is never decrypted (no plaintext key exists at any time).
+    """
+    envelope = parse_envelope(key_ref)
+    if envelope["kms"] != old.name:
+        raise KmsError(f"this key was sealed by the {envelope['kms']!s} KMS, not by {old.name}", code="kms-mismatch")
+    try:
+        wrapped = WrappedKey(key_id=str(envelope["key_id"]), ciphertext=base64.b64decode(str(envelope["wrapped_dek"])))
+    except ValueError as exc:
+        raise KmsError("a stored key reference is damaged", code="kms-envelope-invalid") from exc
+    dek = old.decrypt_data_key(wrapped, context)
+    rewrapped = new.wrap_data_key(dek, context)
+    moved = {**envelope, "kms": new.name, "key_id": rewrapped.key_id, "wrapped_dek": _b64(rewrapped.ciphertext)}
+    return KeyRef(envelope_json=json.dumps(moved, sort_keys=True), kms=new.name, key_id=rewrapped.key_id)

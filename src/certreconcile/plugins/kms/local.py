@@ -86,10 +86,15 @@ class LocalKms:
         return "local:" + hashlib.sha256(b"certreconcile-key-id" + self._master_key()).hexdigest()[:16]
 
     def generate_data_key(self, context: EncryptionContext) -> tuple[SecretBytes, WrappedKey]:
-        dek = os.urandom(_KEY_BYTES)
+        dek = SecretBytes(os.urandom(_KEY_BYTES))
+        return dek, self.wrap_data_key(dek, context)
+
+    def wrap_data_key(self, dek: SecretBytes, context: EncryptionContext) -> WrappedKey:
+        if len(dek.reveal()) != _KEY_BYTES:
+            raise KmsError("a data key to wrap is not 256 bits", code="kms-error")
         nonce = os.urandom(12)
-        wrapped = nonce + AESGCM(self._master_key()).encrypt(nonce, dek, context.as_aad() + b"|dek")
-        return SecretBytes(dek), WrappedKey(key_id=self.key_id, ciphertext=wrapped)
+        wrapped = nonce + AESGCM(self._master_key()).encrypt(nonce, dek.reveal(), context.as_aad() + b"|dek")
+        return WrappedKey(key_id=self.key_id, ciphertext=wrapped)
 
     def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes:
         if wrapped.key_id != self.key_id:

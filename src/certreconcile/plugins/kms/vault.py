@@ -158,7 +158,7 @@ class VaultKms:
                 f"{what} denied by {self._where} (HTTP {_status(exc)})",
                 code="kms-access-denied",
                 hint=f"the token needs update on {self._mount}/datakey/plaintext/{self._key} "
-                f"and {self._mount}/decrypt/{self._key}",
+                f"and {self._mount}/decrypt/{self._key} (and {self._mount}/encrypt/{self._key} for rewrap)",
             ) from exc
         except hvac.exceptions.InvalidPath as exc:
             raise KmsError(
@@ -221,6 +221,21 @@ class VaultKms:
         if not isinstance(ciphertext, str) or not ciphertext.startswith("vault:") or len(plaintext) != _DEK_BYTES:
             raise KmsError(f"{what}: {self._where} returned a malformed data key", code="kms-error")
         return SecretBytes(plaintext), WrappedKey(key_id=self.key_id, ciphertext=ciphertext.encode("ascii"))
+
+    def wrap_data_key(self, dek: SecretBytes, context: EncryptionContext) -> WrappedKey:
+        """Transit ``encrypt`` of an existing data key, bound to the row as associated data (``kms rewrap``)."""
+        what = f"encrypt for {context.table} {context.row_id}"
+        if len(dek.reveal()) != _DEK_BYTES:
+            raise KmsError(f"{what}: the data key is not 256 bits", code="kms-error")
+        data = self._post(
+            what,
+            f"/v1/{self._mount}/encrypt/{self._key}",
+            {"plaintext": _b64(dek.reveal()), "associated_data": _b64(context.as_aad())},
+        )
+        ciphertext = data.get("ciphertext")
+        if not isinstance(ciphertext, str) or not ciphertext.startswith("vault:"):
+            raise KmsError(f"{what}: {self._where} returned a malformed wrapped key", code="kms-error")
+        return WrappedKey(key_id=self.key_id, ciphertext=ciphertext.encode("ascii"))
 
     def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes:
         what = f"decrypt for {context.table} {context.row_id}"
