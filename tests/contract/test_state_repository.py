@@ -615,7 +615,13 @@ def test_list_key_refs_pages_every_row(session: StateSession) -> None:
         detail = {"cert_id": ids[1], "key_ref": journalled.envelope_json}
         session.journal(JournalEntry(run_id, "key-1", "name-1", step, "done", detail, at=T0))
     session.journal(JournalEntry(run_id, "key-2", "name-2", "key-generated", "started", at=T0))
+    for number in range(12):  # ids past 9: pages must follow numeric, not text, order
+        detail = {"cert_id": ids[2], "key_ref": key_ref("journal-many").envelope_json}
+        session.journal(JournalEntry(run_id, f"many-{number}", "name-2", "key-generated", "done", detail, at=T0))
 
+    many = _all_key_refs(session, KeyRefTable.APPLY_STEP, 5)
+    assert [int(stored.row_id) for stored in many] == sorted(int(stored.row_id) for stored in many)
+    assert len(many) == 13
     certificates = _all_key_refs(session, KeyRefTable.CERTIFICATE, 3)
     assert [stored.row_id for stored in certificates] == ids  # retired and superseded rows too
     assert all(stored.table is KeyRefTable.CERTIFICATE for stored in certificates)
@@ -625,13 +631,14 @@ def test_list_key_refs_pages_every_row(session: StateSession) -> None:
         ("another", "another", None),
         ("internal", "internal", None),
     ]
-    (step,) = _all_key_refs(session, KeyRefTable.APPLY_STEP, 10)  # only key-generated entries with a key
+    step = many[0]  # only key-generated entries with a key
     assert (step.name, step.cert_id, step.key_ref) == ("name-1", ids[1], journalled)
     assert _all_key_refs(session, KeyRefTable.ACME_ACCOUNT, 10) == []
 
     usage = session.key_ref_usage()
     assert [(u.kms, u.key_id, u.count) for u in usage] == [
         ("local", "ca-master", 2),
+        ("local", "journal-many", 12),
         ("local", "journal-master", 1),
         ("local", "master-1", 7),
     ]

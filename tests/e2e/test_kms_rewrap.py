@@ -144,7 +144,7 @@ def test_rewrap_local_to_aws_to_vault(
 
     with postgres_store.session() as session:
         events = session.audit_events(action=AuditAction.KEY_REWRAPPED)
-    assert len(events) == 5 + 5  # 2 certificates, their 2 journal entries, the CA; then the same again
+    assert len(events) == 5 + 7  # 2 certificates, 2 journal entries, the CA; then 1 more of each (rotation)
     ca_events = [e for e in events if e.detail["table"] == "LocalCa"]
     assert [(e.cert_id, e.name) for e in ca_events] == [(None, "internal"), (None, "internal")]
     assert {e.detail["to_kms"] for e in events} == {"aws", "vault"}

@@ -217,7 +217,7 @@ _SQL_KEY_REFS: dict[KeyRefTable, tuple[str, str, str]] = {  # select, after, ord
     KeyRefTable.CERTIFICATE: (
         "SELECT id::text, key_ref, name, id::text FROM Certificate WHERE key_ref <> ''",
         " AND id > %s::uuid",
-        " ORDER BY id LIMIT %s",
+        " ORDER BY Certificate.id LIMIT %s",  # qualified: a bare `id` would sort the id::text output
     ),
     KeyRefTable.LOCAL_CA: (
         "SELECT issuer_name, key_ref, issuer_name, NULL FROM LocalCa WHERE true",
@@ -227,13 +227,13 @@ _SQL_KEY_REFS: dict[KeyRefTable, tuple[str, str, str]] = {  # select, after, ord
     KeyRefTable.ACME_ACCOUNT: (
         "SELECT id::text, key_ref, directory_url, NULL FROM AcmeAccount WHERE true",
         " AND id > %s::bigint",
-        " ORDER BY id LIMIT %s",
+        " ORDER BY AcmeAccount.id LIMIT %s",
     ),
     KeyRefTable.APPLY_STEP: (
         "SELECT id::text, detail->>'key_ref', name, detail->>'cert_id' FROM ApplyStep"
         " WHERE step = 'key-generated' AND detail ? 'key_ref'",
         " AND id > %s::bigint",
-        " ORDER BY id LIMIT %s",
+        " ORDER BY ApplyStep.id LIMIT %s",
     ),
 }
 _SQL_REPLACE_KEY_REF: dict[KeyRefTable, str] = {
