@@ -57,14 +57,19 @@ def create_aws_kms(spec: KmsSpec, context: PluginContext) -> AwsKms:
     return AwsKms(config.key_id, region=config.region, endpoint_url=config.endpoint_url, env=context.env)
 
 
+def _declared_path(value: str | None, context: PluginContext) -> Path | None:
+    """A path from a declaration: relative paths are relative to the desired-state directory."""
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else context.desired_dir / path
+
+
 def create_vault_kms(spec: KmsSpec, context: PluginContext) -> VaultKms:
     """No I/O and no credentials needed here: hvac logs in at the first wrap or unwrap."""
     assert isinstance(spec.config, VaultKmsConfig)
     config = spec.config
-    ca_bundle = None
-    if config.ca_bundle:
-        path = Path(config.ca_bundle)
-        ca_bundle = path if path.is_absolute() else context.desired_dir / path
+    ca_bundle = _declared_path(config.ca_bundle, context)
     return VaultKms(
         url=config.url,
         key=config.key,
@@ -82,10 +87,7 @@ def create_gcp_kms(spec: KmsSpec, context: PluginContext) -> GcpKms:
     """No I/O and no credentials needed here: httpx and the access token are loaded at the first wrap or unwrap."""
     assert isinstance(spec.config, GcpKmsConfig)
     config = spec.config
-    ca_bundle = None
-    if config.ca_bundle:
-        path = Path(config.ca_bundle)
-        ca_bundle = path if path.is_absolute() else context.desired_dir / path
+    ca_bundle = _declared_path(config.ca_bundle, context)
     return GcpKms(config.key_name, endpoint=config.endpoint, ca_bundle=ca_bundle, env=context.env)
 
 
