@@ -12,6 +12,7 @@ shown when it could carry a secret.
     │   └── StalePlanError          a saved plan was built on an older state
     ├── KmsError                    encryption or decryption of a key failed
     ├── IssuerError                 the CA refused or failed to issue or revoke
+    │   └── DnsError                a DNS-01 record could not be published, seen or removed
     ├── TargetError                 a deployment or its verification failed
     └── ApplyError                  one or more changes of an apply failed
 """
@@ -23,6 +24,7 @@ __all__ = [
     "CertReconcileError",
     "ConfigError",
     "DesiredStateError",
+    "DnsError",
     "IssuerError",
     "KmsError",
     "StalePlanError",
@@ -78,6 +80,10 @@ class KmsError(CertReconcileError):
 
 class IssuerError(CertReconcileError):
     default_code = "issuer-error"
+
+
+class DnsError(IssuerError):
+    default_code = "dns-error"
 
 
 class TargetError(CertReconcileError):

@@ -14,12 +14,18 @@ from certreconcile.domain.keys import KeyType
 
 __all__ = [
     "DeployBundle",
+    "Dns01Provider",
+    "DnsTxtRecord",
     "EncryptionContext",
+    "Http01Solver",
     "IssueRequest",
     "IssuedCertificate",
     "Issuer",
     "Kms",
+    "OrderJournal",
+    "RenewalInfo",
     "SecretBytes",
+    "SupportsRenewalInfo",
     "Target",
     "TargetObservation",
     "WrappedKey",
@@ -90,6 +96,21 @@ class Kms(Protocol):
         ...
 
 
+class OrderJournal(Protocol):
+    """Where an issuer with asynchronous orders (ACME) records them, so a rerun resumes instead of re-ordering.
+
+    Backed by the ``AcmeOrder`` table and the step journal of the change being applied.
+    """
+
+    def saved_order_url(self) -> str | None:
+        """The order placed by an earlier, interrupted attempt of this same change, if any."""
+        ...
+
+    def record_order(self, order_url: str, state: str) -> None:
+        """Persist the order (before any challenge is answered) and each later state change."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class IssueRequest:
     name: str
@@ -97,6 +118,10 @@ class IssueRequest:
     key_type: KeyType
     csr_pem: str
     now: datetime
+    challenge: str | None = None  # "http-01" | "dns-01" as declared; None: the issuer's default
+    dns_provider: str | None = None  # declared DNS provider name for dns-01
+    replaces_cert_pem: str | None = None  # the certificate this order renews (ARI ``replaces``)
+    journal: OrderJournal | None = None  # None: nothing to resume (one-shot issuers, tests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +138,59 @@ class Issuer(Protocol):
     def issue(self, request: IssueRequest) -> IssuedCertificate: ...
 
     def revoke(self, cert_pem: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalInfo:
+    """An ACME renewal window (RFC 9773) for one certificate."""
+
+    window_start: datetime
+    window_end: datetime
+    retry_after: datetime  # do not ask again before this
+    explanation_url: str | None = None
+
+
+class SupportsRenewalInfo(Protocol):
+    """An issuer that can say when to renew (ACME with ``renewalInfo`` in its directory)."""
+
+    def renewal_info(self, cert_pem: str, now: datetime) -> RenewalInfo | None:
+        """The CA's suggested window, or None when the CA offers none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DnsTxtRecord:
+    fqdn: str  # e.g. "_acme-challenge.shop.example.com": lower-case, IDNA, no trailing dot
+    value: str  # the TXT value (base64url SHA-256 of the key authorization for ACME)
+
+
+class Dns01Provider(Protocol):
+    """Publishes and removes the TXT records of DNS-01 challenges."""
+
+    name: str
+
+    def present(self, record: DnsTxtRecord) -> None:
+        """Add this TXT value. Other values of the same name stay (a wildcard and its base share one name)."""
+        ...
+
+    def cleanup(self, record: DnsTxtRecord) -> None:
+        """Remove exactly this value; no error when it is already gone."""
+        ...
+
+    def wait_until_visible(self, records: tuple[DnsTxtRecord, ...], timeout: timedelta) -> None:
+        """Return once every authoritative name server of each record's zone answers its value.
+
+        Raises DnsError (one line, no secret) when ``timeout`` passes first.
+        """
+        ...
+
+
+class Http01Solver(Protocol):
+    """Serves ``/.well-known/acme-challenge/{token}`` while an order is open."""
+
+    def present(self, token: str, key_authorization: str) -> None: ...
+
+    def cleanup(self, token: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

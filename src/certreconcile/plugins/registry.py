@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from certreconcile.actual.store import StateStore
-from certreconcile.desired.model import IssuerSpec, KmsSpec, TargetSpec
+from certreconcile.desired.model import IssuerSpec, KmsSpec, PluginSpec, TargetSpec
 from certreconcile.errors import ConfigError
-from certreconcile.plugins.ports import Issuer, Kms, Target
+from certreconcile.plugins.ports import Dns01Provider, Issuer, Kms, Target
 
-__all__ = ["PluginContext", "available_kinds", "create_issuer", "create_kms", "create_target"]
+__all__ = ["PluginContext", "available_kinds", "create_dns_provider", "create_issuer", "create_kms", "create_target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ _BUILTIN: dict[str, dict[str, str]] = {
     },
     "issuers": {"local_ca": "certreconcile.plugins.factories:create_local_ca"},
     "targets": {"files": "certreconcile.plugins.factories:create_files_target"},
+    "dns01": {},
 }
 
 
@@ -78,3 +79,7 @@ def create_issuer(spec: IssuerSpec, context: PluginContext, store: StateStore, k
 
 def create_target(spec: TargetSpec, context: PluginContext) -> Target:
     return cast(Target, _load("targets", spec.kind)(spec, context))
+
+
+def create_dns_provider(spec: PluginSpec, context: PluginContext) -> Dns01Provider:
+    return cast(Dns01Provider, _load("dns01", spec.kind)(spec, context))
