@@ -25,9 +25,13 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.names import CERT_NAME_PATTERN
 
 __all__ = [
+    "ACME_DIRECTORY_PRESETS",
     "DURATION_PATTERN",
     "HOST_PORT_PATTERN",
     "RENEW_BEFORE_PATTERN",
+    "AcmeEabConfig",
+    "AcmeHttp01Config",
+    "AcmeIssuerConfig",
     "AwsKmsConfig",
     "CertificateDocument",
     "DesiredDocument",
@@ -153,6 +157,76 @@ class LocalCaConfig(_Wire):
     """Lifetime of the CA certificate itself."""
 
 
+#: ``directory:`` may name one of these instead of a URL.
+ACME_DIRECTORY_PRESETS: dict[str, str] = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+class AcmeEabConfig(_Wire):
+    """External Account Binding (RFC 8555 §7.3.4): both values come from the environment."""
+
+    key_id_env: str = Field(pattern=ENV_NAME_PATTERN)
+    """Name of the environment variable holding the EAB key id."""
+    hmac_key_env: str = Field(pattern=ENV_NAME_PATTERN)
+    """Name of the environment variable holding the base64url EAB HMAC key (never the key)."""
+
+
+class AcmeStandaloneConfig(_Wire):
+    """A built-in HTTP server answering ``/.well-known/acme-challenge/`` while orders are open."""
+
+    listen: HostPort = "0.0.0.0:80"
+    """Address to listen on; the CA connects to port 80 of each name, so forward it here."""
+
+
+class AcmeWebrootConfig(_Wire):
+    """Token files written under ``<path>/.well-known/acme-challenge/`` of a web server's document root."""
+
+    path: str = Field(min_length=1)
+    """The document root; a relative path is relative to the desired-state directory."""
+
+
+class AcmeHttp01Config(_Wire):
+    """How HTTP-01 challenges are answered: exactly one of standalone or webroot."""
+
+    standalone: AcmeStandaloneConfig | None = None
+    """Serve the tokens from a built-in server."""
+    webroot: AcmeWebrootConfig | None = None
+    """Write the tokens into a web server's document root."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AcmeHttp01Config:
+        if (self.standalone is None) == (self.webroot is None):
+            raise PydanticCustomError("http01_kind", "http01 needs exactly one of: standalone, webroot")
+        return self
+
+
+class AcmeIssuerConfig(_Wire):
+    """An ACME CA (RFC 8555): Let's Encrypt, or an internal one (OpenBao/Vault PKI, step-ca, Pebble)."""
+
+    directory: str = Field(min_length=1)
+    """Directory URL (https://...), or a preset: letsencrypt, letsencrypt-staging."""
+    email: str | None = None
+    """Contact address of the account; null: none."""
+    eab: AcmeEabConfig | None = None
+    """External Account Binding, when the CA requires it."""
+    profile: str | None = None
+    """ACME profile to request (e.g. shortlived, tlsserver, classic), when the CA offers profiles."""
+    preferred_chain: str | None = None
+    """Common name of the root (or top intermediate) of the chain to prefer among the CA's alternates."""
+    ca_bundle: str | None = None
+    """PEM file trusted for the directory's TLS (internal CAs, Pebble); null: the system roots."""
+    http01: AcmeHttp01Config = AcmeHttp01Config(standalone=AcmeStandaloneConfig())
+    """How HTTP-01 challenges are answered; default: standalone on 0.0.0.0:80."""
+    order_timeout: Duration = "5m"
+    """Give up on an order not finished within this time (it is resumed on the next apply)."""
+
+    @property
+    def directory_url(self) -> str:
+        return ACME_DIRECTORY_PRESETS.get(self.directory, self.directory)
+
+
 class FilesTargetConfig(_Wire):
     """Write each certificate to ``<dir>/<name>/{fullchain,chain,cert,privkey}.pem``."""
 
@@ -249,11 +323,13 @@ class KmsEntry(PluginEntry):
 class IssuerEntry(PluginEntry):
     """One issuer instance. Exactly one kind key."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("local_ca",)
+    KINDS: ClassVar[tuple[str, ...]] = ("local_ca", "acme")
     SECTION: ClassVar[str] = "issuer"
 
     local_ca: LocalCaConfig | None = None
     """A private CA run by certreconcile."""
+    acme: AcmeIssuerConfig | None = None
+    """An ACME CA (RFC 8555)."""
 
 
 class TargetEntry(PluginEntry):
