@@ -33,7 +33,8 @@ from helpers import require_binary, with_database
 __all__ = ["require_binary"]
 
 # moto_kms, bao_transit, closed_port; gcp_kms (a Cloud KMS test server): real KMS servers, once per session
-pytest_plugins = ["kms_servers", "gcp_kms_server"]
+# challtestsrv, pebble: Pebble and its challenge test server, once per session
+pytest_plugins = ["kms_servers", "gcp_kms_server", "acme_servers"]
 
 ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"
 

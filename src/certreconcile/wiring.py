@@ -15,7 +15,13 @@ from certreconcile.desired.documents import AwsKmsConfig, LocalKmsConfig, VaultK
 from certreconcile.desired.model import DesiredState, KmsSpec
 from certreconcile.errors import KmsError
 from certreconcile.plugins.ports import Issuer, Kms, Target
-from certreconcile.plugins.registry import PluginContext, create_issuer, create_kms, create_target
+from certreconcile.plugins.registry import (
+    PluginContext,
+    create_dns_provider,
+    create_issuer,
+    create_kms,
+    create_target,
+)
 
 __all__ = [
     "RewrapKms",
@@ -115,8 +121,12 @@ def build_environment(
     desired: DesiredState, settings: Settings, store: StateStore, clock: Clock, actor: str | None = None
 ) -> ApplyEnvironment:
     kms: Kms = create_kms(desired.kms, settings.plugin_context)
+    dns_providers = {
+        name: create_dns_provider(spec, settings.plugin_context) for name, spec in desired.dns_providers.items()
+    }
+    context = replace(settings.plugin_context, dns_providers=dns_providers)
     issuers: dict[str, Issuer] = {
-        name: create_issuer(spec, settings.plugin_context, store, kms) for name, spec in desired.issuers.items()
+        name: create_issuer(spec, context, store, kms) for name, spec in desired.issuers.items()
     }
     return ApplyEnvironment(
         store=store,

@@ -19,6 +19,7 @@ __all__ = [
     "DistributionState",
     "Observations",
     "OpenRotation",
+    "RenewalWindow",
     "ServedCertificate",
     "StateMeta",
 ]
@@ -45,6 +46,14 @@ class OpenRotation:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalWindow:
+    """The renewal window an ACME CA suggested for a certificate (RFC 9773 ARI)."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ActualCertificate:
     """The certificate a managed name currently has (the newest non-superseded row)."""
 
@@ -63,6 +72,7 @@ class ActualCertificate:
     distributions: Mapping[str, DistributionState] = field(default_factory=dict)
     open_rotation: OpenRotation | None = None
     issuer_fingerprint: str | None = None  # the issuer declaration this certificate was issued under
+    renewal_window: RenewalWindow | None = None  # ARI: the CA's suggested window, when it offers one
 
     @property
     def lifetime_seconds(self) -> float:

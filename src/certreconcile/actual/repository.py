@@ -38,9 +38,12 @@ from certreconcile.actual.model import (
     ActualState,
     DistributionState,
     OpenRotation,
+    RenewalWindow,
     StateMeta,
 )
 from certreconcile.actual.store import (
+    AcmeAccountRecord,
+    AcmeOrderRecord,
     AuditAction,
     AuditEvent,
     CertificateRow,
@@ -48,6 +51,7 @@ from certreconcile.actual.store import (
     KeyRefTable,
     KeyRefUsage,
     LocalCaRecord,
+    RenewalInfoRecord,
     StoredKeyRef,
 )
 from certreconcile.domain.keys import KeyRef, KeyType
@@ -176,10 +180,12 @@ def _not_found(what: str, key: object) -> StateError:
 
 
 # The columns every current-row query reads, in the order _row_to_certificate expects.
+# AcmeRenewalInfo has at most one row per certificate (its primary key): the join adds none.
 _SQL_CURRENT_ALL = (
     "SELECT DISTINCT ON (name) id::text, name, domain, san_domains::text, issuer, key_type,"
     " serial_number, not_before, not_after, status, fingerprint, on_delete, key_ref <> '',"
-    " issuer_fingerprint FROM Certificate"
+    " issuer_fingerprint, ari.window_start, ari.window_end"
+    " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE retired_at IS NULL AND status <> 'superseded'"
     " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
     " created_at DESC, not_before DESC, Certificate.id DESC"
@@ -187,7 +193,8 @@ _SQL_CURRENT_ALL = (
 _SQL_CURRENT_ONE = (
     "SELECT id::text, name, domain, san_domains::text, issuer, key_type,"
     " serial_number, not_before, not_after, status, fingerprint, on_delete, key_ref <> '',"
-    " issuer_fingerprint FROM Certificate"
+    " issuer_fingerprint, ari.window_start, ari.window_end"
+    " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE name = %s AND retired_at IS NULL AND status <> 'superseded'"
     " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
     " created_at DESC, not_before DESC, Certificate.id DESC LIMIT 1"
@@ -300,7 +307,7 @@ def _row_to_certificate(
 ) -> ActualCertificate:
     # Field order of ActualCertificate: id, name, domains, issuer, key_type, serial_number,
     # not_before, not_after, status, fingerprint, on_delete, has_key, distributions,
-    # open_rotation, issuer_fingerprint.
+    # open_rotation, issuer_fingerprint, renewal_window.
     return _new_certificate(
         row[0],
         row[1],
@@ -317,6 +324,7 @@ def _row_to_certificate(
         distributions,
         open_rotation,
         row[13],
+        None if row[14] is None else RenewalWindow(row[14], row[15]),
     )
 
 
@@ -601,6 +609,7 @@ class PostgresSession:
             row.chain_pem,
             row.on_delete.value,
             row.issuer_fingerprint,
+            row.ari_replaces,
             row.created_at,
         )
         self._run(
@@ -608,8 +617,8 @@ class PostgresSession:
             lambda conn: conn.execute(
                 "INSERT INTO Certificate (id, domain, san_domains, serial_number, not_before, not_after,"
                 " status, fingerprint, key_ref, name, issuer, key_type, cert_pem, chain_pem, on_delete,"
-                " issuer_fingerprint, created_at)"
-                " VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " issuer_fingerprint, ari_replaces, created_at)"
+                " VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
                 " coalesce(%s, clock_timestamp()))",
                 params,
             ),
@@ -851,6 +860,92 @@ class PostgresSession:
             return updated.rowcount == 1
 
         return self._run(f"replacing the key reference of {table.value} {row_id}", work)
+
+    # --- ACME ----------------------------------------------------------------------
+    def get_acme_account(self, directory_url: str) -> AcmeAccountRecord | None:
+        def work(conn: psycopg.Connection[Any]) -> AcmeAccountRecord | None:
+            row = conn.execute(
+                "SELECT directory_url, key_ref, account_url FROM AcmeAccount WHERE directory_url = %s",
+                (directory_url,),
+            ).fetchone()
+            if row is None:
+                return None
+            return AcmeAccountRecord(directory_url=row[0], key_ref=decode_key_ref(row[1]), account_url=row[2])
+
+        return self._run(f"reading the ACME account of {directory_url}", work)
+
+    def put_acme_account(self, record: AcmeAccountRecord) -> AcmeAccountRecord:
+        key_ref_text = encode_key_ref(record.key_ref)
+
+        def work(conn: psycopg.Connection[Any]) -> AcmeAccountRecord:
+            conn.execute(
+                "INSERT INTO AcmeAccount (directory_url, key_ref, account_url) VALUES (%s, %s, %s)"
+                " ON CONFLICT (directory_url) DO NOTHING",
+                (record.directory_url, key_ref_text, record.account_url),
+            )
+            stored = self.get_acme_account(record.directory_url)
+            if stored is None:
+                raise _not_found("ACME account of", record.directory_url)
+            return stored
+
+        return self._run(f"storing the ACME account of {record.directory_url}", work)
+
+    def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None:
+        def work(conn: psycopg.Connection[Any]) -> AcmeOrderRecord | None:
+            row = conn.execute(
+                "SELECT idempotency_key, name, order_url, state, directory_url, cert_id::text"
+                " FROM AcmeOrder WHERE idempotency_key = %s AND order_url IS NOT NULL",
+                (idempotency_key,),
+            ).fetchone()
+            if row is None:
+                return None
+            return AcmeOrderRecord(
+                idempotency_key=row[0], name=row[1], order_url=row[2], state=row[3], directory_url=row[4] or "",
+                cert_id=row[5],
+            )
+
+        return self._run(f"reading the ACME order of {idempotency_key}", work)
+
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+        self._run(
+            f"recording the ACME order of {record.name}",
+            lambda conn: conn.execute(
+                "INSERT INTO AcmeOrder (idempotency_key, name, order_url, state, directory_url, cert_id,"
+                " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s::uuid, %s, %s)"
+                " ON CONFLICT (idempotency_key) DO UPDATE SET order_url = EXCLUDED.order_url,"
+                " state = EXCLUDED.state, directory_url = EXCLUDED.directory_url, cert_id = EXCLUDED.cert_id,"
+                " updated_at = EXCLUDED.updated_at",
+                (record.idempotency_key, record.name, record.order_url, record.state, record.directory_url,
+                 record.cert_id, at, at),
+            ),
+        )  # fmt: skip
+
+    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
+        def work(conn: psycopg.Connection[Any]) -> RenewalInfoRecord | None:
+            row = conn.execute(
+                "SELECT cert_id::text, window_start, window_end, retry_after, fetched_at, explanation_url"
+                " FROM AcmeRenewalInfo WHERE cert_id = %s",
+                (cert_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return RenewalInfoRecord(*row)
+
+        return self._run(f"reading the renewal info of {cert_id}", work)
+
+    def save_renewal_info(self, record: RenewalInfoRecord) -> None:
+        self._run(
+            f"recording the renewal info of {record.cert_id}",
+            lambda conn: conn.execute(
+                "INSERT INTO AcmeRenewalInfo (cert_id, window_start, window_end, retry_after, fetched_at,"
+                " explanation_url) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (cert_id) DO UPDATE SET window_start = EXCLUDED.window_start,"
+                " window_end = EXCLUDED.window_end, retry_after = EXCLUDED.retry_after,"
+                " fetched_at = EXCLUDED.fetched_at, explanation_url = EXCLUDED.explanation_url",
+                (record.cert_id, record.window_start, record.window_end, record.retry_after, record.fetched_at,
+                 record.explanation_url),
+            ),
+        )  # fmt: skip
 
     def record_failure(self, name: str, at: datetime, until: datetime) -> None:
         self._run(

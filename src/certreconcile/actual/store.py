@@ -24,6 +24,8 @@ from certreconcile.domain.policy import OnDelete
 from certreconcile.domain.status import CertStatus
 
 __all__ = [
+    "AcmeAccountRecord",
+    "AcmeOrderRecord",
     "AuditAction",
     "AuditEvent",
     "CertificateRow",
@@ -31,6 +33,7 @@ __all__ = [
     "KeyRefTable",
     "KeyRefUsage",
     "LocalCaRecord",
+    "RenewalInfoRecord",
     "StateSession",
     "StateStore",
     "StoredKeyRef",
@@ -83,6 +86,7 @@ class CertificateRow:
     on_delete: OnDelete
     issuer_fingerprint: str | None = None
     created_at: datetime | None = None
+    ari_replaces: str | None = None  # the ARI id of the certificate its order replaced (RFC 9773)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,37 @@ class LocalCaRecord:
     name: str  # the issuer's name in the desired state
     cert_pem: str
     key_ref: KeyRef
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeAccountRecord:
+    directory_url: str  # one account per directory
+    key_ref: KeyRef  # the account key, sealed by the KMS (context: AcmeAccount, directory_url)
+    account_url: str  # the account's kid
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeOrderRecord:
+    """An ACME order placed for one change (its idempotency key), for resumption."""
+
+    idempotency_key: str
+    name: str
+    order_url: str
+    state: str  # the order's last known status: pending, ready, processing, valid, invalid
+    directory_url: str
+    cert_id: str | None = None  # the Certificate id the order's key is sealed for
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalInfoRecord:
+    """An ARI answer as stored: the window, and when the CA may be asked again."""
+
+    cert_id: str
+    window_start: datetime
+    window_end: datetime
+    retry_after: datetime
+    fetched_at: datetime
+    explanation_url: str | None = None
 
 
 class KeyRefTable(enum.StrEnum):
@@ -242,6 +277,23 @@ class StateSession(Protocol):
     def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:
         """Compare-and-set: store ``new`` only if the row still holds ``old``; False when it does not."""
         ...
+
+    # --- ACME ----------------------------------------------------------------------
+    def get_acme_account(self, directory_url: str) -> AcmeAccountRecord | None: ...
+
+    def put_acme_account(self, record: AcmeAccountRecord) -> AcmeAccountRecord:
+        """Store the account of a directory; the first writer wins and its record is returned."""
+        ...
+
+    def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None: ...
+
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+        """Insert or update the order of this idempotency key (a replaced order overwrites the URL)."""
+        ...
+
+    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None: ...
+
+    def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
 
     def record_failure(self, name: str, at: datetime, until: datetime) -> None:
         """Remember a failed issuance for backoff; cleared by the next success."""

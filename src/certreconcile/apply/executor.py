@@ -17,6 +17,7 @@ from typing import Literal
 
 from certreconcile.actual.model import ActualCertificate, Observations
 from certreconcile.actual.store import (
+    AcmeOrderRecord,
     AuditAction,
     AuditEvent,
     CertificateRow,
@@ -297,6 +298,9 @@ class ChangeRunner:
         cert_id, key_ref, key_pem = self._key_for(change, spec.key_type)
         key = load_private_key(key_pem)
         self._journal(change, "issue", "started", issuer=spec.issuer)
+        replaces_pem: str | None = None
+        if current is not None and change.action is Action.ROTATE and current.issuer == spec.issuer:
+            replaces_pem = self.session.certificate_pems(current.id)[0]
         issued = issuer.issue(
             IssueRequest(
                 name=change.name,
@@ -304,6 +308,10 @@ class ChangeRunner:
                 key_type=spec.key_type,
                 csr_pem=build_csr(key, spec.domains),
                 now=now,
+                challenge=spec.challenge.value if spec.challenge is not None else None,
+                dns_provider=spec.dns_provider,
+                replaces_cert_pem=replaces_pem,
+                journal=_ChangeOrderJournal(self, change, cert_id),
             )
         )
         facts = read_cert_facts(issued.cert_pem)
@@ -333,6 +341,7 @@ class ChangeRunner:
                     on_delete=spec.on_delete,
                     issuer_fingerprint=self.desired.issuers[spec.issuer].fingerprint,
                     created_at=now,
+                    ari_replaces=issued.ari_replaces,
                 )
             )
             if rotation_id is not None:
@@ -524,6 +533,44 @@ class ChangeRunner:
             self.session.retire(current.id, self.env.clock.now())
             self._audit(change, current.id, AuditAction.RETIRED, on_delete=OnDelete.RETIRE.value)
         return ChangeResult(change, "done", "no longer managed (history kept)", cert_id=current.id)
+
+
+class _ChangeOrderJournal:
+    """The OrderJournal of one change: ``AcmeOrder`` rows keyed by the change's idempotency key.
+
+    An order is resumed only with the key it was placed for (``cert_id``): a change that
+    needs a new key (its earlier certificate was stored) places a new order.
+    """
+
+    def __init__(self, runner: ChangeRunner, change: Change, cert_id: str) -> None:
+        self._runner = runner
+        self._change = change
+        self._cert_id = cert_id
+
+    def saved_order_url(self) -> str | None:
+        record = self._runner.session.acme_order(self._change.idempotency_key)
+        if record is None or record.cert_id != self._cert_id:
+            return None
+        return record.order_url
+
+    def record_order(self, order_url: str, state: str, directory_url: str) -> None:
+        runner, change = self._runner, self._change
+        previous = runner.session.acme_order(change.idempotency_key)
+        runner.session.save_acme_order(
+            AcmeOrderRecord(
+                idempotency_key=change.idempotency_key,
+                name=change.name,
+                order_url=order_url,
+                state=state,
+                directory_url=directory_url,
+                cert_id=self._cert_id,
+            ),
+            runner.env.clock.now(),
+        )
+        if previous is None or previous.order_url != order_url:
+            runner._journal(change, "order-created", "done", order_url=order_url, cert_id=self._cert_id)
+        elif state == "valid" and previous.state != "valid":
+            runner._journal(change, "order-finalized", "done", order_url=order_url)
 
 
 def _still_needed(planned: Change, fresh: Change | None) -> bool:

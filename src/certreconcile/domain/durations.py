@@ -6,7 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-__all__ = ["RenewBefore", "format_duration", "parse_duration", "parse_renew_before"]
+__all__ = ["SHORT_LIVED", "RenewBefore", "format_duration", "parse_duration", "parse_renew_before"]
+
+#: Certificates with a shorter lifetime renew at half their life by default.
+SHORT_LIVED = timedelta(days=10)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -36,7 +39,9 @@ def format_duration(delta: timedelta) -> str:
 class RenewBefore:
     """How long before ``not_after`` renewal is due: a fixed duration or a fraction of the lifetime.
 
-    Neither set means the default, ``min(30 days, lifetime / 3)``.
+    Neither set means the default: ``min(30 days, lifetime / 3)``, and half the lifetime for
+    short-lived certificates (under 10 days, such as Let's Encrypt's 6-day profile), as
+    Let's Encrypt advises for them.
     """
 
     duration: timedelta | None = None
@@ -47,6 +52,8 @@ class RenewBefore:
             return min(self.duration, lifetime)
         if self.fraction is not None:
             return lifetime * self.fraction
+        if lifetime < SHORT_LIVED:
+            return lifetime / 2
         return min(timedelta(days=30), lifetime / 3)
 
     def describe(self) -> str:
@@ -54,7 +61,7 @@ class RenewBefore:
             return format_duration(self.duration)
         if self.fraction is not None:
             return f"{self.fraction * 100:g}%"
-        return "default (min(30d, lifetime/3))"
+        return "default (min(30d, lifetime/3); lifetime/2 under 10d)"
 
 
 def parse_renew_before(text: str) -> RenewBefore:

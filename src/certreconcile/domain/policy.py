@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Challenge", "OnDelete"]
+__all__ = ["Challenge", "OnDelete", "RevocationReason"]
 
 
 class Challenge(enum.StrEnum):
@@ -15,3 +15,26 @@ class Challenge(enum.StrEnum):
 class OnDelete(enum.StrEnum):
     RETIRE = "retire"  # stop managing; keep the certificate and its history
     REVOKE = "revoke"  # revoke at the CA, then stop managing
+
+
+class RevocationReason(enum.IntEnum):
+    """RFC 5280 CRLReason codes, named as the RFC writes them (``--reason keyCompromise``)."""
+
+    unspecified = 0
+    keyCompromise = 1
+    cACompromise = 2
+    affiliationChanged = 3
+    superseded = 4
+    cessationOfOperation = 5
+    certificateHold = 6
+    removeFromCRL = 8
+    privilegeWithdrawn = 9
+    aACompromise = 10
+
+    @classmethod
+    def parse(cls, text: str) -> RevocationReason:
+        """A reason by its RFC name (any case) or number; ValueError listing the names otherwise."""
+        for member in cls:
+            if text.strip().lower() in (member.name.lower(), str(member.value)):
+                return member
+        raise ValueError(f"{text!r} is not an RFC 5280 revocation reason; use one of: {', '.join(m.name for m in cls)}")

@@ -57,6 +57,7 @@ class ReasonCode(enum.StrEnum):
     PREVIOUS_REVOKED = "previous-revoked"
     PREVIOUS_EXPIRED = "previous-expired"
     RENEWAL_WINDOW = "renewal-window"
+    ARI_WINDOW = "ari-window"
     EXPIRED = "expired"
     DOMAINS_CHANGED = "domains-changed"
     KEY_TYPE_CHANGED = "key-type-changed"

@@ -41,7 +41,14 @@ def renewal_time(spec: CertificateSpec, current: ActualCertificate) -> datetime:
     The jitter spreads renewals of certificates issued together; it is at most a tenth of
     the shorter of the renewal window and the time before it, so it can never move the
     renewal before ``not_before``.
+
+    When the CA suggested a window (ARI, RFC 9773), it wins: renewal falls at a point inside
+    it derived from the name and serial (never from ``random``: a random point chosen anew
+    at every plan could skip the window altogether).
     """
+    window = current.renewal_window
+    if window is not None:
+        return window.start + (window.end - window.start) * _jitter_fraction(current.name, current.serial_number)
     lifetime = current.not_after - current.not_before
     lead = renew_before_for(spec.renew_before, lifetime)
     room = min(lead, lifetime - lead)
@@ -106,6 +113,15 @@ def check_renewal_window(spec: CertificateSpec, current: ActualCertificate, now:
     due = renewal_time(spec, current)
     if now < due:
         return []
+    window = current.renewal_window
+    if window is not None:
+        return [
+            Reason(
+                ReasonCode.ARI_WINDOW,
+                f"the CA's suggested renewal window (ARI) opened {_days(now - window.start)} ago"
+                f" and closes in {_days(window.end - now)}",
+            )
+        ]
     lifetime = current.not_after - current.not_before
     lead = renew_before_for(spec.renew_before, lifetime)
     return [

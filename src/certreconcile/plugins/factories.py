@@ -6,6 +6,7 @@ from pathlib import Path
 
 from certreconcile.actual.store import StateStore
 from certreconcile.desired.documents import (
+    AcmeIssuerConfig,
     AwsKmsConfig,
     FilesTargetConfig,
     GcpKmsConfig,
@@ -19,11 +20,12 @@ from certreconcile.plugins.kms.aws import AwsKms
 from certreconcile.plugins.kms.gcp import GcpKms
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.kms.vault import VaultKms
-from certreconcile.plugins.ports import Kms
+from certreconcile.plugins.ports import Http01Solver, Issuer, Kms
 from certreconcile.plugins.registry import PluginContext
 from certreconcile.plugins.targets.files import FilesTarget
 
 __all__ = [
+    "create_acme_issuer",
     "create_aws_kms",
     "create_files_target",
     "create_gcp_kms",
@@ -94,6 +96,35 @@ def create_gcp_kms(spec: KmsSpec, context: PluginContext) -> GcpKms:
 def create_local_ca(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> LocalCaIssuer:
     assert isinstance(spec.config, LocalCaConfig)
     return LocalCaIssuer(spec.name, spec.config, store, kms)
+
+
+def create_acme_issuer(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> Issuer:
+    """No I/O here: the directory is read and the account registered at the first order."""
+    from certreconcile.plugins.issuers.acme.issuer import AcmeIssuer
+    from certreconcile.plugins.issuers.acme.solvers import StandaloneHttp01Solver, WebrootHttp01Solver
+
+    assert isinstance(spec.config, AcmeIssuerConfig)
+    config = spec.config
+    http01: Http01Solver
+    if config.http01.webroot is not None:
+        root = _declared_path(config.http01.webroot.path, context)
+        assert root is not None
+        http01 = WebrootHttp01Solver(root)
+    else:
+        assert config.http01.standalone is not None
+        host, _, port = config.http01.standalone.listen.rpartition(":")
+        http01 = StandaloneHttp01Solver(host.strip("[]"), int(port))
+    ca_bundle = _declared_path(config.ca_bundle, context)
+    return AcmeIssuer(
+        spec.name,
+        config,
+        store,
+        kms,
+        http01=http01,
+        dns_providers=context.dns_providers,
+        env=context.env,
+        ca_bundle=str(ca_bundle) if ca_bundle is not None else None,
+    )
 
 
 def create_files_target(spec: TargetSpec, context: PluginContext) -> FilesTarget:

@@ -106,7 +106,7 @@ class OrderJournal(Protocol):
         """The order placed by an earlier, interrupted attempt of this same change, if any."""
         ...
 
-    def record_order(self, order_url: str, state: str) -> None:
+    def record_order(self, order_url: str, state: str, directory_url: str) -> None:
         """Persist the order (before any challenge is answered) and each later state change."""
         ...
 
@@ -128,6 +128,7 @@ class IssueRequest:
 class IssuedCertificate:
     cert_pem: str  # the leaf
     chain_pem: str  # intermediates (and root where the CA sends it), may be empty
+    ari_replaces: str | None = None  # the ARI id its order named in ``replaces`` (RFC 9773), if the CA took it
 
 
 class Issuer(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +26,8 @@ class PluginContext:
     desired_dir: Path  # relative paths in declarations are relative to this
     data_dir: Path  # CERTRECONCILE_DATA_DIR
     env: Mapping[str, str]
+    # The declared DNS-01 providers, built before the issuers that use them.
+    dns_providers: Mapping[str, Dns01Provider] = field(default_factory=dict)
 
 
 _BUILTIN: dict[str, dict[str, str]] = {
@@ -35,7 +37,10 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "vault": "certreconcile.plugins.factories:create_vault_kms",
         "gcp": "certreconcile.plugins.factories:create_gcp_kms",
     },
-    "issuers": {"local_ca": "certreconcile.plugins.factories:create_local_ca"},
+    "issuers": {
+        "local_ca": "certreconcile.plugins.factories:create_local_ca",
+        "acme": "certreconcile.plugins.factories:create_acme_issuer",
+    },
     "targets": {"files": "certreconcile.plugins.factories:create_files_target"},
     "dns01": {},
 }

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import assert_never
 
@@ -28,6 +28,7 @@ from certreconcile.actual.model import (
     ActualState,
     DistributionState,
     OpenRotation,
+    RenewalWindow,
     StateMeta,
 )
 from certreconcile.actual.repository import (
@@ -38,6 +39,8 @@ from certreconcile.actual.repository import (
     encode_key_ref,
 )
 from certreconcile.actual.store import (
+    AcmeAccountRecord,
+    AcmeOrderRecord,
     AuditAction,
     AuditEvent,
     CertificateRow,
@@ -45,6 +48,7 @@ from certreconcile.actual.store import (
     KeyRefTable,
     KeyRefUsage,
     LocalCaRecord,
+    RenewalInfoRecord,
     StoredKeyRef,
 )
 from certreconcile.clock import Clock, SystemClock
@@ -101,6 +105,9 @@ class _Data:
     backoff: dict[str, _Backoff]
     serial: int
     next_id: int  # shared sequence for rotations, runs, audit events
+    acme_accounts: dict[str, AcmeAccountRecord] = field(default_factory=dict)
+    acme_orders: dict[str, tuple[AcmeOrderRecord, datetime]] = field(default_factory=dict)  # record, created_at
+    renewal_infos: dict[str, RenewalInfoRecord] = field(default_factory=dict)
 
 
 class _NameLock:
@@ -226,6 +233,11 @@ class InMemorySession:
             distributions=distributions,
             open_rotation=rotation,
             issuer_fingerprint=row.issuer_fingerprint,
+            renewal_window=(
+                None
+                if (info := self._data.renewal_infos.get(row.id)) is None
+                else RenewalWindow(info.window_start, info.window_end)
+            ),
         )
 
     # --- reading -------------------------------------------------------------------
@@ -619,6 +631,37 @@ class InMemorySession:
             stored = self.get_local_ca(record.name)
             assert stored is not None
             return stored
+
+    # --- ACME ----------------------------------------------------------------------
+    def get_acme_account(self, directory_url: str) -> AcmeAccountRecord | None:
+        with self._store._mutex:
+            return self._data.acme_accounts.get(directory_url)
+
+    def put_acme_account(self, record: AcmeAccountRecord) -> AcmeAccountRecord:
+        with self._store._mutex:
+            return self._data.acme_accounts.setdefault(record.directory_url, record)
+
+    def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None:
+        with self._store._mutex:
+            stored = self._data.acme_orders.get(idempotency_key)
+            return None if stored is None else stored[0]
+
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+        with self._store._mutex:
+            previous = self._data.acme_orders.get(record.idempotency_key)
+            self._data.acme_orders[record.idempotency_key] = (record, at if previous is None else previous[1])
+
+    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
+        with self._store._mutex:
+            return self._data.renewal_infos.get(cert_id)
+
+    def save_renewal_info(self, record: RenewalInfoRecord) -> None:
+        with self._store._mutex:
+            if record.cert_id not in self._data.certificates:
+                raise StateError(
+                    f"certificate {record.cert_id} does not exist", code="state-not-found", hint="plan again"
+                )
+            self._data.renewal_infos[record.cert_id] = record
 
     def record_failure(self, name: str, at: datetime, until: datetime) -> None:
         with self._store._mutex:

@@ -168,7 +168,10 @@ def test_renewal_time_stays_inside_the_lifetime(desired: DesiredState, renew: Re
     assert current.not_before < due < current.not_after
 
 
-def test_default_renew_before_is_min_30d_or_a_third() -> None:
+def test_default_renew_before_is_min_30d_or_a_third_and_half_for_short_lived() -> None:
     assert RenewBefore().for_lifetime(90 * DAY) == 30 * DAY
-    assert RenewBefore().for_lifetime(6 * DAY) == 2 * DAY
+    assert RenewBefore().for_lifetime(30 * DAY) == 10 * DAY
+    assert RenewBefore().for_lifetime(10 * DAY) == 10 * DAY / 3
+    # Short-lived certificates (Let's Encrypt's 6-day profile) renew at half their life.
+    assert RenewBefore().for_lifetime(6 * DAY) == 3 * DAY
     assert RenewBefore(fraction=0.5).for_lifetime(6 * DAY) == 3 * DAY

@@ -1,0 +1,167 @@
+"""A lean ACME (RFC 8555) client over certbot's ``acme`` wire objects and ``josepy``.
+
+``acme.client.ClientNetwork`` signs every request (JWS, nonces, one ``badNonce`` retry) and
+``acme.messages`` parses the resources; the flow itself lives here because certbot's
+``ClientV2`` sleeps a fixed second before polling, knows no ARI ``replaces`` and cannot
+resume an order by its URL. Polls start short, grow, and honour ``Retry-After``.
+
+One :class:`AcmeConnection` per thread (a ``requests`` session and its nonce pool are not
+shared); the directory and the account are shared.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import requests
+from acme import client as acme_client
+from acme import errors as acme_errors
+from acme import messages
+from cryptography import x509
+from josepy import errors as jose_errors
+from josepy import json_util, jwa, jwk
+
+from certreconcile.errors import IssuerError
+
+__all__ = [
+    "ALREADY_REPLACED",
+    "AcmeConnection",
+    "Poller",
+    "ari_certificate_id",
+    "parse_retry_after",
+    "problem_error",
+]
+
+ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
+USER_AGENT = "certreconcile (+https://github.com/certreconcile/certreconcile)"
+
+
+class NewOrderWithReplaces(messages.NewOrder):
+    """``newOrder`` with RFC 9773's ``replaces`` (certbot's ``NewOrder`` lacks it)."""
+
+    replaces: str | None = json_util.field("replaces", omitempty=True)
+
+
+def ari_certificate_id(cert_pem: str) -> str:
+    """RFC 9773 §4.1: base64url(AKI keyIdentifier) "." base64url(serial DER INTEGER content)."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound as exc:
+        raise IssuerError(
+            "the certificate has no authority key identifier (ARI needs one)", code="acme-ari-id"
+        ) from exc
+    if aki.key_identifier is None:
+        raise IssuerError("the certificate's authority key identifier has no key id", code="acme-ari-id")
+    serial = cert.serial_number
+    serial_bytes = serial.to_bytes(math.ceil((serial.bit_length() + 1) / 8), "big", signed=True)
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    return f"{b64(aki.key_identifier)}.{b64(serial_bytes)}"
+
+
+def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
+    """``Retry-After`` as seconds or an HTTP date (RFC 9110 §10.2.3); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return now + timedelta(seconds=int(value))
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def problem_error(what: str, error: messages.Error, *, code: str = "acme-error", hint: str = "") -> IssuerError:
+    """An RFC 7807 problem from the CA as one line: what we did, the problem type, its detail."""
+    kind = (error.typ or "").rsplit(":", 1)[-1] or "error"
+    detail = " ".join((error.detail or "").split())[:300]
+    subproblems = getattr(error, "subproblems", None) or ()
+    extra = "; ".join(
+        f"{getattr(sub.identifier, 'value', '?')}: {' '.join((sub.detail or '').split())[:120]}"
+        for sub in subproblems[:3]
+    )
+    return IssuerError(
+        f"{what}: the CA answered {kind}: {detail}" + (f" ({extra})" if extra else ""),
+        code=code,
+        hint=hint or "see the CA's message; nothing was issued",
+    )
+
+
+@dataclass(slots=True)
+class Poller:
+    """Short first polls, growing by half each time up to ``ceiling``; ``Retry-After`` wins when later."""
+
+    sleep: Callable[[float], None] = time.sleep
+    first: float = 0.02
+    ceiling: float = 2.0
+
+    def wait(self, attempt: int, retry_after: datetime | None, now: datetime, deadline: float) -> None:
+        delay = min(self.first * (1.5**attempt), self.ceiling)
+        if retry_after is not None:
+            delay = max(delay, (retry_after - now).total_seconds())
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        self.sleep(max(0.0, min(delay, remaining)))
+
+
+class AcmeConnection:
+    """The signed channel of one thread to one directory, for one account key."""
+
+    def __init__(self, directory: messages.Directory, key: jwk.JWK, alg: jwa.JWASignature, verify: str | bool) -> None:
+        self.directory = directory
+        self.key = key
+        self.net = acme_client.ClientNetwork(
+            key=key, alg=alg, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30
+        )
+
+    @staticmethod
+    def fetch_directory(url: str, verify: str | bool) -> messages.Directory:
+        network = acme_client.ClientNetwork(key=None, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
+        response = network.get(url)
+        return messages.Directory.from_json(response.json())
+
+    def use_account(self, account_url: str) -> None:
+        self.net.account = messages.RegistrationResource(body=messages.Registration(), uri=account_url)
+
+    def post(self, url: str, obj: Any) -> requests.Response:
+        return self.net.post(url, obj, new_nonce_url=self.directory["newNonce"])
+
+    def post_as_get(self, url: str) -> requests.Response:
+        return self.post(url, None)
+
+    def get(self, url: str) -> requests.Response:
+        return self.net.get(url)
+
+
+def transport_error(what: str, exc: Exception) -> IssuerError:
+    """Network and protocol failures as one line (never a JWS, never a key)."""
+    if isinstance(exc, messages.Error):
+        return problem_error(what, exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return IssuerError(
+            f"{what}: the CA's TLS certificate is not trusted",
+            code="acme-tls",
+            hint="set ca_bundle to the PEM file of the CA's TLS root (internal CAs, Pebble)",
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return IssuerError(
+            f"{what}: cannot reach the CA ({type(exc).__name__})",
+            code="acme-unreachable",
+            hint="check the directory URL and the network; the order resumes on the next apply",
+        )
+    if isinstance(exc, acme_errors.ClientError | acme_errors.Error | jose_errors.DeserializationError | ValueError):
+        return IssuerError(f"{what}: unexpected answer from the CA ({type(exc).__name__})", code="acme-protocol")
+    return IssuerError(f"{what}: {type(exc).__name__}", code="acme-error")

@@ -1,0 +1,154 @@
+"""ACME issuance end to end: ``certreconcile apply`` against Pebble with real HTTP-01 validation.
+
+Pebble resolves every name through pebble-challtestsrv's DNS (all names → 127.0.0.1) and
+connects to ``http01_port`` on 127.0.0.1, where the standalone solver (or a web server
+serving the webroot) answers. The issued chains verify against Pebble's root, read from its
+management API.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from acme_servers import Pebble
+from e2e.conftest import Runner
+
+pytestmark = pytest.mark.integration
+
+
+def acme_doc(pebble: Pebble, certificates: list[dict[str, Any]], **acme: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "directory": pebble.directory_url,
+        "email": "ops@example.com",
+        "ca_bundle": str(pebble.ca_bundle),
+        "http01": {"standalone": {"listen": f"127.0.0.1:{pebble.http01_port}"}},
+        "order_timeout": "60s",
+    }
+    config.update(acme)
+    return {
+        "kms": {"local": {}},
+        "issuers": {"pebble": {"acme": config}},
+        "targets": {"deploy": {"files": {"dir": "out"}}},
+        "certificates": certificates,
+    }
+
+
+def write(directory: Path, doc: dict[str, Any]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "certificates.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return directory
+
+
+def verify_chain(pebble: Pebble, folder: Path, tmp_path: Path) -> str:
+    """``openssl verify`` of the deployed leaf against Pebble's root; returns openssl's answer."""
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(pebble.root_pem())
+    result = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(root), "-untrusted", str(folder / "chain.pem"), str(folder / "cert.pem")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def subject_names(pem_file: Path) -> set[str]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem_file.read_bytes())
+    return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+
+
+def test_http01_standalone_issues_a_chain_that_verifies(
+    pebble: Pebble, run_cli: Runner, tmp_path: Path, database_url: str
+) -> None:
+    desired = write(
+        tmp_path / "repo",
+        acme_doc(pebble, [{"name": "shop", "domains": ["shop.pebble.test", "www.shop.pebble.test", "api.shop.pebble.test"],
+                           "issuer": "pebble", "targets": ["deploy"]}]),
+    )  # fmt: skip
+    plan = run_cli("plan", "--dir", str(desired), check_code=0)
+    assert "+ issue" in plan.stdout or "issue" in plan.stdout
+    result = run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
+    assert "shop" in result.stdout
+    folder = desired / "out" / "shop"
+    assert "OK" in verify_chain(pebble, folder, tmp_path)
+    assert subject_names(folder / "cert.pem") == {"shop.pebble.test", "www.shop.pebble.test", "api.shop.pebble.test"}
+    assert (folder / "privkey.pem").stat().st_mode & 0o777 == 0o600
+    # One account for the directory, its key sealed; one order, finished.
+    with psycopg.connect(database_url) as conn:
+        accounts = conn.execute("SELECT directory_url, key_ref, account_url FROM AcmeAccount").fetchall()
+        orders = conn.execute("SELECT name, state, order_url FROM AcmeOrder").fetchall()
+    assert [(row[0], row[2].startswith("https://127.0.0.1")) for row in accounts] == [(pebble.directory_url, True)]
+    assert "PRIVATE KEY" not in accounts[0][1]
+    assert [(row[0], row[1]) for row in orders] == [("shop", "valid")]
+    # The standalone server listened only while the order was open.
+    import socket
+
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", pebble.http01_port), timeout=1):
+        pass
+    # Idempotent: a second apply changes nothing and orders nothing.
+    run_cli("plan", "--dir", str(desired), "--detailed-exitcode", check_code=0)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM AcmeOrder").fetchone() == (1,)
+
+
+@pytest.fixture
+def webroot_server(pebble: Pebble, tmp_path: Path) -> Iterator[Path]:
+    """A plain web server on Pebble's HTTP-01 port serving a document root (as nginx would)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", pebble.http01_port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_http01_webroot_writes_and_removes_the_token(
+    pebble: Pebble, run_cli: Runner, tmp_path: Path, webroot_server: Path
+) -> None:
+    desired = write(
+        tmp_path / "repo",
+        acme_doc(pebble, [{"name": "blog", "domains": ["blog.pebble.test"], "issuer": "pebble", "targets": ["deploy"]}],
+                 http01={"webroot": {"path": str(webroot_server)}}),
+    )  # fmt: skip
+    run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
+    verify_chain(pebble, desired / "out" / "blog", tmp_path)
+    challenge_dir = webroot_server / ".well-known" / "acme-challenge"
+    assert challenge_dir.is_dir()  # the token was written there...
+    assert list(challenge_dir.iterdir()) == []  # ...and removed afterwards
+
+
+def test_validation_failure_is_reported_and_backs_off(
+    pebble: Pebble, run_cli: Runner, tmp_path: Path, database_url: str
+) -> None:
+    """A webroot nobody serves: Pebble's validation fails; apply exits 1 with the CA's reason."""
+    desired = write(
+        tmp_path / "repo",
+        acme_doc(pebble, [{"name": "broken", "domains": ["broken.pebble.test"], "issuer": "pebble"}],
+                 http01={"webroot": {"path": str(tmp_path / "unserved")}}),
+    )  # fmt: skip
+    result = run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=1)
+    output = result.stdout + result.stderr
+    assert "broken" in output and "acme-validation-failed" in output, output
+    assert not list((tmp_path / "unserved" / ".well-known" / "acme-challenge").iterdir())  # cleaned up on failure
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM Certificate").fetchone() == (0,)
+        assert conn.execute("SELECT failures FROM IssuanceBackoff WHERE name = 'broken'").fetchone() == (1,)
