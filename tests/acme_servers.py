@@ -16,6 +16,7 @@ tests locally and fails them on CI (``require_binary``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime
@@ -25,9 +26,11 @@ import os
 import ssl
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -38,7 +41,16 @@ from cryptography.x509.oid import NameOID
 from helpers import require_binary
 from kms_servers import free_port
 
-__all__ = ["ChallTestSrv", "Pebble", "challtestsrv", "make_tls_bundle", "pebble", "start_pebble"]
+__all__ = [
+    "AriProxy",
+    "ChallTestSrv",
+    "Pebble",
+    "ari_proxy",
+    "challtestsrv",
+    "make_tls_bundle",
+    "pebble",
+    "start_pebble",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +103,7 @@ class Pebble:
 
 def make_tls_bundle(directory: Path) -> tuple[Path, Path, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1 and localhost: (ca.pem, cert.pem, key.pem)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certreconcile test TLS CA")])
     ca = (
@@ -263,3 +275,125 @@ def challtestsrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChallTest
 def pebble(tmp_path_factory: pytest.TempPathFactory, challtestsrv: ChallTestSrv) -> Iterator[Pebble]:
     with start_pebble(tmp_path_factory.mktemp("pebble"), challtestsrv.dns_address) as server:
         yield server
+
+
+class AriProxy:
+    """An ACME directory with ``renewalInfo`` (RFC 9773), in front of a Pebble that has none.
+
+    Every request is passed to Pebble with the proxy's own Host header, so the URLs Pebble
+    puts in its answers (and checks in each JWS) are the proxy's. The proxy adds
+    ``renewalInfo`` to the directory, answers renewal-info requests with ``window`` and
+    ``Retry-After``, records each newOrder payload, and can answer ``alreadyReplaced`` once
+    for chosen ARI ids.
+    """
+
+    def __init__(self, pebble: Pebble, workdir: Path) -> None:
+        import http.server
+        import threading
+
+        self.pebble = pebble
+        self.ca_bundle, cert, key = make_tls_bundle(workdir / "ari-proxy-tls")
+        self.window: tuple[datetime.datetime, datetime.datetime] | None = None
+        self.retry_after = 3600
+        self.new_orders: list[dict[str, object]] = []
+        self.renewal_info_asked: list[str] = []
+        self.already_replaced: set[str] = set()
+        upstream = urllib.parse.urlsplit(pebble.directory_url)
+        self._upstream = (upstream.hostname or "127.0.0.1", upstream.port or 443)
+        self._upstream_context = ssl.create_default_context(cafile=str(pebble.ca_bundle))
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                proxy._forward(self, "HEAD")
+
+            def do_GET(self) -> None:
+                if self.path == "/dir":
+                    _status, _headers, body = proxy._upstream_call("GET", "/dir", self.headers, b"")
+                    directory = json.loads(body)
+                    directory["renewalInfo"] = f"https://{self.headers['Host']}/renewal-info"
+                    proxy._answer(self, 200, {"Content-Type": "application/json"}, json.dumps(directory).encode())
+                elif self.path.startswith("/renewal-info/"):
+                    proxy.renewal_info_asked.append(self.path.rsplit("/", 1)[-1])
+                    if proxy.window is None:
+                        proxy._answer(self, 404, {"Content-Type": "application/problem+json"}, b'{"type":"x"}')
+                        return
+                    start, end = proxy.window
+                    body = json.dumps(
+                        {"suggestedWindow": {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                             "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                         "explanationURL": "https://example.com/why"}
+                    ).encode()  # fmt: skip
+                    headers = {"Content-Type": "application/json", "Retry-After": str(proxy.retry_after)}
+                    proxy._answer(self, 200, headers, body)
+                else:
+                    proxy._forward(self, "GET")
+
+            def do_POST(self) -> None:
+                proxy._forward(self, "POST")
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._server.daemon_threads = True
+        self.directory_url = f"https://127.0.0.1:{self._server.server_address[1]}/dir"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _upstream_call(self, method: str, path: str, headers: object, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        import http.client
+
+        connection = http.client.HTTPSConnection(*self._upstream, context=self._upstream_context, timeout=30)
+        try:
+            forwarded = {k: v for k, v in headers.items() if k.lower() in ("host", "content-type", "user-agent")}  # type: ignore[attr-defined]
+            connection.request(method, path, body=body or None, headers=forwarded)
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def _forward(self, handler: Any, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        if method == "POST" and handler.path == "/order-plz":
+            payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
+            self.new_orders.append(payload)
+            if payload.get("replaces") in self.already_replaced:
+                self.already_replaced.discard(str(payload["replaces"]))
+                problem = {"type": "urn:ietf:params:acme:error:alreadyReplaced", "detail": "already replaced"}
+                self._answer(handler, 409, {"Content-Type": "application/problem+json"}, json.dumps(problem).encode())
+                return
+        status, headers, answer = self._upstream_call(method, handler.path, handler.headers, body)
+        keep = {k: v for k, v in headers.items() if k.lower() in ("content-type", "replay-nonce", "location", "link",
+                                                                  "retry-after", "cache-control")}  # fmt: skip
+        self._answer(handler, status, keep, answer)
+
+    @staticmethod
+    def _answer(handler: Any, status: int, headers: dict[str, str], body: bytes) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+
+
+@pytest.fixture
+def ari_proxy(pebble: Pebble, tmp_path: Path) -> Iterator[AriProxy]:
+    proxy = AriProxy(pebble, tmp_path)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -13,6 +13,7 @@ import http.server
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 import yaml
 
-from acme_servers import Pebble
+from acme_servers import AriProxy, Pebble
 from e2e.conftest import Runner
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,8 @@ def subject_names(pem_file: Path) -> set[str]:
     from cryptography import x509
 
     cert = x509.load_pem_x509_certificate(pem_file.read_bytes())
-    return set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(names.get_values_for_type(x509.DNSName))
 
 
 def test_http01_standalone_issues_a_chain_that_verifies(
@@ -75,8 +77,8 @@ def test_http01_standalone_issues_a_chain_that_verifies(
 ) -> None:
     desired = write(
         tmp_path / "repo",
-        acme_doc(pebble, [{"name": "shop", "domains": ["shop.pebble.test", "www.shop.pebble.test", "api.shop.pebble.test"],
-                           "issuer": "pebble", "targets": ["deploy"]}]),
+        acme_doc(pebble, [{"name": "shop", "issuer": "pebble", "targets": ["deploy"],
+                           "domains": ["shop.pebble.test", "www.shop.pebble.test", "api.shop.pebble.test"]}]),
     )  # fmt: skip
     plan = run_cli("plan", "--dir", str(desired), check_code=0)
     assert "+ issue" in plan.stdout or "issue" in plan.stdout
@@ -152,3 +154,58 @@ def test_validation_failure_is_reported_and_backs_off(
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM Certificate").fetchone() == (0,)
         assert conn.execute("SELECT failures FROM IssuanceBackoff WHERE name = 'broken'").fetchone() == (1,)
+
+
+def _ari_id_by_certbot(cert_pem: str) -> str:
+    """The ARI certificate id as certbot's acme package computes it (an independent oracle)."""
+    from acme.client import _renewal_info_path_component
+    from cryptography import x509
+
+    return str(_renewal_info_path_component(x509.load_pem_x509_certificate(cert_pem.encode())))
+
+
+def test_ari_window_schedules_the_renewal_and_the_order_replaces_the_old_certificate(
+    ari_proxy: AriProxy, pebble: Pebble, run_cli: Runner, tmp_path: Path, database_url: str
+) -> None:
+    doc = acme_doc(
+        pebble,
+        [
+            {"name": "shop", "domains": ["shop.ari.test"], "issuer": "pebble", "targets": ["deploy"]},
+            {"name": "api", "domains": ["api.ari.test"], "issuer": "pebble", "targets": ["deploy"]},
+        ],
+        directory=ari_proxy.directory_url,
+        ca_bundle=str(ari_proxy.ca_bundle),
+    )
+    desired = write(tmp_path / "repo", doc)
+    run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
+    assert [order.get("replaces") for order in ari_proxy.new_orders] == [None, None]
+    old_pem = {name: (desired / "out" / name / "cert.pem").read_text() for name in ("shop", "api")}
+
+    # A window in the future: nothing to do yet (Pebble's certificates live for years: the
+    # declared renewal window alone would not renew them for a long time either).
+    now = datetime.now(UTC)
+    ari_proxy.retry_after = 0  # ask again at every run
+    ari_proxy.window = (now + timedelta(days=10), now + timedelta(days=11))
+    run_cli("plan", "--dir", str(desired), "--refresh", "--detailed-exitcode", check_code=0)
+    assert set(ari_proxy.renewal_info_asked) == {_ari_id_by_certbot(pem) for pem in old_pem.values()}
+
+    # The CA moves the window into the past (say, a mass revocation is coming): renew now.
+    ari_proxy.window = (now - timedelta(hours=2), now - timedelta(minutes=1))
+    plan = run_cli("plan", "--dir", str(desired), "--refresh", "--detailed-exitcode", check_code=2)
+    assert "~ rotate shop" in plan.stdout and "~ rotate api" in plan.stdout, plan.stdout
+    assert "renewal window (ARI)" in plan.stdout
+    # The CA says api's old certificate was already replaced: that order goes without `replaces`.
+    ari_proxy.already_replaced = {_ari_id_by_certbot(old_pem["api"])}
+    result = run_cli("apply", "--dir", str(desired), "--auto-approve", "--concurrency", "1")
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr
+    renewals = {str(order["identifiers"][0]["value"]): order.get("replaces") for order in ari_proxy.new_orders[2:]}  # type: ignore[index]
+    assert renewals["shop.ari.test"] == _ari_id_by_certbot(old_pem["shop"])
+    assert len([o for o in ari_proxy.new_orders[2:] if o["identifiers"][0]["value"] == "api.ari.test"]) == 2  # type: ignore[index]
+    assert renewals["api.ari.test"] is None  # the retry after alreadyReplaced
+    with psycopg.connect(database_url) as conn:
+        rows = dict(
+            conn.execute("SELECT name, ari_replaces FROM Certificate WHERE status = 'active' ORDER BY name").fetchall()
+        )
+        stored = conn.execute("SELECT count(*) FROM AcmeRenewalInfo").fetchone()
+    assert rows == {"api": None, "shop": _ari_id_by_certbot(old_pem["shop"])}
+    assert stored is not None and stored[0] >= 2  # the windows were persisted by apply

@@ -167,18 +167,35 @@ def _write_plan_file(path: Path, text: str) -> None:
 
 
 def _build_plan(
-    directory: Path, desired: Any, *, refresh: bool, force_rotate: frozenset[str] = frozenset(), store: Any = None
+    directory: Path,
+    desired: Any,
+    *,
+    refresh: bool,
+    force_rotate: frozenset[str] = frozenset(),
+    store: Any = None,
+    issuers: Any = None,
 ) -> Any:
+    """Load, gather and diff. ``issuers`` (apply): ask ACME CAs for renewal windows and store them;
+    ``refresh`` without issuers (plan --refresh): ask, but store nothing."""
     from certreconcile.actual.model import Observations
     from certreconcile.actual.refresh import observe_targets
+    from certreconcile.apply.ari import refresh_renewal_info
+    from certreconcile.clock import SystemClock
     from certreconcile.plan import build_plan
-    from certreconcile.wiring import Settings, build_targets, kms_drift_warnings, open_store
+    from certreconcile.wiring import Settings, build_environment, build_targets, kms_drift_warnings, open_store
 
     settings = Settings.from_env(directory)
     store = store or open_store(settings)
     with store.session() as session:
         actual = session.load_actual()
         key_usage = session.key_ref_usage()
+    ari_warnings: tuple[str, ...] = ()
+    if issuers is not None or refresh:
+        persist = issuers is not None
+        if issuers is None:
+            issuers = build_environment(desired, settings, store, SystemClock()).issuers
+        gathered = refresh_renewal_info(actual, issuers, store, _now(), persist=persist)
+        actual, ari_warnings = gathered.actual, gathered.warnings
     observations = Observations()
     if refresh:
         probes = [
@@ -189,7 +206,7 @@ def _build_plan(
         ]
         observations = observe_targets(probes, build_targets(desired, settings))
     result = build_plan(desired, actual, observations, _now(), force_rotate=force_rotate)
-    extra = kms_drift_warnings(desired, settings, key_usage)
+    extra = (*kms_drift_warnings(desired, settings, key_usage), *ari_warnings)
     if extra:
         from dataclasses import replace
 
@@ -236,7 +253,8 @@ def apply(
                     hint="save one with `plan --out FILE`",
                 ) from exc
         else:
-            the_plan = _build_plan(directory, desired, refresh=refresh, store=store)
+            env = build_environment(desired, settings, store, SystemClock())
+            the_plan = _build_plan(directory, desired, refresh=refresh, store=store, issuers=env.issuers)
             if output_format == "text":
                 sys.stdout.write(render_text(the_plan, color=_use_color()))
             if the_plan.is_empty:
@@ -253,7 +271,8 @@ def apply(
                 if not typer.confirm("Apply these changes?", default=False):
                     _err("Apply cancelled; nothing changed.")
                     raise typer.Exit(ExitCode.ERROR)
-        env = build_environment(desired, settings, store, SystemClock())
+        if plan_file is not None:
+            env = build_environment(desired, settings, store, SystemClock())
         result = _apply(the_plan, desired, env, concurrency, saved=plan_file is not None)
     except CertReconcileError as exc:
         _fail(exc)

@@ -119,7 +119,7 @@ def check_renewal_window(spec: CertificateSpec, current: ActualCertificate, now:
             Reason(
                 ReasonCode.ARI_WINDOW,
                 f"the CA's suggested renewal window (ARI) opened {_days(now - window.start)} ago"
-                f" and closes in {_days(window.end - now)}",
+                + (f" and closes in {_days(window.end - now)}" if window.end > now else " and has closed"),
             )
         ]
     lifetime = current.not_after - current.not_before

@@ -128,9 +128,13 @@ class AcmeConnection:
         )
 
     @staticmethod
+    def anonymous_network(verify: str | bool) -> acme_client.ClientNetwork:
+        """For unauthenticated GETs: the directory, renewal info."""
+        return acme_client.ClientNetwork(key=None, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
+
+    @staticmethod
     def fetch_directory(url: str, verify: str | bool) -> messages.Directory:
-        network = acme_client.ClientNetwork(key=None, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
-        response = network.get(url)
+        response = AcmeConnection.anonymous_network(verify).get(url)
         return messages.Directory.from_json(response.json())
 
     def use_account(self, account_url: str) -> None:

@@ -26,6 +26,8 @@ from typing import Any
 
 import requests
 from acme import challenges, messages
+from acme import client as acme_client
+from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -66,7 +68,8 @@ __all__ = ["AcmeIssuer"]
 _PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\s*", re.DOTALL)
 #: When the CA sends no Retry-After with renewal info (RFC 9773 §4.3.3 suggests 6 hours).
 ARI_DEFAULT_RETRY = timedelta(hours=6)
-_DONE = frozenset({messages.STATUS_VALID, messages.STATUS_INVALID})
+#: What the wire can throw besides the CA's problem documents (messages.Error, caught first where it matters).
+_WIRE_ERRORS = (requests.RequestException, acme_errors.Error, jose_errors.DeserializationError, ValueError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,7 @@ class AcmeIssuer:
             if exc.code == "alreadyRevoked":
                 return
             raise problem_error("revoking the certificate", exc, code="acme-revoke") from exc
-        except (requests.RequestException, ValueError) as exc:
+        except _WIRE_ERRORS as exc:
             raise transport_error("revoking the certificate", exc) from exc
 
     # --- ARI (RFC 9773) ------------------------------------------------------------
@@ -177,11 +180,11 @@ class AcmeIssuer:
             return None
         url = f"{str(base).rstrip('/')}/{ari_certificate_id(cert_pem)}"
         try:
-            response = self._connection().get(url)
+            response = self._anonymous().get(url)  # an unauthenticated GET: no account needed
             info = messages.RenewalInfo.from_json(response.json())
         except messages.Error as exc:
             raise problem_error("fetching renewal info", exc, code="acme-ari") from exc
-        except (requests.RequestException, jose_errors.DeserializationError, ValueError) as exc:
+        except _WIRE_ERRORS as exc:
             raise transport_error("fetching renewal info", exc) from exc
         window = info.suggested_window
         start, end = window.start, window.end
@@ -202,15 +205,29 @@ class AcmeIssuer:
             if self._directory is None:
                 try:
                     self._directory = AcmeConnection.fetch_directory(self.directory_url, self._verify)
-                except (requests.RequestException, messages.Error, jose_errors.DeserializationError, ValueError) as exc:
+                except _WIRE_ERRORS as exc:
                     raise transport_error(f"reading the ACME directory {self.directory_url}", exc) from exc
             return self._directory
+
+    def _offers(self, name: str) -> bool:
+        try:
+            self._get_directory()[name]
+        except KeyError:
+            return False
+        return True
 
     def _directory_entry(self, name: str) -> str:
         try:
             return str(self._get_directory()[name])
         except KeyError as exc:
             raise IssuerError(f"the ACME directory has no {name} resource", code="acme-directory") from exc
+
+    def _anonymous(self) -> acme_client.ClientNetwork:
+        network: acme_client.ClientNetwork | None = getattr(self._local, "anonymous", None)
+        if network is None:
+            network = AcmeConnection.anonymous_network(self._verify)
+            self._local.anonymous = network
+        return network
 
     def _connection(self) -> AcmeConnection:
         connection: AcmeConnection | None = getattr(self._local, "connection", None)
@@ -269,7 +286,7 @@ class AcmeIssuer:
             response = connection.post(directory["newAccount"], messages.NewRegistration.from_data(**fields))
         except messages.Error as exc:
             raise problem_error(f"registering an account at {self.directory_url}", exc, code="acme-account") from exc
-        except (requests.RequestException, ValueError) as exc:
+        except _WIRE_ERRORS as exc:
             raise transport_error(f"registering an account at {self.directory_url}", exc) from exc
         location = response.headers.get("Location")
         if not location:
@@ -289,14 +306,14 @@ class AcmeIssuer:
         if saved:
             try:
                 order, _ = self._fetch_order(connection, saved)
-            except (messages.Error, requests.RequestException, jose_errors.DeserializationError, ValueError):
+            except _WIRE_ERRORS:
                 order = None  # gone or unreadable: place a new one
             if order is not None and order.status != messages.STATUS_INVALID:
                 names = {identifier.value.lower() for identifier in order.identifiers or ()}
                 if names == wanted:
                     return saved, order, None
         replaces: str | None = None
-        if request.replaces_cert_pem is not None and "renewalInfo" in self._get_directory():
+        if request.replaces_cert_pem is not None and self._offers("renewalInfo"):
             replaces = ari_certificate_id(request.replaces_cert_pem)
         identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in request.domains]
         while True:
@@ -310,7 +327,14 @@ class AcmeIssuer:
                     continue
                 raise problem_error(f"ordering a certificate for {', '.join(request.domains)}", exc,
                                     code="acme-order") from exc  # fmt: skip
-            except (requests.RequestException, ValueError) as exc:
+            except acme_errors.ConflictError:
+                # RFC 9773 §5: alreadyReplaced comes as 409 Conflict, which certbot's network
+                # layer raises before reading the problem document.
+                if replaces is not None:
+                    replaces = None
+                    continue
+                raise IssuerError("the CA refused the order (409 Conflict)", code="acme-order") from None
+            except _WIRE_ERRORS as exc:
                 raise transport_error("ordering a certificate", exc) from exc
         order_url = response.headers.get("Location")
         if not order_url:
@@ -328,7 +352,7 @@ class AcmeIssuer:
             for authz_url in order.authorizations or ():
                 try:
                     authz = messages.Authorization.from_json(connection.post_as_get(authz_url).json())
-                except (messages.Error, requests.RequestException, ValueError) as exc:
+                except _WIRE_ERRORS as exc:
                     raise transport_error("reading an authorization", exc) from exc
                 if authz.status == messages.STATUS_VALID:
                     continue
@@ -344,12 +368,14 @@ class AcmeIssuer:
                 remaining = timedelta(seconds=max(1.0, deadline - time.monotonic()))
                 provider.wait_until_visible(records, remaining)
             for item in presented:
+                if item.challenge.status != messages.STATUS_PENDING:
+                    continue  # answered by an interrupted attempt: the CA is validating it, just wait
                 try:
                     connection.post(item.challenge.uri, item.challenge.chall.response(connection.key))
                 except messages.Error as exc:
                     raise problem_error(f"answering the challenge for {item.identifier}", exc,
                                         code="acme-challenge") from exc  # fmt: skip
-                except (requests.RequestException, ValueError) as exc:
+                except _WIRE_ERRORS as exc:
                     raise transport_error("answering a challenge", exc) from exc
             for item in presented:
                 self._wait_for_authorization(connection, item, deadline)
@@ -417,7 +443,7 @@ class AcmeIssuer:
             try:
                 response = connection.post_as_get(item.authz_url)
                 authz = messages.Authorization.from_json(response.json())
-            except (messages.Error, requests.RequestException, ValueError) as exc:
+            except _WIRE_ERRORS as exc:
                 raise transport_error(f"polling the authorization for {item.identifier}", exc) from exc
             if authz.status == messages.STATUS_VALID:
                 return
@@ -460,7 +486,7 @@ class AcmeIssuer:
                             raise problem_error("finalizing the order", exc, code="acme-finalize") from exc
             except IssuerError:
                 raise
-            except (messages.Error, requests.RequestException, jose_errors.DeserializationError, ValueError) as exc:
+            except _WIRE_ERRORS as exc:
                 raise transport_error("finalizing the order", exc) from exc
             if order.status == messages.STATUS_VALID and order.certificate:
                 return order
@@ -493,6 +519,6 @@ class AcmeIssuer:
                             return alternate
         except messages.Error as exc:
             raise problem_error("downloading the certificate", exc, code="acme-download") from exc
-        except (requests.RequestException, ValueError) as exc:
+        except _WIRE_ERRORS as exc:
             raise transport_error("downloading the certificate", exc) from exc
         return fullchain
