@@ -180,9 +180,12 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def start_pebble(workdir: Path, dns_server: str, **environment: str) -> Iterator[Pebble]:
+def start_pebble(
+    workdir: Path, dns_server: str, *, eab_keys: dict[str, str] | None = None, **environment: str
+) -> Iterator[Pebble]:
     """Run one Pebble in ``workdir`` resolving names through ``dns_server``; stopped on exit.
 
+    ``eab_keys``: require External Account Binding with these key ids → base64url HMAC keys.
     ``environment``: Pebble's PEBBLE_* switches. The defaults keep validation real and quick
     (``PEBBLE_VA_NOSLEEP=1``) and turn off the random nonce rejection (the client's badNonce
     retry is tested on its own).
@@ -200,7 +203,8 @@ def start_pebble(workdir: Path, dns_server: str, **environment: str) -> Iterator
             "httpPort": http01_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
+            "externalAccountBindingRequired": bool(eab_keys),
+            "externalAccountMACKeys": dict(eab_keys or {}),
         }
     }
     config_path = workdir / "pebble-config.json"

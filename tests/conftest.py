@@ -34,7 +34,9 @@ __all__ = ["require_binary"]
 
 # moto_kms, bao_transit, closed_port; gcp_kms (a Cloud KMS test server): real KMS servers, once per session
 # challtestsrv, pebble: Pebble and its challenge test server, once per session
-pytest_plugins = ["kms_servers", "gcp_kms_server", "acme_servers"]
+# bind_server, moto_route53, cloudflare_api: DNS servers for DNS-01 (tests/dns_servers.py)
+# bao_pki: OpenBao PKI + ACME on the bao_transit server (tests/bao_pki_server.py)
+pytest_plugins = ["kms_servers", "gcp_kms_server", "acme_servers", "dns_servers", "bao_pki_server"]
 
 ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"
 

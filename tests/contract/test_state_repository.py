@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from certreconcile.actual.model import DistributionState
+from certreconcile.actual.model import DistributionState, IssuanceBackoff
 from certreconcile.actual.store import (
+    AcmeOrderRecord,
     AuditAction,
     AuditEvent,
     CertificateRow,
@@ -505,17 +506,91 @@ def test_local_ca_first_writer_wins(session: StateSession) -> None:
 
 
 def test_backoff(session: StateSession) -> None:
-    session.record_failure("shop", T0, T0 + timedelta(hours=1))
-    session.record_failure("shop", T0 + timedelta(hours=1), T0 + timedelta(hours=3))
-    session.record_failure("api", T0, T0 + timedelta(hours=1))
+    assert session.record_failure("shop", T0, "d1") == T0 + timedelta(hours=1)
+    assert session.record_failure("shop", T0 + timedelta(hours=1), "d1") == T0 + timedelta(hours=3)
+    assert session.record_failure("api", T0, None) == T0 + timedelta(hours=1)
     assert session.load_actual().backoff_until == {
         "api": T0 + timedelta(hours=1),
         "shop": T0 + timedelta(hours=3),
     }
+    assert session.load_actual().backoffs["shop"] == IssuanceBackoff(
+        failures=2, last_failure_at=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3), declaration_digest="d1"
+    )
     assert session.failure_count("shop") == 2  # type: ignore[attr-defined]
     session.clear_failures("shop")
     session.clear_failures("never-failed")
     assert session.load_actual().backoff_until == {"api": T0 + timedelta(hours=1)}
+
+
+def test_backoff_doubles_to_a_cap_and_resets_with_the_declaration(session: StateSession) -> None:
+    waits = []
+    for failure in range(8):
+        at = T0 + timedelta(days=failure)
+        waits.append(session.record_failure("shop", at, "d1") - at)
+    assert [wait / timedelta(hours=1) for wait in waits] == [1, 2, 4, 8, 16, 32, 32, 32]
+    assert session.load_actual().backoffs["shop"].failures == 8
+    at = T0 + timedelta(days=30)
+    assert session.record_failure("shop", at, "d2") == at + timedelta(hours=1)  # another declaration: reset
+    assert session.load_actual().backoffs["shop"] == IssuanceBackoff(1, at, at + timedelta(hours=1), "d2")
+
+
+# --- issuance history (Let's Encrypt budgets) ---------------------------------------------
+
+LE = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+def _acme_certificate(
+    session: StateSession,
+    name: str,
+    created_at: datetime,
+    *,
+    domains: tuple[str, ...],
+    directory: str | None = LE,
+    ari_replaces: str | None = None,
+    order_at: datetime | None = None,
+) -> CertificateRow:
+    row = replace(
+        cert_row(name, created_at=created_at, not_before=created_at, domains=domains, status=CertStatus.SUPERSEDED),
+        ari_replaces=ari_replaces,
+    )
+    session.insert_certificate(row)
+    if directory is not None:
+        session.save_acme_order(
+            AcmeOrderRecord(f"key-{row.id}", name, f"https://ca/order/{row.id}", "valid", directory, cert_id=row.id),
+            order_at or created_at,
+        )
+    return row
+
+
+def test_issuance_history_reads_recent_acme_certificates_and_orders(session: StateSession) -> None:
+    now = datetime.now(UTC)
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    _acme_certificate(session, "old", now - 8 * day, domains=("old.example.com",))  # outside the 7 days
+    _acme_certificate(session, "shop", now - 5 * day, domains=("shop.example.com", "www.shop.example.com"))
+    _acme_certificate(session, "shop", now - 2 * day, domains=("shop.example.com", "www.shop.example.com"))
+    _acme_certificate(session, "api", now - hour, domains=("api.example.com",), ari_replaces="aki.serial")
+    _acme_certificate(session, "local", now - hour, domains=("local.example.com",), directory=None)  # no order
+    _acme_certificate(session, "stg", now - 4 * hour, domains=("stg.example.com",), directory=LE + "x")
+
+    history = session.load_actual().issuance_history
+
+    shop = frozenset({"shop.example.com", "www.shop.example.com"})
+    assert [(p.directory_url, p.domains, p.ari_renewal, p.renewal) for p in history.issuances] == [
+        (LE, shop, False, False),
+        (LE, shop, False, True),  # same names, same issuer, earlier: a renewal
+        (LE + "x", frozenset({"stg.example.com"}), False, False),
+        (LE, frozenset({"api.example.com"}), True, False),
+    ]
+    assert all(now - 7 * day <= p.created_at <= now for p in history.issuances)
+    # Orders: only the last 3 hours (the 4-hour-old one is out), with their ARI flag.
+    assert [(o.directory_url, o.ari_renewal) for o in history.orders] == [(LE, True)]
+
+
+def test_issuance_history_is_empty_without_acme(session: StateSession) -> None:
+    session.insert_certificate(cert_row("shop", created_at=datetime.now(UTC)))
+    history = session.load_actual().issuance_history
+    assert history.issuances == ()
+    assert history.orders == ()
 
 
 # --- transactions and locks -------------------------------------------------------------

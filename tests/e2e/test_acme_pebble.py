@@ -8,10 +8,16 @@ management API.
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
+import json
+import os
+import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +27,7 @@ import psycopg
 import pytest
 import yaml
 
-from acme_servers import AriProxy, Pebble
+from acme_servers import AriProxy, ChallTestSrv, Pebble, start_pebble
 from e2e.conftest import Runner
 
 pytestmark = pytest.mark.integration
@@ -175,10 +181,12 @@ def test_ari_window_schedules_the_renewal_and_the_order_replaces_the_old_certifi
         ],
         directory=ari_proxy.directory_url,
         ca_bundle=str(ari_proxy.ca_bundle),
+        profile="shortlived",
     )
     desired = write(tmp_path / "repo", doc)
     run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
     assert [order.get("replaces") for order in ari_proxy.new_orders] == [None, None]
+    assert {order.get("profile") for order in ari_proxy.new_orders} == {"shortlived"}  # passed through
     old_pem = {name: (desired / "out" / name / "cert.pem").read_text() for name in ("shop", "api")}
 
     # A window in the future: nothing to do yet (Pebble's certificates live for years: the
@@ -209,3 +217,179 @@ def test_ari_window_schedules_the_renewal_and_the_order_replaces_the_old_certifi
         stored = conn.execute("SELECT count(*) FROM AcmeRenewalInfo").fetchone()
     assert rows == {"api": None, "shop": _ari_id_by_certbot(old_pem["shop"])}
     assert stored is not None and stored[0] >= 2  # the windows were persisted by apply
+
+
+@pytest.fixture
+def slow_webroot_server(pebble: Pebble, tmp_path: Path) -> Iterator[Path]:
+    """A web server on Pebble's HTTP-01 port that takes 3 s to answer: validation is slow."""
+    root = tmp_path / "slow-www"
+    root.mkdir()
+
+    class Slow(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(3)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", pebble.http01_port), functools.partial(Slow, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_killed_after_ordering_resumes_the_same_order(
+    pebble: Pebble,
+    run_cli: Runner,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    database_url: str,
+    slow_webroot_server: Path,
+) -> None:
+    """SIGKILL between placing the order and storing the certificate; the rerun finishes that order."""
+    desired = write(
+        tmp_path / "repo",
+        acme_doc(pebble, [{"name": "crash", "domains": ["crash.pebble.test"], "issuer": "pebble",
+                           "targets": ["deploy"]}],
+                 http01={"webroot": {"path": str(slow_webroot_server)}}),
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certreconcile", "apply", "--dir", str(desired), "--auto-approve"],
+        env=cli_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            with psycopg.connect(database_url) as conn:
+                orders = conn.execute("SELECT order_url FROM AcmeOrder WHERE order_url IS NOT NULL").fetchall()
+                stored = conn.execute("SELECT count(*) FROM Certificate").fetchone()
+            if orders:
+                break
+            assert process.poll() is None, f"apply ended before it placed the order: {process.communicate()[0]}"
+            assert time.monotonic() < deadline, "no order was placed within 60 s"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    assert stored == (0,), "the certificate was stored before the kill: the test did not test resumption"
+    first_order = orders[0][0]
+
+    run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
+    verify_chain(pebble, desired / "out" / "crash", tmp_path)
+    with psycopg.connect(database_url) as conn:
+        certificates = conn.execute("SELECT id::text FROM Certificate WHERE name = 'crash'").fetchall()
+        orders_after = conn.execute("SELECT order_url, state, cert_id::text FROM AcmeOrder").fetchall()
+        placed = conn.execute(
+            "SELECT count(*) FROM ApplyStep WHERE name = 'crash' AND step = 'order-created'"
+        ).fetchone()
+    assert len(certificates) == 1
+    assert orders_after == [(first_order, "valid", certificates[0][0])]  # the same order, finished
+    assert placed == (1,)  # one order ever placed for this change
+
+
+def test_revoke_reaches_pebble_with_its_reason(
+    pebble: Pebble, run_cli: Runner, tmp_path: Path, database_url: str
+) -> None:
+    desired = write(
+        tmp_path / "repo",
+        acme_doc(pebble, [{"name": "leaked", "domains": ["leaked.pebble.test"], "issuer": "pebble",
+                           "targets": ["deploy"]}]),
+    )  # fmt: skip
+    run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT serial_number FROM Certificate WHERE name = 'leaked'").fetchone()
+    assert row is not None
+    serial = row[0]
+    assert pebble.cert_status(serial)["Status"] == "Valid"
+
+    # The files target still holds it: refused without --force, and nothing reached the CA.
+    refused = run_cli("revoke", "leaked", "--dir", str(desired), "--reason", "keyCompromise", check_code=1)
+    assert "error[revoke-still-served]" in refused.stderr
+    assert pebble.cert_status(serial)["Status"] == "Valid"
+
+    run_cli("revoke", "leaked", "--dir", str(desired), "--reason", "keyCompromise", "--force", check_code=0)
+    status = pebble.cert_status(serial)
+    assert status["Status"] == "Revoked", status
+    assert status.get("Reason") in (None, 1), status  # RFC 5280 keyCompromise = 1 where Pebble reports it
+    audit = run_cli("audit", "--dir", str(desired), "--name", "leaked", "--format", "json", check_code=0)
+    revoked = [event for event in json.loads(audit.stdout) if event["action"] == "revoked"]
+    assert [event["detail"]["reason"] for event in revoked] == ["keyCompromise"]
+    # The name is still declared: the next plan rotates it.
+    plan = run_cli("plan", "--dir", str(desired), "--detailed-exitcode", check_code=2)
+    assert "~ rotate leaked" in plan.stdout
+
+
+def test_kms_rewrap_moves_the_acme_account_key_and_the_account_keeps_working(
+    pebble: Pebble, run_cli: Runner, cli_env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    desired = write(
+        tmp_path / "repo",
+        acme_doc(pebble, [{"name": "moved", "domains": ["moved.pebble.test"], "issuer": "pebble",
+                           "targets": ["deploy"]}]),
+    )  # fmt: skip
+    run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT account_url, key_ref FROM AcmeAccount").fetchall()
+    new_key = tmp_path / "keys" / "new.key"
+    to = tmp_path / "new-kms.yaml"
+    to.write_text(yaml.safe_dump({"kms": {"local": {"key_file": str(new_key)}}}))
+    moved = run_cli("kms", "rewrap", "--dir", str(desired), "--to", str(to), check_code=0)
+    # The certificate, its journalled key and the ACME account key.
+    assert "rewrapped 3, skipped 0, failed 0" in moved.stdout, moved.stdout
+    with psycopg.connect(database_url) as conn:
+        after = conn.execute("SELECT account_url, key_ref FROM AcmeAccount").fetchall()
+    assert len(after) == 1
+    assert after[0][0] == before[0][0]
+    assert after[0][1] != before[0][1]
+    assert json.loads(after[0][1])["ciphertext"] == json.loads(before[0][1])["ciphertext"]  # only the DEK moved
+
+    # Under the new key only, a forced rotation signs its order with the same (unwrapped) account.
+    env = {**cli_env, "CERTRECONCILE_LOCAL_KMS_KEY_FILE": str(new_key)}
+    run_cli("rotate", "moved", "--dir", str(desired), env=env, check_code=0)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT account_url FROM AcmeAccount").fetchall() == [(before[0][0],)]
+        assert conn.execute("SELECT count(*) FROM Certificate WHERE name = 'moved'").fetchone() == (2,)
+    verify_chain(pebble, desired / "out" / "moved", tmp_path)
+
+
+@pytest.fixture
+def pebble_with_eab(tmp_path: Path, challtestsrv: ChallTestSrv) -> Iterator[tuple[Pebble, str, str]]:
+    key_id, hmac_key = "kid-certreconcile", base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    with start_pebble(tmp_path / "pebble-eab", challtestsrv.dns_address, eab_keys={key_id: hmac_key}) as server:
+        yield server, key_id, hmac_key
+
+
+def test_external_account_binding_from_the_environment(
+    pebble_with_eab: tuple[Pebble, str, str], run_cli: Runner, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    pebble, key_id, hmac_key = pebble_with_eab
+    desired = write(
+        tmp_path / "repo",
+        acme_doc(pebble, [{"name": "bound", "domains": ["bound.pebble.test"], "issuer": "pebble",
+                           "targets": ["deploy"]}],
+                 eab={"key_id_env": "ACME_EAB_KID", "hmac_key_env": "ACME_EAB_HMAC"}),
+    )  # fmt: skip
+    # Without the variables: a clear error naming them, nothing issued, no secret printed.
+    missing = run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=1)
+    assert "ACME_EAB_KID" in missing.stdout + missing.stderr
+    # A wrong HMAC key: the CA refuses the binding.
+    wrong = {**cli_env, "ACME_EAB_KID": key_id, "ACME_EAB_HMAC": base64.urlsafe_b64encode(b"x" * 32).decode()}
+    # (The failure backs the name off; `rotate` tries again at once.)
+    refused = run_cli("rotate", "bound", "--dir", str(desired), env=wrong, check_code=1)
+    assert "acme-account" in refused.stdout + refused.stderr
+    env = {**cli_env, "ACME_EAB_KID": key_id, "ACME_EAB_HMAC": hmac_key}
+    result = run_cli("rotate", "bound", "--dir", str(desired), env=env, check_code=0)
+    assert hmac_key not in result.stdout + result.stderr
+    verify_chain(pebble, desired / "out" / "bound", tmp_path)

@@ -74,7 +74,11 @@ def test_plan_apply_status_audit_cycle(run_cli: Runner, desired_dir: Path, datab
     rotated = run_cli("rotate", audit[0]["name"], "--dir", d, check_code=0)
     assert "rotate" not in rotated.stderr
     assert run_cli("plan", "--dir", d, "--detailed-exitcode").returncode == 0
-    revoked = run_cli("revoke", audit[0]["name"], "--dir", d, "--reason", "keyCompromise", check_code=0)
+    refused = run_cli("revoke", audit[0]["name"], "--dir", d, "--reason", "keyCompromise", check_code=1)
+    assert "error[revoke-still-served]" in refused.stderr and "--force" in refused.stderr
+    bad_reason = run_cli("revoke", audit[0]["name"], "--dir", d, "--reason", "because", check_code=1)
+    assert "not an RFC 5280 revocation reason" in bad_reason.stderr
+    revoked = run_cli("revoke", audit[0]["name"], "--dir", d, "--reason", "keyCompromise", "--force", check_code=0)
     assert "revoked" in revoked.stdout
     after_revoke = run_cli("plan", "--dir", d, "--detailed-exitcode", check_code=2)
     assert "~ rotate " + audit[0]["name"] in after_revoke.stdout

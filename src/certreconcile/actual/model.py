@@ -7,21 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import OnDelete
 from certreconcile.domain.status import CertStatus
 
 __all__ = [
+    "BACKOFF_CAP",
+    "BACKOFF_INITIAL",
+    "HISTORY_ORDERS_WINDOW",
+    "HISTORY_WINDOW",
     "ActualCertificate",
     "ActualState",
     "DistributionState",
+    "IssuanceBackoff",
+    "IssuanceHistory",
     "Observations",
     "OpenRotation",
+    "PastIssuance",
+    "PastOrder",
     "RenewalWindow",
     "ServedCertificate",
     "StateMeta",
+    "backoff_delay",
 ]
 
 
@@ -87,11 +96,72 @@ class StateMeta:
     serial: int  # bumped by every apply that changed anything
 
 
+#: The first backoff after a failed issuance; each further failure in a row doubles it, up to the cap.
+BACKOFF_INITIAL = timedelta(hours=1)
+BACKOFF_CAP = timedelta(hours=32)
+
+
+def backoff_delay(failures: int) -> timedelta:
+    """How long a name waits after its ``failures``-th failed issuance in a row: 1 h, 2 h, 4 h ... 32 h."""
+    return min(BACKOFF_INITIAL * (1 << min(max(failures, 1) - 1, 16)), BACKOFF_CAP)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceBackoff:
+    """A name whose issuance failed: the planner leaves it alone until ``until``, unless its declaration changed."""
+
+    failures: int  # failed issuances in a row (under this declaration)
+    last_failure_at: datetime
+    until: datetime
+    declaration_digest: str | None  # the certificate's declaration when it last failed; None: unknown (old rows)
+
+
+#: How far back the issuance history reaches (Let's Encrypt's weekly limits), and the orders' window.
+HISTORY_WINDOW = timedelta(days=7)
+HISTORY_ORDERS_WINDOW = timedelta(hours=3)
+
+
+@dataclass(frozen=True, slots=True)
+class PastIssuance:
+    """A certificate an ACME CA issued recently (for the CA's rate limits; never for decisions on a name)."""
+
+    directory_url: str  # the ACME directory its order was placed with
+    domains: frozenset[str]
+    created_at: datetime
+    ari_renewal: bool  # its order named the certificate it replaced (RFC 9773): exempt from Let's Encrypt limits
+    renewal: bool  # an earlier certificate of the same issuer had exactly these names
+
+
+@dataclass(frozen=True, slots=True)
+class PastOrder:
+    """A new ACME order placed recently (Let's Encrypt counts them per account)."""
+
+    directory_url: str
+    created_at: datetime
+    ari_renewal: bool = False  # its certificate was an ARI renewal
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceHistory:
+    """Recent ACME issuances (``HISTORY_WINDOW``) and orders (``HISTORY_ORDERS_WINDOW``), by the store's clock.
+
+    The planner counts only what falls inside the windows measured from its own ``now``.
+    """
+
+    issuances: tuple[PastIssuance, ...] = ()
+    orders: tuple[PastOrder, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class ActualState:
     meta: StateMeta
     certificates: Mapping[str, ActualCertificate]  # managed (not retired) names, in name order
-    backoff_until: Mapping[str, datetime] = field(default_factory=dict)  # per name, after failures
+    backoffs: Mapping[str, IssuanceBackoff] = field(default_factory=dict)  # per name, after failed issuances
+    issuance_history: IssuanceHistory = IssuanceHistory()
+
+    @property
+    def backoff_until(self) -> Mapping[str, datetime]:
+        return {name: backoff.until for name, backoff in self.backoffs.items()}
 
     @staticmethod
     def empty(lineage: str = "00000000-0000-0000-0000-000000000000") -> ActualState:

@@ -34,10 +34,18 @@ from psycopg.conninfo import conninfo_to_dict
 
 from certreconcile.actual import migrate
 from certreconcile.actual.model import (
+    BACKOFF_CAP,
+    BACKOFF_INITIAL,
+    HISTORY_ORDERS_WINDOW,
+    HISTORY_WINDOW,
     ActualCertificate,
     ActualState,
     DistributionState,
+    IssuanceBackoff,
+    IssuanceHistory,
     OpenRotation,
+    PastIssuance,
+    PastOrder,
     RenewalWindow,
     StateMeta,
 )
@@ -211,6 +219,43 @@ _SQL_OPEN_ROTATIONS_ALL = (
     "SELECT c.name, r.id, r.cert_id::text, r.new_cert_id::text, r.triggered_at"
     " FROM CertRotation r JOIN Certificate c ON c.id = r.cert_id WHERE r.completed_at IS NULL"
 )
+_SQL_BACKOFFS_ALL = (
+    "SELECT name, failures, last_failure_at, until, declaration_digest FROM IssuanceBackoff ORDER BY name"
+)
+# Certificates ACME CAs issued in the window (the join to their order gives the directory;
+# certificates of other issuers have no order). `renewal`: an earlier certificate of the
+# same issuer had the same names (idx_cert_domain). Both sides bounded by time (0005's
+# index, and idx_acmeorder_directory_created): an order is placed before its certificate,
+# and ACME orders expire within days, so one window more on the order's side loses nothing.
+_SQL_RECENT_ISSUANCES = (
+    "SELECT o.directory_url, c.domain, c.san_domains::text, c.created_at, c.ari_replaces IS NOT NULL,"
+    " EXISTS (SELECT 1 FROM Certificate p WHERE p.domain = c.domain AND p.san_domains = c.san_domains"
+    " AND p.issuer = c.issuer AND p.created_at < c.created_at)"
+    " FROM Certificate c JOIN AcmeOrder o ON o.cert_id = c.id"
+    " WHERE c.created_at >= now() - %(window)s AND o.directory_url IS NOT NULL"
+    " AND o.created_at >= now() - 2 * %(window)s"
+    " ORDER BY c.created_at, c.id"
+)
+_SQL_RECENT_ORDERS = (
+    "SELECT o.directory_url, o.created_at, coalesce(c.ari_replaces IS NOT NULL, false)"
+    " FROM AcmeOrder o LEFT JOIN Certificate c ON c.id = o.cert_id"
+    " WHERE o.created_at >= now() - %s AND o.directory_url IS NOT NULL"
+    " ORDER BY o.created_at, o.id"
+)
+# One statement: a failure under the same declaration doubles the wait (capped), another
+# declaration starts again at one failure.
+_SQL_RECORD_FAILURE = (
+    "INSERT INTO IssuanceBackoff AS b (name, failures, last_failure_at, until, declaration_digest)"
+    " VALUES (%(name)s, 1, %(at)s, %(at)s + %(initial)s, %(digest)s)"
+    " ON CONFLICT (name) DO UPDATE SET"
+    " failures = CASE WHEN b.declaration_digest IS NOT DISTINCT FROM EXCLUDED.declaration_digest"
+    " THEN b.failures + 1 ELSE 1 END,"
+    " last_failure_at = EXCLUDED.last_failure_at,"
+    " until = EXCLUDED.last_failure_at + least(%(initial)s * power(2, CASE WHEN b.declaration_digest"
+    " IS NOT DISTINCT FROM EXCLUDED.declaration_digest THEN least(b.failures, 16) ELSE 0 END), %(cap)s),"
+    " declaration_digest = EXCLUDED.declaration_digest"
+    " RETURNING until"
+)
 _SQL_OPEN_ROTATION_ONE = (
     "SELECT c.name, r.id, r.cert_id::text, r.new_cert_id::text, r.triggered_at"
     " FROM CertRotation r JOIN Certificate c ON c.id = r.cert_id"
@@ -343,6 +388,8 @@ def _build_state(
     dist_rows: Sequence[Sequence[Any]],
     rotation_rows: Sequence[Sequence[Any]],
     backoff_rows: Sequence[Sequence[Any]],
+    issuance_rows: Sequence[Sequence[Any]] = (),
+    order_rows: Sequence[Sequence[Any]] = (),
 ) -> ActualState:
     by_name: dict[str, dict[str, DistributionState]] = {}
     for row in dist_rows:
@@ -355,7 +402,14 @@ def _build_state(
     return ActualState(
         meta=StateMeta(lineage=meta_row[0], serial=meta_row[1]),
         certificates=certificates,
-        backoff_until={row[0]: row[1] for row in backoff_rows},
+        backoffs={row[0]: IssuanceBackoff(row[1], row[2], row[3], row[4]) for row in backoff_rows},
+        issuance_history=IssuanceHistory(
+            issuances=tuple(
+                PastIssuance(row[0], frozenset(_domains(row[1], row[2])), row[3], row[4], row[5])
+                for row in issuance_rows
+            ),
+            orders=tuple(PastOrder(row[0], row[1], row[2]) for row in order_rows),
+        ),
     )
 
 
@@ -400,14 +454,18 @@ class PostgresSession:
                     cert_rows = cursor.execute(_SQL_CURRENT_ALL).fetchall()
                     dist_rows = cursor.execute(_SQL_DISTRIBUTIONS_ALL).fetchall()
                     rotation_rows = cursor.execute(_SQL_OPEN_ROTATIONS_ALL).fetchall()
-                    backoff_rows = cursor.execute("SELECT name, until FROM IssuanceBackoff ORDER BY name").fetchall()
+                    backoff_rows = cursor.execute(_SQL_BACKOFFS_ALL).fetchall()
+                    issuance_rows = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW}).fetchall()
+                    order_rows = cursor.execute(_SQL_RECENT_ORDERS, (HISTORY_ORDERS_WINDOW,)).fetchall()
             if meta_row is None:
                 raise _missing_meta()
             # Hundreds of thousands of new objects would trigger many useless GC passes.
             collecting = gc.isenabled()
             gc.disable()
             try:
-                return _build_state(meta_row, cert_rows, dist_rows, rotation_rows, backoff_rows)
+                return _build_state(
+                    meta_row, cert_rows, dist_rows, rotation_rows, backoff_rows, issuance_rows, order_rows
+                )
             finally:
                 if collecting:
                     gc.enable()
@@ -947,16 +1005,16 @@ class PostgresSession:
             ),
         )  # fmt: skip
 
-    def record_failure(self, name: str, at: datetime, until: datetime) -> None:
-        self._run(
-            f"recording a failed issuance of {name}",
-            lambda conn: conn.execute(
-                "INSERT INTO IssuanceBackoff (name, failures, last_failure_at, until) VALUES (%s, 1, %s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET failures = IssuanceBackoff.failures + 1,"
-                " last_failure_at = EXCLUDED.last_failure_at, until = EXCLUDED.until",
-                (name, at, until),
-            ),
-        )
+    def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
+        params = {"name": name, "at": at, "initial": BACKOFF_INITIAL, "cap": BACKOFF_CAP, "digest": declaration_digest}
+
+        def work(conn: psycopg.Connection[Any]) -> datetime:
+            row = conn.execute(_SQL_RECORD_FAILURE, params).fetchone()
+            assert row is not None  # INSERT ... RETURNING always returns the row
+            until: datetime = row[0]
+            return until
+
+        return self._run(f"recording a failed issuance of {name}", work)
 
     def clear_failures(self, name: str) -> None:
         self._run(

@@ -176,7 +176,9 @@ class KeyRefUsage:
 class StateSession(Protocol):
     # --- reading -------------------------------------------------------------------
     def load_actual(self) -> ActualState:
-        """Every managed name's current certificate, its distributions and open rotation.
+        """Every managed name's current certificate, its distributions and open rotation,
+        the backoffs, and the recent ACME issuance history (``HISTORY_WINDOW`` back from the
+        store's clock; orders ``HISTORY_ORDERS_WINDOW`` back).
 
         A fixed number of queries, whatever the number of certificates.
         """
@@ -295,8 +297,13 @@ class StateSession(Protocol):
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
 
-    def record_failure(self, name: str, at: datetime, until: datetime) -> None:
-        """Remember a failed issuance for backoff; cleared by the next success."""
+    def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
+        """Remember a failed issuance of ``name``; returns until when it is backed off.
+
+        The backoff is ``backoff_delay(failures)`` after ``at`` (1 h doubling to 32 h); a failure
+        under another ``declaration_digest`` than the last one starts again at one failure.
+        Cleared by the next success.
+        """
         ...
 
     def clear_failures(self, name: str) -> None: ...

@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from certreconcile.actual.model import ActualCertificate, Observations
@@ -31,7 +31,8 @@ from certreconcile.desired.model import DesiredState, OnDelete
 from certreconcile.domain.certs import read_cert_facts
 from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.status import CertStatus, allowed_transitions
-from certreconcile.errors import CertReconcileError, IssuerError, StalePlanError, TargetError
+from certreconcile.errors import ApplyError, CertReconcileError, IssuerError, StalePlanError, TargetError
+from certreconcile.plan.backoff import declaration_digest
 from certreconcile.plan.diff import change_for_name
 from certreconcile.plan.plan import Action, Change, Plan
 from certreconcile.plan.policies import renewal_time
@@ -61,13 +62,12 @@ __all__ = [
     "apply_plan",
     "certificate_context",
     "check_fresh",
+    "refuse_plan_errors",
     "revoke_now",
+    "serving_targets",
 ]
 
 Outcome = Literal["done", "skipped", "failed"]
-
-#: After a failed issuance, the name is backed off this long (recorded for `run`, doubled per failure).
-BACKOFF_INITIAL = timedelta(hours=1)
 
 
 def certificate_context(cert_id: str) -> EncryptionContext:
@@ -138,7 +138,12 @@ def apply_plan(
     saved: bool = False,
     plan_observations: Observations | None = None,
 ) -> ApplyResult:
-    """Run every change of ``plan``. With ``saved``, first refuse a stale plan (nothing changes)."""
+    """Run every change of ``plan``. With ``saved``, first refuse a stale plan (nothing changes).
+
+    A plan with error diagnostics (a Let's Encrypt budget exceeded) is refused before anything
+    happens: no run is recorded, no CA is contacted.
+    """
+    refuse_plan_errors(plan)
     with env.store.session() as session:
         if saved:
             check_fresh(plan, desired, session)
@@ -154,6 +159,16 @@ def apply_plan(
             outcome = "failed"
         session.finish_run(run_id, outcome, env.clock.now())
     return ApplyResult(run_id=run_id, results=results, serial=serial, failures=failures)
+
+
+def refuse_plan_errors(plan: Plan) -> None:
+    """Raise :class:`ApplyError` naming the plan's first error diagnostic (and how many more there are)."""
+    errors = plan.errors
+    if not errors:
+        return
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''} in the plan)" if len(errors) > 1 else ""
+    raise ApplyError(f"apply refused, nothing was changed: {first.summary}{more}", code=first.code, hint=first.hint)
 
 
 def _run_all(
@@ -273,8 +288,9 @@ class ChangeRunner:
                 self._audit(change, cert_id, AuditAction.FAILED, error=message)
                 self._journal(change, change.action.value, "failed", error=message)
                 if change.action in (Action.ISSUE, Action.ROTATE):
-                    now = self.env.clock.now()
-                    self.session.record_failure(change.name, now, now + BACKOFF_INITIAL)
+                    # The planner skips the name until the backoff ends or its declaration changes.
+                    digest = declaration_digest(self.desired, change.name)
+                    self.session.record_failure(change.name, self.env.clock.now(), digest)
             except Exception as record_exc:  # noqa: BLE001  the store itself is failing: report both
                 message += f" (and recording the failure failed: {type(record_exc).__name__})"
             return ChangeResult(change, "failed", message)
@@ -583,8 +599,25 @@ def _still_needed(planned: Change, fresh: Change | None) -> bool:
     return fresh.action is planned.action and fresh.replaces == planned.replaces
 
 
-def revoke_now(name: str, desired: DesiredState, env: ApplyEnvironment, reason: str, now: datetime) -> ChangeResult:
-    """``certreconcile revoke NAME``: revoke the current certificate of a name at once."""
+def serving_targets(current: ActualCertificate, targets: Mapping[str, Target]) -> tuple[str, ...]:
+    """The targets that serve ``current`` right now (asked live: handshake or read-back)."""
+    serving = []
+    for target_name in sorted(current.distributions):
+        target = targets.get(target_name)
+        if target is None:
+            continue
+        if target.observe(current.name, current.domains).fingerprint == current.fingerprint:
+            serving.append(target_name)
+    return tuple(serving)
+
+
+def revoke_now(
+    name: str, desired: DesiredState, env: ApplyEnvironment, reason: str, now: datetime, *, force: bool = False
+) -> ChangeResult:
+    """``certreconcile revoke NAME``: revoke the current certificate of a name at once.
+
+    Refused while a target still serves it (clients would fail at once), unless ``force``.
+    """
     from certreconcile.plan.plan import Reason, ReasonCode
 
     with env.store.session() as session:
@@ -597,6 +630,15 @@ def revoke_now(name: str, desired: DesiredState, env: ApplyEnvironment, reason: 
             )
         if current.status is CertStatus.REVOKED:
             raise CertReconcileError(f"{name} is already revoked", code="already-revoked")
+        if not force:
+            serving = serving_targets(current, env.targets)
+            if serving:
+                raise CertReconcileError(
+                    f"{name} is still served by {', '.join(serving)}: revoking it would break their clients",
+                    code="revoke-still-served",
+                    hint=f"deploy a replacement first (`certreconcile rotate {name}`), or pass --force "
+                    "(e.g. after a key compromise)",
+                )
         change = Change(
             action=Action.REVOKE,
             name=name,

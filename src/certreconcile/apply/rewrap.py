@@ -21,6 +21,7 @@ from certreconcile.actual.store import AuditAction, AuditEvent, KeyRefTable, Sta
 from certreconcile.apply.executor import certificate_context
 from certreconcile.clock import Clock
 from certreconcile.errors import KmsError
+from certreconcile.plugins.issuers.acme import acme_account_context
 from certreconcile.plugins.issuers.local_ca import ca_key_context
 from certreconcile.plugins.kms.envelope import rewrap_envelope
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes
@@ -37,11 +38,6 @@ __all__ = [
 DEFAULT_BATCH = 100
 
 RowOutcome = Literal["rewrapped", "skipped", "failed", "conflict"]
-
-
-def acme_account_context(directory_url: str) -> EncryptionContext:
-    """The context binding an ACME account key to its AcmeAccount row (one account per directory)."""
-    return EncryptionContext(table="AcmeAccount", row_id=directory_url, purpose="account-key")
 
 
 def key_context(stored: StoredKeyRef) -> EncryptionContext:

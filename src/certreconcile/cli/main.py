@@ -130,6 +130,8 @@ def plan(
 ) -> None:
     """Show what apply would change: issue, rotate, revoke, redistribute, retire.
 
+    Exit 1 also when the plan holds an error apply would refuse it for (a Let's Encrypt rate limit).
+
     Examples: certreconcile plan; certreconcile plan --format markdown > comment.md;
     certreconcile plan --out plan.json --detailed-exitcode
     """
@@ -153,6 +155,10 @@ def plan(
             sys.stdout.write(render_text(result, color=_use_color()))
     if out is not None:
         _err(f"Saved the plan to {out}. Apply it with: certreconcile apply {out}")
+    if result.errors:  # shown above with the plan; apply would refuse it, so the check fails
+        for error in result.errors:
+            _err(f"error[{error.code}]: {error.one_line()}")
+        raise typer.Exit(ExitCode.ERROR)
     if detailed_exitcode and not result.is_empty:
         raise typer.Exit(ExitCode.CHANGES)
 
@@ -408,12 +414,31 @@ def audit(
 def revoke(
     name: Annotated[str, typer.Argument(help="The certificate name.")],
     directory: DirOption = DEFAULT_DIR,
-    reason: Annotated[str, typer.Option(help="RFC 5280 reason, e.g. keyCompromise, superseded.")] = "unspecified",
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="RFC 5280 reason: unspecified, keyCompromise, cACompromise, affiliationChanged, superseded, "
+            "cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise."
+        ),
+    ] = "unspecified",
+    force: Annotated[
+        bool, typer.Option(help="Revoke even while a target still serves the certificate (e.g. key compromise).")
+    ] = False,
 ) -> None:
-    """Revoke a certificate now. If it is still declared, the next apply issues a new one.
+    """Revoke a certificate now, at its CA, with an RFC 5280 reason (recorded in the audit log).
 
-    Example: certreconcile revoke shop --reason keyCompromise
+    Refused while a target still serves it, unless --force. If the name is still declared,
+    the next apply issues a new certificate.
+
+    Examples: certreconcile revoke shop --reason keyCompromise --force;
+    certreconcile revoke old-api --reason cessationOfOperation
     """
+    from certreconcile.domain.policy import RevocationReason
+
+    try:
+        reason = RevocationReason.parse(reason).name
+    except ValueError as exc:
+        _fail(CertReconcileError(str(exc), code="usage", hint="see `certreconcile revoke --help`"))
     from certreconcile.apply.executor import revoke_now
     from certreconcile.clock import SystemClock
     from certreconcile.wiring import Settings, build_environment, open_store
@@ -423,7 +448,7 @@ def revoke(
         settings = Settings.from_env(directory)
         store = open_store(settings)
         env = build_environment(desired, settings, store, SystemClock())
-        result = revoke_now(name, desired, env, reason, _now())
+        result = revoke_now(name, desired, env, reason, _now(), force=force)
     except CertReconcileError as exc:
         _fail(exc)
     typer.echo(f"- {name}: {result.message} (reason {reason})")

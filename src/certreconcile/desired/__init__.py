@@ -23,8 +23,10 @@ from pydantic import BaseModel
 from certreconcile.desired.documents import KmsCacheConfig, LocalKmsConfig
 from certreconcile.desired.loader import read_sources
 from certreconcile.desired.model import (
+    DEFAULT_PROPAGATION_TIMEOUT,
     CertificateSpec,
     DesiredState,
+    DnsProviderSpec,
     IssuerSpec,
     KmsCacheSpec,
     KmsSpec,
@@ -161,7 +163,11 @@ def _build(
         for name, p in sorted(declarations.issuers.items())
     }
     dns_providers = {
-        name: PluginSpec(**spec_args(p))  # type: ignore[arg-type]
+        name: DnsProviderSpec(
+            **spec_args(p),  # type: ignore[arg-type]
+            propagation_timeout=p.propagation_timeout or DEFAULT_PROPAGATION_TIMEOUT,
+            nameservers=p.nameservers,
+        )
         for name, p in sorted(declarations.dns_providers.items())
     }
     targets = {
@@ -192,7 +198,14 @@ def _build(
     canonical = {
         "kms": plugin_json(kms),
         "issuers": {name: plugin_json(spec) for name, spec in issuers.items()},
-        "dns_providers": {name: plugin_json(spec) for name, spec in dns_providers.items()},
+        "dns_providers": {
+            name: {
+                **plugin_json(spec),
+                "propagation_timeout": spec.propagation_timeout.total_seconds(),
+                "nameservers": list(spec.nameservers) if spec.nameservers is not None else None,
+            }
+            for name, spec in dns_providers.items()
+        },
         "targets": {name: {**plugin_json(spec), "verify": spec.verify} for name, spec in targets.items()},
         "allowed_domains": list(declarations.allowed_domains),
         "certificate_fields": list(_CERTIFICATE_FIELDS),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
@@ -34,6 +34,7 @@ __all__ = [
     "AcmeIssuerConfig",
     "AwsKmsConfig",
     "CertificateDocument",
+    "CloudflareConfig",
     "DesiredDocument",
     "DnsProviderEntry",
     "FilesTargetConfig",
@@ -46,8 +47,11 @@ __all__ = [
     "PluginEntry",
     "PolicyDocument",
     "Rfc2136Config",
+    "Route53Config",
     "TargetEntry",
+    "VaultConnectionConfig",
     "VaultKmsConfig",
+    "VaultPkiIssuerConfig",
 ]
 
 # Patterns are part of the JSON Schema too; semantic limits (a zero duration, a port
@@ -96,25 +100,43 @@ class AwsKmsConfig(_Wire):
     """Another KMS endpoint (a VPC endpoint, a test server); default: AWS's own."""
 
 
-class VaultKmsConfig(_Wire):
-    """Vault or OpenBao transit: a data key per private key, bound to its row as associated data."""
+class VaultConnectionConfig(_Wire):
+    """Where a Vault/OpenBao server is and how to log in: shared by the vault KMS and the vault_pki issuer."""
 
     url: str = Field(pattern=r"^https?://")
     """Address of the Vault/OpenBao server, e.g. https://vault.example.com:8200."""
-    mount: str = Field(default="transit", min_length=1)
-    """Mount path of the transit secrets engine."""
-    key: str = Field(min_length=1)
-    """Name of the transit key (type aes256-gcm96) wrapping the data keys."""
-    auth: Literal["token", "approle"] = "token"
-    """token: ``VAULT_TOKEN`` (or ``BAO_TOKEN``); approle: log in with the ids named below."""
+    auth: Literal["token", "approle", "kubernetes"] = "token"
+    """token: ``VAULT_TOKEN`` (or ``BAO_TOKEN``); approle: log in with the ids named below;
+    kubernetes: log in with the pod's service-account token and ``kubernetes_role``."""
     role_id_env: str = Field(default="VAULT_ROLE_ID", pattern=ENV_NAME_PATTERN)
     """Environment variable holding the AppRole role id (auth: approle)."""
     secret_id_env: str = Field(default="VAULT_SECRET_ID", pattern=ENV_NAME_PATTERN)
     """Environment variable holding the AppRole secret id (auth: approle); never the secret itself."""
+    kubernetes_role: str | None = Field(default=None, min_length=1)
+    """The Vault role bound to the service account (auth: kubernetes; required there)."""
+    kubernetes_mount: str = Field(default="kubernetes", min_length=1)
+    """Mount path of the Kubernetes auth method (auth: kubernetes)."""
+    kubernetes_token_path: str = Field(default="/var/run/secrets/kubernetes.io/serviceaccount/token", min_length=1)
+    """File holding the service-account JWT, read at each login (auth: kubernetes)."""
     namespace: str | None = None
     """Vault Enterprise / OpenBao namespace; default: none."""
     ca_bundle: str | None = None
     """PEM file trusted for the server's TLS; a relative path is relative to the desired-state directory."""
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_role(self) -> VaultConnectionConfig:
+        if self.auth == "kubernetes" and not self.kubernetes_role:
+            raise PydanticCustomError("vault_kubernetes_role", "auth: kubernetes needs kubernetes_role")
+        return self
+
+
+class VaultKmsConfig(VaultConnectionConfig):
+    """Vault or OpenBao transit: a data key per private key, bound to its row as associated data."""
+
+    mount: str = Field(default="transit", min_length=1)
+    """Mount path of the transit secrets engine."""
+    key: str = Field(min_length=1)
+    """Name of the transit key (type aes256-gcm96) wrapping the data keys."""
 
 
 GCP_KEY_NAME_PATTERN = r"^projects/[^/\s]+/locations/[^/\s]+/keyRings/[^/\s]+/cryptoKeys/[^/\s:]+$"
@@ -201,12 +223,21 @@ class AcmeHttp01Config(_Wire):
             raise PydanticCustomError("http01_kind", "http01 needs exactly one of: standalone, webroot")
         return self
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        definition = handler.resolve_ref_schema(json_schema)
+        definition["oneOf"] = [{"required": ["standalone"]}, {"required": ["webroot"]}]
+        return json_schema
+
 
 class AcmeIssuerConfig(_Wire):
     """An ACME CA (RFC 8555): Let's Encrypt, or an internal one (OpenBao/Vault PKI, step-ca, Pebble)."""
 
-    directory: str = Field(min_length=1)
-    """Directory URL (https://...), or a preset: letsencrypt, letsencrypt-staging."""
+    directory: str = Field(
+        min_length=1, json_schema_extra={"pattern": r"^(https?://.+|letsencrypt|letsencrypt-staging)$"}
+    )
+    """Directory URL (https://...; http:// only for test CAs), or a preset: letsencrypt, letsencrypt-staging."""
     email: str | None = None
     """Contact address of the account; null: none."""
     eab: AcmeEabConfig | None = None
@@ -222,9 +253,31 @@ class AcmeIssuerConfig(_Wire):
     order_timeout: Duration = "5m"
     """Give up on an order not finished within this time (it is resumed on the next apply)."""
 
+    @field_validator("directory")
+    @classmethod
+    def _directory_is_a_url_or_preset(cls, value: str) -> str:
+        if value in ACME_DIRECTORY_PRESETS or value.startswith(("https://", "http://")):
+            return value
+        raise PydanticCustomError(
+            "acme_directory",
+            "directory must be an https:// URL or a preset ({presets})",
+            {"presets": ", ".join(ACME_DIRECTORY_PRESETS)},
+        )
+
     @property
     def directory_url(self) -> str:
         return ACME_DIRECTORY_PRESETS.get(self.directory, self.directory)
+
+
+class VaultPkiIssuerConfig(VaultConnectionConfig):
+    """A Vault or OpenBao PKI role signs each CSR (``<mount>/sign/<role>``)."""
+
+    mount: str = Field(default="pki", min_length=1)
+    """Mount path of the PKI secrets engine."""
+    role: str = Field(min_length=1)
+    """The PKI role that signs: it decides the allowed names, key types and maximum TTL."""
+    ttl: Duration | None = None
+    """Lifetime requested for each certificate (capped by the role's max_ttl); null: the role's ttl."""
 
 
 class FilesTargetConfig(_Wire):
@@ -249,6 +302,37 @@ class Rfc2136Config(_Wire):
         "hmac-sha256"
     )
     """TSIG algorithm."""
+    zone: str | None = Field(default=None, min_length=1)
+    """The zone to update (e.g. example.com); null: found by SOA queries to the server."""
+
+
+class Route53Config(_Wire):
+    """DNS-01 through AWS Route 53 (``ChangeResourceRecordSets``), waiting for each change to be INSYNC.
+
+    Credentials come from the usual AWS environment (``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``,
+    instance roles), never from this file. Needs route53:ListHostedZonesByName (without
+    hosted_zone_id), route53:ListResourceRecordSets, route53:ChangeResourceRecordSets, route53:GetChange.
+    """
+
+    hosted_zone_id: str | None = Field(default=None, min_length=1)
+    """The hosted zone holding the records (e.g. Z0123456789ABC); null: the closest public zone by name."""
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    """AWS region of the API client; default: ``AWS_REGION``/``AWS_DEFAULT_REGION``, else us-east-1."""
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Another Route 53 endpoint (a test server); default: AWS's own."""
+
+
+class CloudflareConfig(_Wire):
+    """DNS-01 through the Cloudflare DNS records API (v4), with an API token (Zone.DNS:Edit)."""
+
+    api_token_env: str = Field(default="CLOUDFLARE_API_TOKEN", pattern=ENV_NAME_PATTERN)
+    """Name of the environment variable holding the API token (never the token)."""
+    zone_id: str | None = Field(default=None, min_length=1)
+    """The zone holding the records; null: found by name (needs Zone.Zone:Read)."""
+    api_base: str = Field(default="https://api.cloudflare.com/client/v4", pattern=r"^https?://")
+    """Base URL of the API; change it only for a proxy or a test server."""
+    ca_bundle: str | None = None
+    """PEM file trusted for the API's TLS; a relative path is relative to the desired-state directory."""
 
 
 # ---------------------------------------------------------------- plugin entries
@@ -323,13 +407,15 @@ class KmsEntry(PluginEntry):
 class IssuerEntry(PluginEntry):
     """One issuer instance. Exactly one kind key."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("local_ca", "acme")
+    KINDS: ClassVar[tuple[str, ...]] = ("local_ca", "acme", "vault_pki")
     SECTION: ClassVar[str] = "issuer"
 
     local_ca: LocalCaConfig | None = None
     """A private CA run by certreconcile."""
     acme: AcmeIssuerConfig | None = None
     """An ACME CA (RFC 8555)."""
+    vault_pki: VaultPkiIssuerConfig | None = None
+    """A PKI role of Vault or OpenBao."""
 
 
 class TargetEntry(PluginEntry):
@@ -345,13 +431,22 @@ class TargetEntry(PluginEntry):
 
 
 class DnsProviderEntry(PluginEntry):
-    """One DNS provider for DNS-01 challenges. Exactly one kind key."""
+    """One DNS provider for DNS-01 challenges. Exactly one kind key, plus the propagation settings."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("rfc2136",)
+    KINDS: ClassVar[tuple[str, ...]] = ("rfc2136", "route53", "cloudflare")
     SECTION: ClassVar[str] = "dns provider"
 
     rfc2136: Rfc2136Config | None = None
     """RFC 2136 dynamic updates with TSIG."""
+    route53: Route53Config | None = None
+    """AWS Route 53."""
+    cloudflare: CloudflareConfig | None = None
+    """Cloudflare DNS."""
+    propagation_timeout: Duration = "120s"
+    """How long to wait for every authoritative name server to answer a new TXT value."""
+    nameservers: tuple[HostPort, ...] | None = None
+    """HOST:PORT of the name servers to check; null: the zone's NS records, each on port 53
+    (route53: null skips this check, the change being INSYNC is enough)."""
 
 
 # ---------------------------------------------------------------- policy and certificates

@@ -17,9 +17,11 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import Challenge, OnDelete
 
 __all__ = [
+    "DEFAULT_PROPAGATION_TIMEOUT",
     "CertificateSpec",
     "Challenge",
     "DesiredState",
+    "DnsProviderSpec",
     "IssuerSpec",
     "KmsCacheSpec",
     "KmsSpec",
@@ -73,6 +75,16 @@ class KmsSpec(PluginSpec):
 @dataclass(frozen=True, slots=True)
 class IssuerSpec(PluginSpec):
     pass
+
+
+#: How long a DNS provider waits for the authoritative name servers unless declared otherwise.
+DEFAULT_PROPAGATION_TIMEOUT = timedelta(seconds=120)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsProviderSpec(PluginSpec):
+    propagation_timeout: timedelta = DEFAULT_PROPAGATION_TIMEOUT  # upper bound of the wait before validation
+    nameservers: tuple[str, ...] | None = None  # HOST:PORT to check; None: the zone's NS records on port 53
 
 
 @dataclass(frozen=True, slots=True)

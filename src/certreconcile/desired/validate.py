@@ -25,11 +25,13 @@ from pydantic_core import ErrorDetails
 from certreconcile.desired.documents import (
     CertificateDocument,
     DesiredDocument,
+    DnsProviderEntry,
     KmsCacheConfig,
     LocalCaConfig,
     PluginEntry,
     Rfc2136Config,
     TargetEntry,
+    VaultPkiIssuerConfig,
 )
 from certreconcile.desired.loader import (
     Anchor,
@@ -102,6 +104,9 @@ class DeclaredPlugin:
     config: BaseModel
     verify: str | None
     ref: NodeRef
+    # DNS providers only: how long to wait for the authoritative servers, and which ones to ask.
+    propagation_timeout: timedelta | None = None
+    nameservers: tuple[str, ...] | None = None
 
 
 class DeclaredCertificate(NamedTuple):
@@ -229,6 +234,7 @@ _PATTERN_HINTS: dict[str, str] = {
     "renew_before": "write a duration such as 30d or a percentage of the lifetime such as 33%",
     "verify": "write HOST:PORT, e.g. 127.0.0.1:443 or [::1]:443",
     "server": "write HOST:PORT, e.g. 127.0.0.1:53",
+    "propagation_timeout": "write a whole number and a unit (s, m, h, d, w), e.g. 120s",
     "tsig_secret_env": "name an environment variable, e.g. CORP_TSIG; never the secret itself",
 }
 
@@ -466,6 +472,16 @@ class _Checker:
         path: tuple[PathElement, ...] = (section, name, kind)
         if isinstance(config, LocalCaConfig):
             self._local_ca(file, path, config)
+        elif isinstance(config, VaultPkiIssuerConfig) and config.ttl is not None:
+            try:
+                parse_duration(config.ttl)
+            except ValueError as exc:
+                self.add(
+                    NodeRef(file, (*path, "ttl")),
+                    "invalid-duration",
+                    f"{format_path((*path, 'ttl'))}: {exc}",
+                    "write a whole number above zero and a unit, e.g. 30d",
+                )
         elif isinstance(config, Rfc2136Config) and not _port_ok(config.server):
             self.add(
                 NodeRef(file, (*path, "server")),
@@ -473,7 +489,36 @@ class _Checker:
                 f"{format_path((*path, 'server'))}: port of {config.server!r} is out of range",
                 "use a port from 1 to 65535",
             )
-        merged[name] = DeclaredPlugin(name, kind, config, verify, ref)
+        propagation_timeout: timedelta | None = None
+        nameservers: tuple[str, ...] | None = None
+        if isinstance(entry, DnsProviderEntry):
+            propagation_timeout, nameservers = self._dns_propagation(file, section, name, entry)
+        merged[name] = DeclaredPlugin(name, kind, config, verify, ref, propagation_timeout, nameservers)
+
+    def _dns_propagation(
+        self, file: str, section: str, name: str, entry: DnsProviderEntry
+    ) -> tuple[timedelta | None, tuple[str, ...] | None]:
+        timeout: timedelta | None = None
+        try:
+            timeout = parse_duration(entry.propagation_timeout)
+        except ValueError as exc:
+            path: tuple[PathElement, ...] = (section, name, "propagation_timeout")
+            self.add(
+                NodeRef(file, path),
+                "invalid-duration",
+                f"{format_path(path)}: {exc}",
+                "write a whole number above zero and a unit, e.g. 120s",
+            )
+        for index, server in enumerate(entry.nameservers or ()):
+            if not _port_ok(server):
+                path = (section, name, "nameservers", index)
+                self.add(
+                    NodeRef(file, path),
+                    "invalid-port",
+                    f"{format_path(path)}: port of {server!r} is out of range",
+                    "use a port from 1 to 65535",
+                )
+        return timeout, entry.nameservers
 
     def _local_ca(self, file: str, path: tuple[PathElement, ...], config: LocalCaConfig) -> None:
         lifetimes: dict[str, timedelta] = {}

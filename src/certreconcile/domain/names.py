@@ -7,8 +7,13 @@ compares them. A wildcard is allowed only as the whole leftmost label.
 from __future__ import annotations
 
 import re
+from functools import cache
+from typing import TYPE_CHECKING
 
 import idna
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 __all__ = [
     "CERT_NAME_PATTERN",
@@ -17,6 +22,7 @@ __all__ = [
     "is_wildcard",
     "matches_allowed",
     "normalize_domain",
+    "registered_domain",
 ]
 
 CERT_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
@@ -111,3 +117,22 @@ def matches_allowed(name: str, allowed: tuple[str, ...]) -> bool:
         elif name == pattern:
             return True
     return False
+
+
+@cache
+def _suffix_list() -> PublicSuffixList:
+    """The Public Suffix List bundled with ``publicsuffixlist`` (no network), parsed once, on first use."""
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
+def registered_domain(name: str) -> str:
+    """The registered domain of a normalised name, by the Public Suffix List (ICANN and private sections).
+
+    ``*.a.example.co.uk`` → ``example.co.uk``; ``foo.github.io`` → ``foo.github.io``. A name that is
+    itself a public suffix (``co.uk``), or under no known suffix, is its own registered domain.
+    This is how Let's Encrypt groups names for its per-domain rate limit.
+    """
+    bare = name.removeprefix("*.").rstrip(".").lower()
+    return _suffix_list().privatesuffix(bare) or bare

@@ -1,15 +1,27 @@
 """The planner: a pure function of (desired, actual, observations, now) → Plan."""
 
 from certreconcile.plan.diff import build_plan, change_for_name
-from certreconcile.plan.plan import FORMAT_VERSION, Action, Change, Plan, Reason, ReasonCode, plan_from_json
+from certreconcile.plan.plan import (
+    FORMAT_VERSION,
+    Action,
+    Change,
+    Plan,
+    PlanDiagnostic,
+    Reason,
+    ReasonCode,
+    Severity,
+    plan_from_json,
+)
 
 __all__ = [
     "FORMAT_VERSION",
     "Action",
     "Change",
     "Plan",
+    "PlanDiagnostic",
     "Reason",
     "ReasonCode",
+    "Severity",
     "build_plan",
     "change_for_name",
     "plan_from_json",

@@ -9,7 +9,9 @@ from datetime import datetime
 from certreconcile.actual.model import ActualCertificate, ActualState, Observations
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.status import CertStatus
-from certreconcile.plan.plan import ACTION_ORDER, Action, Change, Plan, Reason, ReasonCode
+from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, is_backed_off
+from certreconcile.plan.budget import rate_limit_diagnostics
+from certreconcile.plan.plan import ACTION_ORDER, Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode
 from certreconcile.plan.policies import rotation_reasons, target_reasons
 
 __all__ = ["build_plan", "change_for_name"]
@@ -38,7 +40,9 @@ def change_for_name(
             return None
         return _removal(name, current)
     if current is None:
-        return _issue_or_rotate(Action.ISSUE, spec, None, [Reason(ReasonCode.NEW_CERTIFICATE, "it is new")])
+        change = _issue_or_rotate(Action.ISSUE, spec, None, [Reason(ReasonCode.NEW_CERTIFICATE, "it is new")])
+        # `certreconcile rotate NAME` of a name never issued: issued by hand (so not held back by a backoff).
+        return replace(change, forced=True) if force_rotate else change
     reasons = rotation_reasons(spec, current, now)
     if force_rotate:
         reasons.insert(0, Reason(ReasonCode.FORCED, "a rotation was requested"))
@@ -118,18 +122,29 @@ def build_plan(
     *,
     force_rotate: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Diff desired against actual at ``now``. Pure and deterministic: same inputs, same plan."""
+    """Diff desired against actual at ``now``. Pure and deterministic: same inputs, same plan.
+
+    A name backed off after failed issuances (same declaration, backoff running) gets no
+    issue/rotate, only a warning; Let's Encrypt budgets become warnings and errors.
+    """
     if now.tzinfo is None:
         raise ValueError("build_plan needs a timezone-aware 'now'")
     changes = []
+    diagnostics: list[PlanDiagnostic] = []
     for name in sorted(set(desired.certificates) | set(actual.certificates)):
         change = change_for_name(
             desired, name, actual.certificates.get(name), observations, now, force_rotate=name in force_rotate
         )
-        if change is not None:
-            changes.append(change)
+        if change is None:
+            continue
+        backoff = actual.backoffs.get(name)
+        if backoff is not None and is_backed_off(change, backoff, declaration_digest(desired, name), now):
+            diagnostics.append(backoff_diagnostic(name, backoff))
+            continue
+        changes.append(change)
     order = {action: index for index, action in enumerate(ACTION_ORDER)}
     changes.sort(key=lambda change: (order[change.action], change.name))
+    diagnostics.extend(rate_limit_diagnostics(desired, actual, changes, now))
     return Plan(
         changes=tuple(changes),
         created_at=now,
@@ -137,4 +152,5 @@ def build_plan(
         lineage=actual.meta.lineage,
         serial=actual.meta.serial,
         git_commit=desired.git_commit,
+        diagnostics=tuple(diagnostics),
     )

@@ -9,7 +9,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["FORMAT_VERSION", "Action", "Change", "Plan", "Reason", "ReasonCode", "plan_from_json"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Action",
+    "Change",
+    "Plan",
+    "PlanDiagnostic",
+    "Reason",
+    "ReasonCode",
+    "Severity",
+    "plan_from_json",
+]
 
 FORMAT_VERSION = 1
 
@@ -137,6 +147,35 @@ class Change:
         )
 
 
+class Severity(enum.StrEnum):
+    WARNING = "warning"  # shown; apply goes ahead
+    ERROR = "error"  # shown; apply refuses the whole plan, nothing changes
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDiagnostic:
+    """Something the planner found about the plan as a whole (Terraform's diagnostics).
+
+    ``code`` is stable kebab-case (``rate-limit-registered-domain``, ``issuance-backoff`` ...);
+    ``summary`` says what, with the numbers; ``hint`` says what to do about it.
+    """
+
+    severity: Severity
+    code: str
+    summary: str
+    hint: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"severity": self.severity.value, "code": self.code, "summary": self.summary, "hint": self.hint}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> PlanDiagnostic:
+        return PlanDiagnostic(Severity(data["severity"]), data["code"], data["summary"], data.get("hint", ""))
+
+    def one_line(self) -> str:
+        return f"{self.summary} ({self.hint})" if self.hint else self.summary
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     changes: tuple[Change, ...]
@@ -146,11 +185,16 @@ class Plan:
     serial: int
     git_commit: str | None = None
     warnings: tuple[str, ...] = ()
+    diagnostics: tuple[PlanDiagnostic, ...] = ()  # rate-limit budgets, backoffs: errors make apply refuse
     format_version: int = field(default=FORMAT_VERSION)
 
     @property
     def is_empty(self) -> bool:
         return not self.changes
+
+    @property
+    def errors(self) -> tuple[PlanDiagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity is Severity.ERROR)
 
     def count(self, action: Action) -> int:
         return sum(1 for change in self.changes if change.action is action)
@@ -172,6 +216,7 @@ class Plan:
             "change_digest": self.change_digest,
             "summary": {action.value: self.count(action) for action in Action},
             "warnings": list(self.warnings),
+            "diagnostics": [diagnostic.to_json() for diagnostic in self.diagnostics],
             "changes": [change.to_json() for change in self.changes],
         }
 
@@ -193,4 +238,5 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         serial=int(data["serial"]),
         git_commit=data.get("git_commit"),
         warnings=tuple(data.get("warnings", ())),
+        diagnostics=tuple(PlanDiagnostic.from_json(d) for d in data.get("diagnostics", ())),
     )

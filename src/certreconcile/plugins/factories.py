@@ -12,9 +12,12 @@ from certreconcile.desired.documents import (
     GcpKmsConfig,
     LocalCaConfig,
     LocalKmsConfig,
+    VaultConnectionConfig,
     VaultKmsConfig,
+    VaultPkiIssuerConfig,
 )
 from certreconcile.desired.model import IssuerSpec, KmsSpec, TargetSpec
+from certreconcile.domain.durations import parse_duration
 from certreconcile.plugins.issuers.local_ca import LocalCaIssuer
 from certreconcile.plugins.kms.aws import AwsKms
 from certreconcile.plugins.kms.gcp import GcpKms
@@ -23,6 +26,7 @@ from certreconcile.plugins.kms.vault import VaultKms
 from certreconcile.plugins.ports import Http01Solver, Issuer, Kms
 from certreconcile.plugins.registry import PluginContext
 from certreconcile.plugins.targets.files import FilesTarget
+from certreconcile.plugins.vault_auth import VaultLogin
 
 __all__ = [
     "create_acme_issuer",
@@ -32,6 +36,7 @@ __all__ = [
     "create_local_ca",
     "create_local_kms",
     "create_vault_kms",
+    "create_vault_pki",
     "local_kms_key_file",
 ]
 
@@ -71,16 +76,51 @@ def create_vault_kms(spec: KmsSpec, context: PluginContext) -> VaultKms:
     """No I/O and no credentials needed here: hvac logs in at the first wrap or unwrap."""
     assert isinstance(spec.config, VaultKmsConfig)
     config = spec.config
-    ca_bundle = _declared_path(config.ca_bundle, context)
+    login = _vault_login(config, context)
     return VaultKms(
         url=config.url,
         key=config.key,
         mount=config.mount,
-        auth=config.auth,
+        auth=login.method,
+        role_id_env=login.role_id_env,
+        secret_id_env=login.secret_id_env,
+        kubernetes_role=login.kubernetes_role,
+        kubernetes_mount=login.kubernetes_mount,
+        kubernetes_token_path=login.kubernetes_token_path,
+        namespace=config.namespace,
+        ca_bundle=_declared_path(config.ca_bundle, context),
+        env=context.env,
+    )
+
+
+def _vault_login(config: VaultConnectionConfig, context: PluginContext) -> VaultLogin:
+    token_path = _declared_path(config.kubernetes_token_path, context)
+    assert token_path is not None
+    return VaultLogin(
+        method=config.auth,
         role_id_env=config.role_id_env,
         secret_id_env=config.secret_id_env,
+        kubernetes_role=config.kubernetes_role,
+        kubernetes_mount=config.kubernetes_mount,
+        kubernetes_token_path=token_path,
+    )
+
+
+def create_vault_pki(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> Issuer:
+    """No I/O and no credentials needed here: hvac logs in at the first signature."""
+    from certreconcile.plugins.issuers.vault_pki import VaultPkiIssuer
+
+    assert isinstance(spec.config, VaultPkiIssuerConfig)
+    config = spec.config
+    return VaultPkiIssuer(
+        spec.name,
+        url=config.url,
+        role=config.role,
+        login=_vault_login(config, context),
+        mount=config.mount,
+        ttl=parse_duration(config.ttl) if config.ttl is not None else None,
         namespace=config.namespace,
-        ca_bundle=ca_bundle,
+        ca_bundle=_declared_path(config.ca_bundle, context),
         env=context.env,
     )
 

@@ -40,9 +40,14 @@ _BUILTIN: dict[str, dict[str, str]] = {
     "issuers": {
         "local_ca": "certreconcile.plugins.factories:create_local_ca",
         "acme": "certreconcile.plugins.factories:create_acme_issuer",
+        "vault_pki": "certreconcile.plugins.factories:create_vault_pki",
     },
     "targets": {"files": "certreconcile.plugins.factories:create_files_target"},
-    "dns01": {},
+    "dns01": {
+        "rfc2136": "certreconcile.plugins.dns01:create_rfc2136_provider",
+        "route53": "certreconcile.plugins.dns01:create_route53_provider",
+        "cloudflare": "certreconcile.plugins.dns01:create_cloudflare_provider",
+    },
 }
 
 

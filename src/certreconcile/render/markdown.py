@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
-from certreconcile.plan.plan import Action, Change, Plan
+from certreconcile.plan.plan import Action, Change, Plan, Severity
 
 from .text import FINGERPRINT_DISPLAY_LENGTH, summary_line
 
@@ -108,13 +108,19 @@ def _summary(plan: Plan, *, warnings_budget: int) -> str:
         lines += ["| action | count |", "|:--|--:|"]
         lines += [f"| `{action.symbol}` {action.value} | {plan.count(action)} |" for action in _SUMMARY_ORDER]
         lines.append("")
-    if plan.warnings:
+    errors = [d.one_line() for d in plan.diagnostics if d.severity is Severity.ERROR]
+    if errors:  # never cut: each one is a reason apply refuses the plan
+        lines += ["> [!CAUTION]", "> **apply refuses this plan; nothing will change:**"]
+        lines += [f"> - {escape_markdown(error)}" for error in errors]
+        lines.append("")
+    warnings = [*plan.warnings, *(d.one_line() for d in plan.diagnostics if d.severity is Severity.WARNING)]
+    if warnings:
         lines += ["> [!WARNING]"]
         used = 0
-        for index, warning in enumerate(plan.warnings):
+        for index, warning in enumerate(warnings):
             line = f"> - {escape_markdown(warning)}"
             if used + len(line) > warnings_budget and index > 0:
-                left = len(plan.warnings) - index
+                left = len(warnings) - index
                 lines.append(f"> - {_note(left, 'warnings' if left != 1 else 'warning')}")
                 break
             used += len(line) + 1

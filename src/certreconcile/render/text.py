@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
-from certreconcile.plan.plan import Action, Change, Plan
+from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Severity
 
 __all__ = ["EMPTY_PLAN_LINE", "HEADER_LINE", "render_text", "summary_line"]
 
@@ -30,6 +30,7 @@ _ACTION_COLORS = {
     Action.RETIRE: "\x1b[35m",  # magenta
 }
 _WARNING_COLOR = "\x1b[1;33m"
+_ERROR_COLOR = "\x1b[1;31m"
 
 _LABEL_WIDTH = 8  # "domains:", so the values line up
 _INDENT_COMMENT = "  "
@@ -65,6 +66,10 @@ def render_text(plan: Plan, *, color: bool) -> str:
     for warning in plan.warnings:
         lines.extend(_warning_lines(warning, paint))
         lines.append("")
+    # Errors first: they decide whether apply runs at all.
+    for diagnostic in sorted(plan.diagnostics, key=lambda d: d.severity is not Severity.ERROR):
+        lines.extend(_diagnostic_lines(diagnostic, paint))
+        lines.append("")
     closing = summary_line(plan)
     if plan.is_empty:
         lines.append(paint.bold(closing))
@@ -88,6 +93,9 @@ class _Painter:
 
     def warning(self, text: str) -> str:
         return self._wrap(_WARNING_COLOR, text)
+
+    def error(self, text: str) -> str:
+        return self._wrap(_ERROR_COLOR, text)
 
 
 def _change_block(change: Change, paint: _Painter) -> list[str]:
@@ -143,6 +151,19 @@ def _replaces(change: Change) -> str:
 def _warning_lines(warning: str, paint: _Painter) -> list[str]:
     first, *rest = _clean(warning, keep_newlines=True).split("\n")
     return [paint.warning("Warning:") + f" {first}", *(f"  {line}" for line in rest)]
+
+
+def _diagnostic_lines(diagnostic: PlanDiagnostic, paint: _Painter) -> list[str]:
+    if diagnostic.severity is Severity.ERROR:
+        lines = [
+            paint.error("Error:") + f" {_clean(diagnostic.summary)}",
+            "  apply refuses this plan; nothing will change.",
+        ]
+    else:
+        lines = [paint.warning("Warning:") + f" {_clean(diagnostic.summary)}"]
+    if diagnostic.hint:
+        lines.append(f"  Hint: {_clean(diagnostic.hint)}")
+    return lines
 
 
 def _join(values: Iterable[str]) -> str:

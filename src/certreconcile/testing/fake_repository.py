@@ -24,12 +24,19 @@ from datetime import datetime, timedelta
 from typing import assert_never
 
 from certreconcile.actual.model import (
+    HISTORY_ORDERS_WINDOW,
+    HISTORY_WINDOW,
     ActualCertificate,
     ActualState,
     DistributionState,
+    IssuanceBackoff,
+    IssuanceHistory,
     OpenRotation,
+    PastIssuance,
+    PastOrder,
     RenewalWindow,
     StateMeta,
+    backoff_delay,
 )
 from certreconcile.actual.repository import (
     CODE_CONFLICT,
@@ -91,6 +98,7 @@ class _Backoff:
     failures: int
     last_failure_at: datetime
     until: datetime
+    declaration_digest: str | None = None
 
 
 @dataclass(slots=True)
@@ -252,8 +260,42 @@ class InMemorySession:
             return ActualState(
                 meta=self.meta(),
                 certificates=certificates,
-                backoff_until={name: entry.until for name, entry in sorted(self._data.backoff.items())},
+                backoffs={
+                    name: IssuanceBackoff(entry.failures, entry.last_failure_at, entry.until, entry.declaration_digest)
+                    for name, entry in sorted(self._data.backoff.items())
+                },
+                issuance_history=self._issuance_history(self._store._clock.now()),
             )
+
+    def _issuance_history(self, now: datetime) -> IssuanceHistory:
+        """Mirrors the two history queries of the PostgreSQL store (same windows, same order)."""
+        certificates = self._data.certificates
+        issuances: list[tuple[datetime, str, PastIssuance]] = []
+        orders: list[tuple[datetime, int, PastOrder]] = []
+        for index, (record, created_at) in enumerate(self._data.acme_orders.values()):
+            if not record.directory_url:
+                continue
+            cert = certificates.get(record.cert_id) if record.cert_id is not None else None
+            if created_at >= now - HISTORY_ORDERS_WINDOW:
+                ari = cert is not None and cert.row.ari_replaces is not None
+                orders.append((created_at, index, PastOrder(record.directory_url, created_at, ari)))
+            if cert is None or cert.created_at < now - HISTORY_WINDOW:
+                continue
+            renewal = any(
+                other.row.domains == cert.row.domains
+                and other.row.issuer == cert.row.issuer
+                and other.created_at < cert.created_at
+                for other in certificates.values()
+            )
+            past = PastIssuance(
+                record.directory_url, frozenset(cert.row.domains), cert.created_at, cert.row.ari_replaces is not None,
+                renewal,
+            )  # fmt: skip
+            issuances.append((cert.created_at, cert.row.id, past))
+        return IssuanceHistory(
+            issuances=tuple(item[2] for item in sorted(issuances, key=lambda item: item[:2])),
+            orders=tuple(item[2] for item in sorted(orders, key=lambda item: item[:2])),
+        )
 
     def meta(self) -> StateMeta:
         with self._store._mutex:
@@ -663,11 +705,14 @@ class InMemorySession:
                 )
             self._data.renewal_infos[record.cert_id] = record
 
-    def record_failure(self, name: str, at: datetime, until: datetime) -> None:
+    def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
         with self._store._mutex:
             previous = self._data.backoff.get(name)
-            failures = 1 if previous is None else previous.failures + 1
-            self._data.backoff[name] = _Backoff(failures=failures, last_failure_at=at, until=until)
+            same = previous is not None and previous.declaration_digest == declaration_digest
+            failures = previous.failures + 1 if previous is not None and same else 1
+            until = at + backoff_delay(failures)
+            self._data.backoff[name] = _Backoff(failures, at, until, declaration_digest)
+            return until
 
     def clear_failures(self, name: str) -> None:
         with self._store._mutex:

@@ -196,6 +196,7 @@ def test_stopped_rotation_resumes_with_the_journalled_key(
     with store.session() as session:
         generated = [e for e in session.journal_entries(plan.changes[0].idempotency_key) if e.step == "key-generated"]
     assert len(generated) == 1
+    clock.advance(timedelta(hours=1))  # the failure backed the name off for an hour
     result = apply_plan(plan_now(desired, store, clock), desired, env)
     assert result.ok
     with store.session() as session:

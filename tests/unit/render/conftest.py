@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from certreconcile.plan.plan import Action, Change, Plan, Reason, ReasonCode
+from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode, Severity
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 CREATED_AT = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
@@ -48,7 +48,7 @@ def make_change(
     )
 
 
-def make_plan(*changes: Change, warnings: tuple[str, ...] = ()) -> Plan:
+def make_plan(*changes: Change, warnings: tuple[str, ...] = (), diagnostics: tuple[PlanDiagnostic, ...] = ()) -> Plan:
     return Plan(
         changes=changes,
         created_at=CREATED_AT,
@@ -57,6 +57,7 @@ def make_plan(*changes: Change, warnings: tuple[str, ...] = ()) -> Plan:
         serial=7,
         git_commit="3d2f1e0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e",
         warnings=warnings,
+        diagnostics=diagnostics,
     )
 
 
@@ -132,12 +133,38 @@ def build_sample_plans() -> dict[str, Plan]:
             "issuer letsencrypt-staging is not reachable; plan used the last known ARI data",
         ),
     )
+    rate_limits = make_plan(
+        make_change(
+            Action.ISSUE,
+            "promo",
+            (ReasonCode.NEW_CERTIFICATE, "it is new"),
+            domains=("promo.example.co.uk",),
+            issuer="letsencrypt",
+            targets=("edge-nginx",),
+        ),
+        diagnostics=(
+            PlanDiagnostic(
+                Severity.ERROR,
+                "rate-limit-registered-domain",
+                "Let's Encrypt rate limit: this plan would make 51 new certificates for example.co.uk within 7 days"
+                " (50 in the last 7 days + 1 planned: promo); the limit is 50 per registered domain per week",
+                "split the change over several weeks; to test, use the letsencrypt-staging directory",
+            ),
+            PlanDiagnostic(
+                Severity.WARNING,
+                "issuance-backoff",
+                "shop: backing off after 3 failed issuances until 2026-11-28 13:30 UTC; change the declaration or wait",
+                "`certreconcile rotate shop` tries again at once",
+            ),
+        ),
+    )
     empty_with_warning = make_plan(warnings=("target old-lb is not referenced by any certificate",))
     return {
         "empty": make_plan(),
         "every_action": every_action,
         "drift": drift,
         "warnings": warnings,
+        "rate_limits": rate_limits,
         "empty_with_warning": empty_with_warning,
     }
 

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from certreconcile.plan.plan import Action, Plan, ReasonCode
+from certreconcile.plan.plan import Action, Plan, PlanDiagnostic, ReasonCode, Severity
 from certreconcile.render import render_json
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "schemas" / "plan.schema.json"
@@ -62,6 +62,11 @@ def test_schema_fields_match_to_json(schema: dict[str, Any], rotate_plan: Plan) 
     assert sorted(change_schema["required"]) == sorted(change)
     assert sorted(change_schema["properties"]) == sorted(change)
     assert sorted(schema["$defs"]["reason"]["properties"]) == sorted(change["reasons"][0])
+    diagnostic_schema = schema["$defs"]["diagnostic"]
+    diagnostic = document["diagnostics"][0]
+    assert sorted(diagnostic_schema["required"]) == sorted(diagnostic)
+    assert sorted(diagnostic_schema["properties"]) == sorted(diagnostic)
+    assert diagnostic_schema["properties"]["severity"]["enum"] == [severity.value for severity in Severity]
 
 
 @pytest.mark.parametrize(
@@ -74,6 +79,8 @@ def test_schema_fields_match_to_json(schema: dict[str, Any], rotate_plan: Plan) 
         (("change_digest",), "not-a-digest"),
         (("created_at",), "yesterday"),
         (("changes", 0, "unexpected"), True),
+        (("diagnostics", 0, "severity"), "fatal"),
+        (("diagnostics", 0, "code"), "Not A Code"),
     ],
     ids=lambda value: ".".join(map(str, value)) if isinstance(value, tuple) else None,
 )
@@ -103,5 +110,6 @@ def rotate_plan(plan_factory: Any, change_factory: Any) -> Plan:
             replaces_fingerprint="ab" * 32,
         ),
         warnings=("a warning",),
+        diagnostics=(PlanDiagnostic(Severity.ERROR, "rate-limit-new-orders", "too many orders", "wait"),),
     )
     return plan

@@ -24,3 +24,7 @@ CREATE TABLE AcmeRenewalInfo (
 
 -- The declaration a backoff was earned under: a changed declaration resets it.
 ALTER TABLE IssuanceBackoff ADD COLUMN declaration_digest TEXT;
+
+-- AcmeOrder.key_ref was never written: an order's key is journalled (sealed) in ApplyStep
+-- (`key-generated`), which `kms rewrap` already walks. One copy of a secret, not two.
+ALTER TABLE AcmeOrder DROP COLUMN key_ref;

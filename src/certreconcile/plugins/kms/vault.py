@@ -7,9 +7,12 @@ other row, table, key version or purpose. The transit key must be ``aes256-gcm96
 default type). A server that silently ignores ``associated_data`` (older than Vault 1.15 /
 OpenBao 2) is refused, so an unbound data key is never stored.
 
-hvac is imported here only, when a key is first wrapped or unwrapped: building the adapter
-does no I/O and reads no credentials. Token from ``VAULT_TOKEN`` (or ``BAO_TOKEN``); AppRole
-ids from the environment variables the configuration names.
+hvac is imported only when a key is first wrapped or unwrapped: building the adapter does
+no I/O and reads no credentials. Login, TLS and the re-login of an expired AppRole or
+Kubernetes token are :class:`~certreconcile.plugins.vault_auth.VaultConnection`'s, shared
+with the ``vault_pki`` issuer. Token from ``VAULT_TOKEN`` (or ``BAO_TOKEN``); AppRole ids from
+the environment variables the configuration names; Kubernetes: the pod's service-account
+token file and ``kubernetes_role``.
 
 Errors are :class:`~certreconcile.errors.KmsError` with a stable code; they name the
 server (``scheme://host:port``) and the HTTP status, never tokens, ids or key bytes.
@@ -19,14 +22,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, assert_never
 
 from certreconcile.errors import KmsError
-from certreconcile.plugins.kms._redact import display_url
 from certreconcile.plugins.ports import EncryptionContext, SecretBytes, WrappedKey
+from certreconcile.plugins.vault_auth import (
+    DEFAULT_KUBERNETES_TOKEN_PATH,
+    VaultAuthMethod,
+    VaultCallError,
+    VaultConnection,
+    VaultLogin,
+    VaultProblem,
+)
 
 __all__ = ["VaultKms"]
 
@@ -35,24 +44,6 @@ _DEK_BYTES = 32
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-_STATUS_BY_ERROR = {
-    "InvalidRequest": 400,
-    "Unauthorized": 401,
-    "Forbidden": 403,
-    "InvalidPath": 404,
-    "RateLimitExceeded": 429,
-    "InternalServerError": 500,
-    "VaultNotInitialized": 501,
-    "BadGateway": 502,
-    "VaultDown": 503,
-}
-
-
-def _status(error: Exception) -> str:
-    """hvac raises one class per HTTP status and keeps no status code: map the class back."""
-    return str(_STATUS_BY_ERROR.get(type(error).__name__, "?"))
 
 
 class VaultKms:
@@ -64,26 +55,35 @@ class VaultKms:
         url: str,
         key: str,
         mount: str = "transit",
-        auth: Literal["token", "approle"] = "token",
+        auth: VaultAuthMethod = "token",
         role_id_env: str = "VAULT_ROLE_ID",
         secret_id_env: str = "VAULT_SECRET_ID",  # noqa: S107 - the name of a variable, not a secret
+        kubernetes_role: str | None = None,
+        kubernetes_mount: str = "kubernetes",
+        kubernetes_token_path: Path = DEFAULT_KUBERNETES_TOKEN_PATH,
         namespace: str | None = None,
         ca_bundle: Path | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._url = url
         self._key = key
         self._mount = mount.strip("/")
-        self._auth = auth
-        self._role_id_env = role_id_env
-        self._secret_id_env = secret_id_env
-        self._namespace = namespace
-        self._ca_bundle = ca_bundle
-        self._env = dict(env or {})
-        self._timeout = timeout
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._connection = VaultConnection(
+            url=url,
+            login=VaultLogin(
+                method=auth,
+                role_id_env=role_id_env,
+                secret_id_env=secret_id_env,
+                kubernetes_role=kubernetes_role,
+                kubernetes_mount=kubernetes_mount,
+                kubernetes_token_path=kubernetes_token_path,
+            ),
+            label="the vault KMS",
+            namespace=namespace,
+            ca_bundle=ca_bundle,
+            env=env,
+            timeout=timeout,
+        )
 
     @property
     def key_id(self) -> str:
@@ -91,110 +91,85 @@ class VaultKms:
         return f"{self._mount}/{self._key}"
 
     @property
+    def logins(self) -> int:
+        """How many times this adapter logged in: 1 after the first call, more after expired tokens."""
+        return self._connection.logins
+
+    @property
     def _where(self) -> str:
-        return display_url(self._url)
-
-    # ------------------------------------------------------------------ client and login
-
-    def _vault_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._login()
-            return self._client
-
-    def _login(self) -> Any:
-        try:
-            import hvac
-        except ImportError as exc:
-            raise KmsError(
-                "the vault KMS needs hvac, which is not installed",
-                code="kms-sdk-missing",
-                hint="pip install 'certreconcile[vault]'",
-            ) from exc
-        verify: bool | str = str(self._ca_bundle) if self._ca_bundle is not None else True
-        client = hvac.Client(url=self._url, namespace=self._namespace, verify=verify, timeout=self._timeout)
-        match self._auth:
-            case "token":
-                token = self._env.get("VAULT_TOKEN") or self._env.get("BAO_TOKEN")
-                if not token:
-                    raise KmsError(
-                        f"no token for the vault KMS at {self._where}",
-                        code="kms-credentials-missing",
-                        hint="set VAULT_TOKEN (or BAO_TOKEN), or use auth: approle",
-                    )
-                client.token = token
-            case "approle":
-                role_id = self._env.get(self._role_id_env)
-                secret_id = self._env.get(self._secret_id_env)
-                if not role_id or not secret_id:
-                    raise KmsError(
-                        f"no AppRole ids for the vault KMS at {self._where}",
-                        code="kms-credentials-missing",
-                        hint=f"set {self._role_id_env} and {self._secret_id_env}",
-                    )
-                self._guarded("AppRole login", lambda: client.auth.approle.login(role_id=role_id, secret_id=secret_id))
-        return client
+        return self._connection.where
 
     # ------------------------------------------------------------------ calls
 
-    def _guarded(self, what: str, call: Any) -> Any:
-        """Run one hvac call; every failure becomes a one-line KmsError naming no secret."""
-        import hvac.exceptions
-        import requests
-
-        try:
-            return call()
-        except hvac.exceptions.InvalidRequest as exc:
-            text = " ".join(str(error) for error in (exc.errors or [])).lower()
-            if "not found" in text:
-                code, hint = "kms-key-not-found", f"create the transit key {self.key_id}"
-            elif "authentication failed" in text or "invalid ciphertext" in text or "decode" in text:
-                code, hint = "kms-decrypt-failed", "the stored key_ref belongs to another row or was altered"
-            else:
-                code, hint = "kms-error", "see the Vault server log"
-            raise KmsError(f"{what} refused by {self._where} (HTTP 400)", code=code, hint=hint) from exc
-        except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as exc:
-            raise KmsError(
-                f"{what} denied by {self._where} (HTTP {_status(exc)})",
-                code="kms-access-denied",
-                hint=f"the token needs update on {self._mount}/datakey/plaintext/{self._key} "
-                f"and {self._mount}/decrypt/{self._key} (and {self._mount}/encrypt/{self._key} for rewrap)",
-            ) from exc
-        except hvac.exceptions.InvalidPath as exc:
-            raise KmsError(
-                f"{what}: no such path at {self._where} (HTTP 404)",
-                code="kms-key-not-found",
-                hint=f"enable transit at {self._mount}/ and create the key {self._key}",
-            ) from exc
-        except hvac.exceptions.RateLimitExceeded as exc:
-            raise KmsError(f"{what}: {self._where} rate-limits us (HTTP 429)", code="kms-throttled") from exc
-        except (hvac.exceptions.VaultDown, hvac.exceptions.BadGateway, hvac.exceptions.VaultNotInitialized) as exc:
-            raise KmsError(
-                f"{what}: {self._where} is sealed or down (HTTP {_status(exc)})",
-                code="kms-unavailable",
-                hint="unseal the server or retry later",
-            ) from exc
-        except hvac.exceptions.VaultError as exc:
-            raise KmsError(f"{what} failed at {self._where} (HTTP {_status(exc)})", code="kms-error") from exc
-        except requests.exceptions.SSLError as exc:
-            raise KmsError(
-                f"{what}: TLS with {self._where} failed",
-                code="kms-unavailable",
-                hint="set kms.vault.ca_bundle to the PEM of the CA that signed the server's certificate",
-            ) from exc
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise KmsError(
-                f"{what}: cannot reach {self._where} ({type(exc).__name__})",
-                code="kms-unavailable",
-                hint="check kms.vault.url and the network; retry later",
-            ) from exc
-        except requests.exceptions.RequestException as exc:
-            raise KmsError(f"{what} failed at {self._where} ({type(exc).__name__})", code="kms-error") from exc
+    def _error(self, error: VaultCallError) -> KmsError:
+        """The KmsError (stable code, hint) for a failed call."""
+        message = error.message
+        match error.problem:
+            case VaultProblem.SDK_MISSING:
+                return KmsError(message, code="kms-sdk-missing", hint="pip install 'certreconcile[vault]'")
+            case VaultProblem.CREDENTIALS_MISSING:
+                hint = {
+                    "token": "set VAULT_TOKEN (or BAO_TOKEN), or use auth: approle",
+                    "approle": "set the environment variables named by role_id_env and secret_id_env",
+                    "kubernetes": "set kubernetes_role, and mount the service-account token at kubernetes_token_path",
+                }[self._connection.method]
+                return KmsError(message, code="kms-credentials-missing", hint=hint)
+            case VaultProblem.LOGIN_REFUSED:
+                return KmsError(
+                    message,
+                    code="kms-access-denied",
+                    hint="check the AppRole ids, or the Kubernetes role and its bound service account",
+                )
+            case VaultProblem.ACCESS_DENIED:
+                return KmsError(
+                    message,
+                    code="kms-access-denied",
+                    hint=f"the token needs update on {self._mount}/datakey/plaintext/{self._key} "
+                    f"and {self._mount}/decrypt/{self._key} (and {self._mount}/encrypt/{self._key} for rewrap)",
+                )
+            case VaultProblem.INVALID_REQUEST:
+                text = " ".join(error.server_errors).lower()
+                if "not found" in text:
+                    return KmsError(message, code="kms-key-not-found", hint=f"create the transit key {self.key_id}")
+                if "authentication failed" in text or "invalid ciphertext" in text or "decode" in text:
+                    return KmsError(
+                        message,
+                        code="kms-decrypt-failed",
+                        hint="the stored key_ref belongs to another row or was altered",
+                    )
+                return KmsError(message, code="kms-error", hint="see the Vault server log")
+            case VaultProblem.NOT_FOUND:
+                return KmsError(
+                    message,
+                    code="kms-key-not-found",
+                    hint=f"enable transit at {self._mount}/ and create the key {self._key}",
+                )
+            case VaultProblem.THROTTLED:
+                return KmsError(message, code="kms-throttled")
+            case VaultProblem.UNAVAILABLE:
+                hint = (
+                    "unseal the server or retry later"
+                    if error.status != "?"
+                    else "check kms.vault.url and the network; retry later"
+                )
+                return KmsError(message, code="kms-unavailable", hint=hint)
+            case VaultProblem.TLS:
+                return KmsError(
+                    message,
+                    code="kms-unavailable",
+                    hint="set kms.vault.ca_bundle to the PEM of the CA that signed the server's certificate",
+                )
+            case VaultProblem.FAILED:
+                return KmsError(message, code="kms-error")
+            case _:  # pragma: no cover
+                assert_never(error.problem)
 
     def _post(self, what: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        client = self._vault_client()
-        response = self._guarded(what, lambda: client.adapter.post(path, json=body))
-        if not isinstance(response, dict) or not isinstance(response.get("data"), dict):
+        try:
+            response = self._connection.post(what, path, body)
+        except VaultCallError as error:
+            raise self._error(error) from error
+        if not isinstance(response.get("data"), dict):
             raise KmsError(f"{what}: {self._where} returned no data", code="kms-error")
         for warning in response.get("warnings") or ():
             if "associated_data" in str(warning):

@@ -6,6 +6,7 @@ import contextlib
 import http.server
 import os
 import re
+import socket
 import threading
 from pathlib import Path
 
@@ -95,6 +96,10 @@ class StandaloneHttp01Solver:
                 return
             server, thread = self._server, self._thread
             self._server = self._thread = None
+        # Wake the serve_forever loop at once (a shut-down listening socket is readable),
+        # instead of waiting for its next poll: orders in a row start and stop it quickly.
+        with contextlib.suppress(OSError):
+            server.socket.shutdown(socket.SHUT_RDWR)
         server.shutdown()
         server.server_close()
         if thread is not None:

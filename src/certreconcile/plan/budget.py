@@ -1,0 +1,280 @@
+"""Let's Encrypt rate-limit budgets of a plan. Pure: counts what the actual state and the plan hold.
+
+For each Let's Encrypt directory (production or staging, told apart by host), three sliding
+windows are counted, each as the CA's recent history (``ActualState.issuance_history``,
+measured back from ``now``) plus what this plan would order:
+
+* new certificates per registered domain (Public Suffix List), 7 days: a certificate counts
+  once for every registered domain among its names;
+* certificates per exact set of names, 7 days;
+* new orders per account (one account per directory), 3 hours.
+
+What is exempt (the rule, as Let's Encrypt documents it):
+
+* an ARI renewal (RFC 9773 ``replaces``) is exempt from every limit. In the history, that is
+  a certificate whose order was accepted as a replacement (``Certificate.ari_replaces``). In
+  the plan, a rotation counts as one only when it is certain to send ``replaces``: same
+  issuer, the CA offered a renewal window for the current certificate (so it speaks ARI),
+  and that window has opened. Any other rotation counts in full;
+* a renewal (the same exact set of names as an earlier certificate of the same directory)
+  does not count per registered domain; it still counts per exact set and per account. In
+  the history: an earlier certificate of the same issuer had exactly those names. In the
+  plan: a rotation whose current certificate came from the same directory for the same names.
+
+A budget at 80 % or more of a limit is a warning; past the limit it is an error, and apply
+refuses the plan. Only budgets this plan draws on are reported.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from certreconcile.actual.model import HISTORY_ORDERS_WINDOW, HISTORY_WINDOW, ActualState
+from certreconcile.desired.documents import AcmeIssuerConfig
+from certreconcile.desired.model import DesiredState
+from certreconcile.domain.names import registered_domain
+from certreconcile.plan.plan import Action, Change, PlanDiagnostic, Severity
+
+__all__ = [
+    "CODE_EXACT_SET",
+    "CODE_NEW_ORDERS",
+    "CODE_REGISTERED_DOMAIN",
+    "LETSENCRYPT_PRODUCTION",
+    "LETSENCRYPT_STAGING",
+    "RateLimits",
+    "acme_directory",
+    "letsencrypt_limits",
+    "rate_limit_diagnostics",
+]
+
+CODE_REGISTERED_DOMAIN = "rate-limit-registered-domain"
+CODE_EXACT_SET = "rate-limit-exact-set"
+CODE_NEW_ORDERS = "rate-limit-new-orders"
+
+#: Warn from this share of a limit on.
+WARNING_SHARE = 0.8
+#: How many certificate names a diagnostic lists before "and N more".
+NAMES_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    label: str  # for people: which CA environment
+    per_registered_domain: int  # new certificates per registered domain per 7 days
+    per_exact_set: int  # certificates per exact set of names per 7 days
+    orders_per_account: int  # new orders per account per 3 hours
+    production: bool
+
+
+LETSENCRYPT_PRODUCTION = RateLimits("Let's Encrypt", 50, 5, 300, production=True)
+LETSENCRYPT_STAGING = RateLimits("Let's Encrypt staging", 30000, 30000, 1500, production=False)
+_LETSENCRYPT_HOSTS = {
+    "acme-v02.api.letsencrypt.org": LETSENCRYPT_PRODUCTION,
+    "acme-staging-v02.api.letsencrypt.org": LETSENCRYPT_STAGING,
+}
+
+
+def letsencrypt_limits(directory_url: str | None) -> RateLimits | None:
+    """The published limits of a Let's Encrypt directory; None for any other CA."""
+    if not directory_url:
+        return None
+    return _LETSENCRYPT_HOSTS.get((urlsplit(directory_url).hostname or "").lower())
+
+
+def acme_directory(desired: DesiredState, issuer_name: str | None) -> str | None:
+    """The directory URL of a declared ACME issuer (presets resolved); None for any other issuer."""
+    spec = desired.issuers.get(issuer_name) if issuer_name is not None else None
+    if spec is None or not isinstance(spec.config, AcmeIssuerConfig):
+        return None
+    return spec.config.directory_url
+
+
+@dataclass(slots=True)
+class _Counter:
+    """One budget: what history already used, and which changes of the plan draw on it."""
+
+    used: int = 0
+    planned: list[str] = field(default_factory=list)  # certificate names
+
+    @property
+    def total(self) -> int:
+        return self.used + len(self.planned)
+
+
+@dataclass(slots=True)
+class _Budgets:
+    per_domain: defaultdict[str, _Counter] = field(default_factory=lambda: defaultdict(_Counter))
+    per_set: defaultdict[frozenset[str], _Counter] = field(default_factory=lambda: defaultdict(_Counter))
+    orders: _Counter = field(default_factory=_Counter)
+
+
+def _registered_domains(domains: Iterable[str]) -> set[str]:
+    return {registered_domain(domain) for domain in domains}
+
+
+def rate_limit_diagnostics(
+    desired: DesiredState, actual: ActualState, changes: Iterable[Change], now: datetime
+) -> tuple[PlanDiagnostic, ...]:
+    """Warnings and errors for every Let's Encrypt budget the ``changes`` draw on, in a stable order."""
+    budgets: dict[str, _Budgets] = {}
+    for change in changes:
+        if change.action not in (Action.ISSUE, Action.ROTATE):
+            continue
+        directory = acme_directory(desired, change.issuer)
+        if letsencrypt_limits(directory) is None:
+            continue
+        assert directory is not None
+        current = actual.certificates.get(change.name)
+        ari = (
+            change.action is Action.ROTATE
+            and current is not None
+            and current.issuer == change.issuer
+            and current.renewal_window is not None
+            and now >= current.renewal_window.start
+        )
+        if ari:
+            continue
+        names = frozenset(change.domains)
+        renewal = (
+            change.action is Action.ROTATE
+            and current is not None
+            and acme_directory(desired, current.issuer) == directory
+            and frozenset(current.domains) == names
+        )
+        budget = budgets.setdefault(directory, _Budgets())
+        budget.orders.planned.append(change.name)
+        budget.per_set[names].planned.append(change.name)
+        if not renewal:
+            for domain in sorted(_registered_domains(names)):
+                budget.per_domain[domain].planned.append(change.name)
+    if not budgets:
+        return ()
+
+    history = actual.issuance_history
+    week_start, orders_start = now - HISTORY_WINDOW, now - HISTORY_ORDERS_WINDOW
+    for past in history.issuances:
+        drawn = budgets.get(past.directory_url)
+        if drawn is None or past.ari_renewal or past.created_at <= week_start:
+            continue
+        if past.domains in drawn.per_set:
+            drawn.per_set[past.domains].used += 1
+        if not past.renewal:
+            for domain in _registered_domains(past.domains):
+                if domain in drawn.per_domain:
+                    drawn.per_domain[domain].used += 1
+    for order in history.orders:
+        drawn = budgets.get(order.directory_url)
+        if drawn is not None and not order.ari_renewal and order.created_at > orders_start:
+            drawn.orders.used += 1
+
+    diagnostics: list[PlanDiagnostic] = []
+    for directory in sorted(budgets):
+        limits = letsencrypt_limits(directory)
+        assert limits is not None
+        budget = budgets[directory]
+        for domain in sorted(budget.per_domain):
+            diagnostic = _registered_domain_diagnostic(limits, domain, budget.per_domain[domain])
+            if diagnostic is not None:
+                diagnostics.append(diagnostic)
+        for names in sorted(budget.per_set, key=sorted):
+            diagnostic = _exact_set_diagnostic(limits, names, budget.per_set[names])
+            if diagnostic is not None:
+                diagnostics.append(diagnostic)
+        diagnostic = _orders_diagnostic(limits, directory, budget.orders)
+        if diagnostic is not None:
+            diagnostics.append(diagnostic)
+    return tuple(diagnostics)
+
+
+def _severity(total: int, limit: int) -> Severity | None:
+    if total > limit:
+        return Severity.ERROR
+    if total >= limit * WARNING_SHARE:
+        return Severity.WARNING
+    return None
+
+
+def _names(counter: _Counter) -> str:
+    shown = sorted(counter.planned)[:NAMES_SHOWN]
+    more = len(counter.planned) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def _staging_hint(limits: RateLimits) -> str:
+    return "; to test, use the letsencrypt-staging directory" if limits.production else ""
+
+
+def _registered_domain_diagnostic(limits: RateLimits, domain: str, counter: _Counter) -> PlanDiagnostic | None:
+    limit = limits.per_registered_domain
+    severity = _severity(counter.total, limit)
+    if severity is None:
+        return None
+    counts = f"{counter.used} in the last 7 days + {len(counter.planned)} planned: {_names(counter)}"
+    if severity is Severity.ERROR:
+        summary = (
+            f"{limits.label} rate limit: this plan would make {counter.total} new certificates for {domain}"
+            f" within 7 days ({counts}); the limit is {limit} per registered domain per week"
+        )
+        hint = (
+            f"split the change over several weeks (declare at most {max(limit - counter.used, 0)} new"
+            f" certificates for {domain} now), or put more names in fewer certificates{_staging_hint(limits)}"
+        )
+    else:
+        summary = (
+            f"{limits.label} rate limit: this plan would bring {domain} to {counter.total} of {limit}"
+            f" new certificates per registered domain per week ({counts})"
+        )
+        hint = f"past {limit}, apply refuses the plan; keep room for retries and for new names"
+    return PlanDiagnostic(severity, CODE_REGISTERED_DOMAIN, summary, hint)
+
+
+def _exact_set_diagnostic(limits: RateLimits, names: frozenset[str], counter: _Counter) -> PlanDiagnostic | None:
+    limit = limits.per_exact_set
+    severity = _severity(counter.total, limit)
+    if severity is None:
+        return None
+    shown = ", ".join(sorted(names)[:NAMES_SHOWN]) + (
+        f" and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else ""
+    )
+    counts = f"{counter.used} in the last 7 days + {len(counter.planned)} planned: {_names(counter)}"
+    if severity is Severity.ERROR:
+        summary = (
+            f"{limits.label} rate limit: this plan would make {counter.total} certificates for exactly"
+            f" [{shown}] within 7 days ({counts}); the limit is {limit} per exact set of names per week"
+        )
+        hint = (
+            "wait until older certificates for these names leave the 7-day window,"
+            " or find out what keeps re-issuing them"
+        )
+    else:
+        summary = (
+            f"{limits.label} rate limit: this plan would bring the set [{shown}] to {counter.total} of {limit}"
+            f" certificates per exact set of names per week ({counts})"
+        )
+        hint = f"past {limit}, apply refuses the plan"
+    return PlanDiagnostic(severity, CODE_EXACT_SET, summary, hint)
+
+
+def _orders_diagnostic(limits: RateLimits, directory: str, counter: _Counter) -> PlanDiagnostic | None:
+    limit = limits.orders_per_account
+    severity = _severity(counter.total, limit)
+    if severity is None:
+        return None
+    counts = f"{counter.used} in the last 3 hours + {len(counter.planned)} planned"
+    if severity is Severity.ERROR:
+        summary = (
+            f"{limits.label} rate limit: this plan would place {counter.total} new orders with the account of"
+            f" {directory} within 3 hours ({counts}); the limit is {limit} per account per 3 hours"
+        )
+        hint = f"apply in batches of at most {limit} new certificates, 3 hours apart{_staging_hint(limits)}"
+    else:
+        summary = (
+            f"{limits.label} rate limit: this plan would bring the account of {directory} to {counter.total} of"
+            f" {limit} new orders per 3 hours ({counts})"
+        )
+        hint = f"past {limit}, apply refuses the plan"
+    return PlanDiagnostic(severity, CODE_NEW_ORDERS, summary, hint)
