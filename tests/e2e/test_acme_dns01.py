@@ -93,3 +93,19 @@ def test_missing_tsig_secret_fails_clearly_and_issues_nothing(
     (desired / "certificates.yaml").write_text(yaml.safe_dump(dns01_doc(pebble_on_bind, bind_server, certificates)))
     result = run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=1)
     assert "CORP_TSIG_SECRET" in result.stdout + result.stderr
+
+
+def test_records_are_removed_when_validation_fails(
+    pebble: Pebble, bind_server: BindServer, run_cli: Runner, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """This Pebble asks challtestsrv, not BIND: it never sees the TXT value, and validation fails."""
+    zone = bind_server.zone
+    certificates = [{"name": "unseen", "domains": [f"unseen.{zone}"], "issuer": "pebble", "challenge": "dns-01",
+                     "dns_provider": "corp-dns"}]  # fmt: skip
+    desired = tmp_path / "repo"
+    desired.mkdir()
+    (desired / "certificates.yaml").write_text(yaml.safe_dump(dns01_doc(pebble, bind_server, certificates)))
+    env = {**cli_env, "CORP_TSIG_SECRET": bind_server.tsig_secret}
+    result = run_cli("apply", "--dir", str(desired), "--auto-approve", env=env, check_code=1)
+    assert "acme-validation-failed" in result.stdout + result.stderr
+    assert bind_server.txt_values(f"_acme-challenge.unseen.{zone}") == set()

@@ -17,12 +17,15 @@ def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Target], *, w
     """Probe each (certificate, target) pair in parallel; unknown targets are skipped."""
     wanted = [probe for probe in probes if probe[2] in targets]
 
-    def probe(item: Probe) -> tuple[tuple[str, str], ServedCertificate]:
+    def probe(item: Probe) -> tuple[tuple[str, str], ServedCertificate | None]:
         name, domains, target = item
         seen = targets[target].observe(name, domains)
+        if seen.unknown:
+            return (name, target), None  # the target cannot tell: no observation, no drift
         return (name, target), ServedCertificate(seen.fingerprint, seen.serial_number, seen.not_after, seen.error)
 
     if not wanted:
         return Observations()
     with ThreadPoolExecutor(max_workers=min(workers, len(wanted))) as pool:
-        return Observations(served=dict(pool.map(probe, wanted)))
+        served = {key: seen for key, seen in pool.map(probe, wanted) if seen is not None}
+    return Observations(served=served)

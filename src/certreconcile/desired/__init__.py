@@ -24,6 +24,7 @@ from certreconcile.desired.documents import KmsCacheConfig, LocalKmsConfig
 from certreconcile.desired.loader import read_sources
 from certreconcile.desired.model import (
     DEFAULT_PROPAGATION_TIMEOUT,
+    DEFAULT_VERIFY_TIMEOUT,
     CertificateSpec,
     DesiredState,
     DnsProviderSpec,
@@ -171,7 +172,12 @@ def _build(
         for name, p in sorted(declarations.dns_providers.items())
     }
     targets = {
-        name: TargetSpec(**spec_args(p), verify=p.verify)  # type: ignore[arg-type]
+        name: TargetSpec(
+            **spec_args(p),  # type: ignore[arg-type]
+            verify=p.verify,
+            sni=p.sni,
+            verify_timeout=p.verify_timeout or DEFAULT_VERIFY_TIMEOUT,
+        )
         for name, p in sorted(declarations.targets.items())
     }
     certificates: dict[str, CertificateSpec] = {}

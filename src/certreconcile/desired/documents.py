@@ -427,7 +427,12 @@ class TargetEntry(PluginEntry):
     files: FilesTargetConfig | None = None
     """Plain PEM files in a directory."""
     verify: HostPort | None = None
-    """HOST:PORT to verify by TLS handshake after deployment; null: no verification."""
+    """HOST:PORT to verify by TLS handshake after deployment (SNI: each name of the certificate);
+    null: the target's own read-back, if it has one."""
+    sni: str | None = Field(default=None, min_length=1)
+    """Server name to send in every verification handshake instead of the certificate's names."""
+    verify_timeout: Duration = "30s"
+    """How long to retry verification (reloads are asynchronous) before the deployment counts as failed."""
 
 
 class DnsProviderEntry(PluginEntry):

@@ -18,6 +18,7 @@ from certreconcile.domain.policy import Challenge, OnDelete
 
 __all__ = [
     "DEFAULT_PROPAGATION_TIMEOUT",
+    "DEFAULT_VERIFY_TIMEOUT",
     "CertificateSpec",
     "Challenge",
     "DesiredState",
@@ -79,6 +80,7 @@ class IssuerSpec(PluginSpec):
 
 #: How long a DNS provider waits for the authoritative name servers unless declared otherwise.
 DEFAULT_PROPAGATION_TIMEOUT = timedelta(seconds=120)
+DEFAULT_VERIFY_TIMEOUT = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class DnsProviderSpec(PluginSpec):
 @dataclass(frozen=True, slots=True)
 class TargetSpec(PluginSpec):
     verify: str | None = None  # HOST:PORT to verify by TLS handshake, if any
+    sni: str | None = None  # the server name for every verification handshake; None: each certificate name
+    verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

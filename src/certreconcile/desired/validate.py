@@ -107,6 +107,9 @@ class DeclaredPlugin:
     # DNS providers only: how long to wait for the authoritative servers, and which ones to ask.
     propagation_timeout: timedelta | None = None
     nameservers: tuple[str, ...] | None = None
+    # Targets only: the server name for verification handshakes, and how long to retry them.
+    sni: str | None = None
+    verify_timeout: timedelta | None = None
 
 
 class DeclaredCertificate(NamedTuple):
@@ -493,7 +496,22 @@ class _Checker:
         nameservers: tuple[str, ...] | None = None
         if isinstance(entry, DnsProviderEntry):
             propagation_timeout, nameservers = self._dns_propagation(file, section, name, entry)
-        merged[name] = DeclaredPlugin(name, kind, config, verify, ref, propagation_timeout, nameservers)
+        sni: str | None = None
+        verify_timeout: timedelta | None = None
+        if isinstance(entry, TargetEntry):
+            sni = entry.sni
+            try:
+                verify_timeout = parse_duration(entry.verify_timeout)
+            except ValueError as exc:
+                self.add(
+                    NodeRef(file, (section, name, "verify_timeout")),
+                    "invalid-duration",
+                    f"{format_path((section, name, 'verify_timeout'))}: {exc}",
+                    "write a whole number above zero and a unit, e.g. 30s",
+                )
+        merged[name] = DeclaredPlugin(
+            name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout
+        )
 
     def _dns_propagation(
         self, file: str, section: str, name: str, entry: DnsProviderEntry

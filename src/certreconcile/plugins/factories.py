@@ -169,4 +169,11 @@ def create_acme_issuer(spec: IssuerSpec, context: PluginContext, store: StateSto
 
 def create_files_target(spec: TargetSpec, context: PluginContext) -> FilesTarget:
     assert isinstance(spec.config, FilesTargetConfig)
-    return FilesTarget(spec.name, spec.config, context.desired_dir, verify=spec.verify)
+    return FilesTarget(
+        spec.name,
+        spec.config,
+        context.desired_dir,
+        verify=spec.verify,
+        verify_timeout=spec.verify_timeout,
+        sni=spec.sni,
+    )

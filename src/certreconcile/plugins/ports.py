@@ -214,6 +214,9 @@ class TargetObservation:
     serial_number: str | None = None
     not_after: datetime | None = None
     error: str | None = None
+    # True: this target cannot tell what it serves (no ``verify`` address and no read-back,
+    # e.g. a webhook): drift detection skips it instead of seeing drift every time.
+    unknown: bool = False
 
 
 class Target(Protocol):

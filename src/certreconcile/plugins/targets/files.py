@@ -19,7 +19,7 @@ from certreconcile.desired.documents import FilesTargetConfig
 from certreconcile.domain.certs import read_cert_facts, split_pem_chain
 from certreconcile.errors import TargetError
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
-from certreconcile.plugins.targets.handshake import handshake_observation, sni_for
+from certreconcile.plugins.targets.handshake import observe_served
 
 __all__ = ["FilesTarget", "write_atomically"]
 
@@ -47,6 +47,7 @@ class FilesTarget:
         base_dir: Path,
         verify: str | None = None,
         verify_timeout: timedelta = timedelta(seconds=10),
+        sni: str | None = None,
     ) -> None:
         self.name = name
         self._dir = (base_dir / config.dir).resolve() if not Path(config.dir).is_absolute() else Path(config.dir)
@@ -54,6 +55,7 @@ class FilesTarget:
         self._base_dir = base_dir
         self._verify = verify
         self._verify_timeout = verify_timeout
+        self._sni = sni
 
     def folder(self, certificate_name: str) -> Path:
         return self._dir / certificate_name
@@ -101,7 +103,7 @@ class FilesTarget:
 
     def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
         if self._verify:
-            return handshake_observation(self._verify, sni_for(domains[0]))
+            return observe_served(self._verify, domains, self._sni)
         fullchain = self.folder(name) / "fullchain.pem"
         try:
             blocks = split_pem_chain(fullchain.read_text())

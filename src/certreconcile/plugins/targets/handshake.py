@@ -10,7 +10,7 @@ from cryptography import x509
 from certreconcile.domain.certs import fingerprint_of_der
 from certreconcile.plugins.ports import TargetObservation
 
-__all__ = ["handshake_observation", "parse_host_port", "sni_for"]
+__all__ = ["handshake_observation", "observe_served", "parse_host_port", "sni_for"]
 
 
 def parse_host_port(address: str) -> tuple[str, int]:
@@ -46,3 +46,26 @@ def handshake_observation(address: str, server_name: str, timeout: float = 5.0) 
         serial_number=format(cert.serial_number, "x"),
         not_after=cert.not_valid_after_utc,
     )
+
+
+def observe_served(
+    address: str, domains: tuple[str, ...], sni: str | None = None, timeout: float = 5.0
+) -> TargetObservation:
+    """What ``address`` serves for a certificate: one handshake per name (SNI), or with ``sni`` only.
+
+    A server may route names to different certificates: the observation has a fingerprint only
+    when every name got the same leaf; otherwise none, and an error naming the odd one out.
+    """
+    names = (sni,) if sni else tuple(dict.fromkeys(sni_for(domain) for domain in domains))
+    first = handshake_observation(address, names[0], timeout)
+    for name in names[1:]:
+        seen = handshake_observation(address, name, timeout)
+        if seen.fingerprint != first.fingerprint:
+            what = seen.fingerprint[:16] if seen.fingerprint else "nothing"
+            return TargetObservation(
+                fingerprint=None,
+                error=f"{address} serves {what} for {name} but "
+                f"{first.fingerprint[:16] if first.fingerprint else 'nothing'} for {names[0]}"
+                + (f" ({seen.error})" if seen.error else ""),
+            )
+    return first
