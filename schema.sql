@@ -264,6 +264,14 @@ ALTER TABLE AcmeOrder DROP COLUMN key_ref;
 -- ~140 ms); with it, an index range scan of the week's rows (a few ms).
 CREATE INDEX idx_cert_created_at ON Certificate(created_at);
 
+-- ==== 0006_distribution_verified_fingerprint ====
+
+-- certreconcile migration 0006: what each target was last PROVEN to serve (by handshake or
+-- read-back), kept apart from what was last pushed to it. A push whose verification failed
+-- leaves the previous verified fingerprint in place, so status and drift can say both.
+ALTER TABLE Distribution ADD COLUMN verified_fingerprint TEXT;
+UPDATE Distribution SET verified_fingerprint = fingerprint WHERE verified_at IS NOT NULL;
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -271,3 +279,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (2, '0002_audit_key_accessed'
 INSERT INTO SchemaMigration (version, name) VALUES (3, '0003_audit_key_rewrapped');
 INSERT INTO SchemaMigration (version, name) VALUES (4, '0004_acme');
 INSERT INTO SchemaMigration (version, name) VALUES (5, '0005_issuance_history');
+INSERT INTO SchemaMigration (version, name) VALUES (6, '0006_distribution_verified_fingerprint');

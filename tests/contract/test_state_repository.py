@@ -360,7 +360,7 @@ def test_distribution_upsert_and_remove(session: StateSession) -> None:
     distributions = session.load_actual().certificates["shop"].distributions
     assert distributions == {
         "deploy": DistributionState("deploy", row.fingerprint, None, None, None, None),
-        "edge": DistributionState("edge", row.fingerprint, T0, T0 + timedelta(minutes=1), None, "t1"),
+        "edge": DistributionState("edge", row.fingerprint, T0, T0 + timedelta(minutes=1), None, "t1", row.fingerprint),
     }
     current = session.current_certificate("shop")
     assert current is not None
@@ -395,7 +395,14 @@ def test_distribution_follows_the_name_across_rotation(session: StateSession) ->
         last_error=None,
         target_fingerprint=None,
     )
-    assert session.load_actual().certificates["shop"].distributions["edge"].fingerprint == new.fingerprint
+    edge = session.load_actual().certificates["shop"].distributions["edge"]
+    assert edge.fingerprint == new.fingerprint
+    # The new certificate was pushed but not proven: the target last proved it served the old one.
+    assert edge.verified_fingerprint == old.fingerprint
+    session.record_distribution(
+        new.id, "edge", new.fingerprint, pushed_at=T0, verified_at=T0, last_error=None, target_fingerprint=None
+    )
+    assert session.load_actual().certificates["shop"].distributions["edge"].verified_fingerprint == new.fingerprint
 
 
 def test_distribution_of_unknown_certificate_raises(session: StateSession) -> None:

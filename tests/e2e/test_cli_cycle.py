@@ -71,17 +71,18 @@ def test_plan_apply_status_audit_cycle(run_cli: Runner, desired_dir: Path, datab
     assert sorted(e["name"] for e in audit if e["action"] == "issued") == sorted(
         c["name"] for c in status_json["certificates"]
     )
-    rotated = run_cli("rotate", audit[0]["name"], "--dir", d, check_code=0)
+    served = "shop"  # deployed to the `web` files target
+    rotated = run_cli("rotate", served, "--dir", d, check_code=0)
     assert "rotate" not in rotated.stderr
     assert run_cli("plan", "--dir", d, "--detailed-exitcode").returncode == 0
-    refused = run_cli("revoke", audit[0]["name"], "--dir", d, "--reason", "keyCompromise", check_code=1)
+    refused = run_cli("revoke", served, "--dir", d, "--reason", "keyCompromise", check_code=1)
     assert "error[revoke-still-served]" in refused.stderr and "--force" in refused.stderr
-    bad_reason = run_cli("revoke", audit[0]["name"], "--dir", d, "--reason", "because", check_code=1)
+    bad_reason = run_cli("revoke", served, "--dir", d, "--reason", "because", check_code=1)
     assert "not an RFC 5280 revocation reason" in bad_reason.stderr
-    revoked = run_cli("revoke", audit[0]["name"], "--dir", d, "--reason", "keyCompromise", "--force", check_code=0)
+    revoked = run_cli("revoke", served, "--dir", d, "--reason", "keyCompromise", "--force", check_code=0)
     assert "revoked" in revoked.stdout
     after_revoke = run_cli("plan", "--dir", d, "--detailed-exitcode", check_code=2)
-    assert "~ rotate " + audit[0]["name"] in after_revoke.stdout
+    assert "~ rotate " + served in after_revoke.stdout
     assert "was revoked" in after_revoke.stdout
 
 

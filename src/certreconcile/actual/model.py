@@ -44,6 +44,7 @@ class DistributionState:
     verified_at: datetime | None  # set only after the target proved it serves ``fingerprint``
     last_error: str | None = None
     target_fingerprint: str | None = None  # the target's declaration when pushed
+    verified_fingerprint: str | None = None  # what the target was last proven to serve (kept when a push fails)
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,11 +208,13 @@ _SQL_CURRENT_ONE = (
     " created_at DESC, not_before DESC, Certificate.id DESC LIMIT 1"
 )
 _SQL_DISTRIBUTIONS_ALL = (
-    "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint"
+    "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint,"
+    " verified_fingerprint"
     " FROM Distribution ORDER BY cert_name, target"
 )
 _SQL_DISTRIBUTIONS_ONE = (
-    "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint"
+    "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint,"
+    " verified_fingerprint"
     " FROM Distribution WHERE cert_name = %s ORDER BY target"
 )
 _SQL_OPEN_ROTATIONS_ALL = (
@@ -374,8 +376,8 @@ def _row_to_certificate(
 
 
 def _row_to_distribution(row: Sequence[Any]) -> DistributionState:
-    # target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint
-    return _new_distribution(row[1], row[2], row[3], row[4], row[5], row[6])
+    # target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, verified_fingerprint
+    return _new_distribution(row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
 def _row_to_rotation(row: Sequence[Any]) -> OpenRotation:
@@ -792,13 +794,16 @@ class PostgresSession:
         def work(conn: psycopg.Connection[Any]) -> None:
             inserted = conn.execute(
                 "INSERT INTO Distribution (cert_name, target, cert_id, fingerprint, pushed_at, verified_at,"
-                " last_error, target_fingerprint)"
-                " SELECT name, %s, id, %s, %s, %s, %s, %s FROM Certificate WHERE id = %s"
+                " last_error, target_fingerprint, verified_fingerprint)"
+                " SELECT name, %s, id, %s, %s, %s, %s, %s, CASE WHEN %s::timestamptz IS NULL THEN NULL ELSE %s END"
+                " FROM Certificate WHERE id = %s"
                 " ON CONFLICT (cert_name, target) DO UPDATE SET cert_id = EXCLUDED.cert_id,"
                 " fingerprint = EXCLUDED.fingerprint, pushed_at = EXCLUDED.pushed_at,"
                 " verified_at = EXCLUDED.verified_at, last_error = EXCLUDED.last_error,"
-                " target_fingerprint = EXCLUDED.target_fingerprint",
-                (target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, cert_id),
+                " target_fingerprint = EXCLUDED.target_fingerprint,"
+                " verified_fingerprint = coalesce(EXCLUDED.verified_fingerprint, Distribution.verified_fingerprint)",
+                (target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, verified_at, fingerprint,
+                 cert_id),
             )
             if inserted.rowcount != 1:
                 raise _not_found("certificate", cert_id)

@@ -11,6 +11,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -183,7 +184,7 @@ def _run_all(
 
     def worker() -> None:
         with env.store.session() as session:
-            runner = ChangeRunner(session, desired, env, run_id)
+            runner = ChangeRunner(session, desired, env, run_id, target_pool)
             while True:
                 try:
                     index, change = work.get_nowait()
@@ -194,20 +195,40 @@ def _run_all(
                 if env.on_progress is not None:
                     env.on_progress(result)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(changes)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deploy") as target_pool:
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(changes)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     return tuple(result for result in results if result is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class _PushOutcome:
+    target: str
+    pushed_at: datetime | None  # None: the push itself failed
+    verified_at: datetime | None
+    error: str | None  # one line, never a secret
+    attempts: int
+    served: Mapping[str, str] = field(default_factory=dict)  # what the target served instead, for the audit
+
+
 class ChangeRunner:
-    def __init__(self, session: StateSession, desired: DesiredState, env: ApplyEnvironment, run_id: int) -> None:
+    def __init__(
+        self,
+        session: StateSession,
+        desired: DesiredState,
+        env: ApplyEnvironment,
+        run_id: int,
+        target_pool: Executor | None = None,
+    ) -> None:
         self.session = session
         self.desired = desired
         self.env = env
         self.run_id = run_id
+        # Shared by the changes of one apply: bounds the deployments in flight to --concurrency.
+        self.target_pool = target_pool
 
     # --- bookkeeping --------------------------------------------------------------
     def _journal(self, change: Change, step: str, state: str, **detail: str) -> None:
@@ -403,60 +424,77 @@ class ChangeRunner:
         return cert_id, key_ref, key_pem
 
     def _deploy(self, change: Change, cert_id: str, bundle: DeployBundle, targets: tuple[str, ...]) -> dict[str, str]:
-        """Deploy and verify on each target; returns the failed targets with their error."""
-        failed: dict[str, str] = {}
+        """Deploy and verify on each target, in parallel; returns the failed targets with their error.
+
+        Only the push and the verification run in the pool (network and reloads); every row is
+        written here, on this change's own session (a connection is used by one thread at a time).
+        """
         for target_name in targets:
-            target = self.env.targets[target_name]
+            self._journal(change, f"deploy:{target_name}", "started", cert_id=cert_id)
+        if self.target_pool is not None and len(targets) > 1:
+            outcomes = list(self.target_pool.map(lambda name: self._push(name, bundle), targets))
+        else:
+            outcomes = [self._push(name, bundle) for name in targets]
+        failed: dict[str, str] = {}
+        for outcome in outcomes:
+            target_name = outcome.target
             target_fingerprint = self.desired.targets[target_name].fingerprint
-            try:
-                self._journal(change, f"deploy:{target_name}", "started", cert_id=cert_id)
-                target.deploy(bundle)
+            if outcome.pushed_at is not None:
                 self._journal(change, f"deploy:{target_name}", "done", cert_id=cert_id)
-                pushed_at = self.env.clock.now()
-                self.session.record_distribution(
-                    cert_id,
-                    target_name,
-                    bundle.fingerprint,
-                    pushed_at=pushed_at,
-                    verified_at=None,
-                    last_error=None,
-                    target_fingerprint=target_fingerprint,
-                )
                 self._audit(change, cert_id, AuditAction.DISTRIBUTED, target=target_name)
-                outcome = wait_until_served(target, bundle.name, bundle.domains, bundle.fingerprint)
-                if not outcome.verified:
-                    seen = outcome.last.fingerprint[:16] if outcome.last.fingerprint else "nothing"
-                    raise TargetError(
-                        f"target {target_name} serves {seen} instead of {bundle.fingerprint[:16]}"
-                        + (f" ({outcome.last.error})" if outcome.last.error else ""),
-                        code="target-not-serving",
-                        hint="the reload did not take effect; check the target, then apply again",
-                    )
+            if outcome.error is None:
                 self.session.record_distribution(
                     cert_id,
                     target_name,
                     bundle.fingerprint,
-                    pushed_at=pushed_at,
-                    verified_at=self.env.clock.now(),
+                    pushed_at=outcome.pushed_at,
+                    verified_at=outcome.verified_at,
                     last_error=None,
                     target_fingerprint=target_fingerprint,
                 )
                 self._audit(change, cert_id, AuditAction.VERIFIED, target=target_name, fingerprint=bundle.fingerprint)
                 self._journal(change, f"verify:{target_name}", "done", attempts=str(outcome.attempts))
-            except CertReconcileError as exc:
-                failed[target_name] = exc.one_line()
-                self._journal(change, f"deploy:{target_name}", "failed", error=exc.one_line()[:500])
-                self.session.record_distribution(
-                    cert_id,
-                    target_name,
-                    bundle.fingerprint,
-                    pushed_at=None,
-                    verified_at=None,
-                    last_error=exc.one_line()[:500],
-                    target_fingerprint=target_fingerprint,
-                )
-                self._audit(change, cert_id, AuditAction.FAILED, target=target_name, error=exc.one_line()[:500])
+                continue
+            failed[target_name] = outcome.error
+            self._journal(change, f"deploy:{target_name}", "failed", error=outcome.error[:500])
+            self.session.record_distribution(
+                cert_id,
+                target_name,
+                bundle.fingerprint,
+                pushed_at=outcome.pushed_at,
+                verified_at=None,
+                last_error=outcome.error[:500],
+                target_fingerprint=target_fingerprint,
+            )
+            self._audit(change, cert_id, AuditAction.FAILED, target=target_name, error=outcome.error[:500],
+                        **outcome.served)  # fmt: skip
         return failed
+
+    def _push(self, target_name: str, bundle: DeployBundle) -> _PushOutcome:
+        """Push to one target and wait until it serves the bundle. No database access (runs in the pool)."""
+        target = self.env.targets[target_name]
+        pushed_at: datetime | None = None
+        try:
+            target.deploy(bundle)
+            pushed_at = self.env.clock.now()
+            outcome = wait_until_served(target, bundle.name, bundle.domains, bundle.fingerprint)
+            if outcome.verified:
+                return _PushOutcome(target_name, pushed_at, self.env.clock.now(), None, outcome.attempts)
+            seen = outcome.last
+            served = {"served_fingerprint": seen.fingerprint or "", "served_serial": seen.serial_number or ""}
+            if seen.not_after is not None:
+                served["served_not_after"] = seen.not_after.isoformat()
+            error = TargetError(
+                f"target {target_name} serves {seen.fingerprint[:16] if seen.fingerprint else 'nothing'}"
+                f" instead of {bundle.fingerprint[:16]}" + (f" ({seen.error})" if seen.error else ""),
+                code="target-not-serving",
+                hint="the reload did not take effect; check the target, then apply again",
+            )
+            return _PushOutcome(target_name, pushed_at, None, error.one_line(), outcome.attempts, served)
+        except CertReconcileError as exc:
+            return _PushOutcome(target_name, pushed_at, None, exc.one_line(), 0)
+        except Exception as exc:  # noqa: BLE001 - a plug-in bug fails this target only, never the others
+            return _PushOutcome(target_name, pushed_at, None, f"target {target_name}: {type(exc).__name__}", 0)
 
     def _finish(self, change: Change, cert_id: str, failed: dict[str, str], what: str) -> ChangeResult:
         """Activate the certificate and close its rotation once every declared target is verified."""

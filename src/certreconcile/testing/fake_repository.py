@@ -562,6 +562,10 @@ class InMemorySession:
     ) -> None:
         with self._store._mutex:
             name = self._cert(cert_id).row.name
+            previous = self._data.distributions.get((name, target))
+            verified_fingerprint = fingerprint if verified_at is not None else None
+            if verified_fingerprint is None and previous is not None:
+                verified_fingerprint = previous.state.verified_fingerprint
             self._data.distributions[(name, target)] = _Distribution(
                 cert_id=cert_id,
                 state=DistributionState(
@@ -571,6 +575,7 @@ class InMemorySession:
                     verified_at=verified_at,
                     last_error=last_error,
                     target_fingerprint=target_fingerprint,
+                    verified_fingerprint=verified_fingerprint,
                 ),
             )
 
