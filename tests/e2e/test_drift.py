@@ -23,6 +23,15 @@ def test_refresh_plans_redistribute_for_exactly_the_drifted_target(run_cli: Runn
     assert "> redistribute api" in drift.stdout
     assert "Plan: 0 to issue, 0 to rotate, 0 to revoke, 1 to redistribute." in drift.stdout
     assert "web serves" in drift.stdout
+    # What it serves (shop's certificate) beside what it should (api's): fingerprint, serial, expiry.
+    from certreconcile.domain.certs import read_cert_facts
+
+    shop = read_cert_facts((deploy / "web" / "shop" / "cert.pem").read_text())
+    api = read_cert_facts((deploy / "internal" / "api" / "cert.pem").read_text())
+    served_line = next(line for line in drift.stdout.splitlines() if "served:" in line)
+    assert f"sha256 {shop.fingerprint[:16]}, serial {shop.serial_number[:20]}" in served_line
+    assert f"should serve sha256 {api.fingerprint[:16]}, serial {api.serial_number[:20]}" in served_line
+    assert f"expires {api.not_after:%Y-%m-%d}" in served_line
     assert "internal" not in drift.stdout.split("> redistribute api")[1].split("targets:")[1].splitlines()[0]
     saved = tmp_path / "drift.json"
     run_cli("plan", "--dir", d, "--refresh", "--out", str(saved), check_code=0)

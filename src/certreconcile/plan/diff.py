@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import replace
 from datetime import datetime
 
-from certreconcile.actual.model import ActualCertificate, ActualState, Observations
+from certreconcile.actual.model import ActualCertificate, ActualState, Observations, ServedCertificate
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, is_backed_off
@@ -69,9 +69,26 @@ def change_for_name(
         removed_targets=tuple(removed),
         replaces=current.id,
         replaces_fingerprint=current.fingerprint,
-        served=tuple((target, served[target].fingerprint or "nothing") for target in sorted(needs) if target in served),
+        served=tuple((t, describe_served(served[t], current)) for t in sorted(needs) if t in served),
         idempotency_key=_idempotency_key(Action.REDISTRIBUTE, name, current.fingerprint, spec),
     )
+
+
+def describe_served(seen: ServedCertificate, current: ActualCertificate) -> str:
+    """What a target serves beside what it should: fingerprint, serial, expiry (or why nothing)."""
+
+    def one(fingerprint: str, serial: str | None, not_after: datetime | None) -> str:
+        parts = [f"sha256 {fingerprint[:16]}"]
+        if serial:
+            parts.append(f"serial {serial[:20]}")
+        if not_after is not None:
+            parts.append(f"expires {not_after:%Y-%m-%d}")
+        return ", ".join(parts)
+
+    should = one(current.fingerprint, current.serial_number, current.not_after)
+    if seen.fingerprint is None:
+        return f"nothing ({seen.error or 'no certificate'}); should serve {should}"
+    return f"{one(seen.fingerprint, seen.serial_number, seen.not_after)}; should serve {should}"
 
 
 def _issue_or_rotate(
