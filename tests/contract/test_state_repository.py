@@ -453,6 +453,25 @@ def test_audit_append_and_filter(session: StateSession) -> None:
     assert [e.action for e in session.audit_events(limit=2)] == ["distributed", "failed"]  # the newest two
 
 
+def test_audit_filters_by_actor_prefix_and_time(session: StateSession) -> None:
+    row = cert_row()
+    session.insert_certificate(row)
+    actors = ["git:abc ops@example.com", "git:def dev@example.com", "user:alice", "user:al_ce", "automation:renewal"]
+    for offset, actor in enumerate(actors):
+        session.append_audit(AuditEvent(row.id, "shop", AuditAction.VERIFIED, actor, T0 + timedelta(minutes=offset)))
+
+    def actors_of(**filters: object) -> list[str]:
+        return [event.actor for event in session.audit_events(**filters)]  # type: ignore[arg-type]
+
+    assert actors_of(actor="git:") == actors[:2]
+    assert actors_of(actor="git:def") == ["git:def dev@example.com"]
+    assert actors_of(actor="user:al_") == ["user:al_ce"]  # `_` is literal, not a wildcard
+    assert actors_of(actor="%") == []
+    assert actors_of(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == actors[1:3]
+    assert actors_of(actor="user:", since=T0 + timedelta(minutes=3)) == ["user:al_ce"]
+    assert actors_of(actor="git:", limit=1) == ["git:def dev@example.com"]
+
+
 def test_audit_rejects_unknown_action_and_certificate(session: StateSession) -> None:
     with pytest.raises(StateError):
         session.append_audit(AuditEvent(None, "shop", "deleted", "user:alice", T0))

@@ -183,6 +183,11 @@ def _state_error(exc: psycopg.Error, doing: str, secret: str | None) -> StateErr
     return StateError(message, code=code, hint=hint)
 
 
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching ``text`` as a literal prefix (backslash is LIKE's default escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _not_found(what: str, key: object) -> StateError:
     return StateError(f"{what} {key} does not exist", code=CODE_NOT_FOUND, hint="run `certreconcile plan` again")
 
@@ -538,17 +543,29 @@ class PostgresSession:
         return self._run(f"reading the rotation replaced by certificate {new_cert_id}", work)
 
     def audit_events(
-        self, name: str | None = None, action: str | None = None, limit: int | None = None
+        self,
+        name: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        *,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> Sequence[AuditEvent]:
         """Oldest first; with ``limit``, the newest ``limit`` events (still oldest first)."""
+        actor_prefix = None if actor is None else _like_prefix(actor)
 
         def work(conn: psycopg.Connection[Any]) -> list[AuditEvent]:
             rows = conn.execute(
                 "SELECT id, cert_id::text, name, action, actor, timestamp, detail FROM CertAudit"
                 " WHERE (%(name)s::text IS NULL OR name = %(name)s)"
                 " AND (%(action)s::text IS NULL OR action = %(action)s)"
+                " AND (%(actor)s::text IS NULL OR actor LIKE %(actor)s)"
+                " AND (%(since)s::timestamptz IS NULL OR timestamp >= %(since)s)"
+                " AND (%(until)s::timestamptz IS NULL OR timestamp < %(until)s)"
                 " ORDER BY id DESC LIMIT %(limit)s",
-                {"name": name, "action": action, "limit": limit},
+                {"name": name, "action": action, "limit": limit, "actor": actor_prefix, "since": since,
+                 "until": until},
             ).fetchall()
             rows.reverse()
             return [

@@ -203,8 +203,18 @@ class StateSession(Protocol):
         ...
 
     def audit_events(
-        self, name: str | None = None, action: str | None = None, limit: int | None = None
-    ) -> Sequence[AuditEvent]: ...
+        self,
+        name: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        *,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[AuditEvent]:
+        """Oldest first. ``actor`` matches the actor or its prefix (``git:``, ``user:alice``);
+        ``since`` is inclusive, ``until`` exclusive; with ``limit``, the newest ``limit`` events."""
+        ...
 
     def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]: ...
 

@@ -80,6 +80,27 @@ def _fail(exc: CertReconcileError) -> NoReturn:
     raise typer.Exit(ExitCode.ERROR)
 
 
+def _validation_json(exc: CertReconcileError) -> dict[str, Any]:
+    diagnostics: list[dict[str, Any]] = []
+    if isinstance(exc, DesiredStateError):
+        for diagnostic in exc.diagnostics:
+            location = getattr(diagnostic, "location", None)
+            diagnostics.append(
+                {
+                    "file": getattr(location, "file", None),
+                    "line": getattr(location, "line", None),
+                    "column": getattr(location, "column", None),
+                    "code": getattr(diagnostic, "code", exc.code),
+                    "message": getattr(diagnostic, "message", str(diagnostic)),
+                    "hint": getattr(diagnostic, "hint", ""),
+                }
+            )
+    else:
+        diagnostics.append({"file": None, "line": None, "column": None, "code": exc.code,
+                            "message": exc.message, "hint": exc.hint})  # fmt: skip
+    return {"format_version": 1, "valid": False, "diagnostics": diagnostics}
+
+
 def _load(directory: Path, ref: str | None = None) -> Any:
     from certreconcile.desired import load_desired
 
@@ -100,15 +121,30 @@ def _now() -> datetime:
 
 
 @app.command()
-def validate(directory: DirOption = DEFAULT_DIR) -> None:
+def validate(
+    directory: DirOption = DEFAULT_DIR,
+    output_format: Annotated[
+        str, typer.Option("--format", help="text or json (every diagnostic, for editors and CI).")
+    ] = "text",
+) -> None:
     """Check the declarations (schema, references, domains, policy). Exit 0 if valid, 1 if not.
 
-    Example: certreconcile validate --dir certs/
+    Examples: certreconcile validate --dir certs/; certreconcile validate --format json | jq '.diagnostics[]'
     """
+    if output_format not in ("text", "json"):
+        _fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use text or json"))
     try:
         desired = _load(directory)
     except CertReconcileError as exc:
+        if output_format == "json":
+            typer.echo(json.dumps(_validation_json(exc), indent=2, sort_keys=True))
+            raise typer.Exit(ExitCode.ERROR) from None
         _fail(exc)
+    if output_format == "json":
+        summary = {"certificates": len(desired.certificates), "issuers": len(desired.issuers),
+                   "targets": len(desired.targets)}  # fmt: skip
+        typer.echo(json.dumps({"format_version": 1, "valid": True, "diagnostics": [], **summary}, sort_keys=True))
+        return
     typer.echo(
         f"Valid: {len(desired.certificates)} certificates, {len(desired.issuers)} issuers, "
         f"{len(desired.targets)} targets."
@@ -292,13 +328,32 @@ def _apply(the_plan: Any, desired: Any, env: Any, concurrency: int, *, saved: bo
 
     from certreconcile.apply.executor import apply_plan
 
-    if sys.stderr.isatty():
-
-        def progress(result: Any) -> None:
+    if not sys.stderr.isatty() or not the_plan.changes:
+        return apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        # A terminal that wants no escape codes: one plain line per finished change, no bar.
+        def line(result: Any) -> None:
             _err(f"  {result.change.action.symbol} {result.change.name}: {result.outcome}")
 
-        env = replace(env, on_progress=progress)
-    return apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
+        return apply_plan(the_plan, desired, replace(env, on_progress=line), concurrency=concurrency, saved=saved)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]apply[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=len(the_plan.changes))
+
+        def advance(result: Any) -> None:
+            bar.update(task, advance=1, description=f"{result.change.name}: {result.outcome}")
+
+        return apply_plan(the_plan, desired, replace(env, on_progress=advance), concurrency=concurrency, saved=saved)
 
 
 def _report(result: Any, output_format: str) -> None:
@@ -342,24 +397,34 @@ def status(
     directory: DirOption = DEFAULT_DIR,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
-    """The inventory: every managed certificate, its status, expiry and verified targets.
+    """The inventory: every managed certificate, its status, expiry, verified targets and flags.
 
-    Example: certreconcile status --format json
+    Flags: expiring-soon (its renewal is due), expired, unverified:TARGETS (not proven to
+    serve it), rotation-open (a rotation started and did not finish), not-declared.
+
+    Examples: certreconcile status; certreconcile status --format json | jq '.certificates[] | select(.flags != [])'
     """
     from certreconcile.cli.status import render_status_json, render_status_table
     from certreconcile.wiring import Settings, open_store
 
+    if output_format not in ("table", "json"):
+        _fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use table or json"))
     try:
         store = open_store(Settings.from_env(directory))
         with store.session() as session:
             actual = session.load_actual()
     except CertReconcileError as exc:
         _fail(exc)
+    specs = None
+    try:  # the renewal times come from the declarations; without readable ones, status still shows
+        specs = _load(directory).certificates
+    except (CertReconcileError, typer.Exit):
+        _err("warning: the declarations could not be read; renewal times are estimated from expiry")
     now = _now()
     if output_format == "json":
-        typer.echo(render_status_json(actual, now))
+        typer.echo(render_status_json(actual, now, specs))
     else:
-        sys.stdout.write(render_status_table(actual, now, color=_use_color()))
+        sys.stdout.write(render_status_table(actual, now, color=_use_color(), specs=specs))
 
 
 @app.command()
@@ -368,18 +433,35 @@ def audit(
     name: Annotated[str | None, typer.Option(help="Only this certificate name.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action (issued, renewed, revoked, ...).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many events (newest).")] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Only events by this actor, or actors starting with it (git:, user:alice).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only events at or after: an ISO time (2026-11-01T00:00Z) or an age (24h, 7d).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only events before: an ISO time or an age.")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
     """The append-only audit trail: who did what to which certificate, and when.
 
-    Example: certreconcile audit --name shop
+    Examples: certreconcile audit --name shop;
+    certreconcile audit --action revoked --since 7d --format json;
+    certreconcile audit --actor git:4f2a --until 2026-11-01T00:00Z
     """
     from certreconcile.wiring import Settings, open_store
 
+    if output_format not in ("table", "json"):
+        _fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use table or json"))
     try:
+        since_at = _parse_when(since, "--since")
+        until_at = _parse_when(until, "--until")
         store = open_store(Settings.from_env(directory))
         with store.session() as session:
-            events = list(session.audit_events(name=name, action=action, limit=limit))
+            events = list(
+                session.audit_events(
+                    name=name, action=action, limit=limit, actor=actor, since=since_at, until=until_at
+                )
+            )
     except CertReconcileError as exc:
         _fail(exc)
     if output_format == "json":
@@ -410,6 +492,27 @@ def audit(
         typer.echo(f"{e.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {e.action:<11} {e.name:<20} {e.actor}  {detail}")
 
 
+def _parse_when(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time (UTC when no offset is given) or an age before now (``30m``, ``24h``, ``7d``)."""
+    if text is None:
+        return None
+    from certreconcile.domain.durations import parse_duration
+
+    try:
+        return _now() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise CertReconcileError(
+            f"{option} {text!r} is neither an ISO time nor an age",
+            code="usage",
+            hint="write e.g. 2026-11-01T00:00Z or 24h, 7d",
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @app.command()
 def revoke(
     name: Annotated[str, typer.Argument(help="The certificate name.")],
@@ -424,6 +527,7 @@ def revoke(
     force: Annotated[
         bool, typer.Option(help="Revoke even while a target still serves the certificate (e.g. key compromise).")
     ] = False,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
 ) -> None:
     """Revoke a certificate now, at its CA, with an RFC 5280 reason (recorded in the audit log).
 
@@ -451,6 +555,11 @@ def revoke(
         result = revoke_now(name, desired, env, reason, _now(), force=force)
     except CertReconcileError as exc:
         _fail(exc)
+    if output_format == "json":
+        payload = {"format_version": 1, "name": name, "outcome": result.outcome, "message": result.message,
+                   "cert_id": result.cert_id, "reason": reason}  # fmt: skip
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+        return
     typer.echo(f"- {name}: {result.message} (reason {reason})")
 
 
@@ -459,6 +568,7 @@ def rotate(
     name: Annotated[str, typer.Argument(help="The certificate name.")],
     directory: DirOption = DEFAULT_DIR,
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "requested",
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
 ) -> None:
     """Rotate now: new key, issue, distribute, verify (e.g. after a key compromise).
 
@@ -490,13 +600,16 @@ def rotate(
         result = _apply(the_plan, desired, env, 1, saved=False)
     except CertReconcileError as exc:
         _fail(exc)
-    _report(result, "text")
+    _report(result, "json" if output_format == "json" else "text")
     if not result.ok:
         raise typer.Exit(ExitCode.ERROR)
 
 
 @db_app.command("upgrade")
-def db_upgrade(directory: DirOption = DEFAULT_DIR) -> None:
+def db_upgrade(
+    directory: DirOption = DEFAULT_DIR,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
     """Apply pending database migrations (other commands do it on their own too).
 
     Example: certreconcile db upgrade --dir certs/
@@ -508,6 +621,9 @@ def db_upgrade(directory: DirOption = DEFAULT_DIR) -> None:
         applied = store.upgrade()
     except CertReconcileError as exc:
         _fail(exc)
+    if output_format == "json":
+        typer.echo(json.dumps({"format_version": 1, "applied": applied}))
+        return
     typer.echo("Applied: " + ", ".join(applied) if applied else "The database is up to date.")
 
 
@@ -549,6 +665,7 @@ def kms_rewrap(
         ),
     ] = None,
     batch: Annotated[int, typer.Option(min=1, max=10000, help="Rows read per page.")] = 100,
+    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
 ) -> None:
     """Re-encrypt every stored data key under another KMS or master key; no private key is decrypted.
 
@@ -584,6 +701,23 @@ def kms_rewrap(
         )
     except CertReconcileError as exc:
         _fail(exc)
+    if output_format == "json":
+        payload = {
+            "format_version": 1,
+            "target_kms": result.target_kms,
+            "target_key_id": result.target_key_id,
+            "rewrapped": result.rewrapped,
+            "skipped": result.skipped,
+            "conflicts": result.conflicts,
+            "failures": [
+                {"table": f.table.value, "name": f.name, "row_id": f.row_id, "message": f.message}
+                for f in result.failures
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+        if not result.ok:
+            raise typer.Exit(ExitCode.ERROR)
+        return
     for failure in result.failures:
         _err(f"failed: {failure.table.value} {failure.name} ({failure.row_id}): {failure.message}")
     summary = (

@@ -3,11 +3,70 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from certreconcile.actual.model import ActualCertificate, ActualState
+from certreconcile.desired.model import CertificateSpec
+from certreconcile.domain.status import CertStatus
+from certreconcile.plan.policies import renewal_time
 
-__all__ = ["render_status_json", "render_status_table"]
+__all__ = ["StatusFlags", "render_status_json", "render_status_table", "status_flags"]
+
+#: Without a declaration to compute the renewal time from, this close to expiry counts as soon.
+SOON_WITHOUT_DECLARATION = 7  # days
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFlags:
+    """What an operator should look at for one certificate."""
+
+    renewal_due_at: datetime | None  # from the declaration (and ARI window); None when not declared
+    expiring_soon: bool  # renewal is due (or it expired)
+    expired: bool
+    unverified_targets: tuple[str, ...]  # declared or pushed targets not proven to serve it
+    open_rotation_since: datetime | None
+    declared: bool | None  # None: the declarations could not be read
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        labels = []
+        if self.expired:
+            labels.append("expired")
+        elif self.expiring_soon:
+            labels.append("expiring-soon")
+        if self.unverified_targets:
+            labels.append("unverified:" + ",".join(self.unverified_targets))
+        if self.open_rotation_since is not None:
+            labels.append("rotation-open")
+        if self.declared is False:
+            labels.append("not-declared")
+        return tuple(labels)
+
+
+def status_flags(
+    cert: ActualCertificate, spec: CertificateSpec | None, now: datetime, *, declared: bool | None
+) -> StatusFlags:
+    expired = cert.not_after <= now or cert.status is CertStatus.EXPIRED
+    due = renewal_time(spec, cert) if spec is not None else None
+    if due is not None:
+        soon = now >= due
+    else:
+        soon = cert.status is CertStatus.EXPIRING_SOON or _days_left(cert, now) < SOON_WITHOUT_DECLARATION
+    targets = set(cert.distributions) | (set(spec.targets) if spec is not None else set())
+    unverified = tuple(
+        sorted(
+            target
+            for target in targets
+            if (d := cert.distributions.get(target)) is None
+            or d.verified_at is None
+            or d.fingerprint != cert.fingerprint
+        )
+    )
+    rotation = cert.open_rotation.triggered_at if cert.open_rotation is not None else None
+    return StatusFlags(due, soon or expired, expired, unverified, rotation, declared)
+
 
 _RED, _YELLOW, _GREEN, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[32m", "\x1b[0m"
 
@@ -22,10 +81,16 @@ def _verified(cert: ActualCertificate) -> tuple[int, int]:
     return ok, total
 
 
-def render_status_json(actual: ActualState, now: datetime) -> str:
+def _flags(cert: ActualCertificate, specs: Mapping[str, CertificateSpec] | None, now: datetime) -> StatusFlags:
+    spec = specs.get(cert.name) if specs is not None else None
+    return status_flags(cert, spec, now, declared=None if specs is None else spec is not None)
+
+
+def render_status_json(actual: ActualState, now: datetime, specs: Mapping[str, CertificateSpec] | None = None) -> str:
     rows = []
     for cert in actual.certificates.values():
         ok, total = _verified(cert)
+        flags = _flags(cert, specs, now)
         rows.append(
             {
                 "name": cert.name,
@@ -47,6 +112,13 @@ def render_status_json(actual: ActualState, now: datetime) -> str:
                 },
                 "targets_verified": ok,
                 "targets_total": total,
+                "flags": list(flags.labels),
+                "renewal_due_at": flags.renewal_due_at.isoformat() if flags.renewal_due_at else None,
+                "expiring_soon": flags.expiring_soon,
+                "unverified_targets": list(flags.unverified_targets),
+                "open_rotation_since": (
+                    flags.open_rotation_since.isoformat() if flags.open_rotation_since is not None else None
+                ),
             }
         )
     return json.dumps(
@@ -54,13 +126,18 @@ def render_status_json(actual: ActualState, now: datetime) -> str:
     )
 
 
-def render_status_table(actual: ActualState, now: datetime, *, color: bool) -> str:
+def render_status_table(
+    actual: ActualState, now: datetime, *, color: bool, specs: Mapping[str, CertificateSpec] | None = None
+) -> str:
     if not actual.certificates:
         return "No certificates are managed yet. Run `certreconcile plan` to see what apply would issue.\n"
-    header = ("NAME", "DOMAINS", "ISSUER", "STATUS", "NOT AFTER", "DAYS LEFT", "TARGETS VERIFIED")
+    header = ("NAME", "DOMAINS", "ISSUER", "STATUS", "NOT AFTER", "DAYS LEFT", "TARGETS VERIFIED", "FLAGS")
     rows = []
+    all_flags = []
     for cert in actual.certificates.values():
         ok, total = _verified(cert)
+        flags = _flags(cert, specs, now)
+        all_flags.append(flags)
         domains = cert.domains[0] + (f" (+{len(cert.domains) - 1})" if len(cert.domains) > 1 else "")
         rows.append(
             (
@@ -71,6 +148,7 @@ def render_status_table(actual: ActualState, now: datetime, *, color: bool) -> s
                 cert.not_after.strftime("%Y-%m-%d %H:%M"),
                 str(_days_left(cert, now)),
                 f"{ok}/{total}",
+                " ".join(flags.labels) or "-",
             )
         )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -83,5 +161,18 @@ def render_status_table(actual: ActualState, now: datetime, *, color: bool) -> s
             cells[5] = f"{shade}{cells[5]}{_RESET}"
             if row[6].split("/")[0] != row[6].split("/")[1]:
                 cells[6] = f"{_YELLOW}{cells[6]}{_RESET}"
+            if row[7] != "-":
+                cells[7] = f"{_YELLOW}{cells[7]}{_RESET}"
         lines.append("  ".join(cells).rstrip())
+    summary = [
+        f"{count} {what}"
+        for count, what in (
+            (sum(1 for f in all_flags if f.expiring_soon), "expiring soon or expired"),
+            (sum(1 for f in all_flags if f.unverified_targets), "with unverified targets"),
+            (sum(1 for f in all_flags if f.open_rotation_since is not None), "with an open rotation"),
+        )
+        if count
+    ]
+    lines.append("")
+    lines.append(("Attention: " + ", ".join(summary) + ".") if summary else "All certificates are fine.")
     return "\n".join(lines) + "\n"

@@ -337,14 +337,25 @@ class InMemorySession:
             )
 
     def audit_events(
-        self, name: str | None = None, action: str | None = None, limit: int | None = None
+        self,
+        name: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        *,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> Sequence[AuditEvent]:
         """Oldest first; with ``limit``, the newest ``limit`` events (still oldest first)."""
         with self._store._mutex:
             events = [
                 event
                 for event in self._data.audit
-                if (name is None or event.name == name) and (action is None or event.action == action)
+                if (name is None or event.name == name)
+                and (action is None or event.action == action)
+                and (actor is None or event.actor.startswith(actor))
+                and (since is None or event.at >= since)
+                and (until is None or event.at < until)
             ]
         if limit is not None:
             events = events[-limit:] if limit > 0 else []

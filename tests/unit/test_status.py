@@ -1,0 +1,83 @@
+"""``certreconcile status``: flags for what an operator should look at, table and JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from certreconcile.actual.model import DistributionState, OpenRotation
+from certreconcile.cli.status import render_status_json, render_status_table, status_flags
+from certreconcile.desired.model import DesiredState
+from certreconcile.plan.policies import renewal_time
+from engine import T0
+from unit.plan.test_build_plan import DAY, actual_for, desired, state
+
+__all__ = ["desired"]  # the module-scoped fixture, shared
+
+
+@pytest.mark.parametrize(
+    ("overrides", "now_offset", "labels"),
+    [
+        pytest.param({}, 0, (), id="fine"),
+        pytest.param({}, 55 * DAY, ("expiring-soon",), id="renewal-due"),
+        pytest.param({}, 81 * DAY, ("expired",), id="expired"),
+        pytest.param({"distributions": {}}, 0, ("unverified:deploy,edge",), id="never-pushed"),
+        pytest.param(
+            {"open_rotation": OpenRotation(1, "11111111-1111-1111-1111-111111111111", None, T0)},
+            0,
+            ("rotation-open",),
+            id="rotation-open",
+        ),
+    ],
+)
+def test_flags(
+    desired: DesiredState, overrides: dict[str, object], now_offset: timedelta | int, labels: tuple[str, ...]
+) -> None:
+    cert = actual_for(desired, **overrides)
+    now = T0 + (now_offset if isinstance(now_offset, timedelta) else timedelta(0))
+    flags = status_flags(cert, desired.certificates["shop"], now, declared=True)
+    assert flags.labels == labels
+    assert flags.renewal_due_at == renewal_time(desired.certificates["shop"], cert)
+
+
+def test_a_target_holding_an_older_certificate_is_unverified(desired: DesiredState) -> None:
+    cert = actual_for(desired)
+    stale = replace(cert.distributions["edge"], fingerprint="0" * 64)
+    cert = replace(cert, distributions={**cert.distributions, "edge": stale})
+    assert status_flags(cert, desired.certificates["shop"], T0, declared=True).labels == ("unverified:edge",)
+    pending = DistributionState("deploy", cert.fingerprint, T0, None)
+    cert = replace(cert, distributions={**cert.distributions, "deploy": pending})
+    assert status_flags(cert, desired.certificates["shop"], T0, declared=True).unverified_targets == ("deploy", "edge")
+
+
+def test_without_declarations_renewal_is_estimated_and_undeclared_names_are_flagged(desired: DesiredState) -> None:
+    cert = actual_for(desired)
+    assert status_flags(cert, None, T0, declared=False).labels == ("not-declared",)
+    soon = status_flags(cert, None, cert.not_after - 3 * DAY, declared=None)
+    assert soon.expiring_soon
+    assert soon.renewal_due_at is None
+
+
+def test_table_and_json(desired: DesiredState) -> None:
+    fine = actual_for(desired)
+    rotating = replace(
+        actual_for(desired, distributions={}),
+        name="api",
+        open_rotation=OpenRotation(1, "x", None, T0),
+    )
+    actual = state(fine, rotating)
+    table = render_status_table(actual, T0, color=False, specs=desired.certificates)
+    lines = table.splitlines()
+    assert lines[0].split()[-1] == "FLAGS"
+    assert "not-declared" in next(line for line in lines if line.startswith("api"))
+    assert next(line for line in lines if line.startswith("shop")).rstrip().endswith("-")
+    assert lines[-1] == "Attention: 1 with an open rotation."  # api is not declared: no targets expected
+    assert "\x1b" not in table
+    document = json.loads(render_status_json(actual, T0, desired.certificates))
+    by_name = {row["name"]: row for row in document["certificates"]}
+    assert by_name["shop"]["flags"] == []
+    assert by_name["api"]["flags"] == ["rotation-open", "not-declared"]
+    assert by_name["api"]["open_rotation_since"] == T0.isoformat()
