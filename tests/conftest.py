@@ -36,7 +36,18 @@ __all__ = ["require_binary"]
 # challtestsrv, pebble: Pebble and its challenge test server, once per session
 # bind_server, moto_route53, cloudflare_api: DNS servers for DNS-01 (tests/dns_servers.py)
 # bao_pki: OpenBao PKI + ACME on the bao_transit server (tests/bao_pki_server.py)
-pytest_plugins = ["kms_servers", "gcp_kms_server", "acme_servers", "dns_servers", "bao_pki_server"]
+# caddy_server, traefik_server: Caddy (admin API) and Traefik (file provider), one per test
+# nginx_server, haproxy_server: factories of a real nginx / HAProxy for given names (tests/web_servers.py)
+pytest_plugins = [
+    "kms_servers",
+    "gcp_kms_server",
+    "acme_servers",
+    "dns_servers",
+    "bao_pki_server",
+    "caddy_server",
+    "traefik_server",
+    "web_servers",
+]
 
 ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"
 

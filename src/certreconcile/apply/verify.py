@@ -29,7 +29,9 @@ def wait_until_served(
 ) -> VerifyOutcome:
     """Observe ``target`` with short, growing pauses until it serves ``fingerprint`` or time runs out."""
     deadline = monotonic() + target.verify_timeout().total_seconds()
-    pause = 0.05
+    # Reloads take from milliseconds (HAProxy's runtime API) to a few hundred (nginx spawning
+    # new workers): poll often, but never more than 4 times a second once it is slow.
+    pause = 0.02
     attempts = 0
     while True:
         attempts += 1
@@ -42,4 +44,4 @@ def wait_until_served(
         if monotonic() + pause > deadline:
             return VerifyOutcome(False, seen, attempts)
         sleep(pause)
-        pause = min(pause * 2, 1.0)
+        pause = min(pause * 1.5, 0.25)

@@ -32,26 +32,33 @@ __all__ = [
     "AcmeEabConfig",
     "AcmeHttp01Config",
     "AcmeIssuerConfig",
+    "AwsAcmTargetConfig",
     "AwsKmsConfig",
+    "CaddyTargetConfig",
     "CertificateDocument",
     "CloudflareConfig",
     "DesiredDocument",
     "DnsProviderEntry",
+    "EnvoyTargetConfig",
     "FilesTargetConfig",
     "GcpKmsConfig",
+    "HaproxyTargetConfig",
     "IssuerEntry",
     "KmsCacheConfig",
     "KmsEntry",
     "LocalCaConfig",
     "LocalKmsConfig",
+    "NginxTargetConfig",
     "PluginEntry",
     "PolicyDocument",
     "Rfc2136Config",
     "Route53Config",
     "TargetEntry",
+    "TraefikTargetConfig",
     "VaultConnectionConfig",
     "VaultKmsConfig",
     "VaultPkiIssuerConfig",
+    "WebhookTargetConfig",
 ]
 
 # Patterns are part of the JSON Schema too; semantic limits (a zero duration, a port
@@ -289,6 +296,226 @@ class FilesTargetConfig(_Wire):
     """Command run after files changed (e.g. ``systemctl reload nginx``); null: none."""
 
 
+class NginxTargetConfig(_Wire):
+    """nginx: ``<cert_dir>/<name>/{fullchain,chain,cert,privkey}.pem``, checked by ``nginx -t``, then a reload.
+
+    When the test command fails, the previous files are put back (or the new folder removed) and
+    nginx is not reloaded. The reload is SIGHUP to the master process named by ``pid_file``, else
+    ``reload_command``, else ``<binary> -s reload``. Point ``ssl_certificate`` at
+    ``<cert_dir>/<name>/fullchain.pem`` and ``ssl_certificate_key`` at ``<cert_dir>/<name>/privkey.pem``.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["pid_file", "reload_command"]}})
+
+    cert_dir: str = Field(min_length=1)
+    """Output directory; a relative path is relative to the desired-state directory."""
+    pid_file: str | None = None
+    """nginx's pid file (its ``pid`` directive, e.g. /run/nginx.pid): reload by SIGHUP to that process."""
+    test_command: str | None = None
+    """Configuration test run after writing (no shell), e.g. ``nginx -t -c /etc/nginx/nginx.conf``;
+    null: ``<binary> -t``."""
+    reload_command: str | None = None
+    """Reload command (no shell), e.g. ``systemctl reload nginx``; instead of pid_file."""
+    binary: str = Field(default="nginx", min_length=1)
+    """The nginx executable for the default test and reload commands."""
+
+    @model_validator(mode="after")
+    def _one_reload(self) -> NginxTargetConfig:
+        if self.pid_file is not None and self.reload_command is not None:
+            raise PydanticCustomError("nginx_reload", "pid_file and reload_command exclude each other: choose one")
+        return self
+
+
+class HaproxyTargetConfig(_Wire):
+    """HAProxy: ``<cert_dir>/<name>.pem`` (certificate, chain and key, 0600) plus the ``<name>/`` folder.
+
+    With ``runtime_api`` the certificate is replaced in memory (``set ssl cert`` + ``commit ssl cert``),
+    without a reload; that needs a bind line loading ``crt <cert_dir>/<name>.pem`` (or ``crt <cert_dir>``)
+    and a ``stats socket ... level admin``. A certificate HAProxy has not loaded yet, or no
+    runtime_api: the files are written, then HAProxy is reloaded (``reload_command``, else SIGUSR2
+    to the master process of ``pid_file``: master-worker mode, ``-W``).
+    """
+
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["pid_file", "reload_command"]}})
+
+    cert_dir: str = Field(min_length=1)
+    """Output directory; a relative path is relative to the desired-state directory."""
+    runtime_api: str | None = Field(
+        default=None, pattern=r"^(?:unix:/\S+|(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):[0-9]{1,5})$"
+    )
+    """HAProxy's admin socket: ``unix:/run/haproxy/admin.sock`` or ``127.0.0.1:9999`` (level admin)."""
+    reload_command: str | None = None
+    """Reload command (no shell), e.g. ``systemctl reload haproxy``; instead of pid_file."""
+    pid_file: str | None = None
+    """The master's pid file (``-p``, master-worker mode): reload by SIGUSR2 to that process."""
+    test_command: str | None = None
+    """Configuration check run after writing (no shell), e.g. ``haproxy -c -f /etc/haproxy/haproxy.cfg``;
+    on failure the previous files are put back. null: none."""
+
+    @model_validator(mode="after")
+    def _one_reload(self) -> HaproxyTargetConfig:
+        if self.pid_file is not None and self.reload_command is not None:
+            raise PydanticCustomError("haproxy_reload", "pid_file and reload_command exclude each other: choose one")
+        return self
+
+
+class CaddyTargetConfig(_Wire):
+    """Load each certificate into a running Caddy through its admin API (``apps/tls/certificates/load_pem``).
+
+    Each certificate is one ``load_pem`` entry with ``@id`` ``certreconcile-<name>`` and the tag
+    ``certreconcile:<name>``, replaced in place on rotation; other entries stay untouched. Caddy
+    serves it on every server with TLS (``tls_connection_policies``) for the names it holds.
+    """
+
+    admin: str = Field(default="http://localhost:2019", pattern=r"^https?://[^\s/?#@]+/?$")
+    """Base URL of Caddy's admin API (keep it on loopback: it hands out the loaded keys)."""
+    tags: tuple[str, ...] = ()
+    """Extra tags on the entry (besides ``certreconcile:<name>``), for ``certificate_selection``."""
+
+
+class EnvoyTargetConfig(_Wire):
+    """File-based SDS for Envoy: ``<sds_dir>/<name>/sds.yaml`` names the secret ``<name>``.
+
+    Each folder is swapped as a whole like a Kubernetes volume: ``..data`` is a symlink to a
+    versioned directory, replaced by ``rename(2)``; Envoy watches the folder (``watched_directory``).
+    """
+
+    sds_dir: str = Field(min_length=1)
+    """Output directory; a relative path is relative to the desired-state directory."""
+
+
+class TraefikTargetConfig(_Wire):
+    """Traefik's file provider: ``<dynamic_dir>/certreconcile-<name>.yaml`` lists the certificate
+    (``tls.certificates``); its PEM files go to ``<dynamic_dir>/<name>/``.
+
+    Traefik must watch the directory (``providers.file.directory`` with ``watch: true``).
+    """
+
+    dynamic_dir: str = Field(min_length=1)
+    """The file provider's directory; a relative path is relative to the desired-state directory."""
+
+
+_RESERVED_WEBHOOK_HEADERS = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection", "user-agent"}
+)
+
+
+class WebhookTargetConfig(_Wire):
+    """HTTPS POST of each certificate, its chain and its private key (JSON) to a receiver.
+
+    The body is signed with HMAC-SHA256 (``X-Certreconcile-Signature``, over the
+    ``X-Certreconcile-Timestamp`` value, a dot and the body) under the secret named by
+    ``secret_env``, and/or sent with a mutual-TLS client certificate: at least one of the two.
+    HTTPS only, redirects are never followed, and link-local and cloud-metadata addresses are
+    refused after DNS resolution unless ``allow_link_local``. The receiver must answer 2xx with
+    ``{"fingerprint": "<leaf SHA-256, hex>"}``.
+    """
+
+    url: str = Field(pattern=r"^https://[^\s/?#@]+(?:[/?#]\S*)?$")
+    """The receiver's https:// URL (http:// is refused: the body holds the private key); no user:password@."""
+    secret_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
+    """Name of the environment variable holding the signing secret (never the secret); null: unsigned (mTLS only)."""
+    client_cert: str | None = None
+    """PEM file of the client certificate for mutual TLS; a relative path is relative to the desired-state directory."""
+    client_key: str | None = None
+    """PEM file of the client certificate's private key (its path, never its content); with client_cert."""
+    ca_bundle: str | None = None
+    """PEM file of the CAs trusted for the receiver's TLS; null: the system's trust store."""
+    timeout: Duration = "10s"
+    """Timeout of each connect, send and read of one delivery."""
+    allow_link_local: bool = False
+    """Allow link-local and cloud-metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254). Keep false."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra request headers; not secret (this file is in Git): authenticate with secret_env or mTLS."""
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            valid = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise PydanticCustomError("webhook_url", "url needs a host and a port from 1 to 65535")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: str) -> str:
+        if int(value[:-1]) == 0:
+            raise PydanticCustomError("webhook_timeout", "timeout must be longer than zero")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, text in value.items():
+            lowered = header.lower()
+            if not header or any(not (c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~")) for c in header):
+                raise PydanticCustomError("webhook_header", "{header!r} is not a valid header name", {"header": header})
+            if lowered in _RESERVED_WEBHOOK_HEADERS or lowered.startswith("x-certreconcile-"):
+                raise PydanticCustomError(
+                    "webhook_header_reserved", "the header {header} is set by certreconcile", {"header": header}
+                )
+            if any(c in text for c in "\r\n\0"):
+                raise PydanticCustomError(
+                    "webhook_header", "the value of {header} holds a line break", {"header": header}
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> WebhookTargetConfig:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise PydanticCustomError("webhook_client_pair", "client_cert and client_key go together")
+        if self.secret_env is None and self.client_cert is None:
+            raise PydanticCustomError(
+                "webhook_unauthenticated",
+                "a webhook needs secret_env (a signed body) or client_cert/client_key (mutual TLS), or both",
+            )
+        return self
+
+
+_ACM_NAME_TAG = "certreconcile:name"
+
+
+class AwsAcmTargetConfig(_Wire):
+    """Import each certificate into AWS Certificate Manager; a rotation re-imports onto the same ARN.
+
+    The ACM certificate of a name is found by its tag ``certreconcile:name=<name>`` (set at the
+    first import), or pinned with ``certificate_arn``. Credentials come from the usual AWS
+    environment (``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``, instance roles), never from this file.
+    Needs acm:ImportCertificate, ListCertificates, ListTagsForCertificate, AddTagsToCertificate,
+    GetCertificate.
+    """
+
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
+    """AWS region; default: from certificate_arn, else ``AWS_REGION``/``AWS_DEFAULT_REGION``."""
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Another ACM endpoint (a VPC endpoint, a test server); default: AWS's own."""
+    certificate_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$"
+    )
+    """Re-import onto this existing ACM certificate (then the target serves ONE certificate name);
+    null: the certificate tagged ``certreconcile:name=<name>``, imported anew when there is none."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Extra tags set on the ACM certificate (besides ``certreconcile:name``)."""
+
+    @field_validator("tags")
+    @classmethod
+    def _valid_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not 1 <= len(key) <= 128 or len(text) > 256:
+                raise PydanticCustomError(
+                    "acm_tag", "tag {key!r}: keys have 1-128 characters, values at most 256", {"key": key}
+                )
+            if key.lower().startswith("aws:") or key == _ACM_NAME_TAG:
+                raise PydanticCustomError("acm_tag_reserved", "the tag key {key} is reserved", {"key": key})
+        return value
+
+
 class Rfc2136Config(_Wire):
     """DNS-01 through RFC 2136 dynamic updates signed with TSIG."""
 
@@ -421,11 +648,25 @@ class IssuerEntry(PluginEntry):
 class TargetEntry(PluginEntry):
     """One distribution target. Exactly one kind key, plus ``verify``."""
 
-    KINDS: ClassVar[tuple[str, ...]] = ("files",)
+    KINDS: ClassVar[tuple[str, ...]] = ("files", "webhook", "aws_acm", "caddy", "envoy", "traefik", "nginx", "haproxy")
     SECTION: ClassVar[str] = "target"
 
     files: FilesTargetConfig | None = None
     """Plain PEM files in a directory."""
+    webhook: WebhookTargetConfig | None = None
+    """An HTTPS receiver, sent a signed JSON body."""
+    aws_acm: AwsAcmTargetConfig | None = None
+    """AWS Certificate Manager (import, re-import onto the same ARN)."""
+    caddy: CaddyTargetConfig | None = None
+    """A running Caddy, through its admin API."""
+    envoy: EnvoyTargetConfig | None = None
+    """Envoy's file-based SDS (a watched directory)."""
+    traefik: TraefikTargetConfig | None = None
+    """Traefik's file provider (a watched directory)."""
+    nginx: NginxTargetConfig | None = None
+    """nginx: PEM files, ``nginx -t`` (rolled back on failure), then a graceful reload."""
+    haproxy: HaproxyTargetConfig | None = None
+    """HAProxy: PEM files, then its runtime API (no reload) or a reload."""
     verify: HostPort | None = None
     """HOST:PORT to verify by TLS handshake after deployment (SNI: each name of the certificate);
     null: the target's own read-back, if it has one."""

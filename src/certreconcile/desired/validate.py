@@ -239,6 +239,8 @@ _PATTERN_HINTS: dict[str, str] = {
     "server": "write HOST:PORT, e.g. 127.0.0.1:53",
     "propagation_timeout": "write a whole number and a unit (s, m, h, d, w), e.g. 120s",
     "tsig_secret_env": "name an environment variable, e.g. CORP_TSIG; never the secret itself",
+    "secret_env": "name an environment variable, e.g. HOOK_SECRET; never the secret itself",
+    "url": "write a full URL such as https://host:8443/path (webhook: https:// only, no user:password@)",
 }
 
 

@@ -23,20 +23,27 @@ from certreconcile.plugins.kms.aws import AwsKms
 from certreconcile.plugins.kms.gcp import GcpKms
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.kms.vault import VaultKms
-from certreconcile.plugins.ports import Http01Solver, Issuer, Kms
+from certreconcile.plugins.ports import Http01Solver, Issuer, Kms, Target
 from certreconcile.plugins.registry import PluginContext
 from certreconcile.plugins.targets.files import FilesTarget
 from certreconcile.plugins.vault_auth import VaultLogin
 
 __all__ = [
     "create_acme_issuer",
+    "create_aws_acm_target",
     "create_aws_kms",
+    "create_caddy_target",
+    "create_envoy_target",
     "create_files_target",
     "create_gcp_kms",
+    "create_haproxy_target",
     "create_local_ca",
     "create_local_kms",
+    "create_nginx_target",
+    "create_traefik_target",
     "create_vault_kms",
     "create_vault_pki",
+    "create_webhook_target",
     "local_kms_key_file",
 ]
 
@@ -170,6 +177,111 @@ def create_acme_issuer(spec: IssuerSpec, context: PluginContext, store: StateSto
 def create_files_target(spec: TargetSpec, context: PluginContext) -> FilesTarget:
     assert isinstance(spec.config, FilesTargetConfig)
     return FilesTarget(
+        spec.name,
+        spec.config,
+        context.desired_dir,
+        verify=spec.verify,
+        verify_timeout=spec.verify_timeout,
+        sni=spec.sni,
+    )
+
+
+def create_caddy_target(spec: TargetSpec, context: PluginContext) -> Target:
+    """No I/O here: Caddy's admin API is first asked at the first deployment or read-back."""
+    from certreconcile.desired.documents import CaddyTargetConfig
+    from certreconcile.plugins.targets.caddy import CaddyTarget
+
+    assert isinstance(spec.config, CaddyTargetConfig)
+    return CaddyTarget(spec.name, spec.config, verify=spec.verify, verify_timeout=spec.verify_timeout, sni=spec.sni)
+
+
+def create_envoy_target(spec: TargetSpec, context: PluginContext) -> Target:
+    from certreconcile.desired.documents import EnvoyTargetConfig
+    from certreconcile.plugins.targets.envoy import EnvoyTarget
+
+    assert isinstance(spec.config, EnvoyTargetConfig)
+    return EnvoyTarget(
+        spec.name,
+        spec.config,
+        context.desired_dir,
+        verify=spec.verify,
+        verify_timeout=spec.verify_timeout,
+        sni=spec.sni,
+    )
+
+
+def create_traefik_target(spec: TargetSpec, context: PluginContext) -> Target:
+    from certreconcile.desired.documents import TraefikTargetConfig
+    from certreconcile.plugins.targets.traefik import TraefikTarget
+
+    assert isinstance(spec.config, TraefikTargetConfig)
+    return TraefikTarget(
+        spec.name,
+        spec.config,
+        context.desired_dir,
+        verify=spec.verify,
+        verify_timeout=spec.verify_timeout,
+        sni=spec.sni,
+    )
+
+
+def create_webhook_target(spec: TargetSpec, context: PluginContext) -> Target:
+    """No I/O here: the secret is read, the host resolved and checked at each delivery."""
+    from certreconcile.desired.documents import WebhookTargetConfig
+    from certreconcile.plugins.targets.webhook import WebhookTarget
+
+    assert isinstance(spec.config, WebhookTargetConfig)
+    return WebhookTarget(
+        spec.name,
+        spec.config,
+        env=context.env,
+        base_dir=context.desired_dir,
+        verify=spec.verify,
+        verify_timeout=spec.verify_timeout,
+        sni=spec.sni,
+        timeout=parse_duration(spec.config.timeout),
+    )
+
+
+def create_aws_acm_target(spec: TargetSpec, context: PluginContext) -> Target:
+    """No I/O and no credentials needed here: boto3 is loaded at the first import or read-back."""
+    from certreconcile.desired.documents import AwsAcmTargetConfig
+    from certreconcile.plugins.targets.aws_acm import AwsAcmTarget
+
+    assert isinstance(spec.config, AwsAcmTargetConfig)
+    return AwsAcmTarget(
+        spec.name,
+        spec.config,
+        env=context.env,
+        verify=spec.verify,
+        verify_timeout=spec.verify_timeout,
+        sni=spec.sni,
+    )
+
+
+def create_nginx_target(spec: TargetSpec, context: PluginContext) -> Target:
+    """No I/O here: nginx is tested and reloaded at each deployment."""
+    from certreconcile.desired.documents import NginxTargetConfig
+    from certreconcile.plugins.targets.nginx import NginxTarget
+
+    assert isinstance(spec.config, NginxTargetConfig)
+    return NginxTarget(
+        spec.name,
+        spec.config,
+        context.desired_dir,
+        verify=spec.verify,
+        verify_timeout=spec.verify_timeout,
+        sni=spec.sni,
+    )
+
+
+def create_haproxy_target(spec: TargetSpec, context: PluginContext) -> Target:
+    """No I/O here: HAProxy's runtime API is first asked at the first deployment or read-back."""
+    from certreconcile.desired.documents import HaproxyTargetConfig
+    from certreconcile.plugins.targets.haproxy import HaproxyTarget
+
+    assert isinstance(spec.config, HaproxyTargetConfig)
+    return HaproxyTarget(
         spec.name,
         spec.config,
         context.desired_dir,

@@ -42,7 +42,16 @@ _BUILTIN: dict[str, dict[str, str]] = {
         "acme": "certreconcile.plugins.factories:create_acme_issuer",
         "vault_pki": "certreconcile.plugins.factories:create_vault_pki",
     },
-    "targets": {"files": "certreconcile.plugins.factories:create_files_target"},
+    "targets": {
+        "files": "certreconcile.plugins.factories:create_files_target",
+        "caddy": "certreconcile.plugins.factories:create_caddy_target",
+        "envoy": "certreconcile.plugins.factories:create_envoy_target",
+        "traefik": "certreconcile.plugins.factories:create_traefik_target",
+        "webhook": "certreconcile.plugins.factories:create_webhook_target",
+        "aws_acm": "certreconcile.plugins.factories:create_aws_acm_target",
+        "nginx": "certreconcile.plugins.factories:create_nginx_target",
+        "haproxy": "certreconcile.plugins.factories:create_haproxy_target",
+    },
     "dns01": {
         "rfc2136": "certreconcile.plugins.dns01:create_rfc2136_provider",
         "route53": "certreconcile.plugins.dns01:create_route53_provider",

@@ -1,0 +1,113 @@
+"""The envoy target: file-based SDS, one folder per certificate, swapped atomically.
+
+::
+
+    <sds_dir>/<name>/
+      ..data -> ..<fingerprint>.<random>     the current version (see versioned.py)
+      ..<fingerprint>.<random>/{sds.yaml, fullchain.pem, chain.pem, cert.pem, privkey.pem (0600)}
+      sds.yaml, fullchain.pem, ... -> ..data/...
+
+``sds.yaml`` holds one ``Secret`` named ``<name>`` whose ``tls_certificate`` points at
+``<sds_dir>/<name>/fullchain.pem`` and ``privkey.pem`` with ``watched_directory: <sds_dir>/<name>``:
+Envoy re-reads the pair, checked for consistency, whenever ``..data`` is renamed. The listener
+refers to it with ``sds_config.path_config_source`` (``path: <sds_dir>/<name>/sds.yaml``,
+``watched_directory: <sds_dir>/<name>``); see the README. Envoy needs no reload command.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from certreconcile.desired.documents import EnvoyTargetConfig
+from certreconcile.errors import TargetError
+from certreconcile.plugins.ports import DeployBundle, TargetObservation
+from certreconcile.plugins.targets.handshake import observe_served
+from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
+from certreconcile.plugins.targets.versioned import DATA_LINK, FileContent, VersionedFolder
+
+__all__ = ["SDS_FILE", "SDS_RESOURCE_TYPE", "EnvoyTarget", "sds_document"]
+
+SDS_FILE = "sds.yaml"
+SDS_RESOURCE_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+def sds_document(name: str, folder: Path) -> dict[str, Any]:
+    """The SDS resource file of certificate ``name`` whose folder is ``folder`` (absolute)."""
+    return {
+        "resources": [
+            {
+                "@type": SDS_RESOURCE_TYPE,
+                "name": name,
+                "tls_certificate": {
+                    "certificate_chain": {"filename": str(folder / "fullchain.pem")},
+                    "private_key": {"filename": str(folder / "privkey.pem")},
+                    "watched_directory": {"path": str(folder)},
+                },
+            }
+        ]
+    }
+
+
+class EnvoyTarget:
+    def __init__(
+        self,
+        name: str,
+        config: EnvoyTargetConfig,
+        base_dir: Path,
+        verify: str | None = None,
+        verify_timeout: timedelta = timedelta(seconds=30),
+        sni: str | None = None,
+    ) -> None:
+        self.name = name
+        directory = Path(config.sds_dir)
+        self._dir = directory if directory.is_absolute() else (base_dir / directory).resolve()
+        self._verify = verify
+        self._verify_timeout = verify_timeout
+        self._sni = sni
+
+    def folder(self, certificate_name: str) -> Path:
+        return self._dir / certificate_name
+
+    def deploy(self, bundle: DeployBundle) -> None:
+        folder = VersionedFolder(self.folder(bundle.name))
+        sds = yaml.safe_dump(sds_document(bundle.name, folder.folder), sort_keys=False).encode()
+        files = {**pem_files(bundle), SDS_FILE: FileContent(sds, 0o644)}
+        try:
+            with folder.locked():
+                if not folder.holds(files):
+                    folder.publish(files, label=bundle.fingerprint[:16])
+                folder.remove_old_versions()
+        except OSError as exc:
+            raise TargetError(
+                f"target {self.name}: cannot write into {folder.folder}: {exc.strerror}",
+                code="target-write-failed",
+                hint="check that the directory exists and is writable by this user",
+            ) from exc
+
+    def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
+        if self._verify:
+            return observe_served(self._verify, domains, self._sni)
+        folder = VersionedFolder(self.folder(name))
+        current = folder.current()
+        if current is None:
+            return TargetObservation(fingerprint=None, error=f"{folder.folder / DATA_LINK} does not exist")
+        sds_path = current / SDS_FILE
+        try:
+            document = yaml.safe_load(sds_path.read_text())
+        except OSError as exc:
+            return TargetObservation(fingerprint=None, error=f"{sds_path}: {exc.strerror}")
+        except yaml.YAMLError:
+            return TargetObservation(fingerprint=None, error=f"{sds_path} is not valid YAML")
+        if document != sds_document(name, folder.folder):
+            return TargetObservation(fingerprint=None, error=f"{sds_path} does not declare the secret {name}")
+        # Through the version resolved once: the pair Envoy would read together.
+        if not (current / "privkey.pem").is_file():
+            return TargetObservation(fingerprint=None, error=f"{current / 'privkey.pem'} is missing")
+        return observe_pem_file(current / "fullchain.pem")
+
+    def verify_timeout(self) -> timedelta:
+        return self._verify_timeout

@@ -1,0 +1,184 @@
+"""Pieces shared by the targets that drive a running server (nginx, HAProxy).
+
+* :class:`PemFolderSnapshot`: the previous files of a certificate, kept in memory while a new
+  set is tested, so that a rejected set can be put back (or the new files removed).
+* :func:`run_command`: a test or reload command, without a shell; a failure is one line.
+* :func:`signal_pid_file`: a signal to the process whose PID a pid file holds.
+* :func:`locked_directory`: one deployment at a time per output directory (``flock`` on the
+  directory itself, so no lock file sits where a server loading a whole directory would see it).
+
+Errors are :class:`TargetError`, one line, never with key material: only the server's own
+diagnostic lines are quoted, and a line that looks like PEM is never quoted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from certreconcile.errors import TargetError
+from certreconcile.plugins.targets.files import write_atomically
+from certreconcile.plugins.targets.versioned import FileContent
+
+__all__ = [
+    "PemFolderSnapshot",
+    "first_diagnostic",
+    "locked_directory",
+    "locked_instance",
+    "run_command",
+    "signal_pid_file",
+    "write_file_set",
+]
+
+_SEVERE = ("[emerg]", "[alert]", "[crit]", "[error]", "[ALERT]", "[ERROR]", "error", "Error")
+
+
+def first_diagnostic(output: bytes) -> str:
+    """The first line of ``output`` that reports an error (else the first line), at most 300 characters."""
+    lines = [line.strip() for line in output.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line and "-----BEGIN" not in line and "PRIVATE KEY" not in line]
+    if not lines:
+        return ""
+    severe = [line for line in lines if any(marker in line for marker in _SEVERE)]
+    return (severe or lines)[0][:300]
+
+
+def run_command(
+    target: str, command: str, *, cwd: Path, what: str, code: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``command`` (split like a POSIX shell, run without one); raise when it cannot run or exits non-zero."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise TargetError(f"target {target}: the {what} {command!r} cannot be parsed: {exc}", code=code) from exc
+    if not argv:
+        raise TargetError(f"target {target}: the {what} is empty", code=code)
+    try:
+        result = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TargetError(f"target {target}: the {what} failed to run: {exc}", code=code) from exc
+    if result.returncode != 0:
+        detail = first_diagnostic(result.stderr + b"\n" + result.stdout)
+        raise TargetError(
+            f"target {target}: the {what} `{command}` exited {result.returncode}" + (f": {detail}" if detail else ""),
+            code=code,
+            hint=f"run `{command}` by hand to see its full output",
+        )
+    return result
+
+
+def signal_pid_file(target: str, pid_file: Path, signum: signal.Signals, *, code: str) -> int:
+    """Send ``signum`` to the process named by ``pid_file``; returns its PID."""
+    try:
+        text = pid_file.read_text().strip()
+    except OSError as exc:
+        raise TargetError(
+            f"target {target}: cannot read the pid file {pid_file}: {exc.strerror}",
+            code=code,
+            hint="is the server running, and is pid_file the path of its pid file?",
+        ) from exc
+    if not text.isdigit() or int(text) <= 1:
+        raise TargetError(f"target {target}: the pid file {pid_file} holds no process id", code=code)
+    pid = int(text)
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError as exc:
+        raise TargetError(
+            f"target {target}: no process {pid} (from {pid_file}) to send {signum.name} to",
+            code=code,
+            hint="the server is not running: start it, then apply again",
+        ) from exc
+    except PermissionError as exc:
+        raise TargetError(
+            f"target {target}: not allowed to send {signum.name} to process {pid} (from {pid_file})",
+            code=code,
+            hint="run certreconcile as the server's user, or use reload_command",
+        ) from exc
+    return pid
+
+
+@contextlib.contextmanager
+def locked_directory(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (created when missing) for the block."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def locked_instance(lock_file: Path | None, directory: Path) -> Iterator[None]:
+    """One deployment at a time per server instance: ``flock`` on ``lock_file`` (its pid file) when
+    it exists, else on ``directory``. The directory is locked too, for targets without a pid file."""
+    fd = -1
+    if lock_file is not None:
+        try:
+            fd = os.open(lock_file, os.O_RDONLY)
+        except OSError:
+            fd = -1  # not running (or not readable): the directory lock alone
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked_directory(directory):
+            yield
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def write_file_set(paths: Mapping[Path, FileContent]) -> None:
+    """Write each file atomically, private (0600) files first: whoever sees a new certificate finds its key."""
+    for path, content in sorted(paths.items(), key=lambda item: item[1].mode != 0o600):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        write_atomically(path, content.data, content.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class PemFolderSnapshot:
+    """The state of some files before a deployment: their contents (None: absent) and new folders.
+
+    Holds a private key in memory: never log or show it.
+    """
+
+    previous: Mapping[Path, FileContent | None]
+    created_folders: tuple[Path, ...]
+
+    @classmethod
+    def take(cls, paths: Mapping[Path, object]) -> PemFolderSnapshot:
+        previous: dict[Path, FileContent | None] = {}
+        for path in paths:
+            try:
+                previous[path] = FileContent(path.read_bytes(), path.stat().st_mode & 0o777)
+            except FileNotFoundError:
+                previous[path] = None
+        folders: set[Path] = set()
+        for path in paths:
+            folder = path.parent
+            while not folder.exists() and folder != folder.parent:
+                folders.add(folder)
+                folder = folder.parent
+        return cls(previous, tuple(sorted(folders, key=lambda folder: len(folder.parts), reverse=True)))
+
+    def describe_restore(self) -> str:
+        """What :meth:`restore` does, for an error message."""
+        return "previous files restored" if any(self.previous.values()) else "new files removed"
+
+    def restore(self) -> None:
+        """Put every file back as it was (atomically) and remove the files and folders that were new."""
+        write_file_set({path: content for path, content in self.previous.items() if content is not None})
+        for path, content in self.previous.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+        for folder in self.created_folders:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()

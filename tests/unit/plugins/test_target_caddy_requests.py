@@ -1,0 +1,163 @@
+"""The caddy target's requests to the admin API, against a small in-memory stand-in (httpx.MockTransport).
+
+The stand-in keeps a config tree and answers like Caddy 2: ``null`` for a missing key of an
+existing object, 400 for a path through a missing one, 404 for an unknown ``@id``. The real
+Caddy is exercised in tests/integration/test_targets_caddy_envoy_traefik.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from certreconcile.desired.documents import CaddyTargetConfig
+from certreconcile.errors import TargetError
+from certreconcile.plugins.targets.caddy import CaddyTarget
+from certreconcile.testing import target_contract
+from certreconcile.testing.target_contract import bundle_maker
+
+SHOP = bundle_maker("shop", ("shop.example.test",))
+
+
+class FakeCaddy:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.calls: list[str] = []
+        self.echo_body_in_errors = False
+
+    def _walk(self, segments: list[str]) -> tuple[bool, Any]:
+        node = self.config
+        for segment in segments:
+            if isinstance(node, dict):
+                node = node.get(segment)
+            elif isinstance(node, list) and segment.isdigit() and int(segment) < len(node):
+                node = node[int(segment)]
+            else:
+                return False, None
+        return True, node
+
+    def _find_id(self, node: Any, wanted: str) -> tuple[Any, Any] | None:
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            if isinstance(child, dict) and child.get("@id") == wanted:
+                return node, key
+            found = self._find_id(child, wanted)
+            if found is not None:
+                return found
+        return None
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls.append(f"{request.method} {path}")
+        body = json.loads(request.content) if request.content else None
+        if self.echo_body_in_errors and request.method != "GET":
+            key = json.dumps(body.get("key") if isinstance(body, dict) else body)  # JSON-escaped, as Caddy would
+            return httpx.Response(400, json={"error": f"refused: key {key}"})
+        if path.startswith("/id/"):
+            found = self._find_id(self.config, path.removeprefix("/id/"))
+            if found is None:
+                return httpx.Response(404, json={"error": "unknown object ID"})
+            parent, key = found
+            if request.method == "GET":
+                return httpx.Response(200, json=parent[key])
+            assert request.method == "PATCH"
+            parent[key] = body
+            return httpx.Response(200)
+        segments = [segment for segment in path.removeprefix("/config").split("/") if segment]
+        if not segments:
+            if request.method == "GET":
+                return httpx.Response(200, json=self.config)
+            self.config = body
+            return httpx.Response(200)
+        ok, parent = self._walk(segments[:-1])
+        if not ok or (parent is None and segments[:-1]):
+            return httpx.Response(400, json={"error": f"invalid traversal path at: config/{'/'.join(segments[:-1])}"})
+        if request.method == "GET":
+            return httpx.Response(200, json=parent.get(segments[-1]) if isinstance(parent, dict) else None)
+        if request.method == "POST" and isinstance(parent.get(segments[-1]), list):
+            parent[segments[-1]].append(body)
+            return httpx.Response(200)
+        if request.method == "PUT" and segments[-1] in parent:
+            return httpx.Response(409, json={"error": "key already exists"})
+        parent[segments[-1]] = body
+        return httpx.Response(200)
+
+
+def _target(fake: FakeCaddy, tags: tuple[str, ...] = ()) -> CaddyTarget:
+    config = CaddyTargetConfig(admin="http://caddy.test:2019", tags=tags)
+    return CaddyTarget("edge-caddy", config, transport=httpx.MockTransport(fake.handle))
+
+
+@pytest.mark.parametrize(
+    ("config", "creating_call"),
+    [
+        (None, "POST /config/"),
+        ({"apps": {"http": {}}}, "PUT /config/apps/tls"),
+        ({"apps": {"tls": {"automation": {}}}}, "PUT /config/apps/tls/certificates"),
+        ({"apps": {"tls": {"certificates": {"load_files": []}}}}, "PUT /config/apps/tls/certificates/load_pem"),
+        (
+            {"apps": {"tls": {"certificates": {"load_pem": [{"tags": ["x"]}]}}}},
+            "POST /config/apps/tls/certificates/load_pem",
+        ),
+    ],
+    ids=["no-config", "no-tls-app", "no-certificates", "no-load-pem", "load-pem"],
+)
+def test_first_deployment_creates_what_is_missing(config: Any, creating_call: str) -> None:
+    fake = FakeCaddy(config)
+    bundle = SHOP()
+    _target(fake, tags=("edge",)).deploy(bundle)
+    assert fake.calls[-1] == creating_call
+    assert [c for c in fake.calls if not c.startswith("GET")] == [creating_call]
+    entries = fake.config["apps"]["tls"]["certificates"]["load_pem"]
+    ours = [entry for entry in entries if entry.get("@id") == "certreconcile-shop"]
+    assert ours == [
+        {
+            "@id": "certreconcile-shop",
+            "certificate": bundle.fullchain_pem,
+            "key": bundle.key_pem.reveal().decode(),
+            "tags": ["certreconcile:shop", "edge"],
+        }
+    ]
+    if config is not None:
+        assert fake.config["apps"].keys() >= config["apps"].keys()  # the rest stays
+
+
+def test_redeploy_only_reads_and_rotation_patches_by_id() -> None:
+    fake = FakeCaddy({"apps": {"tls": {"certificates": {"load_pem": [{"tags": ["other"]}]}}}})
+    target, first, second = _target(fake), SHOP(), SHOP()
+    target.deploy(first)
+    fake.calls.clear()
+    target.deploy(first)
+    assert fake.calls == ["GET /id/certreconcile-shop"]
+    fake.calls.clear()
+    target.deploy(second)
+    assert fake.calls == ["GET /id/certreconcile-shop", "PATCH /id/certreconcile-shop"]
+    entries = fake.config["apps"]["tls"]["certificates"]["load_pem"]
+    assert [entry["tags"] for entry in entries] == [["other"], ["certreconcile:shop"]]
+    assert entries[1]["key"] == second.key_pem.reveal().decode()
+    assert target.observe("shop", second.domains).fingerprint == second.fingerprint
+
+
+def test_an_answer_echoing_the_key_is_scrubbed() -> None:
+    fake = FakeCaddy({"apps": {"tls": {"certificates": {"load_pem": []}}}})
+    fake.echo_body_in_errors = True
+    target_contract.check_errors_hold_no_key(lambda: _target(fake), SHOP)
+    with pytest.raises(TargetError) as raised:
+        _target(fake).deploy(SHOP())
+    assert raised.value.code == "target-rejected"
+    assert "Caddy answered POST /config/apps/tls/certificates/load_pem with 400: refused:" in raised.value.message
+    assert "<redacted>" in raised.value.message
+
+
+def test_a_non_json_answer_is_a_target_error() -> None:
+    target = CaddyTarget(
+        "edge-caddy",
+        CaddyTargetConfig(),
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, text="<html>not caddy</html>")),
+    )
+    with pytest.raises(TargetError) as raised:
+        target.deploy(SHOP())
+    assert "something other than JSON" in raised.value.message
