@@ -93,6 +93,7 @@ class ChangeResult:
     message: str
     cert_id: str | None = None
     failed_targets: tuple[str, ...] = ()
+    error_code: str | None = None  # a failed change's stable error code (metrics), never parsed from message
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +315,8 @@ class ChangeRunner:
                     self.session.record_failure(change.name, self.env.clock.now(), digest)
             except Exception as record_exc:  # noqa: BLE001  the store itself is failing: report both
                 message += f" (and recording the failure failed: {type(record_exc).__name__})"
-            return ChangeResult(change, "failed", message)
+            code = exc.code if isinstance(exc, CertReconcileError) else "internal-error"
+            return ChangeResult(change, "failed", message, error_code=code)
 
     def _issue(self, change: Change, current: ActualCertificate | None) -> ChangeResult:
         spec = self.desired.certificates[change.name]

@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.run import run_command
 from certreconcile.errors import CertReconcileError, DesiredStateError
 
 __all__ = ["app", "main"]
@@ -47,6 +48,7 @@ kms_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(kms_app, name="kms")
+app.command("run")(run_command)  # `certreconcile run`: the continuous reconciler, in cli/run.py
 
 DirOption = Annotated[
     Path,
@@ -163,6 +165,14 @@ def plan(
     detailed_exitcode: Annotated[
         bool, typer.Option(help="Exit 0 without changes, 2 with changes, 1 on error.")
     ] = False,
+    comment_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the plan as pull-request comments comment-1.md .. comment-N.md (each under "
+            "65,000 characters, with the change-set digest for `apply --expect-changes`) into this directory.",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Show what apply would change: issue, rotate, revoke, redistribute, retire.
 
@@ -180,7 +190,15 @@ def plan(
         result = _build_plan(directory, desired, refresh=refresh)
         if out is not None:
             _write_plan_file(out, result.dumps())
+        if comment_dir is not None:
+            from certreconcile.cli.gitops import write_plan_comments
+
+            write_plan_comments(comment_dir, result)
     except CertReconcileError as exc:
+        if comment_dir is not None:
+            from certreconcile.cli.gitops import write_error_comment
+
+            write_error_comment(comment_dir, exc)
         _fail(exc)
     match output_format:
         case "json":
@@ -266,6 +284,24 @@ def apply(
         bool, typer.Option(help="Probe every target first and fix those that drifted (without a plan file).")
     ] = False,
     output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    expect_changes: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIGEST",
+            help="Apply only if the change set planned now is the reviewed one (its digest, from the plan "
+            "comment), or differs only by renewals that fell due since (needs --reviewed-plan); else refuse.",
+        ),
+    ] = None,
+    reviewed_plan: Annotated[
+        Path | None,
+        typer.Option(
+            help="The reviewed change set for --expect-changes: the PR plan comments' bodies, or `plan --out` JSON.",
+            dir_okay=False,
+        ),
+    ] = None,
+    only_renewals: Annotated[
+        bool, typer.Option(help="Apply only the renewals that fell due; list and leave every other change.")
+    ] = False,
 ) -> None:
     """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
 
@@ -281,6 +317,12 @@ def apply(
 
     if output_format not in ("text", "json"):
         _fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use text or json"))
+    if reviewed_plan is not None and expect_changes is None:
+        _fail(CertReconcileError("--reviewed-plan needs --expect-changes", code="usage",
+                                 hint="pass the reviewed digest too: --expect-changes DIGEST"))  # fmt: skip
+    if only_renewals and (plan_file is not None or expect_changes is not None):
+        _fail(CertReconcileError("--only-renewals plans by itself", code="usage",
+                                 hint="drop the plan file and --expect-changes"))  # fmt: skip
     try:
         desired = _load(directory)
         settings = Settings.from_env(directory)
@@ -294,11 +336,23 @@ def apply(
                     code="plan-file-invalid",
                     hint="save one with `plan --out FILE`",
                 ) from exc
+            if expect_changes is not None:
+                from certreconcile.cli.gitops import check_against_review
+
+                check_against_review(the_plan, expect_changes, reviewed_plan, _err)
         else:
             env = build_environment(desired, settings, store, SystemClock())
             the_plan = _build_plan(directory, desired, refresh=refresh, store=store, issuers=env.issuers)
+            if only_renewals:
+                from certreconcile.cli.gitops import only_renewals as renewals_of
+
+                the_plan = renewals_of(the_plan, _err)
             if output_format == "text":
                 sys.stdout.write(render_text(the_plan, color=_use_color()))
+            if expect_changes is not None:
+                from certreconcile.cli.gitops import check_against_review
+
+                check_against_review(the_plan, expect_changes, reviewed_plan, _err)
             if the_plan.is_empty:
                 if output_format == "json":
                     typer.echo(json.dumps({"format_version": 1, "outcome": "noop", "results": []}))

@@ -5,6 +5,7 @@ Render only formats; it imports nothing but ``certreconcile.plan`` and the stand
 
 from __future__ import annotations
 
+from .comment import render_pr_comments
 from .json import render_json
 from .markdown import DEFAULT_LIMIT, escape_markdown, render_markdown
 from .text import EMPTY_PLAN_LINE, HEADER_LINE, render_text, summary_line
@@ -16,6 +17,7 @@ __all__ = [
     "escape_markdown",
     "render_json",
     "render_markdown",
+    "render_pr_comments",
     "render_text",
     "summary_line",
 ]

@@ -35,6 +35,7 @@ def test_render_imports_only_plan_and_stdlib() -> None:
 def test_exports() -> None:
     public = {name for name in vars(render) if not name.startswith("_")} - {
         "annotations",
+        "comment",
         "json",
         "markdown",
         "text",

@@ -15,6 +15,7 @@ import base64
 import email.utils
 import math
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,12 +36,62 @@ __all__ = [
     "AcmeConnection",
     "Poller",
     "ari_certificate_id",
+    "endpoint_name",
     "parse_retry_after",
     "problem_error",
+    "set_request_observer",
 ]
 
 ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
 USER_AGENT = "certreconcile (+https://github.com/certreconcile/certreconcile)"
+
+#: Told of every HTTP answer from a CA as (endpoint, status code); `run` counts them for its
+#: metrics. None (the default): nothing is observed. The endpoint is a resource name, never a URL.
+RequestObserver = Callable[[str, int], None]
+_request_observers: list[RequestObserver] = []  # at most one
+
+_DIRECTORY_RESOURCES = ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange", "renewalInfo")
+#: Path words of the resources the directory does not name (Let's Encrypt, Pebble, OpenBao), first match wins.
+_PATH_WORDS = (
+    ("renewal", "renewalInfo"),
+    ("finalize", "finalize"),
+    ("chal", "challenge"),
+    ("authz", "authz"),
+    ("authorization", "authz"),
+    ("cert", "cert"),
+    ("order", "order"),
+    ("acct", "account"),
+    ("account", "account"),
+    ("nonce", "newNonce"),
+    ("dir", "directory"),
+)
+
+
+def set_request_observer(observer: RequestObserver | None) -> None:
+    """Install (or with None remove) the process-wide observer of CA requests."""
+    _request_observers[:] = [observer] if observer is not None else []
+
+
+def endpoint_name(url: str, directory: messages.Directory | None = None) -> str:
+    """A bounded label for a CA URL: the directory resource it is, else its kind from the path."""
+    if directory is not None:
+        for resource in _DIRECTORY_RESOURCES:
+            try:
+                value = directory[resource]
+            except (KeyError, AttributeError):
+                continue
+            if isinstance(value, str) and (url == value or (resource == "renewalInfo" and url.startswith(value))):
+                return resource
+    path = urllib.parse.urlsplit(url).path.lower()
+    return next((name for word, name in _PATH_WORDS if word in path), "other")
+
+
+def _observe_requests(session: requests.Session, directory: messages.Directory | None) -> None:
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        for observer in tuple(_request_observers):
+            observer(endpoint_name(response.url, directory), response.status_code)
+
+    session.hooks["response"].append(hook)
 
 
 class NewOrderWithReplaces(messages.NewOrder):
@@ -131,11 +182,14 @@ class AcmeConnection:
             key=key, alg=alg, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30
         )
         _proxies_once(self.net.session, directory["newNonce"])
+        _observe_requests(self.net.session, directory)
 
     @staticmethod
     def anonymous_network(verify: str | bool) -> acme_client.ClientNetwork:
         """For unauthenticated GETs: the directory, renewal info."""
-        return acme_client.ClientNetwork(key=None, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
+        network = acme_client.ClientNetwork(key=None, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
+        _observe_requests(network.session, None)
+        return network
 
     @staticmethod
     def fetch_directory(url: str, verify: str | bool) -> messages.Directory:

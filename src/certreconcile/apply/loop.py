@@ -1,0 +1,298 @@
+"""The continuous reconciler behind ``certreconcile run``: plan and apply, again and again.
+
+One cycle: load the declarations (the source may fetch git first) → load the stored state →
+ask ACME CAs for renewal windows (ARI) → probe the targets (optional) → plan (pure) → apply
+the upkeep (renewals, drift fixes) as ``automation:renewal`` → apply the declaration changes
+only when allowed (as the commit's ``git:<sha>``), else report them → refresh the metrics.
+
+Several replicas may run against one database: they share the work through the executor's
+per-name advisory lock and its re-check under the lock (a renewal another replica finished
+is skipped, never issued twice). There is no coordinator and no leader.
+
+The loop itself is small and process-free (:func:`run_forever`): a jittered sleep that a
+reload request cuts short, and a stop request honoured between cycles, never inside one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from certreconcile.actual.model import Observations
+from certreconcile.actual.refresh import observe_targets
+from certreconcile.actual.store import StateStore
+from certreconcile.apply.ari import refresh_renewal_info
+from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult, apply_plan
+from certreconcile.apply.metrics import ReconcilerMetrics
+from certreconcile.clock import Clock
+from certreconcile.desired.model import DesiredState
+from certreconcile.errors import CertReconcileError
+from certreconcile.plan import build_plan
+from certreconcile.plan.plan import Change, Plan
+from certreconcile.plan.scope import split_plan
+
+__all__ = [
+    "RENEWAL_ACTOR",
+    "CycleResult",
+    "DesiredSource",
+    "EnvironmentFactory",
+    "LoopControl",
+    "Reconciler",
+    "jittered_interval",
+    "reconcile_once",
+    "run_forever",
+]
+
+#: The audit actor of everything ``run`` applies on its own (design §4).
+RENEWAL_ACTOR = "automation:renewal"
+
+log = logging.getLogger("certreconcile.run")
+
+
+class DesiredSource(Protocol):
+    def load(self) -> DesiredState:
+        """The declarations to reconcile now (a git source fetches first). Raises CertReconcileError."""
+        ...
+
+
+#: Builds the adapters for a desired state; its ``actor`` is the declarations' own (``git:<sha>``/``user:``).
+EnvironmentFactory = Callable[[DesiredState], ApplyEnvironment]
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    started_at: float  # Unix seconds, from the injected clock
+    finished_at: float
+    git_commit: str | None
+    results: tuple[ChangeResult, ...] = ()  # every change applied (upkeep, then declaration changes)
+    deferred: tuple[Change, ...] = ()  # declaration changes left alone (no --apply-changes)
+    errors: tuple[str, ...] = ()  # one line each: the cycle (or one of its applies) could not run
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def failures(self) -> tuple[ChangeResult, ...]:
+        return tuple(result for result in self.results if result.outcome == "failed")
+
+    @property
+    def outcome(self) -> str:
+        """``error`` (could not run), ``partial`` (a change failed), ``success`` or ``noop``."""
+        if self.errors:
+            return "error"
+        if self.failures:
+            return "partial"
+        return "success" if any(r.outcome == "done" for r in self.results) else "noop"
+
+
+class Reconciler:
+    """One replica's reconcile cycles; keeps the adapters while the declarations stay the same."""
+
+    def __init__(
+        self,
+        source: DesiredSource,
+        store: StateStore,
+        build_environment: EnvironmentFactory,
+        clock: Clock,
+        *,
+        apply_changes: bool = False,
+        concurrency: int = 4,
+        refresh: bool = True,
+        metrics: ReconcilerMetrics | None = None,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.build_environment = build_environment
+        self.clock = clock
+        self.apply_changes = apply_changes
+        self.concurrency = max(1, concurrency)
+        self.refresh = refresh
+        self.metrics = metrics
+        self._env: tuple[tuple[str, str | None], ApplyEnvironment] | None = None
+        self._desired: DesiredState | None = None  # the last declarations read, for the metrics
+
+    def _environment(self, desired: DesiredState) -> ApplyEnvironment:
+        key = (desired.digest, desired.git_commit)
+        if self._env is None or self._env[0] != key:
+            self._env = (key, self.build_environment(desired))
+        return self._env[1]
+
+    def cycle(self) -> CycleResult:
+        started = self.clock.now()
+        results: list[ChangeResult] = []
+        deferred: tuple[Change, ...] = ()
+        errors: list[str] = []
+        warnings: tuple[str, ...] = ()
+        git_commit: str | None = None
+        try:
+            desired = self.source.load()
+            self._desired = desired
+            git_commit = desired.git_commit
+            env = self._environment(desired)
+            with self.store.session() as session:
+                actual = session.load_actual()
+            now = self.clock.now()
+            gathered = refresh_renewal_info(actual, env.issuers, self.store, now, persist=True)
+            actual, warnings = gathered.actual, gathered.warnings
+            observations = Observations()
+            if self.refresh:
+                probes = [
+                    (name, spec.domains, target)
+                    for name, spec in desired.certificates.items()
+                    if name in actual.certificates
+                    for target in spec.targets
+                ]
+                observations = observe_targets(probes, env.targets)
+            plan = build_plan(desired, actual, observations, now)
+            split = split_plan(plan, desired, actual, now)
+            for line in (*warnings, *plan.warnings):
+                log.warning("warning: %s", line)
+            if split.upkeep.changes:
+                results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
+            if self.apply_changes:
+                if split.declaration.changes:
+                    results += self._apply(split.declaration, desired, env, errors)
+            else:
+                deferred = split.declaration.changes
+                for change in deferred:
+                    log.info(
+                        "not applied (declaration change; run with --apply-changes or use apply): %s %s %s (%s)",
+                        change.action.symbol,
+                        change.action.value,
+                        change.name,
+                        ", ".join(reason.code.value for reason in change.reasons),
+                    )
+        except CertReconcileError as exc:
+            errors.append(exc.one_line())
+            log.error("cycle failed: %s", exc.one_line())  # noqa: TRY400  one line: a traceback may hold secrets
+        result = CycleResult(
+            started_at=started.timestamp(),
+            finished_at=self.clock.now().timestamp(),
+            git_commit=git_commit,
+            results=tuple(results),
+            deferred=deferred,
+            errors=tuple(errors),
+            warnings=warnings,
+        )
+        self._observe(result)
+        return result
+
+    def _apply(self, plan: Plan, desired: DesiredState, env: ApplyEnvironment, errors: list[str]) -> list[ChangeResult]:
+        began = time.monotonic()
+        try:
+            applied: ApplyResult = apply_plan(plan, desired, env, concurrency=self.concurrency)
+        except CertReconcileError as exc:  # refused (a rate limit) or the store failed: the other apply still runs
+            errors.append(exc.one_line())
+            log.error("apply failed: %s", exc.one_line())  # noqa: TRY400  one line, no traceback
+            return []
+        if self.metrics is not None:
+            self.metrics.observe_apply(applied, time.monotonic() - began)
+        for result in applied.results:
+            level = logging.ERROR if result.outcome == "failed" else logging.INFO
+            log.log(
+                level,
+                "%s %s %s: %s: %s [%s]",
+                result.change.action.symbol,
+                result.change.action.value,
+                result.change.name,
+                result.outcome,
+                result.message,
+                env.actor,
+            )
+        return list(applied.results)
+
+    def _observe(self, result: CycleResult) -> None:
+        if self.metrics is None:
+            return
+        try:
+            with self.store.session() as session:
+                actual = session.load_actual()
+            self.metrics.observe_state(self._desired, actual)
+        except CertReconcileError as exc:  # the gauges keep their last values; the cycle counter says error
+            log.error("metrics not refreshed: %s", exc.one_line())  # noqa: TRY400  one line, no traceback
+        self.metrics.observe_cycle(result.outcome, result.finished_at, len(result.deferred))
+
+
+def reconcile_once(
+    source: DesiredSource,
+    store: StateStore,
+    build_environment: EnvironmentFactory,
+    clock: Clock,
+    *,
+    apply_changes: bool = False,
+    concurrency: int = 4,
+    refresh: bool = True,
+    metrics: ReconcilerMetrics | None = None,
+) -> CycleResult:
+    """One cycle with fresh adapters (see :class:`Reconciler` to keep them between cycles)."""
+    reconciler = Reconciler(
+        source,
+        store,
+        build_environment,
+        clock,
+        apply_changes=apply_changes,
+        concurrency=concurrency,
+        refresh=refresh,
+        metrics=metrics,
+    )
+    return reconciler.cycle()
+
+
+@dataclass
+class LoopControl:
+    """Requests from signal handlers (or tests) to the loop. Setting events is all a handler does.
+
+    A stop request also sets the reload event, so a sleeping loop wakes at once; a cycle in
+    flight is never interrupted: the loop looks at the stop request only between cycles.
+    """
+
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    reload_event: threading.Event = field(default_factory=threading.Event)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        self.reload_event.set()
+
+    def request_reload(self) -> None:
+        self.reload_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+
+def jittered_interval(interval: float, jitter: float, rng: random.Random) -> float:
+    """``interval`` moved by up to ``jitter`` (a fraction) either way, so replicas drift apart."""
+    return max(0.0, interval * (1.0 + rng.uniform(-jitter, jitter)))
+
+
+def run_forever(
+    cycle: Callable[[], CycleResult],
+    *,
+    interval: float,
+    jitter: float,
+    control: LoopControl,
+    once: bool = False,
+    rng: random.Random | None = None,
+    on_cycle: Callable[[CycleResult], None] | None = None,
+) -> int:
+    """Run ``cycle`` until a stop is requested (or once); returns how many cycles ran.
+
+    Between cycles it sleeps a jittered ``interval`` (seconds); a reload request (SIGHUP)
+    starts the next cycle at once, also when it arrived during the previous one.
+    """
+    rng = rng or random.Random()  # noqa: S311  spreads replicas in time; not a secret
+    cycles = 0
+    while not control.stopping:
+        control.reload_event.clear()
+        result = cycle()
+        cycles += 1
+        if on_cycle is not None:
+            on_cycle(result)
+        if once or control.stopping:
+            break
+        control.reload_event.wait(jittered_interval(interval, jitter, rng))
+    return cycles

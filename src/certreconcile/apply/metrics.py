@@ -1,0 +1,245 @@
+"""Prometheus metrics of ``certreconcile run``, on a registry of their own (never the global one).
+
+Two kinds:
+
+* state gauges, rebuilt from the stored state after every cycle and served from that one
+  snapshot (a scrape never sees half of an update, and a retired name disappears at once):
+  ``certreconcile_certificate_expiration_timestamp_seconds``, ``..._not_before_timestamp_seconds``,
+  ``..._renewal_timestamp_seconds``, ``..._ready_status`` (labels ``name``, ``issuer``) and
+  ``certreconcile_target_verified_status`` (``name``, ``target``);
+* event counters and a histogram, fed from apply results and the ACME client:
+  ``certreconcile_issuance_total`` (``issuer``, ``reason``: why it was issued),
+  ``certreconcile_issuance_failures_total`` (``issuer``, ``reason``: the error code),
+  ``certreconcile_apply_duration_seconds``, ``certreconcile_acme_requests_total``
+  (``endpoint``, ``status``), plus the loop's own ``certreconcile_reconcile_cycles_total``
+  (``outcome``), ``certreconcile_last_reconcile_timestamp_seconds`` and
+  ``certreconcile_declaration_changes_pending``.
+
+Label values are bounded: names and targets come from the declarations, reasons and error
+codes are fixed kebab-case sets, endpoints are ACME resource names. Never a URL, never a secret.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from certreconcile.actual.model import ActualCertificate, ActualState
+from certreconcile.apply.executor import ApplyResult, ChangeResult
+from certreconcile.desired.model import DesiredState
+from certreconcile.domain.status import CertStatus
+from certreconcile.plan.plan import Action
+from certreconcile.plan.policies import renewal_time
+
+__all__ = [
+    "METRIC_NAMES",
+    "CertificateSample",
+    "ReconcilerMetrics",
+    "certificate_samples",
+    "failure_reason",
+    "is_ready",
+]
+
+#: Every metric family this module exports (the alert rules may use only these).
+METRIC_NAMES = frozenset(
+    {
+        "certreconcile_certificate_expiration_timestamp_seconds",
+        "certreconcile_certificate_not_before_timestamp_seconds",
+        "certreconcile_certificate_renewal_timestamp_seconds",
+        "certreconcile_certificate_ready_status",
+        "certreconcile_target_verified_status",
+        "certreconcile_issuance_total",
+        "certreconcile_issuance_failures_total",
+        "certreconcile_apply_duration_seconds",
+        "certreconcile_acme_requests_total",
+        "certreconcile_reconcile_cycles_total",
+        "certreconcile_last_reconcile_timestamp_seconds",
+        "certreconcile_declaration_changes_pending",
+    }
+)
+
+_APPLY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSample:
+    name: str
+    issuer: str
+    not_before: float  # Unix seconds
+    not_after: float
+    renewal: float | None  # None: the name is no longer declared (no renewal is planned)
+    ready: bool
+    targets: Mapping[str, bool]  # declared (or, undeclared, distributed) target → verified serving it
+
+
+def is_ready(current: ActualCertificate, targets: tuple[str, ...]) -> bool:
+    """Active, and proven served by every one of ``targets``."""
+    return current.status is CertStatus.ACTIVE and all(_verified(current, target) for target in targets)
+
+
+def _verified(current: ActualCertificate, target: str) -> bool:
+    distribution = current.distributions.get(target)
+    return (
+        distribution is not None
+        and distribution.verified_at is not None
+        and distribution.fingerprint == current.fingerprint
+    )
+
+
+def certificate_samples(desired: DesiredState | None, actual: ActualState) -> tuple[CertificateSample, ...]:
+    """The gauge values of every managed certificate; without ``desired``, from the stored state alone."""
+    samples = []
+    for name, current in sorted(actual.certificates.items()):
+        spec = desired.certificates.get(name) if desired is not None else None
+        targets = spec.targets if spec is not None else tuple(sorted(current.distributions))
+        samples.append(
+            CertificateSample(
+                name=name,
+                issuer=current.issuer,
+                not_before=current.not_before.timestamp(),
+                not_after=current.not_after.timestamp(),
+                renewal=renewal_time(spec, current).timestamp() if spec is not None else None,
+                ready=is_ready(current, targets),
+                targets={target: _verified(current, target) for target in targets},
+            )
+        )
+    return tuple(samples)
+
+
+def failure_reason(result: ChangeResult) -> str:
+    """The stable code of a failed change: its error code, or ``target-not-verified``."""
+    if result.error_code:
+        return result.error_code
+    if result.failed_targets:
+        return "target-not-verified"
+    return "unknown"
+
+
+class _CertificateCollector(Collector):
+    """Serves the latest snapshot of the state gauges; replaced whole, under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: tuple[CertificateSample, ...] = ()
+
+    def update(self, samples: tuple[CertificateSample, ...]) -> None:
+        with self._lock:
+            self._samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            samples = self._samples
+        labels = ["name", "issuer"]
+        expiration = GaugeMetricFamily(
+            "certreconcile_certificate_expiration_timestamp_seconds",
+            "When the current certificate of a name expires (not_after), as a Unix time.",
+            labels=labels,
+        )
+        not_before = GaugeMetricFamily(
+            "certreconcile_certificate_not_before_timestamp_seconds",
+            "When the current certificate of a name became valid (not_before), as a Unix time.",
+            labels=labels,
+        )
+        renewal = GaugeMetricFamily(
+            "certreconcile_certificate_renewal_timestamp_seconds",
+            "When the current certificate of a name falls due for renewal (renew_before, jitter, ARI).",
+            labels=labels,
+        )
+        ready = GaugeMetricFamily(
+            "certreconcile_certificate_ready_status",
+            "1 when the certificate is active and verified on every declared target, else 0.",
+            labels=labels,
+        )
+        verified = GaugeMetricFamily(
+            "certreconcile_target_verified_status",
+            "1 when the target was proven (handshake or read-back) to serve the current certificate, else 0.",
+            labels=["name", "target"],
+        )
+        for sample in samples:
+            key = [sample.name, sample.issuer]
+            expiration.add_metric(key, sample.not_after)
+            not_before.add_metric(key, sample.not_before)
+            if sample.renewal is not None:
+                renewal.add_metric(key, sample.renewal)
+            ready.add_metric(key, 1.0 if sample.ready else 0.0)
+            for target, ok in sorted(sample.targets.items()):
+                verified.add_metric([sample.name, target], 1.0 if ok else 0.0)
+        yield from (expiration, not_before, renewal, ready, verified)
+
+
+class ReconcilerMetrics:
+    """The metrics of one reconciler process. Thread-safe (prometheus-client's own locking)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._certificates = _CertificateCollector()
+        self.registry.register(self._certificates)
+        self.issuance = Counter(
+            "certreconcile_issuance",
+            "Certificates issued (new names and renewals), by issuer and the change's first reason.",
+            ["issuer", "reason"],
+            registry=self.registry,
+        )
+        self.issuance_failures = Counter(
+            "certreconcile_issuance_failures",
+            "Issuances and renewals that failed (the CA, the key store or a target), by issuer and error code.",
+            ["issuer", "reason"],
+            registry=self.registry,
+        )
+        self.apply_duration = Histogram(
+            "certreconcile_apply_duration_seconds",
+            "Wall time of one apply of a reconcile cycle (its renewals, or its declaration changes).",
+            buckets=_APPLY_BUCKETS,
+            registry=self.registry,
+        )
+        self.acme_requests = Counter(
+            "certreconcile_acme_requests",
+            "HTTP requests to ACME CAs, by resource (newOrder, finalize, ...) and response status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.cycles = Counter(
+            "certreconcile_reconcile_cycles",
+            "Reconcile cycles, by outcome: success, partial (a change failed) or error (the cycle could not run).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.last_cycle = Gauge(
+            "certreconcile_last_reconcile_timestamp_seconds",
+            "When the last reconcile cycle finished, as a Unix time.",
+            registry=self.registry,
+        )
+        self.pending_declaration_changes = Gauge(
+            "certreconcile_declaration_changes_pending",
+            "Declaration changes the last cycle left alone (run without --apply-changes).",
+            registry=self.registry,
+        )
+
+    def observe_state(self, desired: DesiredState | None, actual: ActualState) -> None:
+        self._certificates.update(certificate_samples(desired, actual))
+
+    def observe_apply(self, result: ApplyResult, seconds: float) -> None:
+        self.apply_duration.observe(seconds)
+        for change_result in result.results:
+            change = change_result.change
+            if change.action not in (Action.ISSUE, Action.ROTATE) or change_result.outcome == "skipped":
+                continue
+            issuer = change.issuer or "unknown"
+            if change_result.cert_id is not None:  # a certificate was issued (its deployment may have failed)
+                reason = change.reasons[0].code.value if change.reasons else "unknown"
+                self.issuance.labels(issuer=issuer, reason=reason).inc()
+            if change_result.outcome == "failed":
+                self.issuance_failures.labels(issuer=issuer, reason=failure_reason(change_result)).inc()
+
+    def observe_acme_request(self, endpoint: str, status: int) -> None:
+        self.acme_requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+    def observe_cycle(self, outcome: str, finished_at: float, pending_declaration_changes: int) -> None:
+        self.cycles.labels(outcome=outcome).inc()
+        self.last_cycle.set(finished_at)
+        self.pending_declaration_changes.set(pending_declaration_changes)

@@ -1,0 +1,314 @@
+"""``certreconcile run``: the continuous reconciler (see :mod:`certreconcile.apply.loop`) and its metrics.
+
+Registered on the typer app by ``cli/main.py``; everything heavy is imported inside the
+command, so ``certreconcile --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.errors import CertReconcileError
+
+if TYPE_CHECKING:
+    from certreconcile.apply.loop import CycleResult, LoopControl
+    from certreconcile.desired.model import DesiredState
+
+__all__ = ["GitDesiredSource", "parse_interval", "parse_jitter", "run_command"]
+
+
+def parse_interval(text: str) -> float:
+    """Seconds: a duration (``1h``, ``90s``, ``5m``) or a plain number of seconds (``0.5``)."""
+    from certreconcile.domain.durations import parse_duration
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text).total_seconds()
+        except ValueError as exc:
+            raise CertReconcileError(str(exc), code="usage", hint="write e.g. --interval 1h, 15m or 30s") from None
+    if not seconds > 0:
+        raise CertReconcileError(f"--interval {text!r} must be longer than zero", code="usage")
+    return seconds
+
+
+def parse_jitter(text: str) -> float:
+    """A fraction of the interval: ``10%`` or ``0.1``; from 0 (none) to below 100%."""
+    try:
+        value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise CertReconcileError(
+            f"--jitter {text!r} is not a fraction", code="usage", hint="write e.g. 10% or 0.1"
+        ) from None
+    if not 0 <= value < 1:
+        raise CertReconcileError(f"--jitter {text!r} must be at least 0 and below 100%", code="usage")
+    return value
+
+
+class GitDesiredSource:
+    """The declarations of ``directory``: the work tree, or a git ref; fetched first when asked.
+
+    With ``ref``, ``pull`` fetches the ref's remote (``origin/main`` → ``origin``; else every
+    remote), and the work tree is never touched. Without ``ref``, ``pull`` fast-forwards the
+    work tree (``git pull --ff-only``) and the files are read from it.
+    """
+
+    def __init__(self, directory: Path, ref: str | None = None, *, pull: bool = False) -> None:
+        self.directory = directory
+        self.ref = ref
+        self.pull = pull
+
+    def load(self) -> DesiredState:
+        from certreconcile.cli.main import _load
+
+        if self.pull:
+            self._fetch()
+        desired: DesiredState = _load(self.directory, self.ref)
+        return desired
+
+    def _fetch(self) -> None:
+        import git
+
+        try:
+            repo = git.Repo(self.directory, search_parent_directories=True)
+            if self.ref is None:
+                repo.git.pull("--ff-only", "--quiet")
+                return
+            names = {remote.name: remote for remote in repo.remotes}
+            first = self.ref.split("/", 1)[0]
+            for remote in [names[first]] if "/" in self.ref and first in names else list(names.values()):
+                remote.fetch()
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            raise CertReconcileError(
+                f"{self.directory} is not inside a git repository",
+                code="not-a-git-repository",
+                hint="run without --git-pull",
+            ) from exc
+        except git.GitCommandError as exc:
+            raise CertReconcileError(
+                f"git {'pull' if self.ref is None else 'fetch'} failed (exit {exc.status})",
+                code="git-fetch-failed",
+                hint="check the remote and its credentials; the next cycle tries again",
+            ) from exc
+
+
+def _install_signal_handlers(control: LoopControl) -> None:
+    """SIGTERM/SIGINT: finish the cycle in flight, then exit 0 (a second one aborts). SIGHUP: run now."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if control.stopping:
+            raise KeyboardInterrupt  # asked twice: stop now (the journal lets the next run resume)
+        logging.getLogger("certreconcile.run").info(
+            "received %s: stopping after the cycle in flight", signal.Signals(signum).name
+        )
+        control.request_stop()
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("certreconcile.run").info("received SIGHUP: reconciling now")
+        control.request_reload()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, reload)
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("certreconcile.run")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _summary(result: CycleResult) -> str:
+    done = sum(1 for r in result.results if r.outcome == "done")
+    skipped = sum(1 for r in result.results if r.outcome == "skipped")
+    text = (
+        f"cycle {result.outcome}: {done} done, {skipped} skipped, {len(result.failures)} failed, "
+        f"{len(result.deferred)} declaration change(s) not applied"
+    )
+    if result.git_commit:
+        text += f" (at {result.git_commit[:12]})"
+    return text
+
+
+def run_command(
+    directory: Annotated[
+        Path,
+        typer.Option(
+            "--dir",
+            "-d",
+            help="The desired-state directory (also locates the embedded database).",
+            file_okay=False,
+            show_default="current directory",
+        ),
+    ] = Path(),
+    ref: Annotated[
+        str | None,
+        typer.Option(help="Read the declarations at this git ref (e.g. origin/main) instead of the work tree."),
+    ] = None,
+    git_pull: Annotated[
+        bool,
+        typer.Option(
+            "--git-pull",
+            help="Before each cycle: fetch the ref's remote (with --ref), or fast-forward the work tree.",
+        ),
+    ] = False,
+    interval: Annotated[str, typer.Option(help="Time between cycles: 1h, 15m, 30s, or seconds (0.5).")] = "1h",
+    jitter: Annotated[str, typer.Option(help="Randomise each interval by up to this share either way.")] = "10%",
+    apply_changes: Annotated[
+        bool,
+        typer.Option(
+            "--apply-changes",
+            help="Also apply declaration changes (new, changed, removed names and targets), as git:<sha>. "
+            "Without it, run applies only renewals and drift fixes, and reports the rest.",
+        ),
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option(help="Probe every target each cycle and redistribute where it drifted.")
+    ] = True,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")] = 4,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any free port)."),
+    ] = None,
+    metrics_address: Annotated[str, typer.Option(help="The address the metrics listen on.")] = "127.0.0.1",
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit: 0 if it went well, 1 if not.")] = False,
+) -> None:
+    """Reconcile continuously: every interval (and on SIGHUP), plan and apply renewals and drift fixes.
+
+    Renewals are audited as automation:renewal; declaration changes wait for `apply` (or
+    --apply-changes). Run several replicas against one database for availability: they share
+    the work through per-name database locks and never issue the same renewal twice.
+    SIGTERM or SIGINT finishes the cycle in flight, then exits 0; SIGHUP runs a cycle now.
+
+    Examples: certreconcile run --dir certs/ --metrics-port 9402;
+    certreconcile run --ref origin/main --git-pull --interval 15m --apply-changes;
+    certreconcile run --once
+    """
+    from certreconcile.cli.main import _fail
+
+    try:
+        _run(
+            directory,
+            ref=ref,
+            git_pull=git_pull,
+            interval=parse_interval(interval),
+            jitter=parse_jitter(jitter),
+            apply_changes=apply_changes,
+            refresh=refresh,
+            concurrency=concurrency,
+            metrics_port=metrics_port,
+            metrics_address=metrics_address,
+            once=once,
+        )
+    except CertReconcileError as exc:
+        _fail(exc)
+
+
+def _run(
+    directory: Path,
+    *,
+    ref: str | None,
+    git_pull: bool,
+    interval: float,
+    jitter: float,
+    apply_changes: bool,
+    refresh: bool,
+    concurrency: int,
+    metrics_port: int | None,
+    metrics_address: str,
+    once: bool,
+) -> None:
+    from certreconcile.apply.loop import LoopControl, Reconciler, run_forever
+    from certreconcile.apply.metrics import ReconcilerMetrics
+    from certreconcile.clock import SystemClock
+    from certreconcile.wiring import Settings, build_environment, open_store
+
+    if not directory.is_dir():
+        raise CertReconcileError(
+            f"{directory} is not a directory", code="dir-missing", hint="pass the desired-state directory with --dir"
+        )
+    _configure_logging()
+    log = logging.getLogger("certreconcile.run")
+    settings = Settings.from_env(directory)
+    store = open_store(settings)
+    clock = SystemClock()
+    metrics = ReconcilerMetrics()
+    server: Any = None
+    if metrics_port is not None:
+        server = _serve_metrics(metrics, metrics_address, metrics_port)
+    control = LoopControl()
+    _install_signal_handlers(control)
+
+    def environment(desired: DesiredState) -> Any:
+        return build_environment(desired, settings, store, clock)
+
+    reconciler = Reconciler(
+        GitDesiredSource(directory, ref, pull=git_pull),
+        store,
+        environment,
+        clock,
+        apply_changes=apply_changes,
+        concurrency=concurrency,
+        refresh=refresh,
+        metrics=metrics,
+    )
+    last: list[CycleResult] = []
+
+    def report(result: CycleResult) -> None:
+        last[:] = [result]
+        log.info("%s", _summary(result))
+
+    log.info(
+        "reconciling %s%s every %gs (jitter %g%%)%s",
+        directory,
+        f" at {ref}" if ref else "",
+        interval,
+        jitter * 100,
+        ", applying declaration changes" if apply_changes else "",
+    )
+    try:
+        run_forever(reconciler.cycle, interval=interval, jitter=jitter, control=control, once=once, on_cycle=report)
+    finally:
+        if server is not None:
+            server.shutdown()
+            _set_acme_observer(None)
+    log.info("stopped")
+    if once and last and last[0].outcome in ("error", "partial"):
+        raise typer.Exit(ExitCode.ERROR)
+
+
+def _set_acme_observer(metrics: Any) -> None:
+    from certreconcile.plugins.issuers.acme.client import set_request_observer
+
+    set_request_observer(metrics.observe_acme_request if metrics is not None else None)
+
+
+def _serve_metrics(metrics: Any, address: str, port: int) -> Any:
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(port, addr=address, registry=metrics.registry)
+    except OSError as exc:
+        raise CertReconcileError(
+            f"cannot serve metrics on {address}:{port}: {exc.strerror}",
+            code="metrics-port-unavailable",
+            hint="choose another --metrics-port or --metrics-address",
+        ) from exc
+    _set_acme_observer(metrics)
+    host = f"[{address}]" if ":" in address else address
+    logging.getLogger("certreconcile.run").info("serving metrics on http://%s:%d/metrics", host, server.server_port)
+    return server

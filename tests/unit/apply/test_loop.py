@@ -1,0 +1,163 @@
+"""The loop of `certreconcile run` without processes or databases: timing, signals, metrics, ACME labels."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from certreconcile.apply.loop import CycleResult, LoopControl, jittered_interval, run_forever
+from certreconcile.apply.metrics import METRIC_NAMES, ReconcilerMetrics
+from certreconcile.cli.run import parse_interval, parse_jitter
+from certreconcile.errors import CertReconcileError
+from certreconcile.plugins.issuers.acme.client import endpoint_name
+
+
+def result() -> CycleResult:
+    return CycleResult(started_at=0.0, finished_at=0.0, git_commit=None)
+
+
+def test_once_runs_one_cycle() -> None:
+    calls: list[int] = []
+
+    def cycle() -> CycleResult:
+        calls.append(1)
+        return result()
+
+    assert run_forever(cycle, interval=60, jitter=0, control=LoopControl(), once=True) == 1
+    assert calls == [1]
+
+
+def test_stop_requested_during_a_cycle_ends_the_loop_after_it() -> None:
+    control = LoopControl()
+    finished: list[bool] = []
+
+    def cycle() -> CycleResult:
+        control.request_stop()  # as SIGTERM would, in the middle of the cycle
+        time.sleep(0.05)
+        finished.append(True)
+        return result()
+
+    started = time.monotonic()
+    assert run_forever(cycle, interval=3600, jitter=0, control=control) == 1
+    assert finished == [True]
+    assert time.monotonic() - started < 5  # it did not sleep the interval
+
+
+def test_reload_cuts_the_sleep_short_and_stop_wakes_it() -> None:
+    control = LoopControl()
+    cycles: list[float] = []
+
+    def cycle() -> CycleResult:
+        cycles.append(time.monotonic())
+        return result()
+
+    thread = threading.Thread(target=run_forever, args=(cycle,), kwargs={"interval": 3600, "jitter": 0.1,
+                                                                           "control": control})  # fmt: skip
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(cycles) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    control.request_reload()  # SIGHUP: run now
+    while len(cycles) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(cycles) == 2
+    control.request_stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(cycles) == 2
+
+
+def test_jitter_stays_within_its_share() -> None:
+    rng = random.Random(7)
+    values = [jittered_interval(100.0, 0.1, rng) for _ in range(1000)]
+    assert min(values) >= 90.0 and max(values) <= 110.0
+    assert max(values) - min(values) > 10  # it does spread
+    assert jittered_interval(100.0, 0.0, rng) == 100.0
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("1h", 3600.0), ("15m", 900.0), ("30s", 30.0), ("0.25", 0.25)])
+def test_interval_forms(text: str, seconds: float) -> None:
+    assert parse_interval(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "soon", "1y"])
+def test_bad_intervals_are_usage_errors(text: str) -> None:
+    with pytest.raises(CertReconcileError) as caught:
+        parse_interval(text)
+    assert caught.value.code == "usage"
+
+
+def test_jitter_forms() -> None:
+    assert parse_jitter("10%") == pytest.approx(0.1)
+    assert parse_jitter("0.2") == pytest.approx(0.2)
+    assert parse_jitter("0") == 0.0
+    for bad in ("100%", "-5%", "lots"):
+        with pytest.raises(CertReconcileError):
+            parse_jitter(bad)
+
+
+def test_metrics_use_their_own_registry_and_the_documented_names() -> None:
+    first, second = ReconcilerMetrics(), ReconcilerMetrics()  # would clash on the global registry
+    first.observe_acme_request("newOrder", 201)
+    first.observe_cycle("success", 1234.0, 2)
+    text = generate_latest(first.registry).decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    exported = set()
+    for family in families.values():
+        if family.name.endswith("_created"):  # prometheus-client's creation-time series of each counter
+            continue
+        exported.add(family.name + ("_total" if family.type == "counter" else ""))
+    assert exported == METRIC_NAMES
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("certreconcile_acme_requests_total", (("endpoint", "newOrder"), ("status", "201")))] == 1.0
+    assert samples[("certreconcile_declaration_changes_pending", ())] == 2.0
+    assert 'endpoint="newOrder"' not in generate_latest(second.registry).decode()
+
+
+LE = "https://acme-v02.api.letsencrypt.org"
+DIRECTORY = {
+    "newNonce": f"{LE}/acme/new-nonce",
+    "newAccount": f"{LE}/acme/new-acct",
+    "newOrder": f"{LE}/acme/new-order",
+    "revokeCert": f"{LE}/acme/revoke-cert",
+    "keyChange": f"{LE}/acme/key-change",
+    "renewalInfo": f"{LE}/draft-ietf-acme-ari-03/renewalInfo",
+}
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        (f"{LE}/acme/new-order", "newOrder"),
+        (f"{LE}/acme/new-acct", "newAccount"),
+        (f"{LE}/acme/new-nonce", "newNonce"),
+        (f"{LE}/acme/revoke-cert", "revokeCert"),
+        (f"{LE}/draft-ietf-acme-ari-03/renewalInfo/aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE", "renewalInfo"),
+        (f"{LE}/acme/order/12345/67890", "order"),
+        (f"{LE}/acme/finalize/12345/67890", "finalize"),
+        (f"{LE}/acme/authz-v3/1234", "authz"),
+        (f"{LE}/acme/chall-v3/1234/abcd", "challenge"),
+        (f"{LE}/acme/cert/fa0b1c", "cert"),
+        (f"{LE}/acme/acct/12345", "account"),
+        ("https://127.0.0.1:14000/my-order/x", "order"),
+        ("https://127.0.0.1:14000/finalize-order/x", "finalize"),
+        ("https://127.0.0.1:14000/authZ/x", "authz"),
+        ("https://127.0.0.1:14000/chalZ/x", "challenge"),
+        ("https://127.0.0.1:14000/certZ/x", "cert"),
+        ("https://127.0.0.1:8200/v1/pki/acme/order/abc/finalize", "finalize"),
+        ("https://127.0.0.1:8200/v1/pki/acme/order/abc/cert", "cert"),
+        ("https://127.0.0.1:8200/v1/pki/acme/authorization/abc", "authz"),
+        ("https://127.0.0.1:8200/v1/pki/acme/challenge/abc/http-01", "challenge"),
+        ("https://127.0.0.1:14000/dir", "directory"),
+        ("https://example.test/something", "other"),
+    ],
+)
+def test_acme_endpoints_are_resource_names_never_urls(url: str, endpoint: str) -> None:
+    from acme import messages
+
+    assert endpoint_name(url, messages.Directory(DIRECTORY)) == endpoint
