@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import TypedDict
 
 from certreconcile.actual.store import StateStore
 from certreconcile.desired.documents import (
@@ -23,6 +25,7 @@ from certreconcile.plugins.kms.aws import AwsKms
 from certreconcile.plugins.kms.gcp import GcpKms
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.kms.vault import VaultKms
+from certreconcile.plugins.paths import declared_path, optional_declared_path
 from certreconcile.plugins.ports import Http01Solver, Issuer, Kms, Target
 from certreconcile.plugins.registry import PluginContext
 from certreconcile.plugins.targets.files import FilesTarget
@@ -54,8 +57,7 @@ def local_kms_key_file(config: LocalKmsConfig | None, context: PluginContext) ->
     if from_env:
         return Path(from_env)
     if config is not None and config.key_file:
-        path = Path(config.key_file)
-        return path if path.is_absolute() else context.desired_dir / path
+        return declared_path(config.key_file, context.desired_dir)
     return context.data_dir / "local-kms.key"
 
 
@@ -73,10 +75,19 @@ def create_aws_kms(spec: KmsSpec, context: PluginContext) -> AwsKms:
 
 def _declared_path(value: str | None, context: PluginContext) -> Path | None:
     """A path from a declaration: relative paths are relative to the desired-state directory."""
-    if not value:
-        return None
-    path = Path(value)
-    return path if path.is_absolute() else context.desired_dir / path
+    return optional_declared_path(value, context.desired_dir)
+
+
+class _Verification(TypedDict):
+    """How every target is verified after a deployment (the target's common settings)."""
+
+    verify: str | None
+    verify_timeout: timedelta
+    sni: str | None
+
+
+def _verification(spec: TargetSpec) -> _Verification:
+    return _Verification(verify=spec.verify, verify_timeout=spec.verify_timeout, sni=spec.sni)
 
 
 def create_vault_kms(spec: KmsSpec, context: PluginContext) -> VaultKms:
@@ -180,9 +191,7 @@ def create_files_target(spec: TargetSpec, context: PluginContext) -> FilesTarget
         spec.name,
         spec.config,
         context.desired_dir,
-        verify=spec.verify,
-        verify_timeout=spec.verify_timeout,
-        sni=spec.sni,
+        **_verification(spec),
     )
 
 
@@ -192,7 +201,7 @@ def create_caddy_target(spec: TargetSpec, context: PluginContext) -> Target:
     from certreconcile.plugins.targets.caddy import CaddyTarget
 
     assert isinstance(spec.config, CaddyTargetConfig)
-    return CaddyTarget(spec.name, spec.config, verify=spec.verify, verify_timeout=spec.verify_timeout, sni=spec.sni)
+    return CaddyTarget(spec.name, spec.config, **_verification(spec))
 
 
 def create_envoy_target(spec: TargetSpec, context: PluginContext) -> Target:
@@ -204,9 +213,7 @@ def create_envoy_target(spec: TargetSpec, context: PluginContext) -> Target:
         spec.name,
         spec.config,
         context.desired_dir,
-        verify=spec.verify,
-        verify_timeout=spec.verify_timeout,
-        sni=spec.sni,
+        **_verification(spec),
     )
 
 
@@ -219,9 +226,7 @@ def create_traefik_target(spec: TargetSpec, context: PluginContext) -> Target:
         spec.name,
         spec.config,
         context.desired_dir,
-        verify=spec.verify,
-        verify_timeout=spec.verify_timeout,
-        sni=spec.sni,
+        **_verification(spec),
     )
 
 
@@ -236,9 +241,7 @@ def create_webhook_target(spec: TargetSpec, context: PluginContext) -> Target:
         spec.config,
         env=context.env,
         base_dir=context.desired_dir,
-        verify=spec.verify,
-        verify_timeout=spec.verify_timeout,
-        sni=spec.sni,
+        **_verification(spec),
         timeout=parse_duration(spec.config.timeout),
     )
 
@@ -253,9 +256,7 @@ def create_aws_acm_target(spec: TargetSpec, context: PluginContext) -> Target:
         spec.name,
         spec.config,
         env=context.env,
-        verify=spec.verify,
-        verify_timeout=spec.verify_timeout,
-        sni=spec.sni,
+        **_verification(spec),
     )
 
 
@@ -269,9 +270,7 @@ def create_nginx_target(spec: TargetSpec, context: PluginContext) -> Target:
         spec.name,
         spec.config,
         context.desired_dir,
-        verify=spec.verify,
-        verify_timeout=spec.verify_timeout,
-        sni=spec.sni,
+        **_verification(spec),
     )
 
 
@@ -285,7 +284,5 @@ def create_haproxy_target(spec: TargetSpec, context: PluginContext) -> Target:
         spec.name,
         spec.config,
         context.desired_dir,
-        verify=spec.verify,
-        verify_timeout=spec.verify_timeout,
-        sni=spec.sni,
+        **_verification(spec),
     )

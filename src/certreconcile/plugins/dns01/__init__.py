@@ -9,11 +9,11 @@ first use, httpx) only when that kind is built. Every factory receives the provi
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certreconcile.desired.documents import CloudflareConfig, Rfc2136Config, Route53Config
 from certreconcile.desired.model import DEFAULT_PROPAGATION_TIMEOUT, DnsProviderSpec, PluginSpec
+from certreconcile.plugins.paths import optional_declared_path
 from certreconcile.plugins.ports import Dns01Provider
 
 if TYPE_CHECKING:
@@ -59,11 +59,7 @@ def create_cloudflare_provider(spec: PluginSpec, context: PluginContext) -> Dns0
     from certreconcile.plugins.dns01.cloudflare import CloudflareProvider
 
     assert isinstance(spec.config, CloudflareConfig)
-    ca_bundle: Path | None = None
-    if spec.config.ca_bundle:
-        ca_bundle = Path(spec.config.ca_bundle)
-        if not ca_bundle.is_absolute():
-            ca_bundle = context.desired_dir / ca_bundle
+    ca_bundle = optional_declared_path(spec.config.ca_bundle, context.desired_dir)
     return CloudflareProvider(
         spec.name, spec.config, env=context.env, propagation=_waiter(spec), ca_bundle=ca_bundle
     )

@@ -24,6 +24,7 @@ import yaml
 
 from certreconcile.desired.documents import EnvoyTargetConfig
 from certreconcile.errors import TargetError
+from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
@@ -63,8 +64,7 @@ class EnvoyTarget:
         sni: str | None = None,
     ) -> None:
         self.name = name
-        directory = Path(config.sds_dir)
-        self._dir = directory if directory.is_absolute() else (base_dir / directory).resolve()
+        self._dir = declared_path(config.sds_dir, base_dir)
         self._verify = verify
         self._verify_timeout = verify_timeout
         self._sni = sni

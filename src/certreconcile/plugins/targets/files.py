@@ -18,6 +18,7 @@ from pathlib import Path
 from certreconcile.desired.documents import FilesTargetConfig
 from certreconcile.domain.certs import read_cert_facts, split_pem_chain
 from certreconcile.errors import TargetError
+from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
 
@@ -50,7 +51,7 @@ class FilesTarget:
         sni: str | None = None,
     ) -> None:
         self.name = name
-        self._dir = (base_dir / config.dir).resolve() if not Path(config.dir).is_absolute() else Path(config.dir)
+        self._dir = declared_path(config.dir, base_dir)
         self._reload_command = config.reload_command
         self._base_dir = base_dir
         self._verify = verify

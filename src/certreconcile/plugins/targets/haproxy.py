@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certreconcile.desired.documents import HaproxyTargetConfig
 from certreconcile.domain.certs import split_pem_chain
 from certreconcile.errors import TargetError
+from certreconcile.plugins.paths import declared_path, optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served, parse_host_port
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
@@ -53,9 +54,6 @@ __all__ = ["HaproxyRuntimeApi", "HaproxyTarget"]
 _NOT_LOADED = "not referenced by the configuration"
 
 
-def _resolve(base_dir: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else (base_dir / path).resolve()
 
 
 class HaproxyRuntimeApi:
@@ -104,9 +102,9 @@ class HaproxyTarget:
         sni: str | None = None,
     ) -> None:
         self.name = name
-        self._dir = _resolve(base_dir, config.cert_dir)
+        self._dir = declared_path(config.cert_dir, base_dir)
         self._api = HaproxyRuntimeApi(config.runtime_api) if config.runtime_api else None
-        self._pid_file = _resolve(base_dir, config.pid_file) if config.pid_file else None
+        self._pid_file = optional_declared_path(config.pid_file, base_dir)
         self._reload_command = config.reload_command
         self._test_command = config.test_command
         self._base_dir = base_dir

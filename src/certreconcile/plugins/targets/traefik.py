@@ -25,6 +25,7 @@ import yaml
 
 from certreconcile.desired.documents import TraefikTargetConfig
 from certreconcile.errors import TargetError
+from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.files import write_atomically
 from certreconcile.plugins.targets.handshake import observe_served
@@ -56,8 +57,7 @@ class TraefikTarget:
         sni: str | None = None,
     ) -> None:
         self.name = name
-        directory = Path(config.dynamic_dir)
-        self._dir = directory if directory.is_absolute() else (base_dir / directory).resolve()
+        self._dir = declared_path(config.dynamic_dir, base_dir)
         self._verify = verify
         self._verify_timeout = verify_timeout
         self._sni = sni

@@ -55,6 +55,7 @@ from certreconcile import __version__
 from certreconcile.clock import Clock, SystemClock
 from certreconcile.desired.documents import WebhookTargetConfig
 from certreconcile.errors import TargetError
+from certreconcile.plugins.paths import optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
 
@@ -179,9 +180,9 @@ class WebhookTarget:
             f"https://{self._bracketed(self._host)}" + (f":{port}" if port else "") + (parts.path or "/")
         )
         self._secret_env = config.secret_env
-        self._client_cert = self._path(config.client_cert, base_dir)
-        self._client_key = self._path(config.client_key, base_dir)
-        self._ca_bundle = self._path(config.ca_bundle, base_dir)
+        self._client_cert = optional_declared_path(config.client_cert, base_dir)
+        self._client_key = optional_declared_path(config.client_key, base_dir)
+        self._ca_bundle = optional_declared_path(config.ca_bundle, base_dir)
         self._allow_link_local = config.allow_link_local
         self._headers = dict(config.headers)
         self._env = env
@@ -191,13 +192,6 @@ class WebhookTarget:
         self._timeout = timeout.total_seconds()
         self._clock: Clock = clock or SystemClock()
         self._resolve = resolve
-
-    @staticmethod
-    def _path(value: str | None, base_dir: Path) -> Path | None:
-        if not value:
-            return None
-        path = Path(value)
-        return path if path.is_absolute() else base_dir / path
 
     @staticmethod
     def _bracketed(host: str) -> str:
