@@ -3,7 +3,7 @@
 Fixtures:
 
 * ``pg_server`` (session): the admin URL of a PostgreSQL server. ``CERTRECONCILE_TEST_DATABASE_URL``
-  when set (a role allowed to CREATE DATABASE), else ONE pgserver started in the pytest temp dir.
+  when set (a role allowed to CREATE DATABASE), else ONE pgserver started in a temp dir of its own (deleted at the end).
   Under pytest-xdist the workers share that server: pgserver counts the processes using it and
   the last one to finish stops it.
 * ``migrated_template`` (session): the name of a template database, migrated once (per worker).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,7 +61,7 @@ def _worker_tag() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     configured = os.environ.get(ENV_TEST_DATABASE_URL)
     if configured:
         yield configured
@@ -68,9 +69,12 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # shared by the workers
-    server = pgserver.get_server(Path(root) / "pgdata", cleanup_mode="stop")
+    # Not under pytest's basetemp: pgserver runs postgres as another user when we are root and
+    # opens the parent folders to it, and every new pytest session of this user closes
+    # /tmp/pytest-of-<user> again (mode 0700), which would cut a running server off its data.
+    # The xdist workers of one run share the folder (and the server); the last one deletes it.
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"{os.getpid()}"
+    server = pgserver.get_server(Path(tempfile.gettempdir()) / f"certreconcile-tests-pg-{run}", cleanup_mode="delete")
     url = server.get_uri()
     with psycopg.connect(url, autocommit=True) as conn:
         # Test data need no durability: these make CREATE DATABASE and commits much faster.
