@@ -15,6 +15,8 @@ Deployments to one nginx are serialised, across threads and processes: ``flock``
 configuration, so it must never run while another target of the same nginx (another
 ``cert_dir``, another server block) is half-way through writing its files: with 100 targets on
 one nginx deployed in parallel, that race failed a third of the tests (key/certificate mismatch).
+Deployments to one nginx that arrive together are committed together (:class:`GroupCommit`): all
+their files, one ``nginx -t``, one reload; if that test fails, each is retried alone.
 """
 
 from __future__ import annotations
@@ -26,23 +28,23 @@ from pathlib import Path
 
 from certreconcile.desired.documents import NginxTargetConfig
 from certreconcile.errors import TargetError
+from certreconcile.plugins.paths import declared_path, optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
 from certreconcile.plugins.targets.server_control import (
-    PemFolderSnapshot,
+    GroupCommit,
+    ServerActions,
     locked_instance,
     run_command,
     signal_pid_file,
-    write_file_set,
 )
 
 __all__ = ["NginxTarget"]
 
+_GROUP_COMMIT = GroupCommit()  # one per process: the deployments of every nginx target
 
-def _resolve(base_dir: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else (base_dir / path).resolve()
+
 
 
 class NginxTarget:
@@ -56,8 +58,8 @@ class NginxTarget:
         sni: str | None = None,
     ) -> None:
         self.name = name
-        self._dir = _resolve(base_dir, config.cert_dir)
-        self._pid_file = _resolve(base_dir, config.pid_file) if config.pid_file else None
+        self._dir = declared_path(config.cert_dir, base_dir)
+        self._pid_file = optional_declared_path(config.pid_file, base_dir)
         self._test_command = config.test_command or f"{shlex.quote(config.binary)} -t"
         self._reload_command = config.reload_command
         self._binary = config.binary
@@ -73,25 +75,27 @@ class NginxTarget:
         folder = self.folder(bundle.name)
         files = {folder / file_name: content for file_name, content in pem_files(bundle).items()}
         try:
-            with locked_instance(self._pid_file, self._dir):
-                snapshot = PemFolderSnapshot.take(files)
-                write_file_set(files)
-                try:
-                    self._run("configuration test", self._test_command, "target-config-test-failed")
-                except TargetError as exc:
-                    snapshot.restore()
-                    raise TargetError(
-                        f"{exc.message} ({snapshot.describe_restore()}, nginx not reloaded)",
-                        code=exc.code,
-                        hint=exc.hint,
-                    ) from None
-                self._reload()
+            _GROUP_COMMIT.deploy(self._instance(), files, self._actions)
         except OSError as exc:
             raise TargetError(
                 f"target {self.name}: cannot write into {folder}: {exc.strerror}",
                 code="target-write-failed",
                 hint="check that the directory exists and is writable by this user",
             ) from exc
+
+    def _instance(self) -> tuple[str, ...]:
+        """The nginx this target deploys to: targets with the same one share its test and reload."""
+        where = self._pid_file if self._pid_file is not None else self._dir
+        return (str(where), self._test_command, self._reload_command or "", self._binary)
+
+    @property
+    def _actions(self) -> ServerActions:
+        return ServerActions(
+            server="nginx",
+            lock=lambda: locked_instance(self._pid_file, self._dir),
+            check=lambda: self._run("configuration test", self._test_command, "target-config-test-failed"),
+            reload=self._reload,
+        )
 
     def _run(self, what: str, command: str, code: str) -> None:
         run_command(self.name, command, cwd=self._base_dir, what=what, code=code)

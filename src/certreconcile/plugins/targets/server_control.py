@@ -4,6 +4,7 @@
   set is tested, so that a rejected set can be put back (or the new files removed).
 * :func:`run_command`: a test or reload command, without a shell; a failure is one line.
 * :func:`signal_pid_file`: a signal to the process whose PID a pid file holds.
+* :class:`GroupCommit`: deployments to one server batched under one test and one reload.
 * :func:`locked_directory`: one deployment at a time per output directory (``flock`` on the
   directory itself, so no lock file sits where a server loading a whole directory would see it).
 
@@ -19,7 +20,8 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from certreconcile.plugins.targets.files import write_atomically
 from certreconcile.plugins.targets.versioned import FileContent
 
 __all__ = [
+    "GroupCommit",
     "PemFolderSnapshot",
+    "ServerActions",
     "first_diagnostic",
     "locked_directory",
     "locked_instance",
@@ -182,3 +186,118 @@ class PemFolderSnapshot:
         for folder in self.created_folders:  # deepest first
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerActions:
+    """How one deployment to a running server is checked and made live, bound to its target."""
+
+    server: str  # "nginx", for messages
+    lock: Callable[[], contextlib.AbstractContextManager[None]]  # one batch at a time per instance
+    check: Callable[[], None]  # the configuration test; raises TargetError
+    reload: Callable[[], None]  # raises TargetError
+
+
+@dataclass(eq=False, slots=True)
+class _Deployment:
+    files: Mapping[Path, FileContent]
+    actions: ServerActions
+    done: bool = False
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """Deployments to one server instance, tested and reloaded together (a group commit).
+
+    Many targets can point at one server (one nginx, a hundred server blocks): deployed one by
+    one, each would run the configuration test and reload the server, and the test alone parses
+    every certificate the server loads. Here the deployments that arrive while a batch is being
+    tested wait, and the next batch takes all of them: one test and one reload for the lot. When
+    a batch's test fails, its files are put back and each deployment is retried alone, so a
+    failure names the deployment that caused it and the others still go live.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[Hashable, list[_Deployment]] = {}
+        self._leading: set[Hashable] = set()
+
+    def deploy(self, instance: Hashable, files: Mapping[Path, FileContent], actions: ServerActions) -> None:
+        """Write ``files``, test and reload the server ``instance``; return once live, or raise."""
+        mine = _Deployment(files, actions)
+        with self._cond:
+            self._pending.setdefault(instance, []).append(mine)
+            while not mine.done:
+                if instance in self._leading:
+                    self._cond.wait()
+                    continue
+                batch = self._pending.pop(instance)
+                self._leading.add(instance)
+                self._cond.release()
+                try:
+                    _commit(batch)
+                finally:
+                    self._cond.acquire()
+                    self._leading.discard(instance)
+                    for deployment in batch:
+                        deployment.done = True
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+
+
+def _commit(batch: list[_Deployment]) -> None:
+    """Deploy ``batch`` (never raises: each deployment's outcome is set on it)."""
+    first = batch[0].actions
+    try:
+        with first.lock():
+            if len(batch) > 1 and _commit_together(batch):
+                return
+            for deployment in batch:
+                try:
+                    _commit_one(deployment)
+                except BaseException as exc:  # noqa: BLE001 - the deployment's outcome, raised in its thread
+                    deployment.error = exc
+    except BaseException as exc:  # noqa: BLE001 - the lock could not be taken: every deployment fails
+        for deployment in batch:
+            if deployment.error is None:
+                deployment.error = exc
+
+
+def _commit_together(batch: list[_Deployment]) -> bool:
+    """One test and one reload for ``batch``; False (files put back) if the test fails."""
+    snapshots: list[PemFolderSnapshot] = []
+    try:
+        for deployment in batch:
+            snapshots.append(PemFolderSnapshot.take(deployment.files))
+            write_file_set(deployment.files)
+        batch[0].actions.check()
+    except (TargetError, OSError):
+        for snapshot in reversed(snapshots):
+            snapshot.restore()
+        return False
+    try:
+        batch[0].actions.reload()
+    except TargetError:
+        for deployment in batch:  # each with its own target's message
+            try:
+                deployment.actions.reload()
+            except TargetError as exc:
+                deployment.error = exc
+    return True
+
+
+def _commit_one(deployment: _Deployment) -> None:
+    actions = deployment.actions
+    snapshot = PemFolderSnapshot.take(deployment.files)
+    write_file_set(deployment.files)
+    try:
+        actions.check()
+    except TargetError as exc:
+        snapshot.restore()
+        raise TargetError(
+            f"{exc.message} ({snapshot.describe_restore()}, {actions.server} not reloaded)",
+            code=exc.code,
+            hint=exc.hint,
+        ) from None
+    actions.reload()
