@@ -271,12 +271,19 @@ frontend tls
 
 @contextlib.contextmanager
 def run_haproxy(
-    directory: Path, certificates: Certificates, cert_dir: Path | None = None, *, crt_directory: bool = False
+    directory: Path,
+    certificates: Certificates,
+    cert_dir: Path | None = None,
+    *,
+    crt_directory: bool = False,
+    wait_until_loaded: bool = True,
 ) -> Iterator[Haproxy]:
     """HAProxy (master-worker) serving ``certificates`` (name -> domains) until the block ends.
 
     ``crt_directory``: the bind line loads the whole directory (``crt <cert_dir>``) instead of one
     ``crt <cert_dir>/<name>.pem`` per name (then a name added later is served after a reload).
+    ``wait_until_loaded``: return only once the master logged "Loading success." (a SIGUSR2 sent
+    before that is dropped); False returns as soon as the port and the runtime API socket exist.
     """
     binary = find_server_binary("haproxy")
     directory.mkdir(parents=True, exist_ok=True)
@@ -301,6 +308,8 @@ def run_haproxy(
         _wait_for_port(port, process, log, "haproxy")
         while not (directory / "admin.sock").exists() and process.poll() is None:
             time.sleep(0.01)
+        while wait_until_loaded and b"Loading success." not in log.read_bytes() and process.poll() is None:
+            time.sleep(0.01)
         yield Haproxy(
             address=f"127.0.0.1:{port}",
             cert_dir=cert_dir,
@@ -318,8 +327,18 @@ def run_haproxy(
 def haproxy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Haproxy]]:
     with contextlib.ExitStack() as stack:
 
-        def start(certificates: Certificates, cert_dir: Path | None = None, *, crt_directory: bool = False) -> Haproxy:
+        def start(
+            certificates: Certificates,
+            cert_dir: Path | None = None,
+            *,
+            crt_directory: bool = False,
+            wait_until_loaded: bool = True,
+        ) -> Haproxy:
             directory = tmp_path_factory.mktemp("haproxy")
-            return stack.enter_context(run_haproxy(directory, certificates, cert_dir, crt_directory=crt_directory))
+            return stack.enter_context(
+                run_haproxy(
+                    directory, certificates, cert_dir, crt_directory=crt_directory, wait_until_loaded=wait_until_loaded
+                )
+            )
 
         yield start

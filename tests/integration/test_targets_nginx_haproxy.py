@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,35 @@ def test_haproxy_unknown_certificate_falls_back_to_a_reload(haproxy_server: Star
     rotated = self_signed_bundle("blog", ("blog.example.test",))
     target.deploy(rotated)  # now loaded: in memory
     assert _served(server.address, rotated) == rotated.fingerprint
+
+
+def test_haproxy_reload_signal_lost_during_startup_is_sent_again(haproxy_server: StartHaproxy) -> None:
+    # Right after start-up HAProxy's master drops SIGUSR2 (seen 5 times out of 5 with 2.6); the
+    # target notices through `show ssl cert` that the new certificate is not held and signals again.
+    server = haproxy_server({"shop": ["shop.example.test"]}, crt_directory=True, wait_until_loaded=False)
+    target = _haproxy_target(server, pid_file=str(server.pid_file))
+    blog = self_signed_bundle("blog", ("blog.example.test",))
+    target.deploy(blog)  # returns once HAProxy holds blog.pem
+    assert _served(server.address, blog) == blog.fingerprint
+    assert _served(server.address, server.initial["shop"]) == server.initial["shop"].fingerprint
+
+
+def test_haproxy_reload_that_never_loads_the_certificate_fails_clearly(haproxy_server: StartHaproxy) -> None:
+    server = haproxy_server({"shop": ["shop.example.test"]})  # one crt per bind line: blog.pem is never loaded
+    target = HaproxyTarget(
+        "edge-haproxy",
+        HaproxyTargetConfig(
+            cert_dir=str(server.cert_dir), runtime_api=server.runtime_api, pid_file=str(server.pid_file)
+        ),
+        server.cert_dir,
+        verify_timeout=timedelta(seconds=3),
+    )
+    with pytest.raises(TargetError) as caught:
+        target.deploy(self_signed_bundle("blog", ("blog.example.test",)))
+    assert caught.value.code == "target-reload-failed"
+    assert "did not load" in caught.value.message and "within 3 s" in caught.value.message
+    assert f"crt {server.cert_dir}" in caught.value.hint
+    assert _served(server.address, server.initial["shop"]) == server.initial["shop"].fingerprint  # still serving
 
 
 # ---------------------------------------------------------------- zero downtime (acceptance)

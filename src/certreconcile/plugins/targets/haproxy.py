@@ -12,8 +12,10 @@ without a reload: ``set ssl cert <path> <<`` (the payload) then ``commit ssl cer
 crt path is the key: HAProxy only knows the certificates its configuration loaded. When it
 answers that it never loaded this path (a new certificate name), the target falls back to a
 reload if one is configured (``reload_command``, else SIGUSR2 to the master process of
-``pid_file``: master-worker mode, ``-W``); otherwise the deployment fails with a hint about the
-bind line. When HAProxy rejects the payload (e.g. a key that does not match), the transaction is
+``pid_file``: master-worker mode, ``-W``), and the deployment waits (up to the verify timeout)
+until ``show ssl cert <path>`` shows the new certificate, sending SIGUSR2 again every 2 s (a
+master still starting drops it); otherwise the deployment fails with a hint about the bind line.
+When HAProxy rejects the payload (e.g. a key that does not match), the transaction is
 aborted and the previous files are put back. Without ``runtime_api``: files, then the reload.
 
 ``observe``: with ``verify:`` a TLS handshake; else the crt file read back, and with
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import signal
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,8 +55,11 @@ from certreconcile.plugins.targets.versioned import FileContent
 __all__ = ["HaproxyRuntimeApi", "HaproxyTarget"]
 
 _NOT_LOADED = "not referenced by the configuration"
-
-
+# HAProxy's master drops a SIGUSR2 that arrives while it is still starting (seen with 2.6: a
+# signal sent within ~50 ms of "Loading success." is lost without a trace), so a reload done to
+# load a new certificate is confirmed through the runtime API and signalled again if needed.
+_RESIGNAL_EVERY = 2.0
+_POLL_EVERY = 0.05
 
 
 class HaproxyRuntimeApi:
@@ -159,6 +165,8 @@ class HaproxyTarget:
                         )
                 if self._can_reload():
                     self._reload()
+                    if self._api is not None:
+                        self._await_loaded(crt)
         except OSError as exc:
             raise TargetError(
                 f"target {self.name}: cannot write into {self._dir}: {exc.strerror}",
@@ -208,6 +216,34 @@ class HaproxyTarget:
         else:
             assert self._pid_file is not None
             signal_pid_file(self.name, self._pid_file, signal.SIGUSR2, code="target-reload-failed")
+
+    def _holds(self, crt: Path) -> bool:
+        """Whether HAProxy (its current worker) holds the certificate now in ``crt``."""
+        assert self._api is not None
+        try:
+            answer = self._api.command(f"show ssl cert {crt}")
+        except OSError:  # the socket changes hands during a reload
+            return False
+        held = _sha1_line(answer)
+        return held is not None and held == _leaf_sha1(crt)
+
+    def _await_loaded(self, crt: Path) -> None:
+        """Wait until the reloaded HAProxy holds ``crt``; a lost SIGUSR2 is sent again every 2 s."""
+        timeout = self._verify_timeout.total_seconds()
+        started = time.monotonic()
+        signalled = started
+        while not self._holds(crt):
+            now = time.monotonic()
+            if now - started >= timeout:
+                raise TargetError(
+                    f"target {self.name}: HAProxy did not load {crt} within {timeout:g} s of the reload",
+                    code="target-reload-failed",
+                    hint=f"check HAProxy's log, and that a bind line loads it (`crt {crt}` or `crt {self._dir}`)",
+                )
+            if self._reload_command is None and now - signalled >= _RESIGNAL_EVERY:
+                self._reload()
+                signalled = now
+            time.sleep(_POLL_EVERY)
 
     def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
         if self._verify:
