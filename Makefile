@@ -12,7 +12,7 @@ DEMO_DIR ?= examples/desired-state
 help:
 	@echo "make demo   - install into $(VENV), apply $(DEMO_DIR) on the embedded defaults, show status"
 	@echo "make test   - install everything the tests need (Debian packages too), run lint, types and tests"
-	@echo "make bench  - run the benchmarks in bench/"
+	@echo "make bench  - run the benchmarks in bench/ (Pebble and nginx from the Debian packages)"
 
 $(BIN)/certreconcile: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,9 +48,12 @@ unit: venv
 
 test: deps venv lint typecheck importlint unit
 
-bench: venv
+bench: deps venv
+	$(BIN)/python bench/desired_load.py
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/renewal_query.py
+	$(BIN)/python bench/issuance.py
+	$(BIN)/python bench/distribution.py
 
 clean:
 	-test -x $(BIN)/certreconcile && $(BIN)/certreconcile db stop --dir $(DEMO_DIR)

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from helpers import require_binary
-from kms_servers import free_port
+from kms_servers import free_port, free_port_outside_ephemeral
 
 __all__ = [
     "AriProxy",
@@ -193,7 +193,8 @@ def start_pebble(
     binary = require_binary("pebble")
     workdir.mkdir(parents=True, exist_ok=True)
     ca, cert, key = make_tls_bundle(workdir / "tls")
-    port, management_port, http01_port, tls_port = free_port(), free_port(), free_port(), free_port()
+    port, management_port, tls_port = free_port(), free_port(), free_port()
+    http01_port = free_port_outside_ephemeral()  # bound again for every order
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{port}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -41,6 +42,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_outside_ephemeral() -> int:
+    """A free port below the kernel's ephemeral range, for a listener that binds again and again.
+
+    The HTTP-01 standalone solver binds its port for each order and lets it go afterwards; a port
+    from the ephemeral range (what ``free_port`` returns) may meanwhile be taken as the source
+    port of an outgoing connection, and the next bind fails with EADDRINUSE.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = 10000 if low > 12000 else 1024
+    candidates = list(range(first, max(first + 1000, low)))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def find_binary(name: str) -> str:

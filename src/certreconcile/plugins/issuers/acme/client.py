@@ -5,14 +5,19 @@
 ``ClientV2`` sleeps a fixed second before polling, knows no ARI ``replaces`` and cannot
 resume an order by its URL. Polls start short, grow, and honour ``Retry-After``.
 
-One :class:`AcmeConnection` per thread (a ``requests`` session and its nonce pool are not
-shared); the directory and the account are shared.
+One :class:`AcmeConnection` per thread (its connection pool and nonce pool are not shared);
+the directory and the account are shared. The signed requests of a connection go straight to
+urllib3 (:class:`DirectClientNetwork`): ``requests.Session.request`` costs more CPU than the
+rest of the request (settings merged per call, cookies, hooks, redirects an ACME POST never
+follows), and with several orders in flight this process's CPU bounds the issuance rate.
+Behind an HTTP(S) proxy the ``requests`` path is kept.
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
+import json
 import math
 import time
 import urllib.parse
@@ -22,11 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import requests
+import urllib3
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
 from cryptography import x509
+from josepy import b64 as jose_b64
 from josepy import errors as jose_errors
+from josepy import interfaces as jose_interfaces
 from josepy import json_util, jwa, jwk
 
 from certreconcile.errors import IssuerError
@@ -86,12 +94,97 @@ def endpoint_name(url: str, directory: messages.Directory | None = None) -> str:
     return next((name for word, name in _PATH_WORDS if word in path), "other")
 
 
+def _notify(url: str, status: int, directory: messages.Directory | None) -> None:
+    for observer in tuple(_request_observers):
+        observer(endpoint_name(url, directory), status)
+
+
 def _observe_requests(session: requests.Session, directory: messages.Directory | None) -> None:
     def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        for observer in tuple(_request_observers):
-            observer(endpoint_name(response.url, directory), response.status_code)
+        _notify(response.url, response.status_code, directory)
 
     session.hooks["response"].append(hook)
+
+
+class DirectClientNetwork(acme_client.ClientNetwork):
+    """certbot's ``ClientNetwork`` (JWS, nonces, ``badNonce`` retry, problem documents) over urllib3.
+
+    Only the transport differs: one urllib3 pool manager, TLS verified against ``verify`` (a CA
+    bundle path, or True for certifi's bundle as requests uses), no redirects, no retries; the
+    answer is handed back as a ``requests.Response`` and urllib3's errors as requests' (SSLError,
+    ConnectionError, Timeout), so everything above is unchanged. With a proxy in
+    ``session.proxies`` (read once from the environment) the request goes through requests.
+    """
+
+    def __init__(self, key: jwk.JWK, alg: jwa.JWASignature, verify: str | bool, directory: messages.Directory) -> None:
+        super().__init__(key=key, alg=alg, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
+        self._directory = directory
+        if verify is False:
+            self._pool = urllib3.PoolManager(cert_reqs="CERT_NONE")
+        else:
+            bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
+            self._pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=bundle)
+
+    def _wrap_in_jws(self, obj: jose_interfaces.JSONDeSerializable | None, nonce: str, url: str) -> str:
+        """The flattened JWS of RFC 8555 §6.2, built directly (josepy's JWA signs, josepy's JWK names the key).
+
+        Equivalent to ``acme.jws.JWS.sign``: protected header ``alg``, ``nonce``, ``url`` and
+        ``kid`` (or ``jwk`` before the account exists), payload ``obj`` as JSON (empty for
+        POST-as-GET), ES256/RS256 signature over ``protected.payload``; compact JSON instead of
+        indented and no josepy header objects per request.
+        """
+        assert self.key is not None
+        protected: dict[str, Any] = {"alg": self.alg.name, "nonce": jose_b64.b64encode(cast(bytes, nonce)).decode(),
+                                     "url": url}  # fmt: skip
+        if self.account is not None:
+            protected["kid"] = self.account["uri"]
+        else:
+            protected["jwk"] = self.key.public_key().to_partial_json()
+        payload = obj.json_dumps().encode() if obj else b""
+        encoded = jose_b64.b64encode(json.dumps(protected, separators=(",", ":")).encode())
+        signing_input = encoded + b"." + jose_b64.b64encode(payload)
+        signature = self.alg.sign(self.key.key, signing_input)
+        return json.dumps(
+            {
+                "protected": encoded.decode(),
+                "payload": jose_b64.b64encode(payload).decode(),
+                "signature": jose_b64.b64encode(signature).decode(),
+            }
+        )
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        if args or self.session.proxies or set(kwargs) - {"data", "headers", "timeout"}:
+            return super()._send_request(method, url, *args, **kwargs)
+        headers = {"User-Agent": self.user_agent, **kwargs.get("headers", {})}
+        seconds = kwargs.get("timeout", self._default_timeout)
+        try:
+            raw = self._pool.request(
+                method,
+                url,
+                body=kwargs.get("data"),
+                headers=headers,
+                timeout=urllib3.Timeout(connect=seconds, read=seconds),
+                retries=False,
+                redirect=False,
+            )
+        except urllib3.exceptions.SSLError as exc:
+            raise requests.exceptions.SSLError(str(exc)) from exc
+        except urllib3.exceptions.NewConnectionError as exc:  # before its base class ConnectTimeoutError
+            raise requests.exceptions.ConnectionError(str(exc)) from exc
+        except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+            raise requests.exceptions.Timeout(str(exc)) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.exceptions.ConnectionError(str(exc)) from exc
+        response = requests.Response()
+        response.status_code = raw.status
+        response.reason = raw.reason or ""
+        response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
+        response._content = raw.data  # as requests' own adapter fills a Response
+        response.url = url
+        if "Accept" not in headers:
+            response.encoding = "utf-8"  # as ClientNetwork does: ACME answers are UTF-8
+        _notify(url, raw.status, self._directory)
+        return response
 
 
 class NewOrderWithReplaces(messages.NewOrder):
@@ -178,11 +271,9 @@ class AcmeConnection:
     def __init__(self, directory: messages.Directory, key: jwk.JWK, alg: jwa.JWASignature, verify: str | bool) -> None:
         self.directory = directory
         self.key = key
-        self.net = acme_client.ClientNetwork(
-            key=key, alg=alg, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30
-        )
+        self.net = DirectClientNetwork(key, alg, verify, directory)
         _proxies_once(self.net.session, directory["newNonce"])
-        _observe_requests(self.net.session, directory)
+        _observe_requests(self.net.session, directory)  # for requests made through a proxy
 
     @staticmethod
     def anonymous_network(verify: str | bool) -> acme_client.ClientNetwork:

@@ -6,8 +6,9 @@ Flow of :meth:`AcmeIssuer.issue` (RFC 8555 §7.4), each step safe to repeat:
    still usable; else place a new one (with ARI ``replaces`` when renewing) and journal
    its URL before answering any challenge;
 2. for each pending authorization: present the challenge (HTTP-01 token or DNS-01 TXT),
-   wait until every authoritative name server answers the TXT values, answer, poll;
-   the tokens and records are removed afterwards, also on failure;
+   wait until every authoritative name server answers the TXT values, answer, then poll
+   the order (one request for all names) until it leaves ``pending``; the tokens and
+   records are removed afterwards, also on failure;
 3. finalize with the CSR (all names as one unit), poll, download the chain.
 
 A rerun after a crash at any point continues the same order, so one change yields one
@@ -85,6 +86,7 @@ class _Presented:
     authz_url: str
     identifier: str
     challenge: messages.ChallengeBody
+    response: challenges.ChallengeResponse  # what answers the challenge (the key authorization)
     token: str | None = None  # http-01
     record: DnsTxtRecord | None = None  # dns-01
 
@@ -144,9 +146,10 @@ class AcmeIssuer:
         connection = self._connection()
         deadline = time.monotonic() + self._order_timeout.total_seconds()
         order_url, order, replaces = self._resume_or_order(connection, request)
+        validated: messages.Order | None = None
         if order.status not in (messages.STATUS_VALID, messages.STATUS_READY, messages.STATUS_PROCESSING):
-            self._authorize(connection, request, order, deadline)
-        order = self._finalize(connection, request, order_url, deadline)
+            validated = self._authorize(connection, request, order_url, order, deadline)
+        order = self._finalize(connection, request, order_url, deadline, validated)
         if request.journal is not None:
             request.journal.record_order(order_url, "valid", self.directory_url)
         fullchain = self._download(connection, order)
@@ -345,8 +348,14 @@ class AcmeIssuer:
         return order_url, order, replaces
 
     def _authorize(
-        self, connection: AcmeConnection, request: IssueRequest, order: messages.Order, deadline: float
-    ) -> None:
+        self,
+        connection: AcmeConnection,
+        request: IssueRequest,
+        order_url: str,
+        order: messages.Order,
+        deadline: float,
+    ) -> messages.Order | None:
+        """Present and answer every pending challenge; the order once validated (None: nothing was pending)."""
         presented: list[_Presented] = []
         try:
             for authz_url in order.authorizations or ():
@@ -371,14 +380,13 @@ class AcmeIssuer:
                 if item.challenge.status != messages.STATUS_PENDING:
                     continue  # answered by an interrupted attempt: the CA is validating it, just wait
                 try:
-                    connection.post(item.challenge.uri, item.challenge.chall.response(connection.key))
+                    connection.post(item.challenge.uri, item.response)
                 except messages.Error as exc:
                     raise problem_error(f"answering the challenge for {item.identifier}", exc,
                                         code="acme-challenge") from exc  # fmt: skip
                 except _WIRE_ERRORS as exc:
                     raise transport_error("answering a challenge", exc) from exc
-            for item in presented:
-                self._wait_for_authorization(connection, item, deadline)
+            return self._wait_until_validated(connection, order_url, presented, deadline) if presented else None
         finally:
             self._clean(request, presented)
 
@@ -400,15 +408,15 @@ class AcmeIssuer:
                 f"the CA offers no {wanted} challenge for {identifier} (offers: {offered})",
                 code="acme-challenge-unavailable",
             )
-        _response, validation = challenge.chall.response_and_validation(connection.key)
+        response, validation = challenge.chall.response_and_validation(connection.key)
         if isinstance(challenge.chall, challenges.HTTP01):
             token = challenge.chall.encode("token")
             self._http01.present(token, str(validation))
-            return _Presented(authz_url, identifier, challenge, token=token)
+            return _Presented(authz_url, identifier, challenge, response, token=token)
         assert isinstance(challenge.chall, challenges.DNS01)
         record = DnsTxtRecord(fqdn=challenge.chall.validation_domain_name(identifier).lower(), value=str(validation))
         self._dns_provider(request).present(record)
-        return _Presented(authz_url, identifier, challenge, record=record)
+        return _Presented(authz_url, identifier, challenge, response, record=record)
 
     def _dns_provider(self, request: IssueRequest) -> Dns01Provider:
         provider = self._dns_providers.get(request.dns_provider or "")
@@ -437,31 +445,29 @@ class AcmeIssuer:
         if failure is not None:
             raise failure
 
-    def _wait_for_authorization(self, connection: AcmeConnection, item: _Presented, deadline: float) -> None:
+    def _wait_until_validated(
+        self, connection: AcmeConnection, order_url: str, presented: list[_Presented], deadline: float
+    ) -> messages.Order:
+        """Poll the order (one request for all names) until the CA has validated every authorization.
+
+        The order stays ``pending`` while any authorization is, turns ``ready`` once all are valid
+        and ``invalid`` when one fails (RFC 8555 §7.1.6); only then are the authorizations read,
+        for the CA's reason.
+        """
         attempt = 0
         while True:
             try:
-                response = connection.post_as_get(item.authz_url)
-                authz = messages.Authorization.from_json(response.json())
+                order, response = self._fetch_order(connection, order_url)
             except _WIRE_ERRORS as exc:
-                raise transport_error(f"polling the authorization for {item.identifier}", exc) from exc
-            if authz.status == messages.STATUS_VALID:
-                return
-            if authz.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
-                errors = [c.error for c in authz.challenges if c.error is not None]
-                if errors:
-                    raise problem_error(
-                        f"validating {item.identifier} ({item.challenge.chall.typ})",
-                        errors[0],
-                        code="acme-validation-failed",
-                        hint="check that the challenge is reachable by the CA; the order is retried on the next apply",
-                    )
-                raise IssuerError(
-                    f"the authorization for {item.identifier} became {authz.status}", code="acme-validation-failed"
-                )
+                raise transport_error("polling the order", exc) from exc
+            if order.status == messages.STATUS_INVALID:
+                raise self._validation_failure(connection, presented, order)
+            if order.status != messages.STATUS_PENDING:
+                return order
             if time.monotonic() >= deadline:
+                names = ", ".join(item.identifier for item in presented)
                 raise IssuerError(
-                    f"the CA did not validate {item.identifier} within the order timeout",
+                    f"the CA did not validate {names} within the order timeout",
                     code="acme-timeout",
                     hint="the order is resumed on the next apply; raise order_timeout if the CA is slow",
                 )
@@ -469,14 +475,50 @@ class AcmeIssuer:
                               self._now(), deadline)  # fmt: skip
             attempt += 1
 
+    def _validation_failure(
+        self, connection: AcmeConnection, presented: list[_Presented], order: messages.Order
+    ) -> IssuerError:
+        """The CA's reason for an invalid order, read from the first failed authorization."""
+        for item in presented:
+            try:
+                authz = messages.Authorization.from_json(connection.post_as_get(item.authz_url).json())
+            except _WIRE_ERRORS as exc:
+                return transport_error(f"reading the authorization for {item.identifier}", exc)
+            if authz.status in (messages.STATUS_VALID, messages.STATUS_PENDING, messages.STATUS_PROCESSING):
+                continue
+            errors = [c.error for c in authz.challenges if c.error is not None]
+            if errors:
+                return problem_error(
+                    f"validating {item.identifier} ({item.challenge.chall.typ})",
+                    errors[0],
+                    code="acme-validation-failed",
+                    hint="check that the challenge is reachable by the CA; the order is retried on the next apply",
+                )
+            return IssuerError(
+                f"the authorization for {item.identifier} became {authz.status}", code="acme-validation-failed"
+            )
+        if order.error is not None:
+            return problem_error("the order", order.error, code="acme-validation-failed")
+        return IssuerError("the CA marked the order invalid during validation", code="acme-validation-failed")
+
     def _finalize(
-        self, connection: AcmeConnection, request: IssueRequest, order_url: str, deadline: float
+        self,
+        connection: AcmeConnection,
+        request: IssueRequest,
+        order_url: str,
+        deadline: float,
+        known: messages.Order | None = None,
     ) -> messages.Order:
+        """Finalize a ready order and poll until it is valid; ``known``: the order just read, if any."""
         csr = x509.load_pem_x509_csr(request.csr_pem.encode())
         attempt = 0
+        response: requests.Response | None = None
         while True:
             try:
-                order, response = self._fetch_order(connection, order_url)
+                if known is not None:
+                    order, known = known, None
+                else:
+                    order, response = self._fetch_order(connection, order_url)
                 if order.status == messages.STATUS_READY:
                     try:
                         response = connection.post(order.finalize, messages.CertificateRequest(csr=csr))
@@ -500,8 +542,8 @@ class AcmeIssuer:
                     code="acme-timeout",
                     hint="the order is resumed on the next apply",
                 )
-            self._poller.wait(attempt, parse_retry_after(response.headers.get("Retry-After"), self._now()),
-                              self._now(), deadline)  # fmt: skip
+            retry_after = response.headers.get("Retry-After") if response is not None else None
+            self._poller.wait(attempt, parse_retry_after(retry_after, self._now()), self._now(), deadline)
             attempt += 1
 
     def _download(self, connection: AcmeConnection, order: messages.Order) -> str:
