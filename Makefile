@@ -54,6 +54,7 @@ bench: deps venv
 	$(BIN)/python bench/renewal_query.py
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/distribution.py
+	$(BIN)/python bench/rewrap.py
 
 clean:
 	-test -x $(BIN)/certreconcile && $(BIN)/certreconcile db stop --dir $(DEMO_DIR)
