@@ -37,7 +37,7 @@ __all__ = ["require_binary"]
 # challtestsrv, pebble: Pebble and its challenge test server, once per session
 # bind_server, moto_route53, cloudflare_api: DNS servers for DNS-01 (tests/dns_servers.py)
 # bao_pki: OpenBao PKI + ACME on the bao_transit server (tests/bao_pki_server.py)
-# caddy_server, traefik_server: Caddy (admin API) and Traefik (file provider), one per test
+# caddy_server, traefik_server, envoy_server: Caddy (admin API), Traefik (file provider), Envoy (file SDS)
 # nginx_server, haproxy_server: factories of a real nginx / HAProxy for given names (tests/web_servers.py)
 pytest_plugins = [
     "kms_servers",
@@ -47,6 +47,7 @@ pytest_plugins = [
     "bao_pki_server",
     "caddy_server",
     "traefik_server",
+    "envoy_server",
     "web_servers",
 ]
 

