@@ -32,6 +32,7 @@ from certreconcile.plugins.targets.traefik import TraefikTarget
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker, self_signed_bundle, wait_for_fingerprint
 from envoy_server import Envoy
+from handshake_loop import assert_zero_downtime
 from kms_servers import free_port
 from traefik_server import Traefik
 
@@ -237,6 +238,15 @@ def test_envoy_serves_what_the_target_writes_and_picks_up_each_rotation(
         assert wait_for_fingerprint(target, rotated).fingerprint == rotated.fingerprint
     assert _served(envoy.address, blog) == blog.fingerprint  # the other secret untouched
     assert "Failed to load" not in envoy.log.read_text()  # never read a half-written pair
+
+
+def test_envoy_rotation_has_zero_failed_handshakes(envoy_server: StartEnvoy, tmp_path: Path) -> None:
+    sds = tmp_path / "sds"
+    old = self_signed_bundle("shop", ("shop.example.test",))
+    _envoy(sds).deploy(old)
+    envoy = envoy_server(["shop"], sds)
+    new = self_signed_bundle("shop", ("shop.example.test",))
+    assert_zero_downtime(envoy.address, _envoy(sds).deploy, old.fingerprint, new)
 
 
 @pytest.mark.parametrize("check", target_contract.CHECKS, ids=lambda check: check.__name__)

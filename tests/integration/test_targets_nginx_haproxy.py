@@ -18,11 +18,8 @@ import dataclasses
 import itertools
 import os
 import shlex
-import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -32,15 +29,16 @@ import pytest
 import yaml
 
 from certreconcile.desired.documents import HaproxyTargetConfig, NginxTargetConfig
-from certreconcile.domain.certs import fingerprint_of_der, read_cert_facts
+from certreconcile.domain.certs import read_cert_facts
 from certreconcile.errors import TargetError
 from certreconcile.plugins.ports import DeployBundle, SecretBytes
-from certreconcile.plugins.targets.handshake import observe_served, parse_host_port
+from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.haproxy import HaproxyTarget
 from certreconcile.plugins.targets.nginx import NginxTarget
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker, self_signed_bundle, wait_for_fingerprint
 from engine import cert, desired_doc
+from handshake_loop import assert_zero_downtime
 from web_servers import Haproxy, Nginx
 
 pytestmark = pytest.mark.integration
@@ -307,77 +305,18 @@ def test_haproxy_reload_that_never_loads_the_certificate_fails_clearly(haproxy_s
 # ---------------------------------------------------------------- zero downtime (acceptance)
 
 
-@dataclasses.dataclass
-class HandshakeLoop:
-    """A client thread handshaking in a loop against one address and server name."""
-
-    address: str
-    server_name: str
-    seen: list[str | None] = dataclasses.field(default_factory=list)
-    errors: list[str] = dataclasses.field(default_factory=list)
-    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # one context: hundreds of handshakes a second
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # fingerprints are compared, not trust chains
-        host, port = parse_host_port(self.address)
-        while not self.stop.is_set():
-            try:
-                with (
-                    socket.create_connection((host, port), timeout=5) as raw,
-                    context.wrap_socket(raw, server_hostname=self.server_name) as tls,
-                ):
-                    der = tls.getpeercert(binary_form=True)
-            except (OSError, ssl.SSLError) as exc:
-                self.errors.append(repr(exc))
-                self.seen.append(None)
-                continue
-            self.seen.append(fingerprint_of_der(der) if der else None)
-            if der is None:
-                self.errors.append("no certificate")
-
-    def wait_for(self, count: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.seen) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(self.seen) >= count, f"only {len(self.seen)} handshakes in {timeout:.0f}s"
-
-
-def _assert_zero_downtime(address: str, deploy: Callable[[DeployBundle], None], old: str, new: DeployBundle) -> None:
-    loop = HandshakeLoop(address, new.domains[0])
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
-        loop.wait_for(200)
-        at_deploy = len(loop.seen)
-        deploy(new)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and loop.seen[-1] != new.fingerprint:
-            time.sleep(0.01)
-        loop.wait_for(len(loop.seen) + 200)
-    finally:
-        loop.stop.set()
-        thread.join(timeout=30)
-    assert loop.errors == [], f"{len(loop.errors)} failed handshakes of {len(loop.seen)}: {loop.errors[:3]}"
-    assert len(loop.seen) >= 400
-    assert set(loop.seen[:at_deploy]) == {old}
-    assert set(loop.seen) == {old, new.fingerprint}
-    assert set(loop.seen[-100:]) == {new.fingerprint}
-
-
 def test_nginx_rotation_has_zero_failed_handshakes(nginx_server: StartNginx) -> None:
     server = nginx_server({"shop": ["shop.example.test"], "blog": ["blog.example.test"]})
     target = _nginx_target(server)
     new = self_signed_bundle("shop", ("shop.example.test",))
-    _assert_zero_downtime(server.address, target.deploy, server.initial["shop"].fingerprint, new)
+    assert_zero_downtime(server.address, target.deploy, server.initial["shop"].fingerprint, new)
 
 
 def test_haproxy_rotation_has_zero_failed_handshakes(haproxy_server: StartHaproxy) -> None:
     server = haproxy_server({"shop": ["shop.example.test"], "blog": ["blog.example.test"]})
     target = _haproxy_target(server)
     new = self_signed_bundle("shop", ("shop.example.test",))
-    _assert_zero_downtime(server.address, target.deploy, server.initial["shop"].fingerprint, new)
+    assert_zero_downtime(server.address, target.deploy, server.initial["shop"].fingerprint, new)
 
 
 # ---------------------------------------------------------------- end to end, through the CLI
