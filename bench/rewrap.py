@@ -18,52 +18,23 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from certreconcile.actual.repository import PostgresStore
-from certreconcile.actual.store import CertificateRow, KeyRefTable
-from certreconcile.apply.executor import certificate_context
+from certreconcile.actual.store import KeyRefTable
 from certreconcile.apply.rewrap import key_context, rewrap_keys
 from certreconcile.clock import FixedClock
-from certreconcile.desired.model import OnDelete
-from certreconcile.domain.keys import KeyType
-from certreconcile.domain.status import CertStatus
 from certreconcile.errors import KmsError
-from certreconcile.plugins.kms.envelope import open_envelope, seal
+from certreconcile.plugins.kms.envelope import open_envelope
 from certreconcile.plugins.kms.local import LocalKms
-from certreconcile.plugins.ports import SecretBytes
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine import SEALED_KEY_PREFIX, sealed_certificate_rows
 from issuance import admin_url, fresh_database
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def fill(store: PostgresStore, kms: LocalKms, count: int) -> None:
-    with store.session() as session, session.transaction():
-        for number in range(count):
-            cert_id = str(uuid.uuid4())
-            key_ref = seal(kms, SecretBytes(b"key material of " + cert_id.encode()), certificate_context(cert_id))
-            session.insert_certificate(
-                CertificateRow(
-                    id=cert_id,
-                    name=f"cert-{number}",
-                    domains=(f"cert-{number}.example.com",),
-                    issuer="internal",
-                    key_type=KeyType.ECDSA_P256,
-                    serial_number=f"serial-{cert_id}",
-                    not_before=NOW,
-                    not_after=NOW + timedelta(days=90),
-                    status=CertStatus.ACTIVE,
-                    fingerprint=f"fp-{cert_id}",
-                    key_ref=key_ref,
-                    cert_pem="pem",
-                    chain_pem="",
-                    on_delete=OnDelete.RETIRE,
-                )
-            )
 
 
 def check(store: PostgresStore, old: LocalKms, new: LocalKms, count: int) -> None:
@@ -72,7 +43,7 @@ def check(store: PostgresStore, old: LocalKms, new: LocalKms, count: int) -> Non
     assert len(stored) == count
     for item in stored:
         context = key_context(item)
-        assert open_envelope(new, item.key_ref, context).reveal().startswith(b"key material of ")
+        assert open_envelope(new, item.key_ref, context).reveal().startswith(SEALED_KEY_PREFIX)
         try:
             open_envelope(old, item.key_ref, context)
         except KmsError:
@@ -92,7 +63,7 @@ def main() -> None:
         for count in (int(size) for size in args.sizes.split(",")):
             old, new = LocalKms(scratch / f"old-{count}.key"), LocalKms(scratch / f"new-{count}.key")
             store = PostgresStore(fresh_database(admin, f"certreconcile_bench_rewrap_{count}"))
-            fill(store, old, count)
+            sealed_certificate_rows(store, old, count, NOW)
             started = time.perf_counter()
             result = rewrap_keys(store, new, [old], actor="user:bench", clock=FixedClock(NOW))
             elapsed = time.perf_counter() - started

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from certreconcile.actual.model import Observations
-from certreconcile.actual.store import StateStore
-from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, apply_plan
+from certreconcile.actual.store import CertificateRow, StateStore
+from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, apply_plan, certificate_context
 from certreconcile.clock import FixedClock
 from certreconcile.desired import load_desired
-from certreconcile.desired.model import DesiredState
+from certreconcile.desired.model import DesiredState, OnDelete
+from certreconcile.domain.keys import KeyType
+from certreconcile.domain.status import CertStatus
 from certreconcile.plan import Plan, build_plan
+from certreconcile.plugins.kms.envelope import seal
+from certreconcile.plugins.ports import Kms, SecretBytes
 from certreconcile.wiring import Settings, build_environment
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -86,3 +91,31 @@ def plan_and_apply(
     plan = plan_now(desired, store, clock)
     result = apply_plan(plan, desired, environment(directory, desired, store, clock), **kwargs)
     return plan, result
+
+
+SEALED_KEY_PREFIX = b"-----BEGIN PRIVATE KEY-----"
+
+
+def sealed_certificate_rows(store: StateStore, kms: Kms, count: int, now: datetime = T0) -> None:
+    """Insert ``count`` active certificates whose stand-in keys (the prefix + the row id) ``kms`` sealed."""
+    with store.session() as session, session.transaction():
+        for number in range(count):
+            cert_id = str(uuid.uuid4())
+            session.insert_certificate(
+                CertificateRow(
+                    id=cert_id,
+                    name=f"cert-{number}",
+                    domains=(f"cert-{number}.example.com",),
+                    issuer="internal",
+                    key_type=KeyType.ECDSA_P256,
+                    serial_number=f"serial-{cert_id}",
+                    not_before=now,
+                    not_after=now + timedelta(days=90),
+                    status=CertStatus.ACTIVE,
+                    fingerprint=f"fp-{cert_id}",
+                    key_ref=seal(kms, SecretBytes(SEALED_KEY_PREFIX + cert_id.encode()), certificate_context(cert_id)),
+                    cert_pem="pem",
+                    chain_pem="",
+                    on_delete=OnDelete.RETIRE,
+                )
+            )

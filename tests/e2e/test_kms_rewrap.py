@@ -27,7 +27,7 @@ from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, WrappedKey
 from certreconcile.wiring import Settings, build_environment, build_rewrap_kms
 from e2e.conftest import Runner
-from engine import T0, cert, desired_doc, load, plan_now
+from engine import T0, cert, desired_doc, load, plan_now, sealed_certificate_rows
 from kms_servers import BaoTransit, MotoKms
 
 pytestmark = pytest.mark.integration
@@ -214,42 +214,9 @@ def test_interrupted_rewrap_resumes(tmp_path: Path, postgres_store: PostgresStor
 
 def test_rewrap_walks_every_page_of_stored_keys(tmp_path: Path, postgres_store: PostgresStore) -> None:
     """250 stored certificates, pages of 100: every key is rewrapped once (timings: bench/rewrap.py)."""
-    import uuid
-    from datetime import timedelta
-
-    from certreconcile.actual.store import CertificateRow
-    from certreconcile.apply.executor import certificate_context
-    from certreconcile.desired.model import OnDelete
-    from certreconcile.domain.keys import KeyType
-    from certreconcile.domain.status import CertStatus
-    from certreconcile.plugins.kms.envelope import seal
-
     old = LocalKms(tmp_path / "old.key")
     new = LocalKms(tmp_path / "new.key")
-    with postgres_store.session() as session, session.transaction():
-        for number in range(250):
-            cert_id = str(uuid.uuid4())
-            key_ref = seal(
-                old, SecretBytes(b"-----BEGIN PRIVATE KEY-----" + cert_id.encode()), certificate_context(cert_id)
-            )
-            session.insert_certificate(
-                CertificateRow(
-                    id=cert_id,
-                    name=f"cert-{number}",
-                    domains=(f"cert-{number}.example.com",),
-                    issuer="internal",
-                    key_type=KeyType.ECDSA_P256,
-                    serial_number=f"serial-{cert_id}",
-                    not_before=T0,
-                    not_after=T0 + timedelta(days=90),
-                    status=CertStatus.ACTIVE,
-                    fingerprint=f"fp-{cert_id}",
-                    key_ref=key_ref,
-                    cert_pem="pem",
-                    chain_pem="",
-                    on_delete=OnDelete.RETIRE,
-                )
-            )
+    sealed_certificate_rows(postgres_store, old, 250)
     seen: list[str] = []
     result = rewrap_keys(
         postgres_store,
