@@ -59,7 +59,9 @@ def _nginx_target(server: Nginx, *, verify: bool = True, **config: str) -> Nginx
     )
 
 
-def _haproxy_target(server: Haproxy, *, verify: bool = True, **config: str | None) -> HaproxyTarget:
+def _haproxy_target(
+    server: Haproxy, *, verify: bool = True, verify_timeout: timedelta = timedelta(seconds=30), **config: str | None
+) -> HaproxyTarget:
     settings: dict[str, str | None] = {"cert_dir": str(server.cert_dir), "runtime_api": server.runtime_api}
     settings.update(config)
     return HaproxyTarget(
@@ -67,6 +69,7 @@ def _haproxy_target(server: Haproxy, *, verify: bool = True, **config: str | Non
         HaproxyTargetConfig(**settings),  # type: ignore[arg-type]
         server.cert_dir,
         verify=server.address if verify else None,
+        verify_timeout=verify_timeout,
     )
 
 
@@ -286,14 +289,7 @@ def test_haproxy_reload_signal_lost_during_startup_is_sent_again(haproxy_server:
 
 def test_haproxy_reload_that_never_loads_the_certificate_fails_clearly(haproxy_server: StartHaproxy) -> None:
     server = haproxy_server({"shop": ["shop.example.test"]})  # one crt per bind line: blog.pem is never loaded
-    target = HaproxyTarget(
-        "edge-haproxy",
-        HaproxyTargetConfig(
-            cert_dir=str(server.cert_dir), runtime_api=server.runtime_api, pid_file=str(server.pid_file)
-        ),
-        server.cert_dir,
-        verify_timeout=timedelta(seconds=3),
-    )
+    target = _haproxy_target(server, verify=False, verify_timeout=timedelta(seconds=3), pid_file=str(server.pid_file))
     with pytest.raises(TargetError) as caught:
         target.deploy(self_signed_bundle("blog", ("blog.example.test",)))
     assert caught.value.code == "target-reload-failed"
