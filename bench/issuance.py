@@ -16,12 +16,13 @@ certificate by this process, by Pebble and by the rest of the machine (mostly Po
 on a 2-core machine the sum bounds the rate). The applies are checked: N
 certificates stored, none failed, the next plan empty.
 
-Without ``--url`` (or ``CERTRECONCILE_TEST_DATABASE_URL``) a throw-away pgserver is started.
+Without ``--url`` (or ``CERTRECONCILE_TEST_DATABASE_URL``) a throw-away embedded PostgreSQL is started.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import cProfile
 import json
@@ -35,13 +36,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from certreconcile.actual.embedded import EmbeddedPostgres
 from certreconcile.actual.migrate import upgrade
 from certreconcile.actual.model import Observations
 from certreconcile.actual.repository import PostgresStore
@@ -141,10 +142,10 @@ def write_desired(directory: Path, count: int, acme_directory: str, ca: Path, ht
 def admin_url(args: argparse.Namespace, scratch: Path) -> str:
     if args.url or os.environ.get(ENV_TEST_DATABASE_URL):
         return str(args.url or os.environ[ENV_TEST_DATABASE_URL])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-    return str(pgserver.get_server(scratch / "pgdata", cleanup_mode="stop").get_uri())
+    server = EmbeddedPostgres(scratch / "pg")
+    url = server.ensure_running()
+    atexit.register(server.stop)
+    return url
 
 
 def fresh_database(admin: str, name: str) -> str:

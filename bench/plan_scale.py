@@ -34,7 +34,7 @@ Memory, measured in runs of their own (never in the timed runs):
   before ``load_desired``): the real peak growth, libpq buffers included. Not
   ``ru_maxrss``: Linux carries that over ``execve`` from the (large) parent.
 
-Without ``--url`` (or ``CERTRECONCILE_TEST_DATABASE_URL``) a throw-away pgserver is
+Without ``--url`` (or ``CERTRECONCILE_TEST_DATABASE_URL``) a throw-away embedded PostgreSQL is
 started in a temporary directory. ``--url`` must be a role that may CREATE DATABASE.
 """
 
@@ -57,7 +57,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +66,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from certreconcile.actual.embedded import EmbeddedPostgres
 from certreconcile.actual.model import ActualState, Observations
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.desired import load_desired, plugin_fingerprint
@@ -567,13 +567,10 @@ def admin_url_and_server(args: argparse.Namespace, stack: contextlib.ExitStack, 
     url = args.url or os.environ.get(ENV_TEST_DATABASE_URL)
     if url:
         return str(url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-
-        server = pgserver.get_server(temp / "pgdata", cleanup_mode="stop")
-    stack.callback(server.cleanup)
-    return str(server.get_uri())
+    server = EmbeddedPostgres(temp / "pg")
+    url = server.ensure_running()
+    stack.callback(server.stop)
+    return url
 
 
 def main() -> None:
@@ -585,7 +582,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per size (the median is shown)")
     parser.add_argument("--pem-bytes", type=int, default=1000, help="size of each stored PEM (cert_pem, chain_pem)")
     parser.add_argument(
-        "--url", help=f"admin URL (may CREATE DATABASE); default: ${ENV_TEST_DATABASE_URL} or a temporary pgserver"
+        "--url", help=f"admin URL (may CREATE DATABASE); default: ${ENV_TEST_DATABASE_URL} or a scratch server"
     )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one extra run per size")
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python bench/renewal_query.py [--rows 1000000] [--runs 9] [--url URL]
 
-Without ``--url`` a throw-away pgserver is started in a temporary directory. The rows
+Without ``--url`` a throw-away embedded PostgreSQL is started in a temporary directory. The rows
 have a realistic spread: 80% active, 5% expiring_soon, 10% superseded, 3% expired, 2%
 revoked, ``not_after`` uniform over 2026; the window (``not_after < 2026-01-08``)
 matches ~1.6% of the rows. Each variant is measured after VACUUM ANALYZE; the table
@@ -16,12 +16,12 @@ import argparse
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from certreconcile.actual.embedded import EmbeddedPostgres
 from certreconcile.actual.migrate import upgrade
 
 FILL = """
@@ -114,20 +114,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--pem-bytes", type=int, default=700, help="size of the stored PEM per row")
-    parser.add_argument("--url", help="an admin URL; default: a temporary pgserver")
+    parser.add_argument("--url", help="an admin URL; default: a temporary embedded PostgreSQL")
     args = parser.parse_args()
     if args.url:
         run(args.url, args.rows, args.runs, args.pem_bytes)
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
     with tempfile.TemporaryDirectory(prefix="crbench") as tmp:
-        server = pgserver.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        server = EmbeddedPostgres(Path(tmp) / "pg")
         try:
-            run(server.get_uri(), args.rows, args.runs, args.pem_bytes)
+            run(server.ensure_running(), args.rows, args.runs, args.pem_bytes)
         finally:
-            server.cleanup()
+            server.stop()
 
 
 if __name__ == "__main__":

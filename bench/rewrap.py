@@ -9,7 +9,7 @@ nonce unchanged, no private key decrypted), each row by compare-and-set, each au
 Reported: seconds and rows/s. The run is checked: every row rewrapped, none failed, and every
 key opens under the new master key only.
 
-Without ``--url`` (or ``CERTRECONCILE_TEST_DATABASE_URL``) a throw-away pgserver is started.
+Without ``--url`` (or ``CERTRECONCILE_TEST_DATABASE_URL``) a throw-away embedded PostgreSQL is started.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
 Fixtures:
 
 * ``pg_server`` (session): the admin URL of a PostgreSQL server. ``CERTRECONCILE_TEST_DATABASE_URL``
-  when set (a role allowed to CREATE DATABASE), else ONE pgserver started in a temp dir of its own (deleted at the end).
-  Under pytest-xdist the workers share that server: pgserver counts the processes using it and
-  the last one to finish stops it.
+  when set (a role allowed to CREATE DATABASE), else the product's embedded server
+  (:class:`EmbeddedPostgres`), started in a temp dir of its own per test process and deleted at the end.
 * ``migrated_template`` (session): the name of a template database, migrated once (per worker).
 * ``database_url`` (function): the URL of a fresh database cloned from the template
   (``CREATE DATABASE ... TEMPLATE``, ~tens of ms), dropped after the test.
@@ -18,8 +17,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from certreconcile.actual.embedded import EmbeddedPostgres
 from certreconcile.actual.migrate import upgrade
 from certreconcile.actual.repository import PostgresStore
 from helpers import require_binary, with_database
@@ -67,16 +67,13 @@ def pg_server() -> Iterator[str]:
     if configured:
         yield configured
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
-    # Not under pytest's basetemp: pgserver runs postgres as another user when we are root and
-    # opens the parent folders to it, and every new pytest session of this user closes
-    # /tmp/pytest-of-<user> again (mode 0700), which would cut a running server off its data.
-    # The xdist workers of one run share the folder (and the server); the last one deletes it.
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"{os.getpid()}"
-    server = pgserver.get_server(Path(tempfile.gettempdir()) / f"certreconcile-tests-pg-{run}", cleanup_mode="delete")
-    url = server.get_uri()
+    # The product's own embedded server (private socket, password logins), one per test
+    # process. Not under pytest's basetemp: as root the server runs as another account, and
+    # every new pytest session of this user closes /tmp/pytest-of-<user> again (mode 0700),
+    # which would cut a running server off its data.
+    state_dir = Path(tempfile.gettempdir()) / f"certreconcile-tests-pg-{os.getpid()}"
+    server = EmbeddedPostgres(state_dir)
+    url = server.ensure_running()
     with psycopg.connect(url, autocommit=True) as conn:
         # Test data need no durability: these make CREATE DATABASE and commits much faster.
         # Not synchronous_commit = off: VACUUM could then not mark freshly committed rows
@@ -87,7 +84,8 @@ def pg_server() -> Iterator[str]:
     try:
         yield url
     finally:
-        server.cleanup()  # stops the server when this is the last process using it
+        server.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from psycopg.conninfo import make_conninfo
 
-__all__ = ["require_binary", "with_database"]
+__all__ = ["require_binary", "server_scratch_dir", "with_database"]
+
+_scratch_counter = itertools.count()
 
 
 def require_binary(name: str) -> str:
@@ -29,3 +36,19 @@ def require_binary(name: str) -> str:
 def with_database(url: str, database: str) -> str:
     """``url`` pointing at another database (a libpq key=value string)."""
     return make_conninfo(url, dbname=database)
+
+
+@contextlib.contextmanager
+def server_scratch_dir(prefix: str) -> Iterator[Path]:
+    """A fresh folder under the temp dir but outside pytest's basetemp, removed afterwards.
+
+    For an embedded PostgreSQL started by the test: as root the server runs as another
+    account that must reach its data, and every new pytest session of this user closes
+    ``/tmp/pytest-of-<user>`` again (mode 0700), which would cut a running server off.
+    """
+    path = Path(tempfile.gettempdir()) / f"{prefix}-{os.getpid()}-{next(_scratch_counter)}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

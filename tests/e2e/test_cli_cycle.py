@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from certreconcile.actual.embedded import postgres_bin_dir
 from e2e.conftest import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +122,7 @@ def test_no_private_key_in_dump_logs_or_plan(
     outputs.append(run_cli("apply", "--dir", d, "--auto-approve", check_code=0))
     outputs.append(run_cli("status", "--dir", d, "--format", "json", check_code=0))
     outputs.append(run_cli("audit", "--dir", d, "--format", "json", check_code=0))
-    pg_dump = Path(__import__("pgserver").__file__).parent / "pginstall" / "bin" / "pg_dump"
+    pg_dump = postgres_bin_dir() / "pg_dump"
     dump = subprocess.run([str(pg_dump), "--dbname", database_url], capture_output=True, check=True).stdout
     key_files = list((desired_dir / ".certreconcile" / "deploy").rglob("privkey.pem"))
     assert len(key_files) == 4

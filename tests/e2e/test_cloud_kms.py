@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from certreconcile.actual.embedded import postgres_bin_dir
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.apply.executor import apply_plan, certificate_context
 from certreconcile.clock import FixedClock
@@ -101,7 +102,7 @@ def test_apply_dump_and_redistribution(
             deks.append(environment.kms.decrypt_data_key(wrapped, certificate_context(cert_id)).reveal())
     assert len(deks) == 2
 
-    pg_dump = Path(__import__("pgserver").__file__).parent / "pginstall" / "bin" / "pg_dump"
+    pg_dump = postgres_bin_dir() / "pg_dump"
     dump = subprocess.run([str(pg_dump), "--dbname", database_url], capture_output=True, check=True).stdout
     assert b"PRIVATE KEY" not in dump
     for dek in deks:

@@ -13,16 +13,20 @@ from pathlib import Path
 import pytest
 
 from certreconcile.actual.embedded import stop_embedded
+from helpers import server_scratch_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def demo_dir(tmp_path: Path) -> Iterator[Path]:
-    target = tmp_path / "d"
-    shutil.copytree(ROOT / "examples" / "desired-state", target, ignore=shutil.ignore_patterns(".certreconcile"))
-    yield target
-    stop_embedded(target, {})
+def demo_dir() -> Iterator[Path]:
+    with server_scratch_dir("crt-demo") as scratch:
+        target = scratch / "d"
+        shutil.copytree(ROOT / "examples" / "desired-state", target, ignore=shutil.ignore_patterns(".certreconcile"))
+        try:
+            yield target
+        finally:
+            stop_embedded(target, {})
 
 
 def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from certreconcile.actual.embedded import postgres_bin_dir
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.actual.store import AuditAction, KeyRefTable, StoredKeyRef
 from certreconcile.apply.executor import apply_plan
@@ -148,7 +149,7 @@ def test_rewrap_local_to_aws_to_vault(
     assert [(e.cert_id, e.name) for e in ca_events] == [(None, "internal"), (None, "internal")]
     assert {e.detail["to_kms"] for e in events} == {"aws", "vault"}
 
-    pg_dump = Path(__import__("pgserver").__file__).parent / "pginstall" / "bin" / "pg_dump"
+    pg_dump = postgres_bin_dir() / "pg_dump"
     dump = subprocess.run([str(pg_dump), "--dbname", database_url], capture_output=True, check=True).stdout
     assert b"PRIVATE KEY" not in dump
 

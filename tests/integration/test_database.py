@@ -15,6 +15,7 @@ from psycopg import sql
 from certreconcile.actual.migrate import available_migrations, render_schema, upgrade
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.errors import StateError
+from helpers import server_scratch_dir
 
 pytestmark = pytest.mark.integration
 
@@ -232,28 +233,29 @@ def test_missing_schema_says_to_upgrade(empty_database: str) -> None:
 
 
 @pytest.mark.slow
-def test_embedded_server_starts_reuses_and_stops(tmp_path: Path) -> None:
+def test_embedded_server_starts_reuses_and_stops() -> None:
     from certreconcile.actual.embedded import resolve_database_url, stop_embedded
 
-    # Longer than a unix socket path may be: the socket must move elsewhere.
-    desired = tmp_path / ("d" * 120)
-    desired.mkdir()
-    env: dict[str, str] = {}
-    try:
-        url = resolve_database_url(desired, env)
-        with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT current_database()").fetchone() == ("certreconcile",)
-        assert (desired / ".certreconcile" / ".gitignore").read_text() == "*\n"
-        assert resolve_database_url(desired, env) == url  # reused, not restarted
-        assert PostgresStore(url).upgrade() == ALL_MIGRATIONS
-    finally:
-        assert stop_embedded(desired, env)
-    assert not stop_embedded(desired, env)
-    # Started again on the same data: the schema is still there.
-    try:
-        assert PostgresStore(resolve_database_url(desired, env)).upgrade() == []
-    finally:
-        stop_embedded(desired, env)
+    with server_scratch_dir("crt-embedded") as scratch:
+        # Longer than a unix socket path may be: the socket must move elsewhere.
+        desired = scratch / ("d" * 120)
+        desired.mkdir()
+        env: dict[str, str] = {}
+        try:
+            url = resolve_database_url(desired, env)
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SELECT current_database()").fetchone() == ("certreconcile",)
+            assert (desired / ".certreconcile" / ".gitignore").read_text() == "*\n"
+            assert resolve_database_url(desired, env) == url  # reused, not restarted
+            assert PostgresStore(url).upgrade() == ALL_MIGRATIONS
+        finally:
+            assert stop_embedded(desired, env)
+        assert not stop_embedded(desired, env)
+        # Started again on the same data: the schema is still there.
+        try:
+            assert PostgresStore(resolve_database_url(desired, env)).upgrade() == []
+        finally:
+            stop_embedded(desired, env)
 
 
 def test_configured_url_wins(tmp_path: Path) -> None:
