@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -20,6 +21,7 @@ from typing import Literal
 import yaml
 import yaml_rs
 
+from certreconcile.desired.yaml_guard import CharacterProblem, check_outline, forbidden_characters
 from certreconcile.errors import ConfigError
 
 __all__ = [
@@ -38,16 +40,27 @@ __all__ = [
 ]
 
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 32 << 20  # one desired-state file; 10,000 certificates take about 1.5 MiB
 
 PathElement = str | int
 Anchor = Literal["value", "key"]  # the node at the path, or the key naming it
 
 
 @dataclass(frozen=True, slots=True)
+class YamlProblem:
+    code: str  # yaml-syntax | yaml-duplicate-key | yaml-multiple-documents | yaml-encoding | yaml-forbidden-character
+    # | yaml-parser-mismatch | desired-file-not-regular | desired-file-outside | desired-file-too-large
+    message: str
+    line: int  # 1-based
+    column: int  # 1-based
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SourceFile:
     path: str  # POSIX path relative to the desired-state directory, used in every message
-    text: str | None  # None when the bytes are not UTF-8
-    encoding_error: str | None = None
+    text: str | None  # None when the file could not be read as text: see ``problem``
+    problem: YamlProblem | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +73,6 @@ class GitOrigin:
 class Sources:
     files: tuple[SourceFile, ...]  # sorted by path
     origin: GitOrigin | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class YamlProblem:
-    code: str  # yaml-syntax | yaml-duplicate-key | yaml-multiple-documents | yaml-encoding
-    message: str
-    line: int  # 1-based
-    column: int  # 1-based
-    hint: str = ""
 
 
 class YamlError(Exception):
@@ -88,7 +92,57 @@ def _decode(path: str, data: bytes) -> SourceFile:
     try:
         return SourceFile(path, data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
-        return SourceFile(path, None, f"not UTF-8 text (byte {exc.start})")
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8", errors="replace")) + 1
+        problem = YamlProblem(
+            "yaml-encoding",
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot start or continue a character",
+            data.count(b"\n", 0, exc.start) + 1,
+            column,
+            "save the file as UTF-8 (without a byte-order mark in the middle)",
+        )
+        return SourceFile(path, None, problem)
+
+
+def _unreadable(path: str, code: str, message: str, hint: str) -> SourceFile:
+    return SourceFile(path, None, YamlProblem(code, message, 1, 1, hint))
+
+
+def _read_file(root: Path, relative: str, full: Path) -> SourceFile:
+    """One file's text; FIFOs, devices, links leaving ``root`` and huge files are refused unread."""
+    try:
+        resolved = full.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return _unreadable(relative, "desired-file-not-regular", "a broken or looping symbolic link", "remove it")
+    if not resolved.is_relative_to(root):
+        return _unreadable(
+            relative,
+            "desired-file-outside",
+            f"a symbolic link to {str(resolved)!r}, outside the desired-state directory",
+            "declarations live inside the directory: copy the file in instead of linking to it",
+        )
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        descriptor = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        return _unreadable(relative, "desired-file-not-regular", f"cannot be opened: {exc.strerror}", "check it")
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return _unreadable(
+                relative,
+                "desired-file-not-regular",
+                "not a regular file (a FIFO, socket or device)",
+                "remove it, or rename it so it does not end in .yaml/.yml",
+            )
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        return _unreadable(
+            relative,
+            "desired-file-too-large",
+            f"larger than {MAX_FILE_BYTES // (1 << 20)} MiB",
+            "split the declarations over several files",
+        )
+    return _decode(relative, data)
 
 
 def read_working_tree(directory: Path) -> Sources:
@@ -99,6 +153,7 @@ def read_working_tree(directory: Path) -> Sources:
             code="desired-dir-not-found",
             hint="pass --dir with a directory of *.yaml files",
         )
+    top = directory.resolve()
     found: list[tuple[str, Path]] = []
     for root, dirs, files in os.walk(directory, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
@@ -108,7 +163,7 @@ def read_working_tree(directory: Path) -> Sources:
             full = Path(root) / name
             found.append((full.relative_to(directory).as_posix(), full))
     found.sort()
-    return Sources(tuple(_decode(rel, full.read_bytes()) for rel, full in found))
+    return Sources(tuple(_read_file(top, rel, full) for rel, full in found))
 
 
 def read_git_ref(directory: Path, ref: str) -> Sources:
@@ -156,6 +211,16 @@ def read_git_ref(directory: Path, ref: str) -> Sources:
             continue
         if item.mode == 0o120000:  # a symbolic link: never followed
             continue
+        if item.size > MAX_FILE_BYTES:
+            files.append(
+                _unreadable(
+                    rel.as_posix(),
+                    "desired-file-too-large",
+                    f"larger than {MAX_FILE_BYTES // (1 << 20)} MiB",
+                    "split the declarations over several files",
+                )
+            )
+            continue
         files.append(_decode(rel.as_posix(), item.data_stream.read()))
     files.sort(key=lambda source: source.path)
     author = commit.author.email or ""
@@ -178,14 +243,28 @@ def parse_yaml(source: SourceFile) -> object:
     Raises :class:`YamlError` with positioned problems.
     """
     if source.text is None:
-        raise YamlError(
-            [YamlProblem("yaml-encoding", source.encoding_error or "not UTF-8", 1, 1, "save the file as UTF-8")]
-        )
+        raise YamlError([source.problem or YamlProblem("yaml-encoding", "not UTF-8", 1, 1, "save the file as UTF-8")])
     text = source.text
+    characters = forbidden_characters(text)
+    if characters:
+        raise YamlError([_character_problem(found) for found in characters])
     try:
         data: object = yaml_rs.loads(text, parse_datetime=False)
     except yaml_rs.YAMLDecodeError as exc:
         raise YamlError(_explain_rs_error(text, str(exc))) from exc
+    mismatch = check_outline(text, data)
+    if mismatch is not None:
+        raise YamlError(
+            [
+                YamlProblem(
+                    "yaml-parser-mismatch",
+                    mismatch.message,
+                    mismatch.line,
+                    mismatch.column,
+                    "write this part in plain block style; certreconcile does not guess which reading is right",
+                )
+            ]
+        )
     if isinstance(data, list):
         second = _second_document(text)
         if second is not None:
@@ -200,6 +279,21 @@ def parse_yaml(source: SourceFile) -> object:
                 ]
             )
     return data
+
+
+def _character_problem(found: CharacterProblem) -> YamlProblem:
+    hint = (
+        "a byte-order mark belongs at the very start of a file or nowhere: delete this one"
+        if found.character == "\ufeff"
+        else "delete it: a control character usually means a damaged file or pasted binary data"
+    )
+    return YamlProblem(
+        "yaml-forbidden-character",
+        f"{found.description} is not allowed in a desired-state file",
+        found.line,
+        found.column,
+        hint,
+    )
 
 
 def _explain_rs_error(text: str, message: str) -> list[YamlProblem]:
