@@ -31,16 +31,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body: bytes | None = None
         if self.path.startswith(CHALLENGE_PATH):
             body = self.server.tokens.get(self.path[len(CHALLENGE_PATH) :])
-        if body is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_response(404 if body is None else 200)
+        # One request per connection: no kept-alive connection outlives the listener.
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body or b"")))
+        if body is not None:
+            self.send_header("Content-Type", "text/plain")
         self.end_headers()
-        self.wfile.write(body)
+        if body is not None:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         """Silent: the validation requests are the CA's, and the journal records the outcome."""
@@ -48,62 +47,102 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _ChallengeServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # Bind again at once after the last order closed the listener (no wait for TIME_WAIT);
+    # never SO_REUSEPORT, so another process's listener on the port is still a clear error.
+    allow_reuse_address = True
+    allow_reuse_port = False
     tokens: dict[str, bytes]
+
+
+class _Listener:
+    """One challenge server on one address, shared by every solver and order that uses the address.
+
+    Tokens are counted: the same token presented twice (two orders sharing a pending
+    authorization) is served until both orders have cleaned it up.
+    """
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.tokens: dict[str, bytes] = {}
+        self._presented: dict[str, int] = {}
+        self._server = _ChallengeServer(address, _Handler)  # OSError when the port is taken
+        self._server.tokens = self.tokens
+        self._thread = threading.Thread(target=self._server.serve_forever, name="acme-http01", daemon=True)
+        self._thread.start()
+
+    def add(self, token: str, key_authorization: str) -> None:
+        self.tokens[token] = key_authorization.encode()
+        self._presented[token] = self._presented.get(token, 0) + 1
+
+    def remove(self, token: str) -> None:
+        count = self._presented.pop(token, 0) - 1
+        if count > 0:
+            self._presented[token] = count
+        else:
+            self.tokens.pop(token, None)
+
+    @property
+    def idle(self) -> bool:
+        return not self._presented
+
+    def stop(self) -> None:
+        """Close the listening socket; returns once it is closed, so the port can be bound again."""
+        # Wake the serve_forever loop at once (a shut-down listening socket is readable),
+        # instead of waiting for its next poll: orders in a row start and stop it quickly.
+        with contextlib.suppress(OSError):
+            self._server.socket.shutdown(socket.SHUT_RDWR)
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+# Every listener of this process, by address. Starting and stopping happen under the lock, so a
+# present never finds the port still held by a listener that a cleanup is closing.
+_LISTENERS: dict[tuple[str, int], _Listener] = {}
+_LISTENERS_LOCK = threading.Lock()
 
 
 class StandaloneHttp01Solver:
     """Answers HTTP-01 on ``host:port`` while at least one token is presented, and only then.
 
-    One server per solver, shared by the orders in flight: it starts with the first token
-    and stops when the last one is cleaned up, so nothing listens between applies.
+    One server per address, shared by the orders in flight (also those of other issuers
+    listening on the same address): it starts with the first token and stops when the last
+    one is cleaned up, so nothing listens between applies.
     """
 
     def __init__(self, host: str, port: int) -> None:
         self._address = (host, port)
-        self._lock = threading.Lock()
-        self._tokens: dict[str, bytes] = {}
-        self._server: _ChallengeServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def listening(self) -> bool:
-        return self._server is not None
+        with _LISTENERS_LOCK:
+            return self._address in _LISTENERS
 
     def present(self, token: str, key_authorization: str) -> None:
         _check_token(token)
-        with self._lock:
-            self._tokens[token] = key_authorization.encode()
-            if self._server is None:
+        with _LISTENERS_LOCK:
+            listener = _LISTENERS.get(self._address)
+            if listener is None:
                 try:
-                    server = _ChallengeServer(self._address, _Handler)
+                    listener = _Listener(self._address)
                 except OSError as exc:
-                    self._tokens.pop(token, None)
                     host, port = self._address
                     raise IssuerError(
                         f"cannot listen on {host}:{port} for HTTP-01 ({exc.strerror or exc})",
                         code="acme-http01-listen",
                         hint="free the port, or set http01.standalone.listen (or use webroot)",
                     ) from exc
-                server.tokens = self._tokens
-                self._server = server
-                self._thread = threading.Thread(target=server.serve_forever, name="acme-http01", daemon=True)
-                self._thread.start()
+                _LISTENERS[self._address] = listener
+            listener.add(token, key_authorization)
 
     def cleanup(self, token: str) -> None:
-        with self._lock:
-            self._tokens.pop(token, None)
-            if self._tokens or self._server is None:
+        with _LISTENERS_LOCK:
+            listener = _LISTENERS.get(self._address)
+            if listener is None:
                 return
-            server, thread = self._server, self._thread
-            self._server = self._thread = None
-        # Wake the serve_forever loop at once (a shut-down listening socket is readable),
-        # instead of waiting for its next poll: orders in a row start and stop it quickly.
-        with contextlib.suppress(OSError):
-            server.socket.shutdown(socket.SHUT_RDWR)
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+            listener.remove(token)
+            if listener.idle:
+                del _LISTENERS[self._address]
+                listener.stop()
 
 
 class WebrootHttp01Solver:
