@@ -13,8 +13,8 @@ can write to it could otherwise send a private key elsewhere:
   its name: a link already there is replaced, never written through. The folder is fsync'd after;
 * temporary names are ``.certreconcile-tmp-<final name>.<16 hex>`` (hidden, and not ending in
   ``.yaml`` or ``.pem``: a server loading a whole directory skips them). Those a killed write
-  left are removed by the next write of the same name into that folder (only ours, by that
-  exact form; ``unlink`` removes a link itself, never what it points to; a directory is never ours).
+  left are removed by the next deployment into that folder (only ours, by that exact form;
+  ``unlink`` removes a link itself, never what it points to; a directory is never ours).
 
 Every writer of a per-name folder holds a ``flock`` on it (:func:`write_file_set`, and
 versioned.py), so a temporary of ours found there is stale, never a live one. Files directly in
