@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from certreconcile.errors import TargetError
+from certreconcile.plugins.targets.safe_files import FileContent, FileSet
 from certreconcile.plugins.targets.server_control import GroupCommit, ServerActions
-from certreconcile.plugins.targets.versioned import FileContent
 
 INSTANCE = ("nginx.pid",)
 
@@ -45,11 +45,12 @@ class FakeServer:
         return ServerActions(server="fake", lock=contextlib.nullcontext, check=check, reload=reload)
 
 
-def files(root: Path, name: str, content: bytes) -> dict[Path, FileContent]:
-    return {
-        root / name / "fullchain.pem": FileContent(content, 0o644),
-        root / name / "privkey.pem": FileContent(content, 0o600),
-    }
+def files(root: Path, name: str, content: bytes) -> FileSet:
+    return FileSet(
+        "t",
+        root,
+        {f"{name}/fullchain.pem": FileContent(content, 0o644), f"{name}/privkey.pem": FileContent(content, 0o600)},
+    )
 
 
 def wait_for_pending(group: GroupCommit, count: int) -> None:
@@ -120,6 +121,30 @@ def test_a_failing_batch_is_retried_one_by_one_and_only_the_culprit_fails(server
     assert (server.root / "b03" / "fullchain.pem").read_bytes() == b"old"
     assert not (server.root / "b03" / "privkey.pem").exists()
     assert all((server.root / name / "privkey.pem").read_bytes() == b"ok" for name in contents if name != "b03")
+
+
+def test_a_symlinked_folder_fails_its_own_deployment_only(server: FakeServer, tmp_path: Path) -> None:
+    group = GroupCommit()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (server.root / "b02").symlink_to(outside)
+    server.gate.clear()
+    with ThreadPoolExecutor(5) as pool:
+        first = pool.submit(group.deploy, INSTANCE, files(server.root, "b00", b"ok"), server.actions("b00"))
+        wait_for_leader(group)
+        rest = {
+            name: pool.submit(group.deploy, INSTANCE, files(server.root, name, b"ok"), server.actions(name))
+            for name in ("b01", "b02", "b03", "b04")
+        }
+        wait_for_pending(group, 4)
+        server.gate.set()
+        assert first.result(timeout=10) is None
+        errors = {name: future.exception(timeout=10) for name, future in rest.items()}
+    refused = errors.pop("b02")
+    assert isinstance(refused, TargetError) and refused.code == "target-path-unsafe"
+    assert errors == {"b01": None, "b03": None, "b04": None}
+    assert list(outside.iterdir()) == []
+    assert server.reloads == 4  # b00, then b01, b03, b04 one by one (the batch never reached its test)
 
 
 def test_a_lock_that_cannot_be_taken_fails_every_deployment_of_the_batch(server: FakeServer) -> None:

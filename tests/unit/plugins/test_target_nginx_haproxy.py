@@ -17,8 +17,8 @@ from certreconcile.desired.documents import HaproxyTargetConfig, NginxTargetConf
 from certreconcile.errors import TargetError
 from certreconcile.plugins.targets.haproxy import HaproxyRuntimeApi, HaproxyTarget
 from certreconcile.plugins.targets.nginx import NginxTarget
-from certreconcile.plugins.targets.server_control import PemFolderSnapshot, first_diagnostic
-from certreconcile.plugins.targets.versioned import FileContent
+from certreconcile.plugins.targets.safe_files import FileContent, FileSet, PemFolderSnapshot
+from certreconcile.plugins.targets.server_control import first_diagnostic
 from certreconcile.testing.target_contract import self_signed_bundle
 
 
@@ -66,7 +66,8 @@ def test_snapshot_restores_files_and_removes_new_folders(tmp_path: Path) -> None
     kept.parent.mkdir()
     kept.write_bytes(b"old")
     kept.chmod(0o600)
-    snapshot = PemFolderSnapshot.take({kept: None, added: None})
+    new = FileContent(b"new", 0o644)
+    snapshot = PemFolderSnapshot.take(FileSet("t", tmp_path, {"a/privkey.pem": new, "b/new/cert.pem": new}))
     for path in (kept, added):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"new")
@@ -74,7 +75,7 @@ def test_snapshot_restores_files_and_removes_new_folders(tmp_path: Path) -> None
     assert kept.read_bytes() == b"old"
     assert kept.stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "b").exists()
-    assert snapshot.previous[kept] == FileContent(b"old", 0o600)
+    assert snapshot.previous["a/privkey.pem"] == FileContent(b"old", 0o600)
 
 
 def test_nginx_rolls_back_when_the_test_command_fails(tmp_path: Path) -> None:

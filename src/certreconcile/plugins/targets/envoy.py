@@ -73,14 +73,14 @@ class EnvoyTarget:
         return self._dir / certificate_name
 
     def deploy(self, bundle: DeployBundle) -> None:
-        folder = VersionedFolder(self.folder(bundle.name))
+        folder = VersionedFolder(self._dir, bundle.name, self.name)
         sds = yaml.safe_dump(sds_document(bundle.name, folder.folder), sort_keys=False).encode()
         files = {**pem_files(bundle), SDS_FILE: FileContent(sds, 0o644)}
         try:
-            with folder.locked():
-                if not folder.holds(files):
-                    folder.publish(files, label=bundle.fingerprint[:16])
-                folder.remove_old_versions()
+            with folder.locked() as versions:
+                if not versions.holds(files):
+                    versions.publish(files, label=bundle.fingerprint[:16])
+                versions.remove_old_versions()
         except OSError as exc:
             raise TargetError(
                 f"target {self.name}: cannot write into {folder.folder}: {exc.strerror}",
@@ -91,7 +91,7 @@ class EnvoyTarget:
     def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
         if self._verify:
             return observe_served(self._verify, domains, self._sni)
-        folder = VersionedFolder(self.folder(name))
+        folder = VersionedFolder(self._dir, name, self.name)
         current = folder.current()
         if current is None:
             return TargetObservation(fingerprint=None, error=f"{folder.folder / DATA_LINK} does not exist")

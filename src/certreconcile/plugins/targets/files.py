@@ -1,17 +1,16 @@
 """The files target: ``<dir>/<name>/{fullchain,chain,cert,privkey}.pem``, written atomically.
 
-``privkey.pem`` is created with mode 0600 (the only plaintext key a target writes). After
-writing, an optional ``reload_command`` runs (no shell; split like a POSIX shell would).
+``privkey.pem`` is created with mode 0600 (the only plaintext key a target writes). Nothing is
+written through a symbolic link below ``dir`` (safe_files.py): a ``<name>`` that is one is
+refused. After writing, an optional ``reload_command`` runs (no shell; split like a POSIX shell would).
 Without ``verify:``, the target is verified by reading the files back; with it, by a TLS
 handshake to that address.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,23 +20,10 @@ from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
+from certreconcile.plugins.targets.readback import pem_files
+from certreconcile.plugins.targets.safe_files import FileSet, write_file_set
 
-__all__ = ["FilesTarget", "write_atomically"]
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+__all__ = ["FilesTarget"]
 
 
 class FilesTarget:
@@ -63,13 +49,10 @@ class FilesTarget:
 
     def deploy(self, bundle: DeployBundle) -> None:
         folder = self.folder(bundle.name)
+        files = {f"{bundle.name}/{name}": content for name, content in pem_files(bundle).items()}
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o755)
             # The key first: a reader that sees the new certificate must find the new key.
-            write_atomically(folder / "privkey.pem", bundle.key_pem.reveal(), 0o600)
-            write_atomically(folder / "cert.pem", bundle.cert_pem.encode(), 0o644)
-            write_atomically(folder / "chain.pem", bundle.chain_pem.encode(), 0o644)
-            write_atomically(folder / "fullchain.pem", bundle.fullchain_pem.encode(), 0o644)
+            write_file_set(FileSet(self.name, self._dir, files))
         except OSError as exc:
             raise TargetError(
                 f"target {self.name}: cannot write into {folder}: {exc.strerror}",

@@ -7,6 +7,8 @@ Files, each written atomically (private files first):
   HAProxy skips the sub-folders);
 * ``<cert_dir>/<name>/{fullchain,chain,cert,privkey}.pem`` like every file-writing target.
 
+Both through directory descriptors (safe_files.py): no symbolic link below ``cert_dir`` is followed.
+
 With ``runtime_api`` the certificate HAProxy holds under that crt path is replaced in memory,
 without a reload: ``set ssl cert <path> <<`` (the payload) then ``commit ssl cert <path>``. The
 crt path is the key: HAProxy only knows the certificates its configuration loaded. When it
@@ -42,15 +44,13 @@ from certreconcile.plugins.paths import declared_path, optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served, parse_host_port
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
+from certreconcile.plugins.targets.safe_files import FileContent, FileSet, PemFolderSnapshot, write_file_set
 from certreconcile.plugins.targets.server_control import (
-    PemFolderSnapshot,
     first_diagnostic,
     locked_directory,
     run_command,
     signal_pid_file,
-    write_file_set,
 )
-from certreconcile.plugins.targets.versioned import FileContent
 
 __all__ = ["HaproxyRuntimeApi", "HaproxyTarget"]
 
@@ -131,12 +131,13 @@ class HaproxyTarget:
     def deploy(self, bundle: DeployBundle) -> None:
         crt = self.crt_path(bundle.name)
         combined = bundle.fullchain_pem.rstrip("\n") + "\n" + bundle.key_pem.reveal().decode()
-        files = {self.folder(bundle.name) / file_name: content for file_name, content in pem_files(bundle).items()}
-        files[crt] = FileContent(combined.encode(), 0o600)
+        files = {f"{bundle.name}/{file_name}": content for file_name, content in pem_files(bundle).items()}
+        files[crt.name] = FileContent(combined.encode(), 0o600)
+        file_set = FileSet(self.name, self._dir, files)
         try:
-            with locked_directory(self._dir):
-                snapshot = PemFolderSnapshot.take(files)
-                write_file_set(files)
+            with locked_directory(self._dir):  # also serialises the writers of <name>.pem
+                snapshot = PemFolderSnapshot.take(file_set)  # refuses a <name> that is a link, before any write
+                write_file_set(file_set)
                 if self._test_command:
                     try:
                         run_command(

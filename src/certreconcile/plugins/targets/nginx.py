@@ -1,10 +1,11 @@
 """The nginx target: PEM files, ``nginx -t``, rolled back on failure, then a graceful reload.
 
 Per certificate, ``<cert_dir>/<name>/{fullchain,chain,cert,privkey}.pem`` (``privkey.pem`` 0600),
-each written atomically, the key first. Then the test command runs (default ``nginx -t``; no
-shell). When it fails, the previous files are put back (or the new folder removed), nginx is
-NOT reloaded, and the error quotes nginx's first error line. When it passes, nginx is reloaded:
-SIGHUP to the master process of ``pid_file``, else ``reload_command``, else ``nginx -s reload``.
+each written atomically, the key first, through no symbolic link (safe_files.py). Then the test
+command runs (default ``nginx -t``; no shell). When it fails, the previous files are put back
+(or the new folder removed), nginx is NOT reloaded, and the error quotes nginx's first error
+line. When it passes, nginx is reloaded: SIGHUP to the master process of ``pid_file``, else
+``reload_command``, else ``nginx -s reload``.
 
 A reload returns before the new workers serve the new certificate: only the verification
 handshake (``verify:``, retried by the executor) proves it. Without ``verify:`` the target is
@@ -32,6 +33,7 @@ from certreconcile.plugins.paths import declared_path, optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
+from certreconcile.plugins.targets.safe_files import FileSet
 from certreconcile.plugins.targets.server_control import (
     GroupCommit,
     ServerActions,
@@ -73,9 +75,9 @@ class NginxTarget:
 
     def deploy(self, bundle: DeployBundle) -> None:
         folder = self.folder(bundle.name)
-        files = {folder / file_name: content for file_name, content in pem_files(bundle).items()}
+        files = {f"{bundle.name}/{file_name}": content for file_name, content in pem_files(bundle).items()}
         try:
-            _GROUP_COMMIT.deploy(self._instance(), files, self._actions)
+            _GROUP_COMMIT.deploy(self._instance(), FileSet(self.name, self._dir, files), self._actions)
         except OSError as exc:
             raise TargetError(
                 f"target {self.name}: cannot write into {folder}: {exc.strerror}",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from certreconcile.domain.certs import read_cert_facts, split_pem_chain
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
-from certreconcile.plugins.targets.versioned import FileContent
+from certreconcile.plugins.targets.safe_files import FileContent
 
 __all__ = ["observe_pem_file", "observe_pem_text", "pem_files"]
 

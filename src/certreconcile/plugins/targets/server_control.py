@@ -1,12 +1,13 @@
 """Pieces shared by the targets that drive a running server (nginx, HAProxy).
 
-* :class:`PemFolderSnapshot`: the previous files of a certificate, kept in memory while a new
-  set is tested, so that a rejected set can be put back (or the new files removed).
 * :func:`run_command`: a test or reload command, without a shell; a failure is one line.
 * :func:`signal_pid_file`: a signal to the process whose PID a pid file holds.
 * :class:`GroupCommit`: deployments to one server batched under one test and one reload.
 * :func:`locked_directory`: one deployment at a time per output directory (``flock`` on the
   directory itself, so no lock file sits where a server loading a whole directory would see it).
+
+The files are written, and put back when a new set is rejected (``PemFolderSnapshot``), by
+safe_files.py, which follows no symbolic link below the target's directory.
 
 Errors are :class:`TargetError`, one line, never with key material: only the server's own
 diagnostic lines are quoted, and a line that looks like PEM is never quoted.
@@ -21,24 +22,21 @@ import shlex
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from certreconcile.errors import TargetError
-from certreconcile.plugins.targets.files import write_atomically
-from certreconcile.plugins.targets.versioned import FileContent
+from certreconcile.plugins.targets.safe_files import FileSet, PemFolderSnapshot, write_file_set
 
 __all__ = [
     "GroupCommit",
-    "PemFolderSnapshot",
     "ServerActions",
     "first_diagnostic",
     "locked_directory",
     "locked_instance",
     "run_command",
     "signal_pid_file",
-    "write_file_set",
 ]
 
 _SEVERE = ("[emerg]", "[alert]", "[crit]", "[error]", "[ALERT]", "[ERROR]", "error", "Error")
@@ -140,54 +138,6 @@ def locked_instance(lock_file: Path | None, directory: Path) -> Iterator[None]:
             os.close(fd)
 
 
-def write_file_set(paths: Mapping[Path, FileContent]) -> None:
-    """Write each file atomically, private (0600) files first: whoever sees a new certificate finds its key."""
-    for path, content in sorted(paths.items(), key=lambda item: item[1].mode != 0o600):
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        write_atomically(path, content.data, content.mode)
-
-
-@dataclass(frozen=True, slots=True)
-class PemFolderSnapshot:
-    """The state of some files before a deployment: their contents (None: absent) and new folders.
-
-    Holds a private key in memory: never log or show it.
-    """
-
-    previous: Mapping[Path, FileContent | None]
-    created_folders: tuple[Path, ...]
-
-    @classmethod
-    def take(cls, paths: Mapping[Path, object]) -> PemFolderSnapshot:
-        previous: dict[Path, FileContent | None] = {}
-        for path in paths:
-            try:
-                previous[path] = FileContent(path.read_bytes(), path.stat().st_mode & 0o777)
-            except FileNotFoundError:
-                previous[path] = None
-        folders: set[Path] = set()
-        for path in paths:
-            folder = path.parent
-            while not folder.exists() and folder != folder.parent:
-                folders.add(folder)
-                folder = folder.parent
-        return cls(previous, tuple(sorted(folders, key=lambda folder: len(folder.parts), reverse=True)))
-
-    def describe_restore(self) -> str:
-        """What :meth:`restore` does, for an error message."""
-        return "previous files restored" if any(self.previous.values()) else "new files removed"
-
-    def restore(self) -> None:
-        """Put every file back as it was (atomically) and remove the files and folders that were new."""
-        write_file_set({path: content for path, content in self.previous.items() if content is not None})
-        for path, content in self.previous.items():
-            if content is None:
-                path.unlink(missing_ok=True)
-        for folder in self.created_folders:  # deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
 @dataclass(frozen=True, slots=True)
 class ServerActions:
     """How one deployment to a running server is checked and made live, bound to its target."""
@@ -200,7 +150,7 @@ class ServerActions:
 
 @dataclass(eq=False, slots=True)
 class _Deployment:
-    files: Mapping[Path, FileContent]
+    files: FileSet
     actions: ServerActions
     done: bool = False
     error: BaseException | None = None
@@ -222,7 +172,7 @@ class GroupCommit:
         self._pending: dict[Hashable, list[_Deployment]] = {}
         self._leading: set[Hashable] = set()
 
-    def deploy(self, instance: Hashable, files: Mapping[Path, FileContent], actions: ServerActions) -> None:
+    def deploy(self, instance: Hashable, files: FileSet, actions: ServerActions) -> None:
         """Write ``files``, test and reload the server ``instance``; return once live, or raise."""
         mine = _Deployment(files, actions)
         with self._cond:

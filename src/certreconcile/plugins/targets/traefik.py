@@ -27,10 +27,9 @@ from certreconcile.desired.documents import TraefikTargetConfig
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
-from certreconcile.plugins.targets.files import write_atomically
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
-from certreconcile.plugins.targets.versioned import VersionedFolder
+from certreconcile.plugins.targets.versioned import FileContent, VersionedFolder
 
 __all__ = ["TraefikTarget", "dynamic_document"]
 
@@ -69,20 +68,23 @@ class TraefikTarget:
         return self._dir / f"certreconcile-{certificate_name}.yaml"
 
     def deploy(self, bundle: DeployBundle) -> None:
-        folder = VersionedFolder(self.folder(bundle.name))
-        config_file = self.config_file(bundle.name)
+        folder = VersionedFolder(self._dir, bundle.name, self.name)
+        config_name = self.config_file(bundle.name).name
         files = pem_files(bundle)
         try:
-            with folder.locked():
-                version = folder.current()
-                if version is None or not folder.holds(files):
+            with folder.locked() as versions:  # also serialises the writers of the YAML
+                version = versions.current()
+                if version is None or not versions.holds(files):
                     # Before the swap, never after it: Traefik reads the whole directory tree
                     # when the YAML changes, and a version vanishing mid-read fails that reload.
-                    folder.remove_old_versions()
-                    version = folder.publish(files, label=bundle.fingerprint[:16])
-                document = yaml.safe_dump(dynamic_document(version), sort_keys=False).encode()
-                if not config_file.is_file() or config_file.read_bytes() != document:
-                    write_atomically(config_file, document, 0o644)  # Traefik reloads on this rename
+                    versions.remove_old_versions()
+                    version = versions.publish(files, label=bundle.fingerprint[:16])
+                document = FileContent(
+                    yaml.safe_dump(dynamic_document(folder.folder / version), sort_keys=False).encode(), 0o644
+                )
+                written = versions.root.read_regular(config_name)
+                if written is None or written.data != document.data:
+                    versions.root.write_files({config_name: document})  # Traefik reloads on this rename
         except OSError as exc:
             raise TargetError(
                 f"target {self.name}: cannot write into {self._dir}: {exc.strerror}",
