@@ -272,6 +272,16 @@ CREATE INDEX idx_cert_created_at ON Certificate(created_at);
 ALTER TABLE Distribution ADD COLUMN verified_fingerprint TEXT;
 UPDATE Distribution SET verified_fingerprint = fingerprint WHERE verified_at IS NOT NULL;
 
+-- ==== 0009_audit_key_discarded ====
+
+-- certreconcile migration 0009: apply audits a journalled key it discards because it can never be
+-- opened (sealed under another master key, refused, damaged) before it makes a new one (key_discarded).
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped','key_discarded')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -280,3 +290,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (3, '0003_audit_key_rewrapped
 INSERT INTO SchemaMigration (version, name) VALUES (4, '0004_acme');
 INSERT INTO SchemaMigration (version, name) VALUES (5, '0005_issuance_history');
 INSERT INTO SchemaMigration (version, name) VALUES (6, '0006_distribution_verified_fingerprint');
+INSERT INTO SchemaMigration (version, name) VALUES (9, '0009_audit_key_discarded');

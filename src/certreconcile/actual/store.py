@@ -52,12 +52,13 @@ class AuditAction:
     FAILED = "failed"
     KEY_ACCESSED = "key_accessed"  # a private key was decrypted (which certificate, which actor, why)
     KEY_REWRAPPED = "key_rewrapped"  # `kms rewrap` moved a data key to another KMS or master key
-    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED)
+    KEY_DISCARDED = "key_discarded"  # apply gave up a journalled key that can never be opened (and made a new one)
+    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED)
 
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    cert_id: str | None  # None only for a failure before any certificate existed
+    cert_id: str | None  # None only before the certificate exists (a failure, a journalled key)
     name: str
     action: str  # one of AuditAction.ALL
     actor: str  # git:<sha> <email> | user:<login> | automation:renewal

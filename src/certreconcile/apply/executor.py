@@ -26,13 +26,20 @@ from certreconcile.actual.store import (
     StateSession,
     StateStore,
 )
+from certreconcile.apply.journalled_key import (
+    JournalledKey,
+    discardable,
+    journalled_key,
+    live_key_error,
+    odd_kms_error,
+)
 from certreconcile.apply.verify import wait_until_served
 from certreconcile.clock import Clock
 from certreconcile.desired.model import DesiredState, OnDelete
 from certreconcile.domain.certs import read_cert_facts
 from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.status import CertStatus, allowed_transitions
-from certreconcile.errors import ApplyError, CertReconcileError, IssuerError, StalePlanError, TargetError
+from certreconcile.errors import ApplyError, CertReconcileError, IssuerError, KmsError, StalePlanError, TargetError
 from certreconcile.plan.backoff import declaration_digest
 from certreconcile.plan.diff import change_for_name
 from certreconcile.plan.plan import Action, Change, Plan
@@ -44,7 +51,7 @@ from certreconcile.plugins.crypto import (
     private_key_pem,
     public_key_matches,
 )
-from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope, seal
+from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope, seal, unopenable
 from certreconcile.plugins.ports import (
     DeployBundle,
     EncryptionContext,
@@ -265,7 +272,15 @@ class ChangeRunner:
 
         ``stored=False``: a journalled key whose certificate row does not exist yet (resumed issuance).
         """
-        key_pem = open_envelope(self.env.kms, key_ref, certificate_context(cert_id))
+        try:
+            key_pem = open_envelope(self.env.kms, key_ref, certificate_context(cert_id))
+        except KmsError as exc:
+            if not stored:
+                raise
+            error = live_key_error(change.name, cert_id, exc)  # the live key: never discarded
+            if error is exc:
+                raise
+            raise error from exc
         self._audit(
             change,
             cert_id if stored else None,
@@ -334,7 +349,7 @@ class ChangeRunner:
                 status = CertStatus.EXPIRING_SOON
             self._move(current.id, status, CertStatus.ROTATING)
 
-        cert_id, key_ref, key_pem = self._key_for(change, spec.key_type)
+        cert_id, key_ref, key_pem = self._key_for(change, spec.key_type, current)
         key = load_private_key(key_pem)
         self._journal(change, "issue", "started", issuer=spec.issuer)
         replaces_pem: str | None = None
@@ -410,20 +425,44 @@ class ChangeRunner:
         failed = self._deploy(change, cert_id, bundle, spec.targets)
         return self._finish(change, cert_id, failed, f"{change.action.verb} serial {facts.serial_number}")
 
-    def _key_for(self, change: Change, key_type: KeyType) -> tuple[str, KeyRef, SecretBytes]:
+    def _key_for(
+        self, change: Change, key_type: KeyType, current: ActualCertificate | None
+    ) -> tuple[str, KeyRef, SecretBytes]:
         """The key for this change: resumed from the journal after a crash, else a new one."""
-        for entry in reversed(self.session.journal_entries(change.idempotency_key)):
-            if entry.step == "certificate-stored" and entry.state == "done":
-                break  # that key was used: a repeated change needs a new one
-            if entry.step == "key-generated" and entry.state == "done":
-                cert_id = entry.detail["cert_id"]
-                key_ref = key_ref_from_json(entry.detail["key_ref"])
-                return cert_id, key_ref, self._open_key(change, cert_id, key_ref, "resume-issuance", stored=False)
+        journalled = journalled_key(self.session.journal_entries(change.idempotency_key))
+        if journalled is not None:
+            resumed = self._resume_key(change, journalled, current)
+            if resumed is not None:
+                return resumed
         cert_id = str(uuid.uuid4())
         key_pem = private_key_pem(generate_private_key(key_type))
         key_ref = seal(self.env.kms, key_pem, certificate_context(cert_id))
         self._journal(change, "key-generated", "done", cert_id=cert_id, key_ref=key_ref.envelope_json)
         return cert_id, key_ref, key_pem
+
+    def _resume_key(
+        self, change: Change, journalled: JournalledKey, current: ActualCertificate | None
+    ) -> tuple[str, KeyRef, SecretBytes] | None:
+        """The journalled key, opened; None when it can never be opened (it is then discarded).
+
+        A passing KMS failure fails the change and keeps the journal (see ``apply.journalled_key``).
+        """
+        cert_id, key_ref = journalled.cert_id, None
+        try:
+            key_ref = key_ref_from_json(journalled.envelope_json)
+            return cert_id, key_ref, self._open_key(change, cert_id, key_ref, "resume-issuance", stored=False)
+        except KmsError as exc:
+            live = self.session.key_ref(current.id) if current is not None and unopenable(exc) else None
+            if not discardable(exc, key_ref, live):
+                if key_ref is not None and unopenable(exc):
+                    raise odd_kms_error(change.name, key_ref, exc) from exc
+                raise
+            where = {"kms": key_ref.kms, "key_id": key_ref.key_id} if key_ref is not None else {}
+            with self.session.transaction():
+                self._journal(change, "key-discarded", "done", cert_id=cert_id, error_code=exc.code)
+                self._audit(change, None, AuditAction.KEY_DISCARDED, key_of=cert_id, error_code=exc.code,
+                            cause=exc.one_line()[:500], **where)  # fmt: skip
+            return None
 
     def _deploy(self, change: Change, cert_id: str, bundle: DeployBundle, targets: tuple[str, ...]) -> dict[str, str]:
         """Deploy and verify on each target, in parallel; returns the failed targets with their error.

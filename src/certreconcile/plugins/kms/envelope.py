@@ -19,9 +19,20 @@ from certreconcile.domain.keys import KeyRef
 from certreconcile.errors import KmsError
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, WrappedKey
 
-__all__ = ["ENVELOPE_VERSION", "open_envelope", "rewrap_envelope", "seal"]
+__all__ = ["ENVELOPE_VERSION", "UNOPENABLE_CODES", "open_envelope", "rewrap_envelope", "seal", "unopenable"]
 
 ENVELOPE_VERSION = 1
+
+#: The codes of a :class:`KmsError` proving that an envelope will never open under the configured
+#: KMS: the KMS answered and refused the ciphertext, or it was sealed under another master key, or
+#: the envelope is damaged. An outage (``kms-unavailable``), throttling, denied access, a disabled or
+#: missing key or another KMS kind (``kms-mismatch``: `kms rewrap` moves it) prove nothing of the kind.
+UNOPENABLE_CODES = frozenset({"kms-decrypt-failed", "kms-wrong-master-key", "kms-envelope-invalid"})
+
+
+def unopenable(error: KmsError) -> bool:
+    """Does ``error`` prove the envelope can never be opened by this KMS (not a passing failure)?"""
+    return error.code in UNOPENABLE_CODES
 
 
 def _b64(data: bytes) -> str:

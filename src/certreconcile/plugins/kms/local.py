@@ -99,9 +99,11 @@ class LocalKms:
     def decrypt_data_key(self, wrapped: WrappedKey, context: EncryptionContext) -> SecretBytes:
         if wrapped.key_id != self.key_id:
             raise KmsError(
-                f"this data key was wrapped by master key {wrapped.key_id}, not by {self.key_id}",
+                f"this data key was sealed under local master key {wrapped.key_id}, but the local KMS key file"
+                f" {self._key_file} holds {self.key_id}",
                 code="kms-wrong-master-key",
-                hint="point CERTRECONCILE_LOCAL_KMS_KEY_FILE at the key file the state was created with",
+                hint="the local KMS key file differs from the one that sealed this key: check that"
+                " CERTRECONCILE_LOCAL_KMS_KEY_FILE (or kms.local.key_file) names the key file of the state",
             )
         nonce, body = wrapped.ciphertext[:12], wrapped.ciphertext[12:]
         try:
