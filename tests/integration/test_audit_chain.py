@@ -117,6 +117,16 @@ def test_an_intact_chain_verifies_page_by_page(database_url: str) -> None:
     assert head == last == (report.head.seq, report.head.row_hash)
 
 
+def test_one_statement_inserting_many_rows_chains_each(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO CertAudit (name, action, actor) SELECT 'n' || g, 'failed', 'user:x'"
+                     " FROM generate_series(1, 6) AS g")  # fmt: skip
+        seqs = conn.execute("SELECT seq FROM CertAudit ORDER BY id").fetchall()
+    assert seqs == [(n,) for n in range(1, 7)]
+    report = verify(database_url)
+    assert report.intact and report.rows == 6
+
+
 def test_an_empty_chain_verifies(database_url: str) -> None:
     report = verify(database_url)
     assert report.intact and report.rows == 0
