@@ -53,6 +53,8 @@ from certreconcile.actual.store import (
     AcmeAccountRecord,
     AcmeOrderRecord,
     AuditAction,
+    AuditChainHead,
+    AuditChainRow,
     AuditEvent,
     CertificateRow,
     JournalEntry,
@@ -420,6 +422,24 @@ def _build_state(
     )
 
 
+_SQL_CHAIN = "SELECT seq, id, cert_id, name, action, actor, timestamp, detail::text, prev_hash, row_hash FROM CertAudit"
+
+
+def _row_to_chain(row: Sequence[Any]) -> AuditChainRow:
+    return AuditChainRow(
+        seq=row[0],
+        id=row[1],
+        cert_id=None if row[2] is None else str(row[2]),
+        name=row[3],
+        action=row[4],
+        actor=row[5],
+        at=row[6],
+        detail=row[7],
+        prev_hash=row[8],
+        row_hash=row[9],
+    )
+
+
 class PostgresSession:
     """One connection; used by one thread at a time."""
 
@@ -582,6 +602,40 @@ class PostgresSession:
             ]
 
         return self._run("reading the audit trail", work)
+
+    # The audit chain, read by certreconcile.audit.verify (the AuditChainReader protocol).
+    def audit_chain_head(self) -> AuditChainHead:
+        """The head the insert trigger last moved (CertAuditHead)."""
+
+        def work(conn: psycopg.Connection[Any]) -> AuditChainHead:
+            row = conn.execute("SELECT seq, row_hash FROM CertAuditHead").fetchone()
+            if row is None:
+                raise StateError(
+                    "the audit chain head (CertAuditHead) is missing",
+                    code="audit-tampered",
+                    hint="the audit trail was tampered with; `certreconcile audit verify` shows where",
+                )
+            return AuditChainHead(seq=int(row[0]), row_hash=str(row[1]))
+
+        return self._run("reading the audit chain head", work)
+
+    def audit_chain_page(self, after_seq: int, limit: int) -> Sequence[AuditChainRow]:
+        """The rows after ``after_seq`` in chain order, at most ``limit``."""
+
+        def work(conn: psycopg.Connection[Any]) -> list[AuditChainRow]:
+            rows = conn.execute(_SQL_CHAIN + " WHERE seq > %s ORDER BY seq LIMIT %s", (after_seq, limit))
+            return [_row_to_chain(row) for row in rows]
+
+        return self._run("reading the audit chain", work)
+
+    def audit_chain_row_with_hash(self, row_hash: str) -> AuditChainRow | None:
+        """The first row (by seq) whose stored hash is ``row_hash`` (a full scan: for diagnosis only)."""
+
+        def work(conn: psycopg.Connection[Any]) -> AuditChainRow | None:
+            row = conn.execute(_SQL_CHAIN + " WHERE row_hash = %s ORDER BY seq LIMIT 1", (row_hash,)).fetchone()
+            return None if row is None else _row_to_chain(row)
+
+        return self._run("looking up an audit chain hash", work)
 
     def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]:
         def work(conn: psycopg.Connection[Any]) -> list[JournalEntry]:

@@ -27,6 +27,8 @@ __all__ = [
     "AcmeAccountRecord",
     "AcmeOrderRecord",
     "AuditAction",
+    "AuditChainHead",
+    "AuditChainRow",
     "AuditEvent",
     "CertificateRow",
     "JournalEntry",
@@ -65,6 +67,34 @@ class AuditEvent:
     at: datetime
     detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
     id: int | None = None  # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class AuditChainRow:
+    """One CertAudit row as the hash chain covers it (migration 0007 documents the encoding).
+
+    ``detail`` is the jsonb text form (``detail::text``), the exact text that was hashed;
+    ``cert_id`` the canonical UUID text. Read by ``certreconcile.audit``, never written.
+    """
+
+    seq: int  # position in the chain: 1, 2, 3, ... (also the commit order)
+    id: int
+    cert_id: str | None
+    name: str
+    action: str
+    actor: str
+    at: datetime
+    detail: str
+    prev_hash: str  # row_hash of the row at seq - 1; 64 zeros for seq 1
+    row_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditChainHead:
+    """The end of the chain: the last row's seq and hash (seq 0 and 64 zeros when empty)."""
+
+    seq: int
+    row_hash: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from certreconcile.cli.audit import verify_command
 from certreconcile.cli.exit_codes import ExitCode
 from certreconcile.cli.run import run_command
 from certreconcile.errors import CertReconcileError, DesiredStateError
@@ -48,6 +49,11 @@ kms_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(kms_app, name="kms")
+# `certreconcile audit [--name N ...]` lists the trail (the group's own callback);
+# `certreconcile audit verify` checks its hash chain (cli/audit.py).
+audit_app = typer.Typer(invoke_without_command=True)
+app.add_typer(audit_app, name="audit")
+audit_app.command("verify")(verify_command)
 app.command("run")(run_command)  # `certreconcile run`: the continuous reconciler, in cli/run.py
 
 DirOption = Annotated[
@@ -481,8 +487,9 @@ def status(
         sys.stdout.write(render_status_table(actual, now, color=_use_color(), specs=specs))
 
 
-@app.command()
+@audit_app.callback()
 def audit(
+    ctx: typer.Context,
     directory: DirOption = DEFAULT_DIR,
     name: Annotated[str | None, typer.Option(help="Only this certificate name.")] = None,
     action: Annotated[str | None, typer.Option(help="Only this action (issued, renewed, revoked, ...).")] = None,
@@ -498,10 +505,15 @@ def audit(
 ) -> None:
     """The append-only audit trail: who did what to which certificate, and when.
 
+    `certreconcile audit verify` checks its hash chain (tamper evidence).
+
     Examples: certreconcile audit --name shop;
     certreconcile audit --action revoked --since 7d --format json;
-    certreconcile audit --actor git:4f2a --until 2026-11-01T00:00Z
+    certreconcile audit --actor git:4f2a --until 2026-11-01T00:00Z;
+    certreconcile audit verify --head audit-head.json
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from certreconcile.wiring import Settings, open_store
 
     if output_format not in ("table", "json"):
