@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -14,8 +15,10 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from acme_servers import AriProxy, Pebble
 from certreconcile.actual.roles import PLAN_HIDDEN, POLICIES, RoleNames
 from e2e.conftest import Runner
+from e2e.test_acme_pebble import acme_doc, write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -218,3 +221,30 @@ def test_an_unknown_table_or_a_powerful_role_is_refused_and_nothing_changes(
     with psycopg.connect(database_url) as conn:
         found = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", (list(vars_of(roles)),))
         assert found.fetchone() == (0,)
+
+
+@pytest.mark.integration
+def test_acme_issuance_under_the_apply_role_and_refresh_under_the_plan_role(
+    ari_proxy: AriProxy, pebble: Pebble, run_cli: Runner, cli_env: dict[str, str], database_url: str,
+    roles: RoleNames, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The ACME tables (account, order, renewal windows, backoff) are writable by the apply role."""
+    run_cli("db", "roles", *role_args(roles), check_code=0)
+    shop = {"name": "shop", "domains": ["shop.roles.test"], "issuer": "pebble", "targets": ["deploy"]}
+    doc = acme_doc(pebble, [shop], directory=ari_proxy.directory_url, ca_bundle=str(ari_proxy.ca_bundle))
+    desired = write(tmp_path / "repo", doc)
+    apply_env = env_as(cli_env, database_url, roles.apply)
+    run_cli("apply", "--dir", str(desired), "--auto-approve", env=apply_env, check_code=0)
+    now = datetime.now(UTC)
+    ari_proxy.window = (now + timedelta(days=10), now + timedelta(days=11))
+    run_cli("apply", "--dir", str(desired), "--auto-approve", env=apply_env, check_code=0)  # stores the ARI window
+    plan_env = env_as(cli_env, database_url, roles.plan)
+    run_cli("plan", "--dir", str(desired), "--refresh", "--detailed-exitcode", env=plan_env, check_code=0)
+    run_cli("status", "--dir", str(desired), env=plan_env, check_code=0)
+    assert "shop" in run_cli("audit", "--dir", str(desired), env=plan_env, check_code=0).stdout
+    with psycopg.connect(database_url) as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM AcmeAccount), (SELECT count(*) FROM AcmeOrder),"
+            " (SELECT count(*) FROM AcmeRenewalInfo), (SELECT count(*) FROM Certificate)"
+        ).fetchone()
+    assert counts == (1, 1, 1, 1)

@@ -139,7 +139,7 @@ def upgrade(conn: psycopg.Connection[Any]) -> list[str]:
     except psycopg.Error as exc:
         where = f" in {current.name}" if current is not None else ""
         hint = "nothing of the failed migration was applied; fix the cause and run `certreconcile db upgrade` again"
-        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege | psycopg.errors.ReadOnlySqlTransaction):
             hint = "this role may not change the schema; run `certreconcile db upgrade` as the database administrator"
         raise StateError(
             f"database migration failed{where}: {type(exc).__name__} (SQLSTATE {exc.sqlstate})",
