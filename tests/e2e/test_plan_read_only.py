@@ -27,6 +27,7 @@ def test_plan_runs_with_a_read_only_role_and_no_kms_key(
         conn.execute(f'CREATE ROLE "{role}" LOGIN')
         conn.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
         conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        conn.execute(f'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO "{role}"')  # the key-usage counts
     try:
         missing_key = tmp_path / "no-such-dir" / "kms.key"
         env = dict(cli_env)
@@ -43,5 +44,6 @@ def test_plan_runs_with_a_read_only_role_and_no_kms_key(
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role}"')
+            conn.execute(f'REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM "{role}"')
             conn.execute(f'REVOKE ALL ON SCHEMA public FROM "{role}"')
             conn.execute(f'DROP ROLE "{role}"')

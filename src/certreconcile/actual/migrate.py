@@ -78,6 +78,28 @@ def _applied_versions(conn: psycopg.Connection[Any]) -> set[int]:
     return {int(row[0]) for row in conn.execute("SELECT version FROM SchemaMigration")}
 
 
+def _check_may_migrate(conn: psycopg.Connection[Any], pending: list[Migration]) -> None:
+    """Refuse before any DDL when this role can neither act as the schema's owner nor create in it.
+
+    The plan and apply roles of ``certreconcile db roles`` own nothing: against a schema that
+    is behind they must stop with this error, not attempt a migration half-way.
+    """
+    row = conn.execute(
+        "SELECT current_user, pg_has_role(current_user, c.relowner, 'USAGE')"
+        " AND has_schema_privilege(current_user, c.relnamespace, 'CREATE')"
+        " FROM pg_class c WHERE c.oid = to_regclass('schemamigration')"
+    ).fetchone()
+    if row is None or row[1]:
+        return
+    names = ", ".join(migration.name for migration in pending)
+    raise StateError(
+        f"the database schema is behind ({names} pending) and role {row[0]} may not migrate it",
+        code="schema-behind",
+        hint="run `certreconcile db upgrade` then `certreconcile db roles` as the database administrator "
+        "(see README, Production setup)",
+    )
+
+
 def upgrade(conn: psycopg.Connection[Any]) -> list[str]:
     """Apply the pending migrations; return their names, in the order applied.
 
@@ -98,9 +120,10 @@ def upgrade(conn: psycopg.Connection[Any]) -> list[str]:
         conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (MIGRATION_LOCK_KEY,))
         try:
             done = _applied_versions(conn)
-            for migration in available_migrations():
-                if migration.version in done:
-                    continue
+            pending = [migration for migration in available_migrations() if migration.version not in done]
+            if pending and done:
+                _check_may_migrate(conn, pending)
+            for migration in pending:
                 current = migration
                 with conn.transaction():
                     conn.execute(migration.sql.encode())  # a whole script: no parameters
@@ -115,10 +138,13 @@ def upgrade(conn: psycopg.Connection[Any]) -> list[str]:
                 conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (MIGRATION_LOCK_KEY,))
     except psycopg.Error as exc:
         where = f" in {current.name}" if current is not None else ""
+        hint = "nothing of the failed migration was applied; fix the cause and run `certreconcile db upgrade` again"
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege | psycopg.errors.ReadOnlySqlTransaction):
+            hint = "this role may not change the schema; run `certreconcile db upgrade` as the database administrator"
         raise StateError(
             f"database migration failed{where}: {type(exc).__name__} (SQLSTATE {exc.sqlstate})",
             code="migration-failed",
-            hint="nothing of the failed migration was applied; fix the cause and run `certreconcile db upgrade` again",
+            hint=hint,
         ) from exc
     finally:
         if not conn.closed:

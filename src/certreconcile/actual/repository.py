@@ -170,7 +170,10 @@ def _state_error(exc: psycopg.Error, doing: str, secret: str | None) -> StateErr
     elif isinstance(exc, pgerrors.InsufficientPrivilege | pgerrors.ReadOnlySqlTransaction):
         code = "state-permission-denied"
         message = f"{doing}: permission denied ({primary})"
-        hint = "this command needs a database role allowed to write; `plan` alone runs read-only"
+        hint = (
+            "this command needs a database role allowed to write (the apply role); `plan` alone runs read-only;"
+            " after `db upgrade`, run `certreconcile db roles` again as the administrator"
+        )
     elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and sqlstate is None:
         code = CODE_UNAVAILABLE
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -195,10 +198,11 @@ def _not_found(what: str, key: object) -> StateError:
 
 
 # The columns every current-row query reads, in the order _row_to_certificate expects.
+# Never key_ref (has_key is generated from it): `plan` runs under a role that may not read it.
 # AcmeRenewalInfo has at most one row per certificate (its primary key): the join adds none.
 _SQL_CURRENT_ALL = (
     "SELECT DISTINCT ON (name) id::text, name, domain, san_domains::text, issuer, key_type,"
-    " serial_number, not_before, not_after, status, fingerprint, on_delete, key_ref <> '',"
+    " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
     " issuer_fingerprint, ari.window_start, ari.window_end"
     " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE retired_at IS NULL AND status <> 'superseded'"
@@ -207,7 +211,7 @@ _SQL_CURRENT_ALL = (
 )
 _SQL_CURRENT_ONE = (
     "SELECT id::text, name, domain, san_domains::text, issuer, key_type,"
-    " serial_number, not_before, not_after, status, fingerprint, on_delete, key_ref <> '',"
+    " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
     " issuer_fingerprint, ari.window_start, ari.window_end"
     " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE name = %s AND retired_at IS NULL AND status <> 'superseded'"
@@ -306,15 +310,10 @@ _SQL_REPLACE_KEY_REF: dict[KeyRefTable, str] = {
         " WHERE id = %s::bigint AND detail->>'key_ref' = %s"
     ),
 }
+# Counts per KMS and master key, from a SECURITY DEFINER function (migration 0008): the
+# plan role may call it without being allowed to read any key envelope.
 _SQL_KEY_REF_USAGE = (
-    "SELECT kms, key_id, count(*) FROM ("
-    " SELECT key_ref::jsonb->>'kms' AS kms, key_ref::jsonb->>'key_id' AS key_id FROM Certificate"
-    " WHERE key_ref <> ''"
-    " UNION ALL SELECT key_ref::jsonb->>'kms', key_ref::jsonb->>'key_id' FROM LocalCa"
-    " UNION ALL SELECT key_ref::jsonb->>'kms', key_ref::jsonb->>'key_id' FROM AcmeAccount"
-    " UNION ALL SELECT (detail->>'key_ref')::jsonb->>'kms', (detail->>'key_ref')::jsonb->>'key_id'"
-    " FROM ApplyStep WHERE step = 'key-generated' AND detail ? 'key_ref'"
-    ') used GROUP BY kms, key_id ORDER BY kms COLLATE "C", key_id COLLATE "C"'
+    'SELECT kms, key_id, keys FROM certreconcile_key_ref_usage() ORDER BY kms COLLATE "C", key_id COLLATE "C"'
 )
 
 

@@ -693,6 +693,45 @@ def db_upgrade(
     typer.echo("Applied: " + ", ".join(applied) if applied else "The database is up to date.")
 
 
+@db_app.command("roles")
+def db_roles(
+    directory: DirOption = DEFAULT_DIR,
+    plan_role: Annotated[str, typer.Option(help="Read-only role for `plan` (no key columns).")] = "certreconcile_plan",
+    apply_role: Annotated[
+        str, typer.Option(help="Role for apply, run, rotate, revoke, kms rewrap; owns nothing.")
+    ] = "certreconcile_apply",
+    owner_role: Annotated[str, typer.Option(help="NOLOGIN role owning the schema and tables.")] = "certreconcile_owner",
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the SQL for this database; change nothing.")
+    ] = False,
+) -> None:
+    """Create (if missing) and grant least-privilege roles; run as the administrator, after `db upgrade`.
+
+    New roles get no password: set one with ALTER ROLE ... PASSWORD. Idempotent; run it again after
+    every `db upgrade`.
+
+    Example: CERTRECONCILE_DATABASE_URL=postgresql://admin@db/certs certreconcile db roles --print
+    """
+    from certreconcile.actual.embedded import resolve_database_url
+    from certreconcile.actual.roles import RoleNames, database_roles
+    from certreconcile.wiring import Settings
+
+    settings = Settings.from_env(directory)
+    names = RoleNames(plan=plan_role, apply=apply_role, owner=owner_role)
+    try:
+        url = settings.database_url or resolve_database_url(settings.desired_dir, settings.env)
+        statements = database_roles(url, names, execute=not print_only)
+    except CertReconcileError as exc:
+        _fail(exc)
+    if print_only:
+        typer.echo("BEGIN;\n" + "".join(f"{statement};\n" for statement in statements) + "COMMIT;")
+        return
+    typer.echo(
+        f"Roles ready: {names.plan} (plan, read-only), {names.apply} (apply), {names.owner} (owner, NOLOGIN). "
+        "Set passwords with ALTER ROLE ... PASSWORD if they have none."
+    )
+
+
 @db_app.command("stop")
 def db_stop(directory: DirOption = DEFAULT_DIR) -> None:
     """Stop the embedded PostgreSQL of this directory (the next command starts it again).
