@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import make_conninfo
 
-__all__ = ["require_binary", "server_scratch_dir", "with_database"]
+__all__ = ["login_url", "require_binary", "server_scratch_dir", "with_database"]
 
 _scratch_counter = itertools.count()
 
@@ -31,6 +31,22 @@ def require_binary(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI must provide it", pytrace=False)
     pytest.skip(reason)
+
+
+def login_url(admin_url: str, role: str) -> str:
+    """A URL that logs in as the existing ``role``, which is given a fresh password for it.
+
+    The test server, like the embedded one, takes password logins only (``scram-sha-256``).
+    """
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+
+    password = secrets.token_urlsafe(16)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    return make_conninfo(admin_url, user=role, password=password, passfile="")
 
 
 def with_database(url: str, database: str) -> str:

@@ -13,12 +13,12 @@ import psycopg
 import pytest
 from psycopg import errors as pgerrors
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from acme_servers import AriProxy, Pebble
 from certreconcile.actual.roles import PLAN_HIDDEN, POLICIES, RoleNames
 from e2e.conftest import Runner
 from e2e.test_acme_pebble import acme_doc, write
+from helpers import login_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,10 +62,10 @@ def role_args(names: RoleNames) -> list[str]:
 
 
 def env_as(cli_env: dict[str, str], database_url: str, role: str) -> dict[str, str]:
-    # The test server authenticates local connections without a password (as pgserver sets it up);
-    # in production each role gets a password or a client certificate.
+    # The test server takes password logins only: the role gets one here. In production each
+    # role gets a password or a client certificate from the administrator.
     env = dict(cli_env)
-    env["CERTRECONCILE_DATABASE_URL"] = make_conninfo(database_url, user=role)
+    env["CERTRECONCILE_DATABASE_URL"] = login_url(database_url, role)
     return env
 
 
@@ -122,7 +122,7 @@ def test_plan_role_plans_end_to_end_and_reads_no_key(
     assert "Plan: 1 to issue, 0 to rotate, 0 to revoke, 0 to redistribute." in result.stdout
     assert not missing_key.exists()
 
-    plan_url = make_conninfo(database_url, user=roles.plan)
+    plan_url = login_url(database_url, roles.plan)
     for statement in KEY_READS:
         assert refused(plan_url, statement) is pgerrors.InsufficientPrivilege, statement
     # Read-only twice over: the sessions default to read-only, and a read-write one has no right to write.
@@ -149,7 +149,7 @@ def test_apply_role_applies_but_cannot_touch_the_audit_trail(
     assert "issued" in run_cli("audit", "--dir", str(desired), env=env, check_code=0).stdout
     assert (desired / ".certreconcile" / "deploy" / "web").is_dir()
 
-    apply_url = make_conninfo(database_url, user=roles.apply)
+    apply_url = login_url(database_url, roles.apply)
     for statement in AUDIT_TAMPERING:
         assert refused(apply_url, statement) is pgerrors.InsufficientPrivilege, statement
     with psycopg.connect(database_url) as conn:

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from e2e.conftest import Runner
+from helpers import login_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def test_plan_runs_with_a_read_only_role_and_no_kms_key(
     try:
         missing_key = tmp_path / "no-such-dir" / "kms.key"
         env = dict(cli_env)
-        env["CERTRECONCILE_DATABASE_URL"] = make_conninfo(database_url, user=role)
+        env["CERTRECONCILE_DATABASE_URL"] = login_url(database_url, role)
         env["CERTRECONCILE_LOCAL_KMS_KEY_FILE"] = str(missing_key)
         result = run_cli("plan", "--dir", str(desired), "--detailed-exitcode", env=env, check_code=2)
         assert "+ issue extra" in result.stdout

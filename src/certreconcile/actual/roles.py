@@ -42,6 +42,7 @@ APPLY_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "certificate": _READ_WRITE,
     "certrotation": _READ_WRITE,
     "certaudit": ("SELECT", "INSERT"),  # append-only: an audit row is never changed
+    "certaudithead": ("SELECT",),  # moved only by the audit trigger, as the owner
     "distribution": _READ_WRITE_DELETE,
     "acmeaccount": _READ_WRITE,
     "acmeorder": _READ_WRITE,
