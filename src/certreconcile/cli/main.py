@@ -321,9 +321,9 @@ def apply(
     Without a plan file it plans first and asks for confirmation on a terminal
     (--auto-approve skips the question; without a terminal it is required).
 
-    A plan that revokes or retires more than the destroy threshold (1 certificate, or 10% of
-    the managed names) is refused, nothing changed, unless --allow-destroy N names the exact
-    number of certificates it revokes or retires.
+    A plan that revokes or retires more than the destroy threshold (by default: more than 1
+    certificate, or more than 10% of the managed names) is refused, nothing changed, unless
+    --allow-destroy N names the exact number of certificates it revokes or retires.
 
     Examples: certreconcile apply --auto-approve; certreconcile apply plan.json;
     certreconcile apply plan.json --allow-destroy 3
