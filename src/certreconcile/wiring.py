@@ -13,7 +13,8 @@ from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import Clock
 from certreconcile.desired.documents import AwsKmsConfig, LocalKmsConfig, VaultKmsConfig
 from certreconcile.desired.model import DesiredState, KmsSpec
-from certreconcile.errors import KmsError
+from certreconcile.errors import ConfigError, KmsError
+from certreconcile.plan.destroy import DEFAULT_MAX_COUNT, DEFAULT_MAX_PERCENT, DestroyThreshold
 from certreconcile.plugins.ports import Issuer, Kms, Target
 from certreconcile.plugins.registry import (
     PluginContext,
@@ -58,6 +59,36 @@ class Settings:
     @property
     def plugin_context(self) -> PluginContext:
         return PluginContext(desired_dir=self.desired_dir, data_dir=self.data_dir, env=self.env)
+
+    @property
+    def destroy_threshold(self) -> DestroyThreshold:
+        """``CERTRECONCILE_DESTROY_MAX_COUNT`` (default 1) and ``CERTRECONCILE_DESTROY_MAX_PERCENT`` (default 10).
+
+        The operator's setting, deliberately not the desired state's: a pull request edits the
+        declarations, and must not be able to raise the limit on what it may destroy.
+        """
+        return DestroyThreshold(
+            max_count=_env_int(self.env, "CERTRECONCILE_DESTROY_MAX_COUNT", DEFAULT_MAX_COUNT, maximum=None),
+            max_percent=_env_int(self.env, "CERTRECONCILE_DESTROY_MAX_PERCENT", DEFAULT_MAX_PERCENT, maximum=100),
+        )
+
+
+def _env_int(env: Mapping[str, str], variable: str, default: int, *, maximum: int | None) -> int:
+    text = env.get(variable, "").strip().removesuffix("%")
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0 or (maximum is not None and value > maximum):
+        bound = f"0 to {maximum}" if maximum is not None else "0 or more"
+        raise ConfigError(
+            f"{variable}={env[variable]!r} is not a whole number from {bound}",
+            code="config-invalid",
+            hint=f"set {variable} to e.g. {default}, or unset it for the default",
+        )
+    return value
 
 
 def open_store(settings: Settings, *, migrate: bool = True) -> StateStore:

@@ -103,7 +103,9 @@ def test_git_workflow(run_cli: Runner, repo: Repo) -> None:
     assert "- revoke legacy" in removal.stdout
     assert re.findall(CHANGE_LINE, removal.stdout, re.M) == [("-", "revoke", "legacy")]
     assert json.loads(run_cli("plan", "--dir", d, "--ref", sha2, "--format", "json").stdout)["git_commit"] == sha2
-    run_cli("apply", "--dir", d, "--auto-approve", check_code=0)
+    # 1 of 3 managed names is more than the destroy threshold's 10%: apply needs the intent, and the exact count.
+    assert "error[destroy-needs-intent]" in run_cli("apply", "--dir", d, "--auto-approve", check_code=1).stderr
+    run_cli("apply", "--dir", d, "--auto-approve", "--allow-destroy", "1", check_code=0)
     legacy = audit(run_cli, repo, "--name", "legacy")
     assert [e["action"] for e in legacy][-2:] == ["revoked", "retired"]
     assert {e["actor"] for e in legacy[-2:]} == {f"git:{sha2} {EMAIL}"}

@@ -21,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Protocol
 
-from certreconcile.actual.model import Observations
+from certreconcile.actual.model import ActualState, Observations
 from certreconcile.actual.refresh import observe_targets
 from certreconcile.actual.store import StateStore
 from certreconcile.apply.ari import refresh_renewal_info
@@ -33,8 +34,9 @@ from certreconcile.clock import Clock
 from certreconcile.desired.model import DesiredState
 from certreconcile.errors import CertReconcileError
 from certreconcile.plan import build_plan
-from certreconcile.plan.plan import Change, Plan
-from certreconcile.plan.scope import split_plan
+from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyThreshold, describe_names
+from certreconcile.plan.plan import DESTRUCTIVE_ACTIONS, Change, Plan
+from certreconcile.plan.scope import split_plan, subplan
 
 __all__ = [
     "RENEWAL_ACTOR",
@@ -70,7 +72,8 @@ class CycleResult:
     finished_at: float
     git_commit: str | None
     results: tuple[ChangeResult, ...] = ()  # every change applied (upkeep, then declaration changes)
-    deferred: tuple[Change, ...] = ()  # declaration changes left alone (no --apply-changes)
+    deferred: tuple[Change, ...] = ()  # declaration changes left alone (no --apply-changes, or over the
+    # destroy threshold: those need a reviewed `apply --allow-destroy N`)
     errors: tuple[str, ...] = ()  # one line each: the cycle (or one of its applies) could not run
     warnings: tuple[str, ...] = ()
 
@@ -102,6 +105,7 @@ class Reconciler:
         concurrency: int = 4,
         refresh: bool = True,
         metrics: ReconcilerMetrics | None = None,
+        destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
     ) -> None:
         self.source = source
         self.store = store
@@ -111,6 +115,7 @@ class Reconciler:
         self.concurrency = max(1, concurrency)
         self.refresh = refresh
         self.metrics = metrics
+        self.destroy_threshold = destroy_threshold
         self._env: tuple[tuple[str, str | None], ApplyEnvironment] | None = None
         self._desired: DesiredState | None = None  # the last declarations read, for the metrics
 
@@ -146,15 +151,19 @@ class Reconciler:
                     for target in spec.targets
                 ]
                 observations = observe_targets(probes, env.targets)
-            plan = build_plan(desired, actual, observations, now)
+            plan = build_plan(desired, actual, observations, now, destroy_threshold=self.destroy_threshold)
             split = split_plan(plan, desired, actual, now)
             for line in (*warnings, *plan.warnings):
                 log.warning("warning: %s", line)
             if split.upkeep.changes:
                 results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
             if self.apply_changes:
-                if split.declaration.changes:
-                    results += self._apply(split.declaration, desired, env, errors)
+                declaration, deferred = self._within_destroy_threshold(split.declaration, desired, actual, now)
+                if deferred:
+                    warnings = (*warnings, _held_back_line(deferred, len(actual.certificates), self.destroy_threshold))
+                    log.warning("not applied: %s", warnings[-1])
+                if declaration.changes:
+                    results += self._apply(declaration, desired, env, errors)
             else:
                 deferred = split.declaration.changes
                 for change in deferred:
@@ -179,6 +188,19 @@ class Reconciler:
         )
         self._observe(result)
         return result
+
+    def _within_destroy_threshold(
+        self, plan: Plan, desired: DesiredState, actual: ActualState, now: datetime
+    ) -> tuple[Plan, tuple[Change, ...]]:
+        """``plan`` without its destructive changes when they exceed the destroy threshold, and those changes.
+
+        ``run`` never destroys beyond the threshold: that takes a person's ``apply --allow-destroy N``.
+        """
+        destructive = plan.destructive
+        if not self.destroy_threshold.exceeded_by(len(destructive), len(actual.certificates)):
+            return plan, ()
+        kept = [change for change in plan.changes if change.action not in DESTRUCTIVE_ACTIONS]
+        return subplan(plan, kept, desired, actual, now), destructive
 
     def _apply(self, plan: Plan, desired: DesiredState, env: ApplyEnvironment, errors: list[str]) -> list[ChangeResult]:
         began = time.monotonic()
@@ -216,6 +238,15 @@ class Reconciler:
         self.metrics.observe_cycle(result.outcome, result.finished_at, len(result.deferred))
 
 
+def _held_back_line(held: tuple[Change, ...], managed: int, threshold: DestroyThreshold) -> str:
+    count = len(held)
+    return (
+        f"{count} destructive change{'s' if count != 1 else ''} ({describe_names([c.name for c in held])}) "
+        f"exceed the destroy threshold ({threshold.describe(managed)}); run does not revoke or retire them: "
+        f"review the plan and run `certreconcile apply --allow-destroy {count}`"
+    )
+
+
 def reconcile_once(
     source: DesiredSource,
     store: StateStore,
@@ -226,6 +257,7 @@ def reconcile_once(
     concurrency: int = 4,
     refresh: bool = True,
     metrics: ReconcilerMetrics | None = None,
+    destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
 ) -> CycleResult:
     """One cycle with fresh adapters (see :class:`Reconciler` to keep them between cycles)."""
     reconciler = Reconciler(
@@ -237,6 +269,7 @@ def reconcile_once(
         concurrency=concurrency,
         refresh=refresh,
         metrics=metrics,
+        destroy_threshold=destroy_threshold,
     )
     return reconciler.cycle()
 

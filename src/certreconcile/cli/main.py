@@ -271,7 +271,9 @@ def _build_plan(
             for target in spec.targets
         ]
         observations = observe_targets(probes, build_targets(desired, settings))
-    result = build_plan(desired, actual, observations, _now(), force_rotate=force_rotate)
+    result = build_plan(
+        desired, actual, observations, _now(), force_rotate=force_rotate, destroy_threshold=settings.destroy_threshold
+    )
     extra = (*kms_drift_warnings(desired, settings, key_usage), *ari_warnings)
     if extra:
         from dataclasses import replace
@@ -308,13 +310,29 @@ def apply(
     only_renewals: Annotated[
         bool, typer.Option(help="Apply only the renewals that fell due; list and leave every other change.")
     ] = False,
+    allow_destroy: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Intent to revoke or retire exactly N certificates. Needed when the plan destroys more than "
+            "CERTRECONCILE_DESTROY_MAX_COUNT (default 1) certificates or more than "
+            "CERTRECONCILE_DESTROY_MAX_PERCENT (default 10) % of the managed names; any N other than the "
+            "plan's exact count is refused.",
+        ),
+    ] = None,
 ) -> None:
     """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
 
     Without a plan file it plans first and asks for confirmation on a terminal
     (--auto-approve skips the question; without a terminal it is required).
 
-    Examples: certreconcile apply --auto-approve; certreconcile apply plan.json
+    A plan that revokes or retires more than the destroy threshold (by default: more than 1
+    certificate, or more than 10% of the managed names) is refused, nothing changed, unless
+    --allow-destroy N names the exact number of certificates it revokes or retires.
+
+    Examples: certreconcile apply --auto-approve; certreconcile apply plan.json;
+    certreconcile apply plan.json --allow-destroy 3
     """
     from certreconcile.clock import SystemClock
     from certreconcile.plan import plan_from_json
@@ -346,6 +364,7 @@ def apply(
                 from certreconcile.cli.gitops import check_against_review
 
                 check_against_review(the_plan, expect_changes, reviewed_plan, _err)
+            _check_destroy(the_plan, store, settings, allow_destroy, saved=True)
         else:
             env = build_environment(desired, settings, store, SystemClock())
             the_plan = _build_plan(directory, desired, refresh=refresh, store=store, issuers=env.issuers)
@@ -359,6 +378,7 @@ def apply(
                 from certreconcile.cli.gitops import check_against_review
 
                 check_against_review(the_plan, expect_changes, reviewed_plan, _err)
+            _check_destroy(the_plan, store, settings, allow_destroy, saved=False)
             if the_plan.is_empty:
                 if output_format == "json":
                     typer.echo(json.dumps({"format_version": 1, "outcome": "noop", "results": []}))
@@ -381,6 +401,21 @@ def apply(
     _report(result, output_format)
     if not result.ok:
         raise typer.Exit(ExitCode.ERROR)
+
+
+def _check_destroy(the_plan: Any, store: Any, settings: Any, allow_destroy: int | None, *, saved: bool) -> None:
+    """Refuse a plan that destroys beyond the threshold without ``--allow-destroy N`` (the exact count).
+
+    A saved plan's own record of the threshold is never trusted: this apply's settings and the state decide.
+    """
+    from certreconcile.plan.destroy import check_destroy_intent
+
+    if saved or the_plan.destroy is None:
+        with store.session() as session:
+            managed = len(session.load_actual().certificates)
+    else:
+        managed = the_plan.destroy.managed  # planned just now, on the state just read
+    check_destroy_intent(the_plan, managed, settings.destroy_threshold, allow_destroy)
 
 
 def _apply(the_plan: Any, desired: Any, env: Any, concurrency: int, *, saved: bool) -> Any:

@@ -173,7 +173,9 @@ def run_command(
         typer.Option(
             "--apply-changes",
             help="Also apply declaration changes (new, changed, removed names and targets), as git:<sha>. "
-            "Without it, run applies only renewals and drift fixes, and reports the rest.",
+            "Without it, run applies only renewals and drift fixes, and reports the rest. Revocations and "
+            "retirements beyond the destroy threshold are never applied by run: they wait for "
+            "`apply --allow-destroy N`.",
         ),
     ] = False,
     refresh: Annotated[
@@ -190,8 +192,10 @@ def run_command(
     """Reconcile continuously: every interval (and on SIGHUP), plan and apply renewals and drift fixes.
 
     Renewals are audited as automation:renewal; declaration changes wait for `apply` (or
-    --apply-changes). Run several replicas against one database for availability: they share
-    the work through per-name database locks and never issue the same renewal twice.
+    --apply-changes; but revocations and retirements beyond the destroy threshold, see
+    `apply --help`, always wait for `apply --allow-destroy N`). Run several replicas against
+    one database for availability: they share the work through per-name database locks and
+    never issue the same renewal twice.
     SIGTERM or SIGINT finishes the cycle in flight, then exits 0; SIGHUP runs a cycle now.
 
     Examples: certreconcile run --dir certs/ --metrics-port 9402;
@@ -265,6 +269,7 @@ def _run(
         concurrency=concurrency,
         refresh=refresh,
         metrics=metrics,
+        destroy_threshold=settings.destroy_threshold,
     )
     last: list[CycleResult] = []
 

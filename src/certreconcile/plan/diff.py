@@ -11,6 +11,7 @@ from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, is_backed_off
 from certreconcile.plan.budget import rate_limit_diagnostics
+from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyCheck, DestroyThreshold
 from certreconcile.plan.plan import ACTION_ORDER, Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode
 from certreconcile.plan.policies import rotation_reasons, target_reasons
 
@@ -138,11 +139,14 @@ def build_plan(
     now: datetime,
     *,
     force_rotate: frozenset[str] = frozenset(),
+    destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
 ) -> Plan:
     """Diff desired against actual at ``now``. Pure and deterministic: same inputs, same plan.
 
     A name backed off after failed issuances (same declaration, backoff running) gets no
-    issue/rotate, only a warning; Let's Encrypt budgets become warnings and errors.
+    issue/rotate, only a warning; Let's Encrypt budgets become warnings and errors. The plan
+    records ``destroy_threshold`` and how many names the state manages, so it can say whether
+    apply will need ``--allow-destroy N``.
     """
     if now.tzinfo is None:
         raise ValueError("build_plan needs a timezone-aware 'now'")
@@ -170,4 +174,5 @@ def build_plan(
         serial=actual.meta.serial,
         git_commit=desired.git_commit,
         diagnostics=tuple(diagnostics),
+        destroy=DestroyCheck(managed=len(actual.certificates), threshold=destroy_threshold),
     )

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from certreconcile.plan.destroy import DestroyCheck
+
 __all__ = [
     "FORMAT_VERSION",
     "Action",
@@ -58,6 +60,10 @@ _VERBS = {
 
 #: The order changes are listed and applied in.
 ACTION_ORDER = (Action.REVOKE, Action.RETIRE, Action.ROTATE, Action.ISSUE, Action.REDISTRIBUTE)
+
+#: Actions that end a certificate's life: a plan with more of them than the destroy threshold needs
+#: ``apply --allow-destroy N`` (see :mod:`certreconcile.plan.destroy`).
+DESTRUCTIVE_ACTIONS = frozenset({Action.REVOKE, Action.RETIRE})
 
 
 class ReasonCode(enum.StrEnum):
@@ -186,6 +192,7 @@ class Plan:
     git_commit: str | None = None
     warnings: tuple[str, ...] = ()
     diagnostics: tuple[PlanDiagnostic, ...] = ()  # rate-limit budgets, backoffs: errors make apply refuse
+    destroy: DestroyCheck | None = None  # the destroy threshold as planned; for display, apply judges again
     format_version: int = field(default=FORMAT_VERSION)
 
     @property
@@ -198,6 +205,11 @@ class Plan:
 
     def count(self, action: Action) -> int:
         return sum(1 for change in self.changes if change.action is action)
+
+    @property
+    def destructive(self) -> tuple[Change, ...]:
+        """The changes that revoke or retire a certificate (``apply --allow-destroy N`` counts these)."""
+        return tuple(change for change in self.changes if change.action in DESTRUCTIVE_ACTIONS)
 
     @property
     def change_digest(self) -> str:
@@ -215,6 +227,7 @@ class Plan:
             "serial": self.serial,
             "change_digest": self.change_digest,
             "summary": {action.value: self.count(action) for action in Action},
+            "destroy": self.destroy.to_json(len(self.destructive)) if self.destroy is not None else None,
             "warnings": list(self.warnings),
             "diagnostics": [diagnostic.to_json() for diagnostic in self.diagnostics],
             "changes": [change.to_json() for change in self.changes],
@@ -239,4 +252,5 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         git_commit=data.get("git_commit"),
         warnings=tuple(data.get("warnings", ())),
         diagnostics=tuple(PlanDiagnostic.from_json(d) for d in data.get("diagnostics", ())),
+        destroy=DestroyCheck.from_json(data.get("destroy")),
     )

@@ -104,6 +104,7 @@ def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT) -> str:
 
 def _summary(plan: Plan, *, warnings_budget: int) -> str:
     lines = [HEADING, "", f"**{summary_line(plan)}**", ""]
+    lines += _destroy_block(plan)  # first: what cannot be undone
     if not plan.is_empty:
         lines += ["| action | count |", "|:--|--:|"]
         lines += [f"| `{action.symbol}` {action.value} | {plan.count(action)} |" for action in _SUMMARY_ORDER]
@@ -128,6 +129,40 @@ def _summary(plan: Plan, *, warnings_budget: int) -> str:
         lines.append("")
     lines += [_provenance(plan), ""]
     return "\n".join(lines) + "\n"
+
+
+def _destroy_block(plan: Plan) -> list[str]:
+    """The revocations and retirements, in a warning, with the ``--allow-destroy N`` apply needs for them."""
+    destructive = plan.destructive
+    if not destructive:
+        return []
+    count = len(destructive)
+    what = f"**This plan revokes or retires {count} certificate{'s' if count != 1 else ''}**"
+    check = plan.destroy
+    if check is None:
+        verdict = f"if that is over the destroy threshold, `certreconcile apply` needs `--allow-destroy {count}`"
+    elif check.required(count):
+        verdict = (
+            f"that is over the destroy threshold ({check.threshold.describe(check.managed)}): "
+            f"`certreconcile apply` refuses it without `--allow-destroy {count}`"
+        )
+    else:
+        them = "it" if count == 1 else "them"
+        verdict = f"within the destroy threshold ({check.threshold.describe(check.managed)}); review {them}"
+    lines = ["> [!WARNING]", f"> {what}; {verdict}."]
+    for change in destructive[:_DESTROY_SHOWN]:
+        domains = _join(change.domains[:_DESTROY_DOMAINS])
+        if len(change.domains) > _DESTROY_DOMAINS:
+            domains += f" +{len(change.domains) - _DESTROY_DOMAINS} more"
+        action = f"`{change.action.symbol} {change.action.value}`"
+        lines.append(f"> - {action} **{escape_markdown(change.name)}** ({domains})")
+    if count > _DESTROY_SHOWN:
+        lines.append(f"> - _… {count - _DESTROY_SHOWN} more, in the list of changes._")
+    return [*lines, ""]
+
+
+_DESTROY_SHOWN = 20  # names spelled out in the warning (the summary must stay short; the table has them all)
+_DESTROY_DOMAINS = 3
 
 
 def _provenance(plan: Plan) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
+from certreconcile.plan.destroy import describe_names
 from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Severity
 
 __all__ = ["EMPTY_PLAN_LINE", "HEADER_LINE", "render_text", "summary_line"]
@@ -63,7 +64,8 @@ def render_text(plan: Plan, *, color: bool) -> str:
         for change in plan.changes:
             lines.extend(_change_block(change, paint))
             lines.append("")
-    for warning in plan.warnings:
+    destroy = _destroy_warning(plan)
+    for warning in (*destroy, *plan.warnings):
         lines.extend(_warning_lines(warning, paint))
         lines.append("")
     # Errors first: they decide whether apply runs at all.
@@ -146,6 +148,20 @@ def _replaces(change: Change) -> str:
     if change.replaces:
         return _clean(change.replaces)
     return ""
+
+
+def _destroy_warning(plan: Plan) -> tuple[str, ...]:
+    """The warning that apply will need ``--allow-destroy N`` (none when within the destroy threshold)."""
+    destructive = plan.destructive
+    count = len(destructive)
+    if not count or (plan.destroy is not None and not plan.destroy.required(count)):
+        return ()
+    names = describe_names([change.name for change in destructive])
+    what = f"this plan revokes or retires {count} certificate{'s' if count != 1 else ''} ({names})"
+    if plan.destroy is None:
+        return (f"{what}; if that is over the destroy threshold, apply needs --allow-destroy {count}",)
+    limit = plan.destroy.threshold.describe(plan.destroy.managed)
+    return (f"{what}, over the destroy threshold ({limit}): apply refuses it without --allow-destroy {count}",)
 
 
 def _warning_lines(warning: str, paint: _Painter) -> list[str]:

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from certreconcile.plan.destroy import DestroyCheck, DestroyThreshold
 from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode, Severity
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 CREATED_AT = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
 FINGERPRINT = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+#: The sample plans were planned on a state managing 40 names, with the default destroy threshold.
+DESTROY = DestroyCheck(managed=40, threshold=DestroyThreshold())
 
 
 def make_change(
@@ -48,7 +51,12 @@ def make_change(
     )
 
 
-def make_plan(*changes: Change, warnings: tuple[str, ...] = (), diagnostics: tuple[PlanDiagnostic, ...] = ()) -> Plan:
+def make_plan(
+    *changes: Change,
+    warnings: tuple[str, ...] = (),
+    diagnostics: tuple[PlanDiagnostic, ...] = (),
+    destroy: DestroyCheck | None = DESTROY,
+) -> Plan:
     return Plan(
         changes=changes,
         created_at=CREATED_AT,
@@ -58,6 +66,7 @@ def make_plan(*changes: Change, warnings: tuple[str, ...] = (), diagnostics: tup
         git_commit="3d2f1e0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e",
         warnings=warnings,
         diagnostics=diagnostics,
+        destroy=destroy,
     )
 
 
@@ -159,6 +168,24 @@ def build_sample_plans() -> dict[str, Plan]:
         ),
     )
     empty_with_warning = make_plan(warnings=("target old-lb is not referenced by any certificate",))
+    # One retirement out of 40 managed names: within the destroy threshold, shown first all the same.
+    one_retirement = make_plan(
+        make_change(
+            Action.RETIRE,
+            "old-blog",
+            (ReasonCode.REMOVED_RETIRE, "it was removed from the desired state (on_delete: retire)"),
+            issuer=None,
+            key_type=None,
+            targets=(),
+            replaces="c-0017",
+        ),
+        make_change(
+            Action.ISSUE,
+            "api",
+            (ReasonCode.NEW_CERTIFICATE, "it has no certificate yet"),
+            targets=("edge-nginx",),
+        ),
+    )
     return {
         "empty": make_plan(),
         "every_action": every_action,
@@ -166,6 +193,7 @@ def build_sample_plans() -> dict[str, Plan]:
         "warnings": warnings,
         "rate_limits": rate_limits,
         "empty_with_warning": empty_with_warning,
+        "one_retirement": one_retirement,
     }
 
 
