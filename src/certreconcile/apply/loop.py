@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Protocol
 
 from certreconcile.actual.model import Observations
@@ -146,7 +147,7 @@ class Reconciler:
                     for target in spec.targets
                 ]
                 observations = observe_targets(probes, env.targets)
-            plan = build_plan(desired, actual, observations, now)
+            plan = _without_waiting(build_plan(desired, actual, observations, now), now)
             split = split_plan(plan, desired, actual, now)
             for line in (*warnings, *plan.warnings):
                 log.warning("warning: %s", line)
@@ -214,6 +215,20 @@ class Reconciler:
         except CertReconcileError as exc:  # the gauges keep their last values; the cycle counter says error
             log.error("metrics not refreshed: %s", exc.one_line())  # noqa: TRY400  one line, no traceback
         self.metrics.observe_cycle(result.outcome, result.finished_at, len(result.deferred))
+
+
+def _without_waiting(plan: Plan, now: datetime) -> Plan:
+    """``plan`` less the changes a backoff defers past ``now`` (logged): apply would only skip them."""
+    for change in plan.changes:
+        if change.waits(now):
+            log.info(
+                "waiting until %s (backing off after a failed attempt): %s %s %s",
+                change.deferred_until.isoformat() if change.deferred_until is not None else "",
+                change.action.symbol,
+                change.action.value,
+                change.name,
+            )
+    return replace(plan, changes=tuple(change for change in plan.changes if not change.waits(now)))
 
 
 def reconcile_once(
