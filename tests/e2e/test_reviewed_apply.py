@@ -119,7 +119,11 @@ def test_a_different_declaration_is_refused_and_nothing_changes(repo: Repo) -> N
     assert "Traceback" not in refused.stderr
     assert repo.audit() == []
     status = json.loads(repo.cli("status", "--format", "json", code=0).stdout)
-    assert status["certificates"] == []
+    # No certificate exists: status lists the declared names as not issued, pending.
+    assert [(c["name"], c["status"], c["fingerprint"], c["pending"]) for c in status["certificates"]] == [
+        ("api", "not-issued", None, ["issue"]),
+        ("shop", "not-issued", None, ["issue"]),
+    ]
     # Without the reviewed change set the digest alone decides, and says so.
     bare = repo.cli("apply", "--auto-approve", "--expect-changes", digest, code=1)
     assert "error[plan-differs-from-review]" in bare.stderr

@@ -11,6 +11,7 @@ import pytest
 from certreconcile.actual.model import DistributionState, OpenRotation
 from certreconcile.cli.status import render_status_json, render_status_table, status_flags
 from certreconcile.desired.model import DesiredState
+from certreconcile.domain.status import CertStatus
 from certreconcile.plan.policies import renewal_time
 from engine import T0
 from unit.plan.test_build_plan import DAY, actual_for, desired, state
@@ -81,3 +82,33 @@ def test_table_and_json(desired: DesiredState) -> None:
     assert by_name["shop"]["flags"] == []
     assert by_name["api"]["flags"] == ["rotation-open", "not-declared"]
     assert by_name["api"]["open_rotation_since"] == T0.isoformat()
+
+
+def test_pending_changes_and_names_never_issued_are_flagged(desired: DesiredState) -> None:
+    """A failed first issuance (no certificate at all) and a deferred rotation are flagged, never "fine"."""
+    from certreconcile.actual.model import IssuanceBackoff, Observations
+    from certreconcile.plan import build_plan
+    from certreconcile.plan.backoff import declaration_digest
+
+    until = T0 + timedelta(hours=2)
+    backoff = IssuanceBackoff(1, T0 - timedelta(hours=1), until, declaration_digest(desired, "shop"))
+    never_issued = replace(state(), backoffs={"shop": backoff})
+    plan = build_plan(desired, never_issued, Observations(), T0)
+    table = render_status_table(never_issued, T0, color=True, specs=desired.certificates, plan=plan)
+    (row,) = [line for line in table.splitlines() if line.startswith("shop")]
+    assert row.split()[:4] == ["shop", "shop.example.com", "(+1)", "internal"]
+    assert "not-issued" in row and "pending" in row and "next-attempt:2026-01-01T14:00Z" in row
+    assert table.splitlines()[-1] == (
+        "Attention: 1 with unverified targets, 1 with pending changes, 1 waiting for a retry."
+    )
+    (shop,) = json.loads(render_status_json(never_issued, T0, desired.certificates, plan))["certificates"]
+    assert shop["status"] == "not-issued" and shop["not_after"] is None
+    assert shop["flags"] == ["unverified:deploy,edge", "pending", "next-attempt:2026-01-01T14:00Z"]
+    assert (shop["pending"], shop["next_attempt_at"]) == (["issue"], until.isoformat())
+
+    rotating = replace(state(actual_for(desired, status=CertStatus.ROTATING)), backoffs={"shop": backoff})
+    plan = build_plan(desired, rotating, Observations(), T0)
+    (shop,) = json.loads(render_status_json(rotating, T0, desired.certificates, plan))["certificates"]
+    assert shop["status"] == "rotating"
+    assert shop["flags"] == ["pending", "next-attempt:2026-01-01T14:00Z"]
+    assert shop["pending"] == ["rotate"]

@@ -43,7 +43,7 @@ from certreconcile.errors import ApplyError, CertReconcileError, IssuerError, Km
 from certreconcile.plan.backoff import declaration_digest
 from certreconcile.plan.diff import change_for_name
 from certreconcile.plan.plan import Action, Change, Plan
-from certreconcile.plan.policies import renewal_time
+from certreconcile.plan.policies import is_servable, renewal_time
 from certreconcile.plugins.crypto import (
     build_csr,
     generate_private_key,
@@ -298,13 +298,18 @@ class ChangeRunner:
 
     # --- one change ---------------------------------------------------------------
     def run(self, change: Change) -> ChangeResult:
+        if change.waits(self.env.clock.now()):  # a backoff after failed attempts: not before its time
+            assert change.deferred_until is not None
+            until = change.deferred_until.isoformat()
+            return ChangeResult(change, "skipped", f"waiting until {until} (backing off after a failed attempt)")
         try:
             with self.session.lock_name(change.name):
                 current = self.session.current_certificate(change.name)
+                now = self.env.clock.now()
                 fresh = change_for_name(
-                    self.desired, change.name, current, Observations(), self.env.clock.now(), force_rotate=change.forced
+                    self.desired, change.name, current, Observations(), now, force_rotate=change.forced
                 )
-                if not _still_needed(change, fresh):
+                if not _still_needed(change, fresh, current, now):
                     return ChangeResult(change, "skipped", "already done, or changed since the plan (re-plan to see)")
                 match change.action:
                     case Action.ISSUE | Action.ROTATE:
@@ -325,7 +330,7 @@ class ChangeRunner:
                 self._audit(change, cert_id, AuditAction.FAILED, error=message)
                 self._journal(change, change.action.value, "failed", error=message)
                 if change.action in (Action.ISSUE, Action.ROTATE):
-                    # The planner skips the name until the backoff ends or its declaration changes.
+                    # The planner defers the name until the backoff ends or its declaration changes.
                     digest = declaration_digest(self.desired, change.name)
                     self.session.record_failure(change.name, self.env.clock.now(), digest)
             except Exception as record_exc:  # noqa: BLE001  the store itself is failing: report both
@@ -668,13 +673,15 @@ class _ChangeOrderJournal:
             runner._journal(change, "order-finalized", "done", order_url=order_url)
 
 
-def _still_needed(planned: Change, fresh: Change | None) -> bool:
+def _still_needed(planned: Change, fresh: Change | None, current: ActualCertificate | None, now: datetime) -> bool:
     """Under the lock: is the planned change still what this name needs?"""
     if fresh is None:
         # Nothing is needed any more: another apply did it. A redistribution is harmless to repeat.
         return planned.action is Action.REDISTRIBUTE
     if planned.action is Action.REDISTRIBUTE:
-        return fresh.action is Action.REDISTRIBUTE
+        # A due rotation (perhaps backing off) never holds back pushing the valid certificate planned.
+        same = current is not None and current.id == planned.replaces and is_servable(current, now)
+        return fresh.action is Action.REDISTRIBUTE or same
     return fresh.action is planned.action and fresh.replaces == planned.replaces
 
 

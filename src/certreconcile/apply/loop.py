@@ -151,7 +151,9 @@ class Reconciler:
                     for target in spec.targets
                 ]
                 observations = observe_targets(probes, env.targets)
-            plan = build_plan(desired, actual, observations, now, destroy_threshold=self.destroy_threshold)
+            plan = _without_waiting(
+                build_plan(desired, actual, observations, now, destroy_threshold=self.destroy_threshold), now
+            )
             split = split_plan(plan, desired, actual, now)
             for line in (*warnings, *plan.warnings):
                 log.warning("warning: %s", line)
@@ -245,6 +247,20 @@ def _held_back_line(held: tuple[Change, ...], managed: int, threshold: DestroyTh
         f"exceed the destroy threshold ({threshold.describe(managed)}); run does not revoke or retire them: "
         f"review the plan and run `certreconcile apply --allow-destroy {count}`"
     )
+
+
+def _without_waiting(plan: Plan, now: datetime) -> Plan:
+    """``plan`` less the changes a backoff defers past ``now`` (logged): apply would only skip them."""
+    for change in plan.changes:
+        if change.waits(now):
+            log.info(
+                "waiting until %s (backing off after a failed attempt): %s %s %s",
+                change.deferred_until.isoformat() if change.deferred_until is not None else "",
+                change.action.symbol,
+                change.action.value,
+                change.name,
+            )
+    return replace(plan, changes=tuple(change for change in plan.changes if not change.waits(now)))
 
 
 def reconcile_once(

@@ -495,7 +495,9 @@ def status(
     """The inventory: every managed certificate, its status, expiry, verified targets and flags.
 
     Flags: expiring-soon (its renewal is due), expired, unverified:TARGETS (not proven to
-    serve it), rotation-open (a rotation started and did not finish), not-declared.
+    serve it), rotation-open (a rotation started and did not finish), not-declared,
+    pending (the plan holds a change for it; a declared name never issued is listed as
+    not-issued), next-attempt:TIME (a pending change waits for its backoff after failures).
 
     Examples: certreconcile status; certreconcile status --format json | jq '.certificates[] | select(.flags != [])'
     """
@@ -510,16 +512,23 @@ def status(
             actual = session.load_actual()
     except CertReconcileError as exc:
         _fail(exc)
-    specs = None
+    desired = None
     try:  # the renewal times come from the declarations; without readable ones, status still shows
-        specs = _load(directory).certificates
+        desired = _load(directory)
     except (CertReconcileError, typer.Exit):
         _err("warning: the declarations could not be read; renewal times are estimated from expiry")
     now = _now()
+    specs = desired.certificates if desired is not None else None
+    pending = None
+    if desired is not None:  # what is not served as declared yet: the plan's changes, deferred ones too
+        from certreconcile.actual.model import Observations
+        from certreconcile.plan import build_plan
+
+        pending = build_plan(desired, actual, Observations(), now)
     if output_format == "json":
-        typer.echo(render_status_json(actual, now, specs))
+        typer.echo(render_status_json(actual, now, specs, pending))
     else:
-        sys.stdout.write(render_status_table(actual, now, color=_use_color(), specs=specs))
+        sys.stdout.write(render_status_table(actual, now, color=_use_color(), specs=specs, plan=pending))
 
 
 @audit_app.callback()

@@ -3,21 +3,25 @@
 After a failed issuance apply records ``IssuanceBackoff`` (1 h doubling to 32 h, see
 :func:`certreconcile.actual.model.backoff_delay`) together with the digest of the
 certificate's declaration. While the backoff runs and the declaration is unchanged, the
-planner leaves the name alone (no issue, no rotate) and says so; a changed declaration
-resets it at once, and a forced rotation (``certreconcile rotate NAME``) ignores it.
+planner still lists the issue/rotate, as a pending change deferred until the backoff ends
+(:func:`defer`: apply skips it before then), and warns; the plan is never "No changes"
+while a declared certificate waits. A changed declaration resets the backoff at once, and a
+forced rotation (``certreconcile rotate NAME``) ignores it. A backoff never holds back the
+redistribution of a valid certificate that already exists (see ``build_plan``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from certreconcile.actual.model import IssuanceBackoff
 from certreconcile.desired.model import DesiredState
 from certreconcile.plan.plan import Action, Change, PlanDiagnostic, Severity
 
-__all__ = ["CODE_BACKOFF", "backoff_diagnostic", "declaration_digest", "is_backed_off"]
+__all__ = ["CODE_BACKOFF", "backoff_diagnostic", "declaration_digest", "defer", "is_backed_off"]
 
 CODE_BACKOFF = "issuance-backoff"
 
@@ -58,9 +62,25 @@ def is_backed_off(change: Change, backoff: IssuanceBackoff | None, digest: str |
     return backoff.declaration_digest is None or backoff.declaration_digest == digest
 
 
+def _failures(backoff: IssuanceBackoff) -> str:
+    return f"{backoff.failures} failed issuance{'s' if backoff.failures != 1 else ''}"
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def defer(change: Change, backoff: IssuanceBackoff) -> Change:
+    """``change`` as a pending change that waits until the backoff ends (its next attempt)."""
+    reason = (
+        f"last attempt failed at {_utc(backoff.last_failure_at)} ({_failures(backoff)} in a row);"
+        f" see `certreconcile audit --name {change.name} --action failed`"
+    )
+    return replace(change, deferred_until=backoff.until, deferred_reason=reason)
+
+
 def backoff_diagnostic(name: str, backoff: IssuanceBackoff) -> PlanDiagnostic:
-    failures = f"{backoff.failures} failed issuance{'s' if backoff.failures != 1 else ''}"
-    until = backoff.until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    failures, until = _failures(backoff), _utc(backoff.until)
     return PlanDiagnostic(
         Severity.WARNING,
         CODE_BACKOFF,

@@ -22,7 +22,8 @@ What is exempt (the rule, as Let's Encrypt documents it):
   plan: a rotation whose current certificate came from the same directory for the same names.
 
 A budget at 80 % or more of a limit is a warning; past the limit it is an error, and apply
-refuses the plan. Only budgets this plan draws on are reported.
+refuses the plan. Only budgets this plan draws on are reported; a change deferred by a
+backoff draws on none (apply skips it).
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def rate_limit_diagnostics(
     """Warnings and errors for every Let's Encrypt budget the ``changes`` draw on, in a stable order."""
     budgets: dict[str, _Budgets] = {}
     for change in changes:
-        if change.action not in (Action.ISSUE, Action.ROTATE):
-            continue
+        if change.action not in (Action.ISSUE, Action.ROTATE) or change.deferred_until is not None:
+            continue  # a deferred change orders nothing in this apply (it waits for its backoff)
         directory = acme_directory(desired, change.issuer)
         if letsencrypt_limits(directory) is None:
             continue

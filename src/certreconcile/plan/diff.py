@@ -9,13 +9,13 @@ from datetime import datetime
 from certreconcile.actual.model import ActualCertificate, ActualState, Observations, ServedCertificate
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.status import CertStatus
-from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, is_backed_off
+from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, defer, is_backed_off
 from certreconcile.plan.budget import rate_limit_diagnostics
 from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyCheck, DestroyThreshold
 from certreconcile.plan.plan import ACTION_ORDER, Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode
-from certreconcile.plan.policies import rotation_reasons, target_reasons
+from certreconcile.plan.policies import is_servable, rotation_reasons, target_reasons
 
-__all__ = ["build_plan", "change_for_name"]
+__all__ = ["build_plan", "change_for_name", "redistribution_for"]
 
 
 def _idempotency_key(action: Action, name: str, replaces: str | None, spec: CertificateSpec | None) -> str:
@@ -50,6 +50,14 @@ def change_for_name(
     if reasons:
         change = _issue_or_rotate(Action.ROTATE, spec, current, reasons)
         return replace(change, forced=True) if force_rotate else change
+    return redistribution_for(desired, spec, current, observations)
+
+
+def redistribution_for(
+    desired: DesiredState, spec: CertificateSpec, current: ActualCertificate, observations: Observations
+) -> Change | None:
+    """Push ``current`` where it is missing, stale, failed or unverified; ``None`` when every target is fine."""
+    name = spec.name
     served = observations.for_name(name)
     needs, removed = target_reasons(desired, spec, current, served)
     finishing = current.status is CertStatus.ISSUED  # stored, not yet verified everywhere
@@ -132,6 +140,27 @@ def _removal(name: str, current: ActualCertificate) -> Change:
     )
 
 
+def _changes_for_name(
+    desired: DesiredState, actual: ActualState, name: str, observations: Observations, now: datetime, *, forced: bool
+) -> tuple[list[Change], PlanDiagnostic | None]:
+    """The changes one name needs: its one change, or, while its issuance backs off, that change
+    deferred (pending, never dropped) plus the redistribution of its valid certificate where missing."""
+    current = actual.certificates.get(name)
+    change = change_for_name(desired, name, current, observations, now, force_rotate=forced)
+    if change is None:
+        return [], None
+    backoff = actual.backoffs.get(name)
+    if backoff is None or not is_backed_off(change, backoff, declaration_digest(desired, name), now):
+        return [change], None
+    changes = [defer(change, backoff)]
+    spec = desired.certificates.get(name)
+    if spec is not None and current is not None and is_servable(current, now):
+        redistribution = redistribution_for(desired, spec, current, observations)
+        if redistribution is not None:
+            changes.append(redistribution)  # a backoff never holds back what already exists
+    return changes, backoff_diagnostic(name, backoff)
+
+
 def build_plan(
     desired: DesiredState,
     actual: ActualState,
@@ -143,26 +172,21 @@ def build_plan(
 ) -> Plan:
     """Diff desired against actual at ``now``. Pure and deterministic: same inputs, same plan.
 
-    A name backed off after failed issuances (same declaration, backoff running) gets no
-    issue/rotate, only a warning; Let's Encrypt budgets become warnings and errors. The plan
-    records ``destroy_threshold`` and how many names the state manages, so it can say whether
-    apply will need ``--allow-destroy N``.
+    A name backed off after failed issuances (same declaration, backoff running) keeps its
+    issue/rotate as a pending change deferred until the backoff ends (``Change.deferred_until``),
+    with a warning; its valid certificate is still redistributed. Let's Encrypt budgets become
+    warnings and errors. The plan records ``destroy_threshold`` and how many names the state
+    manages, so it can say whether apply will need ``--allow-destroy N``.
     """
     if now.tzinfo is None:
         raise ValueError("build_plan needs a timezone-aware 'now'")
-    changes = []
+    changes: list[Change] = []
     diagnostics: list[PlanDiagnostic] = []
     for name in sorted(set(desired.certificates) | set(actual.certificates)):
-        change = change_for_name(
-            desired, name, actual.certificates.get(name), observations, now, force_rotate=name in force_rotate
-        )
-        if change is None:
-            continue
-        backoff = actual.backoffs.get(name)
-        if backoff is not None and is_backed_off(change, backoff, declaration_digest(desired, name), now):
-            diagnostics.append(backoff_diagnostic(name, backoff))
-            continue
-        changes.append(change)
+        found, diagnostic = _changes_for_name(desired, actual, name, observations, now, forced=name in force_rotate)
+        changes += found
+        if diagnostic is not None:
+            diagnostics.append(diagnostic)
     order = {action: index for index, action in enumerate(ACTION_ORDER)}
     changes.sort(key=lambda change: (order[change.action], change.name))
     diagnostics.extend(rate_limit_diagnostics(desired, actual, changes, now))

@@ -116,6 +116,13 @@ class Change:
     served: tuple[tuple[str, str], ...] = ()  # (target, what it serves) seen by --refresh, for display
     idempotency_key: str = ""
     forced: bool = False  # requested by hand (`certreconcile rotate`): apply re-checks with the same request
+    # Pending, not due yet: a backoff after failed attempts. Apply skips the change before this time.
+    deferred_until: datetime | None = None
+    deferred_reason: str | None = None  # why it waits, for people (never parsed)
+
+    def waits(self, now: datetime) -> bool:
+        """Is this change deferred past ``now``? Apply decides on this field alone, never on a reason."""
+        return self.deferred_until is not None and now < self.deferred_until
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +139,8 @@ class Change:
             "served": [{"target": target, "serves": serves} for target, serves in self.served],
             "idempotency_key": self.idempotency_key,
             "forced": self.forced,
+            "deferred_until": self.deferred_until.isoformat() if self.deferred_until is not None else None,
+            "deferred_reason": self.deferred_reason,
         }
 
     @staticmethod
@@ -150,6 +159,8 @@ class Change:
             served=tuple((s["target"], s["serves"]) for s in data.get("served", ())),
             idempotency_key=data["idempotency_key"],
             forced=bool(data.get("forced", False)),
+            deferred_until=datetime.fromisoformat(data["deferred_until"]) if data.get("deferred_until") else None,
+            deferred_reason=data.get("deferred_reason"),
         )
 
 
@@ -197,6 +208,7 @@ class Plan:
 
     @property
     def is_empty(self) -> bool:
+        """No change at all. A deferred change counts: something declared is not served yet."""
         return not self.changes
 
     @property
@@ -210,6 +222,11 @@ class Plan:
     def destructive(self) -> tuple[Change, ...]:
         """The changes that revoke or retire a certificate (``apply --allow-destroy N`` counts these)."""
         return tuple(change for change in self.changes if change.action in DESTRUCTIVE_ACTIONS)
+
+    @property
+    def deferred(self) -> tuple[Change, ...]:
+        """The pending changes that wait for a backoff (still changes: the plan is not empty)."""
+        return tuple(change for change in self.changes if change.deferred_until is not None)
 
     @property
     def change_digest(self) -> str:

@@ -16,7 +16,7 @@ from certreconcile.domain.durations import RenewBefore, format_duration
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan.plan import Reason, ReasonCode
 
-__all__ = ["ROTATION_CHECKS", "renewal_time", "rotation_reasons", "target_reasons"]
+__all__ = ["ROTATION_CHECKS", "is_servable", "renewal_time", "rotation_reasons", "target_reasons"]
 
 #: Largest share of the renewal window that jitter may move renewal earlier by.
 JITTER_SHARE = 0.1
@@ -130,6 +130,17 @@ def check_renewal_window(spec: CertificateSpec, current: ActualCertificate, now:
             f"it expires in {_days(current.not_after - now)} (renew_before {format_duration(lead)})",
         )
     ]
+
+
+def is_servable(current: ActualCertificate, now: datetime) -> bool:
+    """May ``current`` be pushed to targets as it is: not revoked, not expired, its key stored.
+
+    A certificate due for renewal (or whose rotation is backing off) still is: while its
+    replacement waits, the targets that lack it get it.
+    """
+    return (
+        current.status not in (CertStatus.REVOKED, CertStatus.EXPIRED) and now < current.not_after and current.has_key
+    )
 
 
 RotationCheck = Callable[[CertificateSpec, ActualCertificate, datetime], list[Reason]]

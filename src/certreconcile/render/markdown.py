@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from certreconcile.plan.plan import Action, Change, Plan, Severity
 
-from .text import FINGERPRINT_DISPLAY_LENGTH, summary_line
+from .text import FINGERPRINT_DISPLAY_LENGTH, summary_line, waiting_marker
 
 __all__ = ["DEFAULT_LIMIT", "escape_markdown", "render_markdown"]
 
@@ -182,11 +182,15 @@ def _details_open(total: int, shown: int, *, truncated: bool) -> str:
 
 def _change_row(change: Change) -> str:
     action = f"`{change.action.symbol} {change.action.value}`"
+    if change.deferred_until is not None:  # pending, not attempted before its time
+        action += f"<br>{escape_markdown(waiting_marker(change))}"
     targets = _join(change.targets)
     if change.removed_targets:
         removed = "removed: " + _join(change.removed_targets)
         targets = f"{targets}<br>{removed}" if targets else removed
     why = [escape_markdown(reason.message) for reason in change.reasons]
+    if change.deferred_until is not None:
+        why.append("pending: " + escape_markdown(change.deferred_reason or "backing off"))
     replaces = _replaces(change)
     if replaces:
         why.append(f"replaces {replaces}")

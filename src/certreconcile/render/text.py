@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
+from datetime import UTC
 
 from certreconcile.plan.destroy import describe_names
 from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Severity
 
-__all__ = ["EMPTY_PLAN_LINE", "HEADER_LINE", "render_text", "summary_line"]
+__all__ = ["EMPTY_PLAN_LINE", "HEADER_LINE", "render_text", "summary_line", "waiting_marker"]
 
 HEADER_LINE = "certreconcile will perform the following actions:"
 EMPTY_PLAN_LINE = "No changes. Certificates match the desired state."
@@ -51,7 +52,17 @@ def summary_line(plan: Plan) -> str:
     retire = plan.count(Action.RETIRE)
     if retire:
         counts.append(f"{retire} to retire")
+    waiting = len(plan.deferred)
+    if waiting:  # still changes: declared, not served yet; apply skips them until their time
+        return "Plan: " + ", ".join(counts) + f" ({waiting} waiting for a retry)."
     return "Plan: " + ", ".join(counts) + "."
+
+
+def waiting_marker(change: Change) -> str:
+    """``(waiting until 2026-12-06T10:00Z)`` for a deferred change, else ``""``."""
+    if change.deferred_until is None:
+        return ""
+    return f"(waiting until {change.deferred_until.astimezone(UTC):%Y-%m-%dT%H:%MZ})"
 
 
 def render_text(plan: Plan, *, color: bool) -> str:
@@ -105,10 +116,12 @@ def _change_block(change: Change, paint: _Painter) -> list[str]:
     comment = f"# {name} will be {change.action.verb}"
     if change.reasons:
         comment += " because " + "; ".join(_clean(reason.message) for reason in change.reasons)
-    lines = [
-        _INDENT_COMMENT + paint.bold(comment),
-        _INDENT_COMMENT + paint.action(change.action, f"{change.action.symbol} {change.action.value}") + f" {name}",
-    ]
+    headline = paint.action(change.action, f"{change.action.symbol} {change.action.value}") + f" {name}"
+    lines = [_INDENT_COMMENT + paint.bold(comment)]
+    if change.deferred_until is not None:  # pending: declared and not served, but not attempted before its time
+        lines.append(_INDENT_COMMENT + paint.bold(f"# pending: {_clean(change.deferred_reason or 'backing off')}"))
+        headline += " " + paint.warning(waiting_marker(change))
+    lines.append(_INDENT_COMMENT + headline)
     details: list[tuple[str, str]] = []
     if change.domains:
         details.append(("domains:", _join(change.domains)))

@@ -1,4 +1,4 @@
-"""Per-certificate issuance backoff: the delay, what the planner skips, and apply recording failures."""
+"""Per-certificate issuance backoff: the delay, what the planner defers (never drops), and apply recording failures."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def backoff(desired: DesiredState, *, until: timedelta = 2 * HOUR, digest: str |
 
 
 @pytest.mark.parametrize(
-    ("case", "until", "digest", "current", "skipped"),
+    ("case", "until", "digest", "current", "deferred"),
     [
         ("issue-backed-off", 2 * HOUR, "same", False, True),
         ("rotate-backed-off", 2 * HOUR, "same", True, True),
@@ -88,18 +88,25 @@ def backoff(desired: DesiredState, *, until: timedelta = 2 * HOUR, digest: str |
     ],
     ids=lambda value: value if isinstance(value, str) and "-" in value else None,
 )
-def test_the_planner_skips_issuance_while_backed_off(
-    desired: DesiredState, case: str, until: timedelta, digest: str | None, current: bool, skipped: bool
+def test_the_planner_defers_issuance_while_backed_off(
+    desired: DesiredState, case: str, until: timedelta, digest: str | None, current: bool, deferred: bool
 ) -> None:
     certificates = (shop_current(desired),) if current else ()
     plan = build_plan(
         desired, state(*certificates, shop=backoff(desired, until=until, digest=digest)), Observations(), T0
     )
     action = Action.ROTATE if current else Action.ISSUE
-    assert ((action, "shop") not in names(plan)) is skipped
+    # Never dropped: backed off, it is still a pending change, deferred until the backoff ends.
+    (shop,) = [change for change in plan.changes if change.name == "shop" and change.action is action]
+    # shop's certificate (still valid) was never pushed: while its rotation waits, it is redistributed.
+    others = [(c.action, c.deferred_until) for c in plan.changes if c.name == "shop" and c.action is not action]
+    assert others == ([(Action.REDISTRIBUTE, None)] if deferred and current else [])
+    assert shop.deferred_until == (T0 + until if deferred else None)
+    assert shop.waits(T0) is deferred
     assert (Action.ISSUE, "api") in names(plan)  # other names carry on
+    assert [c.deferred_until for c in plan.changes if c.name == "api"] == [None]
     notes = [d for d in plan.diagnostics if d.code == CODE_BACKOFF]
-    if skipped:
+    if deferred:
         (note,) = notes
         assert note.severity is Severity.WARNING
         assert note.summary == (
@@ -176,10 +183,17 @@ def test_failed_issuance_backs_off_doubling_and_a_new_declaration_resets_it(tmp_
             backoff = session.load_actual().backoffs["shop"]
         waits.append((backoff.until - clock.now()) / HOUR)
         assert backoff.declaration_digest == declaration_digest(desired, "shop")
-        # Backed off: the next plan leaves shop alone and says why, until the backoff ends.
+        # Backed off: the next plan holds shop as a pending issue deferred until the backoff ends, and
+        # apply skips it (the issuer is not asked, no failure is added) until then.
         clock.advance(backoff.until - clock.now() - timedelta(seconds=1))
         waiting = plan_now(desired, store, clock)
-        assert waiting.changes == () and [d.code for d in waiting.diagnostics] == [CODE_BACKOFF]
+        assert [(c.action, c.deferred_until) for c in waiting.changes] == [(Action.ISSUE, backoff.until)]
+        assert [d.code for d in waiting.diagnostics] == [CODE_BACKOFF]
+        skipped = apply_plan(waiting, desired, env)
+        assert skipped.ok and [r.outcome for r in skipped.results] == ["skipped"]
+        assert skipped.results[0].message.startswith(f"waiting until {backoff.until.isoformat()}")
+        with store.session() as session:
+            assert session.load_actual().backoffs["shop"] == backoff
         clock.advance(timedelta(seconds=1))
     assert waits == [1, 2, 4, 8, 16, 32, 32]
 
@@ -193,3 +207,37 @@ def test_failed_issuance_backs_off_doubling_and_a_new_declaration_resets_it(tmp_
     with store.session() as session:
         backoff = session.load_actual().backoffs["shop"]
     assert (backoff.failures, backoff.until - clock.now()) == (1, HOUR)
+
+
+def test_a_backed_off_rotation_never_holds_back_the_valid_certificate(tmp_path: Path) -> None:
+    """The rotation of shop fails and backs off; the target added meanwhile still gets the valid certificate."""
+    clock = FixedClock(T0)
+    store = InMemoryStore(clock=clock)
+    targets = {"deploy": {"files": {"dir": "out/deploy"}}, "edge": {"files": {"dir": "out/edge"}}}
+    first = load(tmp_path, desired_doc([cert("shop")], targets=targets))
+    assert apply_plan(plan_now(first, store, clock), first, environment(tmp_path, first, store, clock)).ok
+    # A new key type (a rotation) and a new target, with a CA that fails.
+    second = load(tmp_path, desired_doc([cert("shop", key="rsa-2048", targets=["deploy", "edge"])], targets=targets))
+    env = replace(environment(tmp_path, second, store, clock), issuers={"internal": _BrokenIssuer()})
+    assert not apply_plan(plan_now(second, store, clock), second, env).ok
+    with store.session() as session:
+        until = session.load_actual().backoffs["shop"].until
+
+    plan = plan_now(second, store, clock)
+    assert [(c.action, c.deferred_until, c.targets) for c in plan.changes] == [
+        (Action.ROTATE, until, ("deploy", "edge")),
+        (Action.REDISTRIBUTE, None, ("edge",)),
+    ]
+    result = apply_plan(plan, second, env)
+    assert result.ok
+    assert [(r.change.action, r.outcome) for r in result.results] == [
+        (Action.ROTATE, "skipped"),
+        (Action.REDISTRIBUTE, "done"),
+    ]
+    with store.session() as session:
+        current = session.load_actual().certificates["shop"]
+    assert current.distributions["edge"].verified_at is not None
+    assert current.distributions["edge"].fingerprint == current.fingerprint
+    # Only the rotation is left, still waiting for its next attempt.
+    again = plan_now(second, store, clock)
+    assert [(c.action, c.deferred_until) for c in again.changes] == [(Action.ROTATE, until)]

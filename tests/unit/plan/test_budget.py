@@ -12,6 +12,7 @@ import pytest
 from certreconcile.actual.model import (
     ActualCertificate,
     ActualState,
+    IssuanceBackoff,
     IssuanceHistory,
     Observations,
     PastIssuance,
@@ -28,6 +29,7 @@ from certreconcile.domain.policy import OnDelete
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import ApplyError
 from certreconcile.plan import Action, Plan, Severity, build_plan
+from certreconcile.plan.backoff import declaration_digest
 from certreconcile.plan.budget import (
     CODE_EXACT_SET,
     CODE_NEW_ORDERS,
@@ -163,6 +165,17 @@ def test_new_certificates_per_registered_domain(tmp_path: Path, case: DomainCase
     assert [severity for severity, _ in found] == [case.expected]
     assert "example.com" in found[0][1]
     assert (plan.errors != ()) is (case.expected is Severity.ERROR)
+
+
+def test_a_change_deferred_by_a_backoff_draws_on_no_budget(tmp_path: Path) -> None:
+    """Apply skips a deferred change, so it cannot make apply refuse the changes that do run."""
+    desired = desired_with(tmp_path, certs(1))
+    history = actual(issuances=past(50))
+    assert [severity for severity, _ in by_code(plan_for(desired, history), CODE_REGISTERED_DOMAIN)] == [Severity.ERROR]
+    backoff = IssuanceBackoff(1, T0 - HOUR, T0 + HOUR, declaration_digest(desired, "c0"))
+    plan = plan_for(desired, replace(history, backoffs={"c0": backoff}))
+    assert [(c.action, c.deferred_until) for c in plan.changes] == [(Action.ISSUE, T0 + HOUR)]
+    assert plan.errors == () and by_code(plan, CODE_REGISTERED_DOMAIN) == []
 
 
 def test_the_error_names_the_domain_the_counts_and_what_to_do(tmp_path: Path) -> None:

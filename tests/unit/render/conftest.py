@@ -34,6 +34,8 @@ def make_change(
     replaces: str | None = None,
     replaces_fingerprint: str | None = None,
     served: tuple[tuple[str, str], ...] = (),
+    deferred_until: datetime | None = None,
+    deferred_reason: str | None = None,
 ) -> Change:
     return Change(
         action=action,
@@ -48,6 +50,8 @@ def make_change(
         replaces_fingerprint=replaces_fingerprint,
         served=served,
         idempotency_key=f"{action.value}:{name}:7",
+        deferred_until=deferred_until,
+        deferred_reason=deferred_reason,
     )
 
 
@@ -167,6 +171,49 @@ def build_sample_plans() -> dict[str, Plan]:
             ),
         ),
     )
+    # Backing off after failed attempts: still pending (never "No changes"); the valid certificate of shop
+    # goes to the target that lacks it while its rotation waits.
+    pending = make_plan(
+        make_change(
+            Action.ROTATE,
+            "shop",
+            (ReasonCode.ROTATION_INCOMPLETE, "its last rotation stopped before a new certificate was stored"),
+            replaces="c-0042",
+            replaces_fingerprint=FINGERPRINT,
+            deferred_until=datetime(2026, 11, 28, 13, 30, tzinfo=UTC),
+            deferred_reason="last attempt failed at 2026-11-28 05:30 UTC (3 failed issuances in a row);"
+            " see `certreconcile audit --name shop --action failed`",
+        ),
+        make_change(
+            Action.ISSUE,
+            "api",
+            (ReasonCode.NEW_CERTIFICATE, "it is new"),
+            targets=("edge-nginx",),
+            deferred_until=datetime(2026, 11, 28, 10, 15, tzinfo=UTC),
+            deferred_reason="last attempt failed at 2026-11-28 09:15 UTC (1 failed issuance in a row);"
+            " see `certreconcile audit --name api --action failed`",
+        ),
+        make_change(
+            Action.REDISTRIBUTE,
+            "shop",
+            (ReasonCode.TARGET_ADDED, "deploy-dir has not received it yet"),
+            targets=("deploy-dir",),
+        ),
+        diagnostics=(
+            PlanDiagnostic(
+                Severity.WARNING,
+                "issuance-backoff",
+                "api: backing off after 1 failed issuance until 2026-11-28 10:15 UTC; change the declaration or wait",
+                "`certreconcile rotate api` tries again at once",
+            ),
+            PlanDiagnostic(
+                Severity.WARNING,
+                "issuance-backoff",
+                "shop: backing off after 3 failed issuances until 2026-11-28 13:30 UTC; change the declaration or wait",
+                "`certreconcile rotate shop` tries again at once",
+            ),
+        ),
+    )
     empty_with_warning = make_plan(warnings=("target old-lb is not referenced by any certificate",))
     # One retirement out of 40 managed names: within the destroy threshold, shown first all the same.
     one_retirement = make_plan(
@@ -187,6 +234,7 @@ def build_sample_plans() -> dict[str, Plan]:
         ),
     )
     return {
+        "pending": pending,
         "empty": make_plan(),
         "every_action": every_action,
         "drift": drift,
