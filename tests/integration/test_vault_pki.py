@@ -355,6 +355,7 @@ def test_cli_apply_status_audit_revoke(bao_pki: BaoPki, tmp_path: Path, database
         yaml.safe_dump(_doc(bao_pki, "out", [_cert("extra", "extra.certreconcile.test")]), sort_keys=False)
     )
     del env["VAULT_TOKEN"]
-    refused = _cli("apply", "--dir", d, "--auto-approve", env=env, cwd=tmp_path, code=1)
+    # (shop leaves the declaration: retiring the only managed name needs --allow-destroy 1)
+    refused = _cli("apply", "--dir", d, "--auto-approve", "--allow-destroy", "1", env=env, cwd=tmp_path, code=1)
     assert "vault-pki-credentials-missing" in refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
