@@ -57,7 +57,7 @@ def _holder(marker: Path, name: str, seconds: float) -> None:
 
 
 def _hold(marker: Path, name: str, seconds: str) -> None:
-    subprocess.Popen(  # noqa: S603 - this very script, as the lock holder
+    subprocess.Popen(
         [sys.executable, __file__, "holder", str(marker), name, seconds],
         start_new_session=True,
         stdin=subprocess.DEVNULL,  # not the apply's pipes: it would wait for the holder to close them

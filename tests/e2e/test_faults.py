@@ -37,10 +37,14 @@ def write_desired(directory: Path, reload_command: str) -> Path:
             "deploy": {"files": {"dir": "out/deploy"}},
         },
         "certificates": [
-            {"name": name, "domains": [f"{name}.example.com"], "issuer": "internal",
-             "targets": ["faulty" if name == "alpha" else "deploy"]}
+            {
+                "name": name,
+                "domains": [f"{name}.example.com"],
+                "issuer": "internal",
+                "targets": ["faulty" if name == "alpha" else "deploy"],
+            }
             for name in ("alpha", *OTHERS)
-        ],  # fmt: skip
+        ],
     }
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "certificates.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
