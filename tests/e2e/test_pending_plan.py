@@ -2,9 +2,9 @@
 
 The CA here is an ACME directory that refuses every request (a problem document), so every issuance
 fails at once and backs its name off (1 h). (A CA that does not answer at all is a fault outside the
-name and backs nothing off: tests/e2e/test_faults.py.) The backoff runs on the real clock; nothing
-waits it out: the test reads its end from the database and checks that plan, apply and status all
-show it. The ``run`` loop is driven in-process on a FixedClock.
+name and backs nothing off: tests/e2e/test_faults_network.py.) The backoff runs on the real clock;
+nothing waits it out: the test reads its end from the database and checks that plan, apply and
+status all show it. The ``run`` loop is driven in-process on a FixedClock.
 """
 
 from __future__ import annotations
