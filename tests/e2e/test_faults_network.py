@@ -3,15 +3,19 @@
 * Pebble rejecting a quarter of the nonces (``PEBBLE_WFE_NONCEREJECT``): every ``badNonce`` is
   retried at once with a fresh nonce (bounded), and the apply succeeds as if nothing happened.
 * The CA unreachable (a closed port) and answering 503 with ``Retry-After`` (a proxy in front of
-  Pebble): the ACME certificates fail with their code, the local CA's are done, and nothing is
-  backed off, so the next apply, once the CA is back, finishes.
+  Pebble), the DNS provider's server hanging up (a relay in front of BIND): the affected
+  certificates fail with their code, the others are done, and nothing is backed off, so the next
+  apply, once the fault is gone, finishes.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import json
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,10 @@ import pytest
 import yaml
 
 from acme_servers import AriProxy, ChallTestSrv, Pebble, start_pebble
+from dns_servers import BindServer
 from e2e.conftest import Runner
 from e2e.faults import assert_converges, assert_isolated, record, secrets_of
+from e2e.test_acme_dns01 import dns01_doc
 from kms_servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -162,3 +168,92 @@ def test_ca_answering_503_with_retry_after(
     assert fault_proxy.order_names.count("bad.fault.test") == 2  # one per apply
     record("CA answering 503 + Retry-After", failed=["bad"], done=["good", "alpha"], converged=True,
            answered_503=sum(fault_proxy.answered_503.values()))  # fmt: skip
+
+
+class DnsRelay:
+    """A TCP relay in front of BIND's update port: ``down`` hangs up on every connection (and counts them)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.down = True
+        self.refused = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.down:
+                self.refused += 1
+                client.close()
+                continue
+            threading.Thread(target=self._pipe_both, args=(client,), daemon=True).start()
+
+    def _pipe_both(self, client: socket.socket) -> None:
+        with client, socket.create_connection(self.upstream, timeout=10) as server:
+            threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+            self._pipe(client, server)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture(scope="module")
+def pebble_on_bind(tmp_path_factory: pytest.TempPathFactory, bind_server: BindServer) -> Iterator[Pebble]:
+    with start_pebble(tmp_path_factory.mktemp("pebble-bind"), bind_server.host_port) as server:
+        yield server
+
+
+@pytest.fixture
+def dns_relay(bind_server: BindServer) -> Iterator[DnsRelay]:
+    relay = DnsRelay((bind_server.address, bind_server.port))
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def test_dns_provider_down(
+    pebble_on_bind: Pebble,
+    bind_server: BindServer,
+    dns_relay: DnsRelay,
+    run_cli: Runner,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    database_url: str,
+) -> None:
+    """The rfc2136 server hangs up: the dns-01 certificate fails after a bounded number of tries, the others go on."""
+    content = dns01_doc(pebble_on_bind, bind_server, [
+        {"name": "zoned", "domains": [f"zoned.{bind_server.zone}"], "issuer": "pebble", "challenge": "dns-01",
+         "dns_provider": "corp-dns", "targets": ["deploy"]},
+        {"name": "alpha", "domains": ["alpha.example.com"], "issuer": "internal", "targets": ["deploy"]},
+    ])  # fmt: skip
+    content["issuers"]["internal"] = {"local_ca": {"common_name": "Fault CA", "lifetime": "90d"}}
+    content["dns_providers"]["corp-dns"]["rfc2136"].update(server=f"127.0.0.1:{dns_relay.port}", zone=bind_server.zone)
+    desired = write(tmp_path / "repo", content)
+    env = {**cli_env, "CORP_TSIG_SECRET": bind_server.tsig_secret}
+    result = run_cli("apply", "--dir", str(desired), "--auto-approve", env=env)
+    assert_isolated(result, {"zoned": "dns-server-unreachable"}, ["alpha"],
+                    [bind_server.tsig_secret, *secrets_of(database_url)])  # fmt: skip
+    assert dns_relay.refused == 3  # the update was tried three times (the provider's bound), then given up
+
+    dns_relay.down = False  # the DNS server is back
+    applied = run_cli("apply", "--dir", str(desired), "--auto-approve", env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert run_cli("plan", "--dir", str(desired), "--detailed-exitcode", env=env).returncode == 0
+    assert bind_server.txt_values(f"_acme-challenge.zoned.{bind_server.zone}") == set()  # cleaned up
+    record("DNS provider down (rfc2136 server hangs up)", failed=["zoned"], done=["alpha"], converged=True,
+           update_attempts=3)  # fmt: skip

@@ -56,7 +56,7 @@ def _unanswered(exc: BaseException) -> Verdict:
     """Retry a server that did not answer (connection refused or reset, timeout); never a TSIG refusal."""
     if isinstance(exc, _TSIG_ERRORS):
         return Verdict(False)
-    return Verdict(isinstance(exc, dns.exception.Timeout | OSError), None, type(exc).__name__)
+    return Verdict(isinstance(exc, dns.exception.Timeout | OSError | EOFError), None, type(exc).__name__)
 
 
 class Rfc2136Provider:
@@ -147,7 +147,7 @@ class Rfc2136Provider:
                 code="dns-auth-failed",
                 hint=f"check tsig_key_name, tsig_algorithm and the secret in {self._config.tsig_secret_env}",
             ) from exc
-        except (dns.exception.DNSException, OSError) as exc:
+        except (dns.exception.DNSException, OSError, EOFError) as exc:  # EOFError: the server hung up
             raise DnsError(
                 f"{what} failed ({type(exc).__name__})",
                 code="dns-server-unreachable",
