@@ -292,7 +292,7 @@ class AriProxy:
     for chosen ARI ids.
     """
 
-    def __init__(self, pebble: Pebble, workdir: Path) -> None:
+    def __init__(self, pebble: Pebble, workdir: Path, *, port: int = 0) -> None:
         import http.server
         import threading
 
@@ -342,7 +342,7 @@ class AriProxy:
             def do_POST(self) -> None:
                 proxy._forward(self, "POST")
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(cert), str(key))
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
@@ -368,9 +368,15 @@ class AriProxy:
         finally:
             connection.close()
 
+    def _intercept(self, handler: Any, method: str, body: bytes) -> bool:
+        """A subclass may answer a request itself (True) instead of passing it to Pebble."""
+        return False
+
     def _forward(self, handler: Any, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
+        if self._intercept(handler, method, body):
+            return
         if method == "POST" and handler.path == "/order-plz":
             payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
             self.new_orders.append(payload)

@@ -25,6 +25,7 @@ from certreconcile.errors import KmsError
 from certreconcile.plugins.kms.gcp import GcpKms, crc32c
 from certreconcile.plugins.ports import EncryptionContext, SecretBytes, WrappedKey
 from certreconcile.plugins.registry import PluginContext, create_kms
+from certreconcile.retry import RetryPolicy
 from certreconcile.testing.kms_contract import check_round_trip
 from gcp_kms_server import METADATA_TOKEN_PATH, GcpKmsServer, crc32c_bitwise
 
@@ -291,12 +292,29 @@ def test_another_master_key_is_refused_before_any_request(gcp_kms: GcpKmsServer)
     [(500, "kms-unavailable"), (503, "kms-unavailable"), (429, "kms-throttled")],
 )
 def test_server_errors(gcp_kms: GcpKmsServer, status: int, code: str) -> None:
-    kms = _env_kms(gcp_kms, gcp_kms.create_key())
-    gcp_kms.fail_next.append(status)
+    """Retried (bounded: 4 tries, no real waiting here), then reported with its code."""
+    key_name = gcp_kms.create_key()
+    slept: list[float] = []
+    kms = GcpKms(key_name, endpoint=gcp_kms.url, env={"GOOGLE_OAUTH_ACCESS_TOKEN": gcp_kms.token},
+                 retry=RetryPolicy(sleep=slept.append))  # fmt: skip
+    gcp_kms.fail_next.extend([status] * 4)  # as many as the policy tries (the server is shared)
     error = _error(lambda: kms.generate_data_key(CONTEXT))
     assert error.code == code
     assert f"HTTP {status}" in error.message
     assert gcp_kms.token not in error.one_line()
+    assert len(gcp_kms.requests_for(key_name)) == 4 and len(slept) == 3
+
+
+def test_a_passing_unavailability_is_retried(gcp_kms: GcpKmsServer) -> None:
+    key_name = gcp_kms.create_key()
+    slept: list[float] = []
+    kms = GcpKms(key_name, endpoint=gcp_kms.url, env={"GOOGLE_OAUTH_ACCESS_TOKEN": gcp_kms.token},
+                 retry=RetryPolicy(sleep=slept.append))  # fmt: skip
+    gcp_kms.fail_next.extend([503, 503])
+    dek, wrapped = kms.generate_data_key(CONTEXT)
+    assert kms.decrypt_data_key(wrapped, CONTEXT) == dek
+    assert len(gcp_kms.requests_for(key_name)) == 4  # two refused, the encryption, the decryption
+    assert slept == [0.1, 0.2]
 
 
 # ---------------------------------------------------------------- integrity fields

@@ -1,14 +1,17 @@
 """The plan tells the truth through the CLI: a declared certificate that failed to issue is a pending change.
 
-The CA here is an ACME directory nobody listens on, so every issuance fails at once and backs its name
-off (1 h). The backoff runs on the real clock; nothing waits it out: the test reads its end from the
-database and checks that plan, apply and status all show it. The ``run`` loop is driven in-process on
-a FixedClock.
+The CA here is an ACME directory that refuses every request (a problem document), so every issuance
+fails at once and backs its name off (1 h). (A CA that does not answer at all is a fault outside the
+name and backs nothing off: tests/e2e/test_faults_network.py.) The backoff runs on the real clock;
+nothing waits it out: the test reads its end from the database and checks that plan, apply and
+status all show it. The ``run`` loop is driven in-process on a FixedClock.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,25 @@ import yaml
 from certreconcile.clock import FixedClock
 from e2e.conftest import Runner
 from e2e.test_run import CERTIFICATES, query, reconciler_for, write_desired
-from kms_servers import free_port
 
-#: Nothing listens there: an order fails at once (connection refused).
-DOWN = f"http://127.0.0.1:{free_port()}/directory"
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b'{"type": "urn:ietf:params:acme:error:unauthorized", "detail": "no"}'
+        self.send_response(403)
+        self.send_header("Content-Type", "application/problem+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+_REFUSING = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+threading.Thread(target=_REFUSING.serve_forever, daemon=True).start()
+#: A CA that refuses every request: an order fails at once, and the name backs off.
+DOWN = f"http://127.0.0.1:{_REFUSING.server_address[1]}/directory"
 
 
 def doc(issuer: str, targets: list[str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -68,6 +69,7 @@ from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.policy import OnDelete
 from certreconcile.domain.status import CertStatus, check_transition
 from certreconcile.errors import StateError
+from certreconcile.retry import RetryPolicy, Verdict
 
 __all__ = [
     "CODE_CONFLICT",
@@ -89,6 +91,8 @@ CODE_SCHEMA_MISSING = "schema-missing"
 CODE_AUDIT_APPEND_ONLY = "audit-append-only"
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("certreconcile.state")
 
 # Enum lookups by value are slow in a 100k-row loop; dictionaries are not.
 _STATUS = {status.value: status for status in CertStatus}
@@ -174,7 +178,13 @@ def _state_error(exc: psycopg.Error, doing: str, secret: str | None) -> StateErr
             "this command needs a database role allowed to write (the apply role); `plan` alone runs read-only;"
             " after `db upgrade`, run `certreconcile db roles` again as the administrator"
         )
-    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and sqlstate is None:
+    elif isinstance(exc, pgerrors.QueryCanceled):
+        code = "database-timeout"
+        message = f"{doing}: the statement was cancelled ({primary or 'statement timeout'})"
+        hint = "a statement outlasted statement_timeout (a lock held by another session?); apply again"
+    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
+        sqlstate is None or isinstance(exc, pgerrors.AdminShutdown | pgerrors.CrashShutdown | pgerrors.CannotConnectNow)
+    ):
         code = CODE_UNAVAILABLE
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         message = f"{doing}: cannot reach the database ({first_line})"
@@ -440,18 +450,60 @@ def _row_to_chain(row: Sequence[Any]) -> AuditChainRow:
 
 
 class PostgresSession:
-    """One connection; used by one thread at a time."""
+    """One connection; used by one thread at a time.
 
-    def __init__(self, conn: psycopg.Connection[Any], secret: str | None) -> None:
+    A lost connection (terminated backend, restarted server) is replaced at a transaction
+    boundary only: outside any ``transaction()``, name lock and read snapshot, the statement
+    that found it lost runs again on a new connection (one statement in autocommit: it ran
+    whole or not at all). Inside one, the work is not resumed on another connection (the
+    transaction was rolled back, the advisory lock released): the error is raised, the change
+    fails, and the journal lets the next apply finish it.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        secret: str | None,
+        reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
+    ) -> None:
         self._conn = conn
         self._secret = secret
+        self._reconnect = reconnect
+        self._pinned = 0  # open transactions, held name locks and read snapshots: no reconnection inside
 
     # --- plumbing ------------------------------------------------------------------
+    def _lost(self) -> bool:
+        return self._conn.closed or self._conn.broken
+
+    def _revive(self) -> bool:
+        """A new connection in place of a lost one, at a transaction boundary; False when not allowed."""
+        if self._reconnect is None or self._pinned or not self._lost():
+            return False
+        log.warning("the state database connection was lost; reconnecting")
+        self._conn = self._reconnect()
+        return True
+
     def _run(self, doing: str, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        self._revive()
+        try:
+            return work(self._conn)
+        except psycopg.OperationalError as exc:
+            if not self._revive():
+                raise _state_error(exc, doing, self._secret) from exc
+        except psycopg.Error as exc:
+            raise _state_error(exc, doing, self._secret) from exc
         try:
             return work(self._conn)
         except psycopg.Error as exc:
             raise _state_error(exc, doing, self._secret) from exc
+
+    @contextmanager
+    def _pin(self) -> Iterator[None]:
+        self._pinned += 1
+        try:
+            yield
+        finally:
+            self._pinned -= 1
 
     def _in_transaction(self) -> bool:
         return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
@@ -466,7 +518,8 @@ class PostgresSession:
         # The current-row sort of 100k+ rows spills to disk with the default 4MB.
         self._conn.execute("SET LOCAL work_mem = '64MB'")
         try:
-            yield
+            with self._pin():
+                yield
         finally:
             if not self._conn.closed:
                 self._conn.execute("COMMIT")
@@ -689,7 +742,8 @@ class PostgresSession:
             lambda conn: conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,)),
         )
         try:
-            yield
+            with self._pin():
+                yield
         finally:
             if not self._conn.closed and not self._conn.broken:
                 if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
@@ -705,8 +759,9 @@ class PostgresSession:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        self._revive()
         try:
-            with self._conn.transaction():
+            with self._pin(), self._conn.transaction():
                 yield
         except psycopg.Error as exc:
             raise _state_error(exc, "committing a transaction", self._secret) from exc
@@ -1119,10 +1174,11 @@ def _missing_meta() -> StateError:
 class PostgresStore:
     """Hands out :class:`PostgresSession` objects, one connection each."""
 
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = 10, retry: RetryPolicy | None = None) -> None:
         self._url = url
         self._secret = _password_of(url)
         self._connect_timeout = connect_timeout
+        self._retry = retry or RetryPolicy(attempts=6, total=20.0, first_delay=0.2, max_delay=5.0)
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return "PostgresStore(<url>)"
@@ -1139,13 +1195,21 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise _state_error(exc, "connecting to the state database", self._secret) from exc
 
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        """A new connection after a lost one; a restarting server gets a few bounded tries."""
+
+        def unavailable(exc: BaseException) -> Verdict:
+            return Verdict(isinstance(exc, StateError) and exc.code == CODE_UNAVAILABLE, None, "database unavailable")
+
+        return self._retry.call("reconnecting to the state database", self._connect, unavailable)
+
     @contextmanager
     def _session(self) -> Iterator[PostgresSession]:
-        conn = self._connect()
+        session = PostgresSession(self._connect(), self._secret, self._reconnect)
         try:
-            yield PostgresSession(conn, self._secret)
+            yield session
         finally:
-            conn.close()  # also releases any advisory lock still held
+            session._conn.close()  # also releases any advisory lock still held
 
     def session(self) -> AbstractContextManager[PostgresSession]:
         return self._session()

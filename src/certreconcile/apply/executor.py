@@ -77,6 +77,13 @@ __all__ = [
 
 Outcome = Literal["done", "skipped", "failed"]
 
+#: Failures outside the name (the state database cut or timing out, the CA or the DNS server not
+#: answering, after their bounded retries): the change fails, but the name is not backed off, so the
+#: next apply finishes it as soon as the fault is gone. A CA that answers and refuses still backs off.
+NOT_THE_NAMES_FAULT = frozenset(
+    {"database-unavailable", "database-timeout", "acme-unreachable", "acme-server-error", "dns-server-unreachable"}
+)
+
 
 def certificate_context(cert_id: str) -> EncryptionContext:
     return EncryptionContext(table="Certificate", row_id=cert_id)
@@ -329,7 +336,8 @@ class ChangeRunner:
                 cert_id = change.replaces
                 self._audit(change, cert_id, AuditAction.FAILED, error=message)
                 self._journal(change, change.action.value, "failed", error=message)
-                if change.action in (Action.ISSUE, Action.ROTATE):
+                code = exc.code if isinstance(exc, CertReconcileError) else "internal-error"
+                if change.action in (Action.ISSUE, Action.ROTATE) and code not in NOT_THE_NAMES_FAULT:
                     # The planner defers the name until the backoff ends or its declaration changes.
                     digest = declaration_digest(self.desired, change.name)
                     self.session.record_failure(change.name, self.env.clock.now(), digest)

@@ -28,6 +28,7 @@ from certreconcile.desired.documents import Rfc2136Config
 from certreconcile.errors import DnsError
 from certreconcile.plugins.dns01.propagation import NameServer, PropagationWaiter, find_zone, name_server
 from certreconcile.plugins.ports import DnsTxtRecord
+from certreconcile.retry import RetryPolicy, Verdict
 
 __all__ = ["Rfc2136Provider"]
 
@@ -51,6 +52,13 @@ _TSIG_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def _unanswered(exc: BaseException) -> Verdict:
+    """Retry a server that did not answer (connection refused or reset, timeout); never a TSIG refusal."""
+    if isinstance(exc, _TSIG_ERRORS):
+        return Verdict(False)
+    return Verdict(isinstance(exc, dns.exception.Timeout | OSError | EOFError), None, type(exc).__name__)
+
+
 class Rfc2136Provider:
     """One declared ``rfc2136`` provider: a primary server, a TSIG key, optionally a fixed zone."""
 
@@ -62,12 +70,16 @@ class Rfc2136Provider:
         env: Mapping[str, str],
         propagation: PropagationWaiter,
         timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.name = name
         self._config = config
         self._env = env
         self._propagation = propagation
         self._timeout = timeout
+        #: An update adds or deletes one exact rdata: repeating it is harmless, so a server that does
+        #: not answer (refused, timed out) is asked again, bounded; a refusal of the key never is.
+        self.retry = retry or RetryPolicy(attempts=3, total=15.0, first_delay=0.2, max_delay=2.0)
         self._server: NameServer | None = None
         self._zones: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -124,14 +136,18 @@ class Rfc2136Provider:
             update.delete(owner, rdata)
         what = f"{'adding' if add else 'removing'} the TXT record {record.fqdn} at {server}"
         try:
-            response = dns.query.tcp(update, server.address, timeout=self._timeout, port=server.port)
+            response = self.retry.call(
+                what,
+                lambda: dns.query.tcp(update, server.address, timeout=self._timeout, port=server.port),
+                _unanswered,
+            )
         except _TSIG_ERRORS as exc:
             raise DnsError(
                 f"{what}: the server refused the TSIG key {self._config.tsig_key_name} ({type(exc).__name__})",
                 code="dns-auth-failed",
                 hint=f"check tsig_key_name, tsig_algorithm and the secret in {self._config.tsig_secret_env}",
             ) from exc
-        except (dns.exception.DNSException, OSError) as exc:
+        except (dns.exception.DNSException, OSError, EOFError) as exc:  # EOFError: the server hung up
             raise DnsError(
                 f"{what} failed ({type(exc).__name__})",
                 code="dns-server-unreachable",

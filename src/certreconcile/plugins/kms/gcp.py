@@ -41,6 +41,7 @@ from typing import Any
 from certreconcile.errors import KmsError
 from certreconcile.plugins.kms._redact import display_url
 from certreconcile.plugins.ports import EncryptionContext, SecretBytes, WrappedKey
+from certreconcile.retry import RetryPolicy, Verdict
 
 __all__ = ["DEFAULT_ENDPOINT", "GcpKms", "crc32c"]
 
@@ -115,6 +116,15 @@ class _Token:
     renew_at: float | None  # monotonic time after which it is fetched again; None: never (from the environment)
 
 
+def _passing(exc: BaseException) -> Verdict:
+    """A failure worth a retry: the KMS unavailable or throttling, not a TLS failure nor a refusal."""
+    if not isinstance(exc, KmsError) or exc.code not in ("kms-unavailable", "kms-throttled"):
+        return Verdict(False)
+    if exc.__cause__ is not None and _caused_by_tls(exc.__cause__):
+        return Verdict(False)
+    return Verdict(True, None, exc.code)
+
+
 class GcpKms:
     name = "gcp"
 
@@ -129,8 +139,13 @@ class GcpKms:
         metadata_timeout: float = 3.0,
         monotonic: Callable[[], float] = time.monotonic,
         transport: Any = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        """``transport``: an ``httpx.BaseTransport`` to use instead of the network (tests)."""
+        """``transport``: an ``httpx.BaseTransport`` to use instead of the network (tests).
+
+        ``retry``: encrypt and decrypt change nothing at the KMS, so a KMS that is unavailable or
+        throttling (no answer, 5xx, 429) is asked again, bounded; never after a TLS failure or a refusal.
+        """
         self._key_name = key_name.strip("/")
         self._endpoint = endpoint.rstrip("/")
         self._ca_bundle = ca_bundle
@@ -139,6 +154,7 @@ class GcpKms:
         self._metadata_timeout = metadata_timeout
         self._monotonic = monotonic
         self._transport = transport
+        self.retry = retry or RetryPolicy()
         self._client: Any = None
         self._token: _Token | None = None
         self._lock = threading.Lock()
@@ -244,6 +260,12 @@ class GcpKms:
     # ------------------------------------------------------------------ calls
 
     def _post(self, what: str, verb: str, body: dict[str, str], *, decrypting: bool) -> dict[str, Any]:
+        """:meth:`_post_once`, retried (bounded) while the KMS is unavailable or throttling."""
+        return self.retry.call(
+            f"{what} at {self._where}", lambda: self._post_once(what, verb, body, decrypting=decrypting), _passing
+        )
+
+    def _post_once(self, what: str, verb: str, body: dict[str, str], *, decrypting: bool) -> dict[str, Any]:
         """POST ``{endpoint}/v1/{key_name}:{verb}``; every failure is a one-line KmsError naming no secret."""
         client = self._http()  # first: it reports a missing httpx as kms-sdk-missing
         import httpx

@@ -38,11 +38,13 @@ from josepy import interfaces as jose_interfaces
 from josepy import json_util, jwa, jwk
 
 from certreconcile.errors import IssuerError
+from certreconcile.retry import RetryPolicy, Verdict
 
 __all__ = [
     "ALREADY_REPLACED",
     "AcmeConnection",
     "Poller",
+    "RecordingClientNetwork",
     "ari_certificate_id",
     "endpoint_name",
     "parse_retry_after",
@@ -106,7 +108,50 @@ def _observe_requests(session: requests.Session, directory: messages.Directory |
     session.hooks["response"].append(hook)
 
 
-class DirectClientNetwork(acme_client.ClientNetwork):
+class RecordingClientNetwork(acme_client.ClientNetwork):
+    """certbot's ``ClientNetwork`` that keeps the last answer, so a retry can read its status and ``Retry-After``.
+
+    One network per thread (as the connection pools are), so ``last_response`` is this thread's.
+    """
+
+    last_response: requests.Response | None = None
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        self.last_response = None
+        response = super()._send_request(method, url, *args, **kwargs)
+        self.last_response = response
+        return response
+
+
+#: Answers worth asking again (RFC 9110: the server could not handle the request now).
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def judge_failure(
+    network: RecordingClientNetwork, exc: BaseException, *, idempotent: bool, now: Callable[[], datetime]
+) -> Verdict:
+    """May the ACME request that raised ``exc`` be sent again?
+
+    ``badNonce`` always (RFC 8555 §6.5: the CA did not process the request; a new nonce is
+    used); a lost connection, a timeout, a 5xx or 429 only for an ``idempotent`` request
+    (GET, POST-as-GET, newNonce), honouring ``Retry-After``.
+    """
+    if isinstance(exc, messages.Error) and exc.code == "badNonce":
+        return Verdict(True, None, "badNonce", immediate=True)
+    if not idempotent or isinstance(exc, requests.exceptions.SSLError):
+        return Verdict(False)
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return Verdict(True, None, type(exc).__name__)
+    response = network.last_response
+    if response is None or response.status_code not in _RETRYABLE_STATUS:
+        return Verdict(False)
+    moment = now()
+    until = parse_retry_after(response.headers.get("Retry-After"), moment)
+    wait = max(0.0, (until - moment).total_seconds()) if until is not None else None
+    return Verdict(True, wait, f"HTTP {response.status_code}")
+
+
+class DirectClientNetwork(RecordingClientNetwork):
     """certbot's ``ClientNetwork`` (JWS, nonces, ``badNonce`` retry, problem documents) over urllib3.
 
     Only the transport differs: one urllib3 pool manager, TLS verified against ``verify`` (a CA
@@ -184,7 +229,12 @@ class DirectClientNetwork(acme_client.ClientNetwork):
         if "Accept" not in headers:
             response.encoding = "utf-8"  # as ClientNetwork does: ACME answers are UTF-8
         _notify(url, raw.status, self._directory)
+        self.last_response = response
         return response
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        """One attempt: :class:`AcmeConnection` retries ``badNonce`` (bounded), not certbot's single retry."""
+        return self._post_once(*args, **kwargs)
 
 
 class NewOrderWithReplaces(messages.NewOrder):
@@ -236,6 +286,8 @@ def problem_error(what: str, error: messages.Error, *, code: str = "acme-error",
         f"{getattr(sub.identifier, 'value', '?')}: {' '.join((sub.detail or '').split())[:120]}"
         for sub in subproblems[:3]
     )
+    if kind == "serverInternal":  # the CA failed, not the request: apply again later
+        code, hint = "acme-server-error", "the CA had an internal error; the next apply tries again"
     return IssuerError(
         f"{what}: the CA answered {kind}: {detail}" + (f" ({extra})" if extra else ""),
         code=code,
@@ -268,36 +320,74 @@ class Poller:
 class AcmeConnection:
     """The signed channel of one thread to one directory, for one account key."""
 
-    def __init__(self, directory: messages.Directory, key: jwk.JWK, alg: jwa.JWASignature, verify: str | bool) -> None:
+    def __init__(
+        self,
+        directory: messages.Directory,
+        key: jwk.JWK,
+        alg: jwa.JWASignature,
+        verify: str | bool,
+        *,
+        retry: RetryPolicy | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
         self.directory = directory
         self.key = key
+        self.retry = retry or RetryPolicy()
+        self._now = now or (lambda: datetime.now(UTC))
         self.net = DirectClientNetwork(key, alg, verify, directory)
         _proxies_once(self.net.session, directory["newNonce"])
         _observe_requests(self.net.session, directory)  # for requests made through a proxy
 
     @staticmethod
-    def anonymous_network(verify: str | bool) -> acme_client.ClientNetwork:
+    def anonymous_network(verify: str | bool) -> RecordingClientNetwork:
         """For unauthenticated GETs: the directory, renewal info."""
-        network = acme_client.ClientNetwork(key=None, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
+        network = RecordingClientNetwork(key=None, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
         _observe_requests(network.session, None)
         return network
 
     @staticmethod
-    def fetch_directory(url: str, verify: str | bool) -> messages.Directory:
-        response = AcmeConnection.anonymous_network(verify).get(url)
+    def anonymous_get(
+        network: RecordingClientNetwork, url: str, retry: RetryPolicy, now: Callable[[], datetime]
+    ) -> requests.Response:
+        """An unauthenticated GET (idempotent): retried on a lost connection, a 5xx or 429 (bounded)."""
+        return retry.call(
+            f"GET {endpoint_name(url)}",
+            lambda: network.get(url),
+            lambda exc: judge_failure(network, exc, idempotent=True, now=now),
+        )
+
+    @staticmethod
+    def fetch_directory(
+        url: str, verify: str | bool, retry: RetryPolicy | None = None, now: Callable[[], datetime] | None = None
+    ) -> messages.Directory:
+        network = AcmeConnection.anonymous_network(verify)
+        clock = now or (lambda: datetime.now(UTC))
+        response = AcmeConnection.anonymous_get(network, url, retry or RetryPolicy(), clock)
         return messages.Directory.from_json(response.json())
 
     def use_account(self, account_url: str) -> None:
         self.net.account = messages.RegistrationResource(body=messages.Registration(), uri=account_url)
 
-    def post(self, url: str, obj: Any) -> requests.Response:
-        return self.net.post(url, obj, new_nonce_url=self.directory["newNonce"])
+    def post(self, url: str, obj: Any, *, idempotent: bool = False) -> requests.Response:
+        """A signed POST. ``badNonce`` is always retried with a fresh nonce (bounded); a lost
+        connection, a timeout, a 5xx or 429 only when ``idempotent`` (POST-as-GET): a request that
+        creates something (newOrder, finalize) is never sent twice, the journal resumes it instead."""
+        new_nonce = self.directory["newNonce"]
+        return self.retry.call(
+            f"POST {endpoint_name(url, self.directory)}",
+            lambda: self.net.post(url, obj, new_nonce_url=new_nonce),
+            lambda exc: judge_failure(self.net, exc, idempotent=idempotent, now=self._now),
+        )
 
     def post_as_get(self, url: str) -> requests.Response:
-        return self.post(url, None)
+        return self.post(url, None, idempotent=True)
 
     def get(self, url: str) -> requests.Response:
-        return self.net.get(url)
+        return self.retry.call(
+            f"GET {endpoint_name(url, self.directory)}",
+            lambda: self.net.get(url),
+            lambda exc: judge_failure(self.net, exc, idempotent=True, now=self._now),
+        )
 
 
 def _proxies_once(session: requests.Session, url: str) -> None:
@@ -325,6 +415,14 @@ def transport_error(what: str, exc: Exception) -> IssuerError:
             f"{what}: cannot reach the CA ({type(exc).__name__})",
             code="acme-unreachable",
             hint="check the directory URL and the network; the order resumes on the next apply",
+        )
+    answer = exc.args[0] if isinstance(exc, acme_errors.ClientError) and exc.args else None
+    answer = answer[0] if isinstance(answer, tuple) and answer else answer
+    if isinstance(answer, requests.Response) and answer.status_code >= 500:
+        return IssuerError(
+            f"{what}: the CA answered HTTP {answer.status_code}",
+            code="acme-server-error",
+            hint="the CA is failing or overloaded; the next apply tries again",
         )
     if isinstance(exc, acme_errors.ClientError | acme_errors.Error | jose_errors.DeserializationError | ValueError):
         return IssuerError(f"{what}: unexpected answer from the CA ({type(exc).__name__})", code="acme-protocol")

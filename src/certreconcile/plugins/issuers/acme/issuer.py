@@ -27,7 +27,6 @@ from typing import Any
 
 import requests
 from acme import challenges, messages
-from acme import client as acme_client
 from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -48,7 +47,9 @@ from certreconcile.plugins.issuers.acme.client import (
     AcmeConnection,
     NewOrderWithReplaces,
     Poller,
+    RecordingClientNetwork,
     ari_certificate_id,
+    judge_failure,
     parse_retry_after,
     problem_error,
     transport_error,
@@ -63,6 +64,7 @@ from certreconcile.plugins.ports import (
     Kms,
     RenewalInfo,
 )
+from certreconcile.retry import RetryPolicy
 
 __all__ = ["AcmeIssuer"]
 
@@ -120,6 +122,7 @@ class AcmeIssuer:
         ca_bundle: str | None = None,
         poller: Poller | None = None,
         wall_clock: Callable[[], datetime] | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.name = name
         self.directory_url = config.directory_url
@@ -132,6 +135,8 @@ class AcmeIssuer:
         self._verify: str | bool = ca_bundle if ca_bundle else True
         self._poller = poller or Poller()
         self._now = wall_clock or (lambda: datetime.now(UTC))
+        #: Bounded retries of idempotent requests; sleeps through the poller's (injected) sleep.
+        self.retry = retry or RetryPolicy(sleep=self._poller.sleep)
         self._order_timeout = parse_duration(config.order_timeout)
         self._lock = threading.Lock()
         self._directory: messages.Directory | None = None
@@ -164,8 +169,10 @@ class AcmeIssuer:
         connection = self._connection()
         certificate = x509.load_pem_x509_certificate(cert_pem.encode())
         try:
-            connection.post(
-                self._directory_entry("revokeCert"), messages.Revocation(certificate=certificate, reason=int(code))
+            connection.post(  # repeatable: a second revocation answers alreadyRevoked
+                self._directory_entry("revokeCert"),
+                messages.Revocation(certificate=certificate, reason=int(code)),
+                idempotent=True,
             )
         except messages.Error as exc:
             if exc.code == "alreadyRevoked":
@@ -183,7 +190,8 @@ class AcmeIssuer:
             return None
         url = f"{str(base).rstrip('/')}/{ari_certificate_id(cert_pem)}"
         try:
-            response = self._anonymous().get(url)  # an unauthenticated GET: no account needed
+            # an unauthenticated GET: no account needed
+            response = AcmeConnection.anonymous_get(self._anonymous(), url, self.retry, self._now)
             info = messages.RenewalInfo.from_json(response.json())
         except messages.Error as exc:
             raise problem_error("fetching renewal info", exc, code="acme-ari") from exc
@@ -207,7 +215,9 @@ class AcmeIssuer:
         with self._lock:
             if self._directory is None:
                 try:
-                    self._directory = AcmeConnection.fetch_directory(self.directory_url, self._verify)
+                    self._directory = AcmeConnection.fetch_directory(
+                        self.directory_url, self._verify, self.retry, self._now
+                    )
                 except _WIRE_ERRORS as exc:
                     raise transport_error(f"reading the ACME directory {self.directory_url}", exc) from exc
             return self._directory
@@ -225,8 +235,8 @@ class AcmeIssuer:
         except KeyError as exc:
             raise IssuerError(f"the ACME directory has no {name} resource", code="acme-directory") from exc
 
-    def _anonymous(self) -> acme_client.ClientNetwork:
-        network: acme_client.ClientNetwork | None = getattr(self._local, "anonymous", None)
+    def _anonymous(self) -> RecordingClientNetwork:
+        network: RecordingClientNetwork | None = getattr(self._local, "anonymous", None)
         if network is None:
             network = AcmeConnection.anonymous_network(self._verify)
             self._local.anonymous = network
@@ -237,7 +247,9 @@ class AcmeIssuer:
         if connection is None:
             directory = self._get_directory()
             account = self._get_account(directory)
-            connection = AcmeConnection(directory, account.key, jwa.ES256, self._verify)
+            connection = AcmeConnection(
+                directory, account.key, jwa.ES256, self._verify, retry=self.retry, now=self._now
+            )
             connection.use_account(account.url)
             self._local.connection = connection
         return connection
@@ -268,7 +280,7 @@ class AcmeIssuer:
         return _Account(key=jwk.JWKEC(key=load_private_key(pem)), url=stored.account_url)
 
     def _register(self, directory: messages.Directory, key: jwk.JWK) -> str:
-        connection = AcmeConnection(directory, key, jwa.ES256, self._verify)
+        connection = AcmeConnection(directory, key, jwa.ES256, self._verify, retry=self.retry, now=self._now)
         fields: dict[str, Any] = {"terms_of_service_agreed": True}
         if self._config.email:
             fields["email"] = self._config.email
@@ -309,7 +321,10 @@ class AcmeIssuer:
         if saved:
             try:
                 order, _ = self._fetch_order(connection, saved)
-            except _WIRE_ERRORS:
+            except _WIRE_ERRORS as exc:
+                if judge_failure(connection.net, exc, idempotent=True, now=self._now).retry:
+                    # The CA did not answer (after the bounded retries): never a second order for this change.
+                    raise transport_error("reading the order placed by an earlier attempt", exc) from exc
                 order = None  # gone or unreadable: place a new one
             if order is not None and order.status != messages.STATUS_INVALID:
                 names = {identifier.value.lower() for identifier in order.identifiers or ()}
@@ -380,7 +395,8 @@ class AcmeIssuer:
                 if item.challenge.status != messages.STATUS_PENDING:
                     continue  # answered by an interrupted attempt: the CA is validating it, just wait
                 try:
-                    connection.post(item.challenge.uri, item.response)
+                    # repeatable (RFC 8555 §7.5.1): a challenge already being validated answers as it is
+                    connection.post(item.challenge.uri, item.response, idempotent=True)
                 except messages.Error as exc:
                     raise problem_error(f"answering the challenge for {item.identifier}", exc,
                                         code="acme-challenge") from exc  # fmt: skip
