@@ -17,11 +17,20 @@ import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NamedTuple, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from certreconcile.desired.checks import (
+    TargetDir,
+    certificate_findings,
+    format_path,
+    target_dir_findings,
+    target_dirs,
+    value_findings,
+)
 from certreconcile.desired.documents import (
     CertificateDocument,
     DesiredDocument,
@@ -29,9 +38,7 @@ from certreconcile.desired.documents import (
     KmsCacheConfig,
     LocalCaConfig,
     PluginEntry,
-    Rfc2136Config,
     TargetEntry,
-    VaultPkiIssuerConfig,
 )
 from certreconcile.desired.loader import (
     Anchor,
@@ -142,27 +149,17 @@ class _Issue:
     related: NodeRef | None = None
 
 
-def format_path(path: Sequence[PathElement]) -> str:
-    """``certificates[3].domains[1]``; the empty path is ``(top level)``."""
-    text = ""
-    for element in path:
-        if isinstance(element, int):
-            text += f"[{element}]"
-        elif element.replace("_", "a").replace("-", "a").isalnum():
-            text += f".{element}" if text else element
-        else:
-            text += f"[{element!r}]"
-    return text or "(top level)"
-
-
 # ---------------------------------------------------------------- entry point
 
 
 def validate_sources(
-    files: Sequence[SourceFile], *, with_locations: bool = False
+    files: Sequence[SourceFile], *, with_locations: bool = False, directory: Path | None = None
 ) -> tuple[Declarations, list[Diagnostic], dict[NodeRef, SourceLocation]]:
     """Parse and check every file. Returns the merged declarations, every diagnostic (sorted)
-    and, when ``with_locations``, the position of each declared plugin and certificate."""
+    and, when ``with_locations``, the position of each declared plugin and certificate.
+
+    ``directory`` (the desired-state directory) resolves relative target directories, to refuse
+    one inside its Git repository; without it that check is skipped."""
     positions = {source.path: Positions(source.text) for source in files}
     diagnostics: list[Diagnostic] = []
     issues: list[_Issue] = []
@@ -186,7 +183,7 @@ def validate_sources(
         except ValidationError as exc:
             issues.extend(_schema_issue(source.path, error) for error in exc.errors(include_url=False))
     complete = not diagnostics and not issues
-    declarations = _Checker(issues, complete).run(documents)
+    declarations = _Checker(issues, complete, directory).run(documents)
 
     def resolve(ref: NodeRef) -> SourceLocation:
         line, column = positions[ref.file].locate(ref.path, ref.anchor)
@@ -230,6 +227,10 @@ _TYPE_ERRORS = frozenset(
         "string_sub_type",
     }
 )
+_TYPE_HINTS: dict[str, str] = {
+    # Booleans are strict: a string such as "yes", "on", "1" or "true" is refused, never guessed at.
+    "bool_type": "write true or false, unquoted",
+}
 _PATTERN_HINTS: dict[str, str] = {
     "name": "use 1-63 lower-case letters, digits and inner hyphens, e.g. shop-api",
     "lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 90d",
@@ -307,6 +308,7 @@ def _schema_issue(file: str, error: ErrorDetails) -> _Issue:
             NodeRef(file, loc),
             "schema-invalid-type",
             f"{format_path(loc)}: {message}, got {_type_name(error['input'])}",
+            _TYPE_HINTS.get(kind, ""),
         )
     hint = ""
     if kind == "string_pattern_mismatch":
@@ -358,19 +360,25 @@ def _required(model: type[BaseModel]) -> list[str]:
 
 
 # Names already in normalised form (lower-case LDH labels, optional leading wildcard, no
-# punycode) are accepted without calling normalize_domain: same result, 20x faster.
+# "--": neither punycode nor reserved labels) are accepted without calling normalize_domain:
+# same result, 20x faster.
 _PLAIN_NAME = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def _port_ok(host_port: str) -> bool:
-    port = int(host_port.rsplit(":", 1)[1])
-    return 0 < port < 65536
+def _parsed(text: str | None) -> timedelta | None:
+    """A duration, or None when it is absent or invalid (value_findings reports it)."""
+    try:
+        return parse_duration(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 class _Checker:
-    def __init__(self, issues: list[_Issue], complete: bool) -> None:
+    def __init__(self, issues: list[_Issue], complete: bool, directory: Path | None = None) -> None:
         self.issues = issues
         self.complete = complete
+        self.directory = directory
+        self.target_dirs: list[TargetDir] = []
         self.result = Declarations()
         self._renew_cache: dict[str, RenewBefore] = {}
         self._lifetimes: dict[str, timedelta | None] = {}
@@ -383,6 +391,8 @@ class _Checker:
         cert_refs: list[tuple[CertificateDocument, NodeRef]] = []
         policy_patterns: list[tuple[str, NodeRef]] = []
         for file, document in documents:
+            for finding in value_findings(document):
+                self.add(NodeRef(file, finding.path), finding.code, finding.message, finding.hint)
             if document.kms is not None:
                 self._merge_kms(file, document)
             for section, entries, merged in (
@@ -411,6 +421,10 @@ class _Checker:
             cert_refs.extend(
                 (cert, NodeRef(file, ("certificates", index))) for index, cert in enumerate(document.certificates)
             )
+        if self.complete:
+            for target, finding in target_dir_findings(self.target_dirs, self.directory):
+                related = NodeRef(str(finding.related[0]), finding.related[1:]) if finding.related else None
+                self.add(NodeRef(target.file, finding.path), finding.code, finding.message, finding.hint, related)
         self.result.allowed_domains = allowed = self._policy(policy_patterns)
         self._allowed = (
             frozenset(p for p in allowed if not is_wildcard(p)),
@@ -467,93 +481,24 @@ class _Checker:
             return
         kind, config = entry.kind()
         verify = entry.verify if isinstance(entry, TargetEntry) else None
-        if verify is not None and not _port_ok(verify):
-            self.add(
-                NodeRef(file, (section, name, "verify")),
-                "invalid-port",
-                f"{format_path((section, name, 'verify'))}: port of {verify!r} is out of range",
-                "use a port from 1 to 65535",
-            )
-        path: tuple[PathElement, ...] = (section, name, kind)
         if isinstance(config, LocalCaConfig):
-            self._local_ca(file, path, config)
-        elif isinstance(config, VaultPkiIssuerConfig) and config.ttl is not None:
-            try:
-                parse_duration(config.ttl)
-            except ValueError as exc:
-                self.add(
-                    NodeRef(file, (*path, "ttl")),
-                    "invalid-duration",
-                    f"{format_path((*path, 'ttl'))}: {exc}",
-                    "write a whole number above zero and a unit, e.g. 30d",
-                )
-        elif isinstance(config, Rfc2136Config) and not _port_ok(config.server):
-            self.add(
-                NodeRef(file, (*path, "server")),
-                "invalid-port",
-                f"{format_path((*path, 'server'))}: port of {config.server!r} is out of range",
-                "use a port from 1 to 65535",
-            )
+            self._local_ca(file, (section, name, kind), config)
         propagation_timeout: timedelta | None = None
         nameservers: tuple[str, ...] | None = None
         if isinstance(entry, DnsProviderEntry):
-            propagation_timeout, nameservers = self._dns_propagation(file, section, name, entry)
+            propagation_timeout, nameservers = _parsed(entry.propagation_timeout), entry.nameservers
         sni: str | None = None
         verify_timeout: timedelta | None = None
         if isinstance(entry, TargetEntry):
-            sni = entry.sni
-            try:
-                verify_timeout = parse_duration(entry.verify_timeout)
-            except ValueError as exc:
-                self.add(
-                    NodeRef(file, (section, name, "verify_timeout")),
-                    "invalid-duration",
-                    f"{format_path((section, name, 'verify_timeout'))}: {exc}",
-                    "write a whole number above zero and a unit, e.g. 30s",
-                )
+            sni, verify_timeout = entry.sni, _parsed(entry.verify_timeout)
+            self.target_dirs.extend(target_dirs(file, section, name, kind, config))
         merged[name] = DeclaredPlugin(
             name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout
         )
 
-    def _dns_propagation(
-        self, file: str, section: str, name: str, entry: DnsProviderEntry
-    ) -> tuple[timedelta | None, tuple[str, ...] | None]:
-        timeout: timedelta | None = None
-        try:
-            timeout = parse_duration(entry.propagation_timeout)
-        except ValueError as exc:
-            path: tuple[PathElement, ...] = (section, name, "propagation_timeout")
-            self.add(
-                NodeRef(file, path),
-                "invalid-duration",
-                f"{format_path(path)}: {exc}",
-                "write a whole number above zero and a unit, e.g. 120s",
-            )
-        for index, server in enumerate(entry.nameservers or ()):
-            if not _port_ok(server):
-                path = (section, name, "nameservers", index)
-                self.add(
-                    NodeRef(file, path),
-                    "invalid-port",
-                    f"{format_path(path)}: port of {server!r} is out of range",
-                    "use a port from 1 to 65535",
-                )
-        return timeout, entry.nameservers
-
     def _local_ca(self, file: str, path: tuple[PathElement, ...], config: LocalCaConfig) -> None:
-        lifetimes: dict[str, timedelta] = {}
-        for key in ("lifetime", "ca_lifetime"):
-            text = getattr(config, key)
-            try:
-                lifetimes[key] = parse_duration(text)
-            except ValueError as exc:
-                self.add(
-                    NodeRef(file, (*path, key)),
-                    "invalid-duration",
-                    f"{format_path((*path, key))}: {exc}",
-                    "write a whole number above zero and a unit, e.g. 90d",
-                )
-        if len(lifetimes) == 2 and lifetimes["lifetime"] > lifetimes["ca_lifetime"]:
+        lifetime, ca_lifetime = _parsed(config.lifetime), _parsed(config.ca_lifetime)
+        if lifetime is not None and ca_lifetime is not None and lifetime > ca_lifetime:
             self.add(
                 NodeRef(file, (*path, "lifetime")),
                 "lifetime-exceeds-ca-lifetime",
@@ -589,10 +534,7 @@ class _Checker:
         if not isinstance(issuer.config, LocalCaConfig):
             return None
         if issuer.name not in self._lifetimes:
-            try:
-                self._lifetimes[issuer.name] = parse_duration(issuer.config.lifetime)
-            except ValueError:
-                self._lifetimes[issuer.name] = None  # reported on the issuer
+            self._lifetimes[issuer.name] = _parsed(issuer.config.lifetime)  # when invalid, reported on the issuer
         return self._lifetimes[issuer.name]
 
     def _domains(self, cert: CertificateDocument, ref: NodeRef) -> tuple[list[str], list[int]] | None:
@@ -603,7 +545,7 @@ class _Checker:
         seen: dict[str, int] = {}
         failed = False
         for index, raw in enumerate(cert.domains):
-            if len(raw) <= 253 and plain(raw) and "xn--" not in raw and not raw.rpartition(".")[2].isdigit():
+            if len(raw) <= 253 and plain(raw) and "--" not in raw and not raw.rpartition(".")[2].isdigit():
                 name = raw  # already normalised (see _PLAIN_NAME)
             else:
                 try:
@@ -613,7 +555,7 @@ class _Checker:
                         ref.child("domains", index),
                         exc.code,
                         str(exc),
-                        "write a fully qualified name such as www.example.com or *.example.com",
+                        exc.hint or "write a fully qualified name such as www.example.com or *.example.com",
                     )
                     failed = True
                     continue
@@ -642,6 +584,9 @@ class _Checker:
     def _certificate(self, cert: CertificateDocument, ref: NodeRef) -> DeclaredCertificate | None:
         checked = self._domains(cert, ref)
         failed = checked is None
+        for finding in certificate_findings(cert):
+            self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
+            failed = True
         domains, indexes = checked if checked is not None else ([], [])
 
         renew_before = _DEFAULT_RENEW_BEFORE
