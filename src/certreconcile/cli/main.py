@@ -266,6 +266,9 @@ def _build_plan(
         ]
         observations = observe_targets(probes, build_targets(desired, settings))
     result = build_plan(desired, actual, observations, _now(), force_rotate=force_rotate)
+    from certreconcile.cli.preflight import check_environment
+
+    check_environment(directory, desired, result, settings.env)  # *_env secrets, before anything is issued
     extra = (*kms_drift_warnings(desired, settings, key_usage), *ari_warnings)
     if extra:
         from dataclasses import replace
@@ -340,6 +343,9 @@ def apply(
                 from certreconcile.cli.gitops import check_against_review
 
                 check_against_review(the_plan, expect_changes, reviewed_plan, _err)
+            from certreconcile.cli.preflight import check_environment
+
+            check_environment(directory, desired, the_plan, settings.env)
         else:
             env = build_environment(desired, settings, store, SystemClock())
             the_plan = _build_plan(directory, desired, refresh=refresh, store=store, issuers=env.issuers)
