@@ -188,13 +188,16 @@ def target_dir_findings(dirs: Sequence[TargetDir], directory: Path | None) -> It
         key = os.path.normpath(base / target.value if base is not None else target.value)
         if key in seen:
             other = seen[key]
-            yield target, Finding(
-                target.path,
-                "duplicate-target-dir",
-                f"{format_path(target.path[:2])} writes into {target.value!r}, as {format_path(other.path[:2])} "
-                "(at {related}) does: they would overwrite each other's files",
-                "give each target a directory of its own",
-                (other.file, *other.path),
+            yield (
+                target,
+                Finding(
+                    target.path,
+                    "duplicate-target-dir",
+                    f"{format_path(target.path[:2])} writes into {target.value!r}, as {format_path(other.path[:2])} "
+                    "(at {related}) does: they would overwrite each other's files",
+                    "give each target a directory of its own",
+                    (other.file, *other.path),
+                ),
             )
         else:
             seen[key] = target
@@ -223,11 +226,14 @@ def _inside_repository(dirs: Sequence[TargetDir], base: Path) -> Iterator[tuple[
         ignored = set()
     for (target, path), probe in zip(inside, probes, strict=True):
         if probe not in ignored:
-            yield target, Finding(
-                target.path,
-                "target-dir-in-repository",
-                f"{format_path(target.path)}: {target.value!r} is inside the Git repository {root} and not "
-                "ignored: the private keys written there could be committed",
-                "write outside the repository (e.g. /etc/ssl/certreconcile), or into a git-ignored directory "
-                f"such as .certreconcile/ (resolved: {path})",
+            yield (
+                target,
+                Finding(
+                    target.path,
+                    "target-dir-in-repository",
+                    f"{format_path(target.path)}: {target.value!r} is inside the Git repository {root} and not "
+                    "ignored: the private keys written there could be committed",
+                    "write outside the repository (e.g. /etc/ssl/certreconcile), or into a git-ignored directory "
+                    f"such as .certreconcile/ (resolved: {path})",
+                ),
             )

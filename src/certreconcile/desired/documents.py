@@ -79,7 +79,6 @@ HOST_PORT_PATTERN = r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-
 class Checked(enum.Enum):
     """Marks a field (in its ``Annotated`` type) for the value checks of :mod:`certreconcile.desired.checks`."""
 

@@ -13,15 +13,11 @@ turned into ``file:line:column`` at the end, so positions cost nothing on succes
 from __future__ import annotations
 
 import re
-import types
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import ValidationError
 
 from certreconcile.desired.checks import (
     TargetDir,
@@ -31,17 +27,23 @@ from certreconcile.desired.checks import (
     target_dirs,
     value_findings,
 )
+from certreconcile.desired.declarations import (
+    Declarations,
+    DeclaredCertificate,
+    DeclaredPlugin,
+    Diagnostic,
+    Issue,
+    NodeRef,
+)
 from certreconcile.desired.documents import (
     CertificateDocument,
     DesiredDocument,
     DnsProviderEntry,
-    KmsCacheConfig,
     LocalCaConfig,
     PluginEntry,
     TargetEntry,
 )
 from certreconcile.desired.loader import (
-    Anchor,
     PathElement,
     Positions,
     SourceFile,
@@ -49,6 +51,7 @@ from certreconcile.desired.loader import (
     parse_yaml,
 )
 from certreconcile.desired.model import Challenge, SourceLocation
+from certreconcile.desired.schema_errors import schema_issue
 from certreconcile.domain.durations import RenewBefore, format_duration, parse_duration, parse_renew_before
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.names import (
@@ -79,76 +82,6 @@ SUPPORTED_KEY_TYPES: dict[str, frozenset[KeyType]] = {
 ISSUER_KINDS_WITH_CHALLENGES: frozenset[str] = frozenset({"acme"})
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Diagnostic:
-    """One problem in the declarations, shown as ``file:line:col: error[code]: message (hint)``."""
-
-    location: SourceLocation
-    code: str  # stable kebab-case
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.location}: error[{self.code}]: {self.message}"
-        return f"{text} ({self.hint})" if self.hint else text
-
-
-class NodeRef(NamedTuple):
-    """Where something was declared, as a path; turned into a position only when needed."""
-
-    file: str
-    path: tuple[PathElement, ...]
-    anchor: Anchor = "value"
-
-    def child(self, *elements: PathElement) -> NodeRef:
-        return NodeRef(self.file, (*self.path, *elements))
-
-
-@dataclass(frozen=True, slots=True)
-class DeclaredPlugin:
-    name: str
-    kind: str
-    config: BaseModel
-    verify: str | None
-    ref: NodeRef
-    # DNS providers only: how long to wait for the authoritative servers, and which ones to ask.
-    propagation_timeout: timedelta | None = None
-    nameservers: tuple[str, ...] | None = None
-    # Targets only: the server name for verification handshakes, and how long to retry them.
-    sni: str | None = None
-    verify_timeout: timedelta | None = None
-
-
-class DeclaredCertificate(NamedTuple):
-    document: CertificateDocument
-    domains: tuple[str, ...]  # normalised, order kept, duplicates removed
-    renew_before: RenewBefore
-    ref: NodeRef
-
-
-@dataclass(slots=True)
-class Declarations:
-    """The merged declarations of all files; meaningful only when there are no diagnostics."""
-
-    kms: DeclaredPlugin | None = None
-    kms_cache: KmsCacheConfig | None = None
-    issuers: dict[str, DeclaredPlugin] = field(default_factory=dict)
-    dns_providers: dict[str, DeclaredPlugin] = field(default_factory=dict)
-    targets: dict[str, DeclaredPlugin] = field(default_factory=dict)
-    allowed_domains: tuple[str, ...] = ()
-    certificates: dict[str, DeclaredCertificate] = field(default_factory=dict)
-    policy_ref: NodeRef | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Issue:
-    ref: NodeRef
-    code: str
-    message: str  # may hold "{related}", replaced by the position of `related`
-    hint: str = ""
-    related: NodeRef | None = None
-
-
 # ---------------------------------------------------------------- entry point
 
 
@@ -162,7 +95,7 @@ def validate_sources(
     one inside its Git repository; without it that check is skipped."""
     positions = {source.path: Positions(source.text) for source in files}
     diagnostics: list[Diagnostic] = []
-    issues: list[_Issue] = []
+    issues: list[Issue] = []
     documents: list[tuple[str, DesiredDocument]] = []
     for source in files:
         try:
@@ -181,7 +114,9 @@ def validate_sources(
         try:
             documents.append((source.path, DesiredDocument.model_validate({} if data is None else data)))
         except ValidationError as exc:
-            issues.extend(_schema_issue(source.path, error) for error in exc.errors(include_url=False))
+            for error in exc.errors(include_url=False):
+                found = schema_issue(error)
+                issues.append(Issue(NodeRef(source.path, found.path, found.anchor), *found[2:]))
     complete = not diagnostics and not issues
     declarations = _Checker(issues, complete, directory).run(documents)
 
@@ -211,151 +146,6 @@ def validate_sources(
 # ---------------------------------------------------------------- schema errors
 
 _DEFAULT_RENEW_BEFORE = RenewBefore()
-_TYPE_ERRORS = frozenset(
-    {
-        "model_type",
-        "model_attributes_type",
-        "dict_type",
-        "list_type",
-        "tuple_type",
-        "string_type",
-        "bool_type",
-        "int_type",
-        "float_type",
-        "none_required",
-        "is_instance_of",
-        "string_sub_type",
-    }
-)
-_TYPE_HINTS: dict[str, str] = {
-    # Booleans are strict: a string such as "yes", "on", "1" or "true" is refused, never guessed at.
-    "bool_type": "write true or false, unquoted",
-}
-_PATTERN_HINTS: dict[str, str] = {
-    "name": "use 1-63 lower-case letters, digits and inner hyphens, e.g. shop-api",
-    "lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 90d",
-    "ca_lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 3650d",
-    "renew_before": "write a duration such as 30d or a percentage of the lifetime such as 33%",
-    "verify": "write HOST:PORT, e.g. 127.0.0.1:443 or [::1]:443",
-    "server": "write HOST:PORT, e.g. 127.0.0.1:53",
-    "propagation_timeout": "write a whole number and a unit (s, m, h, d, w), e.g. 120s",
-    "tsig_secret_env": "name an environment variable, e.g. CORP_TSIG; never the secret itself",
-    "secret_env": "name an environment variable, e.g. HOOK_SECRET; never the secret itself",
-    "url": "write a full URL such as https://host:8443/path (webhook: https:// only, no user:password@)",
-}
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _schema_issue(file: str, error: ErrorDetails) -> _Issue:
-    loc: tuple[PathElement, ...] = tuple(error["loc"])
-    kind = error["type"]
-    message = error["msg"]
-    if loc and loc[-1] == "[key]":
-        path = loc[:-1]
-        hint = _PATTERN_HINTS["name"] if kind == "string_pattern_mismatch" else ""
-        return _Issue(
-            NodeRef(file, path, "key"),
-            "schema-invalid-value",
-            f"invalid name {str(path[-1])!r} in {format_path(path[:-1])}",
-            hint or message,
-        )
-    if kind == "missing":
-        parent = loc[:-1]
-        model = _model_at(parent)
-        hint = f"required keys: {', '.join(_required(model))}" if model else ""
-        return _Issue(
-            NodeRef(file, parent),
-            "schema-missing-field",
-            f"missing required key `{loc[-1]}` in {format_path(parent)}",
-            hint,
-        )
-    if kind == "extra_forbidden":
-        parent = loc[:-1]
-        model = _model_at(parent)
-        hint = ""
-        if model is not None and issubclass(model, PluginEntry):
-            common = [name for name in model.model_fields if name not in model.KINDS]
-            hint = f"one kind key, one of: {', '.join(model.KINDS)}"
-            if common:
-                hint += f"; plus {', '.join(common)}"
-        elif model is not None:
-            hint = f"allowed keys: {', '.join(model.model_fields)}"
-        return _Issue(
-            NodeRef(file, loc, "key"), "schema-unknown-field", f"unknown key `{loc[-1]}` in {format_path(parent)}", hint
-        )
-    if kind in ("plugin_kind_missing", "plugin_kind_multiple"):
-        code = "schema-missing-kind" if kind == "plugin_kind_missing" else "schema-multiple-kinds"
-        return _Issue(NodeRef(file, loc), code, f"{format_path(loc)}: {message}")
-    if kind in _TYPE_ERRORS:
-        if kind in ("model_type", "model_attributes_type", "dict_type"):
-            message = "expected a mapping"
-        return _Issue(
-            NodeRef(file, loc),
-            "schema-invalid-type",
-            f"{format_path(loc)}: {message}, got {_type_name(error['input'])}",
-            _TYPE_HINTS.get(kind, ""),
-        )
-    hint = ""
-    if kind == "string_pattern_mismatch":
-        field_name = next((element for element in reversed(loc) if isinstance(element, str)), "")
-        hint = _PATTERN_HINTS.get(field_name, "")
-        message = f"{error['input']!r} is not valid"
-    return _Issue(NodeRef(file, loc), "schema-invalid-value", f"{format_path(loc)}: {message}", hint)
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Optional and Annotated from a field annotation."""
-    while True:
-        origin = get_origin(annotation)
-        if origin in (Union, types.UnionType):
-            args = [arg for arg in get_args(annotation) if arg is not type(None)]
-            annotation = args[0] if len(args) == 1 else annotation
-            if len(args) != 1:
-                return annotation
-        elif origin is not None and hasattr(annotation, "__metadata__"):
-            annotation = get_args(annotation)[0]
-        else:
-            return annotation
-
-
-def _model_at(path: Sequence[PathElement]) -> type[BaseModel] | None:
-    """The wire model class describing the mapping at ``path`` (for hints)."""
-    current: Any = DesiredDocument
-    for element in path:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            if not isinstance(element, str) or element not in current.model_fields:
-                return None
-            current = current.model_fields[element].annotation
-        elif get_origin(current) in (list, tuple) and isinstance(element, int):
-            current = get_args(current)[0]
-        elif get_origin(current) is dict:
-            current = get_args(current)[1]
-        else:
-            return None
-    current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _required(model: type[BaseModel]) -> list[str]:
-    return [name for name, info in model.model_fields.items() if info.is_required()]
-
-
 # ---------------------------------------------------------------- cross-file checks
 
 
@@ -374,7 +164,7 @@ def _parsed(text: str | None) -> timedelta | None:
 
 
 class _Checker:
-    def __init__(self, issues: list[_Issue], complete: bool, directory: Path | None = None) -> None:
+    def __init__(self, issues: list[Issue], complete: bool, directory: Path | None = None) -> None:
         self.issues = issues
         self.complete = complete
         self.directory = directory
@@ -385,7 +175,7 @@ class _Checker:
         self._allowed: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
 
     def add(self, ref: NodeRef, code: str, message: str, hint: str = "", related: NodeRef | None = None) -> None:
-        self.issues.append(_Issue(ref, code, message, hint, related))
+        self.issues.append(Issue(ref, code, message, hint, related))
 
     def run(self, documents: Sequence[tuple[str, DesiredDocument]]) -> Declarations:
         cert_refs: list[tuple[CertificateDocument, NodeRef]] = []

@@ -28,6 +28,7 @@ MIN_LIFETIME = timedelta(hours=1)
 class DurationTooLongError(ValueError):
     """A duration above :data:`MAX_DURATION`."""
 
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
