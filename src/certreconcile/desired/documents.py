@@ -72,7 +72,8 @@ __all__ = [
 ]
 
 # Patterns are part of the JSON Schema too; semantic limits (a zero duration, a port
-# above 65535) are checked in validate.py, where the message can say more.
+# above 65535, a blank command...) are checked in checks.py, found by the Checked marker
+# of each field's type, where the message can say more.
 DURATION_PATTERN = r"^[0-9]+[smhdw]$"
 RENEW_BEFORE_PATTERN = r"^(?:[0-9]+[smhdw]|[0-9]+(?:\.[0-9]+)?%)$"
 HOST_PORT_PATTERN = r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"
