@@ -28,6 +28,7 @@ DNS = "certificates:\n  - {name: w, domains: [w.example.com], issuer: ca, challe
 CLOUDFLARE = "dns_providers:\n  dns: {cloudflare: {}}\n"
 RFC2136 = "dns_providers:\n  dns: {rfc2136: {server: '127.0.0.1:53', tsig_key_name: k, tsig_secret_env: TSIG}}\n"
 ACME = ACME_EAB.split("      eab", maxsplit=1)[0]
+VAULT_PKI = "issuers:\n  ca:\n    vault_pki: {url: 'https://v:8200', role: r, auth: approle, role_id_env: ROLE}\n"
 VAULT_KMS = "kms:\n  vault: {url: 'https://v:8200', key: k, auth: approle, role_id_env: ROLE}\n"
 
 
@@ -47,10 +48,11 @@ def position(text: str, at: str) -> str:
                      id="rfc2136-tsig"),
         pytest.param(ACME + FILES + CLOUDFLARE + DNS, {},
                      [("CLOUDFLARE_API_TOKEN", "{}}")], id="cloudflare-default-variable-at-its-kind"),
-        pytest.param(VAULT_KMS + LOCAL + FILES + CERT, {}, [("ROLE", "ROLE"), ("VAULT_SECRET_ID", "{url")],
-                     id="vault-kms-approle"),
-        pytest.param(VAULT_KMS.replace("approle", "token") + LOCAL + FILES + CERT, {}, [],
+        pytest.param(VAULT_PKI + FILES + CERT, {}, [("ROLE", "ROLE"), ("VAULT_SECRET_ID", "{url")],
+                     id="vault-pki-approle"),
+        pytest.param(VAULT_PKI.replace("approle", "token") + FILES + CERT, {}, [],
                      id="vault-token-auth-needs-no-approle-ids"),
+        pytest.param(VAULT_KMS + LOCAL + FILES + CERT, {}, [], id="not-the-kms-plan-needs-no-kms-credentials"),
         pytest.param(LOCAL + WEBHOOK + CERT, {"HOOK_SECRET": "s"}, [], id="set"),
         pytest.param(LOCAL + WEBHOOK.replace("targets:\n", "targets:\n  unused: {files: {dir: /srv/u}}\n")
                      + CERT.replace("[out]", "[unused]"), {}, [], id="a-target-no-change-uses"),
