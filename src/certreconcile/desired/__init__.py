@@ -62,7 +62,7 @@ def validate_directory(directory: Path, ref: str | None = None) -> list[Diagnost
     Raises :class:`~certreconcile.errors.ConfigError` when the directory or ref cannot be read.
     """
     sources = read_sources(directory, ref)
-    _, diagnostics, _ = validate_sources(sources.files)
+    _, diagnostics, _ = validate_sources(sources.files, directory=directory)
     return diagnostics
 
 
@@ -78,7 +78,9 @@ def load_desired(directory: Path, ref: str | None = None, *, with_locations: boo
     """
     sources = read_sources(directory, ref)
     with _collector_paused():
-        declarations, diagnostics, located = validate_sources(sources.files, with_locations=with_locations)
+        declarations, diagnostics, located = validate_sources(
+            sources.files, with_locations=with_locations, directory=directory
+        )
     if diagnostics:
         raise DesiredStateError(list(diagnostics), f"the desired state has {len(diagnostics)} error(s)")
     origin = sources.origin

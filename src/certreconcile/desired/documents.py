@@ -14,9 +14,18 @@ A kind key with an empty value (``local:``) means the kind's default configurati
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
@@ -36,6 +45,7 @@ __all__ = [
     "AwsKmsConfig",
     "CaddyTargetConfig",
     "CertificateDocument",
+    "Checked",
     "CloudflareConfig",
     "DesiredDocument",
     "DnsProviderEntry",
@@ -62,20 +72,45 @@ __all__ = [
 ]
 
 # Patterns are part of the JSON Schema too; semantic limits (a zero duration, a port
-# above 65535) are checked in validate.py, where the message can say more.
+# above 65535, a blank command...) are checked in checks.py, found by the Checked marker
+# of each field's type, where the message can say more.
 DURATION_PATTERN = r"^[0-9]+[smhdw]$"
 RENEW_BEFORE_PATTERN = r"^(?:[0-9]+[smhdw]|[0-9]+(?:\.[0-9]+)?%)$"
 HOST_PORT_PATTERN = r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Checked(enum.Enum):
+    """Marks a field (in its ``Annotated`` type) for the value checks of :mod:`certreconcile.desired.checks`."""
+
+    DURATION = "duration"  # above zero, at most 100 years
+    LIFETIME = "lifetime"  # a certificate lifetime: a duration of at least an hour
+    PATH = "path"  # a file path: no NUL
+    TARGET_DIR = "target-dir"  # a directory a target writes into: a path, not shared, outside the repository
+    COMMAND = "command"  # split like a shell would (no shell runs it): not blank, quotes balanced
+    HOST_PORT = "host-port"  # HOST:PORT with a port from 1 to 65535 (``unix:/path`` is left alone)
+
 
 Name = Annotated[
     str,
     Field(pattern=CERT_NAME_PATTERN, description="1-63 lower-case letters, digits and inner hyphens"),
 ]
 Duration = Annotated[
-    str, Field(pattern=DURATION_PATTERN, description="a whole number and a unit (s, m, h, d, w), e.g. 90d")
+    str,
+    Field(pattern=DURATION_PATTERN, description="a whole number and a unit (s, m, h, d, w), e.g. 90d"),
+    Checked.DURATION,
 ]
-HostPort = Annotated[str, Field(pattern=HOST_PORT_PATTERN, description="HOST:PORT, e.g. 127.0.0.1:443")]
+Lifetime = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, description="a whole number and a unit (s, m, h, d, w), e.g. 90d"),
+    Checked.LIFETIME,
+]
+HostPort = Annotated[
+    str, Field(pattern=HOST_PORT_PATTERN, description="HOST:PORT, e.g. 127.0.0.1:443"), Checked.HOST_PORT
+]
+FsPath = Annotated[str, Checked.PATH]
+TargetDir = Annotated[str, Checked.TARGET_DIR]
+Command = Annotated[str, Checked.COMMAND]
 
 
 class _Wire(BaseModel):
@@ -88,7 +123,7 @@ class _Wire(BaseModel):
 class LocalKmsConfig(_Wire):
     """The local KMS: keys are wrapped with a key-encryption key kept in a local file."""
 
-    key_file: str | None = None
+    key_file: FsPath | None = None
     """Path of the key-encryption key file; default: inside the data directory. Never the key itself."""
 
 
@@ -123,11 +158,11 @@ class VaultConnectionConfig(_Wire):
     """The Vault role bound to the service account (auth: kubernetes; required there)."""
     kubernetes_mount: str = Field(default="kubernetes", min_length=1)
     """Mount path of the Kubernetes auth method (auth: kubernetes)."""
-    kubernetes_token_path: str = Field(default="/var/run/secrets/kubernetes.io/serviceaccount/token", min_length=1)
+    kubernetes_token_path: FsPath = Field(default="/var/run/secrets/kubernetes.io/serviceaccount/token", min_length=1)
     """File holding the service-account JWT, read at each login (auth: kubernetes)."""
     namespace: str | None = None
     """Vault Enterprise / OpenBao namespace; default: none."""
-    ca_bundle: str | None = None
+    ca_bundle: FsPath | None = None
     """PEM file trusted for the server's TLS; a relative path is relative to the desired-state directory."""
 
     @model_validator(mode="after")
@@ -160,7 +195,7 @@ class GcpKmsConfig(_Wire):
     """The CryptoKey (purpose ENCRYPT_DECRYPT): ``projects/P/locations/L/keyRings/R/cryptoKeys/K``, not a version."""
     endpoint: str = Field(default="https://cloudkms.googleapis.com", pattern=r"^https?://")
     """Cloud KMS endpoint (a Private Service Connect endpoint, a test server); default: Google's own."""
-    ca_bundle: str | None = None
+    ca_bundle: FsPath | None = None
     """PEM file trusted for the endpoint's TLS; a relative path is relative to the desired-state directory."""
 
 
@@ -180,9 +215,9 @@ class LocalCaConfig(_Wire):
 
     common_name: str = Field(default="certreconcile local CA", min_length=1)
     """Common name of the CA certificate."""
-    lifetime: Duration = "90d"
+    lifetime: Lifetime = "90d"
     """Lifetime of each issued certificate."""
-    ca_lifetime: Duration = "3650d"
+    ca_lifetime: Lifetime = "3650d"
     """Lifetime of the CA certificate itself."""
 
 
@@ -212,7 +247,7 @@ class AcmeStandaloneConfig(_Wire):
 class AcmeWebrootConfig(_Wire):
     """Token files written under ``<path>/.well-known/acme-challenge/`` of a web server's document root."""
 
-    path: str = Field(min_length=1)
+    path: FsPath = Field(min_length=1)
     """The document root; a relative path is relative to the desired-state directory."""
 
 
@@ -253,7 +288,7 @@ class AcmeIssuerConfig(_Wire):
     """ACME profile to request (e.g. shortlived, tlsserver, classic), when the CA offers profiles."""
     preferred_chain: str | None = None
     """Common name of the root (or top intermediate) of the chain to prefer among the CA's alternates."""
-    ca_bundle: str | None = None
+    ca_bundle: FsPath | None = None
     """PEM file trusted for the directory's TLS (internal CAs, Pebble); null: the system roots."""
     http01: AcmeHttp01Config = AcmeHttp01Config(standalone=AcmeStandaloneConfig())
     """How HTTP-01 challenges are answered; default: standalone on 0.0.0.0:80."""
@@ -283,16 +318,16 @@ class VaultPkiIssuerConfig(VaultConnectionConfig):
     """Mount path of the PKI secrets engine."""
     role: str = Field(min_length=1)
     """The PKI role that signs: it decides the allowed names, key types and maximum TTL."""
-    ttl: Duration | None = None
+    ttl: Lifetime | None = None
     """Lifetime requested for each certificate (capped by the role's max_ttl); null: the role's ttl."""
 
 
 class FilesTargetConfig(_Wire):
     """Write each certificate to ``<dir>/<name>/{fullchain,chain,cert,privkey}.pem``."""
 
-    dir: str = Field(min_length=1)
+    dir: TargetDir = Field(min_length=1)
     """Output directory; a relative path is relative to the desired-state directory."""
-    reload_command: str | None = None
+    reload_command: Command | None = None
     """Command run after files changed (e.g. ``systemctl reload nginx``); null: none."""
 
 
@@ -307,16 +342,16 @@ class NginxTargetConfig(_Wire):
 
     model_config = ConfigDict(json_schema_extra={"not": {"required": ["pid_file", "reload_command"]}})
 
-    cert_dir: str = Field(min_length=1)
+    cert_dir: TargetDir = Field(min_length=1)
     """Output directory; a relative path is relative to the desired-state directory."""
-    pid_file: str | None = None
+    pid_file: FsPath | None = None
     """nginx's pid file (its ``pid`` directive, e.g. /run/nginx.pid): reload by SIGHUP to that process."""
-    test_command: str | None = None
+    test_command: Command | None = None
     """Configuration test run after writing (no shell), e.g. ``nginx -t -c /etc/nginx/nginx.conf``;
     null: ``<binary> -t``."""
-    reload_command: str | None = None
+    reload_command: Command | None = None
     """Reload command (no shell), e.g. ``systemctl reload nginx``; instead of pid_file."""
-    binary: str = Field(default="nginx", min_length=1)
+    binary: FsPath = Field(default="nginx", min_length=1)
     """The nginx executable for the default test and reload commands."""
 
     @model_validator(mode="after")
@@ -338,17 +373,17 @@ class HaproxyTargetConfig(_Wire):
 
     model_config = ConfigDict(json_schema_extra={"not": {"required": ["pid_file", "reload_command"]}})
 
-    cert_dir: str = Field(min_length=1)
+    cert_dir: TargetDir = Field(min_length=1)
     """Output directory; a relative path is relative to the desired-state directory."""
-    runtime_api: str | None = Field(
+    runtime_api: Annotated[str, Checked.HOST_PORT] | None = Field(
         default=None, pattern=r"^(?:unix:/\S+|(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]/]+):[0-9]{1,5})$"
     )
     """HAProxy's admin socket: ``unix:/run/haproxy/admin.sock`` or ``127.0.0.1:9999`` (level admin)."""
-    reload_command: str | None = None
+    reload_command: Command | None = None
     """Reload command (no shell), e.g. ``systemctl reload haproxy``; instead of pid_file."""
-    pid_file: str | None = None
+    pid_file: FsPath | None = None
     """The master's pid file (``-p``, master-worker mode): reload by SIGUSR2 to that process."""
-    test_command: str | None = None
+    test_command: Command | None = None
     """Configuration check run after writing (no shell), e.g. ``haproxy -c -f /etc/haproxy/haproxy.cfg``;
     on failure the previous files are put back. null: none."""
 
@@ -380,7 +415,7 @@ class EnvoyTargetConfig(_Wire):
     versioned directory, replaced by ``rename(2)``; Envoy watches the folder (``watched_directory``).
     """
 
-    sds_dir: str = Field(min_length=1)
+    sds_dir: TargetDir = Field(min_length=1)
     """Output directory; a relative path is relative to the desired-state directory."""
 
 
@@ -391,7 +426,7 @@ class TraefikTargetConfig(_Wire):
     Traefik must watch the directory (``providers.file.directory`` with ``watch: true``).
     """
 
-    dynamic_dir: str = Field(min_length=1)
+    dynamic_dir: TargetDir = Field(min_length=1)
     """The file provider's directory; a relative path is relative to the desired-state directory."""
 
 
@@ -415,15 +450,15 @@ class WebhookTargetConfig(_Wire):
     """The receiver's https:// URL (http:// is refused: the body holds the private key); no user:password@."""
     secret_env: str | None = Field(default=None, pattern=ENV_NAME_PATTERN)
     """Name of the environment variable holding the signing secret (never the secret); null: unsigned (mTLS only)."""
-    client_cert: str | None = None
+    client_cert: FsPath | None = None
     """PEM file of the client certificate for mutual TLS; a relative path is relative to the desired-state directory."""
-    client_key: str | None = None
+    client_key: FsPath | None = None
     """PEM file of the client certificate's private key (its path, never its content); with client_cert."""
-    ca_bundle: str | None = None
+    ca_bundle: FsPath | None = None
     """PEM file of the CAs trusted for the receiver's TLS; null: the system's trust store."""
     timeout: Duration = "10s"
     """Timeout of each connect, send and read of one delivery."""
-    allow_link_local: bool = False
+    allow_link_local: StrictBool = False
     """Allow link-local and cloud-metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254). Keep false."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra request headers; not secret (this file is in Git): authenticate with secret_env or mTLS."""
@@ -558,7 +593,7 @@ class CloudflareConfig(_Wire):
     """The zone holding the records; null: found by name (needs Zone.Zone:Read)."""
     api_base: str = Field(default="https://api.cloudflare.com/client/v4", pattern=r"^https?://")
     """Base URL of the API; change it only for a proxy or a test server."""
-    ca_bundle: str | None = None
+    ca_bundle: FsPath | None = None
     """PEM file trusted for the API's TLS; a relative path is relative to the desired-state directory."""
 
 

@@ -28,7 +28,7 @@ certificates:
   - name: zeta
     domains: [Zeta.Example.com, www.zeta.example.com]
     issuer: ca
-    targets: [b, a, b]
+    targets: [b, a]
   - name: alpha
     domains: [alpha.example.com]
     issuer: ca
@@ -151,6 +151,7 @@ def test_load_from_git_ref(repo: git.Repo) -> None:
     desired = root / "deploy" / "desired"
     write(desired, {"p.yaml": PLUGINS, "c.yaml": CERTS, ".hidden/x.yaml": "not: [valid\n"})
     write(root, {"other.yaml": "garbage: [\n"})  # outside the desired-state directory
+    write(root, {".gitignore": "out-*/\n"})  # the target directories: inside the repository, so ignored
     first = commit_all(repo, "first")
     (desired / "c.yaml").write_text(CERTS.replace("- name: alpha", "- name: beta"))
     commit_all(repo, "second")

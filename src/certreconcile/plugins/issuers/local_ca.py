@@ -19,7 +19,13 @@ from certreconcile.desired.documents import LocalCaConfig
 from certreconcile.domain.durations import parse_duration
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
-from certreconcile.plugins.crypto import PrivateKey, generate_private_key, load_private_key, private_key_pem
+from certreconcile.plugins.crypto import (
+    PrivateKey,
+    common_name_for,
+    generate_private_key,
+    load_private_key,
+    private_key_pem,
+)
 from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import EncryptionContext, IssuedCertificate, IssueRequest, Kms
 
@@ -128,9 +134,8 @@ class LocalCaIssuer:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
-        subject = []
-        if len(request.domains[0]) <= 64:
-            subject.append(x509.NameAttribute(NameOID.COMMON_NAME, request.domains[0]))
+        common_name = common_name_for(request.domains)
+        subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name is not None else []
         builder = builder.subject_name(x509.Name(subject))
         cert = builder.sign(ca_key, hashes.SHA384())
         return IssuedCertificate(

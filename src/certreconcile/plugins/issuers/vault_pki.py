@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
+from certreconcile.plugins.crypto import common_name_for
 from certreconcile.plugins.ports import IssuedCertificate, IssueRequest
 from certreconcile.plugins.vault_auth import VaultCallError, VaultConnection, VaultLogin, VaultProblem
 
@@ -83,9 +84,15 @@ class VaultPkiIssuer:
     # ------------------------------------------------------------------ issue
 
     def issue(self, request: IssueRequest) -> IssuedCertificate:
-        body: dict[str, Any] = {"csr": request.csr_pem, "common_name": request.domains[0], "format": "pem"}
-        if len(request.domains) > 1:
-            body["alt_names"] = ",".join(request.domains[1:])
+        # A CN holds at most 64 characters: the first name that fits, else none (the role then
+        # needs require_cn=false); every other name goes in alt_names.
+        common_name = common_name_for(request.domains)
+        body: dict[str, Any] = {"csr": request.csr_pem, "format": "pem"}
+        if common_name is not None:
+            body["common_name"] = common_name
+        alt_names = [name for name in request.domains if name != common_name]
+        if alt_names:
+            body["alt_names"] = ",".join(alt_names)
         if self._ttl is not None:
             body["ttl"] = f"{int(self._ttl.total_seconds())}s"
         what = f"signing {request.name} with role {self._role}"
