@@ -305,10 +305,17 @@ def test_plan_and_apply_refuse_an_unset_env_secret_before_issuing(
 
 
 def test_schema_prints_the_committed_schema(invoke: Invoke) -> None:
+    """The committed schema (built-in kinds), plus the kinds installed from other packages (tests/plugins/)."""
+    from certreconcile.desired.schema import render_json_schema
+
     result = invoke("schema", check_code=0)
     committed = (ROOT / "schemas" / "desired-state.schema.json").read_text()
-    assert result.stdout == committed
-    json.loads(result.stdout)
+    assert result.stdout == render_json_schema()
+    assert committed == render_json_schema(builtin_only=True)
+    printed, builtin = json.loads(result.stdout), json.loads(committed)
+    assert set(builtin["$defs"]) <= set(printed["$defs"])
+    targets = printed["$defs"]["TargetEntry"]["properties"]
+    assert builtin["$defs"]["TargetEntry"]["properties"].items() <= targets.items()
 
 
 # ------------------------------------------------------------------ init

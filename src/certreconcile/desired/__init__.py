@@ -20,7 +20,8 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
-from certreconcile.desired.documents import KmsCacheConfig, LocalKmsConfig
+from certreconcile.desired.documents import KmsCacheConfig
+from certreconcile.desired.kinds import config_class
 from certreconcile.desired.loader import read_sources
 from certreconcile.desired.model import (
     DEFAULT_PROPAGATION_TIMEOUT,
@@ -43,7 +44,7 @@ from certreconcile.desired.validate import (
     NodeRef,
     validate_sources,
 )
-from certreconcile.domain.durations import RenewBefore, parse_duration
+from certreconcile.domain.durations import RenewBefore
 from certreconcile.errors import DesiredStateError
 
 __all__ = [
@@ -114,7 +115,7 @@ def _canonical(value: object) -> str:
 def kms_cache_spec(config: KmsCacheConfig | None) -> KmsCacheSpec | None:
     if config is None:
         return None
-    return KmsCacheSpec(parse_duration(config.max_age), config.max_uses, config.max_size)
+    return KmsCacheSpec(config.max_age.delta, config.max_uses, config.max_size)
 
 
 def plugin_fingerprint(kind: str, config: BaseModel) -> str:
@@ -159,7 +160,7 @@ def _build(
     if declarations.kms is not None:
         kms = KmsSpec(**spec_args(declarations.kms), cache=kms_cache_spec(declarations.kms_cache))  # type: ignore[arg-type]
     else:  # the default: {local: {}}
-        config = LocalKmsConfig()
+        config = config_class("kms", "local")()
         kms = KmsSpec("local", "local", config, plugin_fingerprint("local", config))
     issuers = {
         name: IssuerSpec(**spec_args(p))  # type: ignore[arg-type]

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple, get_args
 
 from pydantic import BaseModel
 
-from certreconcile.desired.documents import CertificateDocument, Checked
+from certreconcile.desired.documents import CertificateDocument
+from certreconcile.desired.fields import Checked, ParsedDuration
 from certreconcile.domain.durations import MIN_LIFETIME, DurationTooLongError, format_duration, parse_duration
 
 __all__ = ["Finding", "certificate_findings", "format_path", "target_dir_findings", "value_findings"]
@@ -99,8 +100,10 @@ def value_findings(model: BaseModel, path: tuple[PathElement, ...] = ()) -> Iter
 def _check(marker: Checked, path: tuple[PathElement, ...], value: str) -> Iterator[Finding]:
     where = format_path(path)
     if marker in (Checked.DURATION, Checked.LIFETIME):
-        try:
-            duration = parse_duration(value)
+        try:  # parsed once, by validation (ParsedDuration); a plain string only from a model built otherwise
+            if isinstance(value, ParsedDuration) and value.error is not None:
+                raise value.error
+            duration = value.delta if isinstance(value, ParsedDuration) else parse_duration(value)
         except DurationTooLongError as exc:
             yield Finding(path, "duration-too-long", f"{where}: {exc}", "write a duration of at most 36500d")
             return

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from certreconcile.desired.documents import VaultConnectionConfig
 from certreconcile.desired.loader import Positions, YamlError, parse_yaml, read_sources
 from certreconcile.desired.model import DesiredState, PluginSpec, SourceLocation
 from certreconcile.desired.validate import Diagnostic
@@ -24,9 +23,9 @@ _SECTIONS = ("kms", "issuers", "dns_providers", "targets")
 
 def env_references(config: BaseModel, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
     """``(path of the key inside config, variable name)`` of every ``*_env`` key the plugin reads."""
-    unused: frozenset[str] = frozenset()
-    if isinstance(config, VaultConnectionConfig) and config.auth != "approle":
-        unused = frozenset({"role_id_env", "secret_id_env"})
+    # A config may say which of its *_env keys its settings leave unread (vault: the AppRole ids).
+    unused_env_fields = getattr(config, "unused_env_fields", None)
+    unused: frozenset[str] = unused_env_fields() if callable(unused_env_fields) else frozenset()
     for name in type(config).model_fields:
         value = getattr(config, name)
         if isinstance(value, BaseModel):

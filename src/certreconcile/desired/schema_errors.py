@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
 from certreconcile.desired.checks import format_path
-from certreconcile.desired.documents import DesiredDocument, PluginEntry
+from certreconcile.desired.documents import PluginEntry, desired_document_model
 from certreconcile.desired.loader import Anchor, PathElement
 
 __all__ = ["SchemaIssue", "schema_issue"]
@@ -152,7 +152,7 @@ def _unwrap(annotation: Any) -> Any:
 
 def _model_at(path: Sequence[PathElement]) -> type[BaseModel] | None:
     """The wire model class describing the mapping at ``path`` (for hints)."""
-    current: Any = DesiredDocument
+    current: Any = desired_document_model()
     for element in path:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):

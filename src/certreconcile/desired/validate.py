@@ -16,8 +16,9 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from certreconcile.desired.checks import (
     TargetDir,
@@ -39,10 +40,12 @@ from certreconcile.desired.documents import (
     CertificateDocument,
     DesiredDocument,
     DnsProviderEntry,
-    LocalCaConfig,
     PluginEntry,
     TargetEntry,
+    desired_document_model,
 )
+from certreconcile.desired.fields import ParsedDuration
+from certreconcile.desired.kinds import kind_module
 from certreconcile.desired.loader import (
     PathElement,
     Positions,
@@ -52,7 +55,7 @@ from certreconcile.desired.loader import (
 )
 from certreconcile.desired.model import Challenge, SourceLocation
 from certreconcile.desired.schema_errors import schema_issue
-from certreconcile.domain.durations import RenewBefore, format_duration, parse_duration, parse_renew_before
+from certreconcile.domain.durations import RenewBefore, format_duration, parse_renew_before
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.names import (
     MAX_NAMES_PER_CERTIFICATE,
@@ -62,8 +65,6 @@ from certreconcile.domain.names import (
 )
 
 __all__ = [
-    "ISSUER_KINDS_WITH_CHALLENGES",
-    "SUPPORTED_KEY_TYPES",
     "Declarations",
     "DeclaredCertificate",
     "DeclaredPlugin",
@@ -73,13 +74,23 @@ __all__ = [
     "validate_sources",
 ]
 
-# Key types each issuer kind can sign; a kind missing from this table accepts every KeyType.
-SUPPORTED_KEY_TYPES: dict[str, frozenset[KeyType]] = {
-    "local_ca": frozenset(KeyType),
-}
-# Issuer kinds that validate names with ACME challenges; for them the default
-# challenge is http-01. Other kinds accept and ignore a certificate's `challenge`.
-ISSUER_KINDS_WITH_CHALLENGES: frozenset[str] = frozenset({"acme"})
+
+
+def _issuer_hook(kind: str, name: str) -> Any:
+    """A validation hook of an issuer kind's module (see certreconcile.plugins.registry), or None."""
+    return getattr(kind_module("issuers", kind), name, None)
+
+
+def _uses_challenges(kind: str) -> bool:
+    """Kinds that validate names with ACME challenges (``USES_CHALLENGES``): their default challenge
+    is http-01. Other kinds accept and ignore a certificate's ``challenge``."""
+    return bool(_issuer_hook(kind, "USES_CHALLENGES"))
+
+
+def _key_types(kind: str) -> frozenset[KeyType] | None:
+    """The key types a kind can sign (``KEY_TYPES``); None: every KeyType."""
+    supported = _issuer_hook(kind, "KEY_TYPES")
+    return frozenset(supported) if supported is not None else None
 
 
 # ---------------------------------------------------------------- entry point
@@ -97,6 +108,7 @@ def validate_sources(
     diagnostics: list[Diagnostic] = []
     issues: list[Issue] = []
     documents: list[tuple[str, DesiredDocument]] = []
+    model = desired_document_model()
     for source in files:
         try:
             data = parse_yaml(source)
@@ -112,7 +124,7 @@ def validate_sources(
             )
             continue
         try:
-            documents.append((source.path, DesiredDocument.model_validate({} if data is None else data)))
+            documents.append((source.path, model.model_validate({} if data is None else data)))
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 found = schema_issue(error)
@@ -155,12 +167,9 @@ _DEFAULT_RENEW_BEFORE = RenewBefore()
 _PLAIN_NAME = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def _parsed(text: str | None) -> timedelta | None:
+def _parsed(text: ParsedDuration | None) -> timedelta | None:
     """A duration, or None when it is absent or invalid (value_findings reports it)."""
-    try:
-        return parse_duration(text) if text is not None else None
-    except ValueError:
-        return None
+    return text.delta_or_none if text is not None else None
 
 
 class _Checker:
@@ -271,8 +280,8 @@ class _Checker:
             return
         kind, config = entry.kind()
         verify = entry.verify if isinstance(entry, TargetEntry) else None
-        if isinstance(config, LocalCaConfig):
-            self._local_ca(file, (section, name, kind), config)
+        if section == "issuers":
+            self._issuer_findings(file, (section, name, kind), kind, config)
         propagation_timeout: timedelta | None = None
         nameservers: tuple[str, ...] | None = None
         if isinstance(entry, DnsProviderEntry):
@@ -286,15 +295,13 @@ class _Checker:
             name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout
         )
 
-    def _local_ca(self, file: str, path: tuple[PathElement, ...], config: LocalCaConfig) -> None:
-        lifetime, ca_lifetime = _parsed(config.lifetime), _parsed(config.ca_lifetime)
-        if lifetime is not None and ca_lifetime is not None and lifetime > ca_lifetime:
-            self.add(
-                NodeRef(file, (*path, "lifetime")),
-                "lifetime-exceeds-ca-lifetime",
-                f"{format_path(path)}: certificates would outlive the CA ({config.lifetime} > {config.ca_lifetime})",
-                "shorten lifetime or lengthen ca_lifetime",
-            )
+    def _issuer_findings(self, file: str, path: tuple[PathElement, ...], kind: str, config: BaseModel) -> None:
+        """The kind's own rules over its configuration (``config_findings``), paths relative to it."""
+        findings = _issuer_hook(kind, "config_findings")
+        if findings is None:
+            return
+        for where, code, message, hint in findings(config):
+            self.add(NodeRef(file, (*path, *where)), code, f"{format_path(path)}: {message}", hint)
 
     # -- policy
 
@@ -321,10 +328,10 @@ class _Checker:
         return cached
 
     def _lifetime(self, issuer: DeclaredPlugin) -> timedelta | None:
-        if not isinstance(issuer.config, LocalCaConfig):
-            return None
+        """The lifetime the issuer gives its certificates, when its kind says (``certificate_lifetime``)."""
         if issuer.name not in self._lifetimes:
-            self._lifetimes[issuer.name] = _parsed(issuer.config.lifetime)  # when invalid, reported on the issuer
+            lifetime = _issuer_hook(issuer.kind, "certificate_lifetime")  # None when invalid: reported on the issuer
+            self._lifetimes[issuer.name] = lifetime(issuer.config) if lifetime is not None else None
         return self._lifetimes[issuer.name]
 
     def _domains(self, cert: CertificateDocument, ref: NodeRef) -> tuple[list[str], list[int]] | None:
@@ -395,7 +402,7 @@ class _Checker:
         challenge = cert.challenge
         if challenge is None:
             issuer = self.result.issuers.get(cert.issuer)
-            if issuer is not None and issuer.kind in ISSUER_KINDS_WITH_CHALLENGES:
+            if issuer is not None and _uses_challenges(issuer.kind):
                 challenge = Challenge.HTTP_01
         if challenge is Challenge.HTTP_01:
             for index, name in zip(indexes, domains, strict=True):
@@ -436,7 +443,7 @@ class _Checker:
             )
             failed = True
         else:
-            supported = SUPPORTED_KEY_TYPES.get(issuer.kind)
+            supported = _key_types(issuer.kind)
             if supported is not None and cert.key not in supported:
                 self.add(
                     ref.child("key"),

@@ -8,10 +8,11 @@ import git
 import pytest
 
 from certreconcile.desired import Diagnostic, load_desired, plugin_fingerprint, validate_directory
-from certreconcile.desired.documents import LocalCaConfig, LocalKmsConfig
 from certreconcile.desired.model import SourceLocation
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import ConfigError, DesiredStateError
+from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
+from certreconcile.plugins.kms.local_config import LocalKmsConfig
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "desired-state"
 
@@ -181,5 +182,10 @@ def test_public_exports_exist() -> None:
     for module in (package, documents):
         for name in module.__all__:
             assert hasattr(module, name), name
-    for config in ("LocalKmsConfig", "LocalCaConfig", "FilesTargetConfig", "Rfc2136Config"):
-        assert config in documents.__all__
+    # every kind module exports its Config and its factory
+    from certreconcile.desired.kinds import GROUPS, kind_module, kind_names
+
+    for group in GROUPS:
+        for kind in kind_names(group):
+            module = kind_module(group, kind)
+            assert {"Config", "create"} <= set(module.__all__), module.__name__

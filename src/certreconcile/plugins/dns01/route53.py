@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from certreconcile.desired.documents import Route53Config
 from certreconcile.errors import DnsError
+from certreconcile.plugins.dns01.route53_config import Route53Config
 from certreconcile.plugins.ports import DnsTxtRecord
 
 __all__ = ["Route53Provider", "quote_txt", "unquote_txt"]

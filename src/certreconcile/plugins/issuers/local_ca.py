@@ -15,8 +15,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certreconcile.actual.store import LocalCaRecord, StateStore
-from certreconcile.desired.documents import LocalCaConfig
-from certreconcile.domain.durations import parse_duration
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
 from certreconcile.plugins.crypto import (
@@ -26,6 +24,7 @@ from certreconcile.plugins.crypto import (
     load_private_key,
     private_key_pem,
 )
+from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
 from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import EncryptionContext, IssuedCertificate, IssueRequest, Kms
 
@@ -50,8 +49,8 @@ class LocalCaIssuer:
         self._config = config
         self._store = store
         self._kms = kms
-        self._lifetime = parse_duration(config.lifetime)
-        self._ca_lifetime = parse_duration(config.ca_lifetime)
+        self._lifetime = config.lifetime.delta
+        self._ca_lifetime = config.ca_lifetime.delta
         self._ca: tuple[x509.Certificate, PrivateKey, str] | None = None
         self._lock = threading.Lock()
 

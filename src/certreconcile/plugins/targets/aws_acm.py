@@ -29,11 +29,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from certreconcile.desired.documents import AwsAcmTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.domain.certs import read_cert_facts, split_pem_chain
 from certreconcile.errors import TargetError
 from certreconcile.plugins.kms._redact import display_url
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
+from certreconcile.plugins.targets.aws_acm_config import AwsAcmTargetConfig
 from certreconcile.plugins.targets.handshake import observe_served
 
 __all__ = ["NAME_TAG", "AwsAcmTarget"]
@@ -103,7 +104,7 @@ class AwsAcmTarget:
         *,
         env: Mapping[str, str],
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=30),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 15.0,

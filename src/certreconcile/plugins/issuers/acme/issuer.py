@@ -36,8 +36,6 @@ from josepy import errors as jose_errors
 from josepy import jwa, jwk
 
 from certreconcile.actual.store import AcmeAccountRecord, StateStore
-from certreconcile.desired.documents import AcmeIssuerConfig
-from certreconcile.domain.durations import parse_duration
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import RevocationReason
 from certreconcile.errors import ConfigError, IssuerError
@@ -53,6 +51,7 @@ from certreconcile.plugins.issuers.acme.client import (
     problem_error,
     transport_error,
 )
+from certreconcile.plugins.issuers.acme_config import AcmeIssuerConfig
 from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import (
     Dns01Provider,
@@ -132,7 +131,7 @@ class AcmeIssuer:
         self._verify: str | bool = ca_bundle if ca_bundle else True
         self._poller = poller or Poller()
         self._now = wall_clock or (lambda: datetime.now(UTC))
-        self._order_timeout = parse_duration(config.order_timeout)
+        self._order_timeout = config.order_timeout.delta
         self._lock = threading.Lock()
         self._directory: messages.Directory | None = None
         self._account: _Account | None = None
