@@ -21,12 +21,23 @@ import importlib
 from functools import cache
 from importlib.metadata import distributions
 from types import ModuleType
+from typing import Any
 
 from pydantic import BaseModel
 
+from certreconcile.domain.keys import KeyType
 from certreconcile.errors import ConfigError
 
-__all__ = ["GROUPS", "config_class", "kind_module", "kind_names", "summary"]
+__all__ = [
+    "GROUPS",
+    "config_class",
+    "issuer_hook",
+    "key_types",
+    "kind_module",
+    "kind_names",
+    "summary",
+    "uses_challenges",
+]
 
 #: Plugin group → the section of the desired state holding its entries.
 GROUPS: dict[str, str] = {"kms": "kms", "issuers": "issuers", "targets": "targets", "dns01": "dns_providers"}
@@ -112,3 +123,20 @@ def summary(group: str, kind: str) -> str:
     module = kind_module(group, kind)
     text = getattr(module, "SUMMARY", None) or (module.Config.__doc__ or kind).strip().splitlines()[0]
     return str(text)
+
+
+def issuer_hook(kind: str, name: str) -> Any:
+    """A validation hook of an issuer kind's module (see certreconcile.plugins.registry), or None."""
+    return getattr(kind_module("issuers", kind), name, None)
+
+
+def uses_challenges(kind: str) -> bool:
+    """Kinds that validate names with ACME challenges (``USES_CHALLENGES``): their default challenge
+    is http-01. Other kinds accept and ignore a certificate's ``challenge``."""
+    return bool(issuer_hook(kind, "USES_CHALLENGES"))
+
+
+def key_types(kind: str) -> frozenset[KeyType] | None:
+    """The key types a kind can sign (``KEY_TYPES``); None: every KeyType."""
+    supported = issuer_hook(kind, "KEY_TYPES")
+    return frozenset(supported) if supported is not None else None

@@ -16,7 +16,6 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -45,7 +44,7 @@ from certreconcile.desired.documents import (
     desired_document_model,
 )
 from certreconcile.desired.fields import ParsedDuration
-from certreconcile.desired.kinds import kind_module
+from certreconcile.desired.kinds import issuer_hook, key_types, uses_challenges
 from certreconcile.desired.loader import (
     PathElement,
     Positions,
@@ -56,7 +55,6 @@ from certreconcile.desired.loader import (
 from certreconcile.desired.model import Challenge, SourceLocation
 from certreconcile.desired.schema_errors import schema_issue
 from certreconcile.domain.durations import RenewBefore, format_duration, parse_renew_before
-from certreconcile.domain.keys import KeyType
 from certreconcile.domain.names import (
     MAX_NAMES_PER_CERTIFICATE,
     DomainNameError,
@@ -73,24 +71,6 @@ __all__ = [
     "format_path",
     "validate_sources",
 ]
-
-
-
-def _issuer_hook(kind: str, name: str) -> Any:
-    """A validation hook of an issuer kind's module (see certreconcile.plugins.registry), or None."""
-    return getattr(kind_module("issuers", kind), name, None)
-
-
-def _uses_challenges(kind: str) -> bool:
-    """Kinds that validate names with ACME challenges (``USES_CHALLENGES``): their default challenge
-    is http-01. Other kinds accept and ignore a certificate's ``challenge``."""
-    return bool(_issuer_hook(kind, "USES_CHALLENGES"))
-
-
-def _key_types(kind: str) -> frozenset[KeyType] | None:
-    """The key types a kind can sign (``KEY_TYPES``); None: every KeyType."""
-    supported = _issuer_hook(kind, "KEY_TYPES")
-    return frozenset(supported) if supported is not None else None
 
 
 # ---------------------------------------------------------------- entry point
@@ -297,7 +277,7 @@ class _Checker:
 
     def _issuer_findings(self, file: str, path: tuple[PathElement, ...], kind: str, config: BaseModel) -> None:
         """The kind's own rules over its configuration (``config_findings``), paths relative to it."""
-        findings = _issuer_hook(kind, "config_findings")
+        findings = issuer_hook(kind, "config_findings")
         if findings is None:
             return
         for where, code, message, hint in findings(config):
@@ -330,7 +310,7 @@ class _Checker:
     def _lifetime(self, issuer: DeclaredPlugin) -> timedelta | None:
         """The lifetime the issuer gives its certificates, when its kind says (``certificate_lifetime``)."""
         if issuer.name not in self._lifetimes:
-            lifetime = _issuer_hook(issuer.kind, "certificate_lifetime")  # None when invalid: reported on the issuer
+            lifetime = issuer_hook(issuer.kind, "certificate_lifetime")  # None when invalid: reported on the issuer
             self._lifetimes[issuer.name] = lifetime(issuer.config) if lifetime is not None else None
         return self._lifetimes[issuer.name]
 
@@ -402,7 +382,7 @@ class _Checker:
         challenge = cert.challenge
         if challenge is None:
             issuer = self.result.issuers.get(cert.issuer)
-            if issuer is not None and _uses_challenges(issuer.kind):
+            if issuer is not None and uses_challenges(issuer.kind):
                 challenge = Challenge.HTTP_01
         if challenge is Challenge.HTTP_01:
             for index, name in zip(indexes, domains, strict=True):
@@ -443,7 +423,7 @@ class _Checker:
             )
             failed = True
         else:
-            supported = _key_types(issuer.kind)
+            supported = key_types(issuer.kind)
             if supported is not None and cert.key not in supported:
                 self.add(
                     ref.child("key"),
