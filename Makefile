@@ -7,17 +7,19 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES ?= git openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus
 DEMO_DIR ?= examples/desired-state
 
-.PHONY: help venv demo test lint typecheck importlint unit deps bench clean
+.PHONY: help venv demo test lint typecheck importlint unit deps bench schema clean
 
 help:
 	@echo "make demo   - install into $(VENV), apply $(DEMO_DIR) on the embedded defaults, show status"
 	@echo "make test   - install everything the tests need (Debian packages too), run lint, types and tests"
 	@echo "make bench  - run the benchmarks in bench/ (Pebble and nginx from the Debian packages)"
 
-$(BIN)/certreconcile: pyproject.toml
+$(BIN)/certreconcile: pyproject.toml tests/plugins/certreconcile-example-target/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# a third-party target kind (its own package), for tests/e2e/test_third_party_plugin.py
+	$(BIN)/python -m pip install --quiet --no-deps -e tests/plugins/certreconcile-example-target
 	touch $@
 
 venv: $(BIN)/certreconcile
@@ -55,6 +57,10 @@ bench: deps venv
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/distribution.py
 	$(BIN)/python bench/rewrap.py
+
+# The committed JSON Schema holds the built-in kinds only (`certreconcile schema` prints every installed kind).
+schema: venv
+	$(BIN)/python -c 'import sys; from certreconcile.desired.schema import render_json_schema as r; sys.stdout.write(r(builtin_only=True))' > schemas/desired-state.schema.json
 
 clean:
 	-test -x $(BIN)/certreconcile && $(BIN)/certreconcile db stop --dir $(DEMO_DIR)

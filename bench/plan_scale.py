@@ -70,9 +70,10 @@ from certreconcile.actual.embedded import EmbeddedPostgres
 from certreconcile.actual.model import ActualState, Observations
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.desired import load_desired, plugin_fingerprint
-from certreconcile.desired.documents import FilesTargetConfig, LocalCaConfig
 from certreconcile.desired.model import DesiredState
 from certreconcile.plan import Plan, build_plan
+from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
+from certreconcile.plugins.targets.files_config import FilesTargetConfig
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TARGET_COUNT = 200

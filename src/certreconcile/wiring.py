@@ -11,9 +11,8 @@ from pathlib import Path
 from certreconcile.actual.store import KeyRefUsage, StateStore
 from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import Clock
-from certreconcile.desired.documents import AwsKmsConfig, LocalKmsConfig, VaultKmsConfig
 from certreconcile.desired.model import DesiredState, KmsSpec
-from certreconcile.errors import ConfigError, KmsError
+from certreconcile.errors import ConfigError
 from certreconcile.plan.destroy import DEFAULT_MAX_COUNT, DEFAULT_MAX_PERCENT, DestroyThreshold
 from certreconcile.plugins.ports import Issuer, Kms, Target
 from certreconcile.plugins.registry import (
@@ -22,6 +21,7 @@ from certreconcile.plugins.registry import (
     create_issuer,
     create_kms,
     create_target,
+    declared_key_id,
 )
 
 __all__ = [
@@ -185,7 +185,7 @@ def _kms_from_file(path: Path, settings: Settings) -> Kms:
 
     spec = load_kms_file(path)
     env = dict(settings.env)
-    if isinstance(spec.config, LocalKmsConfig) and spec.config.key_file:
+    if spec.kind == "local" and getattr(spec.config, "key_file", None):
         env.pop("CERTRECONCILE_LOCAL_KMS_KEY_FILE", None)
     context = PluginContext(desired_dir=path.resolve().parent, data_dir=settings.data_dir, env=env)
     return create_kms(replace(spec, cache=None), context)
@@ -203,20 +203,7 @@ def build_rewrap_kms(
 
 def _declared_key_id(spec: KmsSpec, settings: Settings) -> str | None:
     """The master key id envelopes made by this KMS record, when known without any KMS call."""
-    config = spec.config
-    if isinstance(config, VaultKmsConfig):
-        return f"{config.mount.strip('/')}/{config.key}"
-    if isinstance(config, AwsKmsConfig):
-        return config.key_id if config.key_id.startswith("arn:") and ":key/" in config.key_id else None
-    if isinstance(config, LocalKmsConfig):
-        from certreconcile.plugins.factories import local_kms_key_file
-        from certreconcile.plugins.kms.local import LocalKms
-
-        try:  # a hash of the key file, read (never created) only when it exists
-            return LocalKms(local_kms_key_file(config, settings.plugin_context), create=False).key_id
-        except KmsError:
-            return None
-    return None
+    return declared_key_id(spec, settings.plugin_context)  # the KMS kind's own hook
 
 
 def kms_drift_warnings(desired: DesiredState, settings: Settings, usage: Sequence[KeyRefUsage]) -> tuple[str, ...]:

@@ -15,11 +15,13 @@ from datetime import timedelta
 
 import pytest
 
-from certreconcile.desired.documents import CloudflareConfig, Rfc2136Config, Route53Config
 from certreconcile.plugins.dns01.cloudflare import CloudflareProvider
+from certreconcile.plugins.dns01.cloudflare_config import CloudflareConfig
 from certreconcile.plugins.dns01.propagation import PropagationWaiter
 from certreconcile.plugins.dns01.rfc2136 import Rfc2136Provider
+from certreconcile.plugins.dns01.rfc2136_config import Rfc2136Config
 from certreconcile.plugins.dns01.route53 import Route53Provider
+from certreconcile.plugins.dns01.route53_config import Route53Config
 from certreconcile.testing.dns01_contract import CHECKS, Dns01Backend, new_record
 from certreconcile.testing.fake_dns01 import FakeDns01Provider
 from dns_servers import BindServer, CloudflareApi, MotoRoute53

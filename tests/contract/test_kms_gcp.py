@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from certreconcile.desired.documents import GcpKmsConfig
 from certreconcile.desired.model import KmsSpec
 from certreconcile.errors import KmsError
 from certreconcile.plugins.kms.gcp import GcpKms, crc32c
+from certreconcile.plugins.kms.gcp_config import GcpKmsConfig
 from certreconcile.plugins.ports import EncryptionContext, SecretBytes, WrappedKey
 from certreconcile.plugins.registry import PluginContext, create_kms
 from certreconcile.retry import RetryPolicy

@@ -112,6 +112,25 @@ def test_http01_standalone_issues_a_chain_that_verifies(
         assert conn.execute("SELECT count(*) FROM AcmeOrder").fetchone() == (1,)
 
 
+def test_a_first_domain_over_64_characters_issues(
+    pebble: Pebble, run_cli: Runner, tmp_path: Path
+) -> None:
+    from cryptography import x509
+
+    long = "a" * 58 + ".pebble.test"  # 70 characters: more than a subject CN may hold
+    domains = [long, "short.pebble.test"]
+    desired = write(tmp_path / "repo", acme_doc(pebble, [{"name": "long", "issuer": "pebble",
+                                                          "targets": ["deploy"], "domains": domains}]))  # fmt: skip
+    run_cli("apply", "--dir", str(desired), "--auto-approve", check_code=0)
+    folder = desired / "out" / "long"
+    assert subject_names(folder / "cert.pem") == set(domains)
+    # The CSR's CN is the first name that fits; the CA has the last word (Pebble takes the order's
+    # first identifier, Let's Encrypt one that fits or none), so only "one of the names" is certain.
+    cert = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
+    common_names = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    assert set(common_names) <= set(domains), common_names
+
+
 @pytest.fixture
 def webroot_server(pebble: Pebble, tmp_path: Path) -> Iterator[Path]:
     """A plain web server on Pebble's HTTP-01 port serving a document root (as nginx would)."""

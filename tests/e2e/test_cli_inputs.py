@@ -265,11 +265,57 @@ def test_validate_a_corpus_case_exits_1(invoke: Invoke) -> None:
     assert not result.stdout
 
 
+def test_validate_refuses_values_that_cannot_work(invoke: Invoke) -> None:
+    case = INVALID / "value-checks"
+    result = invoke("validate", "--dir", str(case), check_code=1)
+    assert DIAGNOSTIC.findall(result.stderr) == expected_lines(case)
+    for line in result.stderr.splitlines()[:-1]:
+        assert re.search(r"\(.+\)$", line), line  # every problem ends with its hint
+    assert not result.stdout
+
+
+HOOK = """\
+issuers: {ca: {local_ca: {}}}
+targets:
+  hook:
+    webhook: {url: "https://hook.example.test", secret_env: CERTRECONCILE_TEST_HOOK_SECRET}
+certificates:
+  - {name: shop, domains: [shop.example.com], issuer: ca, targets: [hook]}
+"""
+
+
+def test_plan_and_apply_refuse_an_unset_env_secret_before_issuing(
+    invoke: Invoke, tmp_path: Path, database_url: str
+) -> None:
+    directory = tmp_path / "desired"
+    directory.mkdir()
+    (directory / "c.yaml").write_text(HOOK)
+    assert invoke("validate", "--dir", str(directory), check_code=0).stderr == ""  # files alone: valid
+    before = snapshot(database_url)
+    expected = "c.yaml:4:61: error[env-unset]: targets.hook.webhook.secret_env: the environment variable"
+    for args in (("plan",), ("apply", "--auto-approve")):
+        result = invoke(*args, "--dir", str(directory), check_code=1)
+        assert result.stderr.startswith(expected), result.stderr
+        assert "(export CERTRECONCILE_TEST_HOOK_SECRET " in result.stderr
+    assert snapshot(database_url) == before
+    secret = {"CERTRECONCILE_TEST_HOOK_SECRET": "s3cret"}
+    planned = invoke("plan", "--dir", str(directory), env=secret, check_code=0)
+    assert "shop" in planned.stdout
+    assert "s3cret" not in planned.stdout + planned.stderr
+
+
 def test_schema_prints_the_committed_schema(invoke: Invoke) -> None:
+    """The committed schema (built-in kinds), plus the kinds installed from other packages (tests/plugins/)."""
+    from certreconcile.desired.schema import render_json_schema
+
     result = invoke("schema", check_code=0)
     committed = (ROOT / "schemas" / "desired-state.schema.json").read_text()
-    assert result.stdout == committed
-    json.loads(result.stdout)
+    assert result.stdout == render_json_schema()
+    assert committed == render_json_schema(builtin_only=True)
+    printed, builtin = json.loads(result.stdout), json.loads(committed)
+    assert set(builtin["$defs"]) <= set(printed["$defs"])
+    targets = printed["$defs"]["TargetEntry"]["properties"]
+    assert builtin["$defs"]["TargetEntry"]["properties"].items() <= targets.items()
 
 
 # ------------------------------------------------------------------ init

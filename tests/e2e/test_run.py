@@ -39,12 +39,12 @@ certificates:
   - name: shop
     domains: [shop.example.test]
     issuer: quick
-    renew_before: 1m
+    renew_before: 59m
     targets: [web]
   - name: api
     domains: [api.example.test]
     issuer: quick
-    renew_before: 1m
+    renew_before: 59m
     targets: [web]
 """
 
@@ -57,7 +57,7 @@ def write_desired(root: Path, certificates: str = CERTIFICATES, reload_command: 
         "kms: {local: {}}\n"
         "issuers:\n"
         "  quick:\n"
-        "    local_ca: {common_name: run test CA, lifetime: 2m}\n"
+        "    local_ca: {common_name: run test CA, lifetime: 1h}\n"
         "targets:\n"
         "  web:\n"
         f"    files: {{dir: deploy/web, {reload}}}\n"
@@ -65,6 +65,7 @@ def write_desired(root: Path, certificates: str = CERTIFICATES, reload_command: 
         "  allowed_domains: [example.test, '*.example.test']\n"
     )
     (desired / "certificates.yaml").write_text(certificates)
+    (desired / ".gitignore").write_text("deploy/\n")  # tests turn it into a Git repository: keys stay out
     return desired
 
 
@@ -169,7 +170,7 @@ def test_run_renews_before_the_window_closes_and_serves_metrics(
         assert all(not c.results and not c.errors for c in cycles)  # nothing is due yet
         assert current_certs(database_url) == issued
 
-        clock.advance(timedelta(seconds=61))  # lifetime 2m, renew_before 1m (+ at most 6s jitter): due
+        clock.advance(timedelta(seconds=61))  # lifetime 1h, renew_before 59m (+ at most 12s jitter): due
         wait_for(lambda: len(query(database_url, "SELECT 1 FROM Certificate WHERE status = 'superseded'")) == 2)
         assert len(query(database_url, "SELECT 1 FROM CertAudit WHERE action = 'renewed'")) == 2
         renewed = current_certs(database_url)
@@ -205,7 +206,7 @@ def test_run_renews_before_the_window_closes_and_serves_metrics(
         assert samples[("certreconcile_certificate_not_before_timestamp_seconds", labels)] == not_before.timestamp()
         assert samples[("certreconcile_certificate_expiration_timestamp_seconds", labels)] == not_after.timestamp()
         renewal = samples[("certreconcile_certificate_renewal_timestamp_seconds", labels)]
-        assert not_after.timestamp() - 66 <= renewal <= not_after.timestamp() - 60  # renew_before 1m, jitter
+        assert not_after.timestamp() - 3552 <= renewal <= not_after.timestamp() - 3540  # renew_before 59m, jitter
         assert samples[("certreconcile_target_verified_status", (("name", name), ("target", "web")))] == 1.0
     assert samples[("certreconcile_issuance_total", (("issuer", "quick"), ("reason", "renewal-window")))] == 2.0
     assert samples[("certreconcile_apply_duration_seconds_count", ())] >= 1.0
@@ -423,11 +424,10 @@ def test_acme_requests_are_counted_by_endpoint_and_status(
 def test_two_run_processes_share_renewals_of_short_lived_certificates(
     database_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    # lifetime 20s and renew_before 15s: due 3.5 to 5 seconds after issuance.
-    certificates = CERTIFICATES.replace("renew_before: 1m", "renew_before: 15s")
+    # lifetime 1h (the shortest allowed; 1h1m with the CA's backdate) and renew_before 3590s:
+    # due 3 to 10 seconds after issuance.
+    certificates = CERTIFICATES.replace("renew_before: 59m", "renew_before: 3590s")
     desired = write_desired(tmp_path, certificates)
-    base = (desired / "base.yaml").read_text().replace("lifetime: 2m", "lifetime: 20s")
-    (desired / "base.yaml").write_text(base)
     command = [sys.executable, "-m", "certreconcile"]
     subprocess.run([*command, "apply", "--dir", str(desired), "--auto-approve"], env=cli_env, cwd=tmp_path,
                    check=True, capture_output=True)  # fmt: skip

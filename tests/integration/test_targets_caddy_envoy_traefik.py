@@ -21,14 +21,16 @@ import pytest
 import yaml
 
 from caddy_server import OTHER_DOMAIN, Caddy, caddy_apps, start_caddy
-from certreconcile.desired.documents import CaddyTargetConfig, EnvoyTargetConfig, TraefikTargetConfig
 from certreconcile.domain.certs import read_cert_facts, split_pem_chain
 from certreconcile.errors import TargetError
 from certreconcile.plugins.ports import DeployBundle
 from certreconcile.plugins.targets.caddy import CaddyTarget
+from certreconcile.plugins.targets.caddy_config import CaddyTargetConfig
 from certreconcile.plugins.targets.envoy import EnvoyTarget
+from certreconcile.plugins.targets.envoy_config import EnvoyTargetConfig
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.traefik import TraefikTarget
+from certreconcile.plugins.targets.traefik_config import TraefikTargetConfig
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker, self_signed_bundle, wait_for_fingerprint
 from envoy_server import Envoy

@@ -28,13 +28,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certreconcile.desired.documents import HaproxyTargetConfig, NginxTargetConfig
 from certreconcile.domain.certs import read_cert_facts
 from certreconcile.errors import TargetError
 from certreconcile.plugins.ports import DeployBundle, SecretBytes
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.haproxy import HaproxyTarget
+from certreconcile.plugins.targets.haproxy_config import HaproxyTargetConfig
 from certreconcile.plugins.targets.nginx import NginxTarget
+from certreconcile.plugins.targets.nginx_config import NginxTargetConfig
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker, self_signed_bundle, wait_for_fingerprint
 from engine import cert, desired_doc

@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certreconcile.desired.documents import AwsAcmTargetConfig, WebhookTargetConfig
 from certreconcile.domain.certs import read_cert_facts
 from certreconcile.errors import TargetError
 from certreconcile.plugins.ports import DeployBundle, SecretBytes
 from certreconcile.plugins.targets import webhook as webhook_module
 from certreconcile.plugins.targets.aws_acm import NAME_TAG, AwsAcmTarget
+from certreconcile.plugins.targets.aws_acm_config import AwsAcmTargetConfig
 from certreconcile.plugins.targets.webhook import WebhookTarget
+from certreconcile.plugins.targets.webhook_config import WebhookTargetConfig
 from certreconcile.testing.target_contract import CHECKS, bundle_maker, check_errors_hold_no_key
 from kms_servers import MotoKms
 from webhook_servers import (

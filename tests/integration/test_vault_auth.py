@@ -24,9 +24,10 @@ import hvac
 import pydantic
 import pytest
 
-from certreconcile.desired.documents import VaultKmsConfig, VaultPkiIssuerConfig
 from certreconcile.errors import KmsError
+from certreconcile.plugins.issuers.vault_pki_config import VaultPkiIssuerConfig
 from certreconcile.plugins.kms.vault import VaultKms
+from certreconcile.plugins.kms.vault_config import VaultKmsConfig
 from certreconcile.plugins.ports import EncryptionContext
 from kms_servers import BaoTransit
 

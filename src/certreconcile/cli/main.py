@@ -274,6 +274,9 @@ def _build_plan(
     result = build_plan(
         desired, actual, observations, _now(), force_rotate=force_rotate, destroy_threshold=settings.destroy_threshold
     )
+    from certreconcile.cli.preflight import check_environment
+
+    check_environment(directory, desired, result, settings.env)  # *_env secrets, before anything is issued
     extra = (*kms_drift_warnings(desired, settings, key_usage), *ari_warnings)
     if extra:
         from dataclasses import replace
@@ -365,6 +368,9 @@ def apply(
 
                 check_against_review(the_plan, expect_changes, reviewed_plan, _err)
             _check_destroy(the_plan, store, settings, allow_destroy, saved=True)
+            from certreconcile.cli.preflight import check_environment
+
+            check_environment(directory, desired, the_plan, settings.env)
         else:
             env = build_environment(desired, settings, store, SystemClock())
             the_plan = _build_plan(directory, desired, refresh=refresh, store=store, issuers=env.issuers)

@@ -20,7 +20,8 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
-from certreconcile.desired.documents import KmsCacheConfig, LocalKmsConfig
+from certreconcile.desired.documents import KmsCacheConfig
+from certreconcile.desired.kinds import config_class
 from certreconcile.desired.loader import read_sources
 from certreconcile.desired.model import (
     DEFAULT_PROPAGATION_TIMEOUT,
@@ -43,7 +44,7 @@ from certreconcile.desired.validate import (
     NodeRef,
     validate_sources,
 )
-from certreconcile.domain.durations import RenewBefore, parse_duration
+from certreconcile.domain.durations import RenewBefore
 from certreconcile.errors import DesiredStateError
 
 __all__ = [
@@ -62,7 +63,7 @@ def validate_directory(directory: Path, ref: str | None = None) -> list[Diagnost
     Raises :class:`~certreconcile.errors.ConfigError` when the directory or ref cannot be read.
     """
     sources = read_sources(directory, ref)
-    _, diagnostics, _ = validate_sources(sources.files)
+    _, diagnostics, _ = validate_sources(sources.files, directory=directory)
     return diagnostics
 
 
@@ -78,7 +79,9 @@ def load_desired(directory: Path, ref: str | None = None, *, with_locations: boo
     """
     sources = read_sources(directory, ref)
     with _collector_paused():
-        declarations, diagnostics, located = validate_sources(sources.files, with_locations=with_locations)
+        declarations, diagnostics, located = validate_sources(
+            sources.files, with_locations=with_locations, directory=directory
+        )
     if diagnostics:
         raise DesiredStateError(list(diagnostics), f"the desired state has {len(diagnostics)} error(s)")
     origin = sources.origin
@@ -112,7 +115,7 @@ def _canonical(value: object) -> str:
 def kms_cache_spec(config: KmsCacheConfig | None) -> KmsCacheSpec | None:
     if config is None:
         return None
-    return KmsCacheSpec(parse_duration(config.max_age), config.max_uses, config.max_size)
+    return KmsCacheSpec(config.max_age.delta, config.max_uses, config.max_size)
 
 
 def plugin_fingerprint(kind: str, config: BaseModel) -> str:
@@ -157,7 +160,7 @@ def _build(
     if declarations.kms is not None:
         kms = KmsSpec(**spec_args(declarations.kms), cache=kms_cache_spec(declarations.kms_cache))  # type: ignore[arg-type]
     else:  # the default: {local: {}}
-        config = LocalKmsConfig()
+        config = config_class("kms", "local")()
         kms = KmsSpec("local", "local", config, plugin_fingerprint("local", config))
     issuers = {
         name: IssuerSpec(**spec_args(p))  # type: ignore[arg-type]

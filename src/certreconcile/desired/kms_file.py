@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from certreconcile.desired import kms_cache_spec, plugin_fingerprint
-from certreconcile.desired.documents import KmsEntry
+from certreconcile.desired.documents import KmsEntry, entry_model
 from certreconcile.desired.model import KmsSpec
 from certreconcile.errors import ConfigError
 
@@ -34,7 +34,7 @@ def load_kms_file(path: Path) -> KmsSpec:
             hint="write e.g. `kms: {aws: {key_id: alias/certs}}`",
         )
     try:
-        entry = KmsEntry.model_validate(data["kms"])
+        entry = entry_model(KmsEntry).model_validate(data["kms"])
     except ValidationError as exc:
         problems = "; ".join(
             f"kms.{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" if error["loc"] else error["msg"]

@@ -13,28 +13,39 @@ turned into ``file:line:column`` at the end, so positions cost nothing on succes
 from __future__ import annotations
 
 import re
-import types
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, NamedTuple, Union, get_args, get_origin
+from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 
+from certreconcile.desired.checks import (
+    TargetDir,
+    certificate_findings,
+    format_path,
+    target_dir_findings,
+    target_dirs,
+    value_findings,
+)
+from certreconcile.desired.declarations import (
+    Declarations,
+    DeclaredCertificate,
+    DeclaredPlugin,
+    Diagnostic,
+    Issue,
+    NodeRef,
+)
 from certreconcile.desired.documents import (
     CertificateDocument,
     DesiredDocument,
     DnsProviderEntry,
-    KmsCacheConfig,
-    LocalCaConfig,
     PluginEntry,
-    Rfc2136Config,
     TargetEntry,
-    VaultPkiIssuerConfig,
+    desired_document_model,
 )
+from certreconcile.desired.fields import ParsedDuration
+from certreconcile.desired.kinds import issuer_hook, key_types, uses_challenges
 from certreconcile.desired.loader import (
-    Anchor,
     PathElement,
     Positions,
     SourceFile,
@@ -42,8 +53,8 @@ from certreconcile.desired.loader import (
     parse_yaml,
 )
 from certreconcile.desired.model import Challenge, SourceLocation
-from certreconcile.domain.durations import RenewBefore, format_duration, parse_duration, parse_renew_before
-from certreconcile.domain.keys import KeyType
+from certreconcile.desired.schema_errors import schema_issue
+from certreconcile.domain.durations import RenewBefore, format_duration, parse_renew_before
 from certreconcile.domain.names import (
     MAX_NAMES_PER_CERTIFICATE,
     DomainNameError,
@@ -52,8 +63,6 @@ from certreconcile.domain.names import (
 )
 
 __all__ = [
-    "ISSUER_KINDS_WITH_CHALLENGES",
-    "SUPPORTED_KEY_TYPES",
     "Declarations",
     "DeclaredCertificate",
     "DeclaredPlugin",
@@ -63,110 +72,23 @@ __all__ = [
     "validate_sources",
 ]
 
-# Key types each issuer kind can sign; a kind missing from this table accepts every KeyType.
-SUPPORTED_KEY_TYPES: dict[str, frozenset[KeyType]] = {
-    "local_ca": frozenset(KeyType),
-}
-# Issuer kinds that validate names with ACME challenges; for them the default
-# challenge is http-01. Other kinds accept and ignore a certificate's `challenge`.
-ISSUER_KINDS_WITH_CHALLENGES: frozenset[str] = frozenset({"acme"})
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Diagnostic:
-    """One problem in the declarations, shown as ``file:line:col: error[code]: message (hint)``."""
-
-    location: SourceLocation
-    code: str  # stable kebab-case
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.location}: error[{self.code}]: {self.message}"
-        return f"{text} ({self.hint})" if self.hint else text
-
-
-class NodeRef(NamedTuple):
-    """Where something was declared, as a path; turned into a position only when needed."""
-
-    file: str
-    path: tuple[PathElement, ...]
-    anchor: Anchor = "value"
-
-    def child(self, *elements: PathElement) -> NodeRef:
-        return NodeRef(self.file, (*self.path, *elements))
-
-
-@dataclass(frozen=True, slots=True)
-class DeclaredPlugin:
-    name: str
-    kind: str
-    config: BaseModel
-    verify: str | None
-    ref: NodeRef
-    # DNS providers only: how long to wait for the authoritative servers, and which ones to ask.
-    propagation_timeout: timedelta | None = None
-    nameservers: tuple[str, ...] | None = None
-    # Targets only: the server name for verification handshakes, and how long to retry them.
-    sni: str | None = None
-    verify_timeout: timedelta | None = None
-
-
-class DeclaredCertificate(NamedTuple):
-    document: CertificateDocument
-    domains: tuple[str, ...]  # normalised, order kept, duplicates removed
-    renew_before: RenewBefore
-    ref: NodeRef
-
-
-@dataclass(slots=True)
-class Declarations:
-    """The merged declarations of all files; meaningful only when there are no diagnostics."""
-
-    kms: DeclaredPlugin | None = None
-    kms_cache: KmsCacheConfig | None = None
-    issuers: dict[str, DeclaredPlugin] = field(default_factory=dict)
-    dns_providers: dict[str, DeclaredPlugin] = field(default_factory=dict)
-    targets: dict[str, DeclaredPlugin] = field(default_factory=dict)
-    allowed_domains: tuple[str, ...] = ()
-    certificates: dict[str, DeclaredCertificate] = field(default_factory=dict)
-    policy_ref: NodeRef | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Issue:
-    ref: NodeRef
-    code: str
-    message: str  # may hold "{related}", replaced by the position of `related`
-    hint: str = ""
-    related: NodeRef | None = None
-
-
-def format_path(path: Sequence[PathElement]) -> str:
-    """``certificates[3].domains[1]``; the empty path is ``(top level)``."""
-    text = ""
-    for element in path:
-        if isinstance(element, int):
-            text += f"[{element}]"
-        elif element.replace("_", "a").replace("-", "a").isalnum():
-            text += f".{element}" if text else element
-        else:
-            text += f"[{element!r}]"
-    return text or "(top level)"
-
 
 # ---------------------------------------------------------------- entry point
 
 
 def validate_sources(
-    files: Sequence[SourceFile], *, with_locations: bool = False
+    files: Sequence[SourceFile], *, with_locations: bool = False, directory: Path | None = None
 ) -> tuple[Declarations, list[Diagnostic], dict[NodeRef, SourceLocation]]:
     """Parse and check every file. Returns the merged declarations, every diagnostic (sorted)
-    and, when ``with_locations``, the position of each declared plugin and certificate."""
+    and, when ``with_locations``, the position of each declared plugin and certificate.
+
+    ``directory`` (the desired-state directory) resolves relative target directories, to refuse
+    one inside its Git repository; without it that check is skipped."""
     positions = {source.path: Positions(source.text) for source in files}
     diagnostics: list[Diagnostic] = []
-    issues: list[_Issue] = []
+    issues: list[Issue] = []
     documents: list[tuple[str, DesiredDocument]] = []
+    model = desired_document_model()
     for source in files:
         try:
             data = parse_yaml(source)
@@ -182,11 +104,13 @@ def validate_sources(
             )
             continue
         try:
-            documents.append((source.path, DesiredDocument.model_validate({} if data is None else data)))
+            documents.append((source.path, model.model_validate({} if data is None else data)))
         except ValidationError as exc:
-            issues.extend(_schema_issue(source.path, error) for error in exc.errors(include_url=False))
+            for error in exc.errors(include_url=False):
+                found = schema_issue(error)
+                issues.append(Issue(NodeRef(source.path, found.path, found.anchor), *found[2:]))
     complete = not diagnostics and not issues
-    declarations = _Checker(issues, complete).run(documents)
+    declarations = _Checker(issues, complete, directory).run(documents)
 
     def resolve(ref: NodeRef) -> SourceLocation:
         line, column = positions[ref.file].locate(ref.path, ref.anchor)
@@ -214,175 +138,40 @@ def validate_sources(
 # ---------------------------------------------------------------- schema errors
 
 _DEFAULT_RENEW_BEFORE = RenewBefore()
-_TYPE_ERRORS = frozenset(
-    {
-        "model_type",
-        "model_attributes_type",
-        "dict_type",
-        "list_type",
-        "tuple_type",
-        "string_type",
-        "bool_type",
-        "int_type",
-        "float_type",
-        "none_required",
-        "is_instance_of",
-        "string_sub_type",
-    }
-)
-_PATTERN_HINTS: dict[str, str] = {
-    "name": "use 1-63 lower-case letters, digits and inner hyphens, e.g. shop-api",
-    "lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 90d",
-    "ca_lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 3650d",
-    "renew_before": "write a duration such as 30d or a percentage of the lifetime such as 33%",
-    "verify": "write HOST:PORT, e.g. 127.0.0.1:443 or [::1]:443",
-    "server": "write HOST:PORT, e.g. 127.0.0.1:53",
-    "propagation_timeout": "write a whole number and a unit (s, m, h, d, w), e.g. 120s",
-    "tsig_secret_env": "name an environment variable, e.g. CORP_TSIG; never the secret itself",
-    "secret_env": "name an environment variable, e.g. HOOK_SECRET; never the secret itself",
-    "url": "write a full URL such as https://host:8443/path (webhook: https:// only, no user:password@)",
-}
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _schema_issue(file: str, error: ErrorDetails) -> _Issue:
-    loc: tuple[PathElement, ...] = tuple(error["loc"])
-    kind = error["type"]
-    message = error["msg"]
-    if loc and loc[-1] == "[key]":
-        path = loc[:-1]
-        hint = _PATTERN_HINTS["name"] if kind == "string_pattern_mismatch" else ""
-        return _Issue(
-            NodeRef(file, path, "key"),
-            "schema-invalid-value",
-            f"invalid name {str(path[-1])!r} in {format_path(path[:-1])}",
-            hint or message,
-        )
-    if kind == "missing":
-        parent = loc[:-1]
-        model = _model_at(parent)
-        hint = f"required keys: {', '.join(_required(model))}" if model else ""
-        return _Issue(
-            NodeRef(file, parent),
-            "schema-missing-field",
-            f"missing required key `{loc[-1]}` in {format_path(parent)}",
-            hint,
-        )
-    if kind == "extra_forbidden":
-        parent = loc[:-1]
-        model = _model_at(parent)
-        hint = ""
-        if model is not None and issubclass(model, PluginEntry):
-            common = [name for name in model.model_fields if name not in model.KINDS]
-            hint = f"one kind key, one of: {', '.join(model.KINDS)}"
-            if common:
-                hint += f"; plus {', '.join(common)}"
-        elif model is not None:
-            hint = f"allowed keys: {', '.join(model.model_fields)}"
-        return _Issue(
-            NodeRef(file, loc, "key"), "schema-unknown-field", f"unknown key `{loc[-1]}` in {format_path(parent)}", hint
-        )
-    if kind in ("plugin_kind_missing", "plugin_kind_multiple"):
-        code = "schema-missing-kind" if kind == "plugin_kind_missing" else "schema-multiple-kinds"
-        return _Issue(NodeRef(file, loc), code, f"{format_path(loc)}: {message}")
-    if kind in _TYPE_ERRORS:
-        if kind in ("model_type", "model_attributes_type", "dict_type"):
-            message = "expected a mapping"
-        return _Issue(
-            NodeRef(file, loc),
-            "schema-invalid-type",
-            f"{format_path(loc)}: {message}, got {_type_name(error['input'])}",
-        )
-    hint = ""
-    if kind == "string_pattern_mismatch":
-        field_name = next((element for element in reversed(loc) if isinstance(element, str)), "")
-        hint = _PATTERN_HINTS.get(field_name, "")
-        message = f"{error['input']!r} is not valid"
-    return _Issue(NodeRef(file, loc), "schema-invalid-value", f"{format_path(loc)}: {message}", hint)
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Strip Optional and Annotated from a field annotation."""
-    while True:
-        origin = get_origin(annotation)
-        if origin in (Union, types.UnionType):
-            args = [arg for arg in get_args(annotation) if arg is not type(None)]
-            annotation = args[0] if len(args) == 1 else annotation
-            if len(args) != 1:
-                return annotation
-        elif origin is not None and hasattr(annotation, "__metadata__"):
-            annotation = get_args(annotation)[0]
-        else:
-            return annotation
-
-
-def _model_at(path: Sequence[PathElement]) -> type[BaseModel] | None:
-    """The wire model class describing the mapping at ``path`` (for hints)."""
-    current: Any = DesiredDocument
-    for element in path:
-        current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            if not isinstance(element, str) or element not in current.model_fields:
-                return None
-            current = current.model_fields[element].annotation
-        elif get_origin(current) in (list, tuple) and isinstance(element, int):
-            current = get_args(current)[0]
-        elif get_origin(current) is dict:
-            current = get_args(current)[1]
-        else:
-            return None
-    current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _required(model: type[BaseModel]) -> list[str]:
-    return [name for name, info in model.model_fields.items() if info.is_required()]
-
-
 # ---------------------------------------------------------------- cross-file checks
 
 
 # Names already in normalised form (lower-case LDH labels, optional leading wildcard, no
-# punycode) are accepted without calling normalize_domain: same result, 20x faster.
+# "--": neither punycode nor reserved labels) are accepted without calling normalize_domain:
+# same result, 20x faster.
 _PLAIN_NAME = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-def _port_ok(host_port: str) -> bool:
-    port = int(host_port.rsplit(":", 1)[1])
-    return 0 < port < 65536
+def _parsed(text: ParsedDuration | None) -> timedelta | None:
+    """A duration, or None when it is absent or invalid (value_findings reports it)."""
+    return text.delta_or_none if text is not None else None
 
 
 class _Checker:
-    def __init__(self, issues: list[_Issue], complete: bool) -> None:
+    def __init__(self, issues: list[Issue], complete: bool, directory: Path | None = None) -> None:
         self.issues = issues
         self.complete = complete
+        self.directory = directory
+        self.target_dirs: list[TargetDir] = []
         self.result = Declarations()
         self._renew_cache: dict[str, RenewBefore] = {}
         self._lifetimes: dict[str, timedelta | None] = {}
         self._allowed: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
 
     def add(self, ref: NodeRef, code: str, message: str, hint: str = "", related: NodeRef | None = None) -> None:
-        self.issues.append(_Issue(ref, code, message, hint, related))
+        self.issues.append(Issue(ref, code, message, hint, related))
 
     def run(self, documents: Sequence[tuple[str, DesiredDocument]]) -> Declarations:
         cert_refs: list[tuple[CertificateDocument, NodeRef]] = []
         policy_patterns: list[tuple[str, NodeRef]] = []
         for file, document in documents:
+            for finding in value_findings(document):
+                self.add(NodeRef(file, finding.path), finding.code, finding.message, finding.hint)
             if document.kms is not None:
                 self._merge_kms(file, document)
             for section, entries, merged in (
@@ -411,6 +200,10 @@ class _Checker:
             cert_refs.extend(
                 (cert, NodeRef(file, ("certificates", index))) for index, cert in enumerate(document.certificates)
             )
+        if self.complete:
+            for target, finding in target_dir_findings(self.target_dirs, self.directory):
+                related = NodeRef(str(finding.related[0]), finding.related[1:]) if finding.related else None
+                self.add(NodeRef(target.file, finding.path), finding.code, finding.message, finding.hint, related)
         self.result.allowed_domains = allowed = self._policy(policy_patterns)
         self._allowed = (
             frozenset(p for p in allowed if not is_wildcard(p)),
@@ -467,99 +260,28 @@ class _Checker:
             return
         kind, config = entry.kind()
         verify = entry.verify if isinstance(entry, TargetEntry) else None
-        if verify is not None and not _port_ok(verify):
-            self.add(
-                NodeRef(file, (section, name, "verify")),
-                "invalid-port",
-                f"{format_path((section, name, 'verify'))}: port of {verify!r} is out of range",
-                "use a port from 1 to 65535",
-            )
-        path: tuple[PathElement, ...] = (section, name, kind)
-        if isinstance(config, LocalCaConfig):
-            self._local_ca(file, path, config)
-        elif isinstance(config, VaultPkiIssuerConfig) and config.ttl is not None:
-            try:
-                parse_duration(config.ttl)
-            except ValueError as exc:
-                self.add(
-                    NodeRef(file, (*path, "ttl")),
-                    "invalid-duration",
-                    f"{format_path((*path, 'ttl'))}: {exc}",
-                    "write a whole number above zero and a unit, e.g. 30d",
-                )
-        elif isinstance(config, Rfc2136Config) and not _port_ok(config.server):
-            self.add(
-                NodeRef(file, (*path, "server")),
-                "invalid-port",
-                f"{format_path((*path, 'server'))}: port of {config.server!r} is out of range",
-                "use a port from 1 to 65535",
-            )
+        if section == "issuers":
+            self._issuer_findings(file, (section, name, kind), kind, config)
         propagation_timeout: timedelta | None = None
         nameservers: tuple[str, ...] | None = None
         if isinstance(entry, DnsProviderEntry):
-            propagation_timeout, nameservers = self._dns_propagation(file, section, name, entry)
+            propagation_timeout, nameservers = _parsed(entry.propagation_timeout), entry.nameservers
         sni: str | None = None
         verify_timeout: timedelta | None = None
         if isinstance(entry, TargetEntry):
-            sni = entry.sni
-            try:
-                verify_timeout = parse_duration(entry.verify_timeout)
-            except ValueError as exc:
-                self.add(
-                    NodeRef(file, (section, name, "verify_timeout")),
-                    "invalid-duration",
-                    f"{format_path((section, name, 'verify_timeout'))}: {exc}",
-                    "write a whole number above zero and a unit, e.g. 30s",
-                )
+            sni, verify_timeout = entry.sni, _parsed(entry.verify_timeout)
+            self.target_dirs.extend(target_dirs(file, section, name, kind, config))
         merged[name] = DeclaredPlugin(
             name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout
         )
 
-    def _dns_propagation(
-        self, file: str, section: str, name: str, entry: DnsProviderEntry
-    ) -> tuple[timedelta | None, tuple[str, ...] | None]:
-        timeout: timedelta | None = None
-        try:
-            timeout = parse_duration(entry.propagation_timeout)
-        except ValueError as exc:
-            path: tuple[PathElement, ...] = (section, name, "propagation_timeout")
-            self.add(
-                NodeRef(file, path),
-                "invalid-duration",
-                f"{format_path(path)}: {exc}",
-                "write a whole number above zero and a unit, e.g. 120s",
-            )
-        for index, server in enumerate(entry.nameservers or ()):
-            if not _port_ok(server):
-                path = (section, name, "nameservers", index)
-                self.add(
-                    NodeRef(file, path),
-                    "invalid-port",
-                    f"{format_path(path)}: port of {server!r} is out of range",
-                    "use a port from 1 to 65535",
-                )
-        return timeout, entry.nameservers
-
-    def _local_ca(self, file: str, path: tuple[PathElement, ...], config: LocalCaConfig) -> None:
-        lifetimes: dict[str, timedelta] = {}
-        for key in ("lifetime", "ca_lifetime"):
-            text = getattr(config, key)
-            try:
-                lifetimes[key] = parse_duration(text)
-            except ValueError as exc:
-                self.add(
-                    NodeRef(file, (*path, key)),
-                    "invalid-duration",
-                    f"{format_path((*path, key))}: {exc}",
-                    "write a whole number above zero and a unit, e.g. 90d",
-                )
-        if len(lifetimes) == 2 and lifetimes["lifetime"] > lifetimes["ca_lifetime"]:
-            self.add(
-                NodeRef(file, (*path, "lifetime")),
-                "lifetime-exceeds-ca-lifetime",
-                f"{format_path(path)}: certificates would outlive the CA ({config.lifetime} > {config.ca_lifetime})",
-                "shorten lifetime or lengthen ca_lifetime",
-            )
+    def _issuer_findings(self, file: str, path: tuple[PathElement, ...], kind: str, config: BaseModel) -> None:
+        """The kind's own rules over its configuration (``config_findings``), paths relative to it."""
+        findings = issuer_hook(kind, "config_findings")
+        if findings is None:
+            return
+        for where, code, message, hint in findings(config):
+            self.add(NodeRef(file, (*path, *where)), code, f"{format_path(path)}: {message}", hint)
 
     # -- policy
 
@@ -586,13 +308,10 @@ class _Checker:
         return cached
 
     def _lifetime(self, issuer: DeclaredPlugin) -> timedelta | None:
-        if not isinstance(issuer.config, LocalCaConfig):
-            return None
+        """The lifetime the issuer gives its certificates, when its kind says (``certificate_lifetime``)."""
         if issuer.name not in self._lifetimes:
-            try:
-                self._lifetimes[issuer.name] = parse_duration(issuer.config.lifetime)
-            except ValueError:
-                self._lifetimes[issuer.name] = None  # reported on the issuer
+            lifetime = issuer_hook(issuer.kind, "certificate_lifetime")  # None when invalid: reported on the issuer
+            self._lifetimes[issuer.name] = lifetime(issuer.config) if lifetime is not None else None
         return self._lifetimes[issuer.name]
 
     def _domains(self, cert: CertificateDocument, ref: NodeRef) -> tuple[list[str], list[int]] | None:
@@ -603,7 +322,7 @@ class _Checker:
         seen: dict[str, int] = {}
         failed = False
         for index, raw in enumerate(cert.domains):
-            if len(raw) <= 253 and plain(raw) and "xn--" not in raw and not raw.rpartition(".")[2].isdigit():
+            if len(raw) <= 253 and plain(raw) and "--" not in raw and not raw.rpartition(".")[2].isdigit():
                 name = raw  # already normalised (see _PLAIN_NAME)
             else:
                 try:
@@ -613,7 +332,7 @@ class _Checker:
                         ref.child("domains", index),
                         exc.code,
                         str(exc),
-                        "write a fully qualified name such as www.example.com or *.example.com",
+                        exc.hint or "write a fully qualified name such as www.example.com or *.example.com",
                     )
                     failed = True
                     continue
@@ -642,6 +361,9 @@ class _Checker:
     def _certificate(self, cert: CertificateDocument, ref: NodeRef) -> DeclaredCertificate | None:
         checked = self._domains(cert, ref)
         failed = checked is None
+        for finding in certificate_findings(cert):
+            self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
+            failed = True
         domains, indexes = checked if checked is not None else ([], [])
 
         renew_before = _DEFAULT_RENEW_BEFORE
@@ -660,7 +382,7 @@ class _Checker:
         challenge = cert.challenge
         if challenge is None:
             issuer = self.result.issuers.get(cert.issuer)
-            if issuer is not None and issuer.kind in ISSUER_KINDS_WITH_CHALLENGES:
+            if issuer is not None and uses_challenges(issuer.kind):
                 challenge = Challenge.HTTP_01
         if challenge is Challenge.HTTP_01:
             for index, name in zip(indexes, domains, strict=True):
@@ -701,7 +423,7 @@ class _Checker:
             )
             failed = True
         else:
-            supported = SUPPORTED_KEY_TYPES.get(issuer.kind)
+            supported = key_types(issuer.kind)
             if supported is not None and cert.key not in supported:
                 self.add(
                     ref.child("key"),

@@ -6,10 +6,28 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-__all__ = ["SHORT_LIVED", "RenewBefore", "format_duration", "parse_duration", "parse_renew_before"]
+__all__ = [
+    "MAX_DURATION",
+    "MIN_LIFETIME",
+    "SHORT_LIVED",
+    "DurationTooLongError",
+    "RenewBefore",
+    "format_duration",
+    "parse_duration",
+    "parse_renew_before",
+]
 
 #: Certificates with a shorter lifetime renew at half their life by default.
 SHORT_LIVED = timedelta(days=10)
+#: The longest duration accepted anywhere (100 years): longer ones overflow dates (year 9999) or make no sense.
+MAX_DURATION = timedelta(days=36500)
+#: The shortest certificate lifetime accepted (SPIFFE's default SVID lifetime): shorter ones renew without rest.
+MIN_LIFETIME = timedelta(hours=1)
+
+
+class DurationTooLongError(ValueError):
+    """A duration above :data:`MAX_DURATION`."""
+
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -21,9 +39,14 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration; write a whole number and a unit, e.g. 90d, 12h, 30m")
+    digits = match.group(1).lstrip("0")
+    if len(digits) > 12:  # checked before int(): a huge digit string is slow to convert
+        raise DurationTooLongError(f"{text!r} is longer than the limit of {MAX_DURATION.days}d (100 years)")
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
+    if seconds > MAX_DURATION.total_seconds():
+        raise DurationTooLongError(f"{text!r} is longer than the limit of {MAX_DURATION.days}d (100 years)")
     return timedelta(seconds=seconds)
 
 

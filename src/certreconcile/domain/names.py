@@ -33,9 +33,10 @@ _LDH = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 class DomainNameError(ValueError):
     """A domain that cannot be put in a certificate; ``code`` is stable."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.hint = hint
 
 
 def normalize_domain(raw: str) -> str:
@@ -83,6 +84,14 @@ def _label_to_ascii(raw: str, label: str) -> str:
         if not _LDH.match(lowered):
             raise DomainNameError(
                 "domain-bad-characters", f"{raw!r}: the label {label!r} may hold only letters, digits and inner hyphens"
+            )
+        if lowered[2:4] == "--" and not lowered.startswith("xn--"):
+            # RFC 5891 4.2.3.1: "??--" labels are reserved (R-LDH); only xn-- (punycode) is in use.
+            raise DomainNameError(
+                "domain-reserved-label",
+                f"{raw!r}: the label {label!r} has hyphens in the 3rd and 4th positions, a form reserved "
+                "for future IDNA encodings (CAs such as Let's Encrypt refuse it)",
+                "move or remove the hyphens at positions 3-4; only xn-- (punycode) labels may have them",
             )
         if lowered.startswith("xn--"):
             try:

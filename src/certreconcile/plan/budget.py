@@ -35,7 +35,6 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from certreconcile.actual.model import HISTORY_ORDERS_WINDOW, HISTORY_WINDOW, ActualState
-from certreconcile.desired.documents import AcmeIssuerConfig
 from certreconcile.desired.model import DesiredState
 from certreconcile.domain.names import registered_domain
 from certreconcile.plan.plan import Action, Change, PlanDiagnostic, Severity
@@ -89,9 +88,8 @@ def letsencrypt_limits(directory_url: str | None) -> RateLimits | None:
 def acme_directory(desired: DesiredState, issuer_name: str | None) -> str | None:
     """The directory URL of a declared ACME issuer (presets resolved); None for any other issuer."""
     spec = desired.issuers.get(issuer_name) if issuer_name is not None else None
-    if spec is None or not isinstance(spec.config, AcmeIssuerConfig):
-        return None
-    return spec.config.directory_url
+    directory_url = getattr(spec.config, "directory_url", None) if spec is not None and spec.kind == "acme" else None
+    return directory_url if isinstance(directory_url, str) else None
 
 
 @dataclass(slots=True)

@@ -12,8 +12,10 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.plugins.ports import SecretBytes
 
 __all__ = [
+    "MAX_COMMON_NAME",
     "PrivateKey",
     "build_csr",
+    "common_name_for",
     "generate_private_key",
     "load_private_key",
     "private_key_pem",
@@ -21,6 +23,8 @@ __all__ = [
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+#: ub-common-name (RFC 5280): a subject CN holds at most 64 characters; a DNS name up to 253.
+MAX_COMMON_NAME = 64
 
 
 def generate_private_key(key_type: KeyType) -> PrivateKey:
@@ -46,10 +50,16 @@ def load_private_key(pem: SecretBytes) -> PrivateKey:
     return key
 
 
+def common_name_for(domains: tuple[str, ...]) -> str | None:
+    """The subject CN: the first name that fits in 64 characters, else none (the SANs carry every
+    name; Let's Encrypt does the same)."""
+    return next((name for name in domains if len(name) <= MAX_COMMON_NAME), None)
+
+
 def build_csr(key: CertificateIssuerPrivateKeyTypes, domains: tuple[str, ...]) -> str:
-    builder = x509.CertificateSigningRequestBuilder()
-    if len(domains[0]) <= 64:
-        builder = builder.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])]))
+    common_name = common_name_for(domains)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name is not None else []
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(subject))
     builder = builder.add_extension(
         x509.SubjectAlternativeName([x509.DNSName(name) for name in domains]), critical=False
     )

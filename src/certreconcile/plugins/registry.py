@@ -1,24 +1,38 @@
-"""Plug-ins chosen by name: built-ins plus the ``certreconcile.*`` entry-point groups.
+"""Plug-ins chosen by name from the ``certreconcile.{kms,issuers,targets,dns01}`` entry-point groups.
 
-Nothing is imported until a kind is asked for, so an SDK that one plug-in needs is never
-loaded by a command that does not use it (``plan`` never imports boto3).
+Each entry point names a kind module (:mod:`certreconcile.desired.kinds`): its ``Config`` is
+validated with the desired state, its ``create`` builds the adapter here. certreconcile's own
+kinds are registered the same way (pyproject.toml), so a kind installed from another package
+is a kind like any other. Kind modules import no SDK: the factory imports the adapter, so an
+SDK that one plug-in needs is never loaded by a command that does not use it (``plan`` never
+imports boto3).
+
+Optional hooks of a kind module, looked up by name: ``SUMMARY`` (all); ``USES_CHALLENGES``,
+``KEY_TYPES``, ``certificate_lifetime(config)`` and ``config_findings(config)`` (issuers,
+read by validation); ``declared_key_id(config, context)`` (KMS).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, cast
 
 from certreconcile.actual.store import StateStore
+from certreconcile.desired.kinds import kind_module, kind_names
 from certreconcile.desired.model import IssuerSpec, KmsSpec, PluginSpec, TargetSpec
-from certreconcile.errors import ConfigError
 from certreconcile.plugins.ports import Dns01Provider, Issuer, Kms, Target
 
-__all__ = ["PluginContext", "available_kinds", "create_dns_provider", "create_issuer", "create_kms", "create_target"]
+__all__ = [
+    "PluginContext",
+    "available_kinds",
+    "create_dns_provider",
+    "create_issuer",
+    "create_kms",
+    "create_target",
+    "declared_key_id",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,57 +44,21 @@ class PluginContext:
     dns_providers: Mapping[str, Dns01Provider] = field(default_factory=dict)
 
 
-_BUILTIN: dict[str, dict[str, str]] = {
-    "kms": {
-        "local": "certreconcile.plugins.factories:create_local_kms",
-        "aws": "certreconcile.plugins.factories:create_aws_kms",
-        "vault": "certreconcile.plugins.factories:create_vault_kms",
-        "gcp": "certreconcile.plugins.factories:create_gcp_kms",
-    },
-    "issuers": {
-        "local_ca": "certreconcile.plugins.factories:create_local_ca",
-        "acme": "certreconcile.plugins.factories:create_acme_issuer",
-        "vault_pki": "certreconcile.plugins.factories:create_vault_pki",
-    },
-    "targets": {
-        "files": "certreconcile.plugins.factories:create_files_target",
-        "caddy": "certreconcile.plugins.factories:create_caddy_target",
-        "envoy": "certreconcile.plugins.factories:create_envoy_target",
-        "traefik": "certreconcile.plugins.factories:create_traefik_target",
-        "webhook": "certreconcile.plugins.factories:create_webhook_target",
-        "aws_acm": "certreconcile.plugins.factories:create_aws_acm_target",
-        "nginx": "certreconcile.plugins.factories:create_nginx_target",
-        "haproxy": "certreconcile.plugins.factories:create_haproxy_target",
-    },
-    "dns01": {
-        "rfc2136": "certreconcile.plugins.dns01:create_rfc2136_provider",
-        "route53": "certreconcile.plugins.dns01:create_route53_provider",
-        "cloudflare": "certreconcile.plugins.dns01:create_cloudflare_provider",
-    },
-}
-
-
-def _factories(group: str) -> dict[str, str]:
-    found = dict(_BUILTIN[group])
-    for entry in entry_points(group=f"certreconcile.{group}.factories"):
-        found.setdefault(entry.name, entry.value)
-    return found
-
-
 def available_kinds(group: str) -> frozenset[str]:
-    return frozenset(_factories(group))
+    return frozenset(kind_names(group))
 
 
 def _load(group: str, kind: str) -> Callable[..., Any]:
-    factories = _factories(group)
-    if kind not in factories:
-        raise ConfigError(
-            f"no {group} plug-in named {kind!r} is installed",
-            code="plugin-unknown",
-            hint="available: " + ", ".join(sorted(factories)),
-        )
-    module_name, _, attribute = factories[kind].partition(":")
-    return cast(Callable[..., Any], getattr(importlib.import_module(module_name), attribute))
+    return cast(Callable[..., Any], kind_module(group, kind).create)
+
+
+def declared_key_id(spec: KmsSpec, context: PluginContext) -> str | None:
+    """The master key id the envelopes of this KMS record, when its kind knows it without a KMS call.
+
+    A KMS kind module may export ``declared_key_id(config, context) -> str | None``.
+    """
+    hook = getattr(kind_module("kms", spec.kind), "declared_key_id", None)
+    return cast(str | None, hook(spec.config, context)) if callable(hook) else None
 
 
 def create_kms(spec: KmsSpec, context: PluginContext) -> Kms:

@@ -38,6 +38,7 @@ __all__ = [
     "VaultConnection",
     "VaultLogin",
     "VaultProblem",
+    "login_problem",
     "one_line",
 ]
 
@@ -87,6 +88,28 @@ class VaultCallError(Exception):
         # Vault's own error texts (e.g. "common name x not allowed by this role"): they name
         # paths, roles and domains, never the token. Plug-ins use them to choose a code.
         self.server_errors = server_errors
+
+
+_LOGIN_HINTS: dict[str, str] = {
+    "token": "set VAULT_TOKEN (or BAO_TOKEN), or use auth: approle",
+    "approle": "set the environment variables named by role_id_env and secret_id_env",
+    "kubernetes": "set kubernetes_role, and mount the service-account token at kubernetes_token_path",
+}
+
+
+def login_problem(error: VaultCallError, method: str) -> tuple[str, str] | None:
+    """``(code suffix, hint)`` of a failure every Vault plug-in reports alike (no SDK, no credentials,
+    login refused); None for the others, which each plug-in maps itself. The code is the plug-in's
+    prefix and the suffix: ``kms-credentials-missing``, ``vault-pki-credentials-missing``."""
+    match error.problem:
+        case VaultProblem.SDK_MISSING:
+            return "sdk-missing", "pip install 'certreconcile[vault]'"
+        case VaultProblem.CREDENTIALS_MISSING:
+            return "credentials-missing", _LOGIN_HINTS[method]
+        case VaultProblem.LOGIN_REFUSED:
+            return "access-denied", "check the AppRole ids, or the Kubernetes role and its bound service account"
+        case _:
+            return None
 
 
 _STATUS_BY_ERROR = {

@@ -248,3 +248,26 @@ def test_every_decrypt_is_audited(tmp_path: Path, store: InMemoryStore, clock: F
     assert [(e.cert_id, e.actor, e.detail["purpose"]) for e in accessed] == [
         (current.id, "user:tester", "redistribute")
     ]
+
+
+LONG = "a" * 58 + ".example.com"  # 70 characters: over the 64 a subject CN may hold
+
+
+@pytest.mark.parametrize(
+    ("domains", "common_name"),
+    [
+        pytest.param((LONG, "short.example.com"), "short.example.com", id="first-too-long-next-fits"),
+        pytest.param((LONG, "b" + LONG[1:]), None, id="none-fits-no-cn"),
+    ],
+)
+def test_first_domain_over_64_characters_still_issues(
+    tmp_path: Path, store: InMemoryStore, clock: FixedClock, domains: tuple[str, ...], common_name: str | None
+) -> None:
+    desired = load(tmp_path, desired_doc([cert("long", *domains)]))
+    _, result = plan_and_apply(tmp_path, desired, store, clock)
+    assert result.ok, result.results
+    leaf = x509.load_pem_x509_certificate((tmp_path / "out" / "deploy" / "long" / "cert.pem").read_bytes())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == list(domains)
+    names = [attribute.value for attribute in leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    assert names == ([common_name] if common_name else [])

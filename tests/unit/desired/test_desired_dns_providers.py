@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from certreconcile.desired import load_desired, validate_directory
-from certreconcile.desired.documents import CloudflareConfig, Rfc2136Config, Route53Config
 from certreconcile.desired.model import DnsProviderSpec
+from certreconcile.plugins.dns01.cloudflare_config import CloudflareConfig
+from certreconcile.plugins.dns01.rfc2136_config import Rfc2136Config
+from certreconcile.plugins.dns01.route53_config import Route53Config
 
 PROVIDERS = """\
 dns_providers:

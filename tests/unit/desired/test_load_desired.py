@@ -8,10 +8,11 @@ import git
 import pytest
 
 from certreconcile.desired import Diagnostic, load_desired, plugin_fingerprint, validate_directory
-from certreconcile.desired.documents import LocalCaConfig, LocalKmsConfig
 from certreconcile.desired.model import SourceLocation
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import ConfigError, DesiredStateError
+from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
+from certreconcile.plugins.kms.local_config import LocalKmsConfig
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "desired-state"
 
@@ -28,7 +29,7 @@ certificates:
   - name: zeta
     domains: [Zeta.Example.com, www.zeta.example.com]
     issuer: ca
-    targets: [b, a, b]
+    targets: [b, a]
   - name: alpha
     domains: [alpha.example.com]
     issuer: ca
@@ -151,6 +152,7 @@ def test_load_from_git_ref(repo: git.Repo) -> None:
     desired = root / "deploy" / "desired"
     write(desired, {"p.yaml": PLUGINS, "c.yaml": CERTS, ".hidden/x.yaml": "not: [valid\n"})
     write(root, {"other.yaml": "garbage: [\n"})  # outside the desired-state directory
+    write(root, {".gitignore": "out-*/\n"})  # the target directories: inside the repository, so ignored
     first = commit_all(repo, "first")
     (desired / "c.yaml").write_text(CERTS.replace("- name: alpha", "- name: beta"))
     commit_all(repo, "second")
@@ -180,5 +182,10 @@ def test_public_exports_exist() -> None:
     for module in (package, documents):
         for name in module.__all__:
             assert hasattr(module, name), name
-    for config in ("LocalKmsConfig", "LocalCaConfig", "FilesTargetConfig", "Rfc2136Config"):
-        assert config in documents.__all__
+    # every kind module exports its Config and its factory
+    from certreconcile.desired.kinds import GROUPS, kind_module, kind_names
+
+    for group in GROUPS:
+        for kind in kind_names(group):
+            module = kind_module(group, kind)
+            assert {"Config", "create"} <= set(module.__all__), module.__name__

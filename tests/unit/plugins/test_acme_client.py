@@ -11,7 +11,6 @@ from acme import messages
 from acme.client import _renewal_info_path_component
 from cryptography import x509
 
-from certreconcile.desired.documents import LocalCaConfig
 from certreconcile.domain.keys import KeyType
 from certreconcile.plugins.crypto import build_csr, generate_private_key
 from certreconcile.plugins.issuers.acme.client import (
@@ -22,6 +21,7 @@ from certreconcile.plugins.issuers.acme.client import (
 )
 from certreconcile.plugins.issuers.acme.issuer import _split_chain
 from certreconcile.plugins.issuers.local_ca import LocalCaIssuer
+from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
 from certreconcile.plugins.ports import IssueRequest
 from certreconcile.testing.fake_kms import FakeKms
 from certreconcile.testing.fake_repository import InMemoryStore

@@ -14,13 +14,15 @@ import httpx
 import pytest
 
 from certreconcile.desired import plugin_fingerprint
-from certreconcile.desired.documents import CloudflareConfig, Rfc2136Config, Route53Config
 from certreconcile.desired.model import DnsProviderSpec, PluginSpec
 from certreconcile.errors import DnsError
 from certreconcile.plugins.dns01.cloudflare import CloudflareProvider
+from certreconcile.plugins.dns01.cloudflare_config import CloudflareConfig
 from certreconcile.plugins.dns01.propagation import PropagationWaiter
 from certreconcile.plugins.dns01.rfc2136 import Rfc2136Provider
+from certreconcile.plugins.dns01.rfc2136_config import Rfc2136Config
 from certreconcile.plugins.dns01.route53 import Route53Provider, quote_txt, unquote_txt
+from certreconcile.plugins.dns01.route53_config import Route53Config
 from certreconcile.plugins.ports import DnsTxtRecord
 from certreconcile.plugins.registry import PluginContext, available_kinds, create_dns_provider
 from certreconcile.testing.dns01_contract import new_record
@@ -196,9 +198,9 @@ def test_building_providers_imports_no_sdk() -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from certreconcile.desired.documents import Route53Config\n"
+        "from certreconcile.plugins.dns01.route53_config import Route53Config\n"
         "from certreconcile.desired.model import DnsProviderSpec\n"
-        "from certreconcile.plugins.dns01 import create_route53_provider\n"
+        "from certreconcile.plugins.dns01.route53_config import create as create_route53_provider\n"
         "from certreconcile.plugins.registry import PluginContext\n"
         "import certreconcile.plugins.dns01\n"
         "assert not [m for m in ('dns', 'httpx', 'boto3') if m in sys.modules], 'SDK imported by the package'\n"

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from certreconcile.desired.documents import CaddyTargetConfig
 from certreconcile.errors import TargetError
 from certreconcile.plugins.targets.caddy import CaddyTarget
+from certreconcile.plugins.targets.caddy_config import CaddyTargetConfig
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker
 

@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certreconcile.desired.documents import EnvoyTargetConfig, FilesTargetConfig, TargetEntry, TraefikTargetConfig
+from certreconcile.desired.documents import TargetEntry, entry_model
 from certreconcile.desired.model import TargetSpec
 from certreconcile.errors import TargetError
 from certreconcile.plugins.registry import PluginContext, available_kinds, create_target
 from certreconcile.plugins.targets.caddy import CaddyTarget
 from certreconcile.plugins.targets.envoy import EnvoyTarget
+from certreconcile.plugins.targets.envoy_config import EnvoyTargetConfig
 from certreconcile.plugins.targets.files import FilesTarget
+from certreconcile.plugins.targets.files_config import FilesTargetConfig
 from certreconcile.plugins.targets.traefik import TraefikTarget
+from certreconcile.plugins.targets.traefik_config import TraefikTargetConfig
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker, self_signed_bundle
 
@@ -209,13 +212,13 @@ def test_target_kinds_parse_and_are_registered(tmp_path: Path) -> None:
     expected = {"edge-caddy": CaddyTarget, "edge-envoy": EnvoyTarget, "edge-traefik": TraefikTarget}
     assert {"caddy", "envoy", "traefik"} <= available_kinds("targets")
     for name, body in declared.items():
-        entry = TargetEntry.model_validate(body)
+        entry = entry_model(TargetEntry).model_validate(body)
         kind, config = entry.kind()
         spec = TargetSpec(name=name, kind=kind, config=config, fingerprint="x", verify=entry.verify)
         target = create_target(spec, context)
         assert isinstance(target, expected[name])
         assert target.name == name
-    caddy = TargetEntry.model_validate(declared["edge-caddy"]).caddy
+    caddy = entry_model(TargetEntry).model_validate(declared["edge-caddy"]).caddy
     assert caddy is not None
     assert caddy.admin == "http://localhost:2019"
 
@@ -232,7 +235,7 @@ def test_target_kinds_parse_and_are_registered(tmp_path: Path) -> None:
 )
 def test_invalid_target_declarations_are_refused(body: dict[str, object]) -> None:
     with pytest.raises(ValueError):  # pydantic.ValidationError
-        TargetEntry.model_validate(body)
+        entry_model(TargetEntry).model_validate(body)
 
 
 def test_verify_timeout_is_the_declared_one(tmp_path: Path) -> None:

@@ -15,21 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from certreconcile.desired.documents import (
-    EnvoyTargetConfig,
-    FilesTargetConfig,
-    HaproxyTargetConfig,
-    NginxTargetConfig,
-    TraefikTargetConfig,
-)
 from certreconcile.errors import TargetError
 from certreconcile.plugins.ports import Target
 from certreconcile.plugins.targets.envoy import EnvoyTarget
+from certreconcile.plugins.targets.envoy_config import EnvoyTargetConfig
 from certreconcile.plugins.targets.files import FilesTarget
+from certreconcile.plugins.targets.files_config import FilesTargetConfig
 from certreconcile.plugins.targets.haproxy import HaproxyTarget
+from certreconcile.plugins.targets.haproxy_config import HaproxyTargetConfig
 from certreconcile.plugins.targets.nginx import NginxTarget
+from certreconcile.plugins.targets.nginx_config import NginxTargetConfig
 from certreconcile.plugins.targets.safe_files import FileContent, FileSet, write_file_set
 from certreconcile.plugins.targets.traefik import TraefikTarget
+from certreconcile.plugins.targets.traefik_config import TraefikTargetConfig
 from certreconcile.testing.target_contract import bundle_maker
 
 SHOP = bundle_maker("shop", ("shop.example.test",))

@@ -13,22 +13,25 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from certreconcile.desired.documents import HaproxyTargetConfig, NginxTargetConfig, TargetEntry
+from certreconcile.desired.documents import TargetEntry, entry_model
 from certreconcile.errors import TargetError
 from certreconcile.plugins.targets.haproxy import HaproxyRuntimeApi, HaproxyTarget
+from certreconcile.plugins.targets.haproxy_config import HaproxyTargetConfig
 from certreconcile.plugins.targets.nginx import NginxTarget
+from certreconcile.plugins.targets.nginx_config import NginxTargetConfig
 from certreconcile.plugins.targets.safe_files import FileContent, FileSet, PemFolderSnapshot
 from certreconcile.plugins.targets.server_control import first_diagnostic
 from certreconcile.testing.target_contract import self_signed_bundle
 
 
 def test_target_entries_accept_both_kinds() -> None:
-    entry = TargetEntry.model_validate({"nginx": {"cert_dir": "/etc/nginx/certs"}, "verify": "127.0.0.1:443"})
+    entries = entry_model(TargetEntry)
+    entry = entries.model_validate({"nginx": {"cert_dir": "/etc/nginx/certs"}, "verify": "127.0.0.1:443"})
     kind, config = entry.kind()
     assert kind == "nginx"
     assert isinstance(config, NginxTargetConfig)
     assert (config.binary, config.test_command, config.pid_file) == ("nginx", None, None)
-    kind, config = TargetEntry.model_validate({"haproxy": {"cert_dir": "c", "runtime_api": "127.0.0.1:9999"}}).kind()
+    kind, config = entries.model_validate({"haproxy": {"cert_dir": "c", "runtime_api": "127.0.0.1:9999"}}).kind()
     assert kind == "haproxy"
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from certreconcile.desired.documents import AwsAcmTargetConfig, WebhookTargetConfig
 from certreconcile.errors import DesiredStateError
 from certreconcile.plugins.registry import PluginContext, available_kinds, create_target
 from certreconcile.plugins.targets.aws_acm import AwsAcmTarget
+from certreconcile.plugins.targets.aws_acm_config import AwsAcmTargetConfig
 from certreconcile.plugins.targets.webhook import WebhookTarget, address_refusal, sign_body
+from certreconcile.plugins.targets.webhook_config import WebhookTargetConfig
 from engine import cert, desired_doc, load
 
 HOOK = {"url": "https://hooks.example.com/certs", "secret_env": "HOOK_SECRET"}
@@ -134,7 +135,7 @@ def test_building_the_targets_imports_no_sdk() -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from certreconcile.desired.documents import AwsAcmTargetConfig\n"
+        "from certreconcile.plugins.targets.aws_acm_config import AwsAcmTargetConfig\n"
         "from certreconcile.plugins.targets.aws_acm import AwsAcmTarget\n"
         "AwsAcmTarget('acm', AwsAcmTargetConfig(), env={})\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules\n"

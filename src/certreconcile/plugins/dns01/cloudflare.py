@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from certreconcile.desired.documents import CloudflareConfig
 from certreconcile.errors import DnsError
+from certreconcile.plugins.dns01.cloudflare_config import CloudflareConfig
 from certreconcile.plugins.dns01.propagation import PropagationWaiter
 from certreconcile.plugins.kms._redact import display_url
 from certreconcile.plugins.ports import DnsTxtRecord

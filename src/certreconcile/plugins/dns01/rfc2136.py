@@ -24,9 +24,9 @@ import dns.rdtypes.ANY.TXT
 import dns.tsig
 import dns.update
 
-from certreconcile.desired.documents import Rfc2136Config
 from certreconcile.errors import DnsError
 from certreconcile.plugins.dns01.propagation import NameServer, PropagationWaiter, find_zone, name_server
+from certreconcile.plugins.dns01.rfc2136_config import Rfc2136Config
 from certreconcile.plugins.ports import DnsTxtRecord
 from certreconcile.retry import RetryPolicy, Verdict
 

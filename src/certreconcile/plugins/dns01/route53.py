@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from certreconcile.desired.documents import Route53Config
 from certreconcile.errors import DnsError
+from certreconcile.plugins.aws_session import AwsClientError, aws_client
+from certreconcile.plugins.dns01.route53_config import Route53Config
 from certreconcile.plugins.ports import DnsTxtRecord
 
 __all__ = ["Route53Provider", "quote_txt", "unquote_txt"]
@@ -93,39 +94,32 @@ class Route53Provider:
             return self._client
 
     def _make_client(self) -> Any:
-        try:
-            import boto3
-            import botocore.config
-            import botocore.exceptions
-        except ImportError as exc:
-            raise DnsError(
-                "the route53 DNS provider needs boto3, which is not installed",
-                code="dns-sdk-missing",
-                hint="pip install 'certreconcile[aws]'",
-            ) from exc
         env = self._env
         try:
-            session = boto3.session.Session(
-                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-                aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-                profile_name=None if env.get("AWS_ACCESS_KEY_ID") else (env.get("AWS_PROFILE") or None),
-                region_name=self._config.region
-                or env.get("AWS_REGION")
-                or env.get("AWS_DEFAULT_REGION")
-                or "us-east-1",  # Route 53 is global; the region only picks the signing endpoint
+            return aws_client(
+                "route53",
+                env=env,
+                # Route 53 is global; the region only picks the signing endpoint
+                region=self._config.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+                endpoint_url=self._config.endpoint_url,
+                connect_timeout=5,
+                read_timeout=15,
+                max_attempts=5,
             )
-            config = botocore.config.Config(
-                connect_timeout=5, read_timeout=15, retries={"max_attempts": 5, "mode": "standard"}
-            )
-            return session.client("route53", endpoint_url=self._config.endpoint_url, config=config)
-        except botocore.exceptions.ProfileNotFound as exc:
+        except AwsClientError as exc:
+            if exc.reason == "sdk-missing":
+                raise DnsError(
+                    "the route53 DNS provider needs boto3, which is not installed",
+                    code="dns-sdk-missing",
+                    hint="pip install 'certreconcile[aws]'",
+                ) from exc
+            if exc.reason == "profile-not-found":
+                raise DnsError(
+                    "the AWS profile named by AWS_PROFILE does not exist", code="dns-credentials-missing"
+                ) from exc
             raise DnsError(
-                "the AWS profile named by AWS_PROFILE does not exist", code="dns-credentials-missing"
-            ) from exc
-        except (botocore.exceptions.BotoCoreError, ValueError) as exc:
-            raise DnsError(
-                f"the route53 client could not be created ({type(exc).__name__})", code="dns-config-invalid"
+                f"the route53 client could not be created ({exc.detail or 'NoRegionError'})",
+                code="dns-config-invalid",
             ) from exc
 
     def _call(self, operation: str, what: str, **arguments: Any) -> dict[str, Any]:

@@ -15,11 +15,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certreconcile.actual.store import LocalCaRecord, StateStore
-from certreconcile.desired.documents import LocalCaConfig
-from certreconcile.domain.durations import parse_duration
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
-from certreconcile.plugins.crypto import PrivateKey, generate_private_key, load_private_key, private_key_pem
+from certreconcile.plugins.crypto import (
+    PrivateKey,
+    common_name_for,
+    generate_private_key,
+    load_private_key,
+    private_key_pem,
+)
+from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
 from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import EncryptionContext, IssuedCertificate, IssueRequest, Kms
 
@@ -44,8 +49,8 @@ class LocalCaIssuer:
         self._config = config
         self._store = store
         self._kms = kms
-        self._lifetime = parse_duration(config.lifetime)
-        self._ca_lifetime = parse_duration(config.ca_lifetime)
+        self._lifetime = config.lifetime.delta
+        self._ca_lifetime = config.ca_lifetime.delta
         self._ca: tuple[x509.Certificate, PrivateKey, str] | None = None
         self._lock = threading.Lock()
 
@@ -128,9 +133,8 @@ class LocalCaIssuer:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
-        subject = []
-        if len(request.domains[0]) <= 64:
-            subject.append(x509.NameAttribute(NameOID.COMMON_NAME, request.domains[0]))
+        common_name = common_name_for(request.domains)
+        subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name is not None else []
         builder = builder.subject_name(x509.Name(subject))
         cert = builder.sign(ca_key, hashes.SHA384())
         return IssuedCertificate(

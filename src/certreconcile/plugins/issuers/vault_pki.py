@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives import serialization
 
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
+from certreconcile.plugins.crypto import common_name_for
 from certreconcile.plugins.ports import IssuedCertificate, IssueRequest
-from certreconcile.plugins.vault_auth import VaultCallError, VaultConnection, VaultLogin, VaultProblem
+from certreconcile.plugins.vault_auth import VaultCallError, VaultConnection, VaultLogin, VaultProblem, login_problem
 
 __all__ = ["VaultPkiIssuer", "vault_serial_number"]
 
@@ -83,9 +84,15 @@ class VaultPkiIssuer:
     # ------------------------------------------------------------------ issue
 
     def issue(self, request: IssueRequest) -> IssuedCertificate:
-        body: dict[str, Any] = {"csr": request.csr_pem, "common_name": request.domains[0], "format": "pem"}
-        if len(request.domains) > 1:
-            body["alt_names"] = ",".join(request.domains[1:])
+        # A CN holds at most 64 characters: the first name that fits, else none (the role then
+        # needs require_cn=false); every other name goes in alt_names.
+        common_name = common_name_for(request.domains)
+        body: dict[str, Any] = {"csr": request.csr_pem, "format": "pem"}
+        if common_name is not None:
+            body["common_name"] = common_name
+        alt_names = [name for name in request.domains if name != common_name]
+        if alt_names:
+            body["alt_names"] = ",".join(alt_names)
         if self._ttl is not None:
             body["ttl"] = f"{int(self._ttl.total_seconds())}s"
         what = f"signing {request.name} with role {self._role}"
@@ -144,22 +151,12 @@ class VaultPkiIssuer:
         message = error.message
         reason = "; ".join(error.server_errors)
         sign, revoke = f"{self._mount}/sign/{self._role}", f"{self._mount}/revoke"
+        shared = login_problem(error, self._connection.method)
+        if shared is not None:
+            return IssuerError(message, code=f"vault-pki-{shared[0]}", hint=shared[1])
         match error.problem:
-            case VaultProblem.SDK_MISSING:
-                return IssuerError(message, code="vault-pki-sdk-missing", hint="pip install 'certreconcile[vault]'")
-            case VaultProblem.CREDENTIALS_MISSING:
-                hint = {
-                    "token": "set VAULT_TOKEN (or BAO_TOKEN), or use auth: approle",
-                    "approle": "set the environment variables named by role_id_env and secret_id_env",
-                    "kubernetes": "set kubernetes_role, and mount the service-account token at kubernetes_token_path",
-                }[self._connection.method]
-                return IssuerError(message, code="vault-pki-credentials-missing", hint=hint)
-            case VaultProblem.LOGIN_REFUSED:
-                return IssuerError(
-                    message,
-                    code="vault-pki-access-denied",
-                    hint="check the AppRole ids, or the Kubernetes role and its bound service account",
-                )
+            case VaultProblem.SDK_MISSING | VaultProblem.CREDENTIALS_MISSING | VaultProblem.LOGIN_REFUSED:
+                raise AssertionError(error.problem)  # pragma: no cover - mapped by login_problem
             case VaultProblem.ACCESS_DENIED:
                 return IssuerError(
                     message,

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from certreconcile.errors import KmsError
+from certreconcile.plugins.aws_session import AwsClientError, aws_client
 from certreconcile.plugins.kms._redact import display_url
 from certreconcile.plugins.ports import EncryptionContext, SecretBytes, WrappedKey
 
@@ -105,43 +106,34 @@ class AwsKms:
 
     def _make_client(self) -> Any:
         try:
-            import boto3
-            import botocore.config
-            import botocore.exceptions
-        except ImportError as exc:
-            raise KmsError(
-                "the aws KMS needs boto3, which is not installed",
-                code="kms-sdk-missing",
-                hint="pip install 'certreconcile[aws]'",
-            ) from exc
-        env = self._env
-        try:
-            session = boto3.session.Session(
-                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-                aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-                profile_name=None if env.get("AWS_ACCESS_KEY_ID") else (env.get("AWS_PROFILE") or None),
-                region_name=self._region,
-            )
-            config = botocore.config.Config(
+            return aws_client(
+                "kms",
+                env=self._env,
+                region=self._region,
+                endpoint_url=self._endpoint_url,
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
-                retries={"max_attempts": self._max_attempts, "mode": "standard"},
+                max_attempts=self._max_attempts,
             )
-            return session.client("kms", endpoint_url=self._endpoint_url, config=config)
-        except botocore.exceptions.ProfileNotFound as exc:
+        except AwsClientError as exc:
+            if exc.reason == "sdk-missing":
+                raise KmsError(
+                    "the aws KMS needs boto3, which is not installed",
+                    code="kms-sdk-missing",
+                    hint="pip install 'certreconcile[aws]'",
+                ) from exc
+            if exc.reason == "profile-not-found":
+                raise KmsError(
+                    "the AWS profile named by AWS_PROFILE does not exist", code="kms-credentials-missing"
+                ) from exc
+            if exc.reason == "no-region":
+                raise KmsError(
+                    "no AWS region is configured for the aws KMS",
+                    code="kms-config-invalid",
+                    hint="set kms.aws.region, use a key ARN, or set AWS_REGION",
+                ) from exc
             raise KmsError(
-                "the AWS profile named by AWS_PROFILE does not exist", code="kms-credentials-missing"
-            ) from exc
-        except botocore.exceptions.NoRegionError as exc:
-            raise KmsError(
-                "no AWS region is configured for the aws KMS",
-                code="kms-config-invalid",
-                hint="set kms.aws.region, use a key ARN, or set AWS_REGION",
-            ) from exc
-        except (botocore.exceptions.BotoCoreError, ValueError) as exc:
-            raise KmsError(
-                f"the aws KMS client could not be created ({type(exc).__name__})", code="kms-config-invalid"
+                f"the aws KMS client could not be created ({exc.detail})", code="kms-config-invalid"
             ) from exc
 
     def _call(self, operation: str, context: EncryptionContext, **arguments: Any) -> dict[str, Any]:

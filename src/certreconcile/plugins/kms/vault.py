@@ -35,6 +35,7 @@ from certreconcile.plugins.vault_auth import (
     VaultConnection,
     VaultLogin,
     VaultProblem,
+    login_problem,
 )
 
 __all__ = ["VaultKms"]
@@ -104,22 +105,12 @@ class VaultKms:
     def _error(self, error: VaultCallError) -> KmsError:
         """The KmsError (stable code, hint) for a failed call."""
         message = error.message
+        shared = login_problem(error, self._connection.method)
+        if shared is not None:
+            return KmsError(message, code=f"kms-{shared[0]}", hint=shared[1])
         match error.problem:
-            case VaultProblem.SDK_MISSING:
-                return KmsError(message, code="kms-sdk-missing", hint="pip install 'certreconcile[vault]'")
-            case VaultProblem.CREDENTIALS_MISSING:
-                hint = {
-                    "token": "set VAULT_TOKEN (or BAO_TOKEN), or use auth: approle",
-                    "approle": "set the environment variables named by role_id_env and secret_id_env",
-                    "kubernetes": "set kubernetes_role, and mount the service-account token at kubernetes_token_path",
-                }[self._connection.method]
-                return KmsError(message, code="kms-credentials-missing", hint=hint)
-            case VaultProblem.LOGIN_REFUSED:
-                return KmsError(
-                    message,
-                    code="kms-access-denied",
-                    hint="check the AppRole ids, or the Kubernetes role and its bound service account",
-                )
+            case VaultProblem.SDK_MISSING | VaultProblem.CREDENTIALS_MISSING | VaultProblem.LOGIN_REFUSED:
+                raise AssertionError(error.problem)  # pragma: no cover - mapped by login_problem
             case VaultProblem.ACCESS_DENIED:
                 return KmsError(
                     message,

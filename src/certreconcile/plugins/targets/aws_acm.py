@@ -29,11 +29,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from certreconcile.desired.documents import AwsAcmTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.domain.certs import read_cert_facts, split_pem_chain
 from certreconcile.errors import TargetError
+from certreconcile.plugins.aws_session import AwsClientError, aws_client
 from certreconcile.plugins.kms._redact import display_url
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
+from certreconcile.plugins.targets.aws_acm_config import AwsAcmTargetConfig
 from certreconcile.plugins.targets.handshake import observe_served
 
 __all__ = ["NAME_TAG", "AwsAcmTarget"]
@@ -103,7 +105,7 @@ class AwsAcmTarget:
         *,
         env: Mapping[str, str],
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=30),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 15.0,
@@ -150,47 +152,38 @@ class AwsAcmTarget:
             return self._client
 
     def _make_client(self) -> Any:
-        try:
-            import boto3
-            import botocore.config
-            import botocore.exceptions
-        except ImportError as exc:
-            raise self._fail(
-                "the aws_acm target needs boto3, which is not installed",
-                "target-sdk-missing",
-                "pip install 'certreconcile[aws]'",
-            ) from exc
         endpoint_logger = logging.getLogger("botocore.endpoint")
         if _LOG_FILTER not in endpoint_logger.filters:
             endpoint_logger.addFilter(_LOG_FILTER)
-        env = self._env
         try:
-            session = boto3.session.Session(
-                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-                aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-                profile_name=None if env.get("AWS_ACCESS_KEY_ID") else (env.get("AWS_PROFILE") or None),
-                region_name=self._region,
-            )
-            config = botocore.config.Config(
+            return aws_client(
+                "acm",
+                env=self._env,
+                region=self._region,
+                endpoint_url=self._config.endpoint_url,
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
-                retries={"max_attempts": self._max_attempts, "mode": "standard"},
+                max_attempts=self._max_attempts,
             )
-            return session.client("acm", endpoint_url=self._config.endpoint_url, config=config)
-        except botocore.exceptions.ProfileNotFound as exc:
+        except AwsClientError as exc:
+            if exc.reason == "sdk-missing":
+                raise self._fail(
+                    "the aws_acm target needs boto3, which is not installed",
+                    "target-sdk-missing",
+                    "pip install 'certreconcile[aws]'",
+                ) from exc
+            if exc.reason == "profile-not-found":
+                raise self._fail(
+                    "the AWS profile named by AWS_PROFILE does not exist", "target-credentials-missing"
+                ) from exc
+            if exc.reason == "no-region":
+                raise self._fail(
+                    "no AWS region is configured for the aws_acm target",
+                    "target-config-invalid",
+                    "set aws_acm.region, certificate_arn, or AWS_REGION",
+                ) from exc
             raise self._fail(
-                "the AWS profile named by AWS_PROFILE does not exist", "target-credentials-missing"
-            ) from exc
-        except botocore.exceptions.NoRegionError as exc:
-            raise self._fail(
-                "no AWS region is configured for the aws_acm target",
-                "target-config-invalid",
-                "set aws_acm.region, certificate_arn, or AWS_REGION",
-            ) from exc
-        except (botocore.exceptions.BotoCoreError, ValueError) as exc:
-            raise self._fail(
-                f"the ACM client could not be created ({type(exc).__name__})", "target-config-invalid"
+                f"the ACM client could not be created ({exc.detail})", "target-config-invalid"
             ) from exc
 
     def _call(self, operation: str, what: str, **arguments: Any) -> dict[str, Any]:

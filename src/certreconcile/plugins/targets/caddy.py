@@ -27,9 +27,10 @@ from typing import Any
 
 import httpx
 
-from certreconcile.desired.documents import CaddyTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.errors import TargetError
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
+from certreconcile.plugins.targets.caddy_config import CaddyTargetConfig
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_text
 
@@ -52,7 +53,7 @@ class CaddyTarget:
         name: str,
         config: CaddyTargetConfig,
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=30),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,

@@ -22,10 +22,11 @@ from typing import Any
 
 import yaml
 
-from certreconcile.desired.documents import EnvoyTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
+from certreconcile.plugins.targets.envoy_config import EnvoyTargetConfig
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
 from certreconcile.plugins.targets.versioned import DATA_LINK, FileContent, VersionedFolder
@@ -60,7 +61,7 @@ class EnvoyTarget:
         config: EnvoyTargetConfig,
         base_dir: Path,
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=30),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
     ) -> None:
         self.name = name

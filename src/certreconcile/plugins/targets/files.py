@@ -14,11 +14,12 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
-from certreconcile.desired.documents import FilesTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.domain.certs import read_cert_facts, split_pem_chain
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
+from certreconcile.plugins.targets.files_config import FilesTargetConfig
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import pem_files
 from certreconcile.plugins.targets.safe_files import FileSet, write_file_set
@@ -33,7 +34,7 @@ class FilesTarget:
         config: FilesTargetConfig,
         base_dir: Path,
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=10),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
     ) -> None:
         self.name = name

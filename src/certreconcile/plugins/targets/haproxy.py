@@ -37,12 +37,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certreconcile.desired.documents import HaproxyTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.domain.certs import split_pem_chain
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import declared_path, optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served, parse_host_port
+from certreconcile.plugins.targets.haproxy_config import HaproxyTargetConfig
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
 from certreconcile.plugins.targets.safe_files import FileContent, FileSet, PemFolderSnapshot, write_file_set
 from certreconcile.plugins.targets.server_control import (
@@ -104,7 +105,7 @@ class HaproxyTarget:
         config: HaproxyTargetConfig,
         base_dir: Path,
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=30),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
     ) -> None:
         self.name = name

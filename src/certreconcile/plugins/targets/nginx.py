@@ -27,11 +27,12 @@ import signal
 from datetime import timedelta
 from pathlib import Path
 
-from certreconcile.desired.documents import NginxTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import declared_path, optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
+from certreconcile.plugins.targets.nginx_config import NginxTargetConfig
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
 from certreconcile.plugins.targets.safe_files import FileSet
 from certreconcile.plugins.targets.server_control import (
@@ -56,7 +57,7 @@ class NginxTarget:
         config: NginxTargetConfig,
         base_dir: Path,
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=30),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
     ) -> None:
         self.name = name

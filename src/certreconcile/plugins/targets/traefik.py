@@ -23,12 +23,13 @@ from typing import Any
 
 import yaml
 
-from certreconcile.desired.documents import TraefikTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_file, pem_files
+from certreconcile.plugins.targets.traefik_config import TraefikTargetConfig
 from certreconcile.plugins.targets.versioned import FileContent, VersionedFolder
 
 __all__ = ["TraefikTarget", "dynamic_document"]
@@ -52,7 +53,7 @@ class TraefikTarget:
         config: TraefikTargetConfig,
         base_dir: Path,
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=30),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
     ) -> None:
         self.name = name

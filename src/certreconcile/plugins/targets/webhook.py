@@ -53,11 +53,12 @@ import httpx
 
 from certreconcile import __version__
 from certreconcile.clock import Clock, SystemClock
-from certreconcile.desired.documents import WebhookTargetConfig
+from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
+from certreconcile.plugins.targets.webhook_config import WebhookTargetConfig
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -147,7 +148,7 @@ class WebhookTarget:
         env: Mapping[str, str],
         base_dir: Path,
         verify: str | None = None,
-        verify_timeout: timedelta = timedelta(seconds=10),
+        verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
         timeout: timedelta = timedelta(seconds=10),
         clock: Clock | None = None,

@@ -35,8 +35,6 @@ from josepy import errors as jose_errors
 from josepy import jwa, jwk
 
 from certreconcile.actual.store import AcmeAccountRecord, StateStore
-from certreconcile.desired.documents import AcmeIssuerConfig
-from certreconcile.domain.durations import parse_duration
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import RevocationReason
 from certreconcile.errors import ConfigError, IssuerError
@@ -54,6 +52,7 @@ from certreconcile.plugins.issuers.acme.client import (
     problem_error,
     transport_error,
 )
+from certreconcile.plugins.issuers.acme_config import AcmeIssuerConfig
 from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import (
     Dns01Provider,
@@ -137,7 +136,7 @@ class AcmeIssuer:
         self._now = wall_clock or (lambda: datetime.now(UTC))
         #: Bounded retries of idempotent requests; sleeps through the poller's (injected) sleep.
         self.retry = retry or RetryPolicy(sleep=self._poller.sleep)
-        self._order_timeout = parse_duration(config.order_timeout)
+        self._order_timeout = config.order_timeout.delta
         self._lock = threading.Lock()
         self._directory: messages.Directory | None = None
         self._account: _Account | None = None

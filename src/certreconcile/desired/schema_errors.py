@@ -1,0 +1,173 @@
+"""Pydantic's errors on one desired-state file, as issues with a stable code, a message and a hint."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic_core import ErrorDetails
+
+from certreconcile.desired.checks import format_path
+from certreconcile.desired.documents import PluginEntry, desired_document_model
+from certreconcile.desired.loader import Anchor, PathElement
+
+__all__ = ["SchemaIssue", "schema_issue"]
+
+
+class SchemaIssue(NamedTuple):
+    path: tuple[PathElement, ...]
+    anchor: Anchor
+    code: str
+    message: str
+    hint: str = ""
+
+
+_TYPE_ERRORS = frozenset(
+    {
+        "model_type",
+        "model_attributes_type",
+        "dict_type",
+        "list_type",
+        "tuple_type",
+        "string_type",
+        "bool_type",
+        "int_type",
+        "float_type",
+        "none_required",
+        "is_instance_of",
+        "string_sub_type",
+    }
+)
+_TYPE_HINTS: dict[str, str] = {
+    # Booleans are strict: a string such as "yes", "on", "1" or "true" is refused, never guessed at.
+    "bool_type": "write true or false, unquoted",
+}
+_PATTERN_HINTS: dict[str, str] = {
+    "name": "use 1-63 lower-case letters, digits and inner hyphens, e.g. shop-api",
+    "lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 90d",
+    "ca_lifetime": "write a whole number and a unit (s, m, h, d, w), e.g. 3650d",
+    "renew_before": "write a duration such as 30d or a percentage of the lifetime such as 33%",
+    "verify": "write HOST:PORT, e.g. 127.0.0.1:443 or [::1]:443",
+    "server": "write HOST:PORT, e.g. 127.0.0.1:53",
+    "propagation_timeout": "write a whole number and a unit (s, m, h, d, w), e.g. 120s",
+    "tsig_secret_env": "name an environment variable, e.g. CORP_TSIG; never the secret itself",
+    "secret_env": "name an environment variable, e.g. HOOK_SECRET; never the secret itself",
+    "url": "write a full URL such as https://host:8443/path (webhook: https:// only, no user:password@)",
+}
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def schema_issue(error: ErrorDetails) -> SchemaIssue:
+    """The issue of one pydantic error: where (a path and an anchor), a code, a message and a hint."""
+    loc: tuple[PathElement, ...] = tuple(error["loc"])
+    kind = error["type"]
+    message = error["msg"]
+    if loc and loc[-1] == "[key]":
+        path = loc[:-1]
+        hint = _PATTERN_HINTS["name"] if kind == "string_pattern_mismatch" else ""
+        return SchemaIssue(
+            path,
+            "key",
+            "schema-invalid-value",
+            f"invalid name {str(path[-1])!r} in {format_path(path[:-1])}",
+            hint or message,
+        )
+    if kind == "missing":
+        parent = loc[:-1]
+        model = _model_at(parent)
+        hint = f"required keys: {', '.join(_required(model))}" if model else ""
+        return SchemaIssue(
+            parent,
+            "value",
+            "schema-missing-field",
+            f"missing required key `{loc[-1]}` in {format_path(parent)}",
+            hint,
+        )
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        model = _model_at(parent)
+        hint = ""
+        if model is not None and issubclass(model, PluginEntry):
+            common = [name for name in model.model_fields if name not in model.KINDS]
+            hint = f"one kind key, one of: {', '.join(model.KINDS)}"
+            if common:
+                hint += f"; plus {', '.join(common)}"
+        elif model is not None:
+            hint = f"allowed keys: {', '.join(model.model_fields)}"
+        return SchemaIssue(
+            loc, "key", "schema-unknown-field", f"unknown key `{loc[-1]}` in {format_path(parent)}", hint
+        )
+    if kind in ("plugin_kind_missing", "plugin_kind_multiple"):
+        code = "schema-missing-kind" if kind == "plugin_kind_missing" else "schema-multiple-kinds"
+        return SchemaIssue(loc, "value", code, f"{format_path(loc)}: {message}")
+    if kind in _TYPE_ERRORS:
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            message = "expected a mapping"
+        return SchemaIssue(
+            loc,
+            "value",
+            "schema-invalid-type",
+            f"{format_path(loc)}: {message}, got {_type_name(error['input'])}",
+            _TYPE_HINTS.get(kind, ""),
+        )
+    hint = ""
+    if kind == "string_pattern_mismatch":
+        field_name = next((element for element in reversed(loc) if isinstance(element, str)), "")
+        hint = _PATTERN_HINTS.get(field_name, "")
+        message = f"{error['input']!r} is not valid"
+    return SchemaIssue(loc, "value", "schema-invalid-value", f"{format_path(loc)}: {message}", hint)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional and Annotated from a field annotation."""
+    while True:
+        origin = get_origin(annotation)
+        if origin in (Union, types.UnionType):
+            args = [arg for arg in get_args(annotation) if arg is not type(None)]
+            annotation = args[0] if len(args) == 1 else annotation
+            if len(args) != 1:
+                return annotation
+        elif origin is not None and hasattr(annotation, "__metadata__"):
+            annotation = get_args(annotation)[0]
+        else:
+            return annotation
+
+
+def _model_at(path: Sequence[PathElement]) -> type[BaseModel] | None:
+    """The wire model class describing the mapping at ``path`` (for hints)."""
+    current: Any = desired_document_model()
+    for element in path:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if not isinstance(element, str) or element not in current.model_fields:
+                return None
+            current = current.model_fields[element].annotation
+        elif get_origin(current) in (list, tuple) and isinstance(element, int):
+            current = get_args(current)[0]
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _required(model: type[BaseModel]) -> list[str]:
+    return [name for name, info in model.model_fields.items() if info.is_required()]
