@@ -17,6 +17,7 @@ turns paths into positions.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple, get_args
 
 from pydantic import BaseModel
 
-from certreconcile.desired.documents import CertificateDocument, Checked, WebhookTargetConfig
+from certreconcile.desired.documents import CertificateDocument, Checked, HaproxyTargetConfig, WebhookTargetConfig
 from certreconcile.domain.addresses import address_refusal, host_address, is_legacy_numeric_host
 from certreconcile.domain.durations import MIN_LIFETIME, DurationTooLongError, format_duration, parse_duration
 
@@ -85,6 +86,14 @@ def value_findings(model: BaseModel, path: tuple[PathElement, ...] = ()) -> Iter
     """Every problem of the marked values in ``model`` and the models it holds."""
     if isinstance(model, WebhookTargetConfig):
         yield from _webhook_findings(model, path)
+    elif isinstance(model, HaproxyTargetConfig) and model.runtime_api and _HAPROXY_CLI_UNSAFE.search(model.cert_dir):
+        yield Finding(
+            (*path, "cert_dir"),
+            "haproxy-cert-dir-unsafe",
+            f"{format_path((*path, 'cert_dir'))}: {model.cert_dir!r} holds a space, quote, ';', '#' or '\\', which "
+            "the HAProxy runtime API would read as a separator: the path goes into `set ssl cert <path>`",
+            "use a directory path without spaces or those characters",
+        )
     for name, marker in _fields(type(model)):
         value = getattr(model, name)
         here = (*path, name)
@@ -123,6 +132,13 @@ def _check(marker: Checked, path: tuple[PathElement, ...], value: str) -> Iterat
             )
     elif marker in (Checked.PATH, Checked.TARGET_DIR) and "\0" in value:
         yield Finding(path, "path-has-nul", f"{where}: the path holds a NUL character", "remove the \\0 from the path")
+    elif marker in (Checked.PATH, Checked.TARGET_DIR) and _CONTROL.search(value):
+        yield Finding(
+            path,
+            "path-has-control-character",
+            f"{where}: the path holds a control character (a line break, tab or escape)",
+            "remove it: a path with a line break turns into two lines wherever it is shown or sent",
+        )
     elif marker is Checked.TARGET_DIR:
         yield from _check_target_dir(path, value)
     elif marker is Checked.COMMAND:
@@ -131,6 +147,10 @@ def _check(marker: Checked, path: tuple[PathElement, ...], value: str) -> Iterat
         port = int(value.rsplit(":", 1)[1])
         if not 0 < port < 65536:
             yield Finding(path, "invalid-port", f"{where}: port of {value!r} is out of range", "use a port 1-65535")
+
+
+_CONTROL = re.compile("[\x01-\x1f\x7f-\x9f]")
+_HAPROXY_CLI_UNSAFE = re.compile("[\\s;#'\"\\\\\x00-\x1f\x7f]")
 
 
 def escapes_base(value: str) -> bool:

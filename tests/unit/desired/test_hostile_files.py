@@ -14,6 +14,8 @@ from certreconcile.desired import validate_directory
 from certreconcile.desired.loader import MAX_FILE_BYTES
 from certreconcile.domain.addresses import address_refusal, host_address, is_legacy_numeric_host
 from certreconcile.domain.names import DomainNameError, normalize_domain
+from certreconcile.errors import TargetError
+from certreconcile.plugins.targets.haproxy import HaproxyRuntimeApi
 from helpers import require_binary
 
 VALID = "certificates: []\n"
@@ -118,3 +120,14 @@ def test_host_address_reads_literals_with_zones() -> None:
     assert host_address("hooks.example.com") is None
     address = host_address("169.254.169.254")
     assert address is not None and address_refusal(address) == "a cloud metadata address"
+
+
+@pytest.mark.parametrize(
+    "line", ["set ssl cert /certs;shutdown frontend www/a.pem", "show ssl cert /c\nshutdown x", "x \\y"]
+)
+def test_the_haproxy_runtime_api_refuses_a_line_with_separators_unsent(line: str) -> None:
+    """A cert_dir reaches `set ssl cert <path>`: a ';' or line break would be a second HAProxy command."""
+    api = HaproxyRuntimeApi("127.0.0.1:9")  # nothing listens: sending would fail with OSError instead
+    with pytest.raises(TargetError) as raised:
+        api.command(line)
+    assert raised.value.code == "target-runtime-api-unsafe"
