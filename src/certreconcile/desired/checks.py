@@ -2,7 +2,10 @@
 
 Every model of a parsed file is walked once: durations (above zero, at most 100 years),
 certificate lifetimes (at least an hour), paths (no NUL), commands (not blank, quotes
-balanced), HOST:PORT values (a port from 1 to 65535). Then the rules that need more than
+balanced), HOST:PORT values (a port from 1 to 65535), target directories (not the
+filesystem root; a relative one may not climb out of the desired-state directory with
+``..``), webhook URLs whose host is an address literal (the address rules of
+:mod:`certreconcile.domain.addresses`, as at deploy). Then the rules that need more than
 one value: a target named twice by one certificate, two targets writing one directory, and
 a target directory inside the Git repository of the desired state (its keys would be
 committed) unless Git ignores it.
@@ -14,6 +17,7 @@ turns paths into positions.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
@@ -80,6 +84,9 @@ def _fields(model: type[BaseModel]) -> tuple[tuple[str, Checked | None], ...]:
 
 def value_findings(model: BaseModel, path: tuple[PathElement, ...] = ()) -> Iterator[Finding]:
     """Every problem of the marked values in ``model`` and the models it holds."""
+    kind_findings = getattr(model, "kind_findings", None)  # a plug-in kind's own checks (see kinds.py)
+    if kind_findings is not None:
+        yield from kind_findings(path)
     for name, marker in _fields(type(model)):
         value = getattr(model, name)
         here = (*path, name)
@@ -120,12 +127,46 @@ def _check(marker: Checked, path: tuple[PathElement, ...], value: str) -> Iterat
             )
     elif marker in (Checked.PATH, Checked.TARGET_DIR) and "\0" in value:
         yield Finding(path, "path-has-nul", f"{where}: the path holds a NUL character", "remove the \\0 from the path")
+    elif marker in (Checked.PATH, Checked.TARGET_DIR) and _CONTROL.search(value):
+        yield Finding(
+            path,
+            "path-has-control-character",
+            f"{where}: the path holds a control character (a line break, tab or escape)",
+            "remove it: a path with a line break turns into two lines wherever it is shown or sent",
+        )
+    elif marker is Checked.TARGET_DIR:
+        yield from _check_target_dir(path, value)
     elif marker is Checked.COMMAND:
         yield from _check_command(path, value)
     elif marker is Checked.HOST_PORT and not value.startswith("unix:"):
         port = int(value.rsplit(":", 1)[1])
         if not 0 < port < 65536:
             yield Finding(path, "invalid-port", f"{where}: port of {value!r} is out of range", "use a port 1-65535")
+
+
+_CONTROL = re.compile("[\x01-\x1f\x7f-\x9f]")
+def escapes_base(value: str) -> bool:
+    """A relative path whose ``..`` climbs out of the directory it is relative to."""
+    normal = os.path.normpath(value)
+    return not os.path.isabs(value) and (normal == ".." or normal.startswith("../"))
+
+
+def _check_target_dir(path: tuple[PathElement, ...], value: str) -> Iterator[Finding]:
+    where = format_path(path)
+    if os.path.normpath(value) in ("/", "//"):
+        yield Finding(
+            path,
+            "target-dir-root",
+            f"{where}: {value!r} is the filesystem root; a target writes a folder per certificate into its directory",
+            "give the target a directory of its own, e.g. /etc/ssl/certreconcile",
+        )
+    elif escapes_base(value):
+        yield Finding(
+            path,
+            "target-dir-escapes",
+            f"{where}: the relative directory {value!r} climbs out of the desired-state directory with '..'",
+            "write an absolute path for a directory outside the desired state, e.g. /etc/ssl/certreconcile",
+        )
 
 
 def _check_command(path: tuple[PathElement, ...], value: str) -> Iterator[Finding]:
@@ -186,8 +227,8 @@ def target_dir_findings(dirs: Sequence[TargetDir], directory: Path | None) -> It
     base = directory.resolve() if directory is not None else None
     seen: dict[str, TargetDir] = {}
     for target in dirs:
-        if "\0" in target.value:
-            continue  # reported as path-has-nul
+        if "\0" in target.value or escapes_base(target.value):
+            continue  # reported as path-has-nul or target-dir-escapes
         key = os.path.normpath(base / target.value if base is not None else target.value)
         if key in seen:
             other = seen[key]

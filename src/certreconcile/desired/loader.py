@@ -21,7 +21,8 @@ from typing import Literal
 import yaml
 import yaml_rs
 
-from certreconcile.desired.yaml_guard import CharacterProblem, check_outline, forbidden_characters
+from certreconcile.desired.yaml_guard import BIDI_CONTROLS, CharacterProblem, check_outline, forbidden_characters
+from certreconcile.desired.yaml_limits import alias_excess, data_too_deep, depth_excess, forbidden_tag
 from certreconcile.errors import ConfigError
 
 __all__ = [
@@ -163,7 +164,27 @@ def read_working_tree(directory: Path) -> Sources:
             full = Path(root) / name
             found.append((full.relative_to(directory).as_posix(), full))
     found.sort()
-    return Sources(tuple(_read_file(top, rel, full) for rel, full in found))
+    return Sources(tuple(_read_named_file(top, rel, full) for rel, full in found))
+
+
+_UNPRINTABLE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _read_named_file(root: Path, relative: str, full: Path) -> SourceFile:
+    """A file whose name holds control characters is refused unread: its name starts every message."""
+    if not _UNPRINTABLE_NAME.search(relative):
+        return _read_file(root, relative, full)
+    return _bad_name(relative)
+
+
+def _bad_name(relative: str) -> SourceFile:
+    shown = _UNPRINTABLE_NAME.sub(lambda found: f"\\x{ord(found.group()):02x}", relative)
+    return _unreadable(
+        shown,
+        "desired-file-name",
+        "the file name holds a control character (a line break, an escape sequence...), shown here escaped",
+        "rename the file to printable characters",
+    )
 
 
 def read_git_ref(directory: Path, ref: str) -> Sources:
@@ -211,6 +232,9 @@ def read_git_ref(directory: Path, ref: str) -> Sources:
             continue
         if item.mode == 0o120000:  # a symbolic link: never followed
             continue
+        if _UNPRINTABLE_NAME.search(rel.as_posix()):
+            files.append(_bad_name(rel.as_posix()))
+            continue
         if item.size > MAX_FILE_BYTES:
             files.append(
                 _unreadable(
@@ -248,10 +272,15 @@ def parse_yaml(source: SourceFile) -> object:
     characters = forbidden_characters(text)
     if characters:
         raise YamlError([_character_problem(found) for found in characters])
+    tag = forbidden_tag(text)
+    if tag is not None:
+        raise YamlError([YamlProblem("yaml-tag", tag.message, tag.line, tag.column, _TAG_HINT)])
     try:
         data: object = yaml_rs.loads(text, parse_datetime=False)
     except yaml_rs.YAMLDecodeError as exc:
         raise YamlError(_explain_rs_error(text, str(exc))) from exc
+    if data_too_deep(data):
+        raise YamlError([_too_deep(text)])
     mismatch = check_outline(text, data)
     if mismatch is not None:
         raise YamlError(
@@ -281,12 +310,23 @@ def parse_yaml(source: SourceFile) -> object:
     return data
 
 
+_TAG_HINT = "write the plain value: only !!str, !!int, !!float, !!bool, !!null, !!seq and !!map are allowed"
+
+
+def _too_deep(text: str) -> YamlProblem:
+    deep = depth_excess(text)
+    line, column = (deep.line, deep.column) if deep else (1, 1)
+    message = deep.message if deep else "collections nested too deep"
+    return YamlProblem("yaml-too-deep", message, line, column, "a desired-state file nests a few levels: flatten it")
+
+
 def _character_problem(found: CharacterProblem) -> YamlProblem:
-    hint = (
-        "a byte-order mark belongs at the very start of a file or nowhere: delete this one"
-        if found.character == "\ufeff"
-        else "delete it: a control character usually means a damaged file or pasted binary data"
-    )
+    if found.character == "\ufeff":
+        hint = "a byte-order mark belongs at the very start of a file or nowhere: delete this one"
+    elif found.character in BIDI_CONTROLS:
+        hint = "delete it: a bidirectional control shows the text in another order than it is read"
+    else:
+        hint = "delete it: a control character usually means a damaged file or pasted binary data"
     return YamlProblem(
         "yaml-forbidden-character",
         f"{found.description} is not allowed in a desired-state file",
@@ -303,6 +343,11 @@ def _explain_rs_error(text: str, message: str) -> list[YamlProblem]:
         duplicates = Positions(text).duplicate_keys()
         if duplicates:
             return duplicates
+    if "alias" in message:
+        bomb = alias_excess(text)
+        if bomb is not None:
+            hint = "anchors and aliases expand too much; write the values out"
+            return [YamlProblem("yaml-alias-limit", f"{bomb.message}: {summary}", bomb.line, bomb.column, hint)]
     match = _RS_POSITION.search(message)
     if match:
         return [YamlProblem("yaml-syntax", summary, int(match.group(1)), int(match.group(2)))]
@@ -317,7 +362,12 @@ def _explain_rs_error(text: str, message: str) -> list[YamlProblem]:
 def _second_document(text: str) -> tuple[int, int] | None:
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:
+    except yaml.MarkedYAMLError as exc:  # e.g. a bare document after "...", which YAML 1.1 does not allow
+        mark = exc.problem_mark
+        if mark is not None and "document start" in str(exc.problem):
+            return mark.line + 1, mark.column + 1
+        return None
+    except (yaml.YAMLError, RecursionError):
         return None
     if len(nodes) > 1 and nodes[1] is not None:
         mark = nodes[1].start_mark
@@ -347,7 +397,7 @@ class Positions:
                     mark = exc.problem_mark or exc.context_mark
                     if mark is not None:
                         self._error_mark = (mark.line + 1, mark.column + 1)
-                except yaml.YAMLError:
+                except (yaml.YAMLError, RecursionError):  # RecursionError: a safety net behind yaml-too-deep
                     self._root = None
         return self._root
 

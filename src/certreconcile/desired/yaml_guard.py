@@ -8,8 +8,10 @@ validation passed, and ``apply`` retired the certificates declared after it). So
 1. **Characters.** Only YAML 1.2's printable characters, less those the two YAML
    versions read differently: NEL (U+0085) and the Unicode line and paragraph separators
    (U+2028, U+2029) are line breaks in YAML 1.1 only, and a byte-order mark (U+FEFF)
-   counts only at the very start (the reader drops it there). Any other character is an
-   error at its ``line:column``.
+   counts only at the very start (the reader drops it there). Nor the bidirectional
+   embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): they make a
+   reviewer see text in another order than the parser reads it ("Trojan Source"). Any
+   other character is an error at its ``line:column``.
 2. **Structure.** The top level ``yaml_rs`` returned (each key, and the number of
    entries of each collection under it) must equal what an independent reader sees.
    That reader is a line scan of plain block style (the usual style, a few ms for
@@ -28,10 +30,11 @@ import yaml
 
 __all__ = ["CharacterProblem", "Outline", "OutlineMismatch", "check_outline", "forbidden_characters"]
 
-# YAML 1.2 c-printable, less NEL, U+2028/U+2029 and U+FEFF (see above).
+# YAML 1.2 c-printable, less NEL, U+2028/U+2029, the bidirectional controls and U+FEFF (see above).
 _FORBIDDEN = re.compile(
-    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
+    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202f-\u2065\u206a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _NAMES = {"\x00": "NUL", "\ufeff": "byte-order mark (U+FEFF)", "\x85": "NEL (U+0085)", "\x7f": "DEL"}
 _MAX_REPORTED = 5
 
@@ -206,7 +209,8 @@ def check_outline(text: str, data: object) -> OutlineMismatch | None:
     if seen == expected:
         return None
     seen = seen or {}
-    for key in sorted(set(seen) | set(expected), key=lambda name: positions.get(name, (1, 1))):
+    # Keys the event parser placed first: a key only yaml_rs has (a null or complex key as text) has no position.
+    for key in sorted(set(seen) | set(expected), key=lambda name: (name not in positions, positions.get(name, (1, 1)))):
         if seen.get(key, "absent") != expected.get(key, "absent"):
             line, column = positions.get(key, (1, 1))
             return OutlineMismatch(

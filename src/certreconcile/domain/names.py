@@ -2,11 +2,22 @@
 
 Domain names are normalised to their IDNA (ASCII, lower-case) form before anything
 compares them. A wildcard is allowed only as the whole leftmost label.
+
+Homographs: a label whose letters come from more than one script (``example`` spelt with a
+Cyrillic U+0430, ``google`` with Greek U+03BF) is refused, in Unicode or in ``xn--`` form,
+following UTS #39's "highly restrictive" level: one script per label, except Latin with
+Han and Japanese kana, Han and Bopomofo, or Han and Hangul. Digits and hyphens belong to
+no script. A label written entirely in one other script (``apple`` spelt in Cyrillic) is a
+whole-script confusable: IDNA2008 accepts it, and so does certreconcile, since whole
+labels in Cyrillic or Greek are real names; the policy's ``allowed_domains`` is the guard.
+Invisible characters that UTS #46 would silently drop (zero-width space, soft hyphen,
+variation selectors) are refused too: a name must be what it looks like.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -28,6 +39,18 @@ __all__ = [
 CERT_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 MAX_NAMES_PER_CERTIFICATE = 100
 _LDH = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+# UTS #46 full stops: U+3002 ideographic, U+FF0E fullwidth, U+FF61 halfwidth ideographic.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+# The script sets UTS #39 "highly restrictive" allows in one label besides a single script.
+_SCRIPT_MIXES = (
+    frozenset({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"LATIN", "HAN", "BOPOMOFO"}),
+    frozenset({"LATIN", "HAN", "HANGUL"}),
+)
+# Default-ignorable code points UTS #46 maps to nothing; ZWJ/ZWNJ are left to IDNA's CONTEXTJ rules.
+_INVISIBLE = re.compile("[\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u200e\u200f\u2060-\u206f"
+                        "\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U000e0000-\U000e0fff]")
+_SCRIPT_WORDS = {"CJK": "HAN", "IDEOGRAPHIC": "HAN", "HALFWIDTH": "", "FULLWIDTH": "", "KATAKANA-HIRAGANA": ""}
 
 
 class DomainNameError(ValueError):
@@ -46,6 +69,7 @@ def normalize_domain(raw: str) -> str:
         raise DomainNameError(
             "domain-empty" if not name else "domain-whitespace", f"{raw!r} is empty or has surrounding spaces"
         )
+    name = name.translate(_DOTS)
     if name.endswith("."):
         name = name[:-1]
     labels = name.split(".")
@@ -95,17 +119,49 @@ def _label_to_ascii(raw: str, label: str) -> str:
             )
         if lowered.startswith("xn--"):
             try:
-                idna.decode(lowered)
+                _check_scripts(raw, idna.decode(lowered))
             except idna.IDNAError as exc:
                 raise DomainNameError("domain-bad-idna", f"{raw!r}: {label!r} is not valid punycode") from exc
         return lowered
+    invisible = _INVISIBLE.search(label)
+    if invisible:
+        raise DomainNameError(
+            "domain-invisible-character",
+            f"{raw!r}: the label {label!r} holds the invisible U+{ord(invisible.group()):04X}, which IDNA drops",
+            "retype the name: it must be exactly what it looks like",
+        )
     try:
         encoded = idna.encode(label, uts46=True).decode("ascii")
     except idna.IDNAError as exc:
         raise DomainNameError("domain-bad-idna", f"{raw!r}: {label!r} cannot be IDNA-encoded ({exc})") from exc
+    _check_scripts(raw, idna.decode(encoded))
     if len(encoded) > 63:
         raise DomainNameError("domain-label-too-long", f"{raw!r}: {label!r} encodes to more than 63 characters")
     return encoded
+
+
+def _script(character: str) -> str:
+    """The script of a letter, from its Unicode name ("CYRILLIC SMALL LETTER A"); "" for none."""
+    word = unicodedata.name(character, "UNKNOWN").split(" ", 1)[0]
+    return _SCRIPT_WORDS.get(word, word)
+
+
+def label_scripts(label: str) -> frozenset[str]:
+    """The scripts of the letters of a Unicode label (digits, hyphens and marks have none)."""
+    letters = (character for character in label if unicodedata.category(character).startswith("L"))
+    return frozenset(script for character in letters if (script := _script(character)))
+
+
+def _check_scripts(raw: str, label: str) -> None:
+    scripts = label_scripts(label)
+    if len(scripts) <= 1 or any(scripts <= allowed for allowed in _SCRIPT_MIXES):
+        return
+    named = " and ".join(sorted(script.title() for script in scripts))
+    raise DomainNameError(
+        "domain-mixed-scripts",
+        f"{raw!r}: the label {label!r} mixes {named} letters, the mark of a look-alike (homograph) name",
+        "write each label in one script: retype it on a plain keyboard, or copy the name from a trusted source",
+    )
 
 
 def is_wildcard(name: str) -> bool:

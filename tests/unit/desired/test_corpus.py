@@ -32,7 +32,7 @@ def yaml_files(directory: Path) -> list[Path]:
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 35
+    assert len(CASES) >= 200
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda path: path.name)
@@ -50,8 +50,11 @@ def test_valid_directory_has_no_diagnostics(directory: Path) -> None:
     assert validate_directory(directory) == []
 
 
-SCHEMA_CASES = [case for case in CASES
-                if all("error[schema-" in line for line in expected_lines(case))]
+# Refused by the models' validators, which JSON Schema cannot express (header names and values, URL ports).
+VALIDATOR_ONLY = {"shell-header-crlf-injection", "shell-header-name-colon", "shell-header-reserved",
+                  "webhook-port-too-big", "webhook-port-zero"}
+SCHEMA_CASES = [case for case in CASES if case.name not in VALIDATOR_ONLY
+                and all("error[schema-" in line for line in expected_lines(case))]
 
 
 def test_some_cases_are_pure_schema_errors() -> None:

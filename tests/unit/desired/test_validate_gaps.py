@@ -147,15 +147,16 @@ def git_repo(root: Path, ignore: str = "") -> Path:
     ("ignore", "directory", "refused"),
     [
         pytest.param("", "out", True, id="relative-inside"),
-        pytest.param("", "../deploy", True, id="beside-the-desired-dir-still-in-the-repository"),
+        pytest.param("", "{tmp}/repo/deploy", True, id="beside-the-desired-dir-still-in-the-repository"),
         pytest.param("", ".certreconcile/out", True, id="hidden-but-not-ignored"),
         pytest.param(".certreconcile/\n", ".certreconcile/out", False, id="git-ignored"),
         pytest.param("out/\n", "out", False, id="git-ignored-dir-itself"),
-        pytest.param("", "../../elsewhere", False, id="outside-the-repository"),
+        pytest.param("", "{tmp}/elsewhere", False, id="outside-the-repository"),
     ],
 )
 def test_target_dir_inside_the_repository(tmp_path: Path, ignore: str, directory: str, refused: bool) -> None:
     desired = git_repo(tmp_path / "repo", ignore)
+    directory = directory.format(tmp=tmp_path)  # a relative "../x" is refused as target-dir-escapes
     text = doc(targets=f"targets:\n  out: {{files: {{dir: {directory}}}}}\n")
     (desired / "c.yaml").write_text(text)
     diagnostics = validate_directory(desired)
@@ -166,6 +167,13 @@ def test_target_dir_inside_the_repository(tmp_path: Path, ignore: str, directory
     before = text[: text.index(directory + "}")]
     assert str(diagnostics[0].location) == f"c.yaml:{before.count(chr(10)) + 1}:{len(before.rsplit(chr(10), 1)[1]) + 1}"
     assert "ignore" in diagnostics[0].hint
+
+
+@pytest.mark.parametrize("directory", ["../deploy", "../../elsewhere", "a/../../b", ".."])
+def test_a_relative_target_dir_may_not_climb_out(tmp_path: Path, directory: str) -> None:
+    desired = git_repo(tmp_path / "repo", "")
+    (desired / "c.yaml").write_text(doc(targets=f"targets:\n  out: {{files: {{dir: '{directory}'}}}}\n"))
+    assert [d.code for d in validate_directory(desired)] == ["target-dir-escapes"]
 
 
 def test_target_dir_check_needs_no_repository(tmp_path: Path) -> None:

@@ -84,7 +84,17 @@ class HaproxyRuntimeApi:
         return socket.create_connection((host, port), timeout=self._timeout)
 
     def command(self, line: str, payload: str | None = None) -> str:
-        """Send one command (with an optional ``<<`` payload, ended by an empty line); return the answer."""
+        """Send one command (with an optional ``<<`` payload, ended by an empty line); return the answer.
+
+        A line holding a line break, ``;`` or ``\\`` is refused unsent: HAProxy would read a second
+        command, or another argument, from a path that holds one.
+        """
+        if any(character in line for character in "\r\n;\\"):
+            raise TargetError(
+                f"refusing to send {line[:200]!r} to the HAProxy runtime API: a path in it holds a separator",
+                code="target-runtime-api-unsafe",
+                hint="use a cert_dir path without spaces, ';', '\\' or line breaks",
+            )
         if payload is None:
             text = line + "\n"
         else:  # an empty line inside the payload would end it early: drop them (PEM ignores them)
@@ -189,6 +199,13 @@ class HaproxyTarget:
 
     def _update_in_memory(self, crt: Path, combined: str, snapshot: PemFolderSnapshot) -> bool:
         """Replace the certificate HAProxy holds under ``crt``; False when HAProxy never loaded that path."""
+        if any(character.isspace() for character in str(crt)):  # one CLI argument: no spaces
+            raise TargetError(
+                f"target {self.name}: the crt path {str(crt)!r} holds a space, which the HAProxy runtime API "
+                "would read as the end of the path",
+                code="target-runtime-api-unsafe",
+                hint="use a cert_dir path without spaces (a relative one is resolved from the desired-state directory)",
+            )
         self._ask(f"abort ssl cert {crt}")  # a transaction left over by an interrupted run of ours
         answer = self._ask(f"set ssl cert {crt}", combined)
         if _NOT_LOADED in answer:

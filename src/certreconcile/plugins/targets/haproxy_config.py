@@ -5,6 +5,7 @@ The adapter: :mod:`certreconcile.plugins.targets.haproxy`.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import ConfigDict, Field, model_validator
@@ -20,6 +21,9 @@ from certreconcile.desired.fields import (
 from certreconcile.plugins.targets.verification import verification
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from certreconcile.desired.checks import Finding
     from certreconcile.desired.model import TargetSpec
     from certreconcile.plugins.ports import Target
     from certreconcile.plugins.registry import PluginContext
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["SUMMARY", "Config", "create"]
 
 SUMMARY = 'HAProxy: PEM files, then its runtime API (no reload) or a reload.'
+
+#: What the runtime API reads as a separator inside ``set ssl cert <path>``.
+_RUNTIME_API_UNSAFE = re.compile("[\\s;#'\"\\\\\x00-\x1f\x7f]")
 
 class HaproxyTargetConfig(Wire):
     """HAProxy: ``<cert_dir>/<name>.pem`` (certificate, chain and key, 0600) plus the ``<name>/`` folder.
@@ -60,6 +67,19 @@ class HaproxyTargetConfig(Wire):
         if self.pid_file is not None and self.reload_command is not None:
             raise PydanticCustomError("haproxy_reload", "pid_file and reload_command exclude each other: choose one")
         return self
+
+    def kind_findings(self, path: tuple[str | int, ...]) -> Iterator[Finding]:
+        """The path goes into ``set ssl cert <path>`` on the runtime API: no separators in it."""
+        from certreconcile.desired.checks import Finding, format_path
+
+        if self.runtime_api and _RUNTIME_API_UNSAFE.search(self.cert_dir):
+            yield Finding(
+                (*path, "cert_dir"),
+                "haproxy-cert-dir-unsafe",
+                f"{format_path((*path, 'cert_dir'))}: {self.cert_dir!r} holds a space, quote, ';', '#' or '\\', "
+                "which the HAProxy runtime API would read as a separator: the path goes into `set ssl cert <path>`",
+                "use a directory path without spaces or those characters",
+            )
 
 
 Config = HaproxyTargetConfig

@@ -54,6 +54,7 @@ import httpx
 from certreconcile import __version__
 from certreconcile.clock import Clock, SystemClock
 from certreconcile.desired.model import DEFAULT_VERIFY_TIMEOUT
+from certreconcile.domain.addresses import address_refusal
 from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
@@ -71,49 +72,9 @@ __all__ = [
 SIGNATURE_HEADER = "X-Certreconcile-Signature"
 TIMESTAMP_HEADER = "X-Certreconcile-Timestamp"
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
-_METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(text)
-    for text in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack... instance metadata
-        "169.254.170.2",  # AWS ECS task metadata and credentials
-        "fd00:ec2::254",  # AWS IMDS over IPv6
-        "fd20:ce::254",  # GCP metadata over IPv6
-        "100.100.100.200",  # Alibaba Cloud metadata
-    )
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _MAX_RESPONSE_BYTES = 64 * 1024
-
-
-def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (IPv4-mapped, NAT64, 6to4), if any."""
-    if not isinstance(address, ipaddress.IPv6Address):
-        return None
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address.sixtofour
-
-
-def address_refusal(address: IPAddress, *, allow_link_local: bool = False) -> str | None:
-    """Why a webhook may not be sent to ``address``; None when it may."""
-    for candidate in (address, _embedded_ipv4(address)):
-        if candidate is None:
-            continue
-        if candidate.is_unspecified or candidate.is_multicast or candidate == _BROADCAST:
-            return "not a unicast address"
-        if allow_link_local:
-            continue
-        if candidate in _METADATA_ADDRESSES:
-            return "a cloud metadata address"
-        if candidate.is_link_local:
-            return "a link-local address"
-    return None
 
 
 def sign_body(secret: bytes, timestamp: str, body: bytes) -> str:

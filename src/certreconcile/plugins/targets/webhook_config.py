@@ -20,6 +20,9 @@ from certreconcile.desired.fields import (
 from certreconcile.plugins.targets.verification import verification
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from certreconcile.desired.checks import Finding
     from certreconcile.desired.model import TargetSpec
     from certreconcile.plugins.ports import Target
     from certreconcile.plugins.registry import PluginContext
@@ -111,6 +114,40 @@ class WebhookTargetConfig(Wire):
             )
         return self
 
+    def kind_findings(self, path: tuple[str | int, ...]) -> Iterator[Finding]:
+        """Checked at validation: an address-literal host the deployment would refuse anyway."""
+        from urllib.parse import urlsplit
+
+        from certreconcile.desired.checks import Finding, format_path
+        from certreconcile.domain.addresses import address_refusal, host_address, is_legacy_numeric_host
+
+        here = (*path, "url")
+        try:
+            host = urlsplit(self.url).hostname or ""
+        except ValueError:
+            return  # reported by the schema
+        if is_legacy_numeric_host(host):
+            yield Finding(
+                here,
+                "webhook-numeric-host",
+                f"{format_path(here)}: the host {host!r} is an IPv4 address in a legacy numeric form "
+                "(decimal, octal or hex), which hides the address it stands for",
+                "write the address as four decimal numbers (a.b.c.d), or use the receiver's DNS name",
+            )
+            return
+        address = host_address(host)
+        refusal = address_refusal(address, allow_link_local=self.allow_link_local) if address else None
+        if refusal is not None:
+            yield Finding(
+                here,
+                "webhook-address-refused",
+                f"{format_path(here)}: {host} is {refusal}; the private key would be sent there",
+                "point the webhook at the receiver's own address"
+                + ("" if refusal == "not a unicast address" else _ALLOW_LINK_LOCAL_HINT),
+            )
+
+
+_ALLOW_LINK_LOCAL_HINT = " (allow_link_local: true only if it really lives there)"
 
 Config = WebhookTargetConfig
 
