@@ -26,12 +26,12 @@ from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from certreconcile.actual.repository import PostgresStore
-from certreconcile.apply.loop import RENEWAL_ACTOR, LoopControl, Reconciler, run_forever
 from certreconcile.apply.metrics import ReconcilerMetrics
-from certreconcile.cli.run import GitDesiredSource
+from certreconcile.cli.commands.run import GitDesiredSource
 from certreconcile.clock import FixedClock
 from certreconcile.desired.model import DesiredState
 from certreconcile.plan.plan import Action
+from certreconcile.reconciler import RENEWAL_ACTOR, LoopControl, Reconciler, run_forever
 from certreconcile.wiring import Settings, build_environment
 
 CERTIFICATES = """\

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certreconcile.apply.loop import CycleResult, LoopControl, jittered_interval, run_forever
 from certreconcile.apply.metrics import METRIC_NAMES, ReconcilerMetrics
-from certreconcile.cli.run import parse_interval, parse_jitter
+from certreconcile.cli.commands.run import parse_interval, parse_jitter
 from certreconcile.errors import CertReconcileError
 from certreconcile.plugins.issuers.acme.client import endpoint_name
+from certreconcile.reconciler import CycleResult, LoopControl, jittered_interval, run_forever
 
 
 def result() -> CycleResult:
