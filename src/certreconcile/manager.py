@@ -81,13 +81,15 @@ class CertificateManager:
         self.challenge_base_url = challenge_base_url
 
     @classmethod
-    def from_directory(cls, directory: Path, clock: Clock | None = None) -> CertificateManager:
-        """A manager wired from a desired-state directory, like the CLI."""
+    def from_directory(
+        cls, directory: Path, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+    ) -> CertificateManager:
+        """A manager wired from a desired-state directory, like the CLI (``environ``: the process environment)."""
         from certreconcile.desired import load_desired
-        from certreconcile.wiring import Settings, build_environment, open_store
+        from certreconcile.wiring import build_environment, open_store
 
         desired = load_desired(directory)
-        settings = Settings.from_env(directory)
+        settings = Settings.from_env(directory, environ)
         store = open_store(settings)
         env = build_environment(desired, settings, store, clock or SystemClock())
         return cls(store, env.kms, env.issuers, targets=env.targets, clock=env.clock, actor=env.actor, desired=desired)

@@ -82,6 +82,7 @@ class CycleResult:
     # destroy threshold: those need a reviewed `apply --allow-destroy N`)
     errors: tuple[str, ...] = ()  # one line each: the cycle (or one of its applies) could not run
     warnings: tuple[str, ...] = ()
+    plan: Plan | None = None  # the engine's plan of this cycle, as `plan` would show it (None: it failed first)
 
     @property
     def failures(self) -> tuple[ChangeResult, ...]:
@@ -140,6 +141,7 @@ class Reconciler:
         errors: list[str] = []
         warnings: tuple[str, ...] = ()
         git_commit: str | None = None
+        planned: Plan | None = None
         try:
             desired = self.source.load()
             self._desired = desired
@@ -156,7 +158,8 @@ class Reconciler:
                 targets=env.targets if self.refresh else None,
             )
             actual, warnings = gathered.actual, gathered.warnings
-            plan = _without_waiting(engine.plan(gathered, now, destroy_threshold=self.destroy_threshold), now)
+            planned = engine.plan(gathered, now, destroy_threshold=self.destroy_threshold)
+            plan = _without_waiting(planned, now)
             split = split_plan(plan, desired, actual, now)
             for line in plan.warnings:  # the gathering's warnings included
                 log.warning("warning: %s", line)
@@ -190,6 +193,7 @@ class Reconciler:
             deferred=deferred,
             errors=tuple(errors),
             warnings=warnings,
+            plan=planned,
         )
         self._observe(result)
         return result

@@ -312,7 +312,10 @@ def test_sigterm_finishes_the_cycle_in_flight_then_exits_0(
     database_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     marker = tmp_path / "reload-started"
-    desired = write_desired(tmp_path, reload_command=f"sh -c 'touch {marker}; sleep 1.5'")
+    release = tmp_path / "reload-may-finish"
+    # The reload holds the first cycle open until the test has sent SIGTERM (no guess at how long it takes).
+    waits = f"while [ ! -e {release} ]; do sleep 0.01; done"
+    desired = write_desired(tmp_path, reload_command=f"sh -c 'touch {marker}; {waits}'")
     command = [sys.executable, "-m", "certreconcile", "run", "--dir", str(desired), "--interval", "0.2"]
     process = subprocess.Popen(
         [*command, "--apply-changes", "--metrics-port", "0"],
@@ -326,8 +329,10 @@ def test_sigterm_finishes_the_cycle_in_flight_then_exits_0(
     reader = threading.Thread(target=_stderr_lines, args=(process, lines), daemon=True)
     reader.start()
     try:
-        wait_for(marker.exists, timeout=60)  # the first cycle is deploying (its reload sleeps)
+        wait_for(marker.exists, timeout=60)  # the first cycle is deploying (its reload waits)
         process.send_signal(signal.SIGTERM)
+        wait_for(lambda: any("received SIGTERM" in line for line in lines), timeout=60)
+        release.touch()  # now the cycle in flight may finish
         assert process.wait(timeout=60) == 0, "".join(lines)
     finally:
         if process.poll() is None:
@@ -423,18 +428,20 @@ def test_acme_requests_are_counted_by_endpoint_and_status(
 def test_two_run_processes_share_renewals_of_short_lived_certificates(
     database_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    # lifetime 20s and renew_before 15s: due 3.5 to 5 seconds after issuance.
+    # lifetime 20s and renew_before 15s: due 3.5 to 5 seconds after issuance, on the test clock: each
+    # process starts at CERTRECONCILE_TEST_NOW and its sleeps between cycles move its clock on.
     certificates = CERTIFICATES.replace("renew_before: 1m", "renew_before: 15s")
     desired = write_desired(tmp_path, certificates)
     base = (desired / "base.yaml").read_text().replace("lifetime: 2m", "lifetime: 20s")
     (desired / "base.yaml").write_text(base)
+    env = {**cli_env, "CERTRECONCILE_TEST_NOW": datetime.now(UTC).replace(microsecond=0).isoformat()}
     command = [sys.executable, "-m", "certreconcile"]
-    subprocess.run([*command, "apply", "--dir", str(desired), "--auto-approve"], env=cli_env, cwd=tmp_path,
+    subprocess.run([*command, "apply", "--dir", str(desired), "--auto-approve"], env=env, cwd=tmp_path,
                    check=True, capture_output=True)  # fmt: skip
     replicas = [
         subprocess.Popen(
-            [*command, "run", "--dir", str(desired), "--interval", "0.1", "--jitter", "50%"],
-            env=cli_env,
+            [*command, "run", "--dir", str(desired), "--interval", "1", "--jitter", "50%"],
+            env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -443,7 +450,7 @@ def test_two_run_processes_share_renewals_of_short_lived_certificates(
         for _ in range(2)
     ]
     try:
-        wait_for(lambda: len(query(database_url, "SELECT 1 FROM CertAudit WHERE action = 'renewed'")) >= 4, timeout=90)
+        wait_for(lambda: len(query(database_url, "SELECT 1 FROM CertAudit WHERE action = 'renewed'")) >= 4, timeout=60)
     finally:
         for process in replicas:
             process.send_signal(signal.SIGTERM)
