@@ -157,31 +157,16 @@ class Reconciler:
                 persist_renewal_info=True,
                 targets=env.targets if self.refresh else None,
             )
-            actual, warnings = gathered.actual, gathered.warnings
+            warnings = gathered.warnings
             planned = engine.plan(gathered, now, destroy_threshold=self.destroy_threshold)
             plan = _without_waiting(planned, now)
-            split = split_plan(plan, desired, actual, now)
+            split = split_plan(plan, desired, gathered.actual, now)
             for line in plan.warnings:  # the gathering's warnings included
                 log.warning("warning: %s", line)
             if split.upkeep.changes:
                 results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
-            if self.apply_changes:
-                declaration, deferred = self._within_destroy_threshold(split.declaration, desired, actual, now)
-                if deferred:
-                    warnings = (*warnings, _held_back_line(deferred, len(actual.certificates), self.destroy_threshold))
-                    log.warning("not applied: %s", warnings[-1])
-                if declaration.changes:
-                    results += self._apply(declaration, desired, env, errors)
-            else:
-                deferred = split.declaration.changes
-                for change in deferred:
-                    log.info(
-                        "not applied (declaration change; run with --apply-changes or use apply): %s %s %s (%s)",
-                        change.action.symbol,
-                        change.action.value,
-                        change.name,
-                        ", ".join(reason.code.value for reason in change.reasons),
-                    )
+            deferred, held_back = self._declaration_changes(split.declaration, gathered, env, now, results, errors)
+            warnings = (*warnings, *held_back)
         except CertReconcileError as exc:
             errors.append(exc.one_line())
             log.error("cycle failed: %s", exc.one_line())  # noqa: TRY400  one line: a traceback may hold secrets
@@ -197,6 +182,36 @@ class Reconciler:
         )
         self._observe(result)
         return result
+
+    def _declaration_changes(
+        self,
+        declaration: Plan,
+        gathered: engine.Gathered,
+        env: ApplyEnvironment,
+        now: datetime,
+        results: list[ChangeResult],
+        errors: list[str],
+    ) -> tuple[tuple[Change, ...], tuple[str, ...]]:
+        """Apply the declaration changes when allowed (within the destroy threshold); the ones left, and why."""
+        desired, actual = gathered.desired, gathered.actual
+        if not self.apply_changes:
+            for change in declaration.changes:
+                log.info(
+                    "not applied (declaration change; run with --apply-changes or use apply): %s %s %s (%s)",
+                    change.action.symbol,
+                    change.action.value,
+                    change.name,
+                    ", ".join(reason.code.value for reason in change.reasons),
+                )
+            return declaration.changes, ()
+        allowed, deferred = self._within_destroy_threshold(declaration, desired, actual, now)
+        held_back: tuple[str, ...] = ()
+        if deferred:
+            held_back = (_held_back_line(deferred, len(actual.certificates), self.destroy_threshold),)
+            log.warning("not applied: %s", held_back[0])
+        if allowed.changes:
+            results += self._apply(allowed, desired, env, errors)
+        return deferred, held_back
 
     def _within_destroy_threshold(
         self, plan: Plan, desired: DesiredState, actual: ActualState, now: datetime

@@ -214,16 +214,28 @@ def test_run_renews_before_the_window_closes_and_serves_metrics(
     assert not any(name == "certreconcile_issuance_failures_total" for name, _ in samples)
 
 
-class SlowIssuer:
-    """A real issuer that takes its time, so the other replica plans the same renewal meanwhile."""
+class ContendedIssuer:
+    """A real issuer that issues only once another replica waits for a name's lock.
 
-    def __init__(self, inner: Any, delay: float) -> None:
+    A replica applies only after planning all of its changes, so a waiter proves the other replica
+    planned the same renewal before this one was issued: the race is certain, not a matter of speed.
+    """
+
+    def __init__(self, inner: Any, database_url: str) -> None:
         self._inner = inner
-        self._delay = delay
+        self._database_url = database_url
 
     def issue(self, request: Any) -> Any:
-        time.sleep(self._delay)
+        wait_for(self._someone_waits, timeout=60)
         return self._inner.issue(request)
+
+    def _someone_waits(self) -> bool:
+        waiting = query(
+            self._database_url,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        return bool(waiting[0][0])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -234,7 +246,7 @@ def test_two_replicas_never_issue_the_same_renewal_twice(database_url: str, tmp_
     clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
     reconciler_for(desired, database_url, tmp_path, clock, apply_changes=True).cycle()
     replicas = [
-        reconciler_for(desired, database_url, tmp_path, clock, wrap_issuers=lambda i: SlowIssuer(i, 0.3))
+        reconciler_for(desired, database_url, tmp_path, clock, wrap_issuers=lambda i: ContendedIssuer(i, database_url))
         for _ in range(2)
     ]
     rounds = 3

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from certreconcile.cli.audit import verify_command
 from certreconcile.cli.common import DEFAULT_DIR, DirOption, cli_clock, fail
 from certreconcile.errors import CertReconcileError
+
+if TYPE_CHECKING:
+    from certreconcile.actual.store import AuditEvent
 
 __all__ = ["audit_app"]
 
@@ -63,6 +66,10 @@ def audit(
             )
     except CertReconcileError as exc:
         fail(exc)
+    _print_events(events, output_format)
+
+
+def _print_events(events: list[AuditEvent], output_format: str) -> None:
     if output_format == "json":
         typer.echo(
             json.dumps(

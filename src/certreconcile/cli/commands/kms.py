@@ -15,6 +15,7 @@ from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
     from certreconcile.actual.store import StoredKeyRef
+    from certreconcile.apply.rewrap import RewrapResult
 
 __all__ = ["kms_app"]
 
@@ -80,6 +81,11 @@ def kms_rewrap(
         )
     except CertReconcileError as exc:
         fail(exc)
+    _report(result, output_format)
+
+
+def _report(result: RewrapResult, output_format: str) -> None:
+    """The counts (JSON, or a summary line and each failure on stderr); exit 1 when a row was not moved."""
     if output_format == "json":
         payload = {
             "format_version": 1,
