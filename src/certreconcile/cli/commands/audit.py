@@ -1,4 +1,4 @@
-"""``certreconcile audit``: the trail (the group's own callback); ``audit verify`` lives in ``cli/audit.py``."""
+"""``certreconcile audit``: the trail (the group's own callback); ``audit verify`` lives in ``audit_verify.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from certreconcile.cli.audit import verify_command
+from certreconcile.cli.commands.audit_verify import verify_command
 from certreconcile.cli.common import DEFAULT_DIR, DirOption, cli_clock, fail
 from certreconcile.errors import CertReconcileError
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["audit_app"]
 
 # `certreconcile audit [--name N ...]` lists the trail (the group's own callback);
-# `certreconcile audit verify` checks its hash chain (cli/audit.py).
+# `certreconcile audit verify` checks its hash chain (audit_verify.py).
 audit_app = typer.Typer(invoke_without_command=True)
 audit_app.command("verify")(verify_command)
 
