@@ -1,24 +1,27 @@
-"""Test helpers: desired states from Python dicts, and an apply environment on real adapters."""
+"""Test helpers: desired states from Python dicts, an apply environment on real adapters, and the
+plan/apply path of :mod:`certreconcile.engine` (the one the CLI, ``run`` and the facade use)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from certreconcile import engine
 from certreconcile.actual.model import Observations
 from certreconcile.actual.store import CertificateRow, StateStore
-from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, apply_plan, certificate_context
+from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, certificate_context
 from certreconcile.clock import FixedClock
 from certreconcile.desired import load_desired
 from certreconcile.desired.model import DesiredState, OnDelete
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.status import CertStatus
-from certreconcile.plan import Plan, build_plan
+from certreconcile.plan import Plan
 from certreconcile.plugins.kms.envelope import seal
 from certreconcile.plugins.ports import Kms, SecretBytes
 from certreconcile.wiring import Settings, build_environment
@@ -79,17 +82,27 @@ def environment(directory: Path, desired: DesiredState, store: StateStore, clock
     return build_environment(desired, settings_for(directory), store, clock)
 
 
-def plan_now(desired: DesiredState, store: StateStore, clock: FixedClock, **kwargs: Any) -> Plan:
-    with store.session() as session:
-        actual = session.load_actual()
-    return build_plan(desired, actual, kwargs.pop("observations", Observations()), clock.now(), **kwargs)
+def plan_now(
+    desired: DesiredState,
+    store: StateStore,
+    clock: FixedClock,
+    *,
+    observations: Observations | None = None,
+    force_rotate: frozenset[str] = frozenset(),
+) -> Plan:
+    """The plan through the engine's one path (no CA or target asked; ``observations`` stand in for a refresh)."""
+    now = clock.now()
+    gathered = engine.gather(desired, store, now)
+    if observations is not None:
+        gathered = replace(gathered, observations=observations)
+    return engine.plan(gathered, now, force_rotate=force_rotate)
 
 
 def plan_and_apply(
-    directory: Path, desired: DesiredState, store: StateStore, clock: FixedClock, **kwargs: Any
+    directory: Path, desired: DesiredState, store: StateStore, clock: FixedClock, *, concurrency: int = 4
 ) -> tuple[Plan, ApplyResult]:
     plan = plan_now(desired, store, clock)
-    result = apply_plan(plan, desired, environment(directory, desired, store, clock), **kwargs)
+    result = engine.apply(plan, desired, environment(directory, desired, store, clock), concurrency=concurrency)
     return plan, result
 
 

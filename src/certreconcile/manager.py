@@ -6,7 +6,8 @@
     new = manager.rotate_certificate(record.id)
 
 Every call goes through the executor's steps: the key is generated and sealed by the KMS,
-the certificate stored, the audit log appended, targets verified.
+the certificate stored, the audit log appended, targets verified. :meth:`CertificateManager.plan`
+is :func:`certreconcile.engine.plan` over :func:`certreconcile.engine.gather`, as for the CLI and ``run``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from certreconcile import engine
 from certreconcile.actual.store import StateStore
 from certreconcile.apply.executor import ApplyEnvironment, ChangeRunner
 from certreconcile.clock import Clock, SystemClock
@@ -26,8 +28,10 @@ from certreconcile.domain.durations import RenewBefore
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.names import normalize_domain
 from certreconcile.errors import CertReconcileError
-from certreconcile.plan.plan import Action, Change, Reason, ReasonCode
+from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD
+from certreconcile.plan.plan import Action, Change, Plan, Reason, ReasonCode
 from certreconcile.plugins.ports import Issuer, Kms, Target
+from certreconcile.wiring import Settings
 
 __all__ = ["CertificateManager", "CertificateRecord"]
 
@@ -77,16 +81,33 @@ class CertificateManager:
         self.challenge_base_url = challenge_base_url
 
     @classmethod
-    def from_directory(cls, directory: Path, clock: Clock | None = None) -> CertificateManager:
-        """A manager wired from a desired-state directory, like the CLI."""
+    def from_directory(
+        cls, directory: Path, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+    ) -> CertificateManager:
+        """A manager wired from a desired-state directory, like the CLI (``environ``: the process environment)."""
         from certreconcile.desired import load_desired
-        from certreconcile.wiring import Settings, build_environment, open_store
+        from certreconcile.wiring import build_environment, open_store
 
         desired = load_desired(directory)
-        settings = Settings.from_env(directory)
+        settings = Settings.from_env(directory, environ)
         store = open_store(settings)
         env = build_environment(desired, settings, store, clock or SystemClock())
         return cls(store, env.kms, env.issuers, targets=env.targets, clock=env.clock, actor=env.actor, desired=desired)
+
+    # --- the engine's plan --------------------------------------------------------
+    def plan(self, *, settings: Settings | None = None) -> Plan:
+        """What an ``apply`` of the loaded declarations would change now: the engine's plan, as the CLI computes it.
+
+        ``settings`` adds the KMS-drift warnings ``plan`` gives (and its destroy threshold).
+        """
+        if self._desired is None:
+            raise CertReconcileError(
+                "plan() needs the declarations", code="desired-missing", hint="build the manager with from_directory()"
+            )
+        now = self.clock.now()
+        gathered = engine.gather(self._desired, self.db, now, settings=settings)
+        threshold = settings.destroy_threshold if settings is not None else DEFAULT_DESTROY_THRESHOLD
+        return engine.plan(gathered, now, destroy_threshold=threshold)
 
     # --- helpers -------------------------------------------------------------------
     def _environment(self) -> ApplyEnvironment:
@@ -298,11 +319,7 @@ class CertificateManager:
         desired = self._desired_with(spec)
         with self.db.session() as session:
             run_id = session.start_run(None, change.idempotency_key, self.clock.now())
-            runner = ChangeRunner(session, desired, self._environment(), run_id)
-            with session.lock_name(name):
-                current = session.current_certificate(name)
-                assert current is not None
-                result = runner._redistribute(change, current)
+            result = ChangeRunner(session, desired, self._environment(), run_id).redistribute(change)
             session.finish_run(run_id, result.outcome, self.clock.now())
         if result.outcome == "failed":
             raise CertReconcileError(f"{name}: {result.message}", code="distribution-failed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from e2e.conftest import Runner
 from helpers import require_binary
 
 DIGEST = re.compile(r"<!-- certreconcile-change-digest: ([0-9a-f]{64}) -->")
-# Issued now with a 1h lifetime (plus the CA's 1 minute backdate), it falls due about 30 s later.
-SOON_RENEW_BEFORE = "3570s"
+# Issued with a 1h lifetime, it falls due about 30 minutes later. Every command runs on the test
+# clock (CERTRECONCILE_TEST_NOW): the tests move it on instead of waiting.
+SOON_RENEW_BEFORE = "30m"
+FALLEN_DUE = timedelta(minutes=45)
 
 
 def declarations(*certificates: dict[str, Any]) -> str:
@@ -43,10 +45,12 @@ def cert(name: str, **extra: Any) -> dict[str, Any]:
 
 
 class Repo:
-    def __init__(self, root: Path, run_cli: Runner) -> None:
+    def __init__(self, root: Path, run_cli: Runner, cli_env: dict[str, str]) -> None:
         self.root = root
         self.certs = root / "certs"
         self.run_cli = run_cli
+        self.cli_env = cli_env
+        self.now = datetime.now(UTC).replace(microsecond=0)  # the commands' clock; tests move it
 
     def git(self, *args: str) -> str:
         return subprocess.run(
@@ -60,7 +64,8 @@ class Repo:
         return self.git("rev-parse", "HEAD")
 
     def cli(self, *args: str, code: int | None = None) -> subprocess.CompletedProcess[str]:
-        return self.run_cli(*args, "--dir", str(self.certs), check_code=code)
+        env = {**self.cli_env, "CERTRECONCILE_TEST_NOW": self.now.isoformat()}
+        return self.run_cli(*args, "--dir", str(self.certs), check_code=code, env=env)
 
     def review(self) -> tuple[str, Path]:
         """What the PR job does: plan into comment files; what the apply job does: read them back."""
@@ -82,9 +87,9 @@ class Repo:
 
 
 @pytest.fixture
-def repo(tmp_path: Path, run_cli: Runner) -> Repo:
+def repo(tmp_path: Path, run_cli: Runner, cli_env: dict[str, str]) -> Repo:
     require_binary("git")
-    r = Repo(tmp_path / "repo", run_cli)
+    r = Repo(tmp_path / "repo", run_cli, cli_env)
     r.certs.mkdir(parents=True)
     r.git("init", "-q", "-b", "main")
     r.git("config", "user.email", "alice@example.com")
@@ -138,14 +143,12 @@ def test_a_renewal_that_fell_due_since_the_review_is_applied(repo: Repo) -> None
     soon = cert("soon", issuer="short", renew_before=SOON_RENEW_BEFORE)
     repo.commit(declarations(soon))
     repo.cli("apply", "--auto-approve", code=0)
-    issued_at = time.monotonic()
 
     repo.commit(declarations(soon, cert("shop")))
     digest, reviewed = repo.review()
-    assert repo.planned() == [("issue", "shop")] or time.monotonic() - issued_at > 25, "the review was too slow"
-    while ("rotate", "soon") not in repo.planned():  # wait until soon falls due
-        assert time.monotonic() - issued_at < 120, "soon never fell due"
-        time.sleep(2)
+    assert repo.planned() == [("issue", "shop")]  # at review time, soon is not due yet
+    repo.now += FALLEN_DUE  # merged later: soon fell due in between
+    assert repo.planned() == [("issue", "shop"), ("rotate", "soon")]
 
     applied = repo.cli("apply", "--auto-approve", "--expect-changes", digest, "--reviewed-plan", str(reviewed), code=0)
     assert "only by renewals that fell due since" in applied.stderr
@@ -159,14 +162,13 @@ def test_only_renewals_leaves_declared_changes_for_review(repo: Repo) -> None:
     soon = cert("soon", issuer="short", renew_before=SOON_RENEW_BEFORE)
     repo.commit(declarations(soon))
     repo.cli("apply", "--auto-approve", code=0)
-    issued_at = time.monotonic()
     repo.commit(declarations(soon, cert("shop")))
     early = repo.cli("apply", "--auto-approve", "--only-renewals", code=0)
     assert "+ issue shop" in early.stderr
     assert not [e for e in repo.audit() if e["name"] == "shop"]
-    while ("rotate", "soon") not in repo.planned():
-        assert time.monotonic() - issued_at < 120, "soon never fell due"
-        time.sleep(2)
+    assert repo.planned() == [("issue", "shop")]  # soon is not due yet
+    repo.now += FALLEN_DUE
+    assert ("rotate", "soon") in repo.planned()
     repo.cli("apply", "--auto-approve", "--only-renewals", code=0)
     assert len([e for e in repo.audit() if e["name"] == "soon" and e["action"] in ("issued", "renewed")]) >= 2
     assert not [e for e in repo.audit() if e["name"] == "shop"]

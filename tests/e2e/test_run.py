@@ -26,12 +26,12 @@ from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from certreconcile.actual.repository import PostgresStore
-from certreconcile.apply.loop import RENEWAL_ACTOR, LoopControl, Reconciler, run_forever
 from certreconcile.apply.metrics import ReconcilerMetrics
-from certreconcile.cli.run import GitDesiredSource
+from certreconcile.cli.commands.run import GitDesiredSource
 from certreconcile.clock import FixedClock
 from certreconcile.desired.model import DesiredState
 from certreconcile.plan.plan import Action
+from certreconcile.reconciler import RENEWAL_ACTOR, LoopControl, Reconciler, run_forever
 from certreconcile.wiring import Settings, build_environment
 
 CERTIFICATES = """\
@@ -215,16 +215,28 @@ def test_run_renews_before_the_window_closes_and_serves_metrics(
     assert not any(name == "certreconcile_issuance_failures_total" for name, _ in samples)
 
 
-class SlowIssuer:
-    """A real issuer that takes its time, so the other replica plans the same renewal meanwhile."""
+class ContendedIssuer:
+    """A real issuer that issues only once another replica waits for a name's lock.
 
-    def __init__(self, inner: Any, delay: float) -> None:
+    A replica applies only after planning all of its changes, so a waiter proves the other replica
+    planned the same renewal before this one was issued: the race is certain, not a matter of speed.
+    """
+
+    def __init__(self, inner: Any, database_url: str) -> None:
         self._inner = inner
-        self._delay = delay
+        self._database_url = database_url
 
     def issue(self, request: Any) -> Any:
-        time.sleep(self._delay)
+        wait_for(self._someone_waits, timeout=60)
         return self._inner.issue(request)
+
+    def _someone_waits(self) -> bool:
+        waiting = query(
+            self._database_url,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        return bool(waiting[0][0])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -235,7 +247,7 @@ def test_two_replicas_never_issue_the_same_renewal_twice(database_url: str, tmp_
     clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
     reconciler_for(desired, database_url, tmp_path, clock, apply_changes=True).cycle()
     replicas = [
-        reconciler_for(desired, database_url, tmp_path, clock, wrap_issuers=lambda i: SlowIssuer(i, 0.3))
+        reconciler_for(desired, database_url, tmp_path, clock, wrap_issuers=lambda i: ContendedIssuer(i, database_url))
         for _ in range(2)
     ]
     rounds = 3
@@ -313,7 +325,10 @@ def test_sigterm_finishes_the_cycle_in_flight_then_exits_0(
     database_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     marker = tmp_path / "reload-started"
-    desired = write_desired(tmp_path, reload_command=f"sh -c 'touch {marker}; sleep 1.5'")
+    release = tmp_path / "reload-may-finish"
+    # The reload holds the first cycle open until the test has sent SIGTERM (no guess at how long it takes).
+    waits = f"while [ ! -e {release} ]; do sleep 0.01; done"
+    desired = write_desired(tmp_path, reload_command=f"sh -c 'touch {marker}; {waits}'")
     command = [sys.executable, "-m", "certreconcile", "run", "--dir", str(desired), "--interval", "0.2"]
     process = subprocess.Popen(
         [*command, "--apply-changes", "--metrics-port", "0"],
@@ -327,8 +342,10 @@ def test_sigterm_finishes_the_cycle_in_flight_then_exits_0(
     reader = threading.Thread(target=_stderr_lines, args=(process, lines), daemon=True)
     reader.start()
     try:
-        wait_for(marker.exists, timeout=60)  # the first cycle is deploying (its reload sleeps)
+        wait_for(marker.exists, timeout=60)  # the first cycle is deploying (its reload waits)
         process.send_signal(signal.SIGTERM)
+        wait_for(lambda: any("received SIGTERM" in line for line in lines), timeout=60)
+        release.touch()  # now the cycle in flight may finish
         assert process.wait(timeout=60) == 0, "".join(lines)
     finally:
         if process.poll() is None:
@@ -424,17 +441,19 @@ def test_acme_requests_are_counted_by_endpoint_and_status(
 def test_two_run_processes_share_renewals_of_short_lived_certificates(
     database_url: str, tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    # lifetime 1h (the shortest allowed; 1h1m with the CA's backdate) and renew_before 3590s:
-    # due 3 to 10 seconds after issuance.
+    # lifetime 1h (the shortest allowed; 1h1m with the CA's backdate) and renew_before 3590s: due 3 to
+    # 10 seconds after issuance, on the test clock: each process starts at CERTRECONCILE_TEST_NOW and its
+    # sleeps between cycles move its clock on.
     certificates = CERTIFICATES.replace("renew_before: 59m", "renew_before: 3590s")
     desired = write_desired(tmp_path, certificates)
+    env = {**cli_env, "CERTRECONCILE_TEST_NOW": datetime.now(UTC).replace(microsecond=0).isoformat()}
     command = [sys.executable, "-m", "certreconcile"]
-    subprocess.run([*command, "apply", "--dir", str(desired), "--auto-approve"], env=cli_env, cwd=tmp_path,
+    subprocess.run([*command, "apply", "--dir", str(desired), "--auto-approve"], env=env, cwd=tmp_path,
                    check=True, capture_output=True)  # fmt: skip
     replicas = [
         subprocess.Popen(
-            [*command, "run", "--dir", str(desired), "--interval", "0.1", "--jitter", "50%"],
-            env=cli_env,
+            [*command, "run", "--dir", str(desired), "--interval", "1", "--jitter", "50%"],
+            env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -443,7 +462,7 @@ def test_two_run_processes_share_renewals_of_short_lived_certificates(
         for _ in range(2)
     ]
     try:
-        wait_for(lambda: len(query(database_url, "SELECT 1 FROM CertAudit WHERE action = 'renewed'")) >= 4, timeout=90)
+        wait_for(lambda: len(query(database_url, "SELECT 1 FROM CertAudit WHERE action = 'renewed'")) >= 4, timeout=60)
     finally:
         for process in replicas:
             process.send_signal(signal.SIGTERM)

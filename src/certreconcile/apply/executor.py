@@ -245,6 +245,27 @@ class ChangeRunner:
         # Shared by the changes of one apply: bounds the deployments in flight to --concurrency.
         self.target_pool = target_pool
 
+    # --- the public steps other modules may run (the facade, revoke_now, the order journal) ---
+    def journal(self, change: Change, step: str, state: str, **detail: str) -> None:
+        """Record one journal step of ``change`` (the ACME order journal records its order steps here)."""
+        self._journal(change, step, state, **detail)
+
+    def redistribute(self, change: Change) -> ChangeResult:
+        """Push the current certificate of ``change.name`` to ``change.targets``, under the name's lock."""
+        with self.session.lock_name(change.name):
+            current = self.session.current_certificate(change.name)
+            if current is None:
+                raise CertReconcileError(f"no certificate named {change.name!r}", code="name-unknown")
+            return self._redistribute(change, current)
+
+    def revoke(self, change: Change, current: ActualCertificate, *, reason: str) -> ChangeResult:
+        """Revoke ``current`` at its CA now (the caller holds the name's lock); a failure is audited, then raised."""
+        try:
+            return self._revoke(change, current, reason=reason)
+        except CertReconcileError as exc:
+            self._audit(change, current.id, AuditAction.FAILED, error=exc.one_line()[:500])
+            raise
+
     # --- bookkeeping --------------------------------------------------------------
     def _journal(self, change: Change, step: str, state: str, **detail: str) -> None:
         self.session.journal(
@@ -676,9 +697,9 @@ class _ChangeOrderJournal:
             runner.env.clock.now(),
         )
         if previous is None or previous.order_url != order_url:
-            runner._journal(change, "order-created", "done", order_url=order_url, cert_id=self._cert_id)
+            runner.journal(change, "order-created", "done", order_url=order_url, cert_id=self._cert_id)
         elif state == "valid" and previous.state != "valid":
-            runner._journal(change, "order-finalized", "done", order_url=order_url)
+            runner.journal(change, "order-finalized", "done", order_url=order_url)
 
 
 def _still_needed(planned: Change, fresh: Change | None, current: ActualCertificate | None, now: datetime) -> bool:
@@ -758,11 +779,7 @@ def revoke_now(
                         code="revoke-raced",
                         hint="check `certreconcile status` and try again",
                     )
-                try:
-                    result = runner._revoke(change, fresh, reason=reason)
-                except CertReconcileError as exc:
-                    runner._audit(change, fresh.id, AuditAction.FAILED, error=exc.one_line()[:500])
-                    raise
+                result = runner.revoke(change, fresh, reason=reason)
             session.bump_serial()
             outcome = "success"
             return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from certreconcile.desired.env_check import unset_env_diagnostics
@@ -10,7 +11,7 @@ from certreconcile.desired.model import DesiredState
 from certreconcile.errors import DesiredStateError
 from certreconcile.plan import Action, Plan
 
-__all__ = ["check_environment", "plugins_used"]
+__all__ = ["check_environment", "plugins_used", "with_unset_environment_warnings"]
 
 
 def plugins_used(plan: Plan, desired: DesiredState) -> set[tuple[str, str]]:
@@ -40,3 +41,13 @@ def check_environment(directory: Path, desired: DesiredState, plan: Plan, env: M
         error = DesiredStateError(list(diagnostics), f"{len(diagnostics)} environment variable(s) are not set")
         error.hint = "set the variables listed above where plan and apply run, then plan again"
         raise error
+
+
+def with_unset_environment_warnings(directory: Path, desired: DesiredState, plan: Plan, env: Mapping[str, str]) -> Plan:
+    """``plan --allow-unset-secrets``: the same findings as warnings (a pull-request job has no secrets);
+    apply still refuses them."""
+    diagnostics = unset_env_diagnostics(desired, plugins_used(plan, desired), env, directory)
+    if not diagnostics:
+        return plan
+    notes = tuple(f"{diagnostic} (apply will refuse this plan until it is set)" for diagnostic in diagnostics)
+    return replace(plan, warnings=(*plan.warnings, *notes))

@@ -1,7 +1,8 @@
-"""``certreconcile run``: the continuous reconciler (see :mod:`certreconcile.apply.loop`) and its metrics.
+"""``certreconcile run``: the continuous reconciler (see :mod:`certreconcile.reconciler`) and its metrics.
 
 Registered on the typer app by ``cli/main.py``; everything heavy is imported inside the
-command, so ``certreconcile --help`` stays fast.
+command, so ``certreconcile --help`` stays fast. Under ``CERTRECONCILE_TEST_NOW`` (tests only)
+the loop runs on a fixed clock that its sleeps advance instead of waiting.
 """
 
 from __future__ import annotations
@@ -11,16 +12,21 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from certreconcile.cli.common import fail, load_directory
 from certreconcile.cli.exit_codes import ExitCode
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
-    from certreconcile.apply.loop import CycleResult, LoopControl
+    from wsgiref.simple_server import WSGIServer
+
+    from certreconcile.apply.executor import ApplyEnvironment
+    from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.desired.model import DesiredState
+    from certreconcile.reconciler import CycleResult, LoopControl
 
 __all__ = ["GitDesiredSource", "parse_interval", "parse_jitter", "run_command"]
 
@@ -68,12 +74,9 @@ class GitDesiredSource:
         self.pull = pull
 
     def load(self) -> DesiredState:
-        from certreconcile.cli.main import _load
-
         if self.pull:
             self._fetch()
-        desired: DesiredState = _load(self.directory, self.ref)
-        return desired
+        return load_directory(self.directory, self.ref)
 
     def _fetch(self) -> None:
         import git
@@ -202,8 +205,6 @@ def run_command(
     certreconcile run --ref origin/main --git-pull --interval 15m --apply-changes;
     certreconcile run --once
     """
-    from certreconcile.cli.main import _fail
-
     try:
         _run(
             directory,
@@ -219,7 +220,7 @@ def run_command(
             once=once,
         )
     except CertReconcileError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _run(
@@ -236,9 +237,9 @@ def _run(
     metrics_address: str,
     once: bool,
 ) -> None:
-    from certreconcile.apply.loop import LoopControl, Reconciler, run_forever
     from certreconcile.apply.metrics import ReconcilerMetrics
-    from certreconcile.clock import SystemClock
+    from certreconcile.cli.common import cli_clock
+    from certreconcile.reconciler import LoopControl, Reconciler, run_forever, sleeper_for
     from certreconcile.wiring import Settings, build_environment, open_store
 
     if not directory.is_dir():
@@ -249,28 +250,18 @@ def _run(
     log = logging.getLogger("certreconcile.run")
     settings = Settings.from_env(directory)
     store = open_store(settings)
-    clock = SystemClock()
+    clock = cli_clock()
     metrics = ReconcilerMetrics()
-    server: Any = None
-    if metrics_port is not None:
-        server = _serve_metrics(metrics, metrics_address, metrics_port)
+    server = _serve_metrics(metrics, metrics_address, metrics_port) if metrics_port is not None else None
     control = LoopControl()
     _install_signal_handlers(control)
 
-    def environment(desired: DesiredState) -> Any:
+    def environment(desired: DesiredState) -> ApplyEnvironment:
         return build_environment(desired, settings, store, clock)
 
-    reconciler = Reconciler(
-        GitDesiredSource(directory, ref, pull=git_pull),
-        store,
-        environment,
-        clock,
-        apply_changes=apply_changes,
-        concurrency=concurrency,
-        refresh=refresh,
-        metrics=metrics,
-        destroy_threshold=settings.destroy_threshold,
-    )
+    reconciler = Reconciler(GitDesiredSource(directory, ref, pull=git_pull), store, environment, clock,
+                            apply_changes=apply_changes, concurrency=concurrency, refresh=refresh, metrics=metrics,
+                            destroy_threshold=settings.destroy_threshold, settings=settings)  # fmt: skip
     last: list[CycleResult] = []
 
     def report(result: CycleResult) -> None:
@@ -286,7 +277,8 @@ def _run(
         ", applying declaration changes" if apply_changes else "",
     )
     try:
-        run_forever(reconciler.cycle, interval=interval, jitter=jitter, control=control, once=once, on_cycle=report)
+        run_forever(reconciler.cycle, interval=interval, jitter=jitter, control=control, once=once,
+                    on_cycle=report, sleep=sleeper_for(clock))  # fmt: skip
     finally:
         if server is not None:
             server.shutdown()
@@ -296,13 +288,13 @@ def _run(
         raise typer.Exit(ExitCode.ERROR)
 
 
-def _set_acme_observer(metrics: Any) -> None:
+def _set_acme_observer(metrics: ReconcilerMetrics | None) -> None:
     from certreconcile.plugins.issuers.acme.client import set_request_observer
 
     set_request_observer(metrics.observe_acme_request if metrics is not None else None)
 
 
-def _serve_metrics(metrics: Any, address: str, port: int) -> Any:
+def _serve_metrics(metrics: ReconcilerMetrics, address: str, port: int) -> WSGIServer:
     from prometheus_client import start_http_server
 
     try:

@@ -9,8 +9,12 @@ Several replicas may run against one database: they share the work through the e
 per-name advisory lock and its re-check under the lock (a renewal another replica finished
 is skipped, never issued twice). There is no coordinator and no leader.
 
+Each cycle gathers and plans through :mod:`certreconcile.engine`, as ``plan`` and ``apply`` do, so
+``run`` answers what ``plan`` shows (the same warnings too).
+
 The loop itself is small and process-free (:func:`run_forever`): a jittered sleep that a
-reload request cuts short, and a stop request honoured between cycles, never inside one.
+reload request cuts short, and a stop request honoured between cycles, never inside one. The
+sleep is injected (:data:`Sleeper`): a test clock advances instead of waiting.
 """
 
 from __future__ import annotations
@@ -21,22 +25,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from certreconcile.actual.model import ActualState, Observations
-from certreconcile.actual.refresh import observe_targets
+from certreconcile import engine
+from certreconcile.actual.model import ActualState
 from certreconcile.actual.store import StateStore
-from certreconcile.apply.ari import refresh_renewal_info
-from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult, apply_plan
+from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
 from certreconcile.apply.metrics import ReconcilerMetrics
-from certreconcile.clock import Clock
+from certreconcile.clock import Clock, FixedClock
 from certreconcile.desired.model import DesiredState
 from certreconcile.errors import CertReconcileError
-from certreconcile.plan import build_plan
 from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyThreshold, describe_names
 from certreconcile.plan.plan import DESTRUCTIVE_ACTIONS, Change, Plan
 from certreconcile.plan.scope import split_plan, subplan
+from certreconcile.wiring import Settings
 
 __all__ = [
     "RENEWAL_ACTOR",
@@ -45,9 +48,12 @@ __all__ = [
     "EnvironmentFactory",
     "LoopControl",
     "Reconciler",
+    "Sleeper",
     "jittered_interval",
     "reconcile_once",
     "run_forever",
+    "sleeper_for",
+    "wait_on_event",
 ]
 
 #: The audit actor of everything ``run`` applies on its own (design §4).
@@ -76,6 +82,7 @@ class CycleResult:
     # destroy threshold: those need a reviewed `apply --allow-destroy N`)
     errors: tuple[str, ...] = ()  # one line each: the cycle (or one of its applies) could not run
     warnings: tuple[str, ...] = ()
+    plan: Plan | None = None  # the engine's plan of this cycle, as `plan` would show it (None: it failed first)
 
     @property
     def failures(self) -> tuple[ChangeResult, ...]:
@@ -106,8 +113,10 @@ class Reconciler:
         refresh: bool = True,
         metrics: ReconcilerMetrics | None = None,
         destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
+        settings: Settings | None = None,
     ) -> None:
         self.source = source
+        self.settings = settings  # for the KMS-drift warnings, as `plan` gives them
         self.store = store
         self.build_environment = build_environment
         self.clock = clock
@@ -132,50 +141,32 @@ class Reconciler:
         errors: list[str] = []
         warnings: tuple[str, ...] = ()
         git_commit: str | None = None
+        planned: Plan | None = None
         try:
             desired = self.source.load()
             self._desired = desired
             git_commit = desired.git_commit
             env = self._environment(desired)
-            with self.store.session() as session:
-                actual = session.load_actual()
             now = self.clock.now()
-            gathered = refresh_renewal_info(actual, env.issuers, self.store, now, persist=True)
-            actual, warnings = gathered.actual, gathered.warnings
-            observations = Observations()
-            if self.refresh:
-                probes = [
-                    (name, spec.domains, target)
-                    for name, spec in desired.certificates.items()
-                    if name in actual.certificates
-                    for target in spec.targets
-                ]
-                observations = observe_targets(probes, env.targets)
-            plan = _without_waiting(
-                build_plan(desired, actual, observations, now, destroy_threshold=self.destroy_threshold), now
+            gathered = engine.gather(
+                desired,
+                self.store,
+                now,
+                settings=self.settings,
+                issuers=env.issuers,
+                persist_renewal_info=True,
+                targets=env.targets if self.refresh else None,
             )
-            split = split_plan(plan, desired, actual, now)
-            for line in (*warnings, *plan.warnings):
+            warnings = gathered.warnings
+            planned = engine.plan(gathered, now, destroy_threshold=self.destroy_threshold)
+            plan = _without_waiting(planned, now)
+            split = split_plan(plan, desired, gathered.actual, now)
+            for line in plan.warnings:  # the gathering's warnings included
                 log.warning("warning: %s", line)
             if split.upkeep.changes:
                 results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
-            if self.apply_changes:
-                declaration, deferred = self._within_destroy_threshold(split.declaration, desired, actual, now)
-                if deferred:
-                    warnings = (*warnings, _held_back_line(deferred, len(actual.certificates), self.destroy_threshold))
-                    log.warning("not applied: %s", warnings[-1])
-                if declaration.changes:
-                    results += self._apply(declaration, desired, env, errors)
-            else:
-                deferred = split.declaration.changes
-                for change in deferred:
-                    log.info(
-                        "not applied (declaration change; run with --apply-changes or use apply): %s %s %s (%s)",
-                        change.action.symbol,
-                        change.action.value,
-                        change.name,
-                        ", ".join(reason.code.value for reason in change.reasons),
-                    )
+            deferred, held_back = self._declaration_changes(split.declaration, gathered, env, now, results, errors)
+            warnings = (*warnings, *held_back)
         except CertReconcileError as exc:
             errors.append(exc.one_line())
             log.error("cycle failed: %s", exc.one_line())  # noqa: TRY400  one line: a traceback may hold secrets
@@ -187,9 +178,40 @@ class Reconciler:
             deferred=deferred,
             errors=tuple(errors),
             warnings=warnings,
+            plan=planned,
         )
         self._observe(result)
         return result
+
+    def _declaration_changes(
+        self,
+        declaration: Plan,
+        gathered: engine.Gathered,
+        env: ApplyEnvironment,
+        now: datetime,
+        results: list[ChangeResult],
+        errors: list[str],
+    ) -> tuple[tuple[Change, ...], tuple[str, ...]]:
+        """Apply the declaration changes when allowed (within the destroy threshold); the ones left, and why."""
+        desired, actual = gathered.desired, gathered.actual
+        if not self.apply_changes:
+            for change in declaration.changes:
+                log.info(
+                    "not applied (declaration change; run with --apply-changes or use apply): %s %s %s (%s)",
+                    change.action.symbol,
+                    change.action.value,
+                    change.name,
+                    ", ".join(reason.code.value for reason in change.reasons),
+                )
+            return declaration.changes, ()
+        allowed, deferred = self._within_destroy_threshold(declaration, desired, actual, now)
+        held_back: tuple[str, ...] = ()
+        if deferred:
+            held_back = (_held_back_line(deferred, len(actual.certificates), self.destroy_threshold),)
+            log.warning("not applied: %s", held_back[0])
+        if allowed.changes:
+            results += self._apply(allowed, desired, env, errors)
+        return deferred, held_back
 
     def _within_destroy_threshold(
         self, plan: Plan, desired: DesiredState, actual: ActualState, now: datetime
@@ -207,7 +229,7 @@ class Reconciler:
     def _apply(self, plan: Plan, desired: DesiredState, env: ApplyEnvironment, errors: list[str]) -> list[ChangeResult]:
         began = time.monotonic()
         try:
-            applied: ApplyResult = apply_plan(plan, desired, env, concurrency=self.concurrency)
+            applied: ApplyResult = engine.apply(plan, desired, env, concurrency=self.concurrency)
         except CertReconcileError as exc:  # refused (a rate limit) or the store failed: the other apply still runs
             errors.append(exc.one_line())
             log.error("apply failed: %s", exc.one_line())  # noqa: TRY400  one line, no traceback
@@ -274,6 +296,7 @@ def reconcile_once(
     refresh: bool = True,
     metrics: ReconcilerMetrics | None = None,
     destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
+    settings: Settings | None = None,
 ) -> CycleResult:
     """One cycle with fresh adapters (see :class:`Reconciler` to keep them between cycles)."""
     reconciler = Reconciler(
@@ -286,6 +309,7 @@ def reconcile_once(
         refresh=refresh,
         metrics=metrics,
         destroy_threshold=destroy_threshold,
+        settings=settings,
     )
     return reconciler.cycle()
 
@@ -313,6 +337,38 @@ class LoopControl:
         return self.stop_event.is_set()
 
 
+#: Sleeps up to ``seconds`` unless ``wake`` is set first. The loop's only way to wait: a test
+#: clock's sleeper advances the clock and returns at once (see :mod:`certreconcile.clock`).
+Sleeper = Callable[[threading.Event, float], None]
+
+
+#: The real time a test clock's sleep takes, whatever it advances the clock by.
+TEST_SLEEP_SECONDS = 0.01
+
+
+def wait_on_event(wake: threading.Event, seconds: float) -> None:
+    """The real sleeper: wait on ``wake`` for up to ``seconds``."""
+    wake.wait(seconds)
+
+
+def sleeper_for(clock: Clock) -> Sleeper:
+    """The real sleeper, or for a :class:`FixedClock` (tests) one that advances it and returns at once.
+
+    The fixed clock's sleeper waits a moment of real time (:data:`TEST_SLEEP_SECONDS`) so signals and
+    other replicas get their turn; a reload request already set skips the advance.
+    """
+    if not isinstance(clock, FixedClock):
+        return wait_on_event
+    fixed = clock
+
+    def advance(wake: threading.Event, seconds: float) -> None:
+        if not wake.is_set():
+            fixed.advance(timedelta(seconds=seconds))
+        wake.wait(min(seconds, TEST_SLEEP_SECONDS))
+
+    return advance
+
+
 def jittered_interval(interval: float, jitter: float, rng: random.Random) -> float:
     """``interval`` moved by up to ``jitter`` (a fraction) either way, so replicas drift apart."""
     return max(0.0, interval * (1.0 + rng.uniform(-jitter, jitter)))
@@ -327,11 +383,12 @@ def run_forever(
     once: bool = False,
     rng: random.Random | None = None,
     on_cycle: Callable[[CycleResult], None] | None = None,
+    sleep: Sleeper = wait_on_event,
 ) -> int:
     """Run ``cycle`` until a stop is requested (or once); returns how many cycles ran.
 
-    Between cycles it sleeps a jittered ``interval`` (seconds); a reload request (SIGHUP)
-    starts the next cycle at once, also when it arrived during the previous one.
+    Between cycles it sleeps a jittered ``interval`` (seconds) through ``sleep``; a reload request
+    (SIGHUP) starts the next cycle at once, also when it arrived during the previous one.
     """
     rng = rng or random.Random()  # noqa: S311  spreads replicas in time; not a secret
     cycles = 0
@@ -343,5 +400,5 @@ def run_forever(
             on_cycle(result)
         if once or control.stopping:
             break
-        control.reload_event.wait(jittered_interval(interval, jitter, rng))
+        sleep(control.reload_event, jittered_interval(interval, jitter, rng))
     return cycles

@@ -1,6 +1,6 @@
 """``certreconcile audit verify``: check the audit trail's hash chain (see :mod:`certreconcile.audit.verify`).
 
-Registered under the ``audit`` group by ``cli/main.py``; the walk and the head file live in
+Registered under the ``audit`` group by ``cli/commands/audit.py``; the walk and the head file live in
 :mod:`certreconcile.audit`, this module only parses options and prints the report.
 """
 
@@ -56,7 +56,7 @@ def verify_command(
     from certreconcile.audit.head import export_head as write_head
     from certreconcile.audit.head import load_head
     from certreconcile.audit.verify import AuditChainReader, verify_chain
-    from certreconcile.clock import SystemClock
+    from certreconcile.cli.common import cli_clock
     from certreconcile.wiring import Settings, open_store
 
     try:
@@ -70,7 +70,7 @@ def verify_command(
             report = verify_chain(session, anchors)
         exported = None
         if export_head is not None and report.intact:
-            write_head(export_head, report.head, SystemClock().now())
+            write_head(export_head, report.head, cli_clock().now())
             exported = export_head
     except CertReconcileError as exc:
         typer.echo(exc.one_line(), err=True)

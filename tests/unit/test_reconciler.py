@@ -5,16 +5,25 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certreconcile.apply.loop import CycleResult, LoopControl, jittered_interval, run_forever
 from certreconcile.apply.metrics import METRIC_NAMES, ReconcilerMetrics
-from certreconcile.cli.run import parse_interval, parse_jitter
+from certreconcile.cli.commands.run import parse_interval, parse_jitter
+from certreconcile.clock import TEST_NOW_VARIABLE, FixedClock, SystemClock, clock_from_env
 from certreconcile.errors import CertReconcileError
 from certreconcile.plugins.issuers.acme.client import endpoint_name
+from certreconcile.reconciler import (
+    CycleResult,
+    LoopControl,
+    jittered_interval,
+    run_forever,
+    sleeper_for,
+    wait_on_event,
+)
 
 
 def result() -> CycleResult:
@@ -161,3 +170,37 @@ def test_acme_endpoints_are_resource_names_never_urls(url: str, endpoint: str) -
     from acme import messages
 
     assert endpoint_name(url, messages.Directory(DIRECTORY)) == endpoint
+
+
+def test_a_test_clock_sleeps_by_moving_on_not_by_waiting() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    clock = FixedClock(start)
+    control = LoopControl()
+    seen: list[datetime] = []
+
+    def cycle() -> CycleResult:
+        seen.append(clock.now())
+        if len(seen) == 3:
+            control.request_stop()
+        return result()
+
+    began = time.monotonic()
+    assert run_forever(cycle, interval=3600, jitter=0, control=control, sleep=sleeper_for(clock)) == 3
+    assert seen == [start, start + timedelta(hours=1), start + timedelta(hours=2)]
+    assert time.monotonic() - began < 30  # two hours of sleep took no hour
+
+
+def test_the_system_clock_sleeps_for_real_unless_woken() -> None:
+    assert sleeper_for(SystemClock()) is wait_on_event
+    wake = threading.Event()
+    wake.set()
+    wait_on_event(wake, 3600)  # returns at once: woken
+
+
+def test_the_test_clock_comes_only_from_its_variable() -> None:
+    assert isinstance(clock_from_env({}), SystemClock)
+    fixed = clock_from_env({TEST_NOW_VARIABLE: "2026-03-01T10:00:00Z"})
+    assert fixed.now() == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    for bad in ("yesterday", "2026-03-01T10:00:00"):  # unreadable; no offset
+        with pytest.raises(ValueError, match=TEST_NOW_VARIABLE):
+            clock_from_env({TEST_NOW_VARIABLE: bad})

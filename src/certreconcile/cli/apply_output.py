@@ -1,0 +1,91 @@
+"""How ``apply`` and ``rotate`` show their work: a progress bar on a terminal, then one line per change."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import typer
+
+from certreconcile.cli.common import err
+
+if TYPE_CHECKING:
+    from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
+    from certreconcile.desired.model import DesiredState
+    from certreconcile.plan.plan import Plan
+
+__all__ = ["apply_with_progress", "report"]
+
+
+def apply_with_progress(
+    the_plan: Plan, desired: DesiredState, env: ApplyEnvironment, concurrency: int, *, saved: bool
+) -> ApplyResult:
+    """:func:`certreconcile.engine.apply`, with progress on stderr when it is a terminal."""
+    from certreconcile import engine
+
+    if not sys.stderr.isatty() or not the_plan.changes:
+        return engine.apply(the_plan, desired, env, concurrency=concurrency, saved=saved)
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        # A terminal that wants no escape codes: one plain line per finished change, no bar.
+        def line(result: ChangeResult) -> None:
+            err(f"  {result.change.action.symbol} {result.change.name}: {result.outcome}")
+
+        return engine.apply(the_plan, desired, replace(env, on_progress=line), concurrency=concurrency, saved=saved)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]apply[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=len(the_plan.changes))
+
+        def advance(result: ChangeResult) -> None:
+            bar.update(task, advance=1, description=f"{result.change.name}: {result.outcome}")
+
+        return engine.apply(the_plan, desired, replace(env, on_progress=advance), concurrency=concurrency, saved=saved)
+
+
+def report(result: ApplyResult, output_format: str) -> None:
+    """The outcome of every change (JSON, or a line each and a summary); the failures on stderr."""
+    if output_format == "json":
+        payload = {
+            "format_version": 1,
+            "run_id": result.run_id,
+            "serial": result.serial,
+            "outcome": "success" if result.ok else "failed",
+            "results": [
+                {
+                    "name": r.change.name,
+                    "action": r.change.action.value,
+                    "outcome": r.outcome,
+                    "message": r.message,
+                    "cert_id": r.cert_id,
+                    "failed_targets": list(r.failed_targets),
+                }
+                for r in result.results
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+        return
+    for r in result.results:
+        typer.echo(f"{r.change.action.symbol} {r.change.name}: {r.outcome}: {r.message}")
+    summary = (
+        f"Apply complete: {result.count('done')} done, {result.count('skipped')} skipped, "
+        f"{result.count('failed')} failed."
+    )
+    typer.echo(summary)
+    if not result.ok:
+        err(
+            "error[apply-failed]: "
+            + ", ".join(r.change.name for r in result.failures)
+            + " failed (the other changes were applied; fix the cause and run apply again)"
+        )

@@ -1,0 +1,82 @@
+"""What every command shares: the --dir option, error output, colour, loading the declarations, the clock.
+
+No command module imports another command module or ``cli/main.py``: they meet here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.clock import Clock, clock_from_env
+from certreconcile.errors import CertReconcileError, DesiredStateError
+
+if TYPE_CHECKING:
+    from certreconcile.desired.model import DesiredState
+
+__all__ = ["DEFAULT_DIR", "DirOption", "check_format", "cli_clock", "err", "fail", "load_directory", "use_color"]
+
+DirOption = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        help="The desired-state directory (also locates the embedded database).",
+        file_okay=False,
+        show_default="current directory",
+    ),
+]
+DEFAULT_DIR = Path()
+
+
+def use_color() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def fail(exc: CertReconcileError) -> NoReturn:
+    """Print ``exc`` (each diagnostic of a desired-state error on its own line) and exit 1."""
+    if isinstance(exc, DesiredStateError):
+        for diagnostic in exc.diagnostics:
+            err(str(diagnostic))
+        count = len(exc.diagnostics)
+        err(f"error[{exc.code}]: {count} problem{'s' if count != 1 else ''} in the desired state ({exc.hint})")
+    else:
+        err(exc.one_line())
+    raise typer.Exit(ExitCode.ERROR)
+
+
+def check_format(output_format: str, allowed: tuple[str, ...]) -> None:
+    """Exit 1 with a usage error unless ``output_format`` is one of ``allowed``."""
+    if output_format not in allowed:
+        hint = "use " + (", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 2 else " or ".join(allowed))
+        fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint=hint))
+
+
+def load_directory(directory: Path, ref: str | None = None) -> DesiredState:
+    """The declarations of ``directory`` (at ``ref``, else the work tree with its git origin)."""
+    from certreconcile.desired import load_desired
+    from certreconcile.wiring import with_git_origin
+
+    if not directory.is_dir():
+        raise CertReconcileError(
+            f"{directory} is not a directory", code="dir-missing", hint="pass the desired-state directory with --dir"
+        )
+    desired = load_desired(directory, ref=ref)
+    return desired if ref is not None else with_git_origin(desired, directory)
+
+
+def cli_clock() -> Clock:
+    """The one clock of a command: the system's, or a fixed one under ``CERTRECONCILE_TEST_NOW`` (tests only)."""
+    try:
+        return clock_from_env(os.environ)
+    except ValueError as exc:
+        fail(CertReconcileError(str(exc), code="usage", hint="write an ISO-8601 UTC time, e.g. 2026-01-01T12:00:00Z"))

@@ -1,0 +1,160 @@
+"""The one path from declarations to effects: gather → plan → apply, and the manual rotate and revoke.
+
+Every caller goes through here: the CLI (``plan``, ``apply``, ``rotate``, ``revoke``, ``status``),
+``run`` (:mod:`certreconcile.reconciler`), the :class:`~certreconcile.manager.CertificateManager`
+facade and the tests. So the same inputs give the same plan, warnings included, whoever asks.
+
+- :func:`gather` does the input I/O: the stored state, the renewal windows the CAs offer (ARI),
+  the targets' observations (``--refresh``) and the warnings found on the way (stored keys
+  wrapped by another KMS, CAs that did not answer).
+- :func:`plan` is pure: the planner over what was gathered, at the time given.
+- :func:`apply`, :func:`rotate_now`, :func:`revoke_now` run changes through the executor's workers.
+
+The clock is never read here: every function takes ``now`` (or the environment's clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from certreconcile.actual.model import ActualState, Observations
+from certreconcile.actual.refresh import observe_targets
+from certreconcile.actual.store import StateStore
+from certreconcile.apply import executor
+from certreconcile.apply.ari import refresh_renewal_info
+from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
+from certreconcile.desired.model import DesiredState
+from certreconcile.errors import CertReconcileError
+from certreconcile.plan import build_plan
+from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyThreshold
+from certreconcile.plan.plan import Plan
+from certreconcile.plugins.ports import Issuer, Target
+from certreconcile.wiring import Settings, kms_drift_warnings
+
+__all__ = ["Gathered", "apply", "gather", "plan", "revoke_now", "rotate_now", "rotation_plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """Everything the planner reads, gathered at one moment. Holds no secret: plans are built from it."""
+
+    desired: DesiredState
+    actual: ActualState  # with the CAs' renewal windows (ARI) in place when they were asked
+    observations: Observations  # what the targets serve (empty without a refresh)
+    warnings: tuple[str, ...] = ()  # KMS drift first, then the CAs that did not answer
+    renewal_info_asked: int = 0  # how many certificates the CAs were asked about
+
+
+def gather(
+    desired: DesiredState,
+    store: StateStore,
+    now: datetime,
+    *,
+    settings: Settings | None = None,
+    issuers: Mapping[str, Issuer] | None = None,
+    persist_renewal_info: bool = False,
+    targets: Mapping[str, Target] | None = None,
+) -> Gathered:
+    """Read the stored state and, when asked, the CAs and the targets.
+
+    ``settings``: check which KMS wrapped the stored keys (a warning when not the declared one).
+    ``issuers``: ask ACME CAs for renewal windows; store the answers only with ``persist_renewal_info``
+    (``plan`` runs read-only). ``targets``: probe each declared target of every stored name.
+    """
+    with store.session() as session:
+        actual = session.load_actual()
+        key_usage = session.key_ref_usage() if settings is not None else ()
+    warnings = kms_drift_warnings(desired, settings, key_usage) if settings is not None else ()
+    asked = 0
+    if issuers is not None:
+        refreshed = refresh_renewal_info(actual, issuers, store, now, persist=persist_renewal_info)
+        actual, asked = refreshed.actual, refreshed.asked
+        warnings = (*warnings, *refreshed.warnings)
+    observations = Observations()
+    if targets is not None:
+        probes = [
+            (name, spec.domains, target)
+            for name, spec in desired.certificates.items()
+            if name in actual.certificates
+            for target in spec.targets
+        ]
+        observations = observe_targets(probes, targets)
+    return Gathered(desired, actual, observations, warnings, asked)
+
+
+def plan(
+    gathered: Gathered,
+    now: datetime,
+    *,
+    force_rotate: frozenset[str] = frozenset(),
+    destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
+) -> Plan:
+    """The plan for what was gathered (pure), with the gathering's warnings after the planner's own."""
+    result = build_plan(
+        gathered.desired,
+        gathered.actual,
+        gathered.observations,
+        now,
+        force_rotate=force_rotate,
+        destroy_threshold=destroy_threshold,
+    )
+    if gathered.warnings:
+        result = replace(result, warnings=(*result.warnings, *gathered.warnings))
+    return result
+
+
+def apply(
+    the_plan: Plan, desired: DesiredState, env: ApplyEnvironment, *, concurrency: int = 4, saved: bool = False
+) -> ApplyResult:
+    """Run every change of ``the_plan`` (a ``saved`` one is first checked for staleness)."""
+    return executor.apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
+
+
+def rotation_plan(
+    name: str,
+    desired: DesiredState,
+    store: StateStore,
+    now: datetime,
+    *,
+    settings: Settings | None = None,
+    destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
+) -> Plan:
+    """The plan of ``certreconcile rotate NAME``: that name's forced rotation (and nothing else)."""
+    if name not in desired.certificates:
+        raise CertReconcileError(
+            f"{name!r} is not declared", code="name-unknown", hint="rotate takes the name of a declared certificate"
+        )
+    full = plan(gather(desired, store, now, settings=settings), now, force_rotate=frozenset({name}),
+                destroy_threshold=destroy_threshold)  # fmt: skip
+    return Plan(
+        changes=tuple(change for change in full.changes if change.name == name),
+        created_at=full.created_at,
+        desired_digest=full.desired_digest,
+        lineage=full.lineage,
+        serial=full.serial,
+        git_commit=full.git_commit,
+    )
+
+
+def rotate_now(
+    name: str,
+    desired: DesiredState,
+    env: ApplyEnvironment,
+    *,
+    settings: Settings | None = None,
+    destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
+) -> ApplyResult:
+    """``certreconcile rotate NAME``: a new key, issue, distribute and verify, now, for a declared name."""
+    the_plan = rotation_plan(
+        name, desired, env.store, env.clock.now(), settings=settings, destroy_threshold=destroy_threshold
+    )
+    return apply(the_plan, desired, env, concurrency=1)
+
+
+def revoke_now(
+    name: str, desired: DesiredState, env: ApplyEnvironment, reason: str, *, force: bool = False
+) -> ChangeResult:
+    """``certreconcile revoke NAME``: revoke the current certificate at its CA now (refused while served)."""
+    return executor.revoke_now(name, desired, env, reason, env.clock.now(), force=force)
