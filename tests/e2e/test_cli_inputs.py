@@ -325,6 +325,11 @@ def test_plan_and_apply_refuse_an_unset_env_secret_before_issuing(
         assert result.stderr.startswith(expected), result.stderr
         assert "(export CERTRECONCILE_TEST_HOOK_SECRET " in result.stderr
     assert snapshot(database_url) == before
+    # A pull-request job has no secrets: --allow-unset-secrets shows the same finding as a warning.
+    warned = invoke("plan", "--dir", str(directory), "--allow-unset-secrets", "--detailed-exitcode", check_code=2)
+    assert "c.yaml:4:61: error[env-unset]" in warned.stdout
+    assert "apply will refuse this plan until it is set" in warned.stdout
+    assert snapshot(database_url) == before
     secret = {"CERTRECONCILE_TEST_HOOK_SECRET": "s3cret"}
     planned = invoke("plan", "--dir", str(directory), env=secret, check_code=0)
     assert "shop" in planned.stdout
