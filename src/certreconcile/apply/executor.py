@@ -714,7 +714,7 @@ def revoke_now(
 
     Refused while a target still serves it (clients would fail at once), unless ``force``.
     """
-    from certreconcile.plan.plan import Reason, ReasonCode
+    from certreconcile.plan.plan import Reason, ReasonCode, Trigger
 
     with env.store.session() as session:
         current = session.current_certificate(name)
@@ -739,6 +739,7 @@ def revoke_now(
             action=Action.REVOKE,
             name=name,
             reasons=(Reason(ReasonCode.REVOKE_REQUESTED, f"revocation was requested ({reason})"),),
+            trigger=Trigger.MANUAL,
             domains=current.domains,
             issuer=current.issuer,
             key_type=current.key_type.value,
