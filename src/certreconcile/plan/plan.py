@@ -127,7 +127,7 @@ class Reason:
 
     @property
     def trigger(self) -> Trigger:
-        """What kind of event each reason reports: fixed per reason code, set where the reason is made."""
+        """What kind of event the reason reports (fixed per reason code, see ``REASON_TRIGGERS``)."""
         return REASON_TRIGGERS[self.code]
 
 
