@@ -33,6 +33,9 @@ from helpers import require_binary, with_database
 
 __all__ = ["require_binary"]
 
+# Every error made in the tests (and in the CLI processes they start) must carry a registered code.
+os.environ.setdefault("CERTRECONCILE_CHECK_ERROR_CODES", "1")
+
 # moto_kms, bao_transit, closed_port; gcp_kms (a Cloud KMS test server): real KMS servers, once per session
 # challtestsrv, pebble: Pebble and its challenge test server, once per session
 # bind_server, moto_route53, cloudflare_api: DNS servers for DNS-01 (tests/dns_servers.py)

@@ -2,6 +2,7 @@
 
 Every error a user can see carries a stable kebab-case ``code`` (for scripts and
 search), a one-line ``message`` (what went wrong) and a ``hint`` (what to do).
+Every code is listed, with its default hint, in :mod:`certreconcile.error_codes`.
 Third-party exceptions are wrapped with ``raise ... from exc``; their text is never
 shown when it could carry a secret.
 
@@ -19,6 +20,8 @@ shown when it could carry a secret.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "ApplyError",
     "CertReconcileError",
@@ -30,7 +33,24 @@ __all__ = [
     "StalePlanError",
     "StateError",
     "TargetError",
+    "UnregisteredCodeError",
 ]
+
+#: Set to 1 (the tests do) to make an error with a code missing from ``error_codes.REGISTRY`` fail at once.
+CHECK_CODES_ENV = "CERTRECONCILE_CHECK_ERROR_CODES"
+
+
+class UnregisteredCodeError(AssertionError):
+    """An error was made with a code the registry does not list (checked with CERTRECONCILE_CHECK_ERROR_CODES=1)."""
+
+
+def _check_registered(code: str) -> None:
+    # Imported here, not at the top: the package imports this module, and `python -m certreconcile.error_codes`
+    # must not find error_codes imported before it runs.
+    from certreconcile.error_codes import is_registered
+
+    if not is_registered(code):
+        raise UnregisteredCodeError(f"error code {code!r} is not in certreconcile.error_codes: register it")
 
 
 class CertReconcileError(Exception):
@@ -43,6 +63,8 @@ class CertReconcileError(Exception):
         self.message = message
         self.code = code or self.default_code
         self.hint = hint
+        if os.environ.get(CHECK_CODES_ENV) == "1":
+            _check_registered(self.code)
 
     def one_line(self) -> str:
         """``error[code]: message (hint)``: the only form shown to users."""

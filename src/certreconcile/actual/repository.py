@@ -306,7 +306,7 @@ _SQL_KEY_REFS: dict[KeyRefTable, tuple[str, str, str]] = {  # select, after, ord
     ),
     KeyRefTable.APPLY_STEP: (
         "SELECT id::text, detail->>'key_ref', name, detail->>'cert_id' FROM ApplyStep"
-        " WHERE step = 'key-generated' AND detail ? 'key_ref'",
+        " WHERE step = 'key-generated' AND detail ? 'key_ref'",  # JournalStep.KEY_GENERATED (a test holds them)
         " AND id > %s::bigint",
         " ORDER BY ApplyStep.id LIMIT %s",
     ),

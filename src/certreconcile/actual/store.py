@@ -125,8 +125,8 @@ class JournalEntry:
     run_id: int
     idempotency_key: str
     name: str
-    step: str  # e.g. key-generated, certificate-stored, deployed:<target>, verified:<target>
-    state: str  # started | done | failed
+    step: str  # a JournalStep, or a per-target one: JournalStep.DEPLOY.for_target(name) (see journal_step)
+    state: str  # a JournalState: started | done | failed
     detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
     at: datetime | None = None
 

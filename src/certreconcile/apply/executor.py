@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from certreconcile.actual.journal_step import JournalState, JournalStep
 from certreconcile.actual.model import ActualCertificate, Observations
 from certreconcile.actual.store import (
     AcmeOrderRecord,
@@ -246,7 +247,7 @@ class ChangeRunner:
         self.target_pool = target_pool
 
     # --- the public steps other modules may run (the facade, revoke_now, the order journal) ---
-    def journal(self, change: Change, step: str, state: str, **detail: str) -> None:
+    def journal(self, change: Change, step: str, state: JournalState, **detail: str) -> None:
         """Record one journal step of ``change`` (the ACME order journal records its order steps here)."""
         self._journal(change, step, state, **detail)
 
@@ -267,7 +268,8 @@ class ChangeRunner:
             raise
 
     # --- bookkeeping --------------------------------------------------------------
-    def _journal(self, change: Change, step: str, state: str, **detail: str) -> None:
+    def _journal(self, change: Change, step: str, state: JournalState, **detail: str) -> None:
+        """Journal ``step`` (a :class:`JournalStep`, or ``JournalStep.X.for_target(name)``)."""
         self.session.journal(
             JournalEntry(
                 run_id=self.run_id,
@@ -356,7 +358,7 @@ class ChangeRunner:
             try:
                 cert_id = change.replaces
                 self._audit(change, cert_id, AuditAction.FAILED, error=message)
-                self._journal(change, change.action.value, "failed", error=message)
+                self._journal(change, JournalStep(change.action.value), JournalState.FAILED, error=message)
                 code = exc.code if isinstance(exc, CertReconcileError) else "internal-error"
                 if change.action in (Action.ISSUE, Action.ROTATE) and code not in NOT_THE_NAMES_FAULT:
                     # The planner defers the name until the backoff ends or its declaration changes.
@@ -385,7 +387,7 @@ class ChangeRunner:
 
         cert_id, key_ref, key_pem = self._key_for(change, spec.key_type, current)
         key = load_private_key(key_pem)
-        self._journal(change, "issue", "started", issuer=spec.issuer)
+        self._journal(change, JournalStep.ISSUE, JournalState.STARTED, issuer=spec.issuer)
         replaces_pem: str | None = None
         if current is not None and change.action is Action.ROTATE and current.issuer == spec.issuer:
             replaces_pem = self.session.certificate_pems(current.id)[0]
@@ -446,7 +448,7 @@ class ChangeRunner:
                 fingerprint=facts.fingerprint,
                 not_after=facts.not_after.isoformat(),
             )
-            self._journal(change, "certificate-stored", "done", cert_id=cert_id)
+            self._journal(change, JournalStep.CERTIFICATE_STORED, JournalState.DONE, cert_id=cert_id)
             self.session.clear_failures(change.name)
         bundle = DeployBundle(
             name=change.name,
@@ -471,7 +473,9 @@ class ChangeRunner:
         cert_id = str(uuid.uuid4())
         key_pem = private_key_pem(generate_private_key(key_type))
         key_ref = seal(self.env.kms, key_pem, certificate_context(cert_id))
-        self._journal(change, "key-generated", "done", cert_id=cert_id, key_ref=key_ref.envelope_json)
+        self._journal(
+            change, JournalStep.KEY_GENERATED, JournalState.DONE, cert_id=cert_id, key_ref=key_ref.envelope_json
+        )
         return cert_id, key_ref, key_pem
 
     def _resume_key(
@@ -493,7 +497,8 @@ class ChangeRunner:
                 raise
             where = {"kms": key_ref.kms, "key_id": key_ref.key_id} if key_ref is not None else {}
             with self.session.transaction():
-                self._journal(change, "key-discarded", "done", cert_id=cert_id, error_code=exc.code)
+                discarded = JournalStep.KEY_DISCARDED
+                self._journal(change, discarded, JournalState.DONE, cert_id=cert_id, error_code=exc.code)
                 self._audit(change, None, AuditAction.KEY_DISCARDED, key_of=cert_id, error_code=exc.code,
                             cause=exc.one_line()[:500], **where)  # fmt: skip
             return None
@@ -505,7 +510,7 @@ class ChangeRunner:
         written here, on this change's own session (a connection is used by one thread at a time).
         """
         for target_name in targets:
-            self._journal(change, f"deploy:{target_name}", "started", cert_id=cert_id)
+            self._journal(change, JournalStep.DEPLOY.for_target(target_name), JournalState.STARTED, cert_id=cert_id)
         if self.target_pool is not None and len(targets) > 1:
             outcomes = list(self.target_pool.map(lambda name: self._push(name, bundle), targets))
         else:
@@ -515,7 +520,7 @@ class ChangeRunner:
             target_name = outcome.target
             target_fingerprint = self.desired.targets[target_name].fingerprint
             if outcome.pushed_at is not None:
-                self._journal(change, f"deploy:{target_name}", "done", cert_id=cert_id)
+                self._journal(change, JournalStep.DEPLOY.for_target(target_name), JournalState.DONE, cert_id=cert_id)
                 self._audit(change, cert_id, AuditAction.DISTRIBUTED, target=target_name)
             if outcome.error is None:
                 self.session.record_distribution(
@@ -528,10 +533,13 @@ class ChangeRunner:
                     target_fingerprint=target_fingerprint,
                 )
                 self._audit(change, cert_id, AuditAction.VERIFIED, target=target_name, fingerprint=bundle.fingerprint)
-                self._journal(change, f"verify:{target_name}", "done", attempts=str(outcome.attempts))
+                verified = JournalStep.VERIFY.for_target(target_name)
+                self._journal(change, verified, JournalState.DONE, attempts=str(outcome.attempts))
                 continue
             failed[target_name] = outcome.error
-            self._journal(change, f"deploy:{target_name}", "failed", error=outcome.error[:500])
+            self._journal(
+                change, JournalStep.DEPLOY.for_target(target_name), JournalState.FAILED, error=outcome.error[:500]
+            )
             self.session.record_distribution(
                 cert_id,
                 target_name,
@@ -574,7 +582,7 @@ class ChangeRunner:
     def _finish(self, change: Change, cert_id: str, failed: dict[str, str], what: str) -> ChangeResult:
         """Activate the certificate and close its rotation once every declared target is verified."""
         if failed:
-            self._journal(change, "distribution", "failed", targets=",".join(failed))
+            self._journal(change, JournalStep.DISTRIBUTION, JournalState.FAILED, targets=",".join(failed))
             return ChangeResult(
                 change,
                 "failed",
@@ -609,7 +617,7 @@ class ChangeRunner:
                 self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
                 old_status = self.session.certificate_status(rotation.old_cert_id)
                 self._move(rotation.old_cert_id, old_status, CertStatus.SUPERSEDED)
-            self._journal(change, "completed", "done", cert_id=cert_id)
+            self._journal(change, JournalStep.COMPLETED, JournalState.DONE, cert_id=cert_id)
         return ChangeResult(change, "done", what, cert_id=cert_id)
 
     def _redistribute(self, change: Change, current: ActualCertificate) -> ChangeResult:
@@ -697,9 +705,11 @@ class _ChangeOrderJournal:
             runner.env.clock.now(),
         )
         if previous is None or previous.order_url != order_url:
-            runner.journal(change, "order-created", "done", order_url=order_url, cert_id=self._cert_id)
+            runner.journal(
+                change, JournalStep.ORDER_CREATED, JournalState.DONE, order_url=order_url, cert_id=self._cert_id
+            )
         elif state == "valid" and previous.state != "valid":
-            runner.journal(change, "order-finalized", "done", order_url=order_url)
+            runner.journal(change, JournalStep.ORDER_FINALIZED, JournalState.DONE, order_url=order_url)
 
 
 def _still_needed(planned: Change, fresh: Change | None, current: ActualCertificate | None, now: datetime) -> bool:
@@ -733,7 +743,7 @@ def revoke_now(
 
     Refused while a target still serves it (clients would fail at once), unless ``force``.
     """
-    from certreconcile.plan.plan import Reason, ReasonCode
+    from certreconcile.plan.plan import Reason, ReasonCode, Trigger
 
     with env.store.session() as session:
         current = session.current_certificate(name)
@@ -758,6 +768,7 @@ def revoke_now(
             action=Action.REVOKE,
             name=name,
             reasons=(Reason(ReasonCode.REVOKE_REQUESTED, f"revocation was requested ({reason})"),),
+            trigger=Trigger.MANUAL,
             domains=current.domains,
             issuer=current.issuer,
             key_type=current.key_type.value,

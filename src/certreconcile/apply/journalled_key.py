@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from certreconcile.actual.journal_step import JournalState, JournalStep
 from certreconcile.actual.store import JournalEntry
 from certreconcile.domain.keys import KeyRef
 from certreconcile.errors import KmsError
@@ -32,11 +33,6 @@ __all__ = [
     "odd_kms_error",
 ]
 
-KEY_GENERATED = "key-generated"
-KEY_DISCARDED = "key-discarded"
-CERTIFICATE_STORED = "certificate-stored"
-
-
 @dataclass(frozen=True, slots=True)
 class JournalledKey:
     cert_id: str  # the certificate row the key was sealed for (it does not exist yet)
@@ -46,11 +42,11 @@ class JournalledKey:
 def journalled_key(entries: Sequence[JournalEntry]) -> JournalledKey | None:
     """The key to resume with: the newest journalled one, unless it was used or discarded since."""
     for entry in reversed(entries):
-        if entry.state != "done":
+        if entry.state != JournalState.DONE:
             continue
-        if entry.step in (CERTIFICATE_STORED, KEY_DISCARDED):
+        if entry.step in (JournalStep.CERTIFICATE_STORED, JournalStep.KEY_DISCARDED):
             return None  # used (a repeated change needs a new key) or given up
-        if entry.step == KEY_GENERATED:
+        if entry.step == JournalStep.KEY_GENERATED:
             return JournalledKey(cert_id=entry.detail["cert_id"], envelope_json=entry.detail["key_ref"])
     return None
 

@@ -10,6 +10,7 @@ from certreconcile.plan.plan import (
     Reason,
     ReasonCode,
     Severity,
+    Trigger,
     plan_from_json,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "Severity",
+    "Trigger",
     "build_plan",
     "change_for_name",
     "plan_from_json",

@@ -45,6 +45,7 @@ __all__ = [
     "CODE_REGISTERED_DOMAIN",
     "LETSENCRYPT_PRODUCTION",
     "LETSENCRYPT_STAGING",
+    "RATE_LIMIT_CODES",
     "RateLimits",
     "acme_directory",
     "letsencrypt_limits",
@@ -54,6 +55,8 @@ __all__ = [
 CODE_REGISTERED_DOMAIN = "rate-limit-registered-domain"
 CODE_EXACT_SET = "rate-limit-exact-set"
 CODE_NEW_ORDERS = "rate-limit-new-orders"
+#: Every diagnostic code :func:`rate_limit_diagnostics` gives (``subplan`` recounts them).
+RATE_LIMIT_CODES = frozenset({CODE_REGISTERED_DOMAIN, CODE_EXACT_SET, CODE_NEW_ORDERS})
 
 #: Warn from this share of a limit on.
 WARNING_SHARE = 0.8

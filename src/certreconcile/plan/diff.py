@@ -12,7 +12,17 @@ from certreconcile.domain.status import CertStatus
 from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, defer, is_backed_off
 from certreconcile.plan.budget import rate_limit_diagnostics
 from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyCheck, DestroyThreshold
-from certreconcile.plan.plan import ACTION_ORDER, Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode
+from certreconcile.plan.plan import (
+    ACTION_ORDER,
+    Action,
+    Change,
+    Plan,
+    PlanDiagnostic,
+    Reason,
+    ReasonCode,
+    Trigger,
+    trigger_of,
+)
 from certreconcile.plan.policies import is_servable, rotation_reasons, target_reasons
 
 __all__ = ["build_plan", "change_for_name", "redistribution_for"]
@@ -43,7 +53,7 @@ def change_for_name(
     if current is None:
         change = _issue_or_rotate(Action.ISSUE, spec, None, [Reason(ReasonCode.NEW_CERTIFICATE, "it is new")])
         # `certreconcile rotate NAME` of a name never issued: issued by hand (so not held back by a backoff).
-        return replace(change, forced=True) if force_rotate else change
+        return replace(change, forced=True, trigger=Trigger.MANUAL) if force_rotate else change
     reasons = rotation_reasons(spec, current, now)
     if force_rotate:
         reasons.insert(0, Reason(ReasonCode.FORCED, "a rotation was requested"))
@@ -71,6 +81,7 @@ def redistribution_for(
         action=Action.REDISTRIBUTE,
         name=name,
         reasons=tuple(change_reasons),
+        trigger=trigger_of(change_reasons),
         domains=spec.domains,
         issuer=spec.issuer,
         key_type=spec.key_type.value,
@@ -108,6 +119,7 @@ def _issue_or_rotate(
         action=action,
         name=spec.name,
         reasons=tuple(reasons),
+        trigger=trigger_of(reasons),
         domains=spec.domains,
         issuer=spec.issuer,
         key_type=spec.key_type.value,
@@ -130,6 +142,7 @@ def _removal(name: str, current: ActualCertificate) -> Change:
         action=action,
         name=name,
         reasons=(reason,),
+        trigger=trigger_of((reason,)),
         domains=current.domains,
         issuer=current.issuer,
         key_type=current.key_type.value,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,9 @@ __all__ = [
     "Reason",
     "ReasonCode",
     "Severity",
+    "Trigger",
     "plan_from_json",
+    "trigger_of",
 ]
 
 FORMAT_VERSION = 1
@@ -92,6 +95,28 @@ class ReasonCode(enum.StrEnum):
     TARGET_DRIFT = "target-drift"
 
 
+class Trigger(enum.StrEnum):
+    """What set a change off: the data ``run``'s scope and the review check decide on (never a reason's text).
+
+    A change with several reasons has the strongest of their triggers (in this order): a hand request, then
+    an edit of the declarations, then a retry after a failure, then drift, and ``time`` only when every
+    reason is time passing.
+    """
+
+    MANUAL = "manual"  # asked for by hand: `certreconcile rotate` / `revoke`
+    DECLARATION = "declaration"  # the declarations changed: a new, removed or re-declared name or target
+    FAILURE_RETRY = "failure-retry"  # an earlier attempt failed or stopped half-way
+    DRIFT = "drift"  # the actual state moved on its own: revoked, key lost, a target serves something else
+    TIME = "time"  # time passed: the renewal window or the CA's ARI window opened, or it expired
+
+    @property
+    def strength(self) -> int:
+        return _TRIGGER_ORDER.index(self)
+
+
+_TRIGGER_ORDER = (Trigger.TIME, Trigger.DRIFT, Trigger.FAILURE_RETRY, Trigger.DECLARATION, Trigger.MANUAL)
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
     code: ReasonCode
@@ -99,6 +124,42 @@ class Reason:
 
     def to_json(self) -> dict[str, str]:
         return {"code": self.code.value, "message": self.message}
+
+    @property
+    def trigger(self) -> Trigger:
+        """What kind of event the reason reports (fixed per reason code, see ``REASON_TRIGGERS``)."""
+        return REASON_TRIGGERS[self.code]
+
+
+#: The trigger each reason reports. The planner's checks choose the reason; the change carries the trigger.
+REASON_TRIGGERS: dict[ReasonCode, Trigger] = {
+    ReasonCode.NEW_CERTIFICATE: Trigger.DECLARATION,
+    ReasonCode.PREVIOUS_REVOKED: Trigger.DRIFT,
+    ReasonCode.PREVIOUS_EXPIRED: Trigger.TIME,
+    ReasonCode.RENEWAL_WINDOW: Trigger.TIME,
+    ReasonCode.ARI_WINDOW: Trigger.TIME,
+    ReasonCode.EXPIRED: Trigger.TIME,
+    ReasonCode.DOMAINS_CHANGED: Trigger.DECLARATION,
+    ReasonCode.KEY_TYPE_CHANGED: Trigger.DECLARATION,
+    ReasonCode.ISSUER_CHANGED: Trigger.DECLARATION,
+    ReasonCode.KEY_MISSING: Trigger.DRIFT,
+    ReasonCode.FORCED: Trigger.MANUAL,
+    ReasonCode.ROTATION_INCOMPLETE: Trigger.FAILURE_RETRY,
+    ReasonCode.REMOVED_REVOKE: Trigger.DECLARATION,
+    ReasonCode.REMOVED_RETIRE: Trigger.DECLARATION,
+    ReasonCode.REVOKE_REQUESTED: Trigger.MANUAL,
+    ReasonCode.TARGET_ADDED: Trigger.DECLARATION,
+    ReasonCode.TARGET_REMOVED: Trigger.DECLARATION,
+    ReasonCode.TARGET_CHANGED: Trigger.DECLARATION,
+    ReasonCode.TARGET_UNVERIFIED: Trigger.DRIFT,
+    ReasonCode.TARGET_FAILED: Trigger.FAILURE_RETRY,
+    ReasonCode.TARGET_DRIFT: Trigger.DRIFT,
+}
+
+
+def trigger_of(reasons: Iterable[Reason]) -> Trigger:
+    """The strongest trigger of ``reasons``; ``drift`` for none (nothing declared or timed asked for it)."""
+    return max((reason.trigger for reason in reasons), key=lambda trigger: trigger.strength, default=Trigger.DRIFT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +180,9 @@ class Change:
     # Pending, not due yet: a backoff after failed attempts. Apply skips the change before this time.
     deferred_until: datetime | None = None
     deferred_reason: str | None = None  # why it waits, for people (never parsed)
+    # What set it off (scope and review decide on it). The planner sets it with ``trigger_of(reasons)``;
+    # a change made without one counts as a declaration change: reviewed, never applied by ``run`` alone.
+    trigger: Trigger = Trigger.DECLARATION
 
     def waits(self, now: datetime) -> bool:
         """Is this change deferred past ``now``? Apply decides on this field alone, never on a reason."""
@@ -141,14 +205,16 @@ class Change:
             "forced": self.forced,
             "deferred_until": self.deferred_until.isoformat() if self.deferred_until is not None else None,
             "deferred_reason": self.deferred_reason,
+            "trigger": self.trigger.value,
         }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> Change:
+        reasons = tuple(Reason(ReasonCode(r["code"]), r["message"]) for r in data["reasons"])
         return Change(
             action=Action(data["action"]),
             name=data["name"],
-            reasons=tuple(Reason(ReasonCode(r["code"]), r["message"]) for r in data["reasons"]),
+            reasons=reasons,
             domains=tuple(data["domains"]),
             issuer=data["issuer"],
             key_type=data["key_type"],
@@ -161,6 +227,8 @@ class Change:
             forced=bool(data.get("forced", False)),
             deferred_until=datetime.fromisoformat(data["deferred_until"]) if data.get("deferred_until") else None,
             deferred_reason=data.get("deferred_reason"),
+            # A plan saved before triggers were recorded: the same trigger the planner gives these reasons.
+            trigger=Trigger(data["trigger"]) if "trigger" in data else trigger_of(reasons),
         )
 
 

@@ -7,8 +7,8 @@ own between review and merge ("expires in 12 days" becomes "11 days", a renewal 
 another certificate) without changing what was approved.
 
 The one tolerated difference: ``rotate`` changes that fell due since the review, or were done since
-(by ``certreconcile run``), whose every reason is a renewal reason (renewal window, ARI window,
-expired). Anything else makes the verdict refuse.
+(by ``certreconcile run``), that time alone set off (``Change.trigger`` is ``time``: the renewal window
+or the ARI window opened, or the certificate expired). Anything else makes the verdict refuse.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from certreconcile.plan.plan import Action, Change, ReasonCode
+from certreconcile.plan.plan import Action, Change, Trigger
 
-__all__ = ["RENEWAL_REASONS", "ReviewComparison", "compare_with_review", "is_renewal"]
-
-#: Reasons that make a rotation a plain renewal: time passing, not a change of the declarations.
-RENEWAL_REASONS = frozenset({ReasonCode.RENEWAL_WINDOW, ReasonCode.ARI_WINDOW, ReasonCode.EXPIRED})
+__all__ = ["ReviewComparison", "compare_with_review", "is_renewal"]
 
 # Compared fields of a change matched by (action, name), with the word used in messages.
 _FIELDS: tuple[tuple[str, str], ...] = (
@@ -55,12 +52,7 @@ class ReviewComparison:
 
 def is_renewal(change: Change) -> bool:
     """A rotation that time alone made due (not forced, not a changed declaration)."""
-    return (
-        change.action is Action.ROTATE
-        and not change.forced
-        and bool(change.reasons)
-        and all(reason.code in RENEWAL_REASONS for reason in change.reasons)
-    )
+    return change.action is Action.ROTATE and not change.forced and change.trigger is Trigger.TIME
 
 
 def _keyed(changes: Iterable[Change]) -> dict[tuple[str, str], Change]:

@@ -7,9 +7,10 @@ certificate). A *declaration change* (a new name, a rotation because the domains
 issuer changed, a removed name revoked or retired, a target added, removed or re-declared) is
 applied only with ``--apply-changes``: that is what a reviewed ``apply`` is for.
 
-Pure: a change is classified by its action and reasons alone. A change with any declaration
-reason is a declaration change as a whole (a rotation that both renews and adds a domain is
-one change; it cannot be half applied).
+Pure: a change is classified by its action and its trigger (``Change.trigger``, set by the planner),
+never by a reason's code or text. A change triggered by a declaration (or by hand) is a declaration
+change as a whole (a rotation that both renews and adds a domain is one change, triggered by the
+declaration; it cannot be half applied).
 """
 
 from __future__ import annotations
@@ -20,27 +21,13 @@ from datetime import datetime
 
 from certreconcile.actual.model import ActualState
 from certreconcile.desired.model import DesiredState
-from certreconcile.plan.budget import rate_limit_diagnostics
-from certreconcile.plan.plan import Action, Change, Plan, ReasonCode
+from certreconcile.plan.budget import RATE_LIMIT_CODES, rate_limit_diagnostics
+from certreconcile.plan.plan import Action, Change, Plan, Trigger
 
-__all__ = ["DECLARATION_REASONS", "PlanSplit", "is_declaration_change", "split_plan", "subplan"]
+__all__ = ["DECLARATION_TRIGGERS", "PlanSplit", "is_declaration_change", "split_plan", "subplan"]
 
-#: Reasons that exist only because somebody edited the declarations.
-DECLARATION_REASONS = frozenset(
-    {
-        ReasonCode.NEW_CERTIFICATE,
-        ReasonCode.DOMAINS_CHANGED,
-        ReasonCode.KEY_TYPE_CHANGED,
-        ReasonCode.ISSUER_CHANGED,
-        ReasonCode.REMOVED_REVOKE,
-        ReasonCode.REMOVED_RETIRE,
-        ReasonCode.REVOKE_REQUESTED,
-        ReasonCode.FORCED,
-        ReasonCode.TARGET_ADDED,
-        ReasonCode.TARGET_REMOVED,
-        ReasonCode.TARGET_CHANGED,
-    }
-)
+#: Triggers that exist only because somebody edited the declarations or asked by hand.
+DECLARATION_TRIGGERS = frozenset({Trigger.DECLARATION, Trigger.MANUAL})
 
 
 def is_declaration_change(change: Change) -> bool:
@@ -49,7 +36,7 @@ def is_declaration_change(change: Change) -> bool:
         case Action.ISSUE | Action.REVOKE | Action.RETIRE:
             return True
         case Action.ROTATE | Action.REDISTRIBUTE:
-            return any(reason.code in DECLARATION_REASONS for reason in change.reasons)
+            return change.trigger in DECLARATION_TRIGGERS
     return True  # pragma: no cover - every action is matched above
 
 
@@ -63,7 +50,7 @@ def subplan(plan: Plan, changes: Iterable[Change], desired: DesiredState, actual
     """``plan`` restricted to ``changes``; the rate-limit diagnostics are recounted for those alone
     (a budget exceeded by deferred changes must not block the renewals)."""
     kept = tuple(changes)
-    other = tuple(d for d in plan.diagnostics if not d.code.startswith("rate-limit-"))
+    other = tuple(d for d in plan.diagnostics if d.code not in RATE_LIMIT_CODES)
     return replace(plan, changes=kept, diagnostics=(*other, *rate_limit_diagnostics(desired, actual, kept, now)))
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import assert_never
 
+from certreconcile.actual.journal_step import JournalStep
 from certreconcile.actual.model import (
     HISTORY_ORDERS_WINDOW,
     HISTORY_WINDOW,
@@ -385,7 +386,7 @@ class InMemorySession:
             case KeyRefTable.APPLY_STEP:
                 for index, entry in enumerate(data.journal, start=1):
                     text = entry.detail.get("key_ref")
-                    if entry.step == "key-generated" and text is not None:
+                    if entry.step == JournalStep.KEY_GENERATED and text is not None:
                         stored = StoredKeyRef(
                             table, str(index), decode_key_ref(text), entry.name, entry.detail.get("cert_id")
                         )

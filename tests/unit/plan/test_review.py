@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from certreconcile.plan.plan import Action, Change, Reason, ReasonCode
+from certreconcile.plan.plan import Action, Change, Reason, ReasonCode, trigger_of
 from certreconcile.plan.review import compare_with_review
 
 
@@ -15,6 +15,7 @@ def change(action: Action, name: str, *codes: ReasonCode, domains: tuple[str, ..
         action=action,
         name=name,
         reasons=tuple(Reason(code, f"{code.value} message") for code in codes),
+        trigger=trigger_of(Reason(code, "") for code in codes),
         domains=domains or (f"{name}.example.com",),
         issuer="internal",
         key_type="ecdsa-p256",

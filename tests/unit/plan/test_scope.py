@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from certreconcile.plan.plan import Action, Change, Reason, ReasonCode
+from certreconcile.plan.plan import Action, Change, Reason, ReasonCode, trigger_of
 from certreconcile.plan.scope import is_declaration_change
 
 
@@ -13,6 +13,7 @@ def change(action: Action, *codes: ReasonCode) -> Change:
         action=action,
         name="shop",
         reasons=tuple(Reason(code, code.value) for code in codes),
+        trigger=trigger_of(Reason(code, code.value) for code in codes),
         domains=("shop.example.test",),
         issuer="ca",
         key_type="ecdsa-p256",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certreconcile.plan.destroy import DestroyCheck, DestroyThreshold
-from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode, Severity
+from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode, Severity, trigger_of
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 CREATED_AT = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
@@ -41,6 +41,7 @@ def make_change(
         action=action,
         name=name,
         reasons=tuple(Reason(code, message) for code, message in reasons),
+        trigger=trigger_of(Reason(code, message) for code, message in reasons),
         domains=domains if domains is not None else (f"{name}.example.com",),
         issuer=issuer,
         key_type=key_type,
