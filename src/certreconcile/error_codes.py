@@ -67,6 +67,11 @@ def _code(code: str, category: Category, hint: str) -> ErrorCode:
 
 _CODES: tuple[ErrorCode, ...] = (
     # --- command
+    _code(
+        "desired-missing",
+        Category.COMMAND,
+        "pass the desired-state directory, or build the manager with from_directory()",
+    ),
     _code("already-issued", Category.COMMAND, "use rotate_certificate(cert_id) to replace it"),
     _code("approval-required", Category.COMMAND, "pass --auto-approve, or apply a saved plan file"),
     _code(
@@ -105,6 +110,11 @@ _CODES: tuple[ErrorCode, ...] = (
     _code("target-unknown", Category.COMMAND, "use a target declared in the desired state"),
     _code("usage", Category.COMMAND, "use text or json"),
     # --- config
+    _code(
+        "plugin-broken",
+        Category.CONFIG,
+        "reinstall the package that provides the plug-in kind; its module must export Config and create",
+    ),
     _code("acme-eab-missing", Category.CONFIG, "export both variables (the CA gives you the key id and the HMAC key)"),
     _code(
         "config-invalid",
@@ -121,6 +131,69 @@ _CODES: tuple[ErrorCode, ...] = (
         "use a kind listed by `certreconcile schema`, or install the package that provides it",
     ),
     # --- desired-state
+    _code("target-dir-root", Category.DESIRED_STATE, "name a directory of its own for the target, never /"),
+    _code(
+        "invalid-command",
+        Category.DESIRED_STATE,
+        "write the command and its arguments with balanced quotes, or null for none",
+    ),
+    _code("lifetime-too-short", Category.DESIRED_STATE, "declare a lifetime of at least 1h"),
+    _code("path-has-nul", Category.DESIRED_STATE, "remove the NUL character from the path"),
+    _code(
+        "path-has-control-character",
+        Category.DESIRED_STATE,
+        "remove the control character (a line break, tab or escape) from the path",
+    ),
+    _code(
+        "target-dir-escapes", Category.DESIRED_STATE, "write an absolute path for a directory outside the desired state"
+    ),
+    _code("duplicate-target", Category.DESIRED_STATE, "list each target once per certificate"),
+    _code("duration-too-long", Category.DESIRED_STATE, "write a duration of at most 36500d"),
+    _code("duplicate-target-dir", Category.DESIRED_STATE, "give each target a directory of its own"),
+    _code(
+        "target-dir-in-repository",
+        Category.DESIRED_STATE,
+        "write the keys outside the Git work tree, or git-ignore the directory (.certreconcile/ is)",
+    ),
+    _code(
+        "env-unset",
+        Category.DESIRED_STATE,
+        "set the variable where plan and apply run (plan --allow-unset-secrets in pull-request jobs)",
+    ),
+    _code("desired-file-name", Category.DESIRED_STATE, "rename the file without control characters"),
+    _code("yaml-too-deep", Category.DESIRED_STATE, "flatten the nesting: declarations need a few levels only"),
+    _code(
+        "yaml-tag",
+        Category.DESIRED_STATE,
+        "remove the tag: values are plain YAML (strings, numbers, booleans, lists, mappings)",
+    ),
+    _code("yaml-alias-limit", Category.DESIRED_STATE, "anchors and aliases expand too much; write the values out"),
+    _code(
+        "domain-mixed-scripts",
+        Category.DESIRED_STATE,
+        "write each label in one script (a look-alike letter from another script is a homograph)",
+    ),
+    _code(
+        "domain-invisible-character",
+        Category.DESIRED_STATE,
+        "remove the invisible character (zero-width space, soft hyphen)",
+    ),
+    _code(
+        "domain-reserved-label",
+        Category.DESIRED_STATE,
+        "labels with '--' in positions 3-4 are reserved unless they are valid xn-- labels",
+    ),
+    _code(
+        "haproxy-cert-dir-unsafe",
+        Category.DESIRED_STATE,
+        "use a cert_dir path without spaces, quotes, ';', '#' or '\\'",
+    ),
+    _code(
+        "webhook-numeric-host",
+        Category.DESIRED_STATE,
+        "write the address as four decimal numbers (a.b.c.d), or use the receiver's DNS name",
+    ),
+    _code("webhook-address-refused", Category.DESIRED_STATE, "point the webhook at the receiver's own address"),
     _code("desired-file-not-regular", Category.DESIRED_STATE, "remove it"),
     _code(
         "desired-file-outside",
@@ -223,6 +296,11 @@ _CODES: tuple[ErrorCode, ...] = (
     ),
     _code("yaml-syntax", Category.DESIRED_STATE, "fix the YAML at the position shown"),
     # --- state
+    _code(
+        "database-timeout",
+        Category.STATE,
+        "a statement ran past statement_timeout: check the database's load and locks; the next apply finishes the rest",
+    ),
     _code("audit-append-only", Category.STATE, "the audit log is append-only: nothing may change or delete its rows"),
     _code(
         "audit-tampered",
@@ -313,6 +391,11 @@ _CODES: tuple[ErrorCode, ...] = (
         "configure the KMS key the state was created with, or run `certreconcile kms rewrap`",
     ),
     # --- issuer
+    _code(
+        "acme-server-error",
+        Category.ISSUER,
+        "the CA failed (5xx or serverInternal) after bounded retries; the next apply tries again",
+    ),
     _code("acme-account", Category.ISSUER, "check the directory URL, the account key and EAB; retry later"),
     _code("acme-ari", Category.ISSUER, "the CA's renewal info is optional; the renewal window is used instead"),
     _code("acme-ari-id", Category.ISSUER, "the certificate has no ARI identifier; it is renewed by its renewal window"),
@@ -430,6 +513,11 @@ _CODES: tuple[ErrorCode, ...] = (
     _code("dns-update-refused", Category.DNS, "check that the TSIG key may update the zone (update-policy)"),
     _code("dns-zone-not-found", Category.DNS, "check the zone's name (or id) and that the credentials may read it"),
     # --- target
+    _code(
+        "target-runtime-api-unsafe",
+        Category.TARGET,
+        "use a certificate path without spaces, quotes, ';', '#' or line breaks",
+    ),
     _code(
         "target-access-denied",
         Category.TARGET,

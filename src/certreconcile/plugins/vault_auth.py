@@ -38,7 +38,7 @@ __all__ = [
     "VaultConnection",
     "VaultLogin",
     "VaultProblem",
-    "login_problem",
+    "login_hint",
     "one_line",
 ]
 
@@ -97,19 +97,16 @@ _LOGIN_HINTS: dict[str, str] = {
 }
 
 
-def login_problem(error: VaultCallError, method: str) -> tuple[str, str] | None:
-    """``(code suffix, hint)`` of a failure every Vault plug-in reports alike (no SDK, no credentials,
-    login refused); None for the others, which each plug-in maps itself. The code is the plug-in's
-    prefix and the suffix: ``kms-credentials-missing``, ``vault-pki-credentials-missing``."""
+def login_hint(error: VaultCallError, method: str) -> str:
+    """The hint for a failure every Vault plug-in reports alike (no SDK, no credentials, login refused);
+    each plug-in gives it its own code (``kms-credentials-missing``, ``vault-pki-credentials-missing``)."""
     match error.problem:
         case VaultProblem.SDK_MISSING:
-            return "sdk-missing", "pip install 'certreconcile[vault]'"
+            return "pip install 'certreconcile[vault]'"
         case VaultProblem.CREDENTIALS_MISSING:
-            return "credentials-missing", _LOGIN_HINTS[method]
-        case VaultProblem.LOGIN_REFUSED:
-            return "access-denied", "check the AppRole ids, or the Kubernetes role and its bound service account"
+            return _LOGIN_HINTS[method]
         case _:
-            return None
+            return "check the AppRole ids, or the Kubernetes role and its bound service account"
 
 
 _STATUS_BY_ERROR = {

@@ -58,9 +58,10 @@ def config_findings(config: LocalCaConfig) -> Iterator[tuple[tuple[str | int, ..
     """Certificates may not outlive the CA: ``(path in the config, code, message, hint)``."""
     lifetime, ca_lifetime = config.lifetime.delta_or_none, config.ca_lifetime.delta_or_none
     if lifetime is not None and ca_lifetime is not None and lifetime > ca_lifetime:
+        code = "lifetime-exceeds-ca-lifetime"
         yield (
             ("lifetime",),
-            "lifetime-exceeds-ca-lifetime",
+            code,
             f"certificates would outlive the CA ({config.lifetime} > {config.ca_lifetime})",
             "shorten lifetime or lengthen ca_lifetime",
         )

@@ -29,7 +29,7 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
 from certreconcile.plugins.crypto import common_name_for
 from certreconcile.plugins.ports import IssuedCertificate, IssueRequest
-from certreconcile.plugins.vault_auth import VaultCallError, VaultConnection, VaultLogin, VaultProblem, login_problem
+from certreconcile.plugins.vault_auth import VaultCallError, VaultConnection, VaultLogin, VaultProblem, login_hint
 
 __all__ = ["VaultPkiIssuer", "vault_serial_number"]
 
@@ -151,12 +151,14 @@ class VaultPkiIssuer:
         message = error.message
         reason = "; ".join(error.server_errors)
         sign, revoke = f"{self._mount}/sign/{self._role}", f"{self._mount}/revoke"
-        shared = login_problem(error, self._connection.method)
-        if shared is not None:
-            return IssuerError(message, code=f"vault-pki-{shared[0]}", hint=shared[1])
+        login = login_hint(error, self._connection.method)  # the hint shared by every Vault plug-in
         match error.problem:
-            case VaultProblem.SDK_MISSING | VaultProblem.CREDENTIALS_MISSING | VaultProblem.LOGIN_REFUSED:
-                raise AssertionError(error.problem)  # pragma: no cover - mapped by login_problem
+            case VaultProblem.SDK_MISSING:
+                return IssuerError(message, code="vault-pki-sdk-missing", hint=login)
+            case VaultProblem.CREDENTIALS_MISSING:
+                return IssuerError(message, code="vault-pki-credentials-missing", hint=login)
+            case VaultProblem.LOGIN_REFUSED:
+                return IssuerError(message, code="vault-pki-access-denied", hint=login)
             case VaultProblem.ACCESS_DENIED:
                 return IssuerError(
                     message,

@@ -35,7 +35,7 @@ from certreconcile.plugins.vault_auth import (
     VaultConnection,
     VaultLogin,
     VaultProblem,
-    login_problem,
+    login_hint,
 )
 
 __all__ = ["VaultKms"]
@@ -105,12 +105,14 @@ class VaultKms:
     def _error(self, error: VaultCallError) -> KmsError:
         """The KmsError (stable code, hint) for a failed call."""
         message = error.message
-        shared = login_problem(error, self._connection.method)
-        if shared is not None:
-            return KmsError(message, code=f"kms-{shared[0]}", hint=shared[1])
+        login = login_hint(error, self._connection.method)  # the hint shared by every Vault plug-in
         match error.problem:
-            case VaultProblem.SDK_MISSING | VaultProblem.CREDENTIALS_MISSING | VaultProblem.LOGIN_REFUSED:
-                raise AssertionError(error.problem)  # pragma: no cover - mapped by login_problem
+            case VaultProblem.SDK_MISSING:
+                return KmsError(message, code="kms-sdk-missing", hint=login)
+            case VaultProblem.CREDENTIALS_MISSING:
+                return KmsError(message, code="kms-credentials-missing", hint=login)
+            case VaultProblem.LOGIN_REFUSED:
+                return KmsError(message, code="kms-access-denied", hint=login)
             case VaultProblem.ACCESS_DENIED:
                 return KmsError(
                     message,
