@@ -42,6 +42,7 @@ os.environ.setdefault("CERTRECONCILE_CHECK_ERROR_CODES", "1")
 # bao_pki: OpenBao PKI + ACME on the bao_transit server (tests/bao_pki_server.py)
 # caddy_server, traefik_server, envoy_server: Caddy (admin API), Traefik (file provider), Envoy (file SDS)
 # nginx_server, haproxy_server: factories of a real nginx / HAProxy for given names (tests/web_servers.py)
+# ssh_server: a real OpenSSH sshd on 127.0.0.1 with its own host key, once per session (tests/ssh_server.py)
 pytest_plugins = [
     "kms_servers",
     "gcp_kms_server",
@@ -52,6 +53,7 @@ pytest_plugins = [
     "traefik_server",
     "envoy_server",
     "web_servers",
+    "ssh_server",
 ]
 
 ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"

@@ -574,6 +574,32 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.TARGET,
         "export the variable named in the message with the secret shared with the receiver",
     ),
+    _code(
+        "target-ssh-auth-failed",
+        Category.TARGET,
+        "add the public key to the remote user's authorized_keys, or check user and key_file",
+    ),
+    _code("target-ssh-failed", Category.TARGET, "the SSH session failed after login: see the host's sshd log"),
+    _code(
+        "target-ssh-host-key-changed",
+        Category.TARGET,
+        "the host's key is not the pinned one: check it out of band, then replace its known_hosts line",
+    ),
+    _code(
+        "target-ssh-host-unknown",
+        Category.TARGET,
+        "add the host's key (checked out of band) to the target's known_hosts file: no trust on first use",
+    ),
+    _code(
+        "target-ssh-key-unusable",
+        Category.TARGET,
+        "key_file must be a private key of mode 0600 (its passphrase in key_passphrase_env), or use agent: true",
+    ),
+    _code(
+        "target-ssh-known-hosts-invalid",
+        Category.TARGET,
+        "point known_hosts at a readable OpenSSH known_hosts file holding the host's key",
+    ),
     _code("target-throttled", Category.TARGET, "retry later"),
     _code(
         "target-unconfirmed",
