@@ -568,7 +568,11 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.TARGET,
         "check that the certificate, its chain and its key belong together",
     ),
-    _code("target-sdk-missing", Category.TARGET, "pip install 'certreconcile[aws]'"),
+    _code(
+        "target-sdk-missing",
+        Category.TARGET,
+        "install the extra the message names: pip install 'certreconcile[aws]' or 'certreconcile[ssh]'",
+    ),
     _code(
         "target-secret-missing",
         Category.TARGET,

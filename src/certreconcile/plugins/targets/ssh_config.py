@@ -81,7 +81,18 @@ Config = SshTargetConfig
 
 def create(spec: TargetSpec, context: PluginContext) -> Target:
     """No I/O here: the host is contacted at each deployment and observation."""
-    from certreconcile.plugins.targets.ssh import SshTarget
+    try:
+        from certreconcile.plugins.targets.ssh import SshTarget
+    except ImportError as exc:
+        if exc.name != "asyncssh":
+            raise
+        from certreconcile.errors import TargetError
+
+        raise TargetError(
+            f"target {spec.name}: the ssh target needs asyncssh, which is not installed",
+            code="target-sdk-missing",
+            hint="pip install 'certreconcile[ssh]'",
+        ) from None
 
     assert isinstance(spec.config, SshTargetConfig)
     return SshTarget(
