@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import stat
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from certreconcile.plugins.targets.ssh import SshTarget
 from certreconcile.plugins.targets.ssh_config import SshTargetConfig
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker, self_signed_bundle, wait_for_fingerprint
+from helpers import require_binary
 from kms_servers import free_port
 from ssh_server import SshServer, keygen
 from web_servers import Nginx
@@ -246,3 +250,26 @@ def test_a_symlinked_file_is_replaced_not_written_through(ssh_server: SshServer,
     assert not (remote / "shop" / "privkey.pem").is_symlink()
     assert (remote / "shop" / "privkey.pem").read_bytes() == bundle.key_pem.reveal()
     assert [p.name for p in _files_under(remote) if p.name.startswith(TEMP_PREFIX)] == []
+
+
+def test_an_ssh_agent_authenticates_without_a_key_file(ssh_server: SshServer, tmp_path: Path) -> None:
+    agent_binary = shutil.which("ssh-agent") or require_binary("ssh-agent")
+    add_binary = shutil.which("ssh-add") or require_binary("ssh-add")
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen([agent_binary, "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = {"SSH_AUTH_SOCK": str(socket_path)}
+        remote = tmp_path / "remote"
+        without = _target(ssh_server, remote, env=env, key_file=None, agent=True)
+        assert _deploy_error(without).code == "target-ssh-key-unusable"  # the agent holds no key yet
+        subprocess.run([add_binary, "-q", str(ssh_server.client_key)], env=env, check=True, capture_output=True)
+        bundle = self_signed_bundle("shop", ("shop.example.test",))
+        _target(ssh_server, remote, env=env, key_file=None, agent=True).deploy(bundle)
+        assert (remote / "shop" / "privkey.pem").read_bytes() == bundle.key_pem.reveal()
+        assert _deploy_error(_target(ssh_server, remote, key_file=None, agent=True)).code == "target-ssh-key-unusable"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
