@@ -270,8 +270,10 @@ def test_a_kms_outage_keeps_the_journalled_key(
     env = _env(tmp_path, desired, postgres_store, clock, credentials)
     journalled_id = _crash_after_key(desired, env, postgres_store, clock, idempotency_key)
 
-    gcp_kms.fail_next.append(status)  # the next KMS request (unwrapping the journalled key) fails
+    # An outage, not a blip: every request fails, the bounded retries included.
+    gcp_kms.fail_next.extend([status] * 20)
     result = _apply(desired, _env(tmp_path, desired, postgres_store, clock, credentials), postgres_store, clock)
+    gcp_kms.fail_next.clear()
     assert not result.ok
     assert result.failures[0].error_code == code
     assert _discarded(postgres_store) == []
