@@ -56,6 +56,7 @@ __all__ = [
     "journal",
     "kill_after",
     "kill_at_gate",
+    "replaced_orders",
     "start_apply",
 ]
 
@@ -100,6 +101,7 @@ class World:
     nginx_cert_dir: Path
     nginx_address: str
     kms_key_file: Path
+    ca_bundle: Path  # trusted for the ACME directory's TLS
     declared: Mapping[str, tuple[str, ...]]  # name -> domains
     targets: tuple[str, ...]
 
@@ -271,7 +273,7 @@ def invariants(world: World, database_url: str) -> list[str]:
     problems: list[str] = []
     with psycopg.connect(database_url) as conn:
         current = _current_certificates(conn, world, problems)
-        problems += _order_problems(conn)
+        problems += _order_problems(conn, world)
         problems += _key_problems(conn, world)
         problems += _distribution_problems(conn, world, current)
         problems += _rotation_problems(conn)
@@ -307,13 +309,26 @@ def _current_certificates(
     return current
 
 
-def _order_problems(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
-    """At most one ACME order per name and plan (change), and one certificate per order."""
+def _order_problems(conn: psycopg.Connection[tuple[object, ...]], world: World) -> list[str]:
+    """At most one ACME order per name and change, unless the CA invalidated the earlier ones.
+
+    A kill while the CA validates an HTTP-01 challenge takes the standalone responder down with
+    the apply: the CA marks that order invalid (final, RFC 8555 §7.1.6) and the rerun must order
+    again. So each change may have several orders, but the CA (asked with the account's key)
+    must say exactly one is valid and every other one invalid; two valid orders are a duplicate.
+    """
     rows = conn.execute(
-        "SELECT name, idempotency_key, count(DISTINCT detail->>'order_url') FROM ApplyStep"
-        " WHERE step = 'order-created' GROUP BY name, idempotency_key HAVING count(DISTINCT detail->>'order_url') > 1"
+        "SELECT name, idempotency_key, array_agg(DISTINCT detail->>'order_url') FROM ApplyStep"
+        " WHERE step = 'order-created' GROUP BY name, idempotency_key"
     ).fetchall()
-    problems = [f"{name}: {count} ACME orders for one change ({key[:12]})" for name, key, count in rows]
+    problems: list[str] = []
+    statuses = _ca_order_statuses(conn, world, [url for *_, urls in rows for url in urls if len(urls) > 1])  # type: ignore[attr-defined]
+    for name, key, urls in rows:
+        if len(urls) < 2:  # type: ignore[arg-type]
+            continue
+        seen = sorted(statuses[url] for url in urls)  # type: ignore[attr-defined]
+        if seen.count("valid") != 1 or any(status not in ("valid", "invalid") for status in seen):
+            problems.append(f"{name}: {len(seen)} ACME orders for one change ({str(key)[:12]}), at the CA {seen}")
     stored = conn.execute(
         "SELECT name, idempotency_key, count(DISTINCT detail->>'cert_id') FROM ApplyStep"
         " WHERE step = 'certificate-stored' GROUP BY name, idempotency_key"
@@ -321,6 +336,39 @@ def _order_problems(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     ).fetchall()
     problems += [f"{name}: {count} certificates stored for one change" for name, _, count in stored]
     return problems
+
+
+def replaced_orders(database_url: str) -> int:
+    """Orders journalled beyond the first of their change (each one found invalid at the CA)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(DISTINCT detail->>'order_url') AS n FROM ApplyStep"
+            " WHERE step = 'order-created' GROUP BY idempotency_key) AS orders"
+        ).fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+def _ca_order_statuses(
+    conn: psycopg.Connection[tuple[object, ...]], world: World, urls: Sequence[str]
+) -> dict[str, str]:
+    """Each order's status at the CA, read (POST-as-GET) with the account key the apply stored."""
+    if not urls:
+        return {}
+    from acme import messages
+    from josepy import jwa, jwk
+
+    from certreconcile.plugins.issuers.acme import acme_account_context
+    from certreconcile.plugins.issuers.acme.client import AcmeConnection
+
+    row = conn.execute("SELECT directory_url, key_ref, account_url FROM AcmeAccount").fetchone()
+    assert row is not None, "orders without an ACME account"
+    directory_url, key_ref, account_url = (str(value) for value in row)
+    kms = LocalKms(world.kms_key_file, create=False)
+    key = load_private_key(open_envelope(kms, key_ref_from_json(key_ref), acme_account_context(directory_url)))
+    directory = AcmeConnection.fetch_directory(directory_url, str(world.ca_bundle))
+    connection = AcmeConnection(directory, jwk.JWKEC(key=key), jwa.ES256, str(world.ca_bundle))
+    connection.use_account(account_url)
+    return {url: str(messages.Order.from_json(connection.post_as_get(url).json()).status.name) for url in urls}
 
 
 def _key_problems(conn: psycopg.Connection[tuple[object, ...]], world: World) -> list[str]:

@@ -36,6 +36,7 @@ import yaml
 
 from acme_servers import ChallTestSrv, Pebble, start_pebble
 from certreconcile.plugins.targets.handshake import observe_served
+from certreconcile.plugins.targets.safe_files import TEMP_PREFIX
 from crash_harness import (
     Kill,
     World,
@@ -111,6 +112,7 @@ class Lab:
     reruns: list[int] = dataclasses.field(default_factory=list)
     pebble_log: Path = Path()
     clean_steps: list[tuple[int, str, str, str]] = dataclasses.field(default_factory=list)
+    replaced: int = 0  # orders placed again because the CA had invalidated the killed apply's order
     run_seconds: float = 0.0  # a clean default apply, from recording its run to its last journalled step
 
     def pebble_orders(self) -> int:
@@ -157,7 +159,8 @@ def lab(
     ):
         world = World(
             admin_url=pg_server, repo=repo, files_dir=files_dir, nginx_cert_dir=nginx.cert_dir,
-            nginx_address=nginx.address, kms_key_file=base / "kms" / "master.key", declared=STATE_B, targets=TARGETS,
+            nginx_address=nginx.address, kms_key_file=base / "kms" / "master.key", ca_bundle=pebble.ca_bundle,
+            declared=STATE_B, targets=TARGETS,
         )  # fmt: skip
         template = f"crash_prep_{os.getpid()}"
         with clone_database(pg_server, migrated_template, template) as url:
@@ -209,6 +212,7 @@ def _report(request: pytest.FixtureRequest, lab: Lab, what: str, kills: list[Kil
         f" had ended), survived {len(kills) - len(failed)},"
         f" duplicate orders {sum('ACME orders' in p for p in problems)},"
         f" lost keys {sum('does not open' in p or 'does not match' in p for p in problems)},"
+        f" orders placed again after the CA invalidated the killed apply's order {lab.replaced},"
         f" most reruns needed {max(lab.reruns[-len(kills) :], default=0)}"
         + (f"; random moments drawn in [0, {lab.run_seconds:.3f} s] after the run was recorded" if at_random else "")
     )
@@ -220,14 +224,23 @@ def _report(request: pytest.FixtureRequest, lab: Lab, what: str, kills: list[Kil
                   f" ({kill.rows_at_kill} rows at the kill, {kill.rows_after} after)")  # fmt: skip
 
 
-def _survive(lab: Lab, url: str, kill: Kill, orders_before: int) -> list[str]:
-    """Rerun to convergence; every invariant broken, plus any order Pebble made beyond one per change."""
+def _survive(lab: Lab, url: str, kill: Kill, orders_before: int, base: int) -> list[str]:
+    """Rerun to convergence; every invariant broken, and any order the CA made that the journal does not know."""
     lab.kills.append(kill)
     lab.reruns.append(converge(lab.world, url, kill.label))
     problems = invariants(lab.world, url)
     made = lab.pebble_orders() - orders_before
-    if made != len(CHANGED):
-        problems.append(f"{made} ACME orders at Pebble for {len(CHANGED)} changed certificates")
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT detail->>'order_url') FROM ApplyStep WHERE step = 'order-created' AND id > %s",
+            (base,),
+        ).fetchone()
+    journalled = int(row[0]) if row else 0
+    if made != journalled:
+        problems.append(
+            f"{made} ACME orders at Pebble, {journalled} journalled: {made - journalled} unknown to the journal"
+        )
+    lab.replaced += journalled - len(CHANGED)
     return [f"{kill.label} ({kill.aimed}, landed at {kill.landed}): {p}" for p in problems]
 
 
@@ -244,7 +257,7 @@ def _kill_at_steps(lab: Lab, indices: range) -> tuple[list[Kill], list[str]]:
             # Exact: the aimed row is the journal's last (or, journalled in a transaction, rolled back with it).
             assert kill.rows_after in (index, index - 1) and kill.rows_at_kill == max(index - 1, 0), kill
             kills.append(kill)
-            problems += _survive(lab, url, kill, orders)
+            problems += _survive(lab, url, kill, orders, base)
     return kills, problems
 
 
@@ -260,7 +273,7 @@ def _kill_at_random(lab: Lab, count: int, seed: int, *extra: str) -> tuple[list[
             process = start_apply(lab.world, url, *extra)
             kill = kill_after(url, process, f"random#{number} (seed {seed})", delay, base)
             kills.append(kill)
-            problems += _survive(lab, url, kill, orders)
+            problems += _survive(lab, url, kill, orders, base)
     return kills, problems
 
 
@@ -283,6 +296,38 @@ def test_the_clean_run_journals_the_steps_the_kills_aim_at(clean_run: Lab) -> No
         assert (name, "order-created", "done") in steps, steps
         assert (name, "verify:edge", "done") in steps, steps
     assert not [row for row in steps if row[0] == "alpha"], steps  # untouched: never journalled
+
+
+def test_the_invariants_catch_what_they_promise(clean_run: Lab) -> None:
+    """The checker is not blind: after a clean apply, break one promise of each kind and see it named."""
+    world = clean_run.world
+    with clean_run.scenario_database() as url:
+        process = start_apply(world, url)
+        assert process.wait(timeout=300) == 0, process.communicate()[0]
+        assert invariants(world, url) == []
+        (world.files_dir / "beta" / f"{TEMP_PREFIX}cert.pem.0123456789abcdef").write_bytes(b"")
+        with psycopg.connect(url, autocommit=True) as conn:
+            ids = dict(conn.execute("SELECT name, id FROM Certificate WHERE status = 'active'").fetchall())
+            conn.execute(  # a second order for beta's change, valid at the CA (gamma's)
+                "INSERT INTO ApplyStep (run_id, idempotency_key, name, step, state, detail)"
+                " SELECT b.run_id, b.idempotency_key, b.name, b.step, b.state, g.detail FROM ApplyStep b, ApplyStep g"
+                " WHERE b.name = 'beta' AND b.step = 'order-created' AND g.name = 'gamma' AND g.step = 'order-created'"
+            )
+            conn.execute(
+                "UPDATE Certificate SET key_ref = (SELECT key_ref FROM Certificate WHERE id = %s) WHERE id = %s",
+                (ids["alpha"], ids["gamma"]),
+            )
+            conn.execute("INSERT INTO CertRotation (cert_id) VALUES (%s)", (ids["alpha"],))
+            conn.execute("UPDATE Distribution SET verified_at = NULL WHERE cert_name = 'delta' AND target = 'files'")
+        found = "\n".join(invariants(world, url))
+    for expected in (
+        "temporary file left",
+        "beta: 2 ACME orders for one change",  # both valid at the CA  # both valid at the CA
+        "gamma: key of certificate",
+        "1 rotation(s) still open",
+        "delta: files not verified",
+    ):
+        assert expected in found, found
 
 
 def test_kill_at_every_step_of_a_rotation_and_at_random_moments(clean_run: Lab, request: pytest.FixtureRequest) -> None:
