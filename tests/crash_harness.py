@@ -64,7 +64,7 @@ GATE_LOCK = 7_424_242  # the advisory lock the gate waits on (held by the test)
 _POLL = 0.002  # seconds between looks at pg_locks while waiting for the gate
 
 _GATE_SQL = """
-CREATE TABLE crash_gate (target INT, base BIGINT NOT NULL);
+CREATE TABLE crash_gate (target INT, base BIGINT NOT NULL, at_order BOOLEAN NOT NULL DEFAULT FALSE);
 INSERT INTO crash_gate VALUES (NULL, 0);
 CREATE FUNCTION crash_gate_wait() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -72,6 +72,12 @@ DECLARE
     seen BIGINT;
 BEGIN
     SELECT * INTO gate FROM crash_gate;
+    IF TG_TABLE_NAME = 'acmeorder' THEN
+        IF gate.at_order THEN
+            PERFORM pg_advisory_xact_lock(%(lock)s);
+        END IF;
+        RETURN NULL;
+    END IF;
     IF gate.target IS NULL THEN
         RETURN NULL;
     END IF;
@@ -88,6 +94,7 @@ END;
 $$;
 CREATE TRIGGER crash_gate_run AFTER INSERT ON ApplyRun FOR EACH ROW EXECUTE FUNCTION crash_gate_wait();
 CREATE TRIGGER crash_gate_step AFTER INSERT ON ApplyStep FOR EACH ROW EXECUTE FUNCTION crash_gate_wait();
+CREATE TRIGGER crash_gate_order AFTER INSERT ON AcmeOrder FOR EACH ROW EXECUTE FUNCTION crash_gate_wait();
 """
 
 
@@ -176,13 +183,14 @@ def last_step_id(database_url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def arm_gate(database_url: str, target: int) -> int:
-    """Install the gate (once per database) and aim it at the ``target``-th row of the next run."""
+def arm_gate(database_url: str, target: int | None, *, at_order: bool = False) -> int:
+    """Install the gate (once per database) and aim it at the ``target``-th row of the next run,
+    or (``at_order``) at the first ``AcmeOrder`` row: after the CA created the order, before it is recorded."""
     base = last_step_id(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('crash_gate')").fetchone() == (None,):
             conn.execute(_GATE_SQL.replace("%(lock)s", str(GATE_LOCK)))  # type: ignore[arg-type]
-        conn.execute("UPDATE crash_gate SET target = %s, base = %s", (target, base))
+        conn.execute("UPDATE crash_gate SET target = %s, base = %s, at_order = %s", (target, base, at_order))
     return base
 
 
@@ -210,7 +218,7 @@ def kill_at_gate(database_url: str, process: subprocess.Popen[str], label: str, 
         at_kill = len(journal(database_url, base))
         process.send_signal(signal.SIGKILL)
         output = process.communicate(timeout=30)[0]
-        holder.execute("UPDATE crash_gate SET target = NULL")  # stays armed for no later run
+        holder.execute("UPDATE crash_gate SET target = NULL, at_order = FALSE")  # armed for no later run
         holder.execute("SELECT pg_advisory_unlock(%s)", (GATE_LOCK,))
         _wait_backends_gone(holder)
     if exited:
