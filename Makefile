@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES ?= git openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus openssh-server
 DEMO_DIR ?= examples/desired-state
 
-.PHONY: help venv demo test lint typecheck importlint unit deps bench schema clean
+.PHONY: help venv demo test lint typecheck importlint unit soak deps bench schema clean
 
 help:
 	@echo "make demo   - install into $(VENV), apply $(DEMO_DIR) on the embedded defaults, show status"
 	@echo "make test   - install everything the tests need (Debian packages too), run lint, types and tests"
+	@echo "make soak   - the long randomized tests (crash injection at every step and at random moments)"
 	@echo "make bench  - run the benchmarks in bench/ (Pebble and nginx from the Debian packages)"
 
 $(BIN)/certreconcile: pyproject.toml tests/plugins/certreconcile-example-target/pyproject.toml
@@ -49,6 +50,10 @@ unit: venv
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test: deps venv lint typecheck importlint unit
+
+# The tests marked `soak` (pyproject's addopts deselects them from `make test`; a later -m wins).
+soak: deps venv
+	$(BIN)/pytest -q -p no:cacheprovider -m soak
 
 bench: deps venv
 	$(BIN)/python bench/desired_load.py
