@@ -444,6 +444,14 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
                'key_rewrapped','key_discarded')
 );
 
+-- ==== 0010_certificate_origin ====
+
+-- certreconcile migration 0010: who owns a certificate. 'git': declared in the desired state (an apply
+-- retires or revokes it when its declaration is removed); 'api': issued through the CertificateManager
+-- facade (an apply of declarations that do not name it leaves it alone).
+ALTER TABLE Certificate ADD COLUMN origin TEXT NOT NULL DEFAULT 'git';
+ALTER TABLE Certificate ADD CONSTRAINT chk_cert_origin CHECK (origin IN ('git','api'));
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -455,3 +463,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (6, '0006_distribution_verifi
 INSERT INTO SchemaMigration (version, name) VALUES (7, '0007_audit_chain');
 INSERT INTO SchemaMigration (version, name) VALUES (8, '0008_least_privilege');
 INSERT INTO SchemaMigration (version, name) VALUES (9, '0009_audit_key_discarded');
+INSERT INTO SchemaMigration (version, name) VALUES (10, '0010_certificate_origin');

@@ -83,9 +83,9 @@ _CODES: tuple[ErrorCode, ...] = (
     _code("cert-unknown", Category.COMMAND, "see `certreconcile status --format json` for ids"),
     _code("certreconcile-error", Category.COMMAND, "see the message"),
     _code(
-        "challenge-dir-missing",
+        "challenge-solver-missing",
         Category.COMMAND,
-        "create the challenge directory, or configure the HTTP-01 webroot",
+        "declare an ACME issuer with http01 (standalone or webroot), or pass acme_provider=",
     ),
     _code("challenge-token-invalid", Category.COMMAND, "pass the token the CA gave (base64url characters only)"),
     _code("challenge-url-invalid", Category.COMMAND, "pass an http:// or https:// URL"),
@@ -556,6 +556,11 @@ _CODES: tuple[ErrorCode, ...] = (
         "target-rejected",
         Category.TARGET,
         "the target refused the certificate: see its log; it must suit the server's TLS config",
+    ),
+    _code(
+        "verification-failed",
+        Category.TARGET,
+        "the new certificate is stored but not served everywhere: fix the targets named, then rotate or apply again",
     ),
     _code("target-reload-failed", Category.TARGET, "run the reload command by hand to see its full output"),
     _code(

@@ -15,6 +15,9 @@ shown when it could carry a secret.
     ├── IssuerError                 the CA refused or failed to issue or revoke
     │   └── DnsError                a DNS-01 record could not be published, seen or removed
     ├── TargetError                 a deployment or its verification failed
+    │   ├── VerificationFailed      a new certificate is not verified on its targets (rotation left open)
+    │   └── TargetFailed            a distribution failed on some targets (``failures``: target → error)
+    ├── PolicyViolation             a name outside policy.allowed_domains, or over a CA budget
     └── ApplyError                  one or more changes of an apply failed
 """
 
@@ -30,10 +33,13 @@ __all__ = [
     "DnsError",
     "IssuerError",
     "KmsError",
+    "PolicyViolation",
     "StalePlanError",
     "StateError",
     "TargetError",
+    "TargetFailed",
     "UnregisteredCodeError",
+    "VerificationFailed",
 ]
 
 #: Set to 1 (the tests do) to make an error with a code missing from ``error_codes.REGISTRY`` fail at once.
@@ -110,6 +116,38 @@ class DnsError(IssuerError):
 
 class TargetError(CertReconcileError):
     default_code = "target-error"
+
+
+class TargetFailed(TargetError):
+    """Deploying to some targets failed; ``failures`` maps each failed target to its error (one line)."""
+
+    default_code = "distribution-failed"
+
+    def __init__(self, message: str, failures: dict[str, str], *, code: str | None = None, hint: str = "") -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.failures = dict(failures)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(sorted(self.failures))
+
+
+class VerificationFailed(TargetFailed):
+    """A new certificate was issued but not verified on every target: its rotation stays open."""
+
+    default_code = "verification-failed"
+
+    def __init__(
+        self, message: str, failures: dict[str, str], *, cert_id: str, code: str | None = None, hint: str = ""
+    ) -> None:
+        super().__init__(message, failures, code=code, hint=hint)
+        self.cert_id = cert_id
+
+
+class PolicyViolation(CertReconcileError):
+    """A request the policy refuses (a name outside policy.allowed_domains, a CA budget exceeded)."""
+
+    default_code = "domain-not-allowed"
 
 
 class ApplyError(CertReconcileError):

@@ -13,23 +13,26 @@ is :func:`certreconcile.engine.plan` over :func:`certreconcile.engine.gather`, a
 from __future__ import annotations
 
 import re
-import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 from certreconcile import engine
 from certreconcile.actual.store import StateStore
-from certreconcile.apply.executor import ApplyEnvironment, ChangeRunner
+from certreconcile.apply.executor import ApplyEnvironment, ChangeResult, ChangeRunner
 from certreconcile.clock import Clock, SystemClock
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.durations import RenewBefore
 from certreconcile.domain.keys import KeyType
-from certreconcile.domain.names import normalize_domain
-from certreconcile.errors import CertReconcileError
+from certreconcile.domain.names import matches_allowed, normalize_domain
+from certreconcile.domain.policy import Origin
+from certreconcile.errors import CertReconcileError, PolicyViolation, TargetFailed, VerificationFailed
+from certreconcile.http01_check import Http01SelfCheckable, check_token, self_check
+from certreconcile.plan.budget import rate_limit_diagnostics
 from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD
-from certreconcile.plan.plan import Action, Change, Plan, Reason, ReasonCode
+from certreconcile.plan.plan import Action, Change, Plan, Reason, ReasonCode, Severity, Trigger
 from certreconcile.plugins.ports import Issuer, Kms, Target
 from certreconcile.wiring import Settings
 
@@ -65,9 +68,11 @@ class CertificateManager:
         clock: Clock | None = None,
         actor: str = "user:certificate-manager",
         desired: DesiredState | None = None,
-        challenge_dir: Path | None = None,
+        allowed_domains: Sequence[str] | None = None,
         challenge_base_url: str | None = None,
     ) -> None:
+        """``allowed_domains``: the policy (default: the declarations', else any name). ``challenge_base_url``:
+        where validate_acme_challenge fetches instead of ``http://<domain>`` (explicit; tests use 127.0.0.1)."""
         self.db = db
         self.kms = kms_client
         self.acme: Mapping[str, Issuer] = (
@@ -77,12 +82,20 @@ class CertificateManager:
         self.clock = clock or SystemClock()
         self.actor = actor
         self._desired = desired
-        self.challenge_dir = challenge_dir
+        if allowed_domains is None:
+            self.allowed_domains = desired.allowed_domains if desired is not None else ()
+        else:
+            self.allowed_domains = tuple(normalize_domain(pattern) for pattern in allowed_domains)
         self.challenge_base_url = challenge_base_url
 
     @classmethod
     def from_directory(
-        cls, directory: Path, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+        cls,
+        directory: Path,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        challenge_base_url: str | None = None,
     ) -> CertificateManager:
         """A manager wired from a desired-state directory, like the CLI (``environ``: the process environment)."""
         from certreconcile.desired import load_desired
@@ -92,7 +105,16 @@ class CertificateManager:
         settings = Settings.from_env(directory, environ)
         store = open_store(settings)
         env = build_environment(desired, settings, store, clock or SystemClock())
-        return cls(store, env.kms, env.issuers, targets=env.targets, clock=env.clock, actor=env.actor, desired=desired)
+        return cls(
+            store,
+            env.kms,
+            env.issuers,
+            targets=env.targets,
+            clock=env.clock,
+            actor=env.actor,
+            desired=desired,
+            challenge_base_url=challenge_base_url,
+        )
 
     # --- the engine's plan --------------------------------------------------------
     def plan(self, *, settings: Settings | None = None) -> Plan:
@@ -121,8 +143,6 @@ class CertificateManager:
         certificates = dict(base.certificates) if base else {}
         certificates[spec.name] = spec
         if base is not None:
-            from dataclasses import replace
-
             return replace(base, certificates=certificates)
         from pydantic import BaseModel
 
@@ -163,20 +183,59 @@ class CertificateManager:
             key_ref=key_ref.envelope_json,
         )
 
-    def _run(self, change: Change, spec: CertificateSpec) -> CertificateRecord:
+    def _run(self, change: Change, spec: CertificateSpec) -> ChangeResult:
         desired = self._desired_with(spec)
         with self.db.session() as session:
             run_id = session.start_run(desired.git_commit, change.idempotency_key, self.clock.now())
-            result = ChangeRunner(session, desired, self._environment(), run_id).run(change)
+            runner = ChangeRunner(session, desired, self._environment(), run_id, origin=Origin.API)
+            result = runner.run(change)
             session.finish_run(run_id, "success" if result.outcome == "done" else result.outcome, self.clock.now())
             if result.outcome != "done" and result.cert_id is None:
                 raise CertReconcileError(f"{change.name}: {result.message}", code="manager-failed")
             session.bump_serial()
-        return self._record(change.name)
+        return result
+
+    def _failures(self, name: str, cert_id: str, targets: tuple[str, ...]) -> dict[str, str]:
+        """Each of ``targets`` not verified with ``cert_id``, with its recorded error."""
+        with self.db.session() as session:
+            current = session.current_certificate(name)
+        distributions = current.distributions if current is not None and current.id == cert_id else {}
+        failures = {}
+        for target in targets:
+            state = distributions.get(target)
+            if state is None or state.verified_at is None or state.fingerprint != (current and current.fingerprint):
+                failures[target] = (state.last_error if state is not None else None) or "not verified"
+        return failures
+
+    # --- policy and budgets ----------------------------------------------------------
+    def _check_policy(self, domains: tuple[str, ...]) -> None:
+        """Every name inside policy.allowed_domains (as validation checks declarations), before any issuance."""
+        allowed = self.allowed_domains
+        outside = [name for name in domains if allowed and not matches_allowed(name, allowed)]
+        if outside:
+            raise PolicyViolation(
+                f"{', '.join(repr(name) for name in outside)} outside policy.allowed_domains",
+                code="domain-not-allowed",
+                hint=f"allowed: {', '.join(allowed)}",
+            )
+
+    def _check_budget(self, change: Change, spec: CertificateSpec) -> None:
+        """The CA budgets (Let's Encrypt rate limits) over this change and the recent history, as plan counts them."""
+        desired = self._desired_with(spec)
+        with self.db.session() as session:
+            actual = session.load_actual()
+        for diagnostic in rate_limit_diagnostics(desired, actual, (change,), self.clock.now()):
+            if diagnostic.severity is Severity.ERROR:
+                raise PolicyViolation(diagnostic.summary, code=diagnostic.code, hint=diagnostic.hint)
 
     # --- the seed's interface -----------------------------------------------------
     def issue_certificate(self, domains: list[str], acme_provider: str = "letsencrypt") -> CertificateRecord:
-        """Issue a new certificate for the given domains (primary + SANs) from the named issuer."""
+        """Issue a new certificate for the given domains (primary + SANs) from the named issuer.
+
+        Raises :class:`PolicyViolation` (nothing issued) for a name outside policy.allowed_domains or a CA
+        budget exceeded, :class:`TargetFailed` never (it distributes nowhere). The certificate is owned by
+        the API: an apply of declarations that do not name it leaves it alone.
+        """
         if acme_provider not in self.acme:
             raise CertReconcileError(
                 f"no issuer named {acme_provider!r}",
@@ -186,6 +245,7 @@ class CertificateManager:
         if not domains:
             raise CertReconcileError("issue_certificate needs at least one domain", code="domains-empty")
         normalized = tuple(dict.fromkeys(normalize_domain(d) for d in domains))
+        self._check_policy(normalized)
         name = _name_for(normalized[0])
         spec = CertificateSpec(
             name=name,
@@ -207,13 +267,16 @@ class CertificateManager:
             action=Action.ISSUE,
             name=name,
             reasons=(Reason(ReasonCode.NEW_CERTIFICATE, "requested"),),
+            trigger=Trigger.MANUAL,
             domains=normalized,
             issuer=acme_provider,
             key_type=spec.key_type.value,
             targets=(),
             idempotency_key=f"manager-issue-{name}-{self.clock.now().timestamp()}",
         )
-        return self._run(change, spec)
+        self._check_budget(change, spec)
+        self._run(change, spec)
+        return self._record(name)
 
     def _spec_for_id(self, cert_id: str) -> tuple[CertificateSpec, str, str]:
         with self.db.session() as session:
@@ -239,12 +302,18 @@ class CertificateManager:
         return spec, name, cert.fingerprint
 
     def rotate_certificate(self, cert_id: str) -> CertificateRecord:
-        """Replace a certificate: a new key pair, issue, distribute, verify; the old one is superseded."""
+        """Replace a certificate: a new key pair, issue, distribute, verify; the old one is superseded.
+
+        Raises :class:`VerificationFailed` when the new certificate is not verified on every target: it is
+        stored and deployed where it could be, the rotation stays open (the old one is not superseded).
+        """
         spec, name, fingerprint = self._spec_for_id(cert_id)
+        self._check_policy(spec.domains)
         change = Change(
             action=Action.ROTATE,
             name=name,
             reasons=(Reason(ReasonCode.FORCED, "requested"),),
+            trigger=Trigger.MANUAL,
             domains=spec.domains,
             issuer=spec.issuer,
             key_type=spec.key_type.value,
@@ -254,39 +323,53 @@ class CertificateManager:
             idempotency_key=f"manager-rotate-{cert_id}",
             forced=True,
         )
-        return self._run(change, spec)
-
-    def validate_acme_challenge(self, domain: str, token: str, key_authorization: str | None = None) -> bool:
-        """HTTP-01: write the token file under ``challenge_dir`` and check it is served.
-
-        The file is ``<challenge_dir>/.well-known/acme-challenge/<token>``. With
-        ``challenge_base_url`` the check fetches it over HTTP (Host: domain), as the CA
-        would; otherwise it reads the file back.
-        """
-        if self.challenge_dir is None:
-            raise CertReconcileError(
-                "validate_acme_challenge needs a challenge_dir (the web root)", code="challenge-dir-missing"
+        self._check_budget(change, spec)
+        result = self._run(change, spec)
+        if result.outcome == "failed" and result.cert_id is not None:
+            failures = self._failures(name, result.cert_id, spec.targets) or {"-": result.message}
+            raise VerificationFailed(
+                f"{name}: the new certificate {result.cert_id} is not verified on "
+                + "; ".join(f"{target}: {error}" for target, error in sorted(failures.items())),
+                failures,
+                cert_id=result.cert_id,
+                hint="the rotation stays open: fix the targets, then distribute_certificate() or rotate again",
             )
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", token):
-            raise CertReconcileError("an ACME token is base64url characters only", code="challenge-token-invalid")
-        body = key_authorization or token
-        path = self.challenge_dir / ".well-known" / "acme-challenge" / token
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body)
-        if self.challenge_base_url is None:
-            return path.read_text() == body
-        url = f"{self.challenge_base_url.rstrip('/')}/.well-known/acme-challenge/{token}"
-        if not url.startswith(("http://", "https://")):
-            raise CertReconcileError("challenge_base_url must be http:// or https://", code="challenge-url-invalid")
-        request = urllib.request.Request(url, headers={"Host": normalize_domain(domain)})  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-                return bool(response.status == 200 and response.read().decode().strip() == body)
-        except OSError:
-            return False
+        return self._record(name)
+
+    def validate_acme_challenge(self, domain: str, token: str, *, acme_provider: str | None = None) -> bool:
+        """HTTP-01 self-check, as certbot's: serve the key authorization for ``token`` (the account key's)
+        on the issuer's configured solver, fetch ``http://<domain>/.well-known/acme-challenge/<token>`` from
+        outside, compare, clean up. True when the domain serves it; False otherwise.
+
+        ``acme_provider``: the ACME issuer (default: the only one with HTTP-01). ``challenge_base_url`` (the
+        constructor's) replaces ``http://<domain>`` for the fetch; the Host header stays the domain.
+        """
+        check_token(token)
+        return self_check(self._http01_issuer(acme_provider), domain, token, base_url=self.challenge_base_url)
+
+    def _http01_issuer(self, acme_provider: str | None) -> Http01SelfCheckable:
+        capable = {
+            name: issuer
+            for name, issuer in self.acme.items()
+            if hasattr(issuer, "key_authorization") and hasattr(issuer, "http01_solver")
+        }
+        if acme_provider is not None and acme_provider in capable:
+            return cast(Http01SelfCheckable, capable[acme_provider])
+        if acme_provider is None and len(capable) == 1:
+            return cast(Http01SelfCheckable, next(iter(capable.values())))
+        raise CertReconcileError(
+            "validate_acme_challenge needs an ACME issuer with an HTTP-01 solver"
+            + (f"; {acme_provider!r} is not one" if acme_provider is not None else ""),
+            code="challenge-solver-missing",
+            hint="ACME issuers with http01: " + (", ".join(sorted(capable)) or "none declared"),
+        )
 
     def distribute_certificate(self, cert_id: str, targets: list[str]) -> None:
-        """Push certificate and key to each named target, reload, verify by observation, audit."""
+        """Push certificate and key to each named target, reload, verify by observation, audit.
+
+        Raises :class:`TargetFailed` naming each requested target not verified (and its error); the
+        others are deployed. A target that failed before never blocks a later distribute to other targets.
+        """
         unknown = [t for t in targets if t not in self.targets]
         if unknown:
             raise CertReconcileError(
@@ -295,19 +378,12 @@ class CertificateManager:
                 hint="available: " + ", ".join(sorted(self.targets)),
             )
         spec, name, fingerprint = self._spec_for_id(cert_id)
-        spec = CertificateSpec(
-            name=spec.name,
-            domains=spec.domains,
-            issuer=spec.issuer,
-            key_type=spec.key_type,
-            renew_before=spec.renew_before,
-            targets=tuple(sorted(set(spec.targets) | set(targets))),
-            on_delete=spec.on_delete,
-        )
+        spec = replace(spec, targets=tuple(sorted(set(spec.targets) | set(targets))))
         change = Change(
             action=Action.REDISTRIBUTE,
             name=name,
             reasons=(Reason(ReasonCode.TARGET_ADDED, "requested"),),
+            trigger=Trigger.MANUAL,
             domains=spec.domains,
             issuer=spec.issuer,
             key_type=spec.key_type.value,
@@ -319,7 +395,14 @@ class CertificateManager:
         desired = self._desired_with(spec)
         with self.db.session() as session:
             run_id = session.start_run(None, change.idempotency_key, self.clock.now())
-            result = ChangeRunner(session, desired, self._environment(), run_id).redistribute(change)
+            runner = ChangeRunner(session, desired, self._environment(), run_id, origin=Origin.API)
+            result = runner.redistribute(change)
             session.finish_run(run_id, result.outcome, self.clock.now())
-        if result.outcome == "failed":
-            raise CertReconcileError(f"{name}: {result.message}", code="distribution-failed")
+        # Only the requested targets decide: another target's old failure (the rotation it keeps open) does not.
+        failures = self._failures(name, cert_id, change.targets)
+        if failures:
+            raise TargetFailed(
+                f"{name}: not verified on " + "; ".join(f"{t}: {e}" for t, e in sorted(failures.items())),
+                failures,
+                hint="fix the targets named, then distribute to them again (the others are deployed)",
+            )

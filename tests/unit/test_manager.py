@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import os
 import stat
-import threading
-from collections.abc import Iterator
+import subprocess
+import sys
 from datetime import timedelta
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -20,8 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from certreconcile.actual.store import AuditAction, StateStore
 from certreconcile.apply.executor import ApplyEnvironment, certificate_context
 from certreconcile.clock import FixedClock
+from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
-from certreconcile.errors import CertReconcileError
+from certreconcile.errors import CertReconcileError, PolicyViolation
 from certreconcile.manager import CertificateManager, CertificateRecord
 from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope
 from certreconcile.testing.fake_repository import InMemoryStore
@@ -201,121 +200,68 @@ def test_rotate_certificate_in_the_renewal_window(
 
 
 # ------------------------------------------------------------------ ACME HTTP-01 challenge
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _serve(directory: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture
-def challenge_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "webroot"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
-def web_server(challenge_dir: Path) -> Iterator[str]:
-    yield from _serve(challenge_dir)
-
-
-@pytest.fixture
-def elsewhere(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A server with another web root (what a misrouted domain would hit)."""
-    directory = tmp_path / "elsewhere"
-    directory.mkdir()
-    for url in _serve(directory):
-        yield directory, url
-
-
-def _manager_with_challenges(
-    env: ApplyEnvironment, store: StateStore, clock: FixedClock, challenge_dir: Path | None, base_url: str | None
-) -> CertificateManager:
-    return CertificateManager(
-        store,
-        env.kms,
-        env.issuers,
-        targets=env.targets,
-        clock=clock,
-        challenge_dir=challenge_dir,
-        challenge_base_url=base_url,
-    )
-
+# The self-check against a real solver and server: tests/e2e/test_manager_facade.py.
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
-KEY_AUTHORIZATION = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
-
-
-def test_validate_acme_challenge_served(
-    env: ApplyEnvironment, store: StateStore, clock: FixedClock, challenge_dir: Path, web_server: str
-) -> None:
-    manager = _manager_with_challenges(env, store, clock, challenge_dir, web_server)
-    assert manager.validate_acme_challenge("a.example.com", TOKEN, KEY_AUTHORIZATION) is True
-    served = challenge_dir / ".well-known" / "acme-challenge" / TOKEN
-    assert served.read_text() == KEY_AUTHORIZATION
-
-
-def test_validate_acme_challenge_not_served(
-    env: ApplyEnvironment,
-    store: StateStore,
-    clock: FixedClock,
-    challenge_dir: Path,
-    elsewhere: tuple[Path, str],
-) -> None:
-    other_root, other_url = elsewhere
-    manager = _manager_with_challenges(env, store, clock, challenge_dir, other_url)
-    assert manager.validate_acme_challenge("a.example.com", TOKEN, KEY_AUTHORIZATION) is False  # 404
-    stale = other_root / ".well-known" / "acme-challenge" / TOKEN
-    stale.parent.mkdir(parents=True)
-    stale.write_text(TOKEN + ".some-other-account-thumbprint")
-    assert manager.validate_acme_challenge("a.example.com", TOKEN, KEY_AUTHORIZATION) is False  # wrong body
-
-
-def test_validate_acme_challenge_server_down(
-    env: ApplyEnvironment, store: StateStore, clock: FixedClock, challenge_dir: Path
-) -> None:
-    for url in _serve(challenge_dir):
-        closed = url
-    manager = _manager_with_challenges(env, store, clock, challenge_dir, closed)
-    assert manager.validate_acme_challenge("a.example.com", TOKEN, KEY_AUTHORIZATION) is False
 
 
 @pytest.mark.parametrize("token", ["", "../../etc/passwd", "a/b", "a b", "tok.en", "x" * 257, "ö"])
-def test_validate_acme_challenge_invalid_token_raises(
-    env: ApplyEnvironment, store: StateStore, clock: FixedClock, challenge_dir: Path, token: str, tmp_path: Path
-) -> None:
-    manager = _manager_with_challenges(env, store, clock, challenge_dir, None)
+def test_validate_acme_challenge_invalid_token_raises(manager: CertificateManager, token: str, tmp_path: Path) -> None:
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(CertReconcileError) as caught:
-        manager.validate_acme_challenge("a.example.com", token, KEY_AUTHORIZATION)
+        manager.validate_acme_challenge("a.example.com", token)
     assert caught.value.code == "challenge-token-invalid"
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_validate_acme_challenge_needs_a_web_root(manager: CertificateManager) -> None:
+def test_validate_acme_challenge_needs_an_http01_issuer(manager: CertificateManager) -> None:
     with pytest.raises(CertReconcileError) as caught:
-        manager.validate_acme_challenge("a.example.com", TOKEN, KEY_AUTHORIZATION)
-    assert caught.value.code == "challenge-dir-missing"
+        manager.validate_acme_challenge("a.example.com", TOKEN)
+    assert caught.value.code == "challenge-solver-missing"
+    with pytest.raises(CertReconcileError) as named:
+        manager.validate_acme_challenge("a.example.com", TOKEN, acme_provider="internal")
+    assert named.value.code == "challenge-solver-missing"
 
 
-def test_validate_acme_challenge_without_a_server_reads_the_file_back(
-    env: ApplyEnvironment, store: StateStore, clock: FixedClock, challenge_dir: Path
-) -> None:
-    manager = _manager_with_challenges(env, store, clock, challenge_dir, None)
-    assert manager.validate_acme_challenge("a.example.com", TOKEN, KEY_AUTHORIZATION) is True
+# ------------------------------------------------------------------ policy (no store needed beyond the check)
+
+
+def test_allowed_domains_refuse_before_anything(manager: CertificateManager, store: StateStore) -> None:
+    manager.allowed_domains = ("example.com", "*.example.com")
+    with pytest.raises(PolicyViolation) as caught:
+        manager.issue_certificate(["a.example.org"], acme_provider="internal")
+    assert caught.value.code == "domain-not-allowed"
+    with store.session() as session:
+        assert session.load_actual().certificates == {}
+    record = manager.issue_certificate(["a.example.com"], acme_provider="internal")
+    with store.session() as session:
+        current = session.current_certificate(NAME)
+        assert current is not None and current.id == record.id and current.origin is Origin.API
+
+
+# ------------------------------------------------------------------ the package root
+
+
+def test_the_package_root_exports_the_facade_lazily() -> None:
+    code = (
+        "import sys, certreconcile\n"
+        "assert 'certreconcile.manager' not in sys.modules, 'imported eagerly'\n"
+        "from certreconcile import CertificateManager, CertificateRecord\n"
+        "import certreconcile.manager as m\n"
+        "assert CertificateManager is m.CertificateManager and CertificateRecord is m.CertificateRecord\n"
+        "assert all(hasattr(certreconcile, name) for name in certreconcile.__all__)\n"
+        "assert set(certreconcile.__all__) <= set(dir(certreconcile))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    )
+
+
+def test_the_package_root_refuses_unknown_names() -> None:
+    import certreconcile
+
+    with pytest.raises(AttributeError):
+        certreconcile.NoSuchThing  # noqa: B018
 
 
 # ------------------------------------------------------------------ from_directory

@@ -11,6 +11,7 @@ import pytest
 from certreconcile.actual.model import DistributionState, OpenRotation
 from certreconcile.cli.status import render_status_json, render_status_table, status_flags
 from certreconcile.desired.model import DesiredState
+from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan.policies import renewal_time
 from engine import T0
@@ -112,3 +113,14 @@ def test_pending_changes_and_names_never_issued_are_flagged(desired: DesiredStat
     assert shop["status"] == "rotating"
     assert shop["flags"] == ["pending", "next-attempt:2026-01-01T14:00Z"]
     assert shop["pending"] == ["rotate"]
+
+
+def test_status_shows_the_owner_of_api_issued_certificates(desired: DesiredState) -> None:
+    git = actual_for(desired, name="git")
+    api = actual_for(desired, name="api", id="a" * 32, origin=Origin.API)
+    actual = state(git, api)
+    rows = {row["name"]: row for row in json.loads(render_status_json(actual, T0, specs={}))["certificates"]}
+    assert (rows["api"]["owner"], rows["api"]["flags"]) == ("api", ["owner:api"])
+    assert (rows["git"]["owner"], rows["git"]["flags"]) == ("git", ["not-declared"])
+    table = render_status_table(actual, T0, color=False, specs={})
+    assert [line.split()[-1] for line in table.splitlines()[1:3]] == ["owner:api", "not-declared"]

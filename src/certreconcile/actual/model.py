@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from certreconcile.domain.keys import KeyType
-from certreconcile.domain.policy import OnDelete
+from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 
 __all__ = [
@@ -83,6 +83,7 @@ class ActualCertificate:
     open_rotation: OpenRotation | None = None
     issuer_fingerprint: str | None = None  # the issuer declaration this certificate was issued under
     renewal_window: RenewalWindow | None = None  # ARI: the CA's suggested window, when it offers one
+    origin: Origin = Origin.GIT  # who owns it: an apply never retires an API-issued name it does not declare
 
     @property
     def lifetime_seconds(self) -> float:

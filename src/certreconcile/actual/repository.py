@@ -66,7 +66,7 @@ from certreconcile.actual.store import (
     StoredKeyRef,
 )
 from certreconcile.domain.keys import KeyRef, KeyType
-from certreconcile.domain.policy import OnDelete
+from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus, check_transition
 from certreconcile.errors import StateError
 from certreconcile.retry import RetryPolicy, Verdict
@@ -98,6 +98,7 @@ log = logging.getLogger("certreconcile.state")
 _STATUS = {status.value: status for status in CertStatus}
 _KEY_TYPE = {key_type.value: key_type for key_type in KeyType}
 _ON_DELETE = {on_delete.value: on_delete for on_delete in OnDelete}
+_ORIGIN = {origin.value: origin for origin in Origin}
 _JSON_LOADS = json.loads
 
 
@@ -213,7 +214,7 @@ def _not_found(what: str, key: object) -> StateError:
 _SQL_CURRENT_ALL = (
     "SELECT DISTINCT ON (name) id::text, name, domain, san_domains::text, issuer, key_type,"
     " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
-    " issuer_fingerprint, ari.window_start, ari.window_end"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin"
     " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE retired_at IS NULL AND status <> 'superseded'"
     " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
@@ -222,7 +223,7 @@ _SQL_CURRENT_ALL = (
 _SQL_CURRENT_ONE = (
     "SELECT id::text, name, domain, san_domains::text, issuer, key_type,"
     " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
-    " issuer_fingerprint, ari.window_start, ari.window_end"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin"
     " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE name = %s AND retired_at IS NULL AND status <> 'superseded'"
     " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
@@ -370,7 +371,7 @@ def _row_to_certificate(
 ) -> ActualCertificate:
     # Field order of ActualCertificate: id, name, domains, issuer, key_type, serial_number,
     # not_before, not_after, status, fingerprint, on_delete, has_key, distributions,
-    # open_rotation, issuer_fingerprint, renewal_window.
+    # open_rotation, issuer_fingerprint, renewal_window, origin.
     return _new_certificate(
         row[0],
         row[1],
@@ -388,6 +389,7 @@ def _row_to_certificate(
         open_rotation,
         row[13],
         None if row[14] is None else RenewalWindow(row[14], row[15]),
+        _ORIGIN[row[16]],
     )
 
 
@@ -795,6 +797,7 @@ class PostgresSession:
             row.on_delete.value,
             row.issuer_fingerprint,
             row.ari_replaces,
+            row.origin.value,
             row.created_at,
         )
         self._run(
@@ -802,8 +805,8 @@ class PostgresSession:
             lambda conn: conn.execute(
                 "INSERT INTO Certificate (id, domain, san_domains, serial_number, not_before, not_after,"
                 " status, fingerprint, key_ref, name, issuer, key_type, cert_pem, chain_pem, on_delete,"
-                " issuer_fingerprint, ari_replaces, created_at)"
-                " VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " issuer_fingerprint, ari_replaces, origin, created_at)"
+                " VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
                 " coalesce(%s, clock_timestamp()))",
                 params,
             ),

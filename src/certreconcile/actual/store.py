@@ -20,7 +20,7 @@ from typing import Protocol
 
 from certreconcile.actual.model import ActualCertificate, ActualState, OpenRotation, StateMeta
 from certreconcile.domain.keys import KeyRef, KeyType
-from certreconcile.domain.policy import OnDelete
+from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 
 __all__ = [
@@ -118,6 +118,7 @@ class CertificateRow:
     issuer_fingerprint: str | None = None
     created_at: datetime | None = None
     ari_replaces: str | None = None  # the ARI id of the certificate its order replaced (RFC 9773)
+    origin: Origin = Origin.GIT  # 'api': issued through the CertificateManager facade
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from certreconcile.clock import Clock
 from certreconcile.desired.model import DesiredState, OnDelete
 from certreconcile.domain.certs import read_cert_facts
 from certreconcile.domain.keys import KeyRef, KeyType
+from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus, allowed_transitions
 from certreconcile.errors import ApplyError, CertReconcileError, IssuerError, KmsError, StalePlanError, TargetError
 from certreconcile.plan.backoff import declaration_digest
@@ -238,8 +239,11 @@ class ChangeRunner:
         env: ApplyEnvironment,
         run_id: int,
         target_pool: Executor | None = None,
+        *,
+        origin: Origin = Origin.GIT,
     ) -> None:
         self.session = session
+        self.origin = origin  # the owner of the certificates it issues for new names (the facade: API)
         self.desired = desired
         self.env = env
         self.run_id = run_id
@@ -432,6 +436,7 @@ class ChangeRunner:
                     issuer_fingerprint=self.desired.issuers[spec.issuer].fingerprint,
                     created_at=now,
                     ari_replaces=issued.ari_replaces,
+                    origin=origin_of(self.origin, current),
                 )
             )
             if rotation_id is not None:
@@ -710,6 +715,14 @@ class _ChangeOrderJournal:
             )
         elif state == "valid" and previous.state != "valid":
             runner.journal(change, JournalStep.ORDER_FINALIZED, JournalState.DONE, order_url=order_url)
+
+
+def origin_of(runner_origin: Origin, current: ActualCertificate | None) -> Origin:
+    """Who owns the certificate a runner issues: a new name is the runner's (the facade's runner says API);
+    a rotation through the facade keeps the owner; one by the declarations makes the name Git's (adopted)."""
+    if current is None:
+        return runner_origin
+    return current.origin if runner_origin is Origin.API else Origin.GIT
 
 
 def _still_needed(planned: Change, fresh: Change | None, current: ActualCertificate | None, now: datetime) -> bool:

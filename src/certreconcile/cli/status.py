@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from certreconcile.actual.model import ActualCertificate, ActualState
 from certreconcile.desired.model import CertificateSpec
+from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan.plan import Change, Plan
 from certreconcile.plan.policies import renewal_time
@@ -35,6 +36,7 @@ class StatusFlags:
     declared: bool | None  # None: the declarations could not be read
     pending: tuple[str, ...] = ()  # actions the plan holds for it (issue, rotate ...): not served as declared yet
     next_attempt_at: datetime | None = None  # a pending change waits for its backoff until then
+    owner: Origin = Origin.GIT  # 'api': issued through the CertificateManager facade (apply leaves it alone)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -51,7 +53,9 @@ class StatusFlags:
             labels.append("pending")
         if self.next_attempt_at is not None:
             labels.append(f"next-attempt:{self.next_attempt_at.astimezone(UTC):%Y-%m-%dT%H:%MZ}")
-        if self.declared is False:
+        if self.owner is Origin.API:
+            labels.append("owner:api")  # not declared, and no apply retires it
+        elif self.declared is False:
             labels.append("not-declared")
         return tuple(labels)
 
@@ -117,7 +121,8 @@ def _flags(
 ) -> StatusFlags:
     spec = specs.get(cert.name) if specs is not None else None
     declared = None if specs is None else spec is not None
-    return status_flags(cert, spec, now, declared=declared, changes=_changes(plan, cert.name))
+    flags = status_flags(cert, spec, now, declared=declared, changes=_changes(plan, cert.name))
+    return replace(flags, owner=cert.origin)
 
 
 def _unissued(
@@ -137,6 +142,7 @@ def _flag_fields(flags: StatusFlags) -> dict[str, Any]:
         "expiring_soon": flags.expiring_soon,
         "unverified_targets": list(flags.unverified_targets),
         "open_rotation_since": flags.open_rotation_since.isoformat() if flags.open_rotation_since is not None else None,
+        "owner": flags.owner.value,
         "pending": list(flags.pending),
         "next_attempt_at": flags.next_attempt_at.isoformat() if flags.next_attempt_at is not None else None,
     }

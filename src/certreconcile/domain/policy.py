@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Challenge", "OnDelete", "RevocationReason"]
+__all__ = ["Challenge", "OnDelete", "Origin", "RevocationReason"]
 
 
 class Challenge(enum.StrEnum):
@@ -15,6 +15,13 @@ class Challenge(enum.StrEnum):
 class OnDelete(enum.StrEnum):
     RETIRE = "retire"  # stop managing; keep the certificate and its history
     REVOKE = "revoke"  # revoke at the CA, then stop managing
+
+
+class Origin(enum.StrEnum):
+    """Who owns a managed certificate (``Certificate.origin``)."""
+
+    GIT = "git"  # declared in the desired state: removing the declaration retires or revokes it
+    API = "api"  # issued through the CertificateManager facade: an apply that does not declare it leaves it alone
 
 
 class RevocationReason(enum.IntEnum):

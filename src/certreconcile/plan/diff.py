@@ -8,6 +8,7 @@ from datetime import datetime
 
 from certreconcile.actual.model import ActualCertificate, ActualState, Observations, ServedCertificate
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
+from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, defer, is_backed_off
 from certreconcile.plan.budget import rate_limit_diagnostics
@@ -47,8 +48,8 @@ def change_for_name(
     """The one change a name needs, or ``None``. Also used by apply to re-check under the lock."""
     spec = desired.certificates.get(name)
     if spec is None:
-        if current is None:
-            return None
+        if current is None or current.origin is Origin.API:
+            return None  # an API-issued certificate is the facade's: declarations that omit it leave it alone
         return _removal(name, current)
     if current is None:
         change = _issue_or_rotate(Action.ISSUE, spec, None, [Reason(ReasonCode.NEW_CERTIFICATE, "it is new")])

@@ -242,6 +242,7 @@ class InMemorySession:
             distributions=distributions,
             open_rotation=rotation,
             issuer_fingerprint=row.issuer_fingerprint,
+            origin=row.origin,
             renewal_window=(
                 None
                 if (info := self._data.renewal_infos.get(row.id)) is None

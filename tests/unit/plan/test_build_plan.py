@@ -18,7 +18,7 @@ from certreconcile.actual.model import (
 from certreconcile.desired.model import DesiredState
 from certreconcile.domain.durations import RenewBefore
 from certreconcile.domain.keys import KeyType
-from certreconcile.domain.policy import OnDelete
+from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan import Action, ReasonCode, build_plan
 from certreconcile.plan.policies import renewal_time
@@ -115,6 +115,18 @@ def test_new_name_is_issued_and_removed_names_follow_on_delete(desired: DesiredS
         (Action.ISSUE, "shop"),
     ]
     assert plan.count(Action.ISSUE) == 1
+
+
+def test_api_owned_names_absent_from_the_declarations_are_left_alone(desired: DesiredState) -> None:
+    """The facade's certificates (origin api) are never retired or revoked by declarations that omit them."""
+    kept = actual_for(desired, name="api-retire", id="4" * 32, origin=Origin.API)
+    kept_revoke = actual_for(desired, name="api-revoke", id="5" * 32, origin=Origin.API, on_delete=OnDelete.REVOKE)
+    gone = actual_for(desired, name="gone", id="2" * 32)
+    plan = build_plan(desired, state(kept, kept_revoke, gone), Observations(), T0)
+    assert [(c.action, c.name) for c in plan.changes] == [(Action.RETIRE, "gone"), (Action.ISSUE, "shop")]
+    # A declared name owned by the API is managed like any other (here: rotated when due).
+    declared = actual_for(desired, origin=Origin.API, not_after=T0 + 5 * DAY)
+    assert [c.action for c in build_plan(desired, state(declared), Observations(), T0).changes] == [Action.ROTATE]
 
 
 def test_target_changes(desired: DesiredState) -> None:

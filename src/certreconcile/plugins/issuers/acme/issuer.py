@@ -31,8 +31,8 @@ from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from josepy import b64, jwa, jwk
 from josepy import errors as jose_errors
-from josepy import jwa, jwk
 
 from certreconcile.actual.store import AcmeAccountRecord, StateStore
 from certreconcile.domain.keys import KeyType
@@ -208,6 +208,18 @@ class AcmeIssuer:
             retry_after=retry_after,
             explanation_url=str(explanation) if explanation else None,
         )
+
+    # --- HTTP-01 self-check (the facade's validate_acme_challenge) -----------------
+    @property
+    def http01_solver(self) -> Http01Solver:
+        """The configured HTTP-01 solver (standalone server or webroot)."""
+        return self._http01
+
+    def key_authorization(self, token: str) -> str:
+        """RFC 8555 §8.1: ``token.base64url(SHA-256 JWK thumbprint of the account key)``; loads or registers
+        the account."""
+        account = self._get_account(self._get_directory())
+        return f"{token}.{b64.b64encode(account.key.thumbprint()).decode()}"
 
     # --- directory, account, connections ------------------------------------------
     def _get_directory(self) -> messages.Directory:
