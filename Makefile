@@ -12,7 +12,7 @@ DEMO_DIR ?= examples/desired-state
 help:
 	@echo "make demo   - install into $(VENV), apply $(DEMO_DIR) on the embedded defaults, show status"
 	@echo "make test   - install everything the tests need (Debian packages too), run lint, types and tests"
-	@echo "make soak   - the long randomized tests (crash injection at every step and at random moments)"
+	@echo "make soak   - the long randomized tests: crash injection at every step and at random moments, the loader fuzz, every bad input through plan and apply"
 	@echo "make bench  - run the benchmarks in bench/ (Pebble and nginx from the Debian packages)"
 
 $(BIN)/certreconcile: pyproject.toml tests/plugins/certreconcile-example-target/pyproject.toml
@@ -51,9 +51,11 @@ unit: venv
 
 test: deps venv lint typecheck importlint unit
 
-# The tests marked `soak` (pyproject's addopts deselects them from `make test`; a later -m wins).
+# The tests marked `soak` (pyproject's addopts deselects them from `make test`; a later -m wins), then
+# the loader fuzz with its large profile and every bad-input case through plan and apply (CERTRECONCILE_SOAK=1).
 soak: deps venv
 	$(BIN)/pytest -q -p no:cacheprovider -m soak
+	CERTRECONCILE_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider tests/property/test_loader_fuzz.py tests/e2e/test_cli_inputs.py
 
 bench: deps venv
 	$(BIN)/python bench/desired_load.py
