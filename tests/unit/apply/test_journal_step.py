@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from certreconcile.actual.postgres import key_refs
 from certreconcile.actual.journal_step import JournalState, JournalStep, parse_step
+from certreconcile.actual.postgres import key_refs
 from certreconcile.plan.plan import Action
 
 # What the database holds (ApplyStep.step and .state), written out: a renamed member must not change them.
