@@ -25,8 +25,8 @@ from certreconcile.actual.repository import PostgresStore
 from certreconcile.actual.store import KeyRefTable
 from certreconcile.apply.rewrap import key_context, rewrap_keys
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import open_envelope
 from certreconcile.errors import KmsError
-from certreconcile.plugins.kms.envelope import open_envelope
 from certreconcile.plugins.kms.local import LocalKms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -37,9 +37,9 @@ from psycopg import sql
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.apply.executor import certificate_context
 from certreconcile.audit.verify import verify_chain
+from certreconcile.crypto.envelope import key_ref_from_json, open_envelope
+from certreconcile.crypto.keys import load_private_key, public_key_matches
 from certreconcile.domain.certs import read_cert_facts
-from certreconcile.plugins.crypto import load_private_key, public_key_matches
-from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.safe_files import TEMP_PREFIX

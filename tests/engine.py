@@ -17,12 +17,12 @@ from certreconcile.actual.model import Observations
 from certreconcile.actual.store import CertificateRow, StateStore
 from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, certificate_context
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import seal
 from certreconcile.desired import load_desired
 from certreconcile.desired.model import DesiredState, OnDelete
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan import Plan
-from certreconcile.plugins.kms.envelope import seal
 from certreconcile.plugins.ports import Kms, SecretBytes
 from certreconcile.wiring import Settings, build_environment
 

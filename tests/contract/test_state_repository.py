@@ -19,8 +19,6 @@ import pytest
 from certreconcile.actual.model import DistributionState, IssuanceBackoff
 from certreconcile.actual.store import (
     AcmeOrderRecord,
-    AuditAction,
-    AuditEvent,
     CertificateRow,
     JournalEntry,
     KeyRefTable,
@@ -29,6 +27,7 @@ from certreconcile.actual.store import (
     StateStore,
     StoredKeyRef,
 )
+from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.desired.model import OnDelete
 from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.status import CertStatus, IllegalTransitionError

@@ -23,8 +23,8 @@ from certreconcile.actual.embedded import postgres_bin_dir
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.apply.executor import apply_plan, certificate_context
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import parse_envelope
 from certreconcile.plan import Action
-from certreconcile.plugins.kms.envelope import parse_envelope
 from certreconcile.plugins.ports import WrappedKey
 from certreconcile.wiring import Settings, build_environment
 from e2e.conftest import Runner
@@ -110,8 +110,10 @@ def test_apply_dump_and_redistribution(
             assert form not in dump
 
     # Both certificates gain a target: a redistribution, which must unwrap the stored keys.
-    more = load(tmp_path, cloud.doc([cert("a", targets=["deploy", "extra"]),
-                                     cert("b", key="rsa-2048", targets=["deploy", "extra"])]))
+    more = load(
+        tmp_path,
+        cloud.doc([cert("a", targets=["deploy", "extra"]), cert("b", key="rsa-2048", targets=["deploy", "extra"])]),
+    )
     plan = plan_now(more, postgres_store, clock)
     assert [(c.action, c.name) for c in plan.changes] == [(Action.REDISTRIBUTE, "a"), (Action.REDISTRIBUTE, "b")]
     result = apply_plan(plan, more, build_environment(more, settings, postgres_store, clock))

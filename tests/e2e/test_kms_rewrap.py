@@ -17,13 +17,14 @@ import yaml
 
 from certreconcile.actual.embedded import postgres_bin_dir
 from certreconcile.actual.repository import PostgresStore
-from certreconcile.actual.store import AuditAction, KeyRefTable, StoredKeyRef
+from certreconcile.actual.store import KeyRefTable, StoredKeyRef
 from certreconcile.apply.executor import apply_plan
 from certreconcile.apply.rewrap import key_context, rewrap_keys
+from certreconcile.audit.events import AuditAction
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import open_envelope, parse_envelope
 from certreconcile.errors import KmsError
 from certreconcile.plan import Action
-from certreconcile.plugins.kms.envelope import open_envelope, parse_envelope
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, WrappedKey
 from certreconcile.wiring import Settings, build_environment, build_rewrap_kms

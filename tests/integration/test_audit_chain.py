@@ -22,8 +22,8 @@ from psycopg import sql
 
 from certreconcile.actual.migrate import available_migrations, upgrade
 from certreconcile.actual.repository import PostgresStore
-from certreconcile.actual.store import AuditChainHead, AuditChainRow, AuditEvent
 from certreconcile.audit.chain import GENESIS_HASH, encode_row, row_hash
+from certreconcile.audit.events import AuditChainHead, AuditChainRow, AuditEvent
 from certreconcile.audit.head import export_head, load_head
 from certreconcile.audit.verify import Anchor, Tampering, VerifyReport, verify_chain
 from certreconcile.errors import CertReconcileError
@@ -168,9 +168,7 @@ def test_the_encoding_is_length_prefixed_and_pinned() -> None:
         seq=1, id=7, cert_id=None, name="shop", action="issued", actor="user:zoë",
         at=datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC), detail='{"a": "b"}', prev_hash=GENESIS_HASH, row_hash="",
     )  # fmt: skip
-    expected = (
-        b"12:certaudit-v11:11:7~4:shop6:issued9:user:zo\xc3\xab7:100000510:" + b'{"a": "b"}' + b"64:" + b"0" * 64
-    )
+    expected = b"12:certaudit-v11:11:7~4:shop6:issued9:user:zo\xc3\xab7:100000510:" + b'{"a": "b"}' + b"64:" + b"0" * 64
     assert encode_row(row) == expected
     assert row_hash(row) == hashlib.sha256(expected).hexdigest()
 

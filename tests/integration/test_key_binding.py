@@ -19,10 +19,10 @@ import pytest
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.apply.executor import certificate_context
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import open_envelope
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import KmsError
 from certreconcile.plan import Action
-from certreconcile.plugins.kms.envelope import open_envelope
 from engine import T0, cert, desired_doc, environment, load, plan_and_apply
 
 pytestmark = pytest.mark.integration

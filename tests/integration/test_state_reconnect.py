@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from certreconcile.actual.repository import PostgresSession, PostgresStore
-from certreconcile.actual.store import AuditEvent
+from certreconcile.audit.events import AuditEvent
 from certreconcile.errors import StateError
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)

@@ -28,11 +28,11 @@ from certreconcile.actual.repository import PostgresStore
 from certreconcile.actual.store import JournalEntry
 from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, apply_plan, certificate_context
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import key_ref_from_json, open_envelope
+from certreconcile.crypto.keys import load_private_key, public_key_matches
 from certreconcile.desired.model import DesiredState
 from certreconcile.domain.keys import KeyRef
 from certreconcile.plan import Action
-from certreconcile.plugins.crypto import load_private_key, public_key_matches
-from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope
 from certreconcile.plugins.kms.local import LocalKms, ensure_master_key
 from certreconcile.plugins.ports import Issuer, IssueRequest
 from certreconcile.wiring import Settings, build_environment

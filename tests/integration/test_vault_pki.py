@@ -28,9 +28,9 @@ from bao_pki_server import BaoPki
 from certreconcile.actual.repository import PostgresStore
 from certreconcile.apply.executor import apply_plan
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.keys import build_csr, generate_private_key
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
-from certreconcile.plugins.crypto import build_csr, generate_private_key
 from certreconcile.plugins.issuers.vault_pki import VaultPkiIssuer, vault_serial_number
 from certreconcile.plugins.ports import IssueRequest
 from certreconcile.plugins.vault_auth import VaultLogin

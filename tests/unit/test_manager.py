@@ -15,14 +15,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certreconcile.actual.store import AuditAction, StateStore
+from certreconcile.actual.store import StateStore
 from certreconcile.apply.executor import ApplyEnvironment, certificate_context
+from certreconcile.audit.events import AuditAction
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import key_ref_from_json, open_envelope
 from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import CertReconcileError, PolicyViolation
 from certreconcile.manager import CertificateManager, CertificateRecord
-from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope
 from certreconcile.testing.fake_repository import InMemoryStore
 from engine import T0, cert, desired_doc, environment, load, write_desired
 

@@ -4,16 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Protocol
 
 from certreconcile.actual.model import Observations, ServedCertificate
-from certreconcile.plugins.ports import Target
 
 __all__ = ["observe_targets"]
+
+
+class Observed(Protocol):
+    """What a target reports (``plugins.ports.TargetObservation`` has this shape)."""
+
+    @property
+    def fingerprint(self) -> str | None: ...
+    @property
+    def serial_number(self) -> str | None: ...
+    @property
+    def not_after(self) -> datetime | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def unknown(self) -> bool: ...
+
+
+class Observable(Protocol):
+    """The one method of ``plugins.ports.Target`` refresh calls (``actual`` sits below ``plugins``)."""
+
+    def observe(self, name: str, domains: tuple[str, ...]) -> Observed: ...
+
 
 Probe = tuple[str, tuple[str, ...], str]  # (certificate name, its domains, target name)
 
 
-def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Target], *, workers: int = 8) -> Observations:
+def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Observable], *, workers: int = 8) -> Observations:
     """Probe each (certificate, target) pair in parallel; unknown targets are skipped."""
     wanted = [probe for probe in probes if probe[2] in targets]
 

@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from certreconcile.actual.model import ActualCertificate, ActualState, OpenRotation, StateMeta
+from certreconcile.audit.recorder import AuditRecorder
 from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
@@ -26,75 +27,22 @@ from certreconcile.domain.status import CertStatus
 __all__ = [
     "AcmeAccountRecord",
     "AcmeOrderRecord",
-    "AuditAction",
-    "AuditChainHead",
-    "AuditChainRow",
-    "AuditEvent",
+    "AcmeStore",
     "CertificateRow",
+    "CertificateStore",
     "JournalEntry",
+    "JournalStore",
+    "KeyRefStore",
     "KeyRefTable",
     "KeyRefUsage",
     "LocalCaRecord",
+    "LocalCaStore",
     "RenewalInfoRecord",
+    "SessionSource",
     "StateSession",
     "StateStore",
     "StoredKeyRef",
 ]
-
-
-class AuditAction:
-    """The audit vocabulary (plain strings in ``CertAudit.action``)."""
-
-    ISSUED = "issued"
-    RENEWED = "renewed"
-    REVOKED = "revoked"
-    DISTRIBUTED = "distributed"
-    VERIFIED = "verified"
-    RETIRED = "retired"
-    FAILED = "failed"
-    KEY_ACCESSED = "key_accessed"  # a private key was decrypted (which certificate, which actor, why)
-    KEY_REWRAPPED = "key_rewrapped"  # `kms rewrap` moved a data key to another KMS or master key
-    KEY_DISCARDED = "key_discarded"  # apply gave up a journalled key that can never be opened (and made a new one)
-    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    cert_id: str | None  # None only before the certificate exists (a failure, a journalled key)
-    name: str
-    action: str  # one of AuditAction.ALL
-    actor: str  # git:<sha> <email> | user:<login> | automation:renewal
-    at: datetime
-    detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
-    id: int | None = None  # assigned by the store
-
-
-@dataclass(frozen=True, slots=True)
-class AuditChainRow:
-    """One CertAudit row as the hash chain covers it (migration 0007 documents the encoding).
-
-    ``detail`` is the jsonb text form (``detail::text``), the exact text that was hashed;
-    ``cert_id`` the canonical UUID text. Read by ``certreconcile.audit``, never written.
-    """
-
-    seq: int  # position in the chain: 1, 2, 3, ... (also the commit order)
-    id: int
-    cert_id: str | None
-    name: str
-    action: str
-    actor: str
-    at: datetime
-    detail: str
-    prev_hash: str  # row_hash of the row at seq - 1; 64 zeros for seq 1
-    row_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class AuditChainHead:
-    """The end of the chain: the last row's seq and hash (seq 0 and 64 zeros when empty)."""
-
-    seq: int
-    row_hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +153,9 @@ class KeyRefUsage:
     count: int
 
 
-class StateSession(Protocol):
-    # --- reading -------------------------------------------------------------------
+class CertificateStore(Protocol):
+    """Certificates, their rotations and distributions, the backoffs and the state serial; locks and transactions."""
+
     def load_actual(self) -> ActualState:
         """Every managed name's current certificate, its distributions and open rotation,
         the backoffs, and the recent ACME issuance history (``HISTORY_WINDOW`` back from the
@@ -234,31 +183,6 @@ class StateSession(Protocol):
         """The open (not completed) rotation whose new certificate is ``new_cert_id``, if any."""
         ...
 
-    def audit_events(
-        self,
-        name: str | None = None,
-        action: str | None = None,
-        limit: int | None = None,
-        *,
-        actor: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> Sequence[AuditEvent]:
-        """Oldest first. ``actor`` matches the actor or its prefix (``git:``, ``user:alice``);
-        ``since`` is inclusive, ``until`` exclusive; with ``limit``, the newest ``limit`` events."""
-        ...
-
-    def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]: ...
-
-    def list_key_refs(self, table: KeyRefTable, after: str | None, limit: int) -> Sequence[StoredKeyRef]:
-        """One page of the envelopes stored in ``table``, in row-key order, after the row ``after``."""
-        ...
-
-    def key_ref_usage(self) -> Sequence[KeyRefUsage]:
-        """Which KMS and master keys wrap the stored envelopes (every table), sorted. Read-only."""
-        ...
-
-    # --- locking -------------------------------------------------------------------
     def lock_name(self, name: str) -> AbstractContextManager[None]:
         """Hold an exclusive lock on ``name`` across processes (PostgreSQL advisory lock)."""
         ...
@@ -267,7 +191,6 @@ class StateSession(Protocol):
         """Group the writes inside into one atomic unit."""
         ...
 
-    # --- writing -------------------------------------------------------------------
     def insert_certificate(self, row: CertificateRow) -> None: ...
 
     def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
@@ -300,11 +223,24 @@ class StateSession(Protocol):
 
     def remove_distribution(self, name: str, target: str) -> None: ...
 
-    def append_audit(self, event: AuditEvent) -> None: ...
-
     def bump_serial(self) -> int:
         """Advance the state serial (stale-plan detection); returns the new serial."""
         ...
+
+    def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
+        """Remember a failed issuance of ``name``; returns until when it is backed off.
+
+        The backoff is ``backoff_delay(failures)`` after ``at`` (1 h doubling to 32 h); a failure
+        under another ``declaration_digest`` than the last one starts again at one failure.
+        Cleared by the next success.
+        """
+        ...
+
+    def clear_failures(self, name: str) -> None: ...
+
+
+class JournalStore(Protocol):
+    """Runs and the step journal of each change (resumption after a crash)."""
 
     def start_run(self, git_commit: str | None, plan_digest: str, at: datetime) -> int: ...
 
@@ -312,17 +248,38 @@ class StateSession(Protocol):
 
     def journal(self, entry: JournalEntry) -> None: ...
 
-    def get_local_ca(self, issuer_name: str) -> LocalCaRecord | None: ...
+    def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]: ...
 
-    def put_local_ca(self, record: LocalCaRecord) -> LocalCaRecord:
-        """Store the CA unless one exists already; return the one stored (first writer wins)."""
+
+class KeyRefStore(Protocol):
+    """The stored envelopes of every table (``kms rewrap``, ``kms usage``)."""
+
+    def list_key_refs(self, table: KeyRefTable, after: str | None, limit: int) -> Sequence[StoredKeyRef]:
+        """One page of the envelopes stored in ``table``, in row-key order, after the row ``after``."""
+        ...
+
+    def key_ref_usage(self) -> Sequence[KeyRefUsage]:
+        """Which KMS and master keys wrap the stored envelopes (every table), sorted. Read-only."""
         ...
 
     def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:
         """Compare-and-set: store ``new`` only if the row still holds ``old``; False when it does not."""
         ...
 
-    # --- ACME ----------------------------------------------------------------------
+
+class LocalCaStore(Protocol):
+    """The local CAs' certificates and sealed keys."""
+
+    def get_local_ca(self, issuer_name: str) -> LocalCaRecord | None: ...
+
+    def put_local_ca(self, record: LocalCaRecord) -> LocalCaRecord:
+        """Store the CA unless one exists already; return the one stored (first writer wins)."""
+        ...
+
+
+class AcmeStore(Protocol):
+    """ACME accounts, orders (for resumption) and ARI renewal info."""
+
     def get_acme_account(self, directory_url: str) -> AcmeAccountRecord | None: ...
 
     def put_acme_account(self, record: AcmeAccountRecord) -> AcmeAccountRecord:
@@ -339,21 +296,22 @@ class StateSession(Protocol):
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
 
-    def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
-        """Remember a failed issuance of ``name``; returns until when it is backed off.
 
-        The backoff is ``backoff_delay(failures)`` after ``at`` (1 h doubling to 32 h); a failure
-        under another ``declaration_digest`` than the last one starts again at one failure.
-        Cleared by the next success.
-        """
-        ...
-
-    def clear_failures(self, name: str) -> None: ...
+class StateSession(CertificateStore, JournalStore, AuditRecorder, KeyRefStore, LocalCaStore, AcmeStore, Protocol):
+    """The whole session: every concern at once (apply, the CLI). Code that needs one concern
+    is typed against that concern's protocol instead."""
 
 
-class StateStore(Protocol):
-    def session(self) -> AbstractContextManager[StateSession]: ...
+_S_co = TypeVar("_S_co", covariant=True)
 
+
+class SessionSource(Protocol[_S_co]):
+    """Opens sessions that offer (at least) ``_S_co``: an issuer takes ``SessionSource[LocalCaStore]``."""
+
+    def session(self) -> AbstractContextManager[_S_co]: ...
+
+
+class StateStore(SessionSource[StateSession], Protocol):
     def upgrade(self) -> list[str]:
         """Apply pending migrations; return the names applied."""
         ...

@@ -18,15 +18,7 @@ from typing import Literal
 
 from certreconcile.actual.journal_step import JournalState, JournalStep
 from certreconcile.actual.model import ActualCertificate, Observations
-from certreconcile.actual.store import (
-    AcmeOrderRecord,
-    AuditAction,
-    AuditEvent,
-    CertificateRow,
-    JournalEntry,
-    StateSession,
-    StateStore,
-)
+from certreconcile.actual.store import AcmeOrderRecord, CertificateRow, JournalEntry, StateSession, StateStore
 from certreconcile.apply.journalled_key import (
     JournalledKey,
     discardable,
@@ -35,7 +27,16 @@ from certreconcile.apply.journalled_key import (
     odd_kms_error,
 )
 from certreconcile.apply.verify import wait_until_served
+from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.clock import Clock
+from certreconcile.crypto.envelope import key_ref_from_json, open_envelope, seal, unopenable
+from certreconcile.crypto.keys import (
+    build_csr,
+    generate_private_key,
+    load_private_key,
+    private_key_pem,
+    public_key_matches,
+)
 from certreconcile.desired.model import DesiredState, OnDelete
 from certreconcile.domain.certs import read_cert_facts
 from certreconcile.domain.keys import KeyRef, KeyType
@@ -46,14 +47,6 @@ from certreconcile.plan.backoff import declaration_digest
 from certreconcile.plan.diff import change_for_name
 from certreconcile.plan.plan import Action, Change, Plan
 from certreconcile.plan.policies import is_servable, renewal_time
-from certreconcile.plugins.crypto import (
-    build_csr,
-    generate_private_key,
-    load_private_key,
-    private_key_pem,
-    public_key_matches,
-)
-from certreconcile.plugins.kms.envelope import key_ref_from_json, open_envelope, seal, unopenable
 from certreconcile.plugins.ports import (
     DeployBundle,
     EncryptionContext,

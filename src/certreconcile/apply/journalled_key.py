@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from certreconcile.actual.journal_step import JournalState, JournalStep
 from certreconcile.actual.store import JournalEntry
+from certreconcile.crypto.envelope import unopenable
 from certreconcile.domain.keys import KeyRef
 from certreconcile.errors import KmsError
-from certreconcile.plugins.kms.envelope import unopenable
 
 __all__ = [
     "JournalledKey",
@@ -32,6 +32,7 @@ __all__ = [
     "live_key_error",
     "odd_kms_error",
 ]
+
 
 @dataclass(frozen=True, slots=True)
 class JournalledKey:

@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
 
-from certreconcile.actual.store import AuditAction, AuditEvent, KeyRefTable, StateSession, StateStore, StoredKeyRef
+from certreconcile.actual.store import KeyRefTable, StateSession, StateStore, StoredKeyRef
 from certreconcile.apply.executor import certificate_context
+from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.clock import Clock
+from certreconcile.crypto.envelope import rewrap_envelope
 from certreconcile.errors import KmsError
 from certreconcile.plugins.issuers.acme import acme_account_context
 from certreconcile.plugins.issuers.local_ca import ca_key_context
-from certreconcile.plugins.kms.envelope import rewrap_envelope
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes
 
 __all__ = [

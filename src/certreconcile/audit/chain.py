@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from certreconcile.actual.store import AuditChainRow
+from certreconcile.audit.events import AuditChainRow
 
 __all__ = ["GENESIS_HASH", "HASH_TAG", "encode_row", "row_hash"]
 

@@ -15,7 +15,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from certreconcile.actual.store import AuditChainHead
+from certreconcile.audit.events import AuditChainHead
 from certreconcile.audit.verify import Anchor
 from certreconcile.errors import CertReconcileError
 

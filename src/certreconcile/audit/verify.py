@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from certreconcile.actual.store import AuditChainHead, AuditChainRow
 from certreconcile.audit.chain import GENESIS_HASH, row_hash
+from certreconcile.audit.events import AuditChainHead, AuditChainRow
 
 __all__ = [
     "DATABASE_HEAD",
@@ -184,9 +184,7 @@ class _Walk:
             return
 
 
-def verify_chain(
-    reader: AuditChainReader, heads: Sequence[Anchor] = (), *, page_size: int = PAGE_SIZE
-) -> VerifyReport:
+def verify_chain(reader: AuditChainReader, heads: Sequence[Anchor] = (), *, page_size: int = PAGE_SIZE) -> VerifyReport:
     """Walk the whole chain; check it against the database's head and ``heads`` (exported earlier)."""
     anchors = (Anchor(reader.audit_chain_head(), DATABASE_HEAD), *heads)
     walk = _Walk(reader, {})

@@ -12,7 +12,7 @@ The contract:
 * it does not unwrap under another row id, table, key version or purpose (``KmsError``);
 * two data keys for the same context differ, and so do their wrapped forms;
 * a damaged wrapped key is a ``KmsError``, never another exception;
-* :func:`~certreconcile.plugins.kms.envelope.seal` / ``open_envelope`` round-trip, and two
+* :func:`~certreconcile.crypto.envelope.seal` / ``open_envelope`` round-trip, and two
   envelopes swapped between rows do not open;
 * the envelope JSON and every error text hold neither the private key nor the data key;
 * ``wrap_data_key`` wraps an existing data key under a context, and only that context unwraps it
@@ -30,8 +30,8 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 
+from certreconcile.crypto.envelope import open_envelope, seal
 from certreconcile.errors import KmsError
-from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, WrappedKey
 
 __all__ = [
@@ -239,7 +239,7 @@ def check_wrap_data_key(make_kms: KmsFactory) -> None:
 
 def check_rewrap_envelope(make_kms: KmsFactory) -> None:
     """An envelope sealed by another KMS, rewrapped to this one, opens here; its key ciphertext is unchanged."""
-    from certreconcile.plugins.kms.envelope import parse_envelope, rewrap_envelope
+    from certreconcile.crypto.envelope import parse_envelope, rewrap_envelope
     from certreconcile.testing.fake_kms import FakeKms
 
     source = FakeKms(name="source", key_id="source-key")

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certreconcile.actual.store import AuditAction
 from certreconcile.apply.executor import apply_plan, certificate_context
+from certreconcile.audit.events import AuditAction
 from certreconcile.clock import FixedClock
+from certreconcile.crypto.envelope import open_envelope
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import KmsError, StalePlanError
 from certreconcile.plan import Action, ReasonCode
-from certreconcile.plugins.kms.envelope import open_envelope
 from certreconcile.testing.fake_repository import InMemoryStore
 from engine import T0, cert, desired_doc, environment, load, plan_and_apply, plan_now
 

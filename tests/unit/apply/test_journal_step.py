@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from certreconcile.actual import repository
 from certreconcile.actual.journal_step import JournalState, JournalStep, parse_step
+from certreconcile.actual.postgres import key_refs
 from certreconcile.plan.plan import Action
 
 # What the database holds (ApplyStep.step and .state), written out: a renamed member must not change them.
@@ -61,5 +61,5 @@ def test_only_per_target_steps_take_a_target() -> None:
 
 
 def test_sql_reading_journalled_keys_names_the_same_step() -> None:
-    sql = repository._SQL_KEY_REFS[repository.KeyRefTable.APPLY_STEP][0]
+    sql = key_refs._SQL_KEY_REFS[key_refs.KeyRefTable.APPLY_STEP][0]
     assert f"step = '{JournalStep.KEY_GENERATED.value}'" in sql

@@ -11,8 +11,8 @@ from acme import messages
 from acme.client import _renewal_info_path_component
 from cryptography import x509
 
+from certreconcile.crypto.keys import build_csr, generate_private_key
 from certreconcile.domain.keys import KeyType
-from certreconcile.plugins.crypto import build_csr, generate_private_key
 from certreconcile.plugins.issuers.acme.client import (
     NewOrderWithReplaces,
     Poller,

@@ -9,8 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from certreconcile.crypto.keys import generate_private_key
 from certreconcile.domain.keys import KeyType
-from certreconcile.plugins.crypto import generate_private_key
 from certreconcile.plugins.issuers.vault_pki import vault_serial_number
 
 

@@ -13,7 +13,7 @@ from certreconcile.cli.common import DEFAULT_DIR, DirOption, cli_clock, fail
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
-    from certreconcile.actual.store import AuditEvent
+    from certreconcile.audit.events import AuditEvent
 
 __all__ = ["audit_app"]
 
@@ -60,9 +60,7 @@ def audit(
         store = open_store(Settings.from_env(directory))
         with store.session() as session:
             events = list(
-                session.audit_events(
-                    name=name, action=action, limit=limit, actor=actor, since=since_at, until=until_at
-                )
+                session.audit_events(name=name, action=action, limit=limit, actor=actor, since=since_at, until=until_at)
             )
     except CertReconcileError as exc:
         fail(exc)

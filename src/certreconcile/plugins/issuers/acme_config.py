@@ -21,7 +21,7 @@ from certreconcile.desired.fields import (
 )
 
 if TYPE_CHECKING:
-    from certreconcile.actual.store import StateStore
+    from certreconcile.actual.store import AcmeStore, SessionSource
     from certreconcile.desired.model import IssuerSpec
     from certreconcile.plugins.ports import Issuer, Kms
     from certreconcile.plugins.registry import PluginContext
@@ -138,7 +138,7 @@ Config = AcmeIssuerConfig
 USES_CHALLENGES = True
 
 
-def create(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> Issuer:
+def create(spec: IssuerSpec, context: PluginContext, store: SessionSource[AcmeStore], kms: Kms) -> Issuer:
     """No I/O here: the directory is read and the account registered at the first order."""
     from certreconcile.plugins.issuers.acme.issuer import AcmeIssuer
     from certreconcile.plugins.issuers.acme.solvers import StandaloneHttp01Solver, WebrootHttp01Solver

@@ -14,18 +14,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certreconcile.actual.store import LocalCaRecord, StateStore
-from certreconcile.domain.keys import KeyType
-from certreconcile.errors import IssuerError
-from certreconcile.plugins.crypto import (
+from certreconcile.actual.store import LocalCaRecord, LocalCaStore, SessionSource
+from certreconcile.crypto.envelope import open_envelope, seal
+from certreconcile.crypto.keys import (
     PrivateKey,
     common_name_for,
     generate_private_key,
     load_private_key,
     private_key_pem,
 )
+from certreconcile.domain.keys import KeyType
+from certreconcile.errors import IssuerError
 from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
-from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import EncryptionContext, IssuedCertificate, IssueRequest, Kms
 
 __all__ = ["LocalCaIssuer", "ca_key_context"]
@@ -44,7 +44,7 @@ def _ca_context(issuer_name: str) -> EncryptionContext:
 
 
 class LocalCaIssuer:
-    def __init__(self, name: str, config: LocalCaConfig, store: StateStore, kms: Kms) -> None:
+    def __init__(self, name: str, config: LocalCaConfig, store: SessionSource[LocalCaStore], kms: Kms) -> None:
         self.name = name
         self._config = config
         self._store = store

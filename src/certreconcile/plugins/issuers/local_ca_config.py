@@ -18,7 +18,7 @@ from certreconcile.desired.fields import (
 )
 
 if TYPE_CHECKING:
-    from certreconcile.actual.store import StateStore
+    from certreconcile.actual.store import LocalCaStore, SessionSource
     from certreconcile.desired.model import IssuerSpec
     from certreconcile.plugins.ports import Issuer, Kms
     from certreconcile.plugins.registry import PluginContext
@@ -42,7 +42,7 @@ class LocalCaConfig(Wire):
 Config = LocalCaConfig
 
 
-def create(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> Issuer:
+def create(spec: IssuerSpec, context: PluginContext, store: SessionSource[LocalCaStore], kms: Kms) -> Issuer:
     from certreconcile.plugins.issuers.local_ca import LocalCaIssuer
 
     assert isinstance(spec.config, LocalCaConfig)

@@ -25,9 +25,9 @@ from typing import Any, assert_never
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certreconcile.crypto.keys import common_name_for
 from certreconcile.domain.keys import KeyType
 from certreconcile.errors import IssuerError
-from certreconcile.plugins.crypto import common_name_for
 from certreconcile.plugins.ports import IssuedCertificate, IssueRequest
 from certreconcile.plugins.vault_auth import VaultCallError, VaultConnection, VaultLogin, VaultProblem, login_hint
 

@@ -15,7 +15,6 @@ from certreconcile.desired.fields import (
 from certreconcile.plugins.vault_config import VaultConnectionConfig, vault_login
 
 if TYPE_CHECKING:
-    from certreconcile.actual.store import StateStore
     from certreconcile.desired.model import IssuerSpec
     from certreconcile.plugins.ports import Issuer, Kms
     from certreconcile.plugins.registry import PluginContext
@@ -39,8 +38,8 @@ class VaultPkiIssuerConfig(VaultConnectionConfig):
 Config = VaultPkiIssuerConfig
 
 
-def create(spec: IssuerSpec, context: PluginContext, store: StateStore, kms: Kms) -> Issuer:
-    """No I/O and no credentials needed here: hvac logs in at the first signature."""
+def create(spec: IssuerSpec, context: PluginContext, store: object, kms: Kms) -> Issuer:
+    """No I/O and no credentials needed here: hvac logs in at the first signature. The store is unused."""
     from certreconcile.plugins.issuers.vault_pki import VaultPkiIssuer
     from certreconcile.plugins.paths import optional_declared_path
 

@@ -34,11 +34,12 @@ from cryptography.x509.oid import NameOID
 from josepy import b64, jwa, jwk
 from josepy import errors as jose_errors
 
-from certreconcile.actual.store import AcmeAccountRecord, StateStore
+from certreconcile.actual.store import AcmeAccountRecord, AcmeStore, SessionSource
+from certreconcile.crypto.envelope import open_envelope, seal
+from certreconcile.crypto.keys import load_private_key, private_key_pem
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import RevocationReason
 from certreconcile.errors import ConfigError, IssuerError
-from certreconcile.plugins.crypto import load_private_key, private_key_pem
 from certreconcile.plugins.issuers.acme import acme_account_context
 from certreconcile.plugins.issuers.acme.client import (
     ALREADY_REPLACED,
@@ -53,7 +54,6 @@ from certreconcile.plugins.issuers.acme.client import (
     transport_error,
 )
 from certreconcile.plugins.issuers.acme_config import AcmeIssuerConfig
-from certreconcile.plugins.kms.envelope import open_envelope, seal
 from certreconcile.plugins.ports import (
     Dns01Provider,
     DnsTxtRecord,
@@ -112,7 +112,7 @@ class AcmeIssuer:
         self,
         name: str,
         config: AcmeIssuerConfig,
-        store: StateStore,
+        store: SessionSource[AcmeStore],
         kms: Kms,
         *,
         http01: Http01Solver,

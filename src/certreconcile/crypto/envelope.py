@@ -15,9 +15,9 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from certreconcile.crypto.secret import EncryptionContext, Kms, SecretBytes, WrappedKey
 from certreconcile.domain.keys import KeyRef
 from certreconcile.errors import KmsError
-from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, WrappedKey
 
 __all__ = ["ENVELOPE_VERSION", "UNOPENABLE_CODES", "open_envelope", "rewrap_envelope", "seal", "unopenable"]
 

@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from certreconcile.crypto.secret import SecretBytes
 from certreconcile.domain.keys import KeyType
-from certreconcile.plugins.ports import SecretBytes
 
 __all__ = [
     "MAX_COMMON_NAME",

@@ -1,0 +1,113 @@
+"""ACME accounts, orders and ARI renewal info (``AcmeStore``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from certreconcile.actual.postgres.connection import (
+    PostgresConnection,
+    _not_found,
+    decode_key_ref,
+    encode_key_ref,
+)
+from certreconcile.actual.store import (
+    AcmeAccountRecord,
+    AcmeOrderRecord,
+    RenewalInfoRecord,
+)
+
+
+class PostgresAcme(PostgresConnection):
+    """ACME accounts, orders and ARI renewal info (``AcmeStore``)."""
+
+    def get_acme_account(self, directory_url: str) -> AcmeAccountRecord | None:
+        def work(conn: psycopg.Connection[Any]) -> AcmeAccountRecord | None:
+            row = conn.execute(
+                "SELECT directory_url, key_ref, account_url FROM AcmeAccount WHERE directory_url = %s",
+                (directory_url,),
+            ).fetchone()
+            if row is None:
+                return None
+            return AcmeAccountRecord(directory_url=row[0], key_ref=decode_key_ref(row[1]), account_url=row[2])
+
+        return self._run(f"reading the ACME account of {directory_url}", work)
+
+    def put_acme_account(self, record: AcmeAccountRecord) -> AcmeAccountRecord:
+        key_ref_text = encode_key_ref(record.key_ref)
+
+        def work(conn: psycopg.Connection[Any]) -> AcmeAccountRecord:
+            conn.execute(
+                "INSERT INTO AcmeAccount (directory_url, key_ref, account_url) VALUES (%s, %s, %s)"
+                " ON CONFLICT (directory_url) DO NOTHING",
+                (record.directory_url, key_ref_text, record.account_url),
+            )
+            stored = self.get_acme_account(record.directory_url)
+            if stored is None:
+                raise _not_found("ACME account of", record.directory_url)
+            return stored
+
+        return self._run(f"storing the ACME account of {record.directory_url}", work)
+
+    def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None:
+        def work(conn: psycopg.Connection[Any]) -> AcmeOrderRecord | None:
+            row = conn.execute(
+                "SELECT idempotency_key, name, order_url, state, directory_url, cert_id::text"
+                " FROM AcmeOrder WHERE idempotency_key = %s AND order_url IS NOT NULL",
+                (idempotency_key,),
+            ).fetchone()
+            if row is None:
+                return None
+            return AcmeOrderRecord(
+                idempotency_key=row[0],
+                name=row[1],
+                order_url=row[2],
+                state=row[3],
+                directory_url=row[4] or "",
+                cert_id=row[5],
+            )
+
+        return self._run(f"reading the ACME order of {idempotency_key}", work)
+
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+        self._run(
+            f"recording the ACME order of {record.name}",
+            lambda conn: conn.execute(
+                "INSERT INTO AcmeOrder (idempotency_key, name, order_url, state, directory_url, cert_id,"
+                " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s::uuid, %s, %s)"
+                " ON CONFLICT (idempotency_key) DO UPDATE SET order_url = EXCLUDED.order_url,"
+                " state = EXCLUDED.state, directory_url = EXCLUDED.directory_url, cert_id = EXCLUDED.cert_id,"
+                " updated_at = EXCLUDED.updated_at",
+                (record.idempotency_key, record.name, record.order_url, record.state, record.directory_url,
+                 record.cert_id, at, at),
+            ),
+        )  # fmt: skip
+
+    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
+        def work(conn: psycopg.Connection[Any]) -> RenewalInfoRecord | None:
+            row = conn.execute(
+                "SELECT cert_id::text, window_start, window_end, retry_after, fetched_at, explanation_url"
+                " FROM AcmeRenewalInfo WHERE cert_id = %s",
+                (cert_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return RenewalInfoRecord(*row)
+
+        return self._run(f"reading the renewal info of {cert_id}", work)
+
+    def save_renewal_info(self, record: RenewalInfoRecord) -> None:
+        self._run(
+            f"recording the renewal info of {record.cert_id}",
+            lambda conn: conn.execute(
+                "INSERT INTO AcmeRenewalInfo (cert_id, window_start, window_end, retry_after, fetched_at,"
+                " explanation_url) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (cert_id) DO UPDATE SET window_start = EXCLUDED.window_start,"
+                " window_end = EXCLUDED.window_end, retry_after = EXCLUDED.retry_after,"
+                " fetched_at = EXCLUDED.fetched_at, explanation_url = EXCLUDED.explanation_url",
+                (record.cert_id, record.window_start, record.window_end, record.retry_after, record.fetched_at,
+                 record.explanation_url),
+            ),
+        )  # fmt: skip

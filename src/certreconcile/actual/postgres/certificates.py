@@ -1,0 +1,361 @@
+"""Certificates, rotations, distributions, backoffs and the state serial (``CertificateStore``)."""
+
+from __future__ import annotations
+
+import gc
+import json
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from certreconcile.actual.model import (
+    BACKOFF_CAP,
+    BACKOFF_INITIAL,
+    HISTORY_ORDERS_WINDOW,
+    HISTORY_WINDOW,
+    ActualCertificate,
+    ActualState,
+    OpenRotation,
+    StateMeta,
+)
+from certreconcile.actual.postgres.connection import (
+    _STATUS,
+    CODE_CONFLICT,
+    CODE_INVALID,
+    PostgresConnection,
+    _missing_meta,
+    _not_found,
+    decode_key_ref,
+    encode_key_ref,
+)
+from certreconcile.actual.postgres.rows import (
+    _SQL_BACKOFFS_ALL,
+    _SQL_CURRENT_ALL,
+    _SQL_CURRENT_ONE,
+    _SQL_DISTRIBUTIONS_ALL,
+    _SQL_DISTRIBUTIONS_ONE,
+    _SQL_OPEN_ROTATION_ONE,
+    _SQL_OPEN_ROTATIONS_ALL,
+    _SQL_RECENT_ISSUANCES,
+    _SQL_RECENT_ORDERS,
+    _SQL_RECORD_FAILURE,
+    _build_state,
+    _row_to_certificate,
+    _row_to_distribution,
+    _row_to_rotation,
+)
+from certreconcile.actual.store import (
+    CertificateRow,
+)
+from certreconcile.domain.keys import KeyRef
+from certreconcile.domain.status import CertStatus, check_transition
+from certreconcile.errors import StateError
+
+
+class PostgresCertificates(PostgresConnection):
+    """Certificates, rotations, distributions, backoffs and the state serial (``CertificateStore``)."""
+
+    def load_actual(self) -> ActualState:
+        def work(conn: psycopg.Connection[Any]) -> ActualState:
+            with self._snapshot():
+                meta_row = conn.execute("SELECT lineage::text, serial FROM StateMeta").fetchone()
+                with conn.cursor(binary=True) as cursor:
+                    cert_rows = cursor.execute(_SQL_CURRENT_ALL).fetchall()
+                    dist_rows = cursor.execute(_SQL_DISTRIBUTIONS_ALL).fetchall()
+                    rotation_rows = cursor.execute(_SQL_OPEN_ROTATIONS_ALL).fetchall()
+                    backoff_rows = cursor.execute(_SQL_BACKOFFS_ALL).fetchall()
+                    issuance_rows = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW}).fetchall()
+                    order_rows = cursor.execute(_SQL_RECENT_ORDERS, (HISTORY_ORDERS_WINDOW,)).fetchall()
+            if meta_row is None:
+                raise _missing_meta()
+            # Hundreds of thousands of new objects would trigger many useless GC passes.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return _build_state(
+                    meta_row, cert_rows, dist_rows, rotation_rows, backoff_rows, issuance_rows, order_rows
+                )
+            finally:
+                if collecting:
+                    gc.enable()
+
+        return self._run("loading the actual state", work)
+
+    def meta(self) -> StateMeta:
+        def work(conn: psycopg.Connection[Any]) -> StateMeta:
+            row = conn.execute("SELECT lineage::text, serial FROM StateMeta").fetchone()
+            if row is None:
+                raise _missing_meta()
+            return StateMeta(lineage=row[0], serial=row[1])
+
+        return self._run("reading the state serial", work)
+
+    def current_certificate(self, name: str) -> ActualCertificate | None:
+        def work(conn: psycopg.Connection[Any]) -> ActualCertificate | None:
+            with self._snapshot():
+                row = conn.execute(_SQL_CURRENT_ONE, (name,)).fetchone()
+                if row is None:
+                    return None
+                dist_rows = conn.execute(_SQL_DISTRIBUTIONS_ONE, (name,)).fetchall()
+                rotation_row = conn.execute(_SQL_OPEN_ROTATION_ONE, (name,)).fetchone()
+            distributions = {dist[1]: _row_to_distribution(dist) for dist in dist_rows}
+            rotation = _row_to_rotation(rotation_row) if rotation_row is not None else None
+            return _row_to_certificate(row, distributions, rotation)
+
+        return self._run(f"reading certificate {name}", work)
+
+    def certificate_pems(self, cert_id: str) -> tuple[str, str]:
+        def work(conn: psycopg.Connection[Any]) -> tuple[str, str]:
+            row = conn.execute("SELECT cert_pem, chain_pem FROM Certificate WHERE id = %s", (cert_id,)).fetchone()
+            if row is None:
+                raise _not_found("certificate", cert_id)
+            return (row[0], row[1])
+
+        return self._run(f"reading certificate {cert_id}", work)
+
+    def key_ref(self, cert_id: str) -> KeyRef:
+        def work(conn: psycopg.Connection[Any]) -> KeyRef:
+            row = conn.execute("SELECT key_ref FROM Certificate WHERE id = %s", (cert_id,)).fetchone()
+            if row is None:
+                raise _not_found("certificate", cert_id)
+            return decode_key_ref(row[0])
+
+        return self._run(f"reading the key reference of certificate {cert_id}", work)
+
+    def certificate_status(self, cert_id: str) -> CertStatus:
+        def work(conn: psycopg.Connection[Any]) -> CertStatus:
+            row = conn.execute("SELECT status FROM Certificate WHERE id = %s", (cert_id,)).fetchone()
+            if row is None:
+                raise _not_found("certificate", cert_id)
+            return _STATUS[row[0]]
+
+        return self._run(f"reading the status of certificate {cert_id}", work)
+
+    def rotation_replacing(self, new_cert_id: str) -> OpenRotation | None:
+        def work(conn: psycopg.Connection[Any]) -> OpenRotation | None:
+            row = conn.execute(
+                "SELECT id, cert_id::text, new_cert_id::text, triggered_at FROM CertRotation"
+                " WHERE new_cert_id = %s AND completed_at IS NULL ORDER BY id DESC LIMIT 1",
+                (new_cert_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return OpenRotation(rotation_id=row[0], old_cert_id=row[1], new_cert_id=row[2], triggered_at=row[3])
+
+        return self._run(f"reading the rotation replaced by certificate {new_cert_id}", work)
+
+    def insert_certificate(self, row: CertificateRow) -> None:
+        if not row.domains:
+            raise StateError(
+                f"certificate {row.id} has no domain", code=CODE_INVALID, hint="declare at least one domain"
+            )
+        key_ref_text = encode_key_ref(row.key_ref)
+        params = (
+            row.id,
+            row.domains[0],
+            json.dumps(list(row.domains[1:])),
+            row.serial_number,
+            row.not_before,
+            row.not_after,
+            row.status.value,
+            row.fingerprint,
+            key_ref_text,
+            row.name,
+            row.issuer,
+            row.key_type.value,
+            row.cert_pem,
+            row.chain_pem,
+            row.on_delete.value,
+            row.issuer_fingerprint,
+            row.ari_replaces,
+            row.origin.value,
+            row.created_at,
+        )
+        self._run(
+            f"storing certificate {row.id} of {row.name}",
+            lambda conn: conn.execute(
+                "INSERT INTO Certificate (id, domain, san_domains, serial_number, not_before, not_after,"
+                " status, fingerprint, key_ref, name, issuer, key_type, cert_pem, chain_pem, on_delete,"
+                " issuer_fingerprint, ari_replaces, origin, created_at)"
+                " VALUES (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " coalesce(%s, clock_timestamp()))",
+                params,
+            ),
+        )
+
+    def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
+        def work(conn: psycopg.Connection[Any]) -> CertStatus:
+            # Compare-and-set: re-read and retry if another session moved the row meanwhile.
+            for _attempt in range(5):
+                row = conn.execute("SELECT status FROM Certificate WHERE id = %s", (cert_id,)).fetchone()
+                if row is None:
+                    raise _not_found("certificate", cert_id)
+                old = _STATUS[row[0]]
+                check_transition(old, new)
+                if old == new:
+                    return old
+                updated = conn.execute(
+                    "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s",
+                    (new.value, cert_id, old.value),
+                )
+                if updated.rowcount == 1:
+                    return old
+            raise StateError(
+                f"certificate {cert_id} kept changing status under us",
+                code=CODE_CONFLICT,
+                hint="another apply is working on this certificate; retry later",
+            )
+
+        return self._run(f"changing the status of certificate {cert_id} to {new.value}", work)
+
+    def retire(self, cert_id: str, at: datetime) -> None:
+        """Retire every row of the certificate's name, so no older row becomes current."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            row = conn.execute("SELECT name FROM Certificate WHERE id = %s", (cert_id,)).fetchone()
+            if row is None:
+                raise _not_found("certificate", cert_id)
+            conn.execute("UPDATE Certificate SET retired_at = %s WHERE name = %s AND retired_at IS NULL", (at, row[0]))
+
+        self._run(f"retiring certificate {cert_id}", work)
+
+    def open_rotation(self, old_cert_id: str, at: datetime) -> int:
+        """Open a rotation of ``old_cert_id``; an already open one is returned instead."""
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(
+                "WITH inserted AS ("
+                " INSERT INTO CertRotation (cert_id, triggered_at) VALUES (%(cert)s, %(at)s)"
+                " ON CONFLICT (cert_id) WHERE completed_at IS NULL DO NOTHING RETURNING id)"
+                " SELECT id FROM inserted"
+                " UNION ALL SELECT id FROM CertRotation WHERE cert_id = %(cert)s AND completed_at IS NULL"
+                " LIMIT 1",
+                {"cert": old_cert_id, "at": at},
+            ).fetchone()
+            if row is None:  # lost a race with a concurrent open: read it now
+                row = conn.execute(
+                    "SELECT id FROM CertRotation WHERE cert_id = %s AND completed_at IS NULL", (old_cert_id,)
+                ).fetchone()
+            if row is None:
+                raise _not_found("open rotation of certificate", old_cert_id)
+            return int(row[0])
+
+        return self._run(f"opening a rotation of certificate {old_cert_id}", work)
+
+    def attach_rotation(self, rotation_id: int, new_cert_id: str) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            updated = conn.execute(
+                "UPDATE CertRotation SET new_cert_id = %s WHERE id = %s AND completed_at IS NULL",
+                (new_cert_id, rotation_id),
+            )
+            if updated.rowcount != 1:
+                raise _not_found("open rotation", rotation_id)
+
+        self._run(f"attaching certificate {new_cert_id} to rotation {rotation_id}", work)
+
+    def complete_rotation(self, rotation_id: int, at: datetime) -> None:
+        """Close the rotation (idempotent). The status changes are the caller's to make."""
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            row = conn.execute(
+                "SELECT new_cert_id IS NOT NULL, completed_at IS NOT NULL FROM CertRotation WHERE id = %s",
+                (rotation_id,),
+            ).fetchone()
+            if row is None:
+                raise _not_found("rotation", rotation_id)
+            has_new, completed = row
+            if completed:
+                return
+            if not has_new:
+                raise StateError(
+                    f"rotation {rotation_id} has no replacement certificate yet",
+                    code=CODE_INVALID,
+                    hint="attach the new certificate before completing the rotation",
+                )
+            conn.execute(
+                "UPDATE CertRotation SET completed_at = %s WHERE id = %s AND completed_at IS NULL",
+                (at, rotation_id),
+            )
+
+        self._run(f"completing rotation {rotation_id}", work)
+
+    def record_distribution(
+        self,
+        cert_id: str,
+        target: str,
+        fingerprint: str,
+        *,
+        pushed_at: datetime | None,
+        verified_at: datetime | None,
+        last_error: str | None,
+        target_fingerprint: str | None,
+    ) -> None:
+        def work(conn: psycopg.Connection[Any]) -> None:
+            inserted = conn.execute(
+                "INSERT INTO Distribution (cert_name, target, cert_id, fingerprint, pushed_at, verified_at,"
+                " last_error, target_fingerprint, verified_fingerprint)"
+                " SELECT name, %s, id, %s, %s, %s, %s, %s, CASE WHEN %s::timestamptz IS NULL THEN NULL ELSE %s END"
+                " FROM Certificate WHERE id = %s"
+                " ON CONFLICT (cert_name, target) DO UPDATE SET cert_id = EXCLUDED.cert_id,"
+                " fingerprint = EXCLUDED.fingerprint, pushed_at = EXCLUDED.pushed_at,"
+                " verified_at = EXCLUDED.verified_at, last_error = EXCLUDED.last_error,"
+                " target_fingerprint = EXCLUDED.target_fingerprint,"
+                " verified_fingerprint = coalesce(EXCLUDED.verified_fingerprint, Distribution.verified_fingerprint)",
+                (
+                    target,
+                    fingerprint,
+                    pushed_at,
+                    verified_at,
+                    last_error,
+                    target_fingerprint,
+                    verified_at,
+                    fingerprint,
+                    cert_id,
+                ),
+            )
+            if inserted.rowcount != 1:
+                raise _not_found("certificate", cert_id)
+
+        self._run(f"recording the distribution of certificate {cert_id} to {target}", work)
+
+    def remove_distribution(self, name: str, target: str) -> None:
+        self._run(
+            f"removing the distribution of {name} to {target}",
+            lambda conn: conn.execute("DELETE FROM Distribution WHERE cert_name = %s AND target = %s", (name, target)),
+        )
+
+    def bump_serial(self) -> int:
+        def work(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("UPDATE StateMeta SET serial = serial + 1 RETURNING serial").fetchone()
+            if row is None:
+                raise _missing_meta()
+            return int(row[0])
+
+        return self._run("advancing the state serial", work)
+
+    def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
+        params = {"name": name, "at": at, "initial": BACKOFF_INITIAL, "cap": BACKOFF_CAP, "digest": declaration_digest}
+
+        def work(conn: psycopg.Connection[Any]) -> datetime:
+            row = conn.execute(_SQL_RECORD_FAILURE, params).fetchone()
+            assert row is not None  # INSERT ... RETURNING always returns the row
+            until: datetime = row[0]
+            return until
+
+        return self._run(f"recording a failed issuance of {name}", work)
+
+    def clear_failures(self, name: str) -> None:
+        self._run(
+            f"clearing the failures of {name}",
+            lambda conn: conn.execute("DELETE FROM IssuanceBackoff WHERE name = %s", (name,)),
+        )
+
+    def failure_count(self, name: str) -> int:
+        """How many failures in a row ``name`` has had (0 when none): drives the backoff length."""
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("SELECT failures FROM IssuanceBackoff WHERE name = %s", (name,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return self._run(f"reading the failures of {name}", work)

@@ -1,0 +1,231 @@
+"""The certificate queries and the fast row-to-model conversions of ``load_actual``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from certreconcile.actual.model import (
+    ActualCertificate,
+    ActualState,
+    DistributionState,
+    IssuanceBackoff,
+    IssuanceHistory,
+    OpenRotation,
+    PastIssuance,
+    PastOrder,
+    RenewalWindow,
+    StateMeta,
+)
+from certreconcile.actual.postgres.connection import (
+    _JSON_LOADS,
+    _KEY_TYPE,
+    _ON_DELETE,
+    _ORIGIN,
+    _STATUS,
+    _T,
+)
+
+# The columns every current-row query reads, in the order _row_to_certificate expects.
+# Never key_ref (has_key is generated from it): `plan` runs under a role that may not read it.
+# AcmeRenewalInfo has at most one row per certificate (its primary key): the join adds none.
+_SQL_CURRENT_ALL = (
+    "SELECT DISTINCT ON (name) id::text, name, domain, san_domains::text, issuer, key_type,"
+    " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin"
+    " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
+    " WHERE retired_at IS NULL AND status <> 'superseded'"
+    " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
+    " created_at DESC, not_before DESC, Certificate.id DESC"
+)
+
+
+_SQL_CURRENT_ONE = (
+    "SELECT id::text, name, domain, san_domains::text, issuer, key_type,"
+    " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin"
+    " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
+    " WHERE name = %s AND retired_at IS NULL AND status <> 'superseded'"
+    " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
+    " created_at DESC, not_before DESC, Certificate.id DESC LIMIT 1"
+)
+
+
+_SQL_DISTRIBUTIONS_ALL = (
+    "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint,"
+    " verified_fingerprint"
+    " FROM Distribution ORDER BY cert_name, target"
+)
+
+
+_SQL_DISTRIBUTIONS_ONE = (
+    "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint,"
+    " verified_fingerprint"
+    " FROM Distribution WHERE cert_name = %s ORDER BY target"
+)
+
+
+_SQL_OPEN_ROTATIONS_ALL = (
+    "SELECT c.name, r.id, r.cert_id::text, r.new_cert_id::text, r.triggered_at"
+    " FROM CertRotation r JOIN Certificate c ON c.id = r.cert_id WHERE r.completed_at IS NULL"
+)
+
+
+_SQL_BACKOFFS_ALL = (
+    "SELECT name, failures, last_failure_at, until, declaration_digest FROM IssuanceBackoff ORDER BY name"
+)
+
+
+# Certificates ACME CAs issued in the window (the join to their order gives the directory;
+# certificates of other issuers have no order). `renewal`: an earlier certificate of the
+# same issuer had the same names (idx_cert_domain). Both sides bounded by time (0005's
+# index, and idx_acmeorder_directory_created): an order is placed before its certificate,
+# and ACME orders expire within days, so one window more on the order's side loses nothing.
+_SQL_RECENT_ISSUANCES = (
+    "SELECT o.directory_url, c.domain, c.san_domains::text, c.created_at, c.ari_replaces IS NOT NULL,"
+    " EXISTS (SELECT 1 FROM Certificate p WHERE p.domain = c.domain AND p.san_domains = c.san_domains"
+    " AND p.issuer = c.issuer AND p.created_at < c.created_at)"
+    " FROM Certificate c JOIN AcmeOrder o ON o.cert_id = c.id"
+    " WHERE c.created_at >= now() - %(window)s AND o.directory_url IS NOT NULL"
+    " AND o.created_at >= now() - 2 * %(window)s"
+    " ORDER BY c.created_at, c.id"
+)
+
+
+_SQL_RECENT_ORDERS = (
+    "SELECT o.directory_url, o.created_at, coalesce(c.ari_replaces IS NOT NULL, false)"
+    " FROM AcmeOrder o LEFT JOIN Certificate c ON c.id = o.cert_id"
+    " WHERE o.created_at >= now() - %s AND o.directory_url IS NOT NULL"
+    " ORDER BY o.created_at, o.id"
+)
+
+
+# One statement: a failure under the same declaration doubles the wait (capped), another
+# declaration starts again at one failure.
+_SQL_RECORD_FAILURE = (
+    "INSERT INTO IssuanceBackoff AS b (name, failures, last_failure_at, until, declaration_digest)"
+    " VALUES (%(name)s, 1, %(at)s, %(at)s + %(initial)s, %(digest)s)"
+    " ON CONFLICT (name) DO UPDATE SET"
+    " failures = CASE WHEN b.declaration_digest IS NOT DISTINCT FROM EXCLUDED.declaration_digest"
+    " THEN b.failures + 1 ELSE 1 END,"
+    " last_failure_at = EXCLUDED.last_failure_at,"
+    " until = EXCLUDED.last_failure_at + least(%(initial)s * power(2, CASE WHEN b.declaration_digest"
+    " IS NOT DISTINCT FROM EXCLUDED.declaration_digest THEN least(b.failures, 16) ELSE 0 END), %(cap)s),"
+    " declaration_digest = EXCLUDED.declaration_digest"
+    " RETURNING until"
+)
+
+
+_SQL_OPEN_ROTATION_ONE = (
+    "SELECT c.name, r.id, r.cert_id::text, r.new_cert_id::text, r.triggered_at"
+    " FROM CertRotation r JOIN Certificate c ON c.id = r.cert_id"
+    " WHERE r.completed_at IS NULL AND c.name = %s ORDER BY r.id DESC LIMIT 1"
+)
+
+
+def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
+    """A constructor taking every field positionally, skipping the frozen ``__init__``.
+
+    A frozen slotted dataclass sets each field through ``object.__setattr__``; building
+    100k of them that way costs more than the query. Writing the slots directly through
+    their descriptors gives the same object (the contract tests compare with ``==``)
+    at less than half the cost. Only for classes without ``__post_init__``.
+    """
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has a __post_init__; use its constructor")
+    setters = tuple(getattr(cls, field.name).__set__ for field in dataclasses.fields(cls))  # type: ignore[arg-type]
+    new = object.__new__
+
+    def construct(*values: object) -> _T:
+        instance = new(cls)
+        for setter, value in zip(setters, values, strict=True):
+            setter(instance, value)
+        return instance
+
+    return construct
+
+
+_new_certificate = _fast_constructor(ActualCertificate)
+
+
+_new_distribution = _fast_constructor(DistributionState)
+
+
+def _domains(primary: str, sans: str) -> tuple[str, ...]:
+    if sans == "[]":
+        return (primary,)
+    if "\\" not in sans:
+        # Fast path: jsonb prints string arrays as ["a", "b"] and escapes any quote
+        # inside an element as \", so without a backslash the split is exact.
+        return (primary, *sans[2:-2].split('", "'))
+    return (primary, *_JSON_LOADS(sans))
+
+
+def _row_to_certificate(
+    row: Sequence[Any],
+    distributions: Mapping[str, DistributionState],
+    open_rotation: OpenRotation | None,
+) -> ActualCertificate:
+    # Field order of ActualCertificate: id, name, domains, issuer, key_type, serial_number,
+    # not_before, not_after, status, fingerprint, on_delete, has_key, distributions,
+    # open_rotation, issuer_fingerprint, renewal_window, origin.
+    return _new_certificate(
+        row[0],
+        row[1],
+        _domains(row[2], row[3]),
+        row[4],
+        _KEY_TYPE[row[5]],
+        row[6],
+        row[7],
+        row[8],
+        _STATUS[row[9]],
+        row[10],
+        _ON_DELETE[row[11]],
+        row[12],
+        distributions,
+        open_rotation,
+        row[13],
+        None if row[14] is None else RenewalWindow(row[14], row[15]),
+        _ORIGIN[row[16]],
+    )
+
+
+def _row_to_distribution(row: Sequence[Any]) -> DistributionState:
+    # target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, verified_fingerprint
+    return _new_distribution(row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+def _row_to_rotation(row: Sequence[Any]) -> OpenRotation:
+    return OpenRotation(rotation_id=row[1], old_cert_id=row[2], new_cert_id=row[3], triggered_at=row[4])
+
+
+def _build_state(
+    meta_row: Sequence[Any],
+    cert_rows: Sequence[Sequence[Any]],
+    dist_rows: Sequence[Sequence[Any]],
+    rotation_rows: Sequence[Sequence[Any]],
+    backoff_rows: Sequence[Sequence[Any]],
+    issuance_rows: Sequence[Sequence[Any]] = (),
+    order_rows: Sequence[Sequence[Any]] = (),
+) -> ActualState:
+    by_name: dict[str, dict[str, DistributionState]] = {}
+    for row in dist_rows:
+        by_name.setdefault(row[0], {})[row[1]] = _row_to_distribution(row)
+    rotations = {row[0]: _row_to_rotation(row) for row in rotation_rows}
+    empty: Mapping[str, DistributionState] = {}
+    certificates = {
+        row[1]: _row_to_certificate(row, by_name.get(row[1], empty), rotations.get(row[1])) for row in cert_rows
+    }
+    return ActualState(
+        meta=StateMeta(lineage=meta_row[0], serial=meta_row[1]),
+        certificates=certificates,
+        backoffs={row[0]: IssuanceBackoff(row[1], row[2], row[3], row[4]) for row in backoff_rows},
+        issuance_history=IssuanceHistory(
+            issuances=tuple(
+                PastIssuance(row[0], frozenset(_domains(row[1], row[2])), row[3], row[4], row[5])
+                for row in issuance_rows
+            ),
+            orders=tuple(PastOrder(row[0], row[1], row[2]) for row in order_rows),
+        ),
+    )

@@ -1,0 +1,49 @@
+"""ACME accounts, orders and renewal info (``AcmeStore``), in memory."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from certreconcile.actual.store import (
+    AcmeAccountRecord,
+    AcmeOrderRecord,
+    RenewalInfoRecord,
+)
+from certreconcile.errors import StateError
+from certreconcile.testing.fake_state.base import (
+    FakeSessionBase,
+)
+
+
+class FakeAcme(FakeSessionBase):
+    """ACME accounts, orders and renewal info (``AcmeStore``), in memory."""
+
+    def get_acme_account(self, directory_url: str) -> AcmeAccountRecord | None:
+        with self._store._mutex:
+            return self._data.acme_accounts.get(directory_url)
+
+    def put_acme_account(self, record: AcmeAccountRecord) -> AcmeAccountRecord:
+        with self._store._mutex:
+            return self._data.acme_accounts.setdefault(record.directory_url, record)
+
+    def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None:
+        with self._store._mutex:
+            stored = self._data.acme_orders.get(idempotency_key)
+            return None if stored is None else stored[0]
+
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+        with self._store._mutex:
+            previous = self._data.acme_orders.get(record.idempotency_key)
+            self._data.acme_orders[record.idempotency_key] = (record, at if previous is None else previous[1])
+
+    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
+        with self._store._mutex:
+            return self._data.renewal_infos.get(cert_id)
+
+    def save_renewal_info(self, record: RenewalInfoRecord) -> None:
+        with self._store._mutex:
+            if record.cert_id not in self._data.certificates:
+                raise StateError(
+                    f"certificate {record.cert_id} does not exist", code="state-not-found", hint="plan again"
+                )
+            self._data.renewal_infos[record.cert_id] = record
