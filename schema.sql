@@ -444,6 +444,17 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
                'key_rewrapped','key_discarded')
 );
 
+-- ==== 0010_git_followed_commit ====
+
+-- certreconcile migration 0010: the git commit `run --git` follows (design §9), shared by every replica.
+-- git_source names what is followed (the repository URL without credentials, the branch, the path);
+-- git_commit is the commit whose declarations apply. Moved by compare-and-set, forwards only.
+ALTER TABLE StateMeta
+    ADD COLUMN git_source TEXT,
+    ADD COLUMN git_commit TEXT,
+    ADD CONSTRAINT chk_statemeta_git CHECK ((git_source IS NULL) = (git_commit IS NULL)),
+    ADD CONSTRAINT chk_statemeta_git_commit CHECK (git_commit ~ '^[0-9a-f]{40}([0-9a-f]{24})?$');
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -455,3 +466,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (6, '0006_distribution_verifi
 INSERT INTO SchemaMigration (version, name) VALUES (7, '0007_audit_chain');
 INSERT INTO SchemaMigration (version, name) VALUES (8, '0008_least_privilege');
 INSERT INTO SchemaMigration (version, name) VALUES (9, '0009_audit_key_discarded');
+INSERT INTO SchemaMigration (version, name) VALUES (10, '0010_git_followed_commit');

@@ -31,6 +31,7 @@ __all__ = [
     "AuditChainRow",
     "AuditEvent",
     "CertificateRow",
+    "FollowedCommit",
     "JournalEntry",
     "KeyRefTable",
     "KeyRefUsage",
@@ -67,6 +68,18 @@ class AuditEvent:
     at: datetime
     detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
     id: int | None = None  # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class FollowedCommit:
+    """The git commit ``run --git`` follows (:mod:`certreconcile.gitfollow`), one per database.
+
+    ``source`` names what is followed: the repository URL without credentials, the branch and
+    the path inside the repository; ``commit`` is the full hexadecimal sha.
+    """
+
+    source: str
+    commit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +316,14 @@ class StateSession(Protocol):
 
     def bump_serial(self) -> int:
         """Advance the state serial (stale-plan detection); returns the new serial."""
+        ...
+
+    def followed_commit(self) -> FollowedCommit | None:
+        """The commit ``run --git`` follows; None before the first."""
+        ...
+
+    def follow_commit(self, expected: FollowedCommit | None, new: FollowedCommit) -> bool:
+        """Compare-and-set: record ``new`` only if the followed commit is still ``expected``; False if not."""
         ...
 
     def start_run(self, git_commit: str | None, plan_digest: str, at: datetime) -> int: ...

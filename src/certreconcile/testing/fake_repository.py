@@ -52,6 +52,7 @@ from certreconcile.actual.store import (
     AuditAction,
     AuditEvent,
     CertificateRow,
+    FollowedCommit,
     JournalEntry,
     KeyRefTable,
     KeyRefUsage,
@@ -117,6 +118,7 @@ class _Data:
     acme_accounts: dict[str, AcmeAccountRecord] = field(default_factory=dict)
     acme_orders: dict[str, tuple[AcmeOrderRecord, datetime]] = field(default_factory=dict)  # record, created_at
     renewal_infos: dict[str, RenewalInfoRecord] = field(default_factory=dict)
+    followed: FollowedCommit | None = None  # StateMeta.git_source/git_commit
 
 
 class _NameLock:
@@ -612,6 +614,17 @@ class InMemorySession:
         with self._store._mutex:
             self._data.serial += 1
             return self._data.serial
+
+    def followed_commit(self) -> FollowedCommit | None:
+        with self._store._mutex:
+            return self._data.followed
+
+    def follow_commit(self, expected: FollowedCommit | None, new: FollowedCommit) -> bool:
+        with self._store._mutex:
+            if self._data.followed != expected:
+                return False
+            self._data.followed = new
+            return True
 
     def start_run(self, git_commit: str | None, plan_digest: str, at: datetime) -> int:
         with self._store._mutex:
