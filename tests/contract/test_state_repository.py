@@ -19,10 +19,10 @@ import pytest
 from certreconcile.actual.model import DistributionState, IssuanceBackoff
 from certreconcile.actual.store import (
     AcmeOrderRecord,
-    FollowedCommit,
     AuditAction,
     AuditEvent,
     CertificateRow,
+    FollowedCommit,
     JournalEntry,
     KeyRefTable,
     LocalCaRecord,
