@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import psycopg
@@ -289,3 +289,38 @@ def test_a_non_empty_directory_is_not_taken_for_the_clone(
     assert "error[git-dir-not-a-clone]" in result.stderr
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
     shutil.rmtree(taken)
+
+
+def test_one_loop_applies_a_commit_pushed_between_two_cycles(
+    remote: Remote, database_url: str, tmp_path: Path, git_env: dict[str, str]
+) -> None:
+    """In one process: the Reconciler keeps its source and adapters; the next cycle sees the new head."""
+    from datetime import UTC, datetime
+
+    from certreconcile.actual.repository import PostgresStore
+    from certreconcile.clock import FixedClock
+    from certreconcile.desired.model import DesiredState
+    from certreconcile.gitfollow import GitFollowOptions, GitFollowSource
+    from certreconcile.reconciler import Reconciler
+    from certreconcile.wiring import Settings, build_environment
+
+    options = GitFollowOptions(remote.url, "main", PurePosixPath("certs"), tmp_path / "clone")
+    settings = Settings(options.desired_dir, tmp_path / "state", database_url, git_env)
+    store = PostgresStore(database_url)
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+
+    def environment(desired: DesiredState) -> Any:
+        return build_environment(desired, settings, store, clock)
+
+    source = GitFollowSource(options, store, git_env)
+    reconciler = Reconciler(source, store, environment, clock, apply_changes=True, settings=settings)
+    first = remote.push(["shop"], "shop")
+    one = reconciler.cycle()
+    assert (one.outcome, one.git_commit, one.errors) == ("success", first, ())
+    second = remote.push(["shop", "api"], "add api")
+    two = reconciler.cycle()
+    assert (two.outcome, two.git_commit, two.errors) == ("success", second, ())
+    assert [result.change.name for result in two.results] == ["api"]
+    assert actors(database_url, "api") == {f"git:{second} {EMAIL}"}
+    three = reconciler.cycle()
+    assert (three.outcome, three.git_commit) == ("noop", second)
