@@ -146,12 +146,13 @@ class GitFollowSource:
         try:
             self._fetch()
         except CertReconcileError as exc:
-            log.error("%s", exc.one_line())  # noqa: TRY400  one line: no traceback
             problems.append(exc)
         try:
             return self._follow(problems)
-        finally:
+        finally:  # a problem raised left the list: the cycle reports (and logs) it as its error
             self._problems = tuple(problem.one_line() for problem in problems)
+            if problems and problems[0].code == "git-fetch-failed":
+                log.error("%s", problems[0].one_line())  # one line: no traceback
 
     def _fetch(self) -> None:
         """Clone on first use (``git init`` + fetch), then fetch the branch; the URL is never stored."""
@@ -183,11 +184,11 @@ class GitFollowSource:
             recorded = self._recorded()
             base = recorded.commit if recorded is not None and recorded.source == self.options.source else None
             if base is not None and self._git.commit_of(base) is None:
-                raise (problems[0] if problems else _followed_missing(base, self.options.clone_dir))
+                raise (problems.pop(0) if problems else _followed_missing(base, self.options.clone_dir))
             head = self._git.commit_of(f"refs/remotes/origin/{self.options.branch}")
             if head is None or head == base:
                 if base is None:
-                    raise (problems[0] if problems else _never_fetched(self.options))
+                    raise (problems.pop(0) if problems else _never_fetched(self.options))
                 return self._load_at(base)
             try:
                 self._check(base, head)

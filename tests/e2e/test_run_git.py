@@ -324,3 +324,14 @@ def test_one_loop_applies_a_commit_pushed_between_two_cycles(
     assert actors(database_url, "api") == {f"git:{second} {EMAIL}"}
     three = reconciler.cycle()
     assert (three.outcome, three.git_commit) == ("noop", second)
+
+
+def test_an_unreachable_remote_with_nothing_followed_yet_applies_nothing(
+    run_cli: Runner, git_env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    empty = snapshot(database_url)
+    result = run_cli("run", "--git", (tmp_path / "nowhere.git").as_uri(), "--once", env=git_env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("error[git-fetch-failed]") == 1, result.stderr  # reported once, as the cycle's error
+    assert "cycle failed: error[git-fetch-failed]: git fetch of main from file://" in result.stderr
+    assert snapshot(database_url) == empty
