@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests need (installed only when missing).
-DEBIAN_PACKAGES ?= git openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus openssh-server
+DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus openssh-server
 DEMO_DIR ?= examples/desired-state
 
 .PHONY: help venv demo test lint typecheck importlint unit soak deps bench schema clean

@@ -452,6 +452,17 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
 ALTER TABLE Certificate ADD COLUMN origin TEXT NOT NULL DEFAULT 'git';
 ALTER TABLE Certificate ADD CONSTRAINT chk_cert_origin CHECK (origin IN ('git','api'));
 
+-- ==== 0011_git_followed_commit ====
+
+-- certreconcile migration 0011: the git commit `run --git` follows (design §9), shared by every replica.
+-- git_source names what is followed (the repository URL without credentials, the branch, the path);
+-- git_commit is the commit whose declarations apply. Moved by compare-and-set, forwards only.
+ALTER TABLE StateMeta
+    ADD COLUMN git_source TEXT,
+    ADD COLUMN git_commit TEXT,
+    ADD CONSTRAINT chk_statemeta_git CHECK ((git_source IS NULL) = (git_commit IS NULL)),
+    ADD CONSTRAINT chk_statemeta_git_commit CHECK (git_commit ~ '^[0-9a-f]{40}([0-9a-f]{24})?$');
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -464,3 +475,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (7, '0007_audit_chain');
 INSERT INTO SchemaMigration (version, name) VALUES (8, '0008_least_privilege');
 INSERT INTO SchemaMigration (version, name) VALUES (9, '0009_audit_key_discarded');
 INSERT INTO SchemaMigration (version, name) VALUES (10, '0010_certificate_origin');
+INSERT INTO SchemaMigration (version, name) VALUES (11, '0011_git_followed_commit');

@@ -92,7 +92,33 @@ _CODES: tuple[ErrorCode, ...] = (
     _code("comment-write-failed", Category.COMMAND, "pass a writable directory to --comment-dir"),
     _code("dir-missing", Category.COMMAND, "pass the desired-state directory with --dir"),
     _code("domains-empty", Category.COMMAND, "pass at least one domain"),
+    _code(
+        "git-command-failed",
+        Category.COMMAND,
+        "check the clone of run --git (--git-dir); remove it to clone again",
+    ),
+    _code(
+        "git-commit-signature-refused",
+        Category.COMMAND,
+        "sign with an SSH key listed in the allowed signers file; the next signed commit on top applies",
+    ),
+    _code(
+        "git-commit-unsigned",
+        Category.COMMAND,
+        "sign with an SSH key listed in the allowed signers file; the next signed commit on top applies",
+    ),
+    _code("git-dir-not-a-clone", Category.COMMAND, "pass an empty or new directory with --git-dir"),
     _code("git-fetch-failed", Category.COMMAND, "check the remote and its credentials; the next cycle tries again"),
+    _code(
+        "git-followed-commit-missing",
+        Category.COMMAND,
+        "make the branch descend from the followed commit again (`git merge -s ours <sha>`), or check --git",
+    ),
+    _code(
+        "git-not-fast-forward",
+        Category.COMMAND,
+        "make the branch descend from the followed commit again (`git merge -s ours <sha>`) and push",
+    ),
     _code("init-not-empty", Category.COMMAND, "run init in a new or empty directory"),
     _code("issuer-unknown", Category.COMMAND, "use an issuer declared in the desired state"),
     _code("metrics-port-unavailable", Category.COMMAND, "choose another --metrics-port or --metrics-address"),
@@ -114,6 +140,11 @@ _CODES: tuple[ErrorCode, ...] = (
         "plugin-broken",
         Category.CONFIG,
         "reinstall the package that provides the plug-in kind; its module must export Config and create",
+    ),
+    _code(
+        "allowed-signers-unreadable",
+        Category.CONFIG,
+        "pass a readable file: one `<principal> <ssh public key>` line per allowed signer",
     ),
     _code("acme-eab-missing", Category.CONFIG, "export both variables (the CA gives you the key id and the HMAC key)"),
     _code(

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from certreconcile import engine
 from certreconcile.actual.model import ActualState
@@ -48,6 +48,7 @@ __all__ = [
     "EnvironmentFactory",
     "LoopControl",
     "Reconciler",
+    "ReportingSource",
     "Sleeper",
     "jittered_interval",
     "reconcile_once",
@@ -65,6 +66,14 @@ log = logging.getLogger("certreconcile.run")
 class DesiredSource(Protocol):
     def load(self) -> DesiredState:
         """The declarations to reconcile now (a git source fetches first). Raises CertReconcileError."""
+        ...
+
+
+@runtime_checkable
+class ReportingSource(DesiredSource, Protocol):
+    def problems(self) -> tuple[str, ...]:
+        """Errors of the last load that did not stop it (one line each), e.g. a refused git commit
+        while the commit followed before still applies (:mod:`certreconcile.gitfollow`)."""
         ...
 
 
@@ -143,7 +152,7 @@ class Reconciler:
         git_commit: str | None = None
         planned: Plan | None = None
         try:
-            desired = self.source.load()
+            desired = self._load(errors)
             self._desired = desired
             git_commit = desired.git_commit
             env = self._environment(desired)
@@ -182,6 +191,13 @@ class Reconciler:
         )
         self._observe(result)
         return result
+
+    def _load(self, errors: list[str]) -> DesiredState:
+        try:
+            return self.source.load()
+        finally:
+            if isinstance(self.source, ReportingSource):
+                errors += self.source.problems()
 
     def _declaration_changes(
         self,

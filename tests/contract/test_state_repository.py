@@ -20,6 +20,7 @@ from certreconcile.actual.model import DistributionState, IssuanceBackoff
 from certreconcile.actual.store import (
     AcmeOrderRecord,
     CertificateRow,
+    FollowedCommit,
     JournalEntry,
     KeyRefTable,
     LocalCaRecord,
@@ -519,6 +520,19 @@ def test_bump_serial(session: StateSession) -> None:
     assert session.meta().serial == 2
     assert session.meta().lineage == lineage
     assert session.load_actual().meta.serial == 2
+
+
+def test_followed_commit_is_a_compare_and_set(session: StateSession) -> None:
+    first = FollowedCommit("file:///srv/certs.git#main:.", "a" * 40)
+    second = FollowedCommit("file:///srv/certs.git#main:.", "b" * 40)
+    assert session.followed_commit() is None
+    assert session.follow_commit(first, second) is False  # nothing followed yet: not `first`
+    assert session.follow_commit(None, first) is True
+    assert session.follow_commit(None, second) is False  # another replica moved it first
+    assert session.followed_commit() == first
+    assert session.follow_commit(first, second) is True
+    assert session.followed_commit() == second
+    assert session.meta().serial == 0  # following a commit changes no certificate
 
 
 def test_local_ca_first_writer_wins(session: StateSession) -> None:

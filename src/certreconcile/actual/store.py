@@ -30,6 +30,7 @@ __all__ = [
     "AcmeStore",
     "CertificateRow",
     "CertificateStore",
+    "FollowedCommit",
     "JournalEntry",
     "JournalStore",
     "KeyRefStore",
@@ -153,6 +154,18 @@ class KeyRefUsage:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class FollowedCommit:
+    """The git commit ``run --git`` follows (:mod:`certreconcile.gitfollow`), one per database.
+
+    ``source`` names what is followed: the repository URL without credentials, the branch and
+    the path inside the repository; ``commit`` is the full hexadecimal sha.
+    """
+
+    source: str
+    commit: str
+
+
 class CertificateStore(Protocol):
     """Certificates, their rotations and distributions, the backoffs and the state serial; locks and transactions."""
 
@@ -225,6 +238,14 @@ class CertificateStore(Protocol):
 
     def bump_serial(self) -> int:
         """Advance the state serial (stale-plan detection); returns the new serial."""
+        ...
+
+    def followed_commit(self) -> FollowedCommit | None:
+        """The commit ``run --git`` follows; None before the first."""
+        ...
+
+    def follow_commit(self, expected: FollowedCommit | None, new: FollowedCommit) -> bool:
+        """Compare-and-set: record ``new`` only if the followed commit is still ``expected``; False if not."""
         ...
 
     def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:

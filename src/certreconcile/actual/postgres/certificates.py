@@ -47,6 +47,7 @@ from certreconcile.actual.postgres.rows import (
 )
 from certreconcile.actual.store import (
     CertificateRow,
+    FollowedCommit,
 )
 from certreconcile.domain.keys import KeyRef
 from certreconcile.domain.status import CertStatus, check_transition
@@ -333,6 +334,26 @@ class PostgresCertificates(PostgresConnection):
             return int(row[0])
 
         return self._run("advancing the state serial", work)
+
+    def followed_commit(self) -> FollowedCommit | None:
+        def work(conn: psycopg.Connection[Any]) -> FollowedCommit | None:
+            row = conn.execute("SELECT git_source, git_commit FROM StateMeta").fetchone()
+            return None if row is None or row[0] is None else FollowedCommit(source=row[0], commit=row[1])
+
+        return self._run("reading the followed git commit", work)
+
+    def follow_commit(self, expected: FollowedCommit | None, new: FollowedCommit) -> bool:
+        old = (None, None) if expected is None else (expected.source, expected.commit)
+
+        def work(conn: psycopg.Connection[Any]) -> bool:
+            updated = conn.execute(
+                "UPDATE StateMeta SET git_source = %s, git_commit = %s"
+                " WHERE git_source IS NOT DISTINCT FROM %s AND git_commit IS NOT DISTINCT FROM %s",
+                (new.source, new.commit, *old),
+            )
+            return updated.rowcount == 1
+
+        return self._run("recording the followed git commit", work)
 
     def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
         params = {"name": name, "at": at, "initial": BACKOFF_INITIAL, "cap": BACKOFF_CAP, "digest": declaration_digest}

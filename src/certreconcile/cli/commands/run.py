@@ -8,6 +8,7 @@ the loop runs on a fixed clock that its sleeps advance instead of waiting.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,10 +24,13 @@ from certreconcile.errors import CertReconcileError
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from certreconcile.actual.store import StateStore
     from certreconcile.apply.executor import ApplyEnvironment
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.desired.model import DesiredState
-    from certreconcile.reconciler import CycleResult, LoopControl
+    from certreconcile.gitfollow import GitFollowOptions
+    from certreconcile.reconciler import CycleResult, DesiredSource, LoopControl
+    from certreconcile.wiring import Settings
 
 __all__ = ["GitDesiredSource", "parse_interval", "parse_jitter", "run_command"]
 
@@ -169,6 +173,36 @@ def run_command(
             help="Before each cycle: fetch the ref's remote (with --ref), or fast-forward the work tree.",
         ),
     ] = False,
+    git_url: Annotated[
+        str | None,
+        typer.Option(
+            "--git",
+            metavar="URL",
+            help="Follow --branch of this repository: each cycle fetches it and applies a new head commit "
+            "(fast-forwards only) as git:<sha> <email>. Implies --apply-changes; --dir is then a path inside "
+            "the repository.",
+        ),
+    ] = None,
+    branch: Annotated[str | None, typer.Option(help="The branch --git follows.", show_default="main")] = None,
+    git_dir: Annotated[
+        Path | None,
+        typer.Option("--git-dir", help="Where --git keeps its clone.", file_okay=False, show_default="<data dir>/git"),
+    ] = None,
+    require_signed_commits: Annotated[
+        bool,
+        typer.Option(
+            "--require-signed-commits",
+            help="With --git: apply only commits signed by an SSH key of --allowed-signers (git verify-commit).",
+        ),
+    ] = False,
+    allowed_signers: Annotated[
+        Path | None,
+        typer.Option(
+            "--allowed-signers",
+            help="The allowed signers file (ssh-keygen format) of --require-signed-commits.",
+            dir_okay=False,
+        ),
+    ] = None,
     interval: Annotated[str, typer.Option(help="Time between cycles: 1h, 15m, 30s, or seconds (0.5).")] = "1h",
     jitter: Annotated[str, typer.Option(help="Randomise each interval by up to this share either way.")] = "10%",
     apply_changes: Annotated[
@@ -199,20 +233,27 @@ def run_command(
     `apply --help`, always wait for `apply --allow-destroy N`). Run several replicas against
     one database for availability: they share the work through per-name database locks and
     never issue the same renewal twice.
+    With --git URL, run follows --branch from a clone of its own and applies each new head
+    commit (fast-forwards only; with --require-signed-commits, only commits signed by an allowed
+    SSH key) as git:<sha> <email>.
     SIGTERM or SIGINT finishes the cycle in flight, then exits 0; SIGHUP runs a cycle now.
 
     Examples: certreconcile run --dir certs/ --metrics-port 9402;
     certreconcile run --ref origin/main --git-pull --interval 15m --apply-changes;
+    certreconcile run --git git@git.internal:ops/certs.git --branch main --dir certs --interval 5m;
     certreconcile run --once
     """
     try:
+        git = _git_options(git_url, branch, directory, git_dir, require_signed_commits, allowed_signers,
+                           other_source=ref is not None or git_pull)  # fmt: skip
         _run(
             directory,
+            git=git,
             ref=ref,
             git_pull=git_pull,
             interval=parse_interval(interval),
             jitter=parse_jitter(jitter),
-            apply_changes=apply_changes,
+            apply_changes=apply_changes or git is not None,
             refresh=refresh,
             concurrency=concurrency,
             metrics_port=metrics_port,
@@ -223,9 +264,98 @@ def run_command(
         fail(exc)
 
 
+def _allowed_signers(required: bool, path: Path | None) -> Path | None:
+    """The allowed signers file, absolute (git runs in the clone); None when signatures are not required."""
+    if required != (path is not None):
+        raise CertReconcileError(
+            "--require-signed-commits and --allowed-signers go together", code="usage",
+            hint="pass --require-signed-commits --allowed-signers FILE (lines: <principal> <ssh public key>)",
+        )  # fmt: skip
+    if path is None:
+        return None
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise CertReconcileError(
+            f"cannot read the allowed signers file {path}: {exc.strerror}",
+            code="allowed-signers-unreadable",
+            hint="pass a readable file: one `<principal> <ssh public key>` line per allowed signer",
+        ) from None
+    return path.resolve()
+
+
+def _data_dir() -> Path:
+    """The state directory of ``run --git``: CERTRECONCILE_DATA_DIR, else ``.certreconcile`` here."""
+    return Path(os.environ.get("CERTRECONCILE_DATA_DIR") or ".certreconcile").absolute()
+
+
+def _git_options(
+    url: str | None,
+    branch: str | None,
+    directory: Path,
+    git_dir: Path | None,
+    require_signed_commits: bool,
+    allowed_signers: Path | None,
+    *,
+    other_source: bool,
+) -> GitFollowOptions | None:
+    """The options of ``--git`` (None without it), checked: exit 1 before anything runs."""
+    from pathlib import PurePosixPath
+
+    from certreconcile.gitfollow import GitFollowOptions
+
+    if url is None:
+        if branch is not None or git_dir is not None or require_signed_commits or allowed_signers is not None:
+            raise CertReconcileError(
+                "--branch, --git-dir, --require-signed-commits and --allowed-signers go with --git", code="usage"
+            )
+        return None
+    if other_source:
+        raise CertReconcileError("--git does not go with --ref or --git-pull", code="usage",
+                                 hint="--git keeps its own clone and follows --branch")  # fmt: skip
+    signers = _allowed_signers(require_signed_commits, allowed_signers)
+    branch = branch or "main"
+    if not branch or branch.startswith(("-", "/")) or any(c.isspace() or c in "~^:?*[\\" for c in branch):
+        raise CertReconcileError(f"--branch {branch!r} is not a branch name", code="usage", hint="e.g. --branch main")
+    inside = PurePosixPath(directory.as_posix())
+    if inside.is_absolute() or ".." in inside.parts:
+        raise CertReconcileError(
+            f"--dir {directory} must be a path inside the repository with --git", code="usage",
+            hint="pass the directory of the declarations relative to the repository's root (default: the root)",
+        )  # fmt: skip
+    clone = (git_dir or _data_dir() / "git").absolute()
+    return GitFollowOptions(url=url, branch=branch, path=inside, clone_dir=clone, allowed_signers=signers)
+
+
+def _settings(directory: Path, git: GitFollowOptions | None) -> Settings:
+    """The settings of ``directory``; with ``--git``, of the clone's directory, with the data directory here."""
+    from certreconcile.wiring import Settings
+
+    if git is None:
+        if not directory.is_dir():
+            raise CertReconcileError(
+                f"{directory} is not a directory", code="dir-missing",
+                hint="pass the desired-state directory with --dir",
+            )  # fmt: skip
+        return Settings.from_env(directory)
+    data_dir = _data_dir()
+    env = {**os.environ, "CERTRECONCILE_DATA_DIR": str(data_dir)}  # the embedded database lives there too
+    return Settings(git.desired_dir, data_dir, env.get("CERTRECONCILE_DATABASE_URL") or None, env)
+
+
+def _source(directory: Path, store: StateStore, settings: Settings, git: GitFollowOptions | None, ref: str | None,
+            *, git_pull: bool) -> DesiredSource:  # fmt: skip
+    if git is None:
+        return GitDesiredSource(directory, ref, pull=git_pull)
+    from certreconcile.gitfollow import GitFollowSource
+
+    return GitFollowSource(git, store, settings.env)
+
+
 def _run(
     directory: Path,
     *,
+    git: GitFollowOptions | None,
     ref: str | None,
     git_pull: bool,
     interval: float,
@@ -240,15 +370,11 @@ def _run(
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.cli.common import cli_clock
     from certreconcile.reconciler import LoopControl, Reconciler, run_forever, sleeper_for
-    from certreconcile.wiring import Settings, build_environment, open_store
+    from certreconcile.wiring import build_environment, open_store
 
-    if not directory.is_dir():
-        raise CertReconcileError(
-            f"{directory} is not a directory", code="dir-missing", hint="pass the desired-state directory with --dir"
-        )
+    settings = _settings(directory, git)
     _configure_logging()
     log = logging.getLogger("certreconcile.run")
-    settings = Settings.from_env(directory)
     store = open_store(settings)
     clock = cli_clock()
     metrics = ReconcilerMetrics()
@@ -259,7 +385,7 @@ def _run(
     def environment(desired: DesiredState) -> ApplyEnvironment:
         return build_environment(desired, settings, store, clock)
 
-    reconciler = Reconciler(GitDesiredSource(directory, ref, pull=git_pull), store, environment, clock,
+    reconciler = Reconciler(_source(directory, store, settings, git, ref, git_pull=git_pull), store, environment, clock,
                             apply_changes=apply_changes, concurrency=concurrency, refresh=refresh, metrics=metrics,
                             destroy_threshold=settings.destroy_threshold, settings=settings)  # fmt: skip
     last: list[CycleResult] = []
@@ -270,8 +396,8 @@ def _run(
 
     log.info(
         "reconciling %s%s every %gs (jitter %g%%)%s",
-        directory,
-        f" at {ref}" if ref else "",
+        directory if git is None else f"{git.path} of {git.source.split('#')[0]}",
+        f" at {ref}" if ref else f" following {git.branch}" if git else "",
         interval,
         jitter * 100,
         ", applying declaration changes" if apply_changes else "",

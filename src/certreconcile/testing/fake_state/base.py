@@ -20,6 +20,7 @@ from certreconcile.actual.store import (
     AcmeAccountRecord,
     AcmeOrderRecord,
     CertificateRow,
+    FollowedCommit,
     JournalEntry,
     RenewalInfoRecord,
 )
@@ -82,6 +83,7 @@ class _Data:
     serial: int
     next_id: int  # shared sequence for rotations, runs, audit events
     acme_accounts: dict[str, AcmeAccountRecord] = field(default_factory=dict)
+    followed: FollowedCommit | None = None  # StateMeta.git_source/git_commit
     acme_orders: dict[str, tuple[AcmeOrderRecord, datetime]] = field(default_factory=dict)  # record, created_at
     renewal_infos: dict[str, RenewalInfoRecord] = field(default_factory=dict)
 

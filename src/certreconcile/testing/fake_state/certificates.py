@@ -30,6 +30,7 @@ from certreconcile.actual.repository import (
 )
 from certreconcile.actual.store import (
     CertificateRow,
+    FollowedCommit,
 )
 from certreconcile.domain.keys import KeyRef
 from certreconcile.domain.status import CertStatus, check_transition
@@ -304,6 +305,17 @@ class FakeCertificates(FakeSessionBase):
         with self._store._mutex:
             self._data.serial += 1
             return self._data.serial
+
+    def followed_commit(self) -> FollowedCommit | None:
+        with self._store._mutex:
+            return self._data.followed
+
+    def follow_commit(self, expected: FollowedCommit | None, new: FollowedCommit) -> bool:
+        with self._store._mutex:
+            if self._data.followed != expected:
+                return False
+            self._data.followed = new
+            return True
 
     def record_failure(self, name: str, at: datetime, declaration_digest: str | None) -> datetime:
         with self._store._mutex:
