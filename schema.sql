@@ -444,6 +444,17 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
                'key_rewrapped','key_discarded')
 );
 
+-- ==== 0010_audit_lifecycle ====
+
+-- certreconcile migration 0010: run and apply move certificates along the lifecycle as time passes,
+-- each move audited: `expiring_soon` (active → expiring_soon: the renewal fell due) and `expired`
+-- (active/expiring_soon → expired: not_after passed and nothing replaced it).
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped','key_discarded','expiring_soon','expired')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -455,3 +466,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (6, '0006_distribution_verifi
 INSERT INTO SchemaMigration (version, name) VALUES (7, '0007_audit_chain');
 INSERT INTO SchemaMigration (version, name) VALUES (8, '0008_least_privilege');
 INSERT INTO SchemaMigration (version, name) VALUES (9, '0009_audit_key_discarded');
+INSERT INTO SchemaMigration (version, name) VALUES (10, '0010_audit_lifecycle');

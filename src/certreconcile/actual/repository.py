@@ -61,6 +61,7 @@ from certreconcile.actual.store import (
     JournalEntry,
     KeyRefTable,
     KeyRefUsage,
+    LapsedCertificate,
     LocalCaRecord,
     RenewalInfoRecord,
     StoredKeyRef,
@@ -320,6 +321,12 @@ _SQL_REPLACE_KEY_REF: dict[KeyRefTable, str] = {
         " WHERE id = %s::bigint AND detail->>'key_ref' = %s"
     ),
 }
+# Rows still active or expiring_soon past not_after (apply/lifecycle.py moves them to expired):
+# idx_cert_not_after's predicate, so few rows are visited (each leaves the index when moved).
+_SQL_LAPSED = (
+    "SELECT id::text, name, status, not_after FROM Certificate"
+    " WHERE status IN ('active','expiring_soon') AND not_after <= %s ORDER BY not_after, id LIMIT %s"
+)
 # Counts per KMS and master key, from a SECURITY DEFINER function (migration 0008): the
 # plan role may call it without being allowed to read any key envelope.
 _SQL_KEY_REF_USAGE = (
@@ -733,6 +740,13 @@ class PostgresSession:
 
         return self._run("reading which KMS keys wrap the stored keys", work)
 
+    def lapsed_certificates(self, now: datetime, limit: int) -> Sequence[LapsedCertificate]:
+        def work(conn: psycopg.Connection[Any]) -> list[LapsedCertificate]:
+            rows = conn.execute(_SQL_LAPSED, (now, limit)).fetchall()
+            return [LapsedCertificate(row[0], row[1], _STATUS[row[2]], row[3]) for row in rows]
+
+        return self._run("reading the certificates past their not_after", work)
+
     # --- locking -------------------------------------------------------------------
     @contextmanager
     def _lock_name(self, name: str) -> Iterator[None]:
@@ -833,6 +847,16 @@ class PostgresSession:
             )
 
         return self._run(f"changing the status of certificate {cert_id} to {new.value}", work)
+
+    def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
+        check_transition(expected, new)
+        updated = self._run(
+            f"changing the status of certificate {cert_id} to {new.value}",
+            lambda conn: conn.execute(
+                "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s", (new.value, cert_id, expected.value)
+            ),
+        )
+        return updated.rowcount == 1
 
     def retire(self, cert_id: str, at: datetime) -> None:
         """Retire every row of the certificate's name, so no older row becomes current."""

@@ -34,6 +34,7 @@ __all__ = [
     "JournalEntry",
     "KeyRefTable",
     "KeyRefUsage",
+    "LapsedCertificate",
     "LocalCaRecord",
     "RenewalInfoRecord",
     "StateSession",
@@ -55,7 +56,10 @@ class AuditAction:
     KEY_ACCESSED = "key_accessed"  # a private key was decrypted (which certificate, which actor, why)
     KEY_REWRAPPED = "key_rewrapped"  # `kms rewrap` moved a data key to another KMS or master key
     KEY_DISCARDED = "key_discarded"  # apply gave up a journalled key that can never be opened (and made a new one)
-    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED)
+    EXPIRING_SOON = "expiring_soon"  # the certificate's renewal fell due: active → expiring_soon (apply/lifecycle.py)
+    EXPIRED = "expired"  # it passed not_after unreplaced: active/expiring_soon → expired
+    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED,
+           EXPIRING_SOON, EXPIRED)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +200,16 @@ class StoredKeyRef:
 
 
 @dataclass(frozen=True, slots=True)
+class LapsedCertificate:
+    """A row still ``active`` or ``expiring_soon`` past its ``not_after`` (current, retired or history)."""
+
+    cert_id: str
+    name: str
+    status: CertStatus
+    not_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRefUsage:
     """How many stored envelopes a (KMS, master key) pair wraps."""
 
@@ -257,6 +271,11 @@ class StateSession(Protocol):
         """Which KMS and master keys wrap the stored envelopes (every table), sorted. Read-only."""
         ...
 
+    def lapsed_certificates(self, now: datetime, limit: int) -> Sequence[LapsedCertificate]:
+        """Up to ``limit`` rows ``active`` or ``expiring_soon`` with ``not_after <= now`` (retired ones
+        too), oldest ``not_after`` first (PostgreSQL: the partial index ``idx_cert_not_after``)."""
+        ...
+
     # --- locking -------------------------------------------------------------------
     def lock_name(self, name: str) -> AbstractContextManager[None]:
         """Hold an exclusive lock on ``name`` across processes (PostgreSQL advisory lock)."""
@@ -271,6 +290,13 @@ class StateSession(Protocol):
 
     def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
         """Move a certificate to ``new`` if the lifecycle allows it; returns the old status."""
+        ...
+
+    def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
+        """Move the certificate to ``new`` only if it is still ``expected``; False when it is not (or is gone).
+
+        Raises :class:`~certreconcile.domain.status.IllegalTransitionError` unless ``expected → new`` is allowed.
+        """
         ...
 
     def retire(self, cert_id: str, at: datetime) -> None:
