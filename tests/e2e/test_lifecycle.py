@@ -149,6 +149,9 @@ def test_a_whole_lifetime_in_the_database(
     ]  # `gone` is no longer declared: no renewal time, it stays active
     assert {(r.change.name, r.outcome) for r in due.results} == {("shop", "done"), ("legacy", "failed")}
     assert history(database_url, "shop") == ["superseded", "active"]  # renewed
+    actions = [r[0] for r in rows(database_url, "SELECT action FROM CertAudit WHERE name = 'shop' AND action IN"
+                                                " ('issued', 'expiring_soon', 'renewed') ORDER BY seq")]  # fmt: skip
+    assert actions == ["issued", "expiring_soon", "renewed"]  # active → expiring_soon → renewed, in that order
     assert by_status(database_url, "expiring_soon") == ["api"]  # waiting for review: the query tells the truth
     assert history(database_url, "legacy") == ["rotating"]  # its renewal was attempted, and failed
 
