@@ -463,6 +463,17 @@ ALTER TABLE StateMeta
     ADD CONSTRAINT chk_statemeta_git CHECK ((git_source IS NULL) = (git_commit IS NULL)),
     ADD CONSTRAINT chk_statemeta_git_commit CHECK (git_commit ~ '^[0-9a-f]{40}([0-9a-f]{24})?$');
 
+-- ==== 0012_audit_lifecycle ====
+
+-- certreconcile migration 0012: run and apply move certificates along the lifecycle as time passes,
+-- each move audited: `expiring_soon` (active → expiring_soon: the renewal fell due) and `expired`
+-- (active/expiring_soon → expired: not_after passed and nothing replaced it).
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped','key_discarded','expiring_soon','expired')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -476,3 +487,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (8, '0008_least_privilege');
 INSERT INTO SchemaMigration (version, name) VALUES (9, '0009_audit_key_discarded');
 INSERT INTO SchemaMigration (version, name) VALUES (10, '0010_certificate_origin');
 INSERT INTO SchemaMigration (version, name) VALUES (11, '0011_git_followed_commit');
+INSERT INTO SchemaMigration (version, name) VALUES (12, '0012_audit_lifecycle');

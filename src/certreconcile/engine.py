@@ -9,6 +9,8 @@ facade and the tests. So the same inputs give the same plan, warnings included, 
   wrapped by another KMS, CAs that did not answer).
 - :func:`plan` is pure: the planner over what was gathered, at the time given.
 - :func:`apply`, :func:`rotate_now`, :func:`revoke_now` run changes through the executor's workers.
+- :func:`advance_lifecycle` writes the status moves time made due (``expiring_soon``, ``expired``),
+  audited: :func:`apply` does it before its changes, ``run`` once per cycle; never ``plan``.
 
 The clock is never read here: every function takes ``now`` (or the environment's clock).
 """
@@ -25,6 +27,7 @@ from certreconcile.actual.store import StateStore
 from certreconcile.apply import executor
 from certreconcile.apply.ari import refresh_renewal_info
 from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
+from certreconcile.apply.lifecycle import LifecycleResult, advance_lifecycle
 from certreconcile.desired.model import DesiredState
 from certreconcile.errors import CertReconcileError
 from certreconcile.plan import build_plan
@@ -33,7 +36,17 @@ from certreconcile.plan.plan import Plan
 from certreconcile.plugins.ports import Issuer, Target
 from certreconcile.wiring import Settings, kms_drift_warnings
 
-__all__ = ["Gathered", "apply", "gather", "plan", "revoke_now", "rotate_now", "rotation_plan"]
+__all__ = [
+    "Gathered",
+    "LifecycleResult",
+    "advance_lifecycle",
+    "apply",
+    "gather",
+    "plan",
+    "revoke_now",
+    "rotate_now",
+    "rotation_plan",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +119,25 @@ def plan(
 
 
 def apply(
-    the_plan: Plan, desired: DesiredState, env: ApplyEnvironment, *, concurrency: int = 4, saved: bool = False
+    the_plan: Plan,
+    desired: DesiredState,
+    env: ApplyEnvironment,
+    *,
+    concurrency: int = 4,
+    saved: bool = False,
+    lifecycle: bool = True,
 ) -> ApplyResult:
-    """Run every change of ``the_plan`` (a ``saved`` one is first checked for staleness)."""
+    """Run every change of ``the_plan`` (a ``saved`` one is first checked for staleness).
+
+    First, unless the plan is refused (errors in it, or stale), the status moves now calls for
+    (:func:`advance_lifecycle`, as ``env.actor``); ``lifecycle=False`` when the caller made them (``run``).
+    """
+    if lifecycle:
+        executor.refuse_plan_errors(the_plan)
+        if saved:
+            with env.store.session() as session:
+                executor.check_fresh(the_plan, desired, session)
+        advance_lifecycle(desired, env.store, env.clock.now(), env.actor)
     return executor.apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
 
 

@@ -1,9 +1,10 @@
 """The continuous reconciler behind ``certreconcile run``: plan and apply, again and again.
 
 One cycle: load the declarations (the source may fetch git first) → load the stored state →
-ask ACME CAs for renewal windows (ARI) → probe the targets (optional) → plan (pure) → apply
-the upkeep (renewals, drift fixes) as ``automation:renewal`` → apply the declaration changes
-only when allowed (as the commit's ``git:<sha>``), else report them → refresh the metrics.
+ask ACME CAs for renewal windows (ARI) → probe the targets (optional) → plan (pure) → write
+the status moves time made due (``expiring_soon``, ``expired``, audited) → apply the upkeep
+(renewals, drift fixes) as ``automation:renewal`` → apply the declaration changes only when
+allowed (as the commit's ``git:<sha>``), else report them → refresh the metrics.
 
 Several replicas may run against one database: they share the work through the executor's
 per-name advisory lock and its re-check under the lock (a renewal another replica finished
@@ -168,6 +169,7 @@ class Reconciler:
             )
             warnings = gathered.warnings
             planned = engine.plan(gathered, now, destroy_threshold=self.destroy_threshold)
+            self._advance_lifecycle(gathered, now, errors)
             plan = _without_waiting(planned, now)
             split = split_plan(plan, desired, gathered.actual, now)
             for line in plan.warnings:  # the gathering's warnings included
@@ -242,10 +244,19 @@ class Reconciler:
         kept = [change for change in plan.changes if change.action not in DESTRUCTIVE_ACTIONS]
         return subplan(plan, kept, desired, actual, now), destructive
 
+    def _advance_lifecycle(self, gathered: engine.Gathered, now: datetime, errors: list[str]) -> None:
+        """This cycle's status moves (expiring_soon, expired) as ``automation:renewal``; a failure is reported."""
+        try:
+            engine.advance_lifecycle(gathered.desired, self.store, now, RENEWAL_ACTOR, actual=gathered.actual)
+        except CertReconcileError as exc:  # the changes still run: they do not depend on the moves
+            errors.append(exc.one_line())
+            log.error("status moves failed: %s", exc.one_line())  # noqa: TRY400  one line, no traceback
+
     def _apply(self, plan: Plan, desired: DesiredState, env: ApplyEnvironment, errors: list[str]) -> list[ChangeResult]:
         began = time.monotonic()
         try:
-            applied: ApplyResult = engine.apply(plan, desired, env, concurrency=self.concurrency)
+            # lifecycle=False: the cycle made its status moves once (_advance_lifecycle), as automation:renewal
+            applied: ApplyResult = engine.apply(plan, desired, env, concurrency=self.concurrency, lifecycle=False)
         except CertReconcileError as exc:  # refused (a rate limit) or the store failed: the other apply still runs
             errors.append(exc.one_line())
             log.error("apply failed: %s", exc.one_line())  # noqa: TRY400  one line, no traceback

@@ -262,7 +262,9 @@ def test_complete_rotation_needs_a_replacement(session: StateSession) -> None:
         (CertStatus.ACTIVE, CertStatus.EXPIRING_SOON),
         (CertStatus.EXPIRING_SOON, CertStatus.ROTATING),
         (CertStatus.ROTATING, CertStatus.SUPERSEDED),
-        (CertStatus.SUPERSEDED, CertStatus.EXPIRED),
+        (CertStatus.EXPIRING_SOON, CertStatus.EXPIRED),
+        (CertStatus.ROTATING, CertStatus.EXPIRED),
+        (CertStatus.SUPERSEDED, CertStatus.REVOKED),
         (CertStatus.EXPIRED, CertStatus.REVOKED),
         (CertStatus.ACTIVE, CertStatus.ACTIVE),
     ],
@@ -281,6 +283,8 @@ def test_legal_transitions(session: StateSession, old: CertStatus, new: CertStat
         (CertStatus.EXPIRED, CertStatus.ACTIVE),
         (CertStatus.ISSUED, CertStatus.ROTATING),
         (CertStatus.SUPERSEDED, CertStatus.ACTIVE),
+        (CertStatus.SUPERSEDED, CertStatus.EXPIRED),  # history stays history (domain/status.py)
+        (CertStatus.EXPIRING_SOON, CertStatus.ACTIVE),  # never undone
     ],
 )
 def test_illegal_transitions_raise_and_change_nothing(session: StateSession, old: CertStatus, new: CertStatus) -> None:
@@ -307,6 +311,45 @@ def test_set_status_of_unknown_certificate(session: StateSession) -> None:
     with pytest.raises(StateError) as caught:
         session.set_status(str(uuid.uuid4()), CertStatus.ACTIVE)
     assert caught.value.code == "state-not-found"
+
+
+def test_compare_and_set_status_moves_only_from_the_expected_status(session: StateSession) -> None:
+    row = cert_row(status=CertStatus.ACTIVE)
+    session.insert_certificate(row)
+    assert session.compare_and_set_status(row.id, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON) is True
+    assert session.certificate_status(row.id) is CertStatus.EXPIRING_SOON
+    # Another writer was first: the expected status is gone, nothing changes.
+    assert session.compare_and_set_status(row.id, CertStatus.ACTIVE, CertStatus.EXPIRED) is False
+    assert session.certificate_status(row.id) is CertStatus.EXPIRING_SOON
+    assert session.compare_and_set_status(str(uuid.uuid4()), CertStatus.ACTIVE, CertStatus.EXPIRED) is False
+    with pytest.raises(IllegalTransitionError):
+        session.compare_and_set_status(row.id, CertStatus.EXPIRING_SOON, CertStatus.ACTIVE)
+    assert session.certificate_status(row.id) is CertStatus.EXPIRING_SOON
+    with session.transaction():  # inside a transaction too
+        assert session.compare_and_set_status(row.id, CertStatus.EXPIRING_SOON, CertStatus.EXPIRED) is True
+    assert session.certificate_status(row.id) is CertStatus.EXPIRED
+
+
+def test_lapsed_certificates_lists_rows_in_service_past_not_after(session: StateSession) -> None:
+    day = timedelta(days=1)
+    # cert_row: not_after = not_before + 90 days
+    first = cert_row("shop", status=CertStatus.ACTIVE, not_before=T0 - 92 * day)  # lapsed 2 days ago
+    second = cert_row("api", status=CertStatus.EXPIRING_SOON, not_before=T0 - 91 * day, domains=("a.example",))
+    retired = cert_row("gone", status=CertStatus.ACTIVE, not_before=T0 - 90 * day, domains=("g.example",))
+    for row in (first, second, retired):
+        session.insert_certificate(row)
+    session.retire(retired.id, T0 - 10 * day)
+    for status in (CertStatus.SUPERSEDED, CertStatus.ROTATING, CertStatus.EXPIRED, CertStatus.REVOKED):
+        session.insert_certificate(cert_row("hist", status=status, not_before=T0 - 95 * day, domains=("h.example",)))
+    session.insert_certificate(cert_row("live", not_before=T0 - 89 * day, domains=("l.example",)))  # valid a day more
+    lapsed = session.lapsed_certificates(T0, 10)
+    assert [(r.cert_id, r.name, r.status, r.not_after) for r in lapsed] == [
+        (first.id, "shop", CertStatus.ACTIVE, first.not_after),
+        (second.id, "api", CertStatus.EXPIRING_SOON, second.not_after),
+        (retired.id, "gone", CertStatus.ACTIVE, retired.not_after),  # at not_after exactly: lapsed
+    ]
+    assert [r.cert_id for r in session.lapsed_certificates(T0, 2)] == [first.id, second.id]
+    assert session.lapsed_certificates(T0 - 3 * day, 10) == []
 
 
 def test_retire_hides_every_row_of_the_name(session: StateSession) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "KeyRefStore",
     "KeyRefTable",
     "KeyRefUsage",
+    "LapsedCertificate",
     "LocalCaRecord",
     "LocalCaStore",
     "RenewalInfoRecord",
@@ -155,6 +156,16 @@ class KeyRefUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class LapsedCertificate:
+    """A row still ``active`` or ``expiring_soon`` past its ``not_after`` (current, retired or history)."""
+
+    cert_id: str
+    name: str
+    status: CertStatus
+    not_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class FollowedCommit:
     """The git commit ``run --git`` follows (:mod:`certreconcile.gitfollow`), one per database.
 
@@ -208,6 +219,18 @@ class CertificateStore(Protocol):
 
     def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
         """Move a certificate to ``new`` if the lifecycle allows it; returns the old status."""
+        ...
+
+    def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
+        """Move the certificate to ``new`` only if it is still ``expected``; False when it is not (or is gone).
+
+        Raises :class:`~certreconcile.domain.status.IllegalTransitionError` unless ``expected → new`` is allowed.
+        """
+        ...
+
+    def lapsed_certificates(self, now: datetime, limit: int) -> Sequence[LapsedCertificate]:
+        """Up to ``limit`` rows ``active`` or ``expiring_soon`` with ``not_after <= now`` (retired ones
+        too), oldest ``not_after`` first (PostgreSQL: the partial index ``idx_cert_not_after``)."""
         ...
 
     def retire(self, cert_id: str, at: datetime) -> None:

@@ -77,9 +77,12 @@ class CertificateSample:
     targets: Mapping[str, bool]  # declared (or, undeclared, distributed) target → verified serving it
 
 
+_IN_SERVICE = frozenset({CertStatus.ACTIVE, CertStatus.EXPIRING_SOON})
+
+
 def is_ready(current: ActualCertificate, targets: tuple[str, ...]) -> bool:
-    """Active, and proven served by every one of ``targets``."""
-    return current.status is CertStatus.ACTIVE and all(_verified(current, target) for target in targets)
+    """In service (active, or expiring_soon: due for renewal but valid) and proven served by each of ``targets``."""
+    return current.status in _IN_SERVICE and all(_verified(current, target) for target in targets)
 
 
 def _verified(current: ActualCertificate, target: str) -> bool:

@@ -26,7 +26,10 @@ class AuditAction:
     KEY_ACCESSED = "key_accessed"  # a private key was decrypted (which certificate, which actor, why)
     KEY_REWRAPPED = "key_rewrapped"  # `kms rewrap` moved a data key to another KMS or master key
     KEY_DISCARDED = "key_discarded"  # apply gave up a journalled key that can never be opened (and made a new one)
-    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED)
+    EXPIRING_SOON = "expiring_soon"  # the certificate's renewal fell due: active → expiring_soon (apply/lifecycle.py)
+    EXPIRED = "expired"  # it passed not_after unreplaced: active/expiring_soon → expired
+    ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED,
+           EXPIRING_SOON, EXPIRED)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

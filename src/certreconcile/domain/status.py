@@ -1,10 +1,16 @@
 """The certificate lifecycle of the seed, enforced in one place.
 
     issued → active → expiring_soon → rotating → (new certificate) active
-                                         └─→ old one: superseded → expired
+                │           │             ├─→ old one: superseded
+                └───────────┴─────────────┴─→ expired (not_after passed, never replaced)
 
-``revoked`` and ``expired`` are terminal. Every status change in the code base goes
-through :func:`check_transition`.
+``active → expiring_soon`` happens when the renewal falls due (``run`` and ``apply`` write it,
+audited, with the planner's own renewal time) and is never undone; a certificate still in
+service past ``not_after`` (no replacement took over) becomes ``expired``. ``superseded`` is
+history and stays so: a replaced certificate never becomes ``expired`` (the current-row index
+leaves superseded rows out, so history stays out of every plan's read; ``not_after`` says
+whether it is still valid). ``revoked`` is terminal and ``expired`` only goes on to ``revoked``.
+Every status change in the code base goes through :func:`check_transition`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ _ALLOWED: dict[CertStatus, frozenset[CertStatus]] = {
     CertStatus.EXPIRING_SOON: frozenset({CertStatus.ROTATING, CertStatus.REVOKED, CertStatus.EXPIRED}),
     # A rotation that was abandoned (the replacement failed for good) may fall back to active.
     CertStatus.ROTATING: frozenset({CertStatus.SUPERSEDED, CertStatus.ACTIVE, CertStatus.REVOKED, CertStatus.EXPIRED}),
-    CertStatus.SUPERSEDED: frozenset({CertStatus.EXPIRED, CertStatus.REVOKED}),
+    CertStatus.SUPERSEDED: frozenset({CertStatus.REVOKED}),  # history: never `expired` (see above)
     CertStatus.EXPIRED: frozenset({CertStatus.REVOKED}),
     CertStatus.REVOKED: frozenset(),
 }

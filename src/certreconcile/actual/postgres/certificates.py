@@ -48,10 +48,18 @@ from certreconcile.actual.postgres.rows import (
 from certreconcile.actual.store import (
     CertificateRow,
     FollowedCommit,
+    LapsedCertificate,
 )
 from certreconcile.domain.keys import KeyRef
 from certreconcile.domain.status import CertStatus, check_transition
 from certreconcile.errors import StateError
+
+# Rows still active or expiring_soon past not_after (apply/lifecycle.py moves them to expired):
+# idx_cert_not_after's predicate, so few rows are visited (each leaves the index when moved).
+_SQL_LAPSED = (
+    "SELECT id::text, name, status, not_after FROM Certificate"
+    " WHERE status IN ('active','expiring_soon') AND not_after <= %s ORDER BY not_after, id LIMIT %s"
+)
 
 
 class PostgresCertificates(PostgresConnection):
@@ -209,6 +217,23 @@ class PostgresCertificates(PostgresConnection):
             )
 
         return self._run(f"changing the status of certificate {cert_id} to {new.value}", work)
+
+    def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
+        check_transition(expected, new)
+        updated = self._run(
+            f"changing the status of certificate {cert_id} to {new.value}",
+            lambda conn: conn.execute(
+                "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s", (new.value, cert_id, expected.value)
+            ),
+        )
+        return updated.rowcount == 1
+
+    def lapsed_certificates(self, now: datetime, limit: int) -> list[LapsedCertificate]:
+        def work(conn: psycopg.Connection[Any]) -> list[LapsedCertificate]:
+            rows = conn.execute(_SQL_LAPSED, (now, limit)).fetchall()
+            return [LapsedCertificate(row[0], row[1], _STATUS[row[2]], row[3]) for row in rows]
+
+        return self._run("reading the certificates past their not_after", work)
 
     def retire(self, cert_id: str, at: datetime) -> None:
         """Retire every row of the certificate's name, so no older row becomes current."""

@@ -31,6 +31,7 @@ from certreconcile.actual.repository import (
 from certreconcile.actual.store import (
     CertificateRow,
     FollowedCommit,
+    LapsedCertificate,
 )
 from certreconcile.domain.keys import KeyRef
 from certreconcile.domain.status import CertStatus, check_transition
@@ -223,6 +224,26 @@ class FakeCertificates(FakeSessionBase):
                 self._check_live_unique(cert.row.name, exclude_id=cert_id)
             cert.status = new
             return old
+
+    def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
+        check_transition(expected, new)
+        with self._store._mutex:
+            cert = self._data.certificates.get(cert_id)
+            if cert is None or cert.status is not expected:
+                return False
+            if new in _LIVE and expected not in _LIVE and cert.retired_at is None:
+                self._check_live_unique(cert.row.name, exclude_id=cert_id)
+            cert.status = new
+            return True
+
+    def lapsed_certificates(self, now: datetime, limit: int) -> list[LapsedCertificate]:
+        with self._store._mutex:
+            rows = sorted(
+                (cert.row.not_after, cert_id, cert)
+                for cert_id, cert in self._data.certificates.items()
+                if cert.status in (CertStatus.ACTIVE, CertStatus.EXPIRING_SOON) and cert.row.not_after <= now
+            )
+            return [LapsedCertificate(i, c.row.name, c.status, not_after) for not_after, i, c in rows[:limit]]
 
     def retire(self, cert_id: str, at: datetime) -> None:
         """Retire every row of the certificate's name, so no older row becomes current."""
