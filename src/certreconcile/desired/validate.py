@@ -20,7 +20,6 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from certreconcile.desired.checks import (
-    TargetDir,
     certificate_findings,
     format_path,
     target_dir_findings,
@@ -44,7 +43,7 @@ from certreconcile.desired.documents import (
     desired_document_model,
 )
 from certreconcile.desired.fields import ParsedDuration
-from certreconcile.desired.kinds import issuer_hook, key_types, uses_challenges
+from certreconcile.desired.kinds import issuer_hook, uses_challenges
 from certreconcile.desired.loader import (
     PathElement,
     Positions,
@@ -53,8 +52,9 @@ from certreconcile.desired.loader import (
     parse_yaml,
 )
 from certreconcile.desired.model import Challenge, SourceLocation
+from certreconcile.desired.references import CheckerBase
 from certreconcile.desired.schema_errors import schema_issue
-from certreconcile.domain.durations import RenewBefore, format_duration, parse_renew_before
+from certreconcile.domain.durations import RenewBefore, parse_renew_before
 from certreconcile.domain.names import (
     MAX_NAMES_PER_CERTIFICATE,
     DomainNameError,
@@ -152,20 +152,7 @@ def _parsed(text: ParsedDuration | None) -> timedelta | None:
     return text.delta_or_none if text is not None else None
 
 
-class _Checker:
-    def __init__(self, issues: list[Issue], complete: bool, directory: Path | None = None) -> None:
-        self.issues = issues
-        self.complete = complete
-        self.directory = directory
-        self.target_dirs: list[TargetDir] = []
-        self.result = Declarations()
-        self._renew_cache: dict[str, RenewBefore] = {}
-        self._lifetimes: dict[str, timedelta | None] = {}
-        self._allowed: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
-
-    def add(self, ref: NodeRef, code: str, message: str, hint: str = "", related: NodeRef | None = None) -> None:
-        self.issues.append(Issue(ref, code, message, hint, related))
-
+class _Checker(CheckerBase):
     def run(self, documents: Sequence[tuple[str, DesiredDocument]]) -> Declarations:
         cert_refs: list[tuple[CertificateDocument, NodeRef]] = []
         policy_patterns: list[tuple[str, NodeRef]] = []
@@ -181,22 +168,9 @@ class _Checker:
             ):
                 for name, entry in entries.items():
                     self._merge_plugin(file, section, name, entry, merged)
-            if document.policy is not None:
-                ref = NodeRef(file, ("policy",), "key")
-                if self.result.policy_ref is not None:
-                    self.add(
-                        ref,
-                        "duplicate-policy",
-                        "`policy` is declared again; first at {related}",
-                        "declare policy in one file only",
-                        self.result.policy_ref,
-                    )
-                else:
-                    self.result.policy_ref = ref
-                    policy_patterns = [
-                        (pattern, NodeRef(file, ("policy", "allowed_domains", index)))
-                        for index, pattern in enumerate(document.policy.allowed_domains)
-                    ]
+            patterns = self._merge_policy(file, document)
+            if patterns is not None:
+                policy_patterns = patterns
             cert_refs.extend(
                 (cert, NodeRef(file, ("certificates", index))) for index, cert in enumerate(document.certificates)
             )
@@ -209,6 +183,30 @@ class _Checker:
             frozenset(p for p in allowed if not is_wildcard(p)),
             tuple(p[1:] for p in allowed if is_wildcard(p)),
         )
+        self._merge_certificates(cert_refs)
+        return self.result
+
+    def _merge_policy(self, file: str, document: DesiredDocument) -> list[tuple[str, NodeRef]] | None:
+        """The allowed-domain patterns of the first ``policy`` declared (None: this file declares none)."""
+        if document.policy is None:
+            return None
+        ref = NodeRef(file, ("policy",), "key")
+        if self.result.policy_ref is not None:
+            self.add(
+                ref,
+                "duplicate-policy",
+                "`policy` is declared again; first at {related}",
+                "declare policy in one file only",
+                self.result.policy_ref,
+            )
+            return None
+        self.result.policy_ref = ref
+        return [
+            (pattern, NodeRef(file, ("policy", "allowed_domains", index)))
+            for index, pattern in enumerate(document.policy.allowed_domains)
+        ]
+
+    def _merge_certificates(self, cert_refs: list[tuple[CertificateDocument, NodeRef]]) -> None:
         first_seen: dict[str, NodeRef] = {}
         for cert, ref in cert_refs:
             if cert.name in first_seen:
@@ -224,7 +222,6 @@ class _Checker:
             declared = self._certificate(cert, ref)
             if declared is not None:
                 self.result.certificates[cert.name] = declared
-        return self.result
 
     # -- plugins
 
@@ -306,13 +303,6 @@ class _Checker:
         if cached is None:
             cached = self._renew_cache[text] = parse_renew_before(text)
         return cached
-
-    def _lifetime(self, issuer: DeclaredPlugin) -> timedelta | None:
-        """The lifetime the issuer gives its certificates, when its kind says (``certificate_lifetime``)."""
-        if issuer.name not in self._lifetimes:
-            lifetime = issuer_hook(issuer.kind, "certificate_lifetime")  # None when invalid: reported on the issuer
-            self._lifetimes[issuer.name] = lifetime(issuer.config) if lifetime is not None else None
-        return self._lifetimes[issuer.name]
 
     def _domains(self, cert: CertificateDocument, ref: NodeRef) -> tuple[list[str], list[int]] | None:
         """The normalised names and their indexes in ``domains``; None after reporting a problem."""
@@ -408,75 +398,3 @@ class _Checker:
         if failed:
             return None
         return DeclaredCertificate(cert, tuple(domains), renew_before, ref)
-
-    def _references(
-        self, cert: CertificateDocument, ref: NodeRef, domains: list[str], indexes: list[int], renew_before: RenewBefore
-    ) -> bool:
-        failed = False
-        issuer = self.result.issuers.get(cert.issuer)
-        if issuer is None:
-            self.add(
-                ref.child("issuer"),
-                "unknown-issuer",
-                f"certificate {cert.name!r} names the issuer {cert.issuer!r}, which is not declared",
-                _declared("issuers", self.result.issuers),
-            )
-            failed = True
-        else:
-            supported = key_types(issuer.kind)
-            if supported is not None and cert.key not in supported:
-                self.add(
-                    ref.child("key"),
-                    "key-type-unsupported",
-                    f"the {issuer.kind} issuer {issuer.name!r} cannot sign {cert.key.value} keys",
-                    f"use one of: {', '.join(sorted(supported))}",
-                )
-                failed = True
-            lifetime = self._lifetime(issuer)
-            duration = renew_before.duration
-            if lifetime is not None and duration is not None and duration >= lifetime:
-                self.add(
-                    ref.child("renew_before"),
-                    "renew-before-too-long",
-                    f"renew_before {cert.renew_before} is not shorter than the lifetime "
-                    f"{format_duration(lifetime)} of issuer {issuer.name!r}: it would renew forever",
-                    "use a shorter duration or a percentage such as 33%",
-                )
-                failed = True
-        for index, target in enumerate(cert.targets):
-            if target not in self.result.targets:
-                self.add(
-                    ref.child("targets", index),
-                    "unknown-target",
-                    f"certificate {cert.name!r} names the target {target!r}, which is not declared",
-                    _declared("targets", self.result.targets),
-                )
-                failed = True
-        if cert.dns_provider is not None and cert.dns_provider not in self.result.dns_providers:
-            self.add(
-                ref.child("dns_provider"),
-                "unknown-dns-provider",
-                f"certificate {cert.name!r} names the DNS provider {cert.dns_provider!r}, which is not declared",
-                _declared("dns_providers", self.result.dns_providers),
-            )
-            failed = True
-        allowed = self.result.allowed_domains
-        if allowed:
-            exact, suffixes = self._allowed
-            for index, name in zip(indexes, domains, strict=True):
-                # same answer as matches_allowed(name, allowed), without a Python loop
-                if name not in exact and not name.endswith(suffixes):
-                    self.add(
-                        ref.child("domains", index),
-                        "domain-not-allowed",
-                        f"{name!r} is outside policy.allowed_domains",
-                        f"allowed: {', '.join(allowed)}",
-                    )
-                    failed = True
-        return failed
-
-
-def _declared(section: str, merged: dict[str, DeclaredPlugin]) -> str:
-    if not merged:
-        return f"declare it under {section}"
-    return f"declared {section}: {', '.join(sorted(merged))}"
