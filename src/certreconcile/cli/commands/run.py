@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -23,10 +24,13 @@ from certreconcile.errors import CertReconcileError
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from certreconcile.actual.store import StateStore
     from certreconcile.apply.executor import ApplyEnvironment
     from certreconcile.apply.metrics import ReconcilerMetrics
+    from certreconcile.clock import Clock
     from certreconcile.desired.model import DesiredState
-    from certreconcile.reconciler import CycleResult, LoopControl
+    from certreconcile.reconciler import CycleResult, LoopControl, Reconciler
+    from certreconcile.wiring import Settings
 
 __all__ = ["GitDesiredSource", "parse_interval", "parse_jitter", "run_command"]
 
@@ -147,50 +151,75 @@ def _summary(result: CycleResult) -> str:
     return text
 
 
+_DirOption = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        help="The desired-state directory (also locates the embedded database).",
+        file_okay=False,
+        show_default="current directory",
+    ),
+]
+_RefOption = Annotated[
+    str | None,
+    typer.Option(help="Read the declarations at this git ref (e.g. origin/main) instead of the work tree."),
+]
+_GitPullOption = Annotated[
+    bool,
+    typer.Option(
+        "--git-pull",
+        help="Before each cycle: fetch the ref's remote (with --ref), or fast-forward the work tree.",
+    ),
+]
+_IntervalOption = Annotated[str, typer.Option(help="Time between cycles: 1h, 15m, 30s, or seconds (0.5).")]
+_JitterOption = Annotated[str, typer.Option(help="Randomise each interval by up to this share either way.")]
+_ApplyChangesOption = Annotated[
+    bool,
+    typer.Option(
+        "--apply-changes",
+        help="Also apply declaration changes (new, changed, removed names and targets), as git:<sha>. "
+        "Without it, run applies only renewals and drift fixes, and reports the rest. Revocations and "
+        "retirements beyond the destroy threshold are never applied by run: they wait for "
+        "`apply --allow-destroy N`.",
+    ),
+]
+_RefreshOption = Annotated[bool, typer.Option(help="Probe every target each cycle and redistribute where it drifted.")]
+_ConcurrencyOption = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
+_MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any free port)."),
+]
+_MetricsAddressOption = Annotated[str, typer.Option(help="The address the metrics listen on.")]
+_OnceOption = Annotated[bool, typer.Option("--once", help="Run one cycle and exit: 0 if it went well, 1 if not.")]
+
+
+@dataclass(frozen=True, slots=True)
+class _RunOptions:
+    ref: str | None
+    git_pull: bool
+    interval: float
+    jitter: float
+    apply_changes: bool
+    refresh: bool
+    concurrency: int
+    metrics_port: int | None
+    metrics_address: str
+    once: bool
+
+
 def run_command(
-    directory: Annotated[
-        Path,
-        typer.Option(
-            "--dir",
-            "-d",
-            help="The desired-state directory (also locates the embedded database).",
-            file_okay=False,
-            show_default="current directory",
-        ),
-    ] = Path(),
-    ref: Annotated[
-        str | None,
-        typer.Option(help="Read the declarations at this git ref (e.g. origin/main) instead of the work tree."),
-    ] = None,
-    git_pull: Annotated[
-        bool,
-        typer.Option(
-            "--git-pull",
-            help="Before each cycle: fetch the ref's remote (with --ref), or fast-forward the work tree.",
-        ),
-    ] = False,
-    interval: Annotated[str, typer.Option(help="Time between cycles: 1h, 15m, 30s, or seconds (0.5).")] = "1h",
-    jitter: Annotated[str, typer.Option(help="Randomise each interval by up to this share either way.")] = "10%",
-    apply_changes: Annotated[
-        bool,
-        typer.Option(
-            "--apply-changes",
-            help="Also apply declaration changes (new, changed, removed names and targets), as git:<sha>. "
-            "Without it, run applies only renewals and drift fixes, and reports the rest. Revocations and "
-            "retirements beyond the destroy threshold are never applied by run: they wait for "
-            "`apply --allow-destroy N`.",
-        ),
-    ] = False,
-    refresh: Annotated[
-        bool, typer.Option(help="Probe every target each cycle and redistribute where it drifted.")
-    ] = True,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")] = 4,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any free port)."),
-    ] = None,
-    metrics_address: Annotated[str, typer.Option(help="The address the metrics listen on.")] = "127.0.0.1",
-    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit: 0 if it went well, 1 if not.")] = False,
+    directory: _DirOption = Path(),
+    ref: _RefOption = None,
+    git_pull: _GitPullOption = False,
+    interval: _IntervalOption = "1h",
+    jitter: _JitterOption = "10%",
+    apply_changes: _ApplyChangesOption = False,
+    refresh: _RefreshOption = True,
+    concurrency: _ConcurrencyOption = 4,
+    metrics_port: _MetricsPortOption = None,
+    metrics_address: _MetricsAddressOption = "127.0.0.1",
+    once: _OnceOption = False,
 ) -> None:
     """Reconcile continuously: every interval (and on SIGHUP), plan and apply renewals and drift fixes.
 
@@ -206,41 +235,18 @@ def run_command(
     certreconcile run --once
     """
     try:
-        _run(
-            directory,
-            ref=ref,
-            git_pull=git_pull,
-            interval=parse_interval(interval),
-            jitter=parse_jitter(jitter),
-            apply_changes=apply_changes,
-            refresh=refresh,
-            concurrency=concurrency,
-            metrics_port=metrics_port,
-            metrics_address=metrics_address,
-            once=once,
-        )
+        options = _RunOptions(ref, git_pull, parse_interval(interval), parse_jitter(jitter), apply_changes, refresh,
+                              concurrency, metrics_port, metrics_address, once)  # fmt: skip
+        _run(directory, options)
     except CertReconcileError as exc:
         fail(exc)
 
 
-def _run(
-    directory: Path,
-    *,
-    ref: str | None,
-    git_pull: bool,
-    interval: float,
-    jitter: float,
-    apply_changes: bool,
-    refresh: bool,
-    concurrency: int,
-    metrics_port: int | None,
-    metrics_address: str,
-    once: bool,
-) -> None:
+def _run(directory: Path, options: _RunOptions) -> None:
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.cli.common import cli_clock
-    from certreconcile.reconciler import LoopControl, Reconciler, run_forever, sleeper_for
-    from certreconcile.wiring import Settings, build_environment, open_store
+    from certreconcile.reconciler import LoopControl, run_forever, sleeper_for
+    from certreconcile.wiring import Settings, open_store
 
     if not directory.is_dir():
         raise CertReconcileError(
@@ -252,16 +258,11 @@ def _run(
     store = open_store(settings)
     clock = cli_clock()
     metrics = ReconcilerMetrics()
-    server = _serve_metrics(metrics, metrics_address, metrics_port) if metrics_port is not None else None
+    port = options.metrics_port
+    server = _serve_metrics(metrics, options.metrics_address, port) if port is not None else None
     control = LoopControl()
     _install_signal_handlers(control)
-
-    def environment(desired: DesiredState) -> ApplyEnvironment:
-        return build_environment(desired, settings, store, clock)
-
-    reconciler = Reconciler(GitDesiredSource(directory, ref, pull=git_pull), store, environment, clock,
-                            apply_changes=apply_changes, concurrency=concurrency, refresh=refresh, metrics=metrics,
-                            destroy_threshold=settings.destroy_threshold, settings=settings)  # fmt: skip
+    reconciler = _reconciler(directory, options, settings, store, clock, metrics)
     last: list[CycleResult] = []
 
     def report(result: CycleResult) -> None:
@@ -271,21 +272,41 @@ def _run(
     log.info(
         "reconciling %s%s every %gs (jitter %g%%)%s",
         directory,
-        f" at {ref}" if ref else "",
-        interval,
-        jitter * 100,
-        ", applying declaration changes" if apply_changes else "",
+        f" at {options.ref}" if options.ref else "",
+        options.interval,
+        options.jitter * 100,
+        ", applying declaration changes" if options.apply_changes else "",
     )
     try:
-        run_forever(reconciler.cycle, interval=interval, jitter=jitter, control=control, once=once,
-                    on_cycle=report, sleep=sleeper_for(clock))  # fmt: skip
+        run_forever(reconciler.cycle, interval=options.interval, jitter=options.jitter, control=control,
+                    once=options.once, on_cycle=report, sleep=sleeper_for(clock))  # fmt: skip
     finally:
         if server is not None:
             server.shutdown()
             _set_acme_observer(None)
     log.info("stopped")
-    if once and last and last[0].outcome in ("error", "partial"):
+    if options.once and last and last[0].outcome in ("error", "partial"):
         raise typer.Exit(ExitCode.ERROR)
+
+
+def _reconciler(
+    directory: Path,
+    options: _RunOptions,
+    settings: Settings,
+    store: StateStore,
+    clock: Clock,
+    metrics: ReconcilerMetrics,
+) -> Reconciler:
+    from certreconcile.reconciler import Reconciler
+    from certreconcile.wiring import build_environment
+
+    def environment(desired: DesiredState) -> ApplyEnvironment:
+        return build_environment(desired, settings, store, clock)
+
+    source = GitDesiredSource(directory, options.ref, pull=options.git_pull)
+    return Reconciler(source, store, environment, clock, apply_changes=options.apply_changes,
+                      concurrency=options.concurrency, refresh=options.refresh, metrics=metrics,
+                      destroy_threshold=settings.destroy_threshold, settings=settings)  # fmt: skip
 
 
 def _set_acme_observer(metrics: ReconcilerMetrics | None) -> None:
