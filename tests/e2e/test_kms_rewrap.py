@@ -27,7 +27,7 @@ from certreconcile.errors import KmsError
 from certreconcile.plan import Action
 from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.ports import EncryptionContext, Kms, SecretBytes, WrappedKey
-from certreconcile.wiring import Settings, build_environment, build_rewrap_kms
+from certreconcile.wiring import RewrapKms, Settings, build_environment, build_rewrap_kms
 from e2e.conftest import Runner
 from engine import T0, cert, desired_doc, load, plan_now, sealed_certificate_rows
 from kms_servers import BaoTransit, MotoKms
@@ -83,6 +83,55 @@ def _assert_all_open(store: PostgresStore, *kms: Kms) -> None:
         assert opened, (stored.table, stored.row_id, stored.key_ref)
 
 
+def _rewrap_and_check(
+    postgres_store: PostgresStore,
+    kms: RewrapKms,
+    before: dict[tuple[str, str], dict[str, object]],
+    kind: str,
+    clock: FixedClock,
+) -> None:
+    """Rewrap every envelope to ``kms.target``: only the wrapped data key changes; a second pass has nothing to do."""
+    rewrapped = rewrap_keys(postgres_store, kms.target, kms.sources, actor="user:tester", clock=clock, batch=2)
+    assert rewrapped.ok, rewrapped.failures
+    assert rewrapped.rewrapped == len(before)
+    assert rewrapped.skipped == 0
+
+    after = _envelopes(postgres_store)
+    assert after.keys() == before.keys()
+    for row, envelope in after.items():
+        assert envelope["kms"] == kind
+        assert envelope["key_id"] == rewrapped.target_key_id
+        assert envelope["ciphertext"] == before[row]["ciphertext"]  # the private key was never re-encrypted
+        assert envelope["nonce"] == before[row]["nonce"]
+        assert envelope["context"] == before[row]["context"]
+    _assert_all_open(postgres_store, kms.target)
+
+    again = rewrap_keys(postgres_store, kms.target, kms.sources, actor="user:tester", clock=clock)
+    assert (again.rewrapped, again.skipped) == (0, len(before))  # nothing left: resumable, idempotent
+
+
+def _declare_and_rotate(
+    desired_dir: Path,
+    settings: Settings,
+    postgres_store: PostgresStore,
+    clock: FixedClock,
+    new: dict[str, Any],
+    targets: list[str],
+) -> None:
+    """Declare the new KMS: a redistribution unwraps the stored keys, then the CA signs a rotation."""
+    moved = load(desired_dir, _doc(new, [cert("a", targets=targets), cert("b", key="rsa-2048", targets=targets)]))
+    environment = build_environment(moved, settings, postgres_store, clock)
+    plan = plan_now(moved, postgres_store, clock)
+    assert {c.action for c in plan.changes} == {Action.REDISTRIBUTE}
+    result = apply_plan(plan, moved, environment)
+    assert result.ok, result.failures
+    assert b"PRIVATE KEY" in (desired_dir / "out" / "extra" / "a" / "privkey.pem").read_bytes()
+    rotation = plan_now(moved, postgres_store, clock, force_rotate=frozenset({"a"}))
+    assert [(c.action, c.name) for c in rotation.changes] == [(Action.ROTATE, "a")]
+    result = apply_plan(rotation, moved, environment)
+    assert result.ok, result.failures
+
+
 def test_rewrap_local_to_aws_to_vault(
     tmp_path: Path, postgres_store: PostgresStore, database_url: str, moto_kms: MotoKms, bao_transit: BaoTransit
 ) -> None:
@@ -110,36 +159,9 @@ def test_rewrap_local_to_aws_to_vault(
         declared = load(desired_dir, _doc(old, certificates))
         kms = build_rewrap_kms(declared, settings, _kms_file(tmp_path / f"to-{kind}.yaml", new), None)
         assert kms.target.name == kind
-        rewrapped = rewrap_keys(postgres_store, kms.target, kms.sources, actor="user:tester", clock=clock, batch=2)
-        assert rewrapped.ok, rewrapped.failures
-        assert rewrapped.rewrapped == len(before)
-        assert rewrapped.skipped == 0
-
-        after = _envelopes(postgres_store)
-        assert after.keys() == before.keys()
-        for row, envelope in after.items():
-            assert envelope["kms"] == kind
-            assert envelope["key_id"] == rewrapped.target_key_id
-            assert envelope["ciphertext"] == before[row]["ciphertext"]  # the private key was never re-encrypted
-            assert envelope["nonce"] == before[row]["nonce"]
-            assert envelope["context"] == before[row]["context"]
-        _assert_all_open(postgres_store, kms.target)
-
-        again = rewrap_keys(postgres_store, kms.target, kms.sources, actor="user:tester", clock=clock)
-        assert (again.rewrapped, again.skipped) == (0, len(before))  # nothing left: resumable, idempotent
-
+        _rewrap_and_check(postgres_store, kms, before, kind, clock)
         # Declare the new KMS: a redistribution unwraps the stored keys, the CA signs a rotation.
-        moved = load(desired_dir, _doc(new, [cert("a", targets=targets), cert("b", key="rsa-2048", targets=targets)]))
-        environment = build_environment(moved, settings, postgres_store, clock)
-        plan = plan_now(moved, postgres_store, clock)
-        assert {c.action for c in plan.changes} == {Action.REDISTRIBUTE}
-        result = apply_plan(plan, moved, environment)
-        assert result.ok, result.failures
-        assert b"PRIVATE KEY" in (desired_dir / "out" / "extra" / "a" / "privkey.pem").read_bytes()
-        rotation = plan_now(moved, postgres_store, clock, force_rotate=frozenset({"a"}))
-        assert [(c.action, c.name) for c in rotation.changes] == [(Action.ROTATE, "a")]
-        result = apply_plan(rotation, moved, environment)
-        assert result.ok, result.failures
+        _declare_and_rotate(desired_dir, settings, postgres_store, clock, new, targets)
         certificates = [cert("a", targets=targets), cert("b", key="rsa-2048", targets=targets)]
         before = _envelopes(postgres_store)  # the rotation added rows, sealed by the new KMS
 

@@ -148,6 +148,29 @@ def _build(
     git_commit: str | None,
     git_author_email: str | None,
 ) -> DesiredState:
+    plugins = _plugin_specs(declarations, located)
+    kms, issuers, dns_providers, targets = plugins
+    certificates = _certificate_specs(declarations, located)
+    digest = _digest(plugins, declarations.allowed_domains, certificates)
+    return DesiredState(
+        kms=kms,
+        issuers=MappingProxyType(issuers),
+        dns_providers=MappingProxyType(dns_providers),
+        targets=MappingProxyType(targets),
+        allowed_domains=declarations.allowed_domains,
+        certificates=MappingProxyType(certificates),
+        digest=digest,
+        git_commit=git_commit,
+        git_author_email=git_author_email,
+    )
+
+
+_PluginSpecs = tuple[KmsSpec, dict[str, IssuerSpec], dict[str, DnsProviderSpec], dict[str, TargetSpec]]
+
+
+def _plugin_specs(declarations: Declarations, located: dict[NodeRef, SourceLocation]) -> _PluginSpecs:
+    """The KMS, issuer, DNS provider and target specs, each with its config's fingerprint and location."""
+
     def spec_args(plugin: DeclaredPlugin) -> dict[str, object]:
         return {
             "name": plugin.name,
@@ -183,6 +206,12 @@ def _build(
         )
         for name, p in sorted(declarations.targets.items())
     }
+    return kms, issuers, dns_providers, targets
+
+
+def _certificate_specs(
+    declarations: Declarations, located: dict[NodeRef, SourceLocation]
+) -> dict[str, CertificateSpec]:
     certificates: dict[str, CertificateSpec] = {}
     for name, declared in sorted(declarations.certificates.items()):
         document = declared.document
@@ -198,6 +227,12 @@ def _build(
             dns_provider=document.dns_provider,
             location=located.get(declared.ref),
         )
+    return certificates
+
+
+def _digest(plugins: _PluginSpecs, allowed_domains: tuple[str, ...], certificates: dict[str, CertificateSpec]) -> str:
+    """The digest of the canonical form of a desired state (what a saved plan was made for)."""
+    kms, issuers, dns_providers, targets = plugins
 
     def plugin_json(spec: PluginSpec) -> dict[str, object]:
         return {"kind": spec.kind, "config": spec.config.model_dump(mode="json")}
@@ -216,7 +251,7 @@ def _build(
             for name, spec in dns_providers.items()
         },
         "targets": {name: {**plugin_json(spec), "verify": spec.verify} for name, spec in targets.items()},
-        "allowed_domains": list(declarations.allowed_domains),
+        "allowed_domains": list(allowed_domains),
         "certificate_fields": list(_CERTIFICATE_FIELDS),
         "certificates": {
             name: [
@@ -232,15 +267,4 @@ def _build(
             for name, spec in certificates.items()
         },
     }
-    digest = hashlib.sha256(_canonical(canonical).encode()).hexdigest()
-    return DesiredState(
-        kms=kms,
-        issuers=MappingProxyType(issuers),
-        dns_providers=MappingProxyType(dns_providers),
-        targets=MappingProxyType(targets),
-        allowed_domains=declarations.allowed_domains,
-        certificates=MappingProxyType(certificates),
-        digest=digest,
-        git_commit=git_commit,
-        git_author_email=git_author_email,
-    )
+    return hashlib.sha256(_canonical(canonical).encode()).hexdigest()

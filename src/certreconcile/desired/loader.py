@@ -16,7 +16,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 import yaml_rs
@@ -223,6 +223,16 @@ def read_git_ref(directory: Path, ref: str) -> Sources:
             raise ConfigError(
                 f"{relative!r} does not exist at {ref!r}", code="desired-dir-not-found", hint="check the ref and --dir"
             ) from exc
+    files = _committed_files(tree)
+    files.sort(key=lambda source: source.path)
+    author = commit.author.email or ""
+    return Sources(tuple(files), GitOrigin(commit.hexsha, author))
+
+
+def _committed_files(tree: Any) -> list[SourceFile]:
+    """The YAML files under a git tree (hidden files and symbolic links skipped), unsorted."""
+    import git
+
     files: list[SourceFile] = []
     for item in tree.traverse():
         if not isinstance(item, git.Blob):
@@ -246,9 +256,7 @@ def read_git_ref(directory: Path, ref: str) -> Sources:
             )
             continue
         files.append(_decode(rel.as_posix(), item.data_stream.read()))
-    files.sort(key=lambda source: source.path)
-    author = commit.author.email or ""
-    return Sources(tuple(files), GitOrigin(commit.hexsha, author))
+    return files
 
 
 def read_sources(directory: Path, ref: str | None = None) -> Sources:

@@ -58,19 +58,22 @@ _PATTERN_HINTS: dict[str, str] = {
 }
 
 
+#: Checked in order: a bool is an int too.
+_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "a boolean"),
+    ((int, float), "a number"),
+    (str, "a string"),
+    ((list, tuple), "a list"),
+    (dict, "a mapping"),
+)
+
+
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
+    for kinds, name in _TYPE_NAMES:
+        if isinstance(value, kinds):
+            return name
     return type(value).__name__
 
 

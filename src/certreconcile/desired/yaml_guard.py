@@ -196,19 +196,31 @@ def check_outline(text: str, data: object) -> OutlineMismatch | None:
         return None
     if _line_outline(text) == expected:
         return None
+    read = _read_events(text)
+    if isinstance(read, OutlineMismatch):
+        return read
+    seen, positions, documents = read
+    if documents > 1:
+        return OutlineMismatch(f"one parser reads {documents} documents here, the other one", 1, 1)
+    if seen == expected:
+        return None
+    return _first_disagreement(seen or {}, expected, positions)
+
+
+def _read_events(text: str) -> tuple[Outline | None, dict[str, tuple[int, int]], int] | OutlineMismatch:
+    """The second parser's outline of ``text``; a mismatch when it cannot read the file at all."""
     try:
-        seen, positions, documents = _event_outline(text)
+        return _event_outline(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         return OutlineMismatch(f"the second YAML parser cannot read this file: {exc.problem}", line, column)
     except yaml.YAMLError as exc:
         return OutlineMismatch(f"the second YAML parser cannot read this file: {exc}", 1, 1)
-    if documents > 1:
-        return OutlineMismatch(f"one parser reads {documents} documents here, the other one", 1, 1)
-    if seen == expected:
-        return None
-    seen = seen or {}
+
+
+def _first_disagreement(seen: Outline, expected: Outline, positions: dict[str, tuple[int, int]]) -> OutlineMismatch:
+    """The first top-level key the parsers disagree about, in the order the event parser placed them."""
     # Keys the event parser placed first: a key only yaml_rs has (a null or complex key as text) has no position.
     for key in sorted(set(seen) | set(expected), key=lambda name: (name not in positions, positions.get(name, (1, 1)))):
         if seen.get(key, "absent") != expected.get(key, "absent"):

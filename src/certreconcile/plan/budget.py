@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from certreconcile.actual.model import HISTORY_ORDERS_WINDOW, HISTORY_WINDOW, ActualState
+from certreconcile.actual.model import HISTORY_ORDERS_WINDOW, HISTORY_WINDOW, ActualCertificate, ActualState
 from certreconcile.desired.model import DesiredState
 from certreconcile.domain.names import registered_domain
 from certreconcile.plan.plan import Action, Change, PlanDiagnostic, Severity
@@ -122,6 +122,27 @@ def rate_limit_diagnostics(
     desired: DesiredState, actual: ActualState, changes: Iterable[Change], now: datetime
 ) -> tuple[PlanDiagnostic, ...]:
     """Warnings and errors for every Let's Encrypt budget the ``changes`` draw on, in a stable order."""
+    budgets = _planned_draws(desired, actual, changes, now)
+    if not budgets:
+        return ()
+    _count_history(budgets, actual, now)
+    diagnostics: list[PlanDiagnostic | None] = []
+    for directory in sorted(budgets):
+        limits = letsencrypt_limits(directory)
+        assert limits is not None
+        budget = budgets[directory]
+        for domain in sorted(budget.per_domain):
+            diagnostics.append(_registered_domain_diagnostic(limits, domain, budget.per_domain[domain]))
+        for names in sorted(budget.per_set, key=sorted):
+            diagnostics.append(_exact_set_diagnostic(limits, names, budget.per_set[names]))
+        diagnostics.append(_orders_diagnostic(limits, directory, budget.orders))
+    return tuple(diagnostic for diagnostic in diagnostics if diagnostic is not None)
+
+
+def _planned_draws(
+    desired: DesiredState, actual: ActualState, changes: Iterable[Change], now: datetime
+) -> dict[str, _Budgets]:
+    """The budgets, per Let's Encrypt directory, that the changes of this plan draw on."""
     budgets: dict[str, _Budgets] = {}
     for change in changes:
         if change.action not in (Action.ISSUE, Action.ROTATE) or change.deferred_until is not None:
@@ -131,14 +152,7 @@ def rate_limit_diagnostics(
             continue
         assert directory is not None
         current = actual.certificates.get(change.name)
-        ari = (
-            change.action is Action.ROTATE
-            and current is not None
-            and current.issuer == change.issuer
-            and current.renewal_window is not None
-            and now >= current.renewal_window.start
-        )
-        if ari:
+        if _ari_renewal(change, current, now):
             continue
         names = frozenset(change.domains)
         renewal = (
@@ -153,9 +167,22 @@ def rate_limit_diagnostics(
         if not renewal:
             for domain in sorted(_registered_domains(names)):
                 budget.per_domain[domain].planned.append(change.name)
-    if not budgets:
-        return ()
+    return budgets
 
+
+def _ari_renewal(change: Change, current: ActualCertificate | None, now: datetime) -> bool:
+    """A renewal inside the CA's ARI window: exempt from every limit."""
+    return (
+        change.action is Action.ROTATE
+        and current is not None
+        and current.issuer == change.issuer
+        and current.renewal_window is not None
+        and now >= current.renewal_window.start
+    )
+
+
+def _count_history(budgets: dict[str, _Budgets], actual: ActualState, now: datetime) -> None:
+    """Add what the recent issuances and orders at each directory already used."""
     history = actual.issuance_history
     week_start, orders_start = now - HISTORY_WINDOW, now - HISTORY_ORDERS_WINDOW
     for past in history.issuances:
@@ -172,24 +199,6 @@ def rate_limit_diagnostics(
         drawn = budgets.get(order.directory_url)
         if drawn is not None and not order.ari_renewal and order.created_at > orders_start:
             drawn.orders.used += 1
-
-    diagnostics: list[PlanDiagnostic] = []
-    for directory in sorted(budgets):
-        limits = letsencrypt_limits(directory)
-        assert limits is not None
-        budget = budgets[directory]
-        for domain in sorted(budget.per_domain):
-            diagnostic = _registered_domain_diagnostic(limits, domain, budget.per_domain[domain])
-            if diagnostic is not None:
-                diagnostics.append(diagnostic)
-        for names in sorted(budget.per_set, key=sorted):
-            diagnostic = _exact_set_diagnostic(limits, names, budget.per_set[names])
-            if diagnostic is not None:
-                diagnostics.append(diagnostic)
-        diagnostic = _orders_diagnostic(limits, directory, budget.orders)
-        if diagnostic is not None:
-            diagnostics.append(diagnostic)
-    return tuple(diagnostics)
 
 
 def _severity(total: int, limit: int) -> Severity | None:

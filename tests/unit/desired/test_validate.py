@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certreconcile.desired import validate_directory
-from certreconcile.desired.validate import _PLAIN_NAME, format_path
+from certreconcile.desired.checker import _PLAIN_NAME
+from certreconcile.desired.validate import format_path
 from certreconcile.domain.names import DomainNameError, matches_allowed, normalize_domain
 
 
@@ -52,23 +53,37 @@ W = "certificates:\n  - {name: w, "
     ("body", "codes"),
     [
         pytest.param("certificates: []\n", [], id="no-certificates"),
-        pytest.param(W + "domains: ['*.a.example.com'], issuer: ca}\n", [],
-                     id="wildcard-local-ca-without-challenge"),
-        pytest.param(W + "domains: ['*.a.example.com'], issuer: ca, challenge: http-01}\n",
-                     ["wildcard-needs-dns01"], id="wildcard-explicit-http01"),
+        pytest.param(W + "domains: ['*.a.example.com'], issuer: ca}\n", [], id="wildcard-local-ca-without-challenge"),
+        pytest.param(
+            W + "domains: ['*.a.example.com'], issuer: ca, challenge: http-01}\n",
+            ["wildcard-needs-dns01"],
+            id="wildcard-explicit-http01",
+        ),
         pytest.param(W + "domains: [bücher.example], issuer: ca}\n", [], id="idn"),
-        pytest.param(W + "domains: [a.example.com], issuer: ca, key: rsa-3072}\n", [],
-                     id="local-ca-signs-rsa"),
-        pytest.param(W + "domains: ['a..example.com', ' b.example.com'], issuer: ca}\n",
-                     ["domain-empty-label", "domain-whitespace"], id="every-domain-reported"),
-        pytest.param("policy: {allowed_domains: []}\n" + W + "domains: [a.example.org], issuer: ca}\n",
-                     [], id="empty-policy-allows-all"),
-        pytest.param(W + "domains: [a.example.com], issuer: ca, renew_before: 89d}\n", [],
-                     id="renew-before-below-lifetime"),
-        pytest.param(W + "domains: [a.example.com], issuer: ca, renew_before: 90d}\n",
-                     ["renew-before-too-long"], id="renew-before-equals-lifetime"),
-        pytest.param(W + "domains: [a.example.com], issuer: ca, challenge: no}\n",
-                     ["schema-invalid-value"], id="yaml-1.2-no-is-a-string"),
+        pytest.param(W + "domains: [a.example.com], issuer: ca, key: rsa-3072}\n", [], id="local-ca-signs-rsa"),
+        pytest.param(
+            W + "domains: ['a..example.com', ' b.example.com'], issuer: ca}\n",
+            ["domain-empty-label", "domain-whitespace"],
+            id="every-domain-reported",
+        ),
+        pytest.param(
+            "policy: {allowed_domains: []}\n" + W + "domains: [a.example.org], issuer: ca}\n",
+            [],
+            id="empty-policy-allows-all",
+        ),
+        pytest.param(
+            W + "domains: [a.example.com], issuer: ca, renew_before: 89d}\n", [], id="renew-before-below-lifetime"
+        ),
+        pytest.param(
+            W + "domains: [a.example.com], issuer: ca, renew_before: 90d}\n",
+            ["renew-before-too-long"],
+            id="renew-before-equals-lifetime",
+        ),
+        pytest.param(
+            W + "domains: [a.example.com], issuer: ca, challenge: no}\n",
+            ["schema-invalid-value"],
+            id="yaml-1.2-no-is-a-string",
+        ),
     ],
 )
 def test_table(tmp_path: Path, body: str, codes: list[str]) -> None:

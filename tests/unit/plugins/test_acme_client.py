@@ -19,7 +19,7 @@ from certreconcile.plugins.issuers.acme.client import (
     ari_certificate_id,
     parse_retry_after,
 )
-from certreconcile.plugins.issuers.acme.issuer import _split_chain
+from certreconcile.plugins.issuers.acme.order import split_chain
 from certreconcile.plugins.issuers.local_ca import LocalCaIssuer
 from certreconcile.plugins.issuers.local_ca_config import LocalCaConfig
 from certreconcile.plugins.ports import IssueRequest
@@ -65,8 +65,8 @@ def issued_pem() -> str:
 
 def test_ari_certificate_id_matches_certbots() -> None:
     pem = issued_pem()
-    cert = x509.load_pem_x509_certificate(_split_chain(pem)[0].encode())
-    assert ari_certificate_id(_split_chain(pem)[0]) == _renewal_info_path_component(cert)
+    cert = x509.load_pem_x509_certificate(split_chain(pem)[0].encode())
+    assert ari_certificate_id(split_chain(pem)[0]) == _renewal_info_path_component(cert)
 
 
 def test_new_order_carries_replaces_and_profile_only_when_set() -> None:
@@ -82,8 +82,8 @@ def test_new_order_carries_replaces_and_profile_only_when_set() -> None:
 
 def test_a_chain_is_split_into_leaf_and_the_rest() -> None:
     pem = issued_pem()
-    leaf, chain = _split_chain(pem)
+    leaf, chain = split_chain(pem)
     assert leaf.count("BEGIN CERTIFICATE") == 1
     assert chain.count("BEGIN CERTIFICATE") == pem.count("BEGIN CERTIFICATE") - 1
     with pytest.raises(Exception, match="no certificate"):
-        _split_chain("garbage")
+        split_chain("garbage")

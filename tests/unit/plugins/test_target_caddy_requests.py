@@ -57,30 +57,36 @@ class FakeCaddy:
             key = json.dumps(body.get("key") if isinstance(body, dict) else body)  # JSON-escaped, as Caddy would
             return httpx.Response(400, json={"error": f"refused: key {key}"})
         if path.startswith("/id/"):
-            found = self._find_id(self.config, path.removeprefix("/id/"))
-            if found is None:
-                return httpx.Response(404, json={"error": "unknown object ID"})
-            parent, key = found
-            if request.method == "GET":
-                return httpx.Response(200, json=parent[key])
-            assert request.method == "PATCH"
-            parent[key] = body
-            return httpx.Response(200)
+            return self._by_id(request.method, path.removeprefix("/id/"), body)
         segments = [segment for segment in path.removeprefix("/config").split("/") if segment]
         if not segments:
             if request.method == "GET":
                 return httpx.Response(200, json=self.config)
             self.config = body
             return httpx.Response(200)
+        return self._at_path(request.method, segments, body)
+
+    def _by_id(self, method: str, wanted: str, body: Any) -> httpx.Response:
+        found = self._find_id(self.config, wanted)
+        if found is None:
+            return httpx.Response(404, json={"error": "unknown object ID"})
+        parent, key = found
+        if method == "GET":
+            return httpx.Response(200, json=parent[key])
+        assert method == "PATCH"
+        parent[key] = body
+        return httpx.Response(200)
+
+    def _at_path(self, method: str, segments: list[str], body: Any) -> httpx.Response:
         ok, parent = self._walk(segments[:-1])
         if not ok or (parent is None and segments[:-1]):
             return httpx.Response(400, json={"error": f"invalid traversal path at: config/{'/'.join(segments[:-1])}"})
-        if request.method == "GET":
+        if method == "GET":
             return httpx.Response(200, json=parent.get(segments[-1]) if isinstance(parent, dict) else None)
-        if request.method == "POST" and isinstance(parent.get(segments[-1]), list):
+        if method == "POST" and isinstance(parent.get(segments[-1]), list):
             parent[segments[-1]].append(body)
             return httpx.Response(200)
-        if request.method == "PUT" and segments[-1] in parent:
+        if method == "PUT" and segments[-1] in parent:
             return httpx.Response(409, json={"error": "key already exists"})
         parent[segments[-1]] = body
         return httpx.Response(200)

@@ -49,44 +49,55 @@ class _ApplyRequest:
     allow_destroy: int | None
 
 
+_PlanFileArg = Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")]
+_AutoApprove = Annotated[bool, typer.Option(help="Apply without asking for confirmation.")]
+_Concurrency = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
+_Refresh = Annotated[
+    bool, typer.Option(help="Probe every target first and fix those that drifted (without a plan file).")
+]
+_Format = Annotated[str, typer.Option("--format", help="text or json.")]
+_ExpectChanges = Annotated[
+    str | None,
+    typer.Option(
+        metavar="DIGEST",
+        help="Apply only if the change set planned now is the reviewed one (its digest, from the plan "
+        "comment), or differs only by renewals that fell due since (needs --reviewed-plan); else refuse.",
+    ),
+]
+_ReviewedPlan = Annotated[
+    Path | None,
+    typer.Option(
+        help="The reviewed change set for --expect-changes: the PR plan comments' bodies, or `plan --out` JSON.",
+        dir_okay=False,
+    ),
+]
+_OnlyRenewals = Annotated[
+    bool, typer.Option(help="Apply only the renewals that fell due; list and leave every other change.")
+]
+_AllowDestroy = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        metavar="N",
+        help="Intent to revoke or retire exactly N certificates. Needed when the plan destroys more than "
+        "CERTRECONCILE_DESTROY_MAX_COUNT (default 1) certificates or more than "
+        "CERTRECONCILE_DESTROY_MAX_PERCENT (default 10) % of the managed names; any N other than the "
+        "plan's exact count is refused.",
+    ),
+]
+
+
 def apply(
-    plan_file: Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")] = None,
+    plan_file: _PlanFileArg = None,
     directory: DirOption = DEFAULT_DIR,
-    auto_approve: Annotated[bool, typer.Option(help="Apply without asking for confirmation.")] = False,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")] = 4,
-    refresh: Annotated[
-        bool, typer.Option(help="Probe every target first and fix those that drifted (without a plan file).")
-    ] = False,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
-    expect_changes: Annotated[
-        str | None,
-        typer.Option(
-            metavar="DIGEST",
-            help="Apply only if the change set planned now is the reviewed one (its digest, from the plan "
-            "comment), or differs only by renewals that fell due since (needs --reviewed-plan); else refuse.",
-        ),
-    ] = None,
-    reviewed_plan: Annotated[
-        Path | None,
-        typer.Option(
-            help="The reviewed change set for --expect-changes: the PR plan comments' bodies, or `plan --out` JSON.",
-            dir_okay=False,
-        ),
-    ] = None,
-    only_renewals: Annotated[
-        bool, typer.Option(help="Apply only the renewals that fell due; list and leave every other change.")
-    ] = False,
-    allow_destroy: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            metavar="N",
-            help="Intent to revoke or retire exactly N certificates. Needed when the plan destroys more than "
-            "CERTRECONCILE_DESTROY_MAX_COUNT (default 1) certificates or more than "
-            "CERTRECONCILE_DESTROY_MAX_PERCENT (default 10) % of the managed names; any N other than the "
-            "plan's exact count is refused.",
-        ),
-    ] = None,
+    auto_approve: _AutoApprove = False,
+    concurrency: _Concurrency = 4,
+    refresh: _Refresh = False,
+    output_format: _Format = "text",
+    expect_changes: _ExpectChanges = None,
+    reviewed_plan: _ReviewedPlan = None,
+    only_renewals: _OnlyRenewals = False,
+    allow_destroy: _AllowDestroy = None,
 ) -> None:
     """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
 

@@ -22,26 +22,32 @@ if TYPE_CHECKING:
 __all__ = ["render_report_json", "render_report_text", "verify_command"]
 
 
+_DirOption = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        help="The desired-state directory (also locates the embedded database).",
+        file_okay=False,
+        show_default="current directory",
+    ),
+]
+_HeadOption = Annotated[
+    Path | None,
+    typer.Option("--head", help="A head exported earlier: the chain must still hold that row at that seq."),
+]
+_ExportHeadOption = Annotated[
+    Path | None,
+    typer.Option("--export-head", help="When the chain is intact, write its head (seq and hash) to this file."),
+]
+_FormatOption = Annotated[str, typer.Option("--format", help="text or json.")]
+
+
 def verify_command(
-    directory: Annotated[
-        Path,
-        typer.Option(
-            "--dir",
-            "-d",
-            help="The desired-state directory (also locates the embedded database).",
-            file_okay=False,
-            show_default="current directory",
-        ),
-    ] = Path(),
-    head: Annotated[
-        Path | None,
-        typer.Option("--head", help="A head exported earlier: the chain must still hold that row at that seq."),
-    ] = None,
-    export_head: Annotated[
-        Path | None,
-        typer.Option("--export-head", help="When the chain is intact, write its head (seq and hash) to this file."),
-    ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    directory: _DirOption = Path(),
+    head: _HeadOption = None,
+    export_head: _ExportHeadOption = None,
+    output_format: _FormatOption = "text",
 ) -> None:
     """Check the audit trail's hash chain: report the first changed, deleted or reordered row.
 

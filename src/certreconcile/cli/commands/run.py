@@ -151,80 +151,97 @@ def _summary(result: CycleResult) -> str:
     return text
 
 
+# The options of `run`, one alias each (the command's signature stays short).
+_DirectoryOption = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        help="The desired-state directory (also locates the embedded database).",
+        file_okay=False,
+        show_default="current directory",
+    ),
+]
+_RefOption = Annotated[
+    str | None,
+    typer.Option(help="Read the declarations at this git ref (e.g. origin/main) instead of the work tree."),
+]
+_GitPullOption = Annotated[
+    bool,
+    typer.Option(
+        "--git-pull",
+        help="Before each cycle: fetch the ref's remote (with --ref), or fast-forward the work tree.",
+    ),
+]
+_GitUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--git",
+        metavar="URL",
+        help="Follow --branch of this repository: each cycle fetches it and applies a new head commit "
+        "(fast-forwards only) as git:<sha> <email>. Implies --apply-changes; --dir is then a path inside "
+        "the repository.",
+    ),
+]
+_BranchOption = Annotated[str | None, typer.Option(help="The branch --git follows.", show_default="main")]
+_GitDirOption = Annotated[
+    Path | None,
+    typer.Option("--git-dir", help="Where --git keeps its clone.", file_okay=False, show_default="<data dir>/git"),
+]
+_RequireSignedCommitsOption = Annotated[
+    bool,
+    typer.Option(
+        "--require-signed-commits",
+        help="With --git: apply only commits signed by an SSH key of --allowed-signers (git verify-commit).",
+    ),
+]
+_AllowedSignersOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--allowed-signers",
+        help="The allowed signers file (ssh-keygen format) of --require-signed-commits.",
+        dir_okay=False,
+    ),
+]
+_IntervalOption = Annotated[str, typer.Option(help="Time between cycles: 1h, 15m, 30s, or seconds (0.5).")]
+_JitterOption = Annotated[str, typer.Option(help="Randomise each interval by up to this share either way.")]
+_ApplyChangesOption = Annotated[
+    bool,
+    typer.Option(
+        "--apply-changes",
+        help="Also apply declaration changes (new, changed, removed names and targets), as git:<sha>. "
+        "Without it, run applies only renewals and drift fixes, and reports the rest. Revocations and "
+        "retirements beyond the destroy threshold are never applied by run: they wait for "
+        "`apply --allow-destroy N`.",
+    ),
+]
+_RefreshOption = Annotated[bool, typer.Option(help="Probe every target each cycle and redistribute where it drifted.")]
+_ConcurrencyOption = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
+_MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any free port)."),
+]
+_MetricsAddressOption = Annotated[str, typer.Option(help="The address the metrics listen on.")]
+_OnceOption = Annotated[bool, typer.Option("--once", help="Run one cycle and exit: 0 if it went well, 1 if not.")]
+
+
 def run_command(
-    directory: Annotated[
-        Path,
-        typer.Option(
-            "--dir",
-            "-d",
-            help="The desired-state directory (also locates the embedded database).",
-            file_okay=False,
-            show_default="current directory",
-        ),
-    ] = Path(),
-    ref: Annotated[
-        str | None,
-        typer.Option(help="Read the declarations at this git ref (e.g. origin/main) instead of the work tree."),
-    ] = None,
-    git_pull: Annotated[
-        bool,
-        typer.Option(
-            "--git-pull",
-            help="Before each cycle: fetch the ref's remote (with --ref), or fast-forward the work tree.",
-        ),
-    ] = False,
-    git_url: Annotated[
-        str | None,
-        typer.Option(
-            "--git",
-            metavar="URL",
-            help="Follow --branch of this repository: each cycle fetches it and applies a new head commit "
-            "(fast-forwards only) as git:<sha> <email>. Implies --apply-changes; --dir is then a path inside "
-            "the repository.",
-        ),
-    ] = None,
-    branch: Annotated[str | None, typer.Option(help="The branch --git follows.", show_default="main")] = None,
-    git_dir: Annotated[
-        Path | None,
-        typer.Option("--git-dir", help="Where --git keeps its clone.", file_okay=False, show_default="<data dir>/git"),
-    ] = None,
-    require_signed_commits: Annotated[
-        bool,
-        typer.Option(
-            "--require-signed-commits",
-            help="With --git: apply only commits signed by an SSH key of --allowed-signers (git verify-commit).",
-        ),
-    ] = False,
-    allowed_signers: Annotated[
-        Path | None,
-        typer.Option(
-            "--allowed-signers",
-            help="The allowed signers file (ssh-keygen format) of --require-signed-commits.",
-            dir_okay=False,
-        ),
-    ] = None,
-    interval: Annotated[str, typer.Option(help="Time between cycles: 1h, 15m, 30s, or seconds (0.5).")] = "1h",
-    jitter: Annotated[str, typer.Option(help="Randomise each interval by up to this share either way.")] = "10%",
-    apply_changes: Annotated[
-        bool,
-        typer.Option(
-            "--apply-changes",
-            help="Also apply declaration changes (new, changed, removed names and targets), as git:<sha>. "
-            "Without it, run applies only renewals and drift fixes, and reports the rest. Revocations and "
-            "retirements beyond the destroy threshold are never applied by run: they wait for "
-            "`apply --allow-destroy N`.",
-        ),
-    ] = False,
-    refresh: Annotated[
-        bool, typer.Option(help="Probe every target each cycle and redistribute where it drifted.")
-    ] = True,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")] = 4,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any free port)."),
-    ] = None,
-    metrics_address: Annotated[str, typer.Option(help="The address the metrics listen on.")] = "127.0.0.1",
-    once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit: 0 if it went well, 1 if not.")] = False,
+    directory: _DirectoryOption = Path(),
+    ref: _RefOption = None,
+    git_pull: _GitPullOption = False,
+    git_url: _GitUrlOption = None,
+    branch: _BranchOption = None,
+    git_dir: _GitDirOption = None,
+    require_signed_commits: _RequireSignedCommitsOption = False,
+    allowed_signers: _AllowedSignersOption = None,
+    interval: _IntervalOption = "1h",
+    jitter: _JitterOption = "10%",
+    apply_changes: _ApplyChangesOption = False,
+    refresh: _RefreshOption = True,
+    concurrency: _ConcurrencyOption = 4,
+    metrics_port: _MetricsPortOption = None,
+    metrics_address: _MetricsAddressOption = "127.0.0.1",
+    once: _OnceOption = False,
 ) -> None:
     """Reconcile continuously: every interval (and on SIGHUP), plan and apply renewals and drift fixes.
 

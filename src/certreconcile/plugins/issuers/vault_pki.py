@@ -149,7 +149,6 @@ class VaultPkiIssuer:
     def _error(self, error: VaultCallError) -> IssuerError:
         """The IssuerError (stable code, hint) for a failed call."""
         message = error.message
-        reason = "; ".join(error.server_errors)
         sign, revoke = f"{self._mount}/sign/{self._role}", f"{self._mount}/revoke"
         login = login_hint(error, self._connection.method)  # the hint shared by every Vault plug-in
         match error.problem:
@@ -166,39 +165,58 @@ class VaultPkiIssuer:
                     hint=f"the token needs update on {sign} (and on {revoke} to revoke)",
                 )
             case VaultProblem.INVALID_REQUEST:
-                text = reason.lower()
-                detailed = f"{message}: {reason}" if reason else message
-                if "not allowed" in text:
-                    return IssuerError(
-                        detailed,
-                        code="vault-pki-name-not-allowed",
-                        hint=f"allow these names in the role {self._role} (allowed_domains, allow_subdomains, "
-                        "allow_wildcard_certificates), or declare another issuer",
-                    )
-                if "unknown role" in text or "role not found" in text:
-                    return IssuerError(detailed, code="vault-pki-role-not-found", hint=f"create the role {sign}")
-                if "not found" in text and "serial" in text:
-                    return IssuerError(
-                        detailed,
-                        code="vault-pki-certificate-unknown",
-                        hint=f"the certificate was not issued by the PKI mount {self._mount}/",
-                    )
-                return IssuerError(detailed, code="vault-pki-refused", hint="see the Vault server log")
-            case VaultProblem.NOT_FOUND:
-                return IssuerError(
-                    message, code="vault-pki-mount-not-found", hint=f"enable the pki secrets engine at {self._mount}/"
-                )
-            case VaultProblem.THROTTLED:
-                return IssuerError(message, code="vault-pki-throttled", hint="retry later")
-            case VaultProblem.UNAVAILABLE:
-                return IssuerError(message, code="vault-pki-unavailable", hint="check the url and the network")
-            case VaultProblem.TLS:
-                return IssuerError(
-                    message,
-                    code="vault-pki-tls",
-                    hint="set ca_bundle to the PEM of the CA that signed the server's certificate",
-                )
-            case VaultProblem.FAILED:
-                return IssuerError(message, code="vault-pki-error", hint="see the Vault server log")
+                return self._refused(error)
+            case (
+                VaultProblem.NOT_FOUND
+                | VaultProblem.THROTTLED
+                | VaultProblem.UNAVAILABLE
+                | VaultProblem.TLS
+                | VaultProblem.FAILED
+            ):
+                return self._server_error(error)
             case _:  # pragma: no cover
                 assert_never(error.problem)
+
+    def _refused(self, error: VaultCallError) -> IssuerError:
+        """Vault refused the request (400): what it refused, from its error text."""
+        message = error.message
+        reason = "; ".join(error.server_errors)
+        sign = f"{self._mount}/sign/{self._role}"
+        text = reason.lower()
+        detailed = f"{message}: {reason}" if reason else message
+        if "not allowed" in text:
+            return IssuerError(
+                detailed,
+                code="vault-pki-name-not-allowed",
+                hint=f"allow these names in the role {self._role} (allowed_domains, allow_subdomains, "
+                "allow_wildcard_certificates), or declare another issuer",
+            )
+        if "unknown role" in text or "role not found" in text:
+            return IssuerError(detailed, code="vault-pki-role-not-found", hint=f"create the role {sign}")
+        if "not found" in text and "serial" in text:
+            return IssuerError(
+                detailed,
+                code="vault-pki-certificate-unknown",
+                hint=f"the certificate was not issued by the PKI mount {self._mount}/",
+            )
+        return IssuerError(detailed, code="vault-pki-refused", hint="see the Vault server log")
+
+    def _server_error(self, error: VaultCallError) -> IssuerError:
+        """A mount missing, throttling, the server or the TLS handshake failing."""
+        message = error.message
+        if error.problem is VaultProblem.NOT_FOUND:
+            return IssuerError(
+                message, code="vault-pki-mount-not-found", hint=f"enable the pki secrets engine at {self._mount}/"
+            )
+        if error.problem is VaultProblem.THROTTLED:
+            return IssuerError(message, code="vault-pki-throttled", hint="retry later")
+        if error.problem is VaultProblem.UNAVAILABLE:
+            return IssuerError(message, code="vault-pki-unavailable", hint="check the url and the network")
+        if error.problem is VaultProblem.TLS:
+            return IssuerError(
+                message,
+                code="vault-pki-tls",
+                hint="set ca_bundle to the PEM of the CA that signed the server's certificate",
+            )
+        # VaultProblem.FAILED
+        return IssuerError(message, code="vault-pki-error", hint="see the Vault server log")

@@ -121,41 +121,58 @@ class VaultKms:
                     f"and {self._mount}/decrypt/{self._key} (and {self._mount}/encrypt/{self._key} for rewrap)",
                 )
             case VaultProblem.INVALID_REQUEST:
-                text = " ".join(error.server_errors).lower()
-                if "not found" in text:
-                    return KmsError(message, code="kms-key-not-found", hint=f"create the transit key {self.key_id}")
-                if "authentication failed" in text or "invalid ciphertext" in text or "decode" in text:
-                    return KmsError(
-                        message,
-                        code="kms-decrypt-failed",
-                        hint="the stored key_ref belongs to another row or was altered",
-                    )
-                return KmsError(message, code="kms-error", hint="see the Vault server log")
-            case VaultProblem.NOT_FOUND:
-                return KmsError(
-                    message,
-                    code="kms-key-not-found",
-                    hint=f"enable transit at {self._mount}/ and create the key {self._key}",
-                )
-            case VaultProblem.THROTTLED:
-                return KmsError(message, code="kms-throttled")
-            case VaultProblem.UNAVAILABLE:
-                hint = (
-                    "unseal the server or retry later"
-                    if error.status != "?"
-                    else "check kms.vault.url and the network; retry later"
-                )
-                return KmsError(message, code="kms-unavailable", hint=hint)
-            case VaultProblem.TLS:
-                return KmsError(
-                    message,
-                    code="kms-unavailable",
-                    hint="set kms.vault.ca_bundle to the PEM of the CA that signed the server's certificate",
-                )
-            case VaultProblem.FAILED:
-                return KmsError(message, code="kms-error")
+                return self._refused(error)
+            case (
+                VaultProblem.NOT_FOUND
+                | VaultProblem.THROTTLED
+                | VaultProblem.UNAVAILABLE
+                | VaultProblem.TLS
+                | VaultProblem.FAILED
+            ):
+                return self._server_error(error)
             case _:  # pragma: no cover
                 assert_never(error.problem)
+
+    def _refused(self, error: VaultCallError) -> KmsError:
+        """Vault refused the request (400): what it refused, from its error text."""
+        message = error.message
+        text = " ".join(error.server_errors).lower()
+        if "not found" in text:
+            return KmsError(message, code="kms-key-not-found", hint=f"create the transit key {self.key_id}")
+        if "authentication failed" in text or "invalid ciphertext" in text or "decode" in text:
+            return KmsError(
+                message,
+                code="kms-decrypt-failed",
+                hint="the stored key_ref belongs to another row or was altered",
+            )
+        return KmsError(message, code="kms-error", hint="see the Vault server log")
+
+    def _server_error(self, error: VaultCallError) -> KmsError:
+        """The key or mount missing, throttling, the server or the TLS handshake failing."""
+        message = error.message
+        if error.problem is VaultProblem.NOT_FOUND:
+            return KmsError(
+                message,
+                code="kms-key-not-found",
+                hint=f"enable transit at {self._mount}/ and create the key {self._key}",
+            )
+        if error.problem is VaultProblem.THROTTLED:
+            return KmsError(message, code="kms-throttled")
+        if error.problem is VaultProblem.UNAVAILABLE:
+            hint = (
+                "unseal the server or retry later"
+                if error.status != "?"
+                else "check kms.vault.url and the network; retry later"
+            )
+            return KmsError(message, code="kms-unavailable", hint=hint)
+        if error.problem is VaultProblem.TLS:
+            return KmsError(
+                message,
+                code="kms-unavailable",
+                hint="set kms.vault.ca_bundle to the PEM of the CA that signed the server's certificate",
+            )
+        # VaultProblem.FAILED
+        return KmsError(message, code="kms-error")
 
     def _post(self, what: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -96,15 +96,9 @@ class EnvoyTarget:
         current = folder.current()
         if current is None:
             return TargetObservation(fingerprint=None, error=f"{folder.folder / DATA_LINK} does not exist")
-        sds_path = current / SDS_FILE
-        try:
-            document = yaml.safe_load(sds_path.read_text())
-        except OSError as exc:
-            return TargetObservation(fingerprint=None, error=f"{sds_path}: {exc.strerror}")
-        except yaml.YAMLError:
-            return TargetObservation(fingerprint=None, error=f"{sds_path} is not valid YAML")
-        if document != sds_document(name, folder.folder):
-            return TargetObservation(fingerprint=None, error=f"{sds_path} does not declare the secret {name}")
+        problem = _sds_problem(name, folder.folder, current)
+        if problem is not None:
+            return TargetObservation(fingerprint=None, error=problem)
         # Through the version resolved once: the pair Envoy would read together.
         if not (current / "privkey.pem").is_file():
             return TargetObservation(fingerprint=None, error=f"{current / 'privkey.pem'} is missing")
@@ -112,3 +106,17 @@ class EnvoyTarget:
 
     def verify_timeout(self) -> timedelta:
         return self._verify_timeout
+
+
+def _sds_problem(name: str, folder: Path, current: Path) -> str | None:
+    """Why the SDS file of the current version does not declare the secret ``name`` (None: it does)."""
+    sds_path = current / SDS_FILE
+    try:
+        document = yaml.safe_load(sds_path.read_text())
+    except OSError as exc:
+        return f"{sds_path}: {exc.strerror}"
+    except yaml.YAMLError:
+        return f"{sds_path} is not valid YAML"
+    if document != sds_document(name, folder):
+        return f"{sds_path} does not declare the secret {name}"
+    return None

@@ -1,0 +1,171 @@
+"""Distribution: deploy a certificate to its targets, verify they serve it, then activate it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from certreconcile.actual.journal_step import JournalState, JournalStep
+from certreconcile.actual.model import ActualCertificate
+from certreconcile.apply.results import ChangeResult
+from certreconcile.apply.runner_base import RunnerBase
+from certreconcile.apply.verify import wait_until_served
+from certreconcile.audit.events import AuditAction
+from certreconcile.domain.status import CertStatus
+from certreconcile.errors import CertReconcileError, TargetError
+from certreconcile.plan.plan import Change
+from certreconcile.plugins.ports import DeployBundle
+
+__all__ = ["DistributionSteps"]
+
+
+@dataclass(frozen=True, slots=True)
+class _PushOutcome:
+    target: str
+    pushed_at: datetime | None  # None: the push itself failed
+    verified_at: datetime | None
+    error: str | None  # one line, never a secret
+    attempts: int
+    served: Mapping[str, str] = field(default_factory=dict)  # what the target served instead, for the audit
+
+
+class DistributionSteps(RunnerBase):
+    """The deploy, verify and activate steps of a change."""
+
+    def _deploy(self, change: Change, cert_id: str, bundle: DeployBundle, targets: tuple[str, ...]) -> dict[str, str]:
+        """Deploy and verify on each target, in parallel; returns the failed targets with their error.
+
+        Only the push and the verification run in the pool (network and reloads); every row is
+        written here, on this change's own session (a connection is used by one thread at a time).
+        """
+        for target_name in targets:
+            self._journal(change, JournalStep.DEPLOY.for_target(target_name), JournalState.STARTED, cert_id=cert_id)
+        if self.target_pool is not None and len(targets) > 1:
+            outcomes = list(self.target_pool.map(lambda name: self._push(name, bundle), targets))
+        else:
+            outcomes = [self._push(name, bundle) for name in targets]
+        failed: dict[str, str] = {}
+        for outcome in outcomes:
+            target_name = outcome.target
+            target_fingerprint = self.desired.targets[target_name].fingerprint
+            if outcome.pushed_at is not None:
+                self._journal(change, JournalStep.DEPLOY.for_target(target_name), JournalState.DONE, cert_id=cert_id)
+                self._audit(change, cert_id, AuditAction.DISTRIBUTED, target=target_name)
+            if outcome.error is None:
+                self.session.record_distribution(
+                    cert_id,
+                    target_name,
+                    bundle.fingerprint,
+                    pushed_at=outcome.pushed_at,
+                    verified_at=outcome.verified_at,
+                    last_error=None,
+                    target_fingerprint=target_fingerprint,
+                )
+                self._audit(change, cert_id, AuditAction.VERIFIED, target=target_name, fingerprint=bundle.fingerprint)
+                verified = JournalStep.VERIFY.for_target(target_name)
+                self._journal(change, verified, JournalState.DONE, attempts=str(outcome.attempts))
+                continue
+            failed[target_name] = outcome.error
+            self._journal(
+                change, JournalStep.DEPLOY.for_target(target_name), JournalState.FAILED, error=outcome.error[:500]
+            )
+            self.session.record_distribution(
+                cert_id,
+                target_name,
+                bundle.fingerprint,
+                pushed_at=outcome.pushed_at,
+                verified_at=None,
+                last_error=outcome.error[:500],
+                target_fingerprint=target_fingerprint,
+            )
+            self._audit(change, cert_id, AuditAction.FAILED, target=target_name, error=outcome.error[:500],
+                        **outcome.served)  # fmt: skip
+        return failed
+
+    def _push(self, target_name: str, bundle: DeployBundle) -> _PushOutcome:
+        """Push to one target and wait until it serves the bundle. No database access (runs in the pool)."""
+        target = self.env.targets[target_name]
+        pushed_at: datetime | None = None
+        try:
+            target.deploy(bundle)
+            pushed_at = self.env.clock.now()
+            outcome = wait_until_served(target, bundle.name, bundle.domains, bundle.fingerprint)
+            if outcome.verified:
+                return _PushOutcome(target_name, pushed_at, self.env.clock.now(), None, outcome.attempts)
+            seen = outcome.last
+            served = {"served_fingerprint": seen.fingerprint or "", "served_serial": seen.serial_number or ""}
+            if seen.not_after is not None:
+                served["served_not_after"] = seen.not_after.isoformat()
+            error = TargetError(
+                f"target {target_name} serves {seen.fingerprint[:16] if seen.fingerprint else 'nothing'}"
+                f" instead of {bundle.fingerprint[:16]}" + (f" ({seen.error})" if seen.error else ""),
+                code="target-not-serving",
+                hint="the reload did not take effect; check the target, then apply again",
+            )
+            return _PushOutcome(target_name, pushed_at, None, error.one_line(), outcome.attempts, served)
+        except CertReconcileError as exc:
+            return _PushOutcome(target_name, pushed_at, None, exc.one_line(), 0)
+        except Exception as exc:  # noqa: BLE001 - a plug-in bug fails this target only, never the others
+            return _PushOutcome(target_name, pushed_at, None, f"target {target_name}: {type(exc).__name__}", 0)
+
+    def _finish(self, change: Change, cert_id: str, failed: dict[str, str], what: str) -> ChangeResult:
+        """Activate the certificate and close its rotation once every declared target is verified."""
+        if failed:
+            self._journal(change, JournalStep.DISTRIBUTION, JournalState.FAILED, targets=",".join(failed))
+            return ChangeResult(
+                change,
+                "failed",
+                f"{what}; not verified on " + "; ".join(f"{t}: {e}" for t, e in sorted(failed.items())),
+                cert_id=cert_id,
+                failed_targets=tuple(failed),
+            )
+        current = self.session.current_certificate(change.name)
+        spec = self.desired.certificates.get(change.name)
+        if current is None or current.id != cert_id or spec is None:
+            return ChangeResult(change, "done", what, cert_id=cert_id)
+        unverified = [
+            t
+            for t in spec.targets
+            if (d := current.distributions.get(t)) is None
+            or d.verified_at is None
+            or d.fingerprint != current.fingerprint
+        ]
+        if unverified:
+            return ChangeResult(
+                change,
+                "failed",
+                f"{what}; not verified on {', '.join(unverified)}",
+                cert_id=cert_id,
+                failed_targets=tuple(unverified),
+            )
+        with self.session.transaction():
+            if current.status is CertStatus.ISSUED:
+                self.session.set_status(cert_id, CertStatus.ACTIVE)
+            rotation = self.session.rotation_replacing(cert_id)
+            if rotation is not None and rotation.new_cert_id == cert_id:
+                self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
+                old_status = self.session.certificate_status(rotation.old_cert_id)
+                self._move(rotation.old_cert_id, old_status, CertStatus.SUPERSEDED)
+            self._journal(change, JournalStep.COMPLETED, JournalState.DONE, cert_id=cert_id)
+        return ChangeResult(change, "done", what, cert_id=cert_id)
+
+    def _redistribute(self, change: Change, current: ActualCertificate) -> ChangeResult:
+        spec = self.desired.certificates[change.name]
+        targets = tuple(sorted(set(change.targets) & set(spec.targets)))
+        for removed in change.removed_targets:
+            self.session.remove_distribution(change.name, removed)
+        failed: dict[str, str] = {}
+        if targets:
+            cert_pem, chain_pem = self.session.certificate_pems(current.id)
+            key_pem = self._open_key(change, current.id, self.session.key_ref(current.id), "redistribute")
+            bundle = DeployBundle(
+                name=change.name,
+                domains=current.domains,
+                cert_pem=cert_pem,
+                chain_pem=chain_pem,
+                key_pem=key_pem,
+                fingerprint=current.fingerprint,
+            )
+            failed = self._deploy(change, current.id, bundle, targets)
+        return self._finish(change, current.id, failed, f"redistributed to {', '.join(targets) or 'no target'}")

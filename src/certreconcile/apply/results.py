@@ -1,0 +1,63 @@
+"""What an apply returns, and the environment it runs in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from certreconcile.actual.store import StateStore
+from certreconcile.clock import Clock
+from certreconcile.plan.plan import Change
+from certreconcile.plugins.ports import EncryptionContext, Issuer, Kms, Target
+
+__all__ = ["NOT_THE_NAMES_FAULT", "ApplyEnvironment", "ApplyResult", "ChangeResult", "Outcome", "certificate_context"]
+
+Outcome = Literal["done", "skipped", "failed"]
+
+#: Failures outside the name (the state database cut or timing out, the CA or the DNS server not
+#: answering, after their bounded retries): the change fails, but the name is not backed off, so the
+#: next apply finishes it as soon as the fault is gone. A CA that answers and refuses still backs off.
+NOT_THE_NAMES_FAULT = frozenset(
+    {"database-unavailable", "database-timeout", "acme-unreachable", "acme-server-error", "dns-server-unreachable"}
+)
+
+
+def certificate_context(cert_id: str) -> EncryptionContext:
+    return EncryptionContext(table="Certificate", row_id=cert_id)
+
+
+@dataclass(frozen=True)
+class ApplyEnvironment:
+    store: StateStore
+    kms: Kms
+    issuers: Mapping[str, Issuer]
+    targets: Mapping[str, Target]
+    clock: Clock
+    actor: str
+    on_progress: Callable[[ChangeResult], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    change: Change
+    outcome: Outcome
+    message: str
+    cert_id: str | None = None
+    failed_targets: tuple[str, ...] = ()
+    error_code: str | None = None  # a failed change's stable error code (metrics), never parsed from message
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    run_id: int
+    results: tuple[ChangeResult, ...]
+    serial: int
+    failures: tuple[ChangeResult, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for result in self.results if result.outcome == outcome)
