@@ -163,3 +163,23 @@ def test_refuses_a_socket_directory_open_to_others() -> None:
         assert caught.value.code == "embedded-database-unsafe"
         assert str(shared) in caught.value.hint
         assert not (server.pgdata / "postmaster.pid").exists(), "the server must not start"
+
+
+def test_binaries_in_a_private_folder_still_start_as_root() -> None:
+    """A fresh clone in a 0700 folder (``mktemp -d``) holds the virtual environment: as root, the
+    server's own account must still be able to run the binaries (the landed version of this rewrite
+    failed there with PermissionError on initdb)."""
+    _as_root_only()
+    with server_scratch_dir("crt-private-venv") as scratch:
+        private = scratch / "clone"
+        private.mkdir(mode=0o700)
+        private.chmod(0o700)
+        pginstall = private / "venv" / "pginstall"
+        shutil.copytree(postgres_bin_dir().parent, pginstall, symlinks=True)
+        server = EmbeddedPostgres(scratch / "state", bin_dir=pginstall / "bin")
+        try:
+            with psycopg.connect(server.ensure_running()) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            server.stop()
+        assert stat.S_IMODE(private.stat().st_mode) == 0o701  # the search bit only, never read

@@ -23,8 +23,8 @@ The server outlives the CLI process, so the next command connects in millisecond
 :func:`stop_embedded` (``certreconcile db stop``) stops it. Starting is serialized by an
 exclusive lock on ``<state dir>/.pg.lock``, so two processes starting at once find one
 server. PostgreSQL refuses to run as root: as root the server runs as the system
-account ``pgserver`` (created when missing), and the state directory's ancestors get the
-search bit for others where they lack it (never the read bit).
+account ``pgserver`` (created when missing), and the state directory, the binaries' folder
+and their ancestors get the search bit for others where they lack it (never the read bit).
 """
 
 from __future__ import annotations
@@ -121,6 +121,14 @@ def _server_account(pgdata: Path) -> _Account:
     return _Account(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
 
+def _grant_search(path: Path) -> None:
+    """Give ``path`` and its ancestors the search bit for others where they lack it (never read)."""
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
 def _check_private_dir(path: Path, owner: int) -> None:
     """Refuse a directory that another account could enter, replace or plant things in."""
     info = path.lstat()
@@ -145,12 +153,12 @@ def _make_private_dir(path: Path, account: _Account) -> None:
 class EmbeddedPostgres:
     """One cluster in ``state_dir``: started on demand, password-protected, socket private."""
 
-    def __init__(self, state_dir: Path, *, socket_base: Path | None = None) -> None:
+    def __init__(self, state_dir: Path, *, socket_base: Path | None = None, bin_dir: Path | None = None) -> None:
         self.state_dir = state_dir.absolute()
         self.pgdata = self.state_dir / "pgdata"
         self.passfile = self.state_dir / "pgpass"
         self._socket_base = socket_base if socket_base is not None else Path(tempfile.gettempdir())
-        self._bin = postgres_bin_dir()
+        self._bin = bin_dir if bin_dir is not None else postgres_bin_dir()
 
     # ------------------------------------------------------------ public
 
@@ -223,10 +231,9 @@ class EmbeddedPostgres:
             # The state directory sits beside the declarations: keep it out of Git.
             (self.state_dir / ".gitignore").write_text("*\n", encoding="utf-8")
         if account.name is not None:
-            for directory in (self.state_dir, *self.state_dir.parents):
-                mode = directory.stat().st_mode
-                if not mode & stat.S_IXOTH:
-                    directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            # The server's account runs the binaries (in the virtual environment) and reaches pgdata.
+            for path in (self.state_dir, self._bin.parent):
+                _grant_search(path)
         if not self.passfile.exists():
             password = secrets.token_urlsafe(32)
             descriptor = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -340,7 +347,11 @@ class EmbeddedPostgres:
             capture_output=True,
             text=True,
             check=False,
+            # As root: only the server's account and its own group (no root group, no supplementary
+            # groups), so the account needs nothing but what it is granted.
             user=account.name,
+            group=account.gid if account.name is not None else None,
+            extra_groups=[] if account.name is not None else None,
             timeout=120,
             stdin=subprocess.DEVNULL,
         )
