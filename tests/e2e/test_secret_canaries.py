@@ -373,10 +373,12 @@ def _embedded_scenario(scratch: Path, repo: Path, eab: tuple[str, str], bind: Bi
                        hook: WebhookServer) -> CanaryScan:  # fmt: skip
     inputs, state = scratch / "inputs", repo / ".certreconcile"
     # Start the embedded server first to make it log every statement with its parameters.
+    # Make the embedded server log every statement with its parameters, then stop it: the first
+    # command starts it again, from an environment holding the secrets (as an operator's shell would).
     server = EmbeddedPostgres(state)
     with psycopg.connect(server.ensure_running(), autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET log_statement = 'all'")
-        conn.execute("SELECT pg_reload_conf()")
+    server.stop()
     (inputs / "wrong-kms.key").write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     (inputs / "wrong-kms.key").chmod(0o600)
     hook_secret = "canary-hook-" + secrets.token_urlsafe(24)
@@ -384,7 +386,7 @@ def _embedded_scenario(scratch: Path, repo: Path, eab: tuple[str, str], bind: Bi
     wrong_tsig = base64.b64encode(os.urandom(32)).decode()
     env_ok = {"EAB_KID": eab[0], "EAB_HMAC": eab[1], "CORP_TSIG_SECRET": bind.tsig_secret, "HOOK_SECRET": hook_secret}
     env_bad = {**env_ok, "EAB_HMAC": wrong_hmac, "CORP_TSIG_SECRET": wrong_tsig}
-    cli = Cli(base_env(scratch / "home"), cwd=scratch, debug_dir=inputs / "debug")
+    cli = Cli({**base_env(scratch / "home"), **env_ok}, cwd=scratch, debug_dir=inputs / "debug")
     cli.debug_dir.mkdir()
     (scratch / "plans").mkdir()
     run_embedded_commands(cli, str(repo), env_ok, env_bad, scratch, hook)
@@ -403,7 +405,11 @@ def _embedded_scenario(scratch: Path, repo: Path, eab: tuple[str, str], bind: Bi
                         ("TSIG secret", bind.tsig_secret), ("wrong TSIG secret", wrong_tsig)):  # fmt: skip
         scan.add(secret_canary(name, value))
     scan.add(key_canary("webhook client key", (inputs / "client-key.pem").read_bytes()))
-    server.ensure_running()
+    # The server outlives the command that started it: its environment must hold none of that command's secrets.
+    postmaster = int((state / "pgdata" / "postmaster.pid").read_text().split()[0])
+    scan.scan(
+        "postgres-server-environ", f"/proc/{postmaster}/environ", Path(f"/proc/{postmaster}/environ").read_bytes()
+    )
     url = server.url()
     opened = seed_stored_keys(scan, url, [LocalKms(path, create=False) for path in master_keys])
     assert opened.get("Certificate", 0) >= 5 and opened.get("LocalCa") == 1 and opened.get("AcmeAccount") == 1, opened

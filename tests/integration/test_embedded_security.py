@@ -163,3 +163,21 @@ def test_refuses_a_socket_directory_open_to_others() -> None:
         assert caught.value.code == "embedded-database-unsafe"
         assert str(shared) in caught.value.hint
         assert not (server.pgdata / "postmaster.pid").exists(), "the server must not start"
+
+
+def test_the_server_keeps_none_of_the_starting_commands_secrets(
+    long_desired: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server outlives the command that starts it (as root it runs as another account): its
+    environment is the locale and the paths, never that command's tokens and keys."""
+    canary = "canary-" + os.urandom(16).hex()
+    for variable in ("VAULT_TOKEN", "ACME_EAB_HMAC", "AWS_SECRET_ACCESS_KEY", "CORP_TSIG_SECRET"):
+        monkeypatch.setenv(variable, canary)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    resolve_database_url(long_desired, {})
+    pgdata = long_desired / ".certreconcile" / "pgdata"
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    environ = Path(f"/proc/{postmaster}/environ").read_bytes().split(b"\0")
+    assert not [entry for entry in environ if canary.encode() in entry]
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert {"PATH", "LC_ALL"} <= names
