@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -483,13 +484,23 @@ def test_no_secret_leaks_with_the_vault_kms_on_the_test_server(
         ("audit", "verify", "--dir", d, 0),
     )
     cli("kms", "rewrap", "--dir", d, extra=token)
+    # The same transit key through AppRole: a wrong secret id, then the right one.
+    doc["kms"]["vault"]["auth"] = "approle"
+    (repo / "certificates.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    wrong_secret_id = str(uuid.uuid4())
+    approle = {"VAULT_ROLE_ID": bao_transit.role_id, "VAULT_SECRET_ID": bao_transit.secret_id}
+    refused = cli("rotate", "vault-ec", "--dir", d, extra={**approle, "VAULT_SECRET_ID": wrong_secret_id}, expect=1)
+    assert "kms-access-denied" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    cli("rotate", "vault-ec", "--dir", d, "--format", "json", "--reason", "approle", extra=approle)
 
     scan = CanaryScan([])
     scan.add(secret_canary("Vault token", bao_transit.root_token))
     scan.add(secret_canary("wrong Vault token", wrong_token))
+    scan.add(secret_canary("AppRole secret id", bao_transit.secret_id))
+    scan.add(secret_canary("wrong AppRole secret id", wrong_secret_id))
     vault = VaultKms(url=bao_transit.url, key=bao_transit.key, mount=bao_transit.mount, env=token)
     opened = seed_stored_keys(scan, database_url, [vault])
-    assert opened.get("Certificate", 0) >= 3 and opened.get("LocalCa") == 1, opened
+    assert opened.get("Certificate", 0) >= 4 and opened.get("LocalCa") == 1, opened
     scan_database(scan, database_url)
     log = pg_server_log.read_bytes()[log_start:]
     assert b"parameters:" in log
