@@ -9,6 +9,8 @@ Fixtures:
 * ``database_url`` (function): the URL of a fresh database cloned from the template
   (``CREATE DATABASE ... TEMPLATE``, ~tens of ms), dropped after the test.
 * ``postgres_store`` (function): a :class:`PostgresStore` on ``database_url``.
+* ``pg_server_log`` (session): the server log of ``pg_server`` (``pgdata/log``), for tests that scan
+  it (secret canaries); None when ``CERTRECONCILE_TEST_DATABASE_URL`` names an outside server.
 
 ``require_binary(name)`` (from ``helpers``) skips locally and fails on CI when a binary is missing.
 """
@@ -66,17 +68,21 @@ def _worker_tag() -> str:
     return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
 
 
+def _session_state_dir() -> Path:
+    # Not under pytest's basetemp: as root the server runs as another account, and every new
+    # pytest session of this user closes /tmp/pytest-of-<user> again (mode 0700), which would
+    # cut a running server off its data.
+    return Path(tempfile.gettempdir()) / f"certreconcile-tests-pg-{os.getpid()}"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     configured = os.environ.get(ENV_TEST_DATABASE_URL)
     if configured:
         yield configured
         return
-    # The product's own embedded server (private socket, password logins), one per test
-    # process. Not under pytest's basetemp: as root the server runs as another account, and
-    # every new pytest session of this user closes /tmp/pytest-of-<user> again (mode 0700),
-    # which would cut a running server off its data.
-    state_dir = Path(tempfile.gettempdir()) / f"certreconcile-tests-pg-{os.getpid()}"
+    # The product's own embedded server (private socket, password logins), one per test process.
+    state_dir = _session_state_dir()
     server = EmbeddedPostgres(state_dir)
     url = server.ensure_running()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -91,6 +97,13 @@ def pg_server() -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server_log(pg_server: str) -> Path | None:
+    if os.environ.get(ENV_TEST_DATABASE_URL):
+        return None
+    return _session_state_dir() / "pgdata" / "log"
 
 
 @pytest.fixture(scope="session")

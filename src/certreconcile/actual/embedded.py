@@ -69,6 +69,10 @@ _HBA = (
     "local all all scram-sha-256\n"
 )
 _SETTINGS = "\n# certreconcile\nlisten_addresses = ''\nunix_socket_permissions = 0700\n"
+# The environment the server's programs get: the locale, the time zone, where binaries and libraries
+# are. Never the caller's: the server outlives the command that starts it (and as root runs as
+# another account), so the tokens and keys in that command's environment must not live on in it.
+_SERVER_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH")
 
 
 def embedded_data_dir(desired_dir: Path, env: Mapping[str, str]) -> Path:
@@ -354,6 +358,7 @@ class EmbeddedPostgres:
             extra_groups=[] if account.name is not None else None,
             timeout=120,
             stdin=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k in _SERVER_ENV or k.startswith("LC_")},
         )
         if check and result.returncode != 0:
             raise StateError(
