@@ -64,12 +64,15 @@ def _text_forms(text: str) -> dict[str, bytes]:
 
 def _decode_base64(text: str) -> bytes | None:
     stripped = text.strip()
-    for decode in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            return decode(stripped + "=" * (-len(stripped) % 4))
-        except ValueError:
-            continue
-    return None
+    padded = stripped + "=" * (-len(stripped) % 4)
+    try:  # validate: without it, b64decode drops base64url's '-' and '_' and returns other bytes
+        return base64.b64decode(padded, validate=True)
+    except ValueError:
+        pass
+    try:
+        return base64.urlsafe_b64decode(padded)
+    except ValueError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -128,7 +128,7 @@ def test_a_cluster_made_with_trust_logins_is_converted(long_desired: Path) -> No
     bin_dir = postgres_bin_dir()
     subprocess.run(
         [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"],
-        check=True, capture_output=True, user=user,
+        check=True, capture_output=True, user=user, group=user, extra_groups=[] if user else None,
     )  # fmt: skip
     # ...and running, its socket in a directory anyone may write to, as it was started then.
     open_dir = long_desired.parent / "runtime"
@@ -136,7 +136,7 @@ def test_a_cluster_made_with_trust_logins_is_converted(long_desired: Path) -> No
     open_dir.chmod(0o777)
     started = subprocess.run(
         [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w", "-l", str(pgdata / "log"), "-o", f"-k {open_dir}", "start"],
-        check=True, capture_output=True, user=user,
+        check=True, capture_output=True, user=user, group=user, extra_groups=[] if user else None,
     )  # fmt: skip
     assert started.returncode == 0
     assert (open_dir / ".s.PGSQL.5432").is_socket()
