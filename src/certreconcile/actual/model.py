@@ -20,6 +20,7 @@ __all__ = [
     "HISTORY_WINDOW",
     "ActualCertificate",
     "ActualState",
+    "AgentRecord",
     "DistributionState",
     "IssuanceBackoff",
     "IssuanceHistory",
@@ -160,6 +161,7 @@ class ActualState:
     certificates: Mapping[str, ActualCertificate]  # managed (not retired) names, in name order
     backoffs: Mapping[str, IssuanceBackoff] = field(default_factory=dict)  # per name, after failed issuances
     issuance_history: IssuanceHistory = IssuanceHistory()
+    agents: Mapping[str, AgentRecord] = field(default_factory=dict)  # enrolled agents by name
 
     @property
     def backoff_until(self) -> Mapping[str, datetime]:
@@ -178,6 +180,22 @@ class ServedCertificate:
     serial_number: str | None = None
     not_after: datetime | None = None
     error: str | None = None
+    unreachable: bool = False  # the target's host (an agent) did not answer: not drift, nothing is known
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """An enrolled agent (design.md section 9): its own certificate from the fleet CA, and when it last answered."""
+
+    name: str
+    serial: str  # of its current certificate, lower-case hex
+    fingerprint: str  # SHA-256 of its current certificate
+    not_before: datetime
+    not_after: datetime
+    enrolled_at: datetime
+    renewed_at: datetime | None = None
+    last_seen_at: datetime | None = None  # the last time it answered the applier
+    last_error: str | None = None  # why the last contact failed, one line (None: it answered)
 
 
 @dataclass(frozen=True, slots=True)

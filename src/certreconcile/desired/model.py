@@ -17,8 +17,12 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import Challenge, OnDelete
 
 __all__ = [
+    "AGENT_TARGET_KIND",
+    "DEFAULT_AGENT_TIMEOUT",
     "DEFAULT_PROPAGATION_TIMEOUT",
     "DEFAULT_VERIFY_TIMEOUT",
+    "AgentSpec",
+    "AgentTargetRef",
     "CertificateSpec",
     "Challenge",
     "DesiredState",
@@ -96,6 +100,36 @@ class TargetSpec(PluginSpec):
     verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT
 
 
+#: The kind of the target specs the loader makes for ``agent/target`` references. Never declared
+#: in ``targets:``: the wiring builds these targets itself (``certreconcile.fleet``).
+AGENT_TARGET_KIND = "agent"
+DEFAULT_AGENT_TIMEOUT = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """One agent of ``agents:`` (design.md section 9): where the applier reaches it."""
+
+    name: str
+    url: str  # https://HOST:PORT
+    timeout: timedelta = DEFAULT_AGENT_TIMEOUT  # one request, the agent's local verification included
+    location: SourceLocation | None = field(default=None, compare=False)
+
+
+class AgentTargetRef(BaseModel):
+    """The ``config`` of a ``TargetSpec`` of kind ``agent``: the local target ``target`` of agent ``agent``.
+
+    The spec's name is ``<agent>/<target>``; its fingerprint changes with the agent's URL and timeout.
+    """
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    agent: str
+    target: str
+    url: str
+    timeout_seconds: float
+
+
 @dataclass(frozen=True, slots=True)
 class CertificateSpec:
     name: str  # stable identity across rotations
@@ -129,3 +163,4 @@ class DesiredState:
     digest: str  # SHA-256 over the canonical form of everything above
     git_commit: str | None = None  # the commit the declarations were read from, if any
     git_author_email: str | None = None
+    agents: Mapping[str, AgentSpec] = field(default_factory=dict)  # ``agents:``, by name

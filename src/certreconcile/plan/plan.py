@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from certreconcile.plan.destroy import DestroyCheck
+from certreconcile.plan.fleet import AgentRenewal
 
 __all__ = [
     "FORMAT_VERSION",
@@ -272,6 +273,7 @@ class Plan:
     warnings: tuple[str, ...] = ()
     diagnostics: tuple[PlanDiagnostic, ...] = ()  # rate-limit budgets, backoffs: errors make apply refuse
     destroy: DestroyCheck | None = None  # the destroy threshold as planned; for display, apply judges again
+    agent_renewals: tuple[AgentRenewal, ...] = ()  # agents whose own certificate is due (pending changes too)
     format_version: int = field(default=FORMAT_VERSION)
 
     @property

@@ -154,6 +154,9 @@ class TargetObservation:
     # True: this target cannot tell what it serves (no ``verify`` address and no read-back,
     # e.g. a webhook): drift detection skips it instead of seeing drift every time.
     unknown: bool = False
+    # True: the host that serves this target did not answer (an agent down or cut off). Not drift:
+    # nothing is known about what it serves. ``error`` says why.
+    unreachable: bool = False
 
 
 class Target(Protocol):

@@ -1,0 +1,25 @@
+"""The fleet's part of a plan: agents whose own certificate is due, agents that did not answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = ["AgentRenewal"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRenewal:
+    """Renew agent ``name``'s own certificate through the channel (its key stays on its host)."""
+
+    name: str
+    not_after: datetime | None  # of its current certificate
+    reason: str  # for people, one line
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "not_after": self.not_after.isoformat() if self.not_after else None,
+            "reason": self.reason,
+        }
