@@ -295,12 +295,23 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.DESIRED_STATE,
         "remove the field, or check its spelling against `certreconcile schema`",
     ),
+    _code(
+        "invalid-target-reference",
+        Category.DESIRED_STATE,
+        "name a declared target, or an agent's local target as AGENT/TARGET (e.g. web-1/edge-nginx)",
+    ),
+    _code(
+        "agent-target-declared",
+        Category.DESIRED_STATE,
+        "declare the agent under agents and name its local targets as AGENT/TARGET in a certificate's targets",
+    ),
     _code("too-many-names", Category.DESIRED_STATE, "split the names over several certificates"),
     _code(
         "unknown-dns-provider",
         Category.DESIRED_STATE,
         "declare the DNS provider under dns_providers, or fix the name",
     ),
+    _code("unknown-agent", Category.DESIRED_STATE, "declare the agent under agents, or fix the name"),
     _code("unknown-issuer", Category.DESIRED_STATE, "declare the issuer under issuers, or fix the name"),
     _code("unknown-target", Category.DESIRED_STATE, "declare the target under targets, or fix the name"),
     _code("wildcard-needs-dns01", Category.DESIRED_STATE, "set challenge: dns-01 and a dns_provider"),

@@ -11,7 +11,7 @@ from pathlib import Path
 from certreconcile.actual.store import KeyRefUsage, StateStore
 from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import Clock
-from certreconcile.desired.model import DesiredState, KmsSpec
+from certreconcile.desired.model import AGENT_TARGET_KIND, DesiredState, KmsSpec
 from certreconcile.errors import ConfigError
 from certreconcile.plan.destroy import DEFAULT_MAX_COUNT, DEFAULT_MAX_PERCENT, DestroyThreshold
 from certreconcile.plugins.ports import Issuer, Kms, Target
@@ -145,7 +145,12 @@ def actor_for(desired: DesiredState, env: Mapping[str, str]) -> str:
 
 
 def build_targets(desired: DesiredState, settings: Settings) -> dict[str, Target]:
-    return {name: create_target(spec, settings.plugin_context) for name, spec in desired.targets.items()}
+    # Agent targets (kind "agent") are no registry plugin: the fleet builds them (certreconcile.fleet).
+    return {
+        name: create_target(spec, settings.plugin_context)
+        for name, spec in desired.targets.items()
+        if spec.kind != AGENT_TARGET_KIND
+    }
 
 
 def build_environment(
