@@ -116,16 +116,20 @@ def unreachable_warnings(
 
     ``served`` holds ``(target, what it was seen serving)`` pairs; only unreachable ones count.
     """
-    errors: dict[str, str | None] = {}
+    errors: dict[tuple[str, bool], str | None] = {}  # (agent or target name, is an agent) -> the first error
     for target, seen in served:
         if not seen.unreachable:
             continue
-        agent = agent_of(desired, target) or target
-        if errors.get(agent) is None:
-            errors[agent] = seen.error
+        agent = agent_of(desired, target)
+        key = (agent, True) if agent is not None else (target, False)
+        if errors.get(key) is None:
+            errors[key] = seen.error
     warnings = []
-    for agent in sorted(errors):
-        record = enrolled.get(agent)
-        error = errors[agent] or (record.last_error if record is not None else None) or "no answer"
-        warnings.append(f"agent {agent} did not answer ({error}); {last_seen(record)}")
+    for (name, is_agent), error in sorted(errors.items()):
+        if not is_agent:  # a target of another kind whose host did not answer (an ssh host...)
+            warnings.append(f"target {name} did not answer ({error or 'no answer'})")
+            continue
+        record = enrolled.get(name)
+        said = error or (record.last_error if record is not None else None) or "no answer"
+        warnings.append(f"agent {name} did not answer ({said}); {last_seen(record)}")
     return warnings
