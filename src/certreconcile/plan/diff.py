@@ -11,16 +11,16 @@ from certreconcile.actual.model import ActualCertificate, ActualState, AgentReco
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
-from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, defer, is_backed_off
-from certreconcile.plan.budget import rate_limit_diagnostics
-from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyCheck, DestroyThreshold
-from certreconcile.plan.fleet import (
+from certreconcile.plan.agents import (
     agent_of,
     agent_renewals,
     describe_unreachable,
     unenrolled_warnings,
     unreachable_warnings,
 )
+from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, defer, is_backed_off
+from certreconcile.plan.budget import rate_limit_diagnostics
+from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyCheck, DestroyThreshold
 from certreconcile.plan.plan import (
     ACTION_ORDER,
     Action,

@@ -14,7 +14,7 @@ from certreconcile.actual.model import ActualCertificate, AgentRecord, ServedCer
 from certreconcile.desired.model import CertificateSpec, DesiredState
 from certreconcile.domain.durations import RenewBefore, format_duration
 from certreconcile.domain.status import CertStatus
-from certreconcile.plan.fleet import agent_of, describe_unreachable
+from certreconcile.plan.agents import agent_of, describe_unreachable
 from certreconcile.plan.plan import Reason, ReasonCode
 
 __all__ = ["ROTATION_CHECKS", "is_servable", "renewal_time", "rotation_reasons", "target_reasons"]

@@ -27,7 +27,8 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import OnDelete
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan import Action, ReasonCode, build_plan, plan_from_json
-from certreconcile.plan.fleet import AgentRenewal, agent_renewals, renewal_due
+from certreconcile.plan.agents import agent_renewals, renewal_due
+from certreconcile.plan.fleet import AgentRenewal
 from certreconcile.plugins.ports import TargetObservation
 from certreconcile.render import render_markdown, render_pr_comments, render_text
 from certreconcile.render.comment import reviewed_changes_from_comments
