@@ -32,6 +32,7 @@ from certreconcile.actual import migrate
 from certreconcile.actual.postgres.acme import PostgresAcme
 from certreconcile.actual.postgres.audit import PostgresAudit
 from certreconcile.actual.postgres.certificates import PostgresCertificates
+from certreconcile.actual.postgres.fleet import PostgresFleet
 from certreconcile.actual.postgres.connection import (
     CODE_CONFLICT,
     CODE_INVALID,
@@ -63,7 +64,7 @@ __all__ = [
 
 
 class PostgresSession(
-    PostgresCertificates, PostgresJournal, PostgresAudit, PostgresKeyRefs, PostgresLocalCa, PostgresAcme
+    PostgresCertificates, PostgresJournal, PostgresAudit, PostgresKeyRefs, PostgresLocalCa, PostgresAcme, PostgresFleet
 ):
     """One connection; used by one thread at a time.
 
