@@ -45,7 +45,10 @@ def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Observable], 
         seen = targets[target].observe(name, domains)
         if seen.unknown:
             return (name, target), None  # the target cannot tell: no observation, no drift
-        return (name, target), ServedCertificate(seen.fingerprint, seen.serial_number, seen.not_after, seen.error)
+        unreachable = bool(getattr(seen, "unreachable", False))  # an agent that did not answer: not drift
+        return (name, target), ServedCertificate(
+            seen.fingerprint, seen.serial_number, seen.not_after, seen.error, unreachable=unreachable
+        )
 
     if not wanted:
         return Observations()

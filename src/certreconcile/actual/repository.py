@@ -32,7 +32,6 @@ from certreconcile.actual import migrate
 from certreconcile.actual.postgres.acme import PostgresAcme
 from certreconcile.actual.postgres.audit import PostgresAudit
 from certreconcile.actual.postgres.certificates import PostgresCertificates
-from certreconcile.actual.postgres.fleet import PostgresFleet
 from certreconcile.actual.postgres.connection import (
     CODE_CONFLICT,
     CODE_INVALID,
@@ -44,6 +43,7 @@ from certreconcile.actual.postgres.connection import (
     encode_key_ref,
     name_lock_key,
 )
+from certreconcile.actual.postgres.fleet import PostgresFleet
 from certreconcile.actual.postgres.journal import PostgresJournal
 from certreconcile.actual.postgres.key_refs import PostgresKeyRefs
 from certreconcile.actual.postgres.local_ca import PostgresLocalCa

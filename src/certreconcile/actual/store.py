@@ -26,13 +26,13 @@ from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 
 __all__ = [
+    "FLEET_CA_ROW_ID",
     "AcmeAccountRecord",
     "AcmeOrderRecord",
     "AcmeStore",
-    "CertificateRow",
     "AgentCertificateRow",
+    "CertificateRow",
     "CertificateStore",
-    "FLEET_CA_ROW_ID",
     "FleetCaRecord",
     "FleetStore",
     "FollowedCommit",

@@ -75,7 +75,7 @@ class FakeKeyRefs(FakeSessionBase):
                     counts[pair] = counts.get(pair, 0) + 1
         return [KeyRefUsage(kms=kms, key_id=key_id, count=count) for (kms, key_id), count in sorted(counts.items())]
 
-    def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:
+    def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:  # noqa: PLR0911
         new_text = encode_key_ref(new)
         with self._store._mutex:
             data = self._data
