@@ -32,6 +32,7 @@ __all__ = [
     "FLEET_CA_NAME",
     "FleetCa",
     "agent_row_of",
+    "check_csr",
     "fleet_ca_missing",
     "leaf_certificate",
     "public_key_der",
@@ -94,7 +95,7 @@ def _csr_invalid(name: str, why: str) -> IssuerError:
     )
 
 
-def _check_csr(name: str, csr_pem: str) -> x509.CertificateSigningRequest:
+def check_csr(name: str, csr_pem: str) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
     except ValueError as exc:
@@ -168,7 +169,7 @@ class FleetCa:
         self, name: str, csr_pem: str, now: datetime, lifetime: timedelta = DEFAULT_AGENT_CERT_LIFETIME
     ) -> x509.Certificate:
         """Agent ``name``'s certificate for the key of ``csr_pem``: the CSR's names are ignored."""
-        csr = _check_csr(name, csr_pem)
+        csr = check_csr(name, csr_pem)
         builder = (
             self._builder(f"certreconcile agent {name}"[:64], csr.public_key(), now, lifetime)
             .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(agent_uri(name))]),

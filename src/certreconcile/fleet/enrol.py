@@ -11,7 +11,7 @@ from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.crypto.secret import Kms
 from certreconcile.domain.names import CERT_NAME_PATTERN
 from certreconcile.errors import CertReconcileError
-from certreconcile.fleet.ca import FleetCa, agent_row_of, fleet_ca_missing
+from certreconcile.fleet.ca import FleetCa, agent_row_of, check_csr, fleet_ca_missing
 
 __all__ = ["Enrolment", "enrol_agent", "fleet_ca_pem"]
 
@@ -47,6 +47,7 @@ def enrol_agent(
         existing = session.agent_certificate(name)
     if existing is not None and not replace:
         raise _already_enrolled(name)
+    check_csr(name, csr_pem)  # before the fleet CA is made: a refused CSR changes nothing
     ca = FleetCa.open(store, kms, now, actor, create=True)
     row = agent_row_of(name, ca.sign_agent_csr(name, csr_pem, now))
     with store.session() as session, session.transaction():
