@@ -340,3 +340,25 @@ def test_without_a_fleet_ca_agent_targets_answer_unreachable_with_the_reason(
     seen = _target(fleet, "https://127.0.0.1:9").observe("shop", ("shop.example.com",))
     assert seen.unreachable
     assert seen.error is not None and "fleet-ca-missing" in seen.error
+
+
+def test_a_fleet_ca_that_cannot_be_opened_is_asked_again_only_after_a_pause() -> None:
+    from certreconcile.fleet.ca import fleet_ca_missing
+
+    calls: list[datetime] = []
+    clock = FixedClock(T0)
+
+    def open_ca() -> FleetCa:
+        calls.append(clock.now())
+        raise fleet_ca_missing()
+
+    source = IdentitySource(open_ca, clock)
+    for _ in range(3):
+        with pytest.raises(CertReconcileError) as failed:
+            source.context()
+        assert failed.value.code == "fleet-ca-missing"
+    assert calls == [T0]
+    clock.advance(timedelta(seconds=31))
+    with pytest.raises(CertReconcileError):
+        source.context()
+    assert calls == [T0, T0 + timedelta(seconds=31)]

@@ -27,6 +27,9 @@ from certreconcile.fleet.protocol import APPLIER_URI
 __all__ = ["APPLIER_LIFETIME", "ApplierIdentity", "IdentitySource", "client_context", "mint_applier"]
 
 APPLIER_LIFETIME = timedelta(hours=1)
+#: A fleet CA that could not be opened (no CA yet, the KMS refusing) is not asked again this soon:
+#: ``plan --refresh`` over many agent targets asks the KMS once, not once per target.
+RETRY_OPEN_AFTER = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class IdentitySource:
         self._ca: FleetCa | None = None
         self._identity: ApplierIdentity | None = None
         self._context: ssl.SSLContext | None = None
+        self._failure: tuple[CertReconcileError, datetime] | None = None
 
     def __repr__(self) -> str:
         return "IdentitySource()"
@@ -115,7 +119,15 @@ class IdentitySource:
     def ca(self) -> FleetCa:
         with self._lock:
             if self._ca is None:
-                self._ca = self._open_ca()
+                now = self._clock.now()
+                if self._failure is not None and now - self._failure[1] < RETRY_OPEN_AFTER:
+                    failed = self._failure[0]
+                    raise CertReconcileError(failed.message, code=failed.code, hint=failed.hint)
+                try:
+                    self._ca = self._open_ca()
+                except CertReconcileError as exc:
+                    self._failure = (exc, now)
+                    raise
             return self._ca
 
     def identity(self) -> ApplierIdentity:
