@@ -241,3 +241,28 @@ def test_build_targets_makes_agent_targets_sharing_one_fleet(tmp_path: Path, des
     assert "deploy" in targets  # the declared targets too
     seen = first.observe("shop", ("shop.example.com",))
     assert seen.unreachable and seen.error is not None and "fleet-ca-missing" in seen.error
+
+
+def test_the_status_command_lists_the_agents(
+    tmp_path: Path, desired: DesiredState, postgres_store: StateStore, database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from certreconcile.cli.main import app
+
+    directory = tmp_path / "desired"
+    for name, value in settings_for(directory).env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CERTRECONCILE_DATABASE_URL", database_url)
+    now = datetime.now(UTC)
+    env = environment(directory, desired, postgres_store, FixedClock(now))
+    serial = enrol_agent(env.store, env.kms, "web-1", csr_for(ec.generate_private_key(ec.SECP256R1())), now,
+                         "user:tester").row.serial  # fmt: skip
+    runner = CliRunner()
+    shown = runner.invoke(app, ["status", "--format", "json", "--dir", str(directory)])
+    assert shown.exit_code == 0, shown.output
+    (agent,) = json.loads(shown.stdout)["agents"]
+    assert (agent["name"], agent["serial"], agent["state"]) == ("web-1", serial, "not-seen")
+    assert agent["last_seen_at"] is None
+    table = runner.invoke(app, ["status", "--dir", str(directory)])
+    assert table.exit_code == 0 and "Agents:" in table.stdout
+    assert any(line.startswith("web-1") and "not-seen" in line for line in table.stdout.splitlines())
