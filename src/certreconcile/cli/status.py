@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import certreconcile
 from certreconcile.actual.model import ActualCertificate, ActualState
 from certreconcile.desired.model import CertificateSpec
 from certreconcile.domain.policy import Origin
@@ -189,7 +190,9 @@ def render_status_json(
         rows.append({**identity, **empty, **counts, **_flag_fields(flags)})
     rows.sort(key=lambda row: str(row["name"]))
     return json.dumps(
-        {"format_version": 1, "serial": actual.meta.serial, "certificates": rows}, indent=2, sort_keys=True
+        {"format_version": 1, "version": certreconcile.__version__, "serial": actual.meta.serial, "certificates": rows},
+        indent=2,
+        sort_keys=True,
     )
 
 
