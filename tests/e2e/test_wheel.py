@@ -153,9 +153,14 @@ def test_wheel_in_a_clean_venv_runs_version_and_the_demo(built: Built, runtime_v
             document = json.loads(status.stdout)
             assert document["version"] == built.version
             assert sorted(c["status"] for c in document["certificates"]) == ["active"] * 4
-            second = _run(cli, "apply", "--dir", demo, "--auto-approve", env=env)
+            second = _run(cli, "apply", "--dir", demo, "--auto-approve", "--format", "json", env=env)
             assert second.returncode == 0, second.stderr
-            assert "No changes. Certificates match the desired state." in second.stdout
+            assert json.loads(second.stdout) == {
+                "format_version": 1,
+                "version": built.version,
+                "outcome": "noop",
+                "results": [],
+            }
         finally:
             stopped = _run(cli, "db", "stop", "--dir", demo, env=env)
         assert stopped.returncode == 0, stopped.stderr
