@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+import certreconcile
 from certreconcile.cli.common import err
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def report(result: ApplyResult, output_format: str) -> None:
     if output_format == "json":
         payload = {
             "format_version": 1,
+            "version": certreconcile.__version__,
             "run_id": result.run_id,
             "serial": result.serial,
             "outcome": "success" if result.ok else "failed",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import certreconcile
 from certreconcile.actual.model import ActualCertificate, ActualState
 from certreconcile.desired.model import CertificateSpec
 from certreconcile.domain.policy import Origin
@@ -190,8 +191,8 @@ def render_status_json(
     rows.sort(key=lambda row: str(row["name"]))
     from certreconcile.cli.status_agents import agents_json
 
-    document = {"format_version": 1, "serial": actual.meta.serial, "certificates": rows,
-                "agents": agents_json(actual, now, plan)}  # fmt: skip
+    document = {"format_version": 1, "version": certreconcile.__version__, "serial": actual.meta.serial,
+                "certificates": rows, "agents": agents_json(actual, now, plan)}  # fmt: skip
     return json.dumps(document, indent=2, sort_keys=True)
 
 
