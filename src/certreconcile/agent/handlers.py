@@ -163,8 +163,8 @@ def deploy(runtime: AgentRuntime, request: DeployRequest) -> DeployResponse:
         try:
             target.deploy(bundle)
         except TargetError as exc:
-            error = exc.one_line()
-            return DeployResponse(**answer, fingerprint=seen.fingerprint, verified=False, changed=True, error=error)
+            failure = exc.one_line()
+            return DeployResponse(**answer, fingerprint=seen.fingerprint, verified=False, changed=True, error=failure)
         outcome = wait_until_served(target, request.name, request.domains, request.fingerprint)
     served = outcome.last.fingerprint
     if outcome.verified and outcome.last.unknown:
