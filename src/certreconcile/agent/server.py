@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import ssl
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,7 +97,9 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
 
     def _answer(self) -> tuple[int, bytes]:
         runtime = self.server.runtime
-        operation = self.path.removeprefix(f"/{API_VERSION}/") if self.path.startswith(f"/{API_VERSION}/") else ""
+        prefix = f"/{API_VERSION}/"
+        operation = self.path.removeprefix(prefix) if self.path.startswith(prefix) else ""
+        operation = operation if operation in OPERATIONS else ""
         fields: dict[str, str] = {}
         try:
             if APPLIER_URI not in _peer_uris(self.connection):
@@ -106,7 +109,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
                     f"the client certificate does not carry {APPLIER_URI}",
                     "only the applier's certificate (signed by the fleet CA) may call an agent",
                 )
-            if operation not in OPERATIONS:
+            if not operation:
                 raise Refusal(404, "agent-request-invalid", f"no operation at {self.path[:100]!r}", "POST /v1/<op>")
             body = self._read_body()
             fields = _request_fields(body)
@@ -162,7 +165,15 @@ def _request_fields(body: bytes) -> dict[str, str]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {key: str(data[key])[:80] for key in ("target", "name") if isinstance(data.get(key), str)}
+    return {key: _printable(data[key]) for key in ("target", "name") if isinstance(data.get(key), str)}
+
+
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+
+
+def _printable(value: str) -> str:
+    """A value as written by the client, safe for one log line: 80 characters, no space or control character."""
+    return _UNPRINTABLE.sub("?", value[:80])
 
 
 def _summary(response: BaseModel) -> str:
