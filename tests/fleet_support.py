@@ -80,7 +80,9 @@ def _pem(cert: x509.Certificate) -> str:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,18 @@ def make_ca(name: str) -> Pki:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .sign(key, hashes.SHA256())
     )
     return Pki(cert, key)
@@ -238,7 +247,9 @@ def write_agent_dir(
     }
     config = directory / "agent.yaml"
     config.write_text(yaml.safe_dump(document, sort_keys=False))
-    agent = AgentDir(name, directory, config, tls / "agent.key", tls / "agent.crt", tls / "fleet-ca.crt", "127.0.0.1", port)
+    agent = AgentDir(
+        name, directory, config, tls / "agent.key", tls / "agent.crt", tls / "fleet-ca.crt", "127.0.0.1", port
+    )
     if enrol:
         key = ec.generate_private_key(ec.SECP256R1())
         agent.key_file.write_bytes(_key_pem(key))

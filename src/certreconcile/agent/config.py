@@ -223,7 +223,7 @@ def _targets(document: AgentDocument, issues: _Issues) -> dict[str, TargetSpec]:
                 found = schema_issue({**error, "loc": (*where, *error["loc"])})
                 issues.append((found.path, found.anchor, found.code, found.message, found.hint))
             continue
-        issues.extend(((*where, *f.path), "value", f.code, f.message, f.hint) for f in value_findings(entry))
+        issues.extend((f.path, "value", f.code, f.message, f.hint) for f in value_findings(entry, where))
         kind, config = entry.kind()
         dirs.extend(target_dirs("", "targets", name, kind, config))
         specs[name] = _spec(name, kind, config, entry)

@@ -138,9 +138,7 @@ def _issued_by_one_of(cert: x509.Certificate, authorities: list[x509.Certificate
     return False
 
 
-def check_renewed_certificate(
-    cert_pem: str, ca_pem: str, *, tls: AgentTls, name: str, now: datetime
-) -> CertFacts:
+def check_renewed_certificate(cert_pem: str, ca_pem: str, *, tls: AgentTls, name: str, now: datetime) -> CertFacts:
     """The facts of a renewed certificate the agent may install; :class:`AgentRefusedCertificate` otherwise."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode())
