@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import json
 import os
+import signal
 import ssl
 import subprocess
 import time
@@ -398,3 +399,28 @@ def test_agent_csr_makes_the_key_once_then_reuses_it(tmp_path: Path, test_fleet:
     with run_agent(agent_dir, test_fleet) as agent:
         assert agent.client(test_fleet).call(request(HelloRequest)).data["name"] == "web-5"
     assert os.path.exists(agent_dir.key_file)
+
+
+def _poll(check: Any, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_sighup_rereads_the_configuration_and_keeps_it_when_invalid(tmp_path: Path, test_fleet: TestFleet) -> None:
+    agent_dir = write_agent_dir(tmp_path / "web-6", test_fleet, "web-6", {"site": {"files": {"dir": "out"}}})
+    original = agent_dir.config.read_text()
+    with run_agent(agent_dir, test_fleet) as agent:
+        client = agent.client(test_fleet)
+        agent_dir.config.write_text(original + "  more:\n    files: {dir: more}\n")
+        agent.process.send_signal(signal.SIGHUP)
+        assert _poll(lambda: client.call(request(HelloRequest)).data["targets"] == ["more", "site"])
+        agent_dir.config.write_text(original.replace("listen:", "database_url: x\nlisten:"))
+        agent.process.send_signal(signal.SIGHUP)
+        assert _poll(lambda: "reload refused" in agent.log_text())
+        assert "error[agent-config-forbidden-setting]" in agent.log_text()
+        assert client.call(request(HelloRequest)).data["targets"] == ["more", "site"]  # still the previous one
+        assert agent.stop() == 0  # SIGTERM: a graceful stop
