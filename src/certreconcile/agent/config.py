@@ -64,6 +64,8 @@ REFUSED_KINDS: Mapping[str, str] = MappingProxyType(
 )
 #: Top-level keys that name what the agent must never hold.
 _SECRET_SETTINGS = frozenset({"database_url", "database", "kms", "kms_key_file", "dsn"})
+FORBIDDEN_SETTING_CODE = "agent-config-forbidden-setting"
+KIND_REFUSED_CODE = "agent-target-kind-refused"
 _TOP_HINT = "allowed keys: name, listen, tls, request_window, state_dir, targets"
 
 
@@ -183,7 +185,7 @@ def _document(data: object, issues: _Issues) -> AgentDocument | None:
                     (
                         (key,),
                         "key",
-                        "agent-config-forbidden-setting",
+                        FORBIDDEN_SETTING_CODE,
                         f"`{key}` has no place in an agent's configuration: the agent holds no database URL "
                         "and no KMS settings",
                         "remove it: the applier keeps the database and the KMS and pushes each bundle to the agent",
@@ -213,7 +215,7 @@ def _targets(document: AgentDocument, issues: _Issues) -> dict[str, TargetSpec]:
         if refused:
             kind = refused[0]
             issues.append(
-                ((*where, kind), "key", "agent-target-kind-refused", f"targets.{name}: {REFUSED_KINDS[kind]}", "")
+                ((*where, kind), "key", KIND_REFUSED_CODE, f"targets.{name}: {REFUSED_KINDS[kind]}", "")
             )
             continue
         try:

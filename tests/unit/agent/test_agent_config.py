@@ -162,3 +162,11 @@ def test_the_environment_check_names_variables_never_values() -> None:
     assert caught.value.code == "agent-environment-forbidden"
     assert "secret" not in caught.value.one_line() and "canary" not in caught.value.one_line()
     check_environment({"HOME": "/root", "PATH": "/usr/bin"})
+
+
+def test_the_example_in_examples_agent_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "agent" / "agent.yaml"
+    config = load_agent_config(example)
+    assert config.name == "web-1"
+    assert sorted(config.targets) == ["edge-nginx", "local-files"]
+    assert config.tls.key_file == example.parent / "tls" / "agent.key"
