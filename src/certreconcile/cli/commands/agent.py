@@ -94,6 +94,8 @@ def agent_serve(config: ConfigOption) -> None:
     Refuses to start (exit 1) when the environment holds database or KMS settings, when the
     configuration is invalid (each problem at file:line:column), or when the agent's certificate is
     not its key's or does not carry its name.
+
+    Example: certreconcile agent serve --config /etc/certreconcile/agent.yaml
     """
     _serve(config)
 
@@ -111,6 +113,8 @@ def agent_csr_command(
     An existing key is reused, never overwritten or moved. The CSR names the agent
     (CN=<name>, URI SAN spiffe://certreconcile/agent/<name>); sign it on the applier's side
     with `certreconcile agent enroll NAME --csr FILE`, then put the certificate at tls.cert_file.
+
+    Example: certreconcile agent csr --config /etc/certreconcile/agent.yaml --out web-1.csr
     """
     from certreconcile.agent.config import load_agent_config
     from certreconcile.agent.identity import agent_csr, ensure_key
