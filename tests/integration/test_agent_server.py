@@ -74,6 +74,7 @@ def web1(tmp_path_factory: pytest.TempPathFactory, test_fleet: TestFleet) -> Ite
         }
         targets = {
             "site-files": {"files": {"dir": "out"}},
+            "failing-files": {"files": {"dir": "failing", "reload_command": "false"}},
             "edge-nginx": {"nginx": nginx_config, "verify": nginx.address, "verify_timeout": "20s"},
         }
         agent_dir = write_agent_dir(base / "web-1", test_fleet, "web-1", targets)
@@ -121,7 +122,7 @@ def test_hello_names_the_agent_its_targets_and_its_certificate(web1: Fleet1) -> 
     answer = web1.agent.client(web1.fleet).call(request(HelloRequest))
     assert answer.status == 200, answer
     assert answer.data["name"] == "web-1"
-    assert answer.data["targets"] == ["edge-nginx", "site-files"]
+    assert answer.data["targets"] == ["edge-nginx", "failing-files", "site-files"]
     served = read_cert_facts(web1.agent.agent.cert_file.read_text())
     assert answer.data["cert_fingerprint"] == served.fingerprint
     assert answer.peer_uris == ("spiffe://certreconcile/agent/web-1",)
@@ -165,6 +166,14 @@ def test_deploy_to_a_real_nginx_is_proven_by_handshake(web1: Fleet1) -> None:
     assert (seen.status, seen.data["fingerprint"]) == (200, bundle.fingerprint)
     again = client.call(_deploy(bundle, target="edge-nginx"))
     assert (again.data["changed"], again.data["verified"]) == (False, True)
+
+
+def test_a_failing_target_answers_unverified_with_its_error(web1: Fleet1) -> None:
+    bundle = self_signed_bundle("fails", ("fails.example.test",))
+    answer = web1.agent.client(web1.fleet).call(_deploy(bundle, target="failing-files"))
+    assert answer.status == 200, answer
+    assert (answer.data["verified"], answer.data["changed"], answer.data["fingerprint"]) == (False, True, None)
+    assert answer.data["error"].startswith("error[target-reload-failed]: target failing-files: reload command exited 1")
 
 
 # ---------------------------------------------------------------- refusals: nothing written
@@ -227,7 +236,7 @@ def test_a_target_not_in_the_local_configuration_is_refused(web1: Fleet1) -> Non
     error = _refused_without_writing(
         web1, lambda: client.call(_deploy(bundle, target="etc-passwd")), 404, "agent-target-unknown"
     )
-    assert "declared: edge-nginx, site-files" in error["message"]
+    assert "declared: edge-nginx, failing-files, site-files" in error["message"]
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ __all__ = ["AgentHttpServer", "logger"]
 logger = logging.getLogger("certreconcile.agent")
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds for a client to finish the TLS handshake
-IDLE_TIMEOUT = 60.0  # seconds a kept-alive connection may stay idle
+REQUEST_TIMEOUT = 30.0  # seconds for a client to send its request once the handshake is done
 
 
 class AgentHttpServer(ThreadingHTTPServer):
@@ -62,7 +62,7 @@ class AgentHttpServer(ThreadingHTTPServer):
             reason = getattr(exc, "reason", None) or type(exc).__name__
             logger.info("agent %s: handshake from %s refused: %s", self.runtime.config.name, client_address[0], reason)
             return
-        request.settimeout(IDLE_TIMEOUT)
+        request.settimeout(REQUEST_TIMEOUT)
         super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -135,7 +135,6 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _refused(self, refusal: Refusal, operation: str, fields: dict[str, str] | None = None) -> tuple[int, bytes]:
-        self.close_connection = True  # the body may be unread: never read it as the next request
         self._log(operation, fields or {}, f"refused {refusal.status} {refusal.code}: {refusal.message}")
         body = ErrorBody(error=ErrorDetail(code=refusal.code, message=refusal.message, hint=refusal.hint))
         return refusal.status, body.model_dump_json().encode()
@@ -145,8 +144,10 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
+        # One request per connection: a stop never waits for an idle kept-alive connection, and each
+        # request is served with the certificate current when its connection was accepted.
+        self.close_connection = True
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
