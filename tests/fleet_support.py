@@ -258,9 +258,10 @@ def write_agent_dir(
     return agent
 
 
-def agent_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without a single database or KMS setting (plus ``extra``)."""
-    env = {key: value for key, value in os.environ.items() if key not in FORBIDDEN_VARIABLES}
+def agent_env(extra: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) without a single database or KMS setting, plus ``extra``."""
+    source = os.environ if base is None else base
+    env = {key: value for key, value in source.items() if key not in FORBIDDEN_VARIABLES}
     env.pop("CERTRECONCILE_TEST_DATABASE_URL", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SRC), os.environ.get("PYTHONPATH")]))
     env.update(extra or {})

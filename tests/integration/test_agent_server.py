@@ -78,7 +78,9 @@ def web1(tmp_path_factory: pytest.TempPathFactory, test_fleet: TestFleet) -> Ite
             "edge-nginx": {"nginx": nginx_config, "verify": nginx.address, "verify_timeout": "20s"},
         }
         agent_dir = write_agent_dir(base / "web-1", test_fleet, "web-1", targets)
-        with run_agent(agent_dir, test_fleet) as agent:
+        # The applier's settings in the launching environment: the agent's process must not receive them.
+        launcher = {**os.environ, "CERTRECONCILE_DATABASE_URL": "postgresql://db/canary", "VAULT_TOKEN": "s.canary"}
+        with run_agent(agent_dir, test_fleet, env=agent_env(base=launcher)) as agent:
             yield Fleet1(agent, test_fleet, agent_dir.directory / "out", nginx)
 
 
@@ -350,6 +352,7 @@ def test_the_agent_process_holds_no_database_or_kms_setting(web1: Fleet1) -> Non
     names = {entry.split(b"=", 1)[0].decode() for entry in raw.split(b"\0") if entry}
     assert not names & set(FORBIDDEN_VARIABLES)
     assert not {name for name in names if "DATABASE" in name}
+    assert b"canary" not in raw
 
 
 @pytest.mark.parametrize("variable", ["CERTRECONCILE_DATABASE_URL", "VAULT_TOKEN", "PGPASSWORD"])
