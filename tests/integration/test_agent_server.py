@@ -436,3 +436,40 @@ def test_sighup_rereads_the_configuration_and_keeps_it_when_invalid(tmp_path: Pa
         assert "error[agent-config-forbidden-setting]" in agent.log_text()
         assert client.call(request(HelloRequest)).data["targets"] == ["more", "site"]  # still the previous one
         assert agent.stop() == 0  # SIGTERM: a graceful stop
+
+
+def test_the_agent_judges_freshness_by_its_own_injected_clock(tmp_path: Path, test_fleet: TestFleet) -> None:
+    """With CERTRECONCILE_TEST_NOW the agent's clock stands at 2030: a request stamped now is stale there."""
+    agent_dir = write_agent_dir(tmp_path / "web-7", test_fleet, "web-7", {"site": {"files": {"dir": "out"}}})
+    agent_now = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+    log = agent_dir.directory / "agent.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            agent_command(agent_dir.config),
+            env=agent_env({"CERTRECONCILE_TEST_NOW": agent_now.isoformat()}),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    started = AgentProcess(agent_dir, process, log)
+    try:
+        client = started.client(test_fleet)
+        assert _poll(lambda: _answers(client, request(HelloRequest, at=agent_now)))
+        stale = client.call(request(HelloRequest))
+        assert (stale.status, stale.code) == (400, "agent-request-stale")
+        assert "2030-01-01T12:00:00+00:00" in stale.data["error"]["message"]
+        assert client.call(request(HelloRequest, at=agent_now - datetime.timedelta(minutes=4))).status == 200
+    finally:
+        started.stop()
+
+
+def _answers(client: Any, message: Any) -> bool:
+    try:
+        return bool(client.call(message).status == 200)
+    except OSError:
+        return False
+
+
+def test_a_malformed_http_request_gets_an_error_body(web1: Fleet1) -> None:
+    client = web1.agent.client(web1.fleet)
+    answer = client.post("hello", b"{}", headers={"Content-Length": "x" * 70000})
+    assert (answer.status, answer.code) == (431, "agent-request-invalid")

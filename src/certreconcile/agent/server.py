@@ -86,6 +86,11 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
         """Silence the base class's access log: :meth:`_log` writes one line per request instead."""
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's errors (a malformed request line or header) as an :class:`ErrorBody` too."""
+        text = (message or "malformed HTTP request").replace("\n", " ")[:200]
+        self._respond(self._refused(Refusal(code, "agent-request-invalid", text), "-"))
+
     def do_POST(self) -> None:  # http.server's naming
         self._respond(self._answer())
 
