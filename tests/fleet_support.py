@@ -293,6 +293,7 @@ class AgentClient:
     port: int
     ca_file: Path
     client: ClientCert
+    agent_name: str | None = None  # set: the agent's certificate must carry agent_uri(agent_name)
     timeout: float = 60.0
     _context: ssl.SSLContext = field(init=False)
 
@@ -319,6 +320,8 @@ class AgentClient:
         finally:
             connection.close()
         uris = tuple(value for kind, value in peer.get("subjectAltName", ()) if kind == "URI")
+        if self.agent_name is not None and agent_uri(self.agent_name) not in uris:
+            raise AssertionError(f"the agent at {self.host}:{self.port} is not {agent_uri(self.agent_name)}: {uris}")
         return Response(answer.status, json.loads(data) if data else {}, uris, der)
 
     def call(self, message: RequestBase) -> Response:
@@ -347,8 +350,13 @@ class AgentProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def url(self) -> str:
+        """What the central ``agents:`` section declares for this agent."""
+        return f"https://{self.agent.host}:{self.agent.port}"
+
     def client(self, fleet: TestFleet, client: ClientCert | None = None) -> AgentClient:
-        return AgentClient(self.agent.host, self.agent.port, fleet.ca_file, client or fleet.applier)
+        return AgentClient(self.agent.host, self.agent.port, fleet.ca_file, client or fleet.applier, self.agent.name)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
