@@ -51,6 +51,7 @@ class Category(enum.StrEnum):
     TARGET = "target"  # deploying to or verifying a target
     PLAN = "plan"  # plan diagnostics: rate-limit budgets, backoffs
     APPLY = "apply"  # apply as a whole: refusals and failed changes
+    FLEET = "fleet"  # the agent on a server host: its configuration and the requests it refuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -748,6 +749,57 @@ _CODES: tuple[ErrorCode, ...] = (
         "revoke-still-served",
         Category.APPLY,
         "deploy a replacement first (`certreconcile rotate NAME`), or pass --force",
+    ),
+    # --- fleet: the agent on a server host (certreconcile.agent)
+    _code("agent-bundle-mismatch", Category.FLEET, "send the certificate with its own key and fingerprint"),
+    _code(
+        "agent-certificate-refused",
+        Category.FLEET,
+        "sign a CSR from this agent with the fleet CA of its ca_file; the certificate must be valid now",
+    ),
+    _code(
+        "agent-client-refused",
+        Category.FLEET,
+        "only the applier's certificate (fleet CA, URI SAN spiffe://certreconcile/applier) may call an agent",
+    ),
+    _code(
+        "agent-config-forbidden-setting",
+        Category.FLEET,
+        "remove it: the agent holds no database URL and no KMS settings, the applier does",
+    ),
+    _code("agent-config-invalid", Category.FLEET, "fix the agent's configuration file at the positions listed"),
+    _code(
+        "agent-environment-forbidden",
+        Category.FLEET,
+        "unset the variables named in the agent's service (e.g. its systemd unit); only the applier needs them",
+    ),
+    _code("agent-listen-failed", Category.FLEET, "choose a free address in `listen`, or stop what holds it"),
+    _code(
+        "agent-name-mismatch",
+        Category.FLEET,
+        "the certificate must be for this agent's key and carry spiffe://certreconcile/agent/<its name>",
+    ),
+    _code("agent-request-invalid", Category.FLEET, "POST a request of certreconcile.fleet.protocol to /v1/<operation>"),
+    _code("agent-request-replayed", Category.FLEET, "send each request with a fresh nonce"),
+    _code(
+        "agent-request-stale",
+        Category.FLEET,
+        "check both hosts' clocks (NTP); a request is valid within the agent's request_window only",
+    ),
+    _code(
+        "agent-target-kind-refused",
+        Category.FLEET,
+        "an agent runs local targets only: declare agent, ssh and aws_acm targets centrally",
+    ),
+    _code(
+        "agent-target-unknown",
+        Category.FLEET,
+        "declare the target in the agent's configuration, or name one of its local targets",
+    ),
+    _code(
+        "agent-tls-invalid",
+        Category.FLEET,
+        "make the key with `agent csr`, enrol it (`agent enroll`), and check key_file (0600), cert_file, ca_file",
     ),
 )
 
