@@ -4,28 +4,38 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests need (installed only when missing).
-DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus openssh-server
+DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd
 DEMO_DIR ?= examples/desired-state
 
-.PHONY: help venv demo test lint typecheck importlint unit soak deps bench schema clean
+# `make demo` installs the runtime only (the stamp RUNTIME); `make test` adds the test extras (TESTENV).
+RUNTIME := $(VENV)/.certreconcile-runtime
+TESTENV := $(VENV)/.certreconcile-test
+
+.PHONY: help venv demo test lint typecheck importlint unit soak deps bench schema dist clean
 
 help:
 	@echo "make demo   - install into $(VENV), apply $(DEMO_DIR) on the embedded defaults, show status"
 	@echo "make test   - install everything the tests need (Debian packages too), run lint, types and tests"
 	@echo "make soak   - the long randomized tests: crash injection at every step and at random moments, the loader fuzz, every bad input through plan and apply"
 	@echo "make bench  - run the benchmarks in bench/ (Pebble and nginx from the Debian packages)"
+	@echo "make dist   - build the wheel and the sdist into dist/ and check them with twine"
 
-$(BIN)/certreconcile: pyproject.toml tests/plugins/certreconcile-example-target/pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TESTENV): $(RUNTIME) tests/plugins/certreconcile-example-target/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# a third-party target kind (its own package), for tests/e2e/test_third_party_plugin.py
 	$(BIN)/python -m pip install --quiet --no-deps -e tests/plugins/certreconcile-example-target
 	touch $@
 
-venv: $(BIN)/certreconcile
+venv: $(TESTENV)
 
-demo: venv
+# The runtime alone: the demo runs on the embedded defaults (embedded PostgreSQL, local KMS, local CA, files).
+demo: $(RUNTIME)
 	$(BIN)/certreconcile apply --dir $(DEMO_DIR) --auto-approve
 	$(BIN)/certreconcile status --dir $(DEMO_DIR)
 
@@ -65,10 +75,15 @@ bench: deps venv
 	$(BIN)/python bench/distribution.py
 	$(BIN)/python bench/rewrap.py
 
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 # The committed JSON Schema holds the built-in kinds only (`certreconcile schema` prints every installed kind).
 schema: venv
 	$(BIN)/python -c 'import sys; from certreconcile.desired.schema import render_json_schema as r; sys.stdout.write(r(builtin_only=True))' > schemas/desired-state.schema.json
 
 clean:
 	-test -x $(BIN)/certreconcile && $(BIN)/certreconcile db stop --dir $(DEMO_DIR)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache examples/desired-state/.certreconcile
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache examples/desired-state/.certreconcile

@@ -28,6 +28,7 @@ from certreconcile.apply import executor
 from certreconcile.apply.ari import refresh_renewal_info
 from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
 from certreconcile.apply.lifecycle import LifecycleResult, advance_lifecycle
+from certreconcile.apply.results import AgentOutcome
 from certreconcile.desired.model import DesiredState
 from certreconcile.errors import CertReconcileError
 from certreconcile.plan import build_plan
@@ -40,6 +41,7 @@ __all__ = [
     "Gathered",
     "LifecycleResult",
     "advance_lifecycle",
+    "after_certificates",
     "apply",
     "gather",
     "plan",
@@ -138,7 +140,31 @@ def apply(
             with env.store.session() as session:
                 executor.check_fresh(the_plan, desired, session)
         advance_lifecycle(desired, env.store, env.clock.now(), env.actor)
-    return executor.apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
+    result = executor.apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
+    return after_certificates(the_plan, desired, env, result)
+
+
+def after_certificates(the_plan: Plan, desired: DesiredState, env: ApplyEnvironment, result: ApplyResult) -> (
+    ApplyResult
+):
+    """The fleet's part of an apply: renew the agents' own certificates the plan holds
+    (:mod:`certreconcile.fleet.renewal`), then record when each agent last answered."""
+    from certreconcile.fleet.applier import Fleet, fleet_of
+
+    fleet = fleet_of(env.targets.values())
+    if the_plan.agent_renewals:
+        if fleet is None:
+            from certreconcile.fleet.ca import FleetCa
+
+            fleet = Fleet(lambda: FleetCa.open(env.store, env.kms, env.clock.now(), env.actor, create=False), env.clock)
+        from certreconcile.fleet.renewal import renew_agents
+
+        renewed = renew_agents(the_plan.agent_renewals, desired, fleet, env.store, env.clock, env.actor)
+        outcomes = tuple(AgentOutcome(item.name, "done" if item.ok else "failed", item.message) for item in renewed)
+        result = replace(result, agents=outcomes)
+    if fleet is not None:
+        fleet.record_contacts(env.store)
+    return result
 
 
 def rotation_plan(

@@ -69,6 +69,14 @@ def _code(code: str, category: Category, hint: str) -> ErrorCode:
 _CODES: tuple[ErrorCode, ...] = (
     # --- command
     _code(
+        "agent-already-enrolled",
+        Category.COMMAND,
+        "pass --replace to enrol the name again with a new key (the old certificate stops being recorded)",
+    ),
+    _code("agent-csr-unreadable", Category.COMMAND, "pass the CSR file made on the agent's host with --csr"),
+    _code("agent-not-enrolled", Category.COMMAND, "enrol it: certreconcile agent enroll NAME --csr FILE --out CERT"),
+    _code("agent-write-failed", Category.COMMAND, "choose a writable path for --out / --ca-out"),
+    _code(
         "desired-missing",
         Category.COMMAND,
         "pass the desired-state directory, or build the manager with from_directory()",
@@ -296,12 +304,23 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.DESIRED_STATE,
         "remove the field, or check its spelling against `certreconcile schema`",
     ),
+    _code(
+        "invalid-target-reference",
+        Category.DESIRED_STATE,
+        "name a declared target, or an agent's local target as AGENT/TARGET (e.g. web-1/edge-nginx)",
+    ),
+    _code(
+        "agent-target-declared",
+        Category.DESIRED_STATE,
+        "declare the agent under agents and name its local targets as AGENT/TARGET in a certificate's targets",
+    ),
     _code("too-many-names", Category.DESIRED_STATE, "split the names over several certificates"),
     _code(
         "unknown-dns-provider",
         Category.DESIRED_STATE,
         "declare the DNS provider under dns_providers, or fix the name",
     ),
+    _code("unknown-agent", Category.DESIRED_STATE, "declare the agent under agents, or fix the name"),
     _code("unknown-issuer", Category.DESIRED_STATE, "declare the issuer under issuers, or fix the name"),
     _code("unknown-target", Category.DESIRED_STATE, "declare the target under targets, or fix the name"),
     _code("wildcard-needs-dns01", Category.DESIRED_STATE, "set challenge: dns-01 and a dns_provider"),
@@ -328,6 +347,12 @@ _CODES: tuple[ErrorCode, ...] = (
     ),
     _code("yaml-syntax", Category.DESIRED_STATE, "fix the YAML at the position shown"),
     # --- state
+    _code(
+        "fleet-ca-missing",
+        Category.STATE,
+        "enrol a first agent with `certreconcile agent enroll NAME --csr FILE --out CERT` (it makes the fleet CA)",
+    ),
+    _code("fleet-ca-invalid", Category.STATE, "the stored fleet CA is damaged: restore the database from a backup"),
     _code(
         "database-timeout",
         Category.STATE,
@@ -423,6 +448,11 @@ _CODES: tuple[ErrorCode, ...] = (
         "configure the KMS key the state was created with, or run `certreconcile kms rewrap`",
     ),
     # --- issuer
+    _code(
+        "agent-csr-invalid",
+        Category.ISSUER,
+        "make the CSR on the agent's host from its own key (EC P-256/P-384, Ed25519 or RSA >= 2048)",
+    ),
     _code(
         "acme-server-error",
         Category.ISSUER,
@@ -545,6 +575,34 @@ _CODES: tuple[ErrorCode, ...] = (
     _code("dns-update-refused", Category.DNS, "check that the TSIG key may update the zone (update-policy)"),
     _code("dns-zone-not-found", Category.DNS, "check the zone's name (or id) and that the credentials may read it"),
     # --- target
+    _code(
+        "agent-unreachable",
+        Category.TARGET,
+        "check that the agent runs and the applier reaches its url; the change stays open until it answers",
+    ),
+    _code(
+        "agent-identity-mismatch",
+        Category.TARGET,
+        "check the agent's url in `agents:`: the server there holds another agent's certificate (or none)",
+    ),
+    _code("agent-error", Category.TARGET, "see the agent's message and its log on its host"),
+    _code("agent-response-invalid", Category.TARGET, "run the same certreconcile version on the agent and the applier"),
+    _code(
+        "agent-not-verified",
+        Category.TARGET,
+        "check the target on the agent's host (its log says why); the next apply tries again",
+    ),
+    _code(
+        "agent-csr-key-changed",
+        Category.TARGET,
+        "a new agent key means a new enrolment: certreconcile agent enroll NAME --csr FILE --out CERT --replace",
+    ),
+    _code("agent-renewal-conflict", Category.TARGET, "another process renewed or enrolled the agent: apply again"),
+    _code(
+        "fleet-identity-failed",
+        Category.TARGET,
+        "the applier's TLS identity could not be loaded: check the fleet CA with `certreconcile agent ca`",
+    ),
     _code(
         "target-runtime-api-unsafe",
         Category.TARGET,

@@ -174,9 +174,10 @@ class Reconciler:
             split = split_plan(plan, desired, gathered.actual, now)
             for line in plan.warnings:  # the gathering's warnings included
                 log.warning("warning: %s", line)
-            if split.upkeep.changes:
+            if split.upkeep.changes or split.upkeep.agent_renewals:  # agents' own certificates are upkeep
                 results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
-            deferred, held_back = self._declaration_changes(split.declaration, gathered, env, now, results, errors)
+            declaration = replace(split.declaration, agent_renewals=())
+            deferred, held_back = self._declaration_changes(declaration, gathered, env, now, results, errors)
             warnings = (*warnings, *held_back)
         except CertReconcileError as exc:
             errors.append(exc.one_line())
@@ -275,6 +276,11 @@ class Reconciler:
                 result.message,
                 env.actor,
             )
+        for agent in applied.agents:
+            log.log(logging.ERROR if agent.outcome == "failed" else logging.INFO,
+                    "~ renew-agent %s: %s: %s [%s]", agent.name, agent.outcome, agent.message, env.actor)  # fmt: skip
+            if agent.outcome == "failed":
+                errors.append(agent.message)
         return list(applied.results)
 
     def _observe(self, result: CycleResult) -> None:

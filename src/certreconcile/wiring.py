@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from certreconcile.actual.store import KeyRefUsage, StateStore
 from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import Clock
-from certreconcile.desired.model import DesiredState, KmsSpec
+from certreconcile.desired.model import AGENT_TARGET_KIND, DesiredState, KmsSpec
 from certreconcile.errors import ConfigError
 from certreconcile.plan.destroy import DEFAULT_MAX_COUNT, DEFAULT_MAX_PERCENT, DestroyThreshold
 from certreconcile.plugins.ports import Issuer, Kms, Target
@@ -23,6 +24,9 @@ from certreconcile.plugins.registry import (
     create_target,
     declared_key_id,
 )
+
+if TYPE_CHECKING:
+    from certreconcile.fleet.ca import FleetCa
 
 __all__ = [
     "RewrapKms",
@@ -144,8 +148,49 @@ def actor_for(desired: DesiredState, env: Mapping[str, str]) -> str:
     return f"user:{login}"
 
 
-def build_targets(desired: DesiredState, settings: Settings) -> dict[str, Target]:
-    return {name: create_target(spec, settings.plugin_context) for name, spec in desired.targets.items()}
+def build_targets(
+    desired: DesiredState,
+    settings: Settings,
+    store: StateStore | None = None,
+    clock: Clock | None = None,
+    kms: Kms | None = None,
+    actor: str | None = None,
+) -> dict[str, Target]:
+    """The declared targets; ``agent/target`` references become agent targets (:mod:`certreconcile.fleet`).
+
+    The agent targets share one applier identity, minted on first use from the fleet CA (read from
+    ``store``, opened by ``kms``, else the declared KMS). When it cannot be made (no store, no fleet
+    CA, no KMS access: ``plan --refresh`` from a pull request), they answer unreachable with the reason.
+    """
+    targets: dict[str, Target] = {
+        name: create_target(spec, settings.plugin_context)
+        for name, spec in desired.targets.items()
+        if spec.kind != AGENT_TARGET_KIND
+    }
+    agent_specs = {name: spec for name, spec in desired.targets.items() if spec.kind == AGENT_TARGET_KIND}
+    if agent_specs:
+        from certreconcile.clock import SystemClock
+        from certreconcile.fleet.applier import Fleet
+
+        the_clock = clock or SystemClock()
+        fleet = Fleet(_fleet_ca_opener(desired, settings, store, the_clock, kms, actor), the_clock)
+        targets.update(fleet.targets(agent_specs))
+    return targets
+
+
+def _fleet_ca_opener(
+    desired: DesiredState, settings: Settings, store: StateStore | None, clock: Clock, kms: Kms | None,
+    actor: str | None,
+) -> Callable[[], FleetCa]:
+    from certreconcile.fleet.ca import FleetCa, fleet_ca_missing
+
+    def open_ca() -> FleetCa:
+        if store is None:
+            raise fleet_ca_missing()
+        the_kms = kms if kms is not None else create_kms(desired.kms, settings.plugin_context)
+        return FleetCa.open(store, the_kms, clock.now(), actor or actor_for(desired, settings.env), create=False)
+
+    return open_ca
 
 
 def build_environment(
@@ -163,7 +208,7 @@ def build_environment(
         store=store,
         kms=kms,
         issuers=issuers,
-        targets=build_targets(desired, settings),
+        targets=build_targets(desired, settings, store, clock, kms, actor),
         clock=clock,
         actor=actor or actor_for(desired, settings.env),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import random
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import certreconcile
 from certreconcile.apply.metrics import METRIC_NAMES, ReconcilerMetrics
 from certreconcile.cli.commands.run import parse_interval, parse_jitter
 from certreconcile.clock import TEST_NOW_VARIABLE, FixedClock, SystemClock, clock_from_env
@@ -125,6 +127,9 @@ def test_metrics_use_their_own_registry_and_the_documented_names() -> None:
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     assert samples[("certreconcile_acme_requests_total", (("endpoint", "newOrder"), ("status", "201")))] == 1.0
     assert samples[("certreconcile_declaration_changes_pending", ())] == 2.0
+    build = list(families["certreconcile_build_info"].samples)
+    assert [(s.labels["version"], s.value) for s in build] == [(certreconcile.__version__, 1.0)]
+    assert build[0].labels["python_version"] == platform.python_version()
     assert 'endpoint="newOrder"' not in generate_latest(second.registry).decode()
 
 

@@ -25,6 +25,8 @@ class Observed(Protocol):
     def error(self) -> str | None: ...
     @property
     def unknown(self) -> bool: ...
+    @property
+    def unreachable(self) -> bool: ...
 
 
 class Observable(Protocol):
@@ -45,7 +47,10 @@ def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Observable], 
         seen = targets[target].observe(name, domains)
         if seen.unknown:
             return (name, target), None  # the target cannot tell: no observation, no drift
-        return (name, target), ServedCertificate(seen.fingerprint, seen.serial_number, seen.not_after, seen.error)
+        served = ServedCertificate(
+            seen.fingerprint, seen.serial_number, seen.not_after, seen.error, unreachable=seen.unreachable
+        )
+        return (name, target), served  # unreachable: its host did not answer; the planner never sees drift in it
 
     if not wanted:
         return Observations()

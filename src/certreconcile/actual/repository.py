@@ -43,6 +43,7 @@ from certreconcile.actual.postgres.connection import (
     encode_key_ref,
     name_lock_key,
 )
+from certreconcile.actual.postgres.fleet import PostgresFleet
 from certreconcile.actual.postgres.journal import PostgresJournal
 from certreconcile.actual.postgres.key_refs import PostgresKeyRefs
 from certreconcile.actual.postgres.local_ca import PostgresLocalCa
@@ -63,7 +64,7 @@ __all__ = [
 
 
 class PostgresSession(
-    PostgresCertificates, PostgresJournal, PostgresAudit, PostgresKeyRefs, PostgresLocalCa, PostgresAcme
+    PostgresCertificates, PostgresJournal, PostgresAudit, PostgresKeyRefs, PostgresLocalCa, PostgresAcme, PostgresFleet
 ):
     """One connection; used by one thread at a time.
 

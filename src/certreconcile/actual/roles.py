@@ -52,6 +52,8 @@ APPLY_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "statemeta": ("SELECT", "UPDATE"),
     "localca": _READ_WRITE,
     "issuancebackoff": _READ_WRITE_DELETE,
+    "fleetca": _READ_WRITE,  # one row; UPDATE for `kms rewrap`
+    "fleetagent": _READ_WRITE,  # enrolment, renewal, last seen
 }
 
 #: Columns the plan role may not read: the KMS envelopes of private keys (``ApplyStep.detail``
@@ -61,6 +63,7 @@ PLAN_HIDDEN: dict[str, frozenset[str]] = {
     "localca": frozenset({"key_ref"}),
     "acmeaccount": frozenset({"key_ref"}),
     "applystep": frozenset({"detail"}),
+    "fleetca": frozenset({"key_ref"}),
 }
 
 #: Every table certreconcile's migrations create; anything else in the schema is refused.

@@ -20,16 +20,21 @@ from typing import Protocol, TypeVar
 
 from certreconcile.actual.model import ActualCertificate, ActualState, OpenRotation, StateMeta
 from certreconcile.audit.recorder import AuditRecorder
+from certreconcile.crypto.secret import EncryptionContext
 from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 
 __all__ = [
+    "FLEET_CA_ROW_ID",
     "AcmeAccountRecord",
     "AcmeOrderRecord",
     "AcmeStore",
+    "AgentCertificateRow",
     "CertificateRow",
     "CertificateStore",
+    "FleetCaRecord",
+    "FleetStore",
     "FollowedCommit",
     "JournalEntry",
     "JournalStore",
@@ -44,6 +49,7 @@ __all__ = [
     "StateSession",
     "StateStore",
     "StoredKeyRef",
+    "fleet_ca_context",
 ]
 
 
@@ -89,6 +95,35 @@ class LocalCaRecord:
     key_ref: KeyRef
 
 
+#: The row id of the one fleet CA in key contexts and ``kms rewrap`` (the table has a single row).
+FLEET_CA_ROW_ID = "fleet-ca"
+
+
+def fleet_ca_context() -> EncryptionContext:
+    """The context binding the fleet CA's key to its FleetCa row (the fleet and ``kms rewrap``)."""
+    return EncryptionContext(table="FleetCa", row_id=FLEET_CA_ROW_ID, purpose="ca-key")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCaRecord:
+    """The fleet CA (design.md section 9): its certificate, and its key sealed by the KMS."""
+
+    cert_pem: str
+    key_ref: KeyRef
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCertificateRow:
+    """An agent's current certificate from the fleet CA, as enrolment or renewal stores it (all public)."""
+
+    name: str
+    serial: str  # lower-case hex
+    fingerprint: str  # SHA-256 of the DER, lower-case hex
+    cert_pem: str
+    not_before: datetime
+    not_after: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class AcmeAccountRecord:
     directory_url: str  # one account per directory
@@ -127,6 +162,7 @@ class KeyRefTable(enum.StrEnum):
     LOCAL_CA = "LocalCa"  # the key of each local CA
     ACME_ACCOUNT = "AcmeAccount"  # ACME account keys
     APPLY_STEP = "ApplyStep"  # journal entries `key-generated`: detail.key_ref, for resumed issuance
+    FLEET_CA = "FleetCa"  # the key of the fleet CA (one row, FLEET_CA_ROW_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +219,7 @@ class CertificateStore(Protocol):
     def load_actual(self) -> ActualState:
         """Every managed name's current certificate, its distributions and open rotation,
         the backoffs, and the recent ACME issuance history (``HISTORY_WINDOW`` back from the
-        store's clock; orders ``HISTORY_ORDERS_WINDOW`` back).
+        store's clock; orders ``HISTORY_ORDERS_WINDOW`` back), and the enrolled agents.
 
         A fixed number of queries, whatever the number of certificates.
         """
@@ -321,6 +357,36 @@ class LocalCaStore(Protocol):
         ...
 
 
+class FleetStore(Protocol):
+    """The fleet CA and the enrolled agents (design.md section 9)."""
+
+    def fleet_ca(self) -> FleetCaRecord | None: ...
+
+    def put_fleet_ca(self, record: FleetCaRecord) -> FleetCaRecord:
+        """Store the fleet CA unless one exists already; return the one stored (first writer wins)."""
+        ...
+
+    def agent_certificate(self, name: str) -> AgentCertificateRow | None:
+        """Agent ``name``'s current certificate; None when it is not enrolled."""
+        ...
+
+    def enroll_agent(self, row: AgentCertificateRow, at: datetime, *, replace: bool) -> bool:
+        """Record an enrolment at ``at``; False (nothing written) when ``row.name`` is enrolled and not ``replace``.
+
+        A replaced enrolment starts afresh: ``enrolled_at`` is ``at``, renewal and contact times are cleared.
+        """
+        ...
+
+    def renew_agent(self, row: AgentCertificateRow, expected_fingerprint: str, at: datetime) -> bool:
+        """Compare-and-set: store the renewed certificate only if the agent's is still ``expected_fingerprint``."""
+        ...
+
+    def record_agent_contact(self, name: str, at: datetime, error: str | None) -> None:
+        """Agent ``name`` answered at ``at`` (``error`` None: ``last_seen_at``, error cleared), or did not
+        (``last_error``, ``last_seen_at`` kept). Nothing happens for a name that is not enrolled."""
+        ...
+
+
 class AcmeStore(Protocol):
     """ACME accounts, orders (for resumption) and ARI renewal info."""
 
@@ -341,7 +407,9 @@ class AcmeStore(Protocol):
     def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
 
 
-class StateSession(CertificateStore, JournalStore, AuditRecorder, KeyRefStore, LocalCaStore, AcmeStore, Protocol):
+class StateSession(
+    CertificateStore, JournalStore, AuditRecorder, KeyRefStore, LocalCaStore, AcmeStore, FleetStore, Protocol
+):
     """The whole session: every concern at once (apply, the CLI). Code that needs one concern
     is typed against that concern's protocol instead."""
 

@@ -13,7 +13,8 @@ Two kinds:
   ``certreconcile_apply_duration_seconds``, ``certreconcile_acme_requests_total``
   (``endpoint``, ``status``), plus the loop's own ``certreconcile_reconcile_cycles_total``
   (``outcome``), ``certreconcile_last_reconcile_timestamp_seconds`` and
-  ``certreconcile_declaration_changes_pending``.
+  ``certreconcile_declaration_changes_pending``;
+* ``certreconcile_build_info`` (``version``, ``python_version``): always 1, the running release.
 
 Label values are bounded: names and targets come from the declarations, reasons and error
 codes are fixed kebab-case sets, endpoints are ACME resource names. Never a URL, never a secret.
@@ -21,6 +22,7 @@ codes are fixed kebab-case sets, endpoints are ACME resource names. Never a URL,
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from certreconcile import __version__
 from certreconcile.actual.model import ActualCertificate, ActualState
 from certreconcile.apply.executor import ApplyResult, ChangeResult
 from certreconcile.desired.model import DesiredState
@@ -60,6 +63,7 @@ METRIC_NAMES = frozenset(
         "certreconcile_reconcile_cycles_total",
         "certreconcile_last_reconcile_timestamp_seconds",
         "certreconcile_declaration_changes_pending",
+        "certreconcile_build_info",
     }
 )
 
@@ -222,6 +226,13 @@ class ReconcilerMetrics:
             "Declaration changes the last cycle left alone (run without --apply-changes).",
             registry=self.registry,
         )
+        build_info = Gauge(
+            "certreconcile_build_info",
+            "Always 1: the certreconcile version and the Python version of this process.",
+            ["version", "python_version"],
+            registry=self.registry,
+        )
+        build_info.labels(version=__version__, python_version=platform.python_version()).set(1)
 
     def observe_state(self, desired: DesiredState | None, actual: ActualState) -> None:
         self._certificates.update(certificate_samples(desired, actual))

@@ -11,7 +11,15 @@ from certreconcile.clock import Clock
 from certreconcile.plan.plan import Change
 from certreconcile.plugins.ports import EncryptionContext, Issuer, Kms, Target
 
-__all__ = ["NOT_THE_NAMES_FAULT", "ApplyEnvironment", "ApplyResult", "ChangeResult", "Outcome", "certificate_context"]
+__all__ = [
+    "NOT_THE_NAMES_FAULT",
+    "AgentOutcome",
+    "ApplyEnvironment",
+    "ApplyResult",
+    "ChangeResult",
+    "Outcome",
+    "certificate_context",
+]
 
 Outcome = Literal["done", "skipped", "failed"]
 
@@ -49,15 +57,29 @@ class ChangeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentOutcome:
+    """An agent's own certificate renewed through the channel (``plan.agent_renewals``), or not."""
+
+    name: str
+    outcome: Outcome  # done | failed
+    message: str  # one line, never a secret
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyResult:
     run_id: int
     results: tuple[ChangeResult, ...]
     serial: int
     failures: tuple[ChangeResult, ...] = field(default=())
+    agents: tuple[AgentOutcome, ...] = field(default=())  # after the certificates' changes
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.agent_failures
+
+    @property
+    def agent_failures(self) -> tuple[AgentOutcome, ...]:
+        return tuple(agent for agent in self.agents if agent.outcome == "failed")
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for result in self.results if result.outcome == outcome)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
 
-from certreconcile.actual.store import KeyRefTable, StateSession, StateStore, StoredKeyRef
+from certreconcile.actual.store import KeyRefTable, StateSession, StateStore, StoredKeyRef, fleet_ca_context
 from certreconcile.apply.executor import certificate_context
 from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.clock import Clock
@@ -54,6 +54,8 @@ def key_context(stored: StoredKeyRef) -> EncryptionContext:
             return ca_key_context(stored.row_id)
         case KeyRefTable.ACME_ACCOUNT:
             return acme_account_context(stored.name)
+        case KeyRefTable.FLEET_CA:
+            return fleet_ca_context()
         case _:
             assert_never(stored.table)
 

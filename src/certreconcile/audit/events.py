@@ -28,8 +28,11 @@ class AuditAction:
     KEY_DISCARDED = "key_discarded"  # apply gave up a journalled key that can never be opened (and made a new one)
     EXPIRING_SOON = "expiring_soon"  # the certificate's renewal fell due: active → expiring_soon (apply/lifecycle.py)
     EXPIRED = "expired"  # it passed not_after unreplaced: active/expiring_soon → expired
+    FLEET_CA_CREATED = "fleet_ca_created"  # the fleet CA was made (name: FLEET_CA_AUDIT_NAME)
+    AGENT_ENROLLED = "agent_enrolled"  # `agent enroll` signed an agent's CSR (name: the agent's)
+    AGENT_RENEWED = "agent_renewed"  # apply renewed an agent's own certificate through the channel
     ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED,
-           EXPIRING_SOON, EXPIRED)  # fmt: skip
+           EXPIRING_SOON, EXPIRED, FLEET_CA_CREATED, AGENT_ENROLLED, AGENT_RENEWED)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

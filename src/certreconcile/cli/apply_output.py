@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+import certreconcile
 from certreconcile.cli.common import err
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def report(result: ApplyResult, output_format: str) -> None:
     if output_format == "json":
         payload = {
             "format_version": 1,
+            "version": certreconcile.__version__,
             "run_id": result.run_id,
             "serial": result.serial,
             "outcome": "success" if result.ok else "failed",
@@ -74,18 +76,26 @@ def report(result: ApplyResult, output_format: str) -> None:
                 for r in result.results
             ],
         }
+        if result.agents:
+            payload["agents"] = [
+                {"name": a.name, "action": "renew-agent", "outcome": a.outcome, "message": a.message}
+                for a in result.agents
+            ]
         typer.echo(json.dumps(payload, indent=2, sort_keys=True))
         return
     for r in result.results:
         typer.echo(f"{r.change.action.symbol} {r.change.name}: {r.outcome}: {r.message}")
+    for a in result.agents:
+        typer.echo(f"~ agent {a.name}: {a.outcome}: {a.message}")
     summary = (
         f"Apply complete: {result.count('done')} done, {result.count('skipped')} skipped, "
         f"{result.count('failed')} failed."
     )
     typer.echo(summary)
     if not result.ok:
+        failed = [r.change.name for r in result.failures] + [f"agent {a.name}" for a in result.agent_failures]
         err(
             "error[apply-failed]: "
-            + ", ".join(r.change.name for r in result.failures)
+            + ", ".join(failed)
             + " failed (the other changes were applied; fix the cause and run apply again)"
         )

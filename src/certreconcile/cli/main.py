@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -35,6 +36,26 @@ app = typer.Typer(
     add_completion=True,
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import certreconcile
+
+        typer.echo(f"certreconcile {certreconcile.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options of the command itself (the commands have their own)."""
+
+
 # The order of registration is the order of `certreconcile --help`: commands first, then the groups.
 app.command("run")(run.run_command)  # `certreconcile run`: the continuous reconciler
 app.command()(plan.validate)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import certreconcile
 from certreconcile.actual.model import ActualCertificate, ActualState
 from certreconcile.desired.model import CertificateSpec
 from certreconcile.domain.policy import Origin
@@ -188,9 +189,11 @@ def render_status_json(
         counts = {"targets": {}, "targets_verified": 0, "targets_total": 0}
         rows.append({**identity, **empty, **counts, **_flag_fields(flags)})
     rows.sort(key=lambda row: str(row["name"]))
-    return json.dumps(
-        {"format_version": 1, "serial": actual.meta.serial, "certificates": rows}, indent=2, sort_keys=True
-    )
+    from certreconcile.cli.status_agents import agents_json
+
+    document = {"format_version": 1, "version": certreconcile.__version__, "serial": actual.meta.serial,
+                "certificates": rows, "agents": agents_json(actual, now, plan)}  # fmt: skip
+    return json.dumps(document, indent=2, sort_keys=True)
 
 
 def _table_rows(
@@ -219,9 +222,14 @@ def render_status_table(
     plan: Plan | None = None,
 ) -> str:
     """The inventory table; with ``plan``, pending changes are flagged and declared names not issued listed."""
+    from certreconcile.cli.status_agents import agents_table
+
     table = _table_rows(actual, now, specs, plan)
     if not table:
-        return "No certificates are managed yet. Run `certreconcile plan` to see what apply would issue.\n"
+        return (
+            "No certificates are managed yet. Run `certreconcile plan` to see what apply would issue.\n"
+            + agents_table(actual, now, plan)
+        )
     header = ("NAME", "DOMAINS", "ISSUER", "STATUS", "NOT AFTER", "DAYS LEFT", "TARGETS VERIFIED", "FLAGS")
     rows = [cells for cells, _ in table]
     all_flags = [flags for _, flags in table]
@@ -251,4 +259,4 @@ def render_status_table(
     ]
     lines.append("")
     lines.append(("Attention: " + ", ".join(summary) + ".") if summary else "All certificates are fine.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + agents_table(actual, now, plan)

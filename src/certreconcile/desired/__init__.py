@@ -20,12 +20,14 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
+from certreconcile.desired.agent_refs import agent_specs, agent_target_specs, is_agent_reference
 from certreconcile.desired.documents import KmsCacheConfig
 from certreconcile.desired.kinds import config_class
 from certreconcile.desired.loader import read_sources
 from certreconcile.desired.model import (
     DEFAULT_PROPAGATION_TIMEOUT,
     DEFAULT_VERIFY_TIMEOUT,
+    AgentSpec,
     CertificateSpec,
     DesiredState,
     DnsProviderSpec,
@@ -151,7 +153,12 @@ def _build(
     plugins = _plugin_specs(declarations, located)
     kms, issuers, dns_providers, targets = plugins
     certificates = _certificate_specs(declarations, located)
-    digest = _digest(plugins, declarations.allowed_domains, certificates)
+    agents = agent_specs(declarations.agents, located)
+    references = (target for spec in certificates.values() for target in spec.targets if is_agent_reference(target))
+    targets.update(agent_target_specs(references, agents))
+    targets = dict(sorted(targets.items()))
+    plugins = (kms, issuers, dns_providers, targets)
+    digest = _digest(plugins, declarations.allowed_domains, certificates, agents)
     return DesiredState(
         kms=kms,
         issuers=MappingProxyType(issuers),
@@ -162,6 +169,7 @@ def _build(
         digest=digest,
         git_commit=git_commit,
         git_author_email=git_author_email,
+        agents=MappingProxyType(agents),
     )
 
 
@@ -230,7 +238,12 @@ def _certificate_specs(
     return certificates
 
 
-def _digest(plugins: _PluginSpecs, allowed_domains: tuple[str, ...], certificates: dict[str, CertificateSpec]) -> str:
+def _digest(
+    plugins: _PluginSpecs,
+    allowed_domains: tuple[str, ...],
+    certificates: dict[str, CertificateSpec],
+    agents: dict[str, AgentSpec],
+) -> str:
     """The digest of the canonical form of a desired state (what a saved plan was made for)."""
     kms, issuers, dns_providers, targets = plugins
 
@@ -267,4 +280,8 @@ def _digest(plugins: _PluginSpecs, allowed_domains: tuple[str, ...], certificate
             for name, spec in certificates.items()
         },
     }
+    if agents:  # absent without agents: the digests of declarations without them stay what they were
+        canonical["agents"] = {
+            name: {"url": spec.url, "timeout": spec.timeout.total_seconds()} for name, spec in agents.items()
+        }
     return hashlib.sha256(_canonical(canonical).encode()).hexdigest()

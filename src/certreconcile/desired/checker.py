@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from certreconcile.desired.agent_refs import agent_findings, is_agent_reference, reference_findings
 from certreconcile.desired.checks import (
     TargetDir,
     certificate_findings,
@@ -24,6 +25,7 @@ from certreconcile.desired.checks import (
 )
 from certreconcile.desired.declarations import (
     Declarations,
+    DeclaredAgent,
     DeclaredCertificate,
     DeclaredPlugin,
     Issue,
@@ -94,6 +96,8 @@ class Checker:
             ):
                 for name, entry in entries.items():
                     self._merge_plugin(file, section, name, entry, merged)
+            for name in document.agents:
+                self._merge_agent(file, name, document)
             patterns = self._merge_policy(file, document)
             if patterns is not None:
                 policy_patterns = patterns
@@ -148,6 +152,26 @@ class Checker:
             declared = self._certificate(cert, ref)
             if declared is not None:
                 self.result.certificates[cert.name] = declared
+
+    # -- agents
+
+    def _merge_agent(self, file: str, name: str, document: DesiredDocument) -> None:
+        ref = NodeRef(file, ("agents", name), "key")
+        merged = self.result.agents
+        if name in merged:
+            self.add(
+                ref,
+                "duplicate-plugin-name",
+                f"agents entry {name!r} is already declared at {{related}}",
+                "names in agents are unique across all files; rename one",
+                merged[name].ref,
+            )
+            return
+        entry = document.agents[name]
+        for finding in agent_findings(name, entry):
+            self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
+        timeout = _parsed(entry.timeout)
+        merged[name] = DeclaredAgent(name, entry.url, timeout, ref)
 
     # -- plugins
 
@@ -379,8 +403,11 @@ class Checker:
 
     def _plugin_references(self, cert: CertificateDocument, ref: NodeRef) -> bool:
         failed = False
+        for finding in reference_findings(cert.name, cert.targets, self.result.agents):
+            self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
+            failed = True
         for index, target in enumerate(cert.targets):
-            if target not in self.result.targets:
+            if target not in self.result.targets and not is_agent_reference(target):
                 self.add(
                     ref.child("targets", index),
                     "unknown-target",

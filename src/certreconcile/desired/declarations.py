@@ -13,7 +13,7 @@ from certreconcile.desired.loader import Anchor, PathElement
 from certreconcile.desired.model import SourceLocation
 from certreconcile.domain.durations import RenewBefore
 
-__all__ = ["Declarations", "DeclaredCertificate", "DeclaredPlugin", "Diagnostic", "Issue", "NodeRef"]
+__all__ = ["Declarations", "DeclaredAgent", "DeclaredCertificate", "DeclaredPlugin", "Diagnostic", "Issue", "NodeRef"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -56,6 +56,13 @@ class DeclaredPlugin:
     verify_timeout: timedelta | None = None
 
 
+class DeclaredAgent(NamedTuple):
+    name: str
+    url: str
+    timeout: timedelta | None  # None: the default (DEFAULT_AGENT_TIMEOUT)
+    ref: NodeRef
+
+
 class DeclaredCertificate(NamedTuple):
     document: CertificateDocument
     domains: tuple[str, ...]  # normalised, order kept, duplicates removed
@@ -72,6 +79,7 @@ class Declarations:
     issuers: dict[str, DeclaredPlugin] = field(default_factory=dict)
     dns_providers: dict[str, DeclaredPlugin] = field(default_factory=dict)
     targets: dict[str, DeclaredPlugin] = field(default_factory=dict)
+    agents: dict[str, DeclaredAgent] = field(default_factory=dict)
     allowed_domains: tuple[str, ...] = ()
     certificates: dict[str, DeclaredCertificate] = field(default_factory=dict)
     policy_ref: NodeRef | None = None

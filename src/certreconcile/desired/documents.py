@@ -46,9 +46,11 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.names import CERT_NAME_PATTERN
 
 __all__ = [
+    "AGENT_URL_PATTERN",
     "DURATION_PATTERN",
     "HOST_PORT_PATTERN",
     "RENEW_BEFORE_PATTERN",
+    "AgentDocument",
     "CertificateDocument",
     "Checked",
     "DesiredDocument",
@@ -203,9 +205,23 @@ class CertificateDocument(Wire):
     """Renew this long before expiry (30d) or at this fraction of the lifetime left (33%);
     default min(30d, lifetime/3)."""
     targets: tuple[str, ...] = ()
-    """Names of declared targets to deploy to."""
+    """Names of declared targets to deploy to, or ``AGENT/TARGET``: the local target TARGET of a
+    declared agent (declared on the agent's host, never here)."""
     on_delete: OnDelete = OnDelete.RETIRE
     """What removing this declaration does: retire (stop managing) or revoke."""
+
+
+#: ``https://HOST:PORT``, nothing after the port; the port's range is checked by the checker.
+AGENT_URL_PATTERN = r"^https://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):[0-9]{1,5}$"
+
+
+class AgentDocument(Wire):
+    """One agent (design.md section 9): a ``certreconcile agent`` on a server host, reached over mutual TLS."""
+
+    url: Annotated[str, Field(pattern=AGENT_URL_PATTERN)]
+    """Where the applier reaches the agent: https://HOST:PORT, e.g. https://web-1.internal:9443."""
+    timeout: Duration | None = None
+    """How long one request may take, the agent's local deployment and verification included; default 60s."""
 
 
 # pydantic checks the pattern of dict keys but does not put it in the JSON Schema.
@@ -223,6 +239,8 @@ class DesiredDocument(Wire):
     """DNS providers by name."""
     targets: dict[Name, TargetEntry] = Field(default_factory=dict, json_schema_extra=_NAMED_KEYS)
     """Targets by name."""
+    agents: dict[Name, AgentDocument] = Field(default_factory=dict, json_schema_extra=_NAMED_KEYS)
+    """Agents by name: a certificate's targets may name ``AGENT/TARGET`` (a local target of the agent)."""
     policy: PolicyDocument | None = None
     """At most one file may declare it."""
     certificates: tuple[CertificateDocument, ...] = ()

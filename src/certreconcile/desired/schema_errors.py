@@ -54,8 +54,15 @@ _PATTERN_HINTS: dict[str, str] = {
     "propagation_timeout": "write a whole number and a unit (s, m, h, d, w), e.g. 120s",
     "tsig_secret_env": "name an environment variable, e.g. CORP_TSIG; never the secret itself",
     "secret_env": "name an environment variable, e.g. HOOK_SECRET; never the secret itself",
+    "timeout": "write a whole number and a unit (s, m, h, d, w), e.g. 60s",
     "url": "write a full URL such as https://host:8443/path (webhook: https:// only, no user:password@)",
 }
+
+
+_AGENT_NAME_HINT = (
+    "a central target name has no '/': a certificate names an agent's local target as AGENT/TARGET; "
+    "the agent goes under agents:, its targets into its host's agent.yaml"
+)
 
 
 #: Checked in order: a bool is an int too.
@@ -79,6 +86,10 @@ def _type_name(value: object) -> str:
 
 def schema_issue(error: ErrorDetails) -> SchemaIssue:
     """The issue of one pydantic error: where (a path and an anchor), a code, a message and a hint."""
+    return _fleet_issue(tuple(error["loc"]), error["type"], error) or _schema_issue(error)
+
+
+def _schema_issue(error: ErrorDetails) -> SchemaIssue:
     loc: tuple[PathElement, ...] = tuple(error["loc"])
     kind = error["type"]
     message = error["msg"]
@@ -136,6 +147,32 @@ def schema_issue(error: ErrorDetails) -> SchemaIssue:
         hint = _PATTERN_HINTS.get(field_name, "")
         message = f"{error['input']!r} is not valid"
     return SchemaIssue(loc, "value", "schema-invalid-value", f"{format_path(loc)}: {message}", hint)
+
+
+def _fleet_issue(loc: tuple[PathElement, ...], kind: str, error: ErrorDetails) -> SchemaIssue | None:
+    """The errors an agent's declaration makes, said in its terms (design.md section 9); None for others."""
+    if kind == "string_pattern_mismatch" and loc[:1] == ("agents",) and loc[-1] == "url":
+        return SchemaIssue(
+            loc,
+            "value",
+            "schema-invalid-value",
+            f"{format_path(loc)}: {error['input']!r} is not valid",
+            "write https://HOST:PORT and nothing after the port, e.g. https://web-1.internal:9443",
+        )
+    if kind == "string_pattern_mismatch" and loc[:1] == ("targets",) and loc[-1] == "[key]" and "/" in str(loc[1]):
+        name = str(loc[1])
+        message = f"invalid name {name!r} in targets"
+        return SchemaIssue(loc[:-1], "key", "schema-invalid-value", message, _AGENT_NAME_HINT)
+    if kind == "extra_forbidden" and len(loc) == 3 and loc[0] == "targets" and loc[2] == "agent":
+        return SchemaIssue(
+            loc,
+            "key",
+            "agent-target-declared",
+            f"{format_path(loc[:2])}: `agent` is not a kind of the central targets: an agent's targets are "
+            "declared on its host",
+            "declare the agent under agents: and name its local target in a certificate's targets as AGENT/TARGET",
+        )
+    return None
 
 
 def _unwrap(annotation: Any) -> Any:

@@ -109,6 +109,7 @@ def validate_sources(
         refs += [plugin.ref for plugin in declarations.targets.values()]
         refs += [plugin.ref for plugin in declarations.dns_providers.values()]
         refs += [cert.ref for cert in declarations.certificates.values()]
+        refs += [agent.ref for agent in declarations.agents.values()]
         if declarations.kms is not None:
             refs.append(declarations.kms.ref)
         located = {ref: resolve(ref) for ref in refs}

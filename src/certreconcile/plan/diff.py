@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
-from certreconcile.actual.model import ActualCertificate, ActualState, Observations, ServedCertificate
+from certreconcile.actual.model import ActualCertificate, ActualState, AgentRecord, Observations, ServedCertificate
 from certreconcile.desired.model import CertificateSpec, DesiredState, OnDelete
 from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
+from certreconcile.plan.agents import (
+    agent_of,
+    agent_renewals,
+    describe_unreachable,
+    unenrolled_warnings,
+    unreachable_warnings,
+)
 from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, defer, is_backed_off
 from certreconcile.plan.budget import rate_limit_diagnostics
 from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyCheck, DestroyThreshold
@@ -44,8 +52,11 @@ def change_for_name(
     now: datetime,
     *,
     force_rotate: bool = False,
+    agents: Mapping[str, AgentRecord] | None = None,
 ) -> Change | None:
-    """The one change a name needs, or ``None``. Also used by apply to re-check under the lock."""
+    """The one change a name needs, or ``None``. Also used by apply to re-check under the lock.
+
+    ``agents``: the enrolled agents, to say since when an unreachable one was last seen."""
     spec = desired.certificates.get(name)
     if spec is None:
         if current is None or current.origin is Origin.API:
@@ -61,16 +72,20 @@ def change_for_name(
     if reasons:
         change = _issue_or_rotate(Action.ROTATE, spec, current, reasons)
         return replace(change, forced=True) if force_rotate else change
-    return redistribution_for(desired, spec, current, observations)
+    return redistribution_for(desired, spec, current, observations, agents)
 
 
 def redistribution_for(
-    desired: DesiredState, spec: CertificateSpec, current: ActualCertificate, observations: Observations
+    desired: DesiredState,
+    spec: CertificateSpec,
+    current: ActualCertificate,
+    observations: Observations,
+    agents: Mapping[str, AgentRecord] | None = None,
 ) -> Change | None:
     """Push ``current`` where it is missing, stale, failed or unverified; ``None`` when every target is fine."""
     name = spec.name
     served = observations.for_name(name)
-    needs, removed = target_reasons(desired, spec, current, served)
+    needs, removed = target_reasons(desired, spec, current, served, agents)
     finishing = current.status is CertStatus.ISSUED  # stored, not yet verified everywhere
     if not needs and not removed and not finishing:
         return None
@@ -90,13 +105,28 @@ def redistribution_for(
         removed_targets=tuple(removed),
         replaces=current.id,
         replaces_fingerprint=current.fingerprint,
-        served=tuple((t, describe_served(served[t], current)) for t in sorted(needs) if t in served),
+        served=tuple(
+            (t, describe_served(served[t], current, _unreachable_note(desired, t, served[t], agents)))
+            for t in sorted(needs)
+            if t in served
+        ),
         idempotency_key=_idempotency_key(Action.REDISTRIBUTE, name, current.fingerprint, spec),
     )
 
 
-def describe_served(seen: ServedCertificate, current: ActualCertificate) -> str:
-    """What a target serves beside what it should: fingerprint, serial, expiry (or why nothing)."""
+def _unreachable_note(
+    desired: DesiredState, target: str, seen: ServedCertificate, agents: Mapping[str, AgentRecord] | None
+) -> str | None:
+    if not seen.unreachable:
+        return None
+    agent = agent_of(desired, target)
+    return describe_unreachable(agent, (agents or {}).get(agent) if agent is not None else None)
+
+
+def describe_served(seen: ServedCertificate, current: ActualCertificate, unreachable: str | None = None) -> str:
+    """What a target serves beside what it should: fingerprint, serial, expiry (or why nothing).
+
+    ``unreachable``: the target's host did not answer, said so (nothing is known of what it serves)."""
 
     def one(fingerprint: str, serial: str | None, not_after: datetime | None) -> str:
         parts = [f"sha256 {fingerprint[:16]}"]
@@ -107,6 +137,9 @@ def describe_served(seen: ServedCertificate, current: ActualCertificate) -> str:
         return ", ".join(parts)
 
     should = one(current.fingerprint, current.serial_number, current.not_after)
+    if seen.unreachable:
+        error = f": {seen.error}" if seen.error else ""
+        return f"unknown: {unreachable or 'its host did not answer'}{error}; should serve {should}"
     if seen.fingerprint is None:
         return f"nothing ({seen.error or 'no certificate'}); should serve {should}"
     return f"{one(seen.fingerprint, seen.serial_number, seen.not_after)}; should serve {should}"
@@ -160,7 +193,7 @@ def _changes_for_name(
     """The changes one name needs: its one change, or, while its issuance backs off, that change
     deferred (pending, never dropped) plus the redistribution of its valid certificate where missing."""
     current = actual.certificates.get(name)
-    change = change_for_name(desired, name, current, observations, now, force_rotate=forced)
+    change = change_for_name(desired, name, current, observations, now, force_rotate=forced, agents=actual.agents)
     if change is None:
         return [], None
     backoff = actual.backoffs.get(name)
@@ -169,7 +202,7 @@ def _changes_for_name(
     changes = [defer(change, backoff)]
     spec = desired.certificates.get(name)
     if spec is not None and current is not None and is_servable(current, now):
-        redistribution = redistribution_for(desired, spec, current, observations)
+        redistribution = redistribution_for(desired, spec, current, observations, actual.agents)
         if redistribution is not None:
             changes.append(redistribution)  # a backoff never holds back what already exists
     return changes, backoff_diagnostic(name, backoff)
@@ -204,6 +237,9 @@ def build_plan(
     order = {action: index for index, action in enumerate(ACTION_ORDER)}
     changes.sort(key=lambda change: (order[change.action], change.name))
     diagnostics.extend(rate_limit_diagnostics(desired, actual, changes, now))
+    warnings = unenrolled_warnings(desired.agents, actual.agents)
+    seen = ((target, served) for (_, target), served in sorted(observations.served.items()))
+    warnings += unreachable_warnings(desired, seen, actual.agents)
     return Plan(
         changes=tuple(changes),
         created_at=now,
@@ -213,4 +249,6 @@ def build_plan(
         git_commit=desired.git_commit,
         diagnostics=tuple(diagnostics),
         destroy=DestroyCheck(managed=len(actual.certificates), threshold=destroy_threshold),
+        warnings=tuple(warnings),
+        agent_renewals=agent_renewals(desired.agents, actual.agents, now),
     )

@@ -1,4 +1,5 @@
-"""The fleet's part of a plan: agents whose own certificate is due, agents that did not answer."""
+"""The fleet's part of a plan: an agent whose own certificate is due. Plain data, standard library only
+(``plan.plan`` imports it); the planner's checks of agents are in :mod:`certreconcile.plan.agents`."""
 
 from __future__ import annotations
 
@@ -23,3 +24,8 @@ class AgentRenewal:
             "not_after": self.not_after.isoformat() if self.not_after else None,
             "reason": self.reason,
         }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> AgentRenewal:
+        not_after = data.get("not_after")
+        return AgentRenewal(data["name"], datetime.fromisoformat(not_after) if not_after else None, data["reason"])

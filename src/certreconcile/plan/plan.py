@@ -278,8 +278,9 @@ class Plan:
 
     @property
     def is_empty(self) -> bool:
-        """No change at all. A deferred change counts: something declared is not served yet."""
-        return not self.changes
+        """No change at all. A deferred change counts: something declared is not served yet; so does an
+        agent's certificate to renew."""
+        return not self.changes and not self.agent_renewals
 
     @property
     def errors(self) -> tuple[PlanDiagnostic, ...]:
@@ -298,11 +299,20 @@ class Plan:
         """The pending changes that wait for a backoff (still changes: the plan is not empty)."""
         return tuple(change for change in self.changes if change.deferred_until is not None)
 
+    def canonical_change_set(self) -> bytes:
+        """The canonical JSON of the change set: the list of changes, or, when agents' certificates are due
+        too, ``{"changes": [...], "agent_renewals": [...]}`` (so plans without agents keep their digest)."""
+        changes = [change.to_json() for change in self.changes]
+        body: object = changes
+        if self.agent_renewals:
+            body = {"changes": changes, "agent_renewals": [renewal.to_json() for renewal in self.agent_renewals]}
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
     @property
     def change_digest(self) -> str:
-        """SHA-256 of the change set alone (names, actions, domains, targets): what a reviewer approved."""
-        body = json.dumps([change.to_json() for change in self.changes], sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(body.encode()).hexdigest()
+        """SHA-256 of the change set alone (names, actions, domains, targets, agents' renewals): what a
+        reviewer approved."""
+        return hashlib.sha256(self.canonical_change_set()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -318,6 +328,7 @@ class Plan:
             "warnings": list(self.warnings),
             "diagnostics": [diagnostic.to_json() for diagnostic in self.diagnostics],
             "changes": [change.to_json() for change in self.changes],
+            "agent_renewals": [renewal.to_json() for renewal in self.agent_renewals],
         }
 
     def dumps(self) -> str:
@@ -340,4 +351,5 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         warnings=tuple(data.get("warnings", ())),
         diagnostics=tuple(PlanDiagnostic.from_json(d) for d in data.get("diagnostics", ())),
         destroy=DestroyCheck.from_json(data.get("destroy")),
+        agent_renewals=tuple(AgentRenewal.from_json(r) for r in data.get("agent_renewals", ())),
     )

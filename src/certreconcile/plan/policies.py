@@ -10,10 +10,11 @@ import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from certreconcile.actual.model import ActualCertificate, ServedCertificate
+from certreconcile.actual.model import ActualCertificate, AgentRecord, ServedCertificate
 from certreconcile.desired.model import CertificateSpec, DesiredState
 from certreconcile.domain.durations import RenewBefore, format_duration
 from certreconcile.domain.status import CertStatus
+from certreconcile.plan.agents import agent_of, describe_unreachable
 from certreconcile.plan.plan import Reason, ReasonCode
 
 __all__ = ["ROTATION_CHECKS", "is_servable", "renewal_time", "rotation_reasons", "target_reasons"]
@@ -161,26 +162,45 @@ def target_reasons(
     spec: CertificateSpec,
     current: ActualCertificate,
     served: Mapping[str, ServedCertificate],
+    agents: Mapping[str, AgentRecord] | None = None,
 ) -> tuple[dict[str, Reason], list[str]]:
-    """Which targets need the current certificate pushed (with why), and which were removed."""
+    """Which targets need the current certificate pushed (with why), and which were removed.
+
+    A target whose host (an agent) did not answer is never drift: nothing is known of what it serves.
+    What it is owed all the same (never received, older, failed, unverified) stays, saying since when
+    its agent is unreachable (``agents``: the enrolled agents, for their last contact).
+    """
     needs: dict[str, Reason] = {}
     for target in spec.targets:
-        distribution = current.distributions.get(target)
-        target_spec = desired.targets.get(target)
         observed = served.get(target)
-        if distribution is None:
-            needs[target] = Reason(ReasonCode.TARGET_ADDED, f"{target} has not received it yet")
-        elif distribution.fingerprint != current.fingerprint:
-            needs[target] = Reason(ReasonCode.TARGET_UNVERIFIED, f"{target} holds an older certificate")
-        elif target_spec is not None and distribution.target_fingerprint not in (None, target_spec.fingerprint):
-            needs[target] = Reason(ReasonCode.TARGET_CHANGED, f"the declaration of {target} changed")
-        elif distribution.verified_at is None:
-            if distribution.last_error:
-                needs[target] = Reason(ReasonCode.TARGET_FAILED, f"{target} failed last time")
-            else:
-                needs[target] = Reason(ReasonCode.TARGET_UNVERIFIED, f"{target} was never verified")
-        elif observed is not None and observed.fingerprint != current.fingerprint:
-            what = f"{observed.fingerprint[:16]}" if observed.fingerprint else "nothing"
-            needs[target] = Reason(ReasonCode.TARGET_DRIFT, f"{target} serves {what} instead")
+        reason = _target_reason(desired, target, current, observed)
+        if reason is None:
+            continue
+        if observed is not None and observed.unreachable:
+            agent = agent_of(desired, target)
+            record = (agents or {}).get(agent) if agent is not None else None
+            reason = Reason(reason.code, f"{reason.message}; {describe_unreachable(agent, record)}")
+        needs[target] = reason
     removed = sorted(set(current.distributions) - set(spec.targets))
     return needs, removed
+
+
+def _target_reason(  # noqa: PLR0911  one return per reason, in the order they are checked
+    desired: DesiredState, target: str, current: ActualCertificate, observed: ServedCertificate | None
+) -> Reason | None:
+    distribution = current.distributions.get(target)
+    target_spec = desired.targets.get(target)
+    if distribution is None:
+        return Reason(ReasonCode.TARGET_ADDED, f"{target} has not received it yet")
+    if distribution.fingerprint != current.fingerprint:
+        return Reason(ReasonCode.TARGET_UNVERIFIED, f"{target} holds an older certificate")
+    if target_spec is not None and distribution.target_fingerprint not in (None, target_spec.fingerprint):
+        return Reason(ReasonCode.TARGET_CHANGED, f"the declaration of {target} changed")
+    if distribution.verified_at is None:
+        if distribution.last_error:
+            return Reason(ReasonCode.TARGET_FAILED, f"{target} failed last time")
+        return Reason(ReasonCode.TARGET_UNVERIFIED, f"{target} was never verified")
+    if observed is not None and not observed.unreachable and observed.fingerprint != current.fingerprint:
+        what = f"{observed.fingerprint[:16]}" if observed.fingerprint else "nothing"
+        return Reason(ReasonCode.TARGET_DRIFT, f"{target} serves {what} instead")
+    return None

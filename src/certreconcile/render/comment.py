@@ -67,7 +67,7 @@ class ReviewedChanges:
 
 def _canonical_changes(plan: Plan) -> bytes:
     """Exactly the bytes :attr:`Plan.change_digest` hashes."""
-    return json.dumps([change.to_json() for change in plan.changes], sort_keys=True, separators=(",", ":")).encode()
+    return plan.canonical_change_set()
 
 
 def _review_data(plan: Plan) -> str:
@@ -212,7 +212,10 @@ def reviewed_changes_from_comments(text: str) -> ReviewedChanges:
     if hashlib.sha256(raw).hexdigest() != digest:
         raise ReviewDataError("the review data in the plan comments does not match their change-set digest")
     try:
-        changes = tuple(Change.from_json(item) for item in json.loads(raw))
+        data = json.loads(raw)
+        if isinstance(data, dict):  # agents' renewals too (Plan.canonical_change_set)
+            data = data["changes"]
+        changes = tuple(Change.from_json(item) for item in data)
     except (ValueError, KeyError, TypeError) as exc:
         raise ReviewDataError(f"the review data in the plan comments is not a change list: {exc}") from exc
     return ReviewedChanges(digest=digest, changes=changes)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from certreconcile.plan.plan import Action, Change, Plan, Severity
 
-from .text import FINGERPRINT_DISPLAY_LENGTH, summary_line, waiting_marker
+from .text import FINGERPRINT_DISPLAY_LENGTH, agent_renewal_line, summary_line, waiting_marker
 
 __all__ = ["DEFAULT_LIMIT", "escape_markdown", "render_markdown"]
 
@@ -69,7 +69,7 @@ def render_markdown(plan: Plan, *, limit: int = DEFAULT_LIMIT) -> str:
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     summary = _summary(plan, warnings_budget=limit // 4)
-    if plan.is_empty:
+    if not plan.changes:  # nothing, or agents' certificates only (listed in the summary)
         return _hard_cut(summary.rstrip("\n") + "\n", limit)
 
     rows = [_change_row(change) for change in plan.changes]
@@ -108,6 +108,11 @@ def _summary(plan: Plan, *, warnings_budget: int) -> str:
     if not plan.is_empty:
         lines += ["| action | count |", "|:--|--:|"]
         lines += [f"| `{action.symbol}` {action.value} | {plan.count(action)} |" for action in _SUMMARY_ORDER]
+        if plan.agent_renewals:
+            lines.append(f"| `~` renew agent certificate | {len(plan.agent_renewals)} |")
+        lines.append("")
+    if plan.agent_renewals:  # one line each: few agents, and each is a pending change
+        lines += [f"- `~` {escape_markdown(agent_renewal_line(renewal))}" for renewal in plan.agent_renewals]
         lines.append("")
     errors = [d.one_line() for d in plan.diagnostics if d.severity is Severity.ERROR]
     if errors:  # never cut: each one is a reason apply refuses the plan

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from datetime import UTC
 
 from certreconcile.plan.destroy import describe_names
+from certreconcile.plan.fleet import AgentRenewal
 from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Severity
 
-__all__ = ["EMPTY_PLAN_LINE", "HEADER_LINE", "render_text", "summary_line", "waiting_marker"]
+__all__ = ["EMPTY_PLAN_LINE", "HEADER_LINE", "agent_renewal_line", "render_text", "summary_line", "waiting_marker"]
 
 HEADER_LINE = "certreconcile will perform the following actions:"
 EMPTY_PLAN_LINE = "No changes. Certificates match the desired state."
@@ -52,10 +53,18 @@ def summary_line(plan: Plan) -> str:
     retire = plan.count(Action.RETIRE)
     if retire:
         counts.append(f"{retire} to retire")
+    agents = len(plan.agent_renewals)
+    if agents:
+        counts.append(f"{agents} agent certificate{'s' if agents != 1 else ''} to renew")
     waiting = len(plan.deferred)
     if waiting:  # still changes: declared, not served yet; apply skips them until their time
         return "Plan: " + ", ".join(counts) + f" ({waiting} waiting for a retry)."
     return "Plan: " + ", ".join(counts) + "."
+
+
+def agent_renewal_line(renewal: AgentRenewal) -> str:
+    """``renew agent web-1's certificate: expires in 9 days``."""
+    return f"renew agent {_clean(renewal.name)}'s certificate: {_clean(renewal.reason)}"
 
 
 def waiting_marker(change: Change) -> str:
@@ -74,6 +83,9 @@ def render_text(plan: Plan, *, color: bool) -> str:
         lines.append("")
         for change in plan.changes:
             lines.extend(_change_block(change, paint))
+            lines.append("")
+        for renewal in plan.agent_renewals:
+            lines.append(_INDENT_COMMENT + paint.action(Action.ROTATE, "~") + " " + agent_renewal_line(renewal))
             lines.append("")
     destroy = _destroy_warning(plan)
     for warning in (*destroy, *plan.warnings):

@@ -26,6 +26,7 @@ from certreconcile.testing.fake_state.acme import FakeAcme
 from certreconcile.testing.fake_state.audit import FakeAudit
 from certreconcile.testing.fake_state.base import _Data, _NameLock
 from certreconcile.testing.fake_state.certificates import FakeCertificates
+from certreconcile.testing.fake_state.fleet import FakeFleet
 from certreconcile.testing.fake_state.journal import FakeJournal
 from certreconcile.testing.fake_state.key_refs import FakeKeyRefs
 from certreconcile.testing.fake_state.local_ca import FakeLocalCa
@@ -71,7 +72,7 @@ class InMemoryStore:
         return []
 
 
-class InMemorySession(FakeCertificates, FakeJournal, FakeAudit, FakeKeyRefs, FakeLocalCa, FakeAcme):
+class InMemorySession(FakeCertificates, FakeJournal, FakeAudit, FakeKeyRefs, FakeLocalCa, FakeAcme, FakeFleet):
     """Every concern of the fake, composed (implements ``StateSession``)."""
 
 

@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 INVALID = ROOT / "data" / "invalid"
 VALID = ROOT / "data" / "valid"
 EXAMPLES = ROOT.parent / "examples" / "desired-state"
+FLEET_EXAMPLE = ROOT.parent / "examples" / "fleet" / "desired-state"
 
 CASES = sorted(path for path in INVALID.iterdir() if path.is_dir())
-VALID_DIRS = [*sorted(path for path in VALID.iterdir() if path.is_dir()), EXAMPLES]
+VALID_DIRS = [*sorted(path for path in VALID.iterdir() if path.is_dir()), EXAMPLES, FLEET_EXAMPLE]
 
 
 def expected_lines(case: Path) -> list[str]:

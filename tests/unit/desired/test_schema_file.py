@@ -30,3 +30,12 @@ def test_examples_reference_the_schema() -> None:
     for path in files:
         assert path.read_text().startswith(
             "# yaml-language-server: $schema=../../schemas/desired-state.schema.json\n"), path
+
+
+def test_the_fleet_example_references_the_schema() -> None:
+    examples = COMMITTED.parents[1] / "examples" / "fleet" / "desired-state"
+    files = sorted(examples.glob("*.yaml"))
+    assert files
+    for path in files:
+        assert path.read_text().startswith(
+            "# yaml-language-server: $schema=../../../schemas/desired-state.schema.json\n"), path

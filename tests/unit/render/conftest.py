@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from certreconcile.plan.destroy import DestroyCheck, DestroyThreshold
+from certreconcile.plan.fleet import AgentRenewal
 from certreconcile.plan.plan import Action, Change, Plan, PlanDiagnostic, Reason, ReasonCode, Severity, trigger_of
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -234,7 +236,35 @@ def build_sample_plans() -> dict[str, Plan]:
             targets=("edge-nginx",),
         ),
     )
+    fleet = replace(
+        make_plan(
+            make_change(
+                Action.REDISTRIBUTE,
+                "shop",
+                (
+                    ReasonCode.TARGET_UNVERIFIED,
+                    "web-2/edge-nginx holds an older certificate; agent web-2 is unreachable "
+                    "(last seen 2026-12-05T08:15Z)",
+                ),
+                domains=("shop.example.com",),
+                targets=("web-2/edge-nginx",),
+                served=(("web-2/edge-nginx", "unknown: agent web-2 is unreachable (last seen 2026-12-05T08:15Z): "
+                         "connection refused; should serve sha256 9f86d081884c7d65"),),
+            ),
+            warnings=("agent web-2 did not answer (connection refused); last seen 2026-12-05T08:15Z",),
+        ),
+        agent_renewals=(
+            AgentRenewal("lb-1", datetime(2026, 12, 6, 9, 0, tzinfo=UTC), "expired 3 hours ago"),
+            AgentRenewal("web-1", datetime(2026, 12, 15, 12, 0, tzinfo=UTC), "expires in 9 days"),
+        ),
+    )
+    agents_only = replace(
+        make_plan(),
+        agent_renewals=(AgentRenewal("web-1", datetime(2026, 12, 15, 12, 0, tzinfo=UTC), "expires in 9 days"),),
+    )
     return {
+        "fleet": fleet,
+        "agents_only": agents_only,
         "pending": pending,
         "empty": make_plan(),
         "every_action": every_action,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 from datetime import datetime
@@ -29,6 +30,7 @@ from certreconcile.actual.postgres.connection import (
     decode_key_ref,
     encode_key_ref,
 )
+from certreconcile.actual.postgres.fleet import SQL_AGENTS_ALL, agents_from_rows
 from certreconcile.actual.postgres.rows import (
     _SQL_BACKOFFS_ALL,
     _SQL_CURRENT_ALL,
@@ -76,15 +78,17 @@ class PostgresCertificates(PostgresConnection):
                     backoff_rows = cursor.execute(_SQL_BACKOFFS_ALL).fetchall()
                     issuance_rows = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW}).fetchall()
                     order_rows = cursor.execute(_SQL_RECENT_ORDERS, (HISTORY_ORDERS_WINDOW,)).fetchall()
+                    agent_rows = cursor.execute(SQL_AGENTS_ALL).fetchall()
             if meta_row is None:
                 raise _missing_meta()
             # Hundreds of thousands of new objects would trigger many useless GC passes.
             collecting = gc.isenabled()
             gc.disable()
             try:
-                return _build_state(
+                state = _build_state(
                     meta_row, cert_rows, dist_rows, rotation_rows, backoff_rows, issuance_rows, order_rows
                 )
+                return dataclasses.replace(state, agents=agents_from_rows(agent_rows)) if agent_rows else state
             finally:
                 if collecting:
                     gc.enable()

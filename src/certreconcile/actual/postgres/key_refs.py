@@ -43,6 +43,11 @@ _SQL_KEY_REFS: dict[KeyRefTable, tuple[str, str, str]] = {  # select, after, ord
         " AND id > %s::bigint",
         " ORDER BY ApplyStep.id LIMIT %s",
     ),
+    KeyRefTable.FLEET_CA: (  # one row: any page after the first is empty
+        "SELECT 'fleet-ca', key_ref, 'fleet-ca', NULL FROM FleetCa WHERE true",
+        " AND %s::text IS NULL",
+        " LIMIT %s",
+    ),
 }
 
 
@@ -54,6 +59,7 @@ _SQL_REPLACE_KEY_REF: dict[KeyRefTable, str] = {
         "UPDATE ApplyStep SET detail = jsonb_set(detail, '{key_ref}', to_jsonb(%s::text))"
         " WHERE id = %s::bigint AND detail->>'key_ref' = %s"
     ),
+    KeyRefTable.FLEET_CA: "UPDATE FleetCa SET key_ref = %s WHERE %s = 'fleet-ca' AND key_ref = %s",
 }
 
 

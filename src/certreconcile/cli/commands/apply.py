@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from certreconcile import __version__
 from certreconcile.cli.apply_output import apply_with_progress, report
 from certreconcile.cli.common import (
     DEFAULT_DIR,
@@ -204,7 +205,7 @@ def _plan_now(request: _ApplyRequest, desired: DesiredState, settings: Settings,
     _check_destroy(the_plan, env.store, settings, request.allow_destroy, saved=False)
     if the_plan.is_empty:
         if request.output_format == "json":
-            typer.echo(json.dumps({"format_version": 1, "outcome": "noop", "results": []}))
+            typer.echo(json.dumps({"format_version": 1, "version": __version__, "outcome": "noop", "results": []}))
         return None
     if not request.auto_approve:
         _confirm()

@@ -99,7 +99,7 @@ def plan_for(directory: Path, desired: DesiredState, *, refresh: bool, allow_uns
         now,
         settings=settings,
         issuers=issuers,
-        targets=build_targets(desired, settings) if refresh else None,
+        targets=build_targets(desired, settings, store, clock) if refresh else None,
     )
     result = engine.plan(gathered, now, destroy_threshold=settings.destroy_threshold)
     if allow_unset_secrets:

@@ -24,6 +24,10 @@ def status(
     pending (the plan holds a change for it; a declared name never issued is listed as
     not-issued), next-attempt:TIME (a pending change waits for its backoff after failures).
 
+    Then the enrolled agents (design.md section 9): serial and expiry of each agent's own
+    certificate, when it last answered the applier, and its state (ok, not-seen, renewal-due,
+    unreachable with the last error, expired).
+
     Examples: certreconcile status; certreconcile status --format json | jq '.certificates[] | select(.flags != [])'
     """
     from certreconcile.cli.status import render_status_json, render_status_table

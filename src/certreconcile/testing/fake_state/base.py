@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from certreconcile.actual.model import (
+    AgentRecord,
     DistributionState,
 )
 from certreconcile.actual.repository import (
@@ -19,7 +20,9 @@ from certreconcile.actual.repository import (
 from certreconcile.actual.store import (
     AcmeAccountRecord,
     AcmeOrderRecord,
+    AgentCertificateRow,
     CertificateRow,
+    FleetCaRecord,
     FollowedCommit,
     JournalEntry,
     RenewalInfoRecord,
@@ -71,6 +74,15 @@ class _Backoff:
 
 
 @dataclass(slots=True)
+class _Agent:
+    row: AgentCertificateRow
+    enrolled_at: datetime
+    renewed_at: datetime | None = None
+    last_seen_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
 class _Data:
     certificates: dict[str, _Cert]
     rotations: dict[int, _Rotation]
@@ -86,6 +98,8 @@ class _Data:
     followed: FollowedCommit | None = None  # StateMeta.git_source/git_commit
     acme_orders: dict[str, tuple[AcmeOrderRecord, datetime]] = field(default_factory=dict)  # record, created_at
     renewal_infos: dict[str, RenewalInfoRecord] = field(default_factory=dict)
+    fleet_ca: FleetCaRecord | None = None
+    agents: dict[str, _Agent] = field(default_factory=dict)
 
 
 class _NameLock:
@@ -195,3 +209,14 @@ class FakeSessionBase:
 
     def transaction(self) -> AbstractContextManager[None]:
         return self._transaction()
+
+    def _agent_records(self) -> dict[str, AgentRecord]:
+        with self._store._mutex:
+            return {
+                name: AgentRecord(
+                    name=name, serial=agent.row.serial, fingerprint=agent.row.fingerprint,
+                    not_before=agent.row.not_before, not_after=agent.row.not_after, enrolled_at=agent.enrolled_at,
+                    renewed_at=agent.renewed_at, last_seen_at=agent.last_seen_at, last_error=agent.last_error,
+                )
+                for name, agent in sorted(self._data.agents.items())
+            }  # fmt: skip

@@ -106,6 +106,7 @@ class FakeCertificates(FakeSessionBase):
                     for name, entry in sorted(self._data.backoff.items())
                 },
                 issuance_history=self._issuance_history(self._store._clock.now()),
+                agents=self._agent_records(),
             )
 
     def _issuance_history(self, now: datetime) -> IssuanceHistory:

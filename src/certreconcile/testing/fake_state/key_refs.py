@@ -42,6 +42,9 @@ class FakeKeyRefs(FakeSessionBase):
                     )
             case KeyRefTable.ACME_ACCOUNT:
                 pass  # no ACME accounts in memory
+            case KeyRefTable.FLEET_CA:
+                if data.fleet_ca is not None:
+                    found.append(("", StoredKeyRef(table, "fleet-ca", data.fleet_ca.key_ref, "fleet-ca")))
             case KeyRefTable.APPLY_STEP:
                 for index, entry in enumerate(data.journal, start=1):
                     text = entry.detail.get("key_ref")
@@ -60,7 +63,7 @@ class FakeKeyRefs(FakeSessionBase):
             found = self._all_key_refs(table)
         if after is not None:
             bound: object = int(after) if table in (KeyRefTable.ACME_ACCOUNT, KeyRefTable.APPLY_STEP) else after
-            found = [item for item in found if item[0] > bound]  # type: ignore[operator]
+            found = [item for item in found if item[0] > bound] if table is not KeyRefTable.FLEET_CA else []  # type: ignore[operator]
         return [stored for _key, stored in found[:limit]]
 
     def key_ref_usage(self) -> Sequence[KeyRefUsage]:
@@ -72,7 +75,7 @@ class FakeKeyRefs(FakeSessionBase):
                     counts[pair] = counts.get(pair, 0) + 1
         return [KeyRefUsage(kms=kms, key_id=key_id, count=count) for (kms, key_id), count in sorted(counts.items())]
 
-    def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:
+    def replace_key_ref(self, table: KeyRefTable, row_id: str, old: KeyRef, new: KeyRef) -> bool:  # noqa: PLR0911
         new_text = encode_key_ref(new)
         with self._store._mutex:
             data = self._data
@@ -90,6 +93,10 @@ class FakeKeyRefs(FakeSessionBase):
                     data.local_cas[row_id] = (local_ca[0], new_text)
                 case KeyRefTable.ACME_ACCOUNT:
                     return False
+                case KeyRefTable.FLEET_CA:
+                    if data.fleet_ca is None or data.fleet_ca.key_ref.envelope_json != old.envelope_json:
+                        return False
+                    data.fleet_ca = replace(data.fleet_ca, key_ref=decode_key_ref(new_text))
                 case KeyRefTable.APPLY_STEP:
                     index = int(row_id) - 1
                     if not 0 <= index < len(data.journal):
