@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -465,3 +466,51 @@ def test_a_malformed_http_request_gets_an_error_body(web1: Fleet1) -> None:
     client = web1.agent.client(web1.fleet)
     answer = client.post("hello", b"{}", headers={"Content-Length": "x" * 70000})
     assert (answer.status, answer.code) == (431, "agent-request-invalid")
+
+
+def _break_key_mode(agent_dir: Any, fleet: TestFleet) -> str:
+    agent_dir.key_file.chmod(0o644)
+    return "error[agent-tls-invalid]: the agent key"
+
+
+def _certificate_of_another_agent(agent_dir: Any, fleet: TestFleet) -> str:
+    key = serialization.load_pem_private_key(agent_dir.key_file.read_bytes(), None)
+    agent_dir.cert_file.write_text(
+        fleet.ca.issue("web-1", key.public_key(), uris=["spiffe://certreconcile/agent/web-1"])
+    )
+    return "error[agent-name-mismatch]:"
+
+
+def _certificate_of_another_key(agent_dir: Any, fleet: TestFleet) -> str:
+    other = serialization.load_pem_private_key(self_signed_bundle("x", ("x.test",)).key_pem.reveal(), None)
+    agent_dir.cert_file.write_text(
+        fleet.ca.issue("web-8", other.public_key(), uris=["spiffe://certreconcile/agent/web-8"])
+    )
+    return "error[agent-tls-invalid]:"
+
+
+@pytest.mark.parametrize(
+    "breakage", [_break_key_mode, _certificate_of_another_agent, _certificate_of_another_key], ids=lambda f: f.__name__
+)
+def test_the_agent_refuses_to_start_without_its_own_identity(
+    tmp_path: Path, test_fleet: TestFleet, breakage: Any
+) -> None:
+    agent_dir = write_agent_dir(tmp_path / "web-8", test_fleet, "web-8", {"site": {"files": {"dir": "out"}}})
+    expected = breakage(agent_dir, test_fleet)
+    result = subprocess.run(
+        agent_command(agent_dir.config), env=agent_env(), capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert expected in result.stderr.decode()
+
+
+def test_the_agent_refuses_to_start_on_an_address_in_use(tmp_path: Path, test_fleet: TestFleet) -> None:
+    agent_dir = write_agent_dir(tmp_path / "web-8", test_fleet, "web-8", {"site": {"files": {"dir": "out"}}})
+    with socket.socket() as holder:
+        holder.bind((agent_dir.host, agent_dir.port))
+        holder.listen()
+        result = subprocess.run(
+            agent_command(agent_dir.config), env=agent_env(), capture_output=True, timeout=60, check=False
+        )
+    assert result.returncode == 1
+    assert f"error[agent-listen-failed]: cannot listen on 127.0.0.1:{agent_dir.port}" in result.stderr.decode()
