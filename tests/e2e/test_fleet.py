@@ -12,9 +12,9 @@ import json
 import os
 import signal
 import subprocess
-import time
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
