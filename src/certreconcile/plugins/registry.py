@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from certreconcile.actual.store import StateStore
 from certreconcile.desired.kinds import kind_module, kind_names
-from certreconcile.desired.model import IssuerSpec, KmsSpec, PluginSpec, TargetSpec
+from certreconcile.desired.model import DnsProviderSpec, IssuerSpec, KmsSpec, PluginSpec, TargetSpec
 from certreconcile.plugins.ports import Dns01Provider, Issuer, Kms, Target
 
 __all__ = [
@@ -79,4 +79,12 @@ def create_target(spec: TargetSpec, context: PluginContext) -> Target:
 
 
 def create_dns_provider(spec: PluginSpec, context: PluginContext) -> Dns01Provider:
-    return cast(Dns01Provider, _load("dns01", spec.kind)(spec, context))
+    """The declared provider; unless ``follow_cname: false``, wrapped to publish at the end of the
+    CNAME chain of each ``_acme-challenge`` name (:mod:`certreconcile.plugins.dns01.cname`)."""
+    provider = cast(Dns01Provider, _load("dns01", spec.kind)(spec, context))
+    if isinstance(spec, DnsProviderSpec) and spec.follow_cname:
+        from certreconcile.plugins.dns01.cname import CnameFollowingProvider, CnameResolver
+
+        resolver = CnameResolver(spec.resolvers if spec.resolvers is not None else spec.nameservers)
+        provider = CnameFollowingProvider(provider, resolver.follow)
+    return provider
