@@ -2,10 +2,12 @@
 
 Loaded as a plugin by ``tests/conftest.py``. Fixtures:
 
-* ``bind_delegation`` (session): BIND9 ``named -g`` on a free port with two zones. ``cname.test``
+* ``bind_delegation`` (session): BIND9 ``named -g`` on a free port with two zones (and a local
+  root zone: it also resolves recursively, as the resolver of a CA does, never leaving itself). ``cname.test``
   holds only CNAMEs (no update is allowed there): ``_acme-challenge.wild`` and
   ``_acme-challenge.lexi`` point into ``delegated.test`` (one link), ``_acme-challenge.chain``
-  through ``hop.cname.test`` (two links), ``_acme-challenge.loop`` loops. ``delegated.test``
+  through ``hop.cname.test`` (two links), ``_acme-challenge.long`` through twelve links,
+  ``_acme-challenge.loop`` loops. ``delegated.test``
   takes TXT updates signed with a hmac-sha256 TSIG key. Yields :class:`BindDelegation`.
 * ``powerdns`` (session): PowerDNS Authoritative (Debian ``pdns-server`` and
   ``pdns-backend-sqlite3``) on a free DNS port with its HTTP API (``X-API-Key``) on another,
@@ -64,7 +66,11 @@ options {{
     managed-keys-directory "{root}";
     listen-on port {port} {{ 127.0.0.1; }};
     listen-on-v6 {{ none; }};
-    recursion no;
+    // Recursive, as the resolver a CA asks is: a TXT query for an alias gets the CNAME and the TXT
+    // at its end (an authoritative-only BIND stops at the CNAME). The root zone is local too, so
+    // no query ever leaves this server.
+    recursion yes;
+    allow-recursion {{ 127.0.0.1; }};
     allow-query {{ any; }};
     dnssec-validation no;
     notify no;
@@ -73,6 +79,10 @@ controls {{ }};
 key "{TSIG_KEY_NAME}" {{
     algorithm hmac-sha256;
     secret "{secret}";
+}};
+zone "." {{
+    type primary;
+    file "{root}/db.root";
 }};
 zone "{ALIAS_ZONE}" {{
     type primary;
@@ -100,6 +110,20 @@ _acme-challenge.chain  IN CNAME hop.{ALIAS_ZONE}.
 hop                    IN CNAME y.{DELEGATED_ZONE}.
 _acme-challenge.loop   IN CNAME loop2.{ALIAS_ZONE}.
 loop2                  IN CNAME _acme-challenge.loop.{ALIAS_ZONE}.
+_acme-challenge.long   IN CNAME l1.{ALIAS_ZONE}.
+""" + "".join(f"l{n}                     IN CNAME l{n + 1}.{ALIAS_ZONE}.\n" for n in range(1, 11)) + f"""\
+l11                    IN CNAME z.{DELEGATED_ZONE}.
+"""
+
+
+_ROOT_ZONE = f"""$TTL 60
+@       IN SOA ns1. hostmaster. 1 3600 600 86400 60
+@       IN NS  ns1.
+ns1.    IN A   127.0.0.1
+{ALIAS_ZONE}.     IN NS ns1.{ALIAS_ZONE}.
+ns1.{ALIAS_ZONE}. IN A  127.0.0.1
+{DELEGATED_ZONE}.     IN NS ns1.{DELEGATED_ZONE}.
+ns1.{DELEGATED_ZONE}. IN A  127.0.0.1
 """
 
 
@@ -140,6 +164,7 @@ def bind_delegation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BindDe
     (root / "named.conf").write_text(_conf(root, port, secret))
     (root / f"db.{ALIAS_ZONE}").write_text(_zone(ALIAS_ZONE, _ALIASES))
     (root / f"db.{DELEGATED_ZONE}").write_text(_zone(DELEGATED_ZONE))
+    (root / "db.root").write_text(_ROOT_ZONE)
     log = root / "named.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
