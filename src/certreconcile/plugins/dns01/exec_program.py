@@ -58,6 +58,7 @@ class ExecProvider:
         self._env = env
         self._propagation = propagation
         self._propagation_timeout = propagation_timeout
+        self._timeout = config.timeout.delta.total_seconds()  # one run, then it is killed
 
     def _environment(self) -> dict[str, str]:
         environment = {name: self._env[name] for name in _BASE_ENV if self._env.get(name)}
@@ -103,7 +104,6 @@ class ExecProvider:
         argv = [str(self._program), action, fqdn, record.value]
         what = f"DNS provider {self.name}: `{self._program.name} {action} {fqdn}`"
         environment = self._environment()
-        timeout = self._config.timeout.delta.total_seconds()
         try:
             process = subprocess.Popen(
                 argv,
@@ -120,7 +120,7 @@ class ExecProvider:
                 hint="set program to an executable file (chmod +x; a script needs its #! line)",
             ) from exc
         try:
-            output, _ = process.communicate(timeout=timeout)
+            output, _ = process.communicate(timeout=self._timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
