@@ -5,7 +5,7 @@ rfc2136: BIND9 (``bind_server``), records read back from BIND itself; route53: `
 ``tests/dns_servers.py`` over HTTPS (``cloudflare_api``), which also publishes to BIND, so its
 propagation check is real; lexicon: dns-lexicon's ``powerdns`` provider against a real PowerDNS
 (``powerdns``), records read over DNS from PowerDNS; exec: a lego-style hook script
-(``tests/data/dns01/lego-nsupdate.sh``, nsupdate) against BIND; rfc2136-registry: the rfc2136
+(``examples/dns01/lego-nsupdate.sh``, nsupdate) against BIND; rfc2136-registry: the rfc2136
 kind as the registry builds it, wrapped to follow CNAMEs (none here: the wrapper passes the
 records through); fake: :class:`~certreconcile.testing.fake_dns01.FakeDns01Provider`.
 """
@@ -39,7 +39,7 @@ from dns_servers import BindServer, CloudflareApi, MotoRoute53
 from helpers import require_binary
 
 BACKENDS = ["fake", "rfc2136", "route53", "cloudflare", "lexicon", "exec", "rfc2136-registry"]
-HOOK = Path(__file__).parent.parent / "data" / "dns01" / "lego-nsupdate.sh"
+HOOK = Path(__file__).resolve().parents[2] / "examples" / "dns01" / "lego-nsupdate.sh"
 TIMEOUT = timedelta(seconds=30)
 
 

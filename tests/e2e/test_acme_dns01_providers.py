@@ -3,7 +3,7 @@
 * a CNAME delegation: ``_acme-challenge.wild.cname.test CNAME x.delegated.test.`` in BIND9
   (``bind_delegation``); the rfc2136 provider publishes in ``delegated.test`` and a wildcard
   certificate is issued;
-* a lego-style exec hook (``tests/data/dns01/lego-nsupdate.sh``, nsupdate) issues a
+* a lego-style exec hook (``examples/dns01/lego-nsupdate.sh``, nsupdate) issues a
   certificate, called exactly as lego calls it (``present FQDN. VALUE``), also through the
   delegation (it gets the end of the chain, as lego's EffectiveFQDN);
 * the lexicon kind (dns-lexicon's powerdns provider) issues a certificate from a Pebble that
@@ -28,7 +28,7 @@ from helpers import require_binary
 
 pytestmark = pytest.mark.integration
 
-HOOK = Path(__file__).parent.parent / "data" / "dns01" / "lego-nsupdate.sh"
+HOOK = Path(__file__).resolve().parents[2] / "examples" / "dns01" / "lego-nsupdate.sh"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from certreconcile.desired import load_desired, validate_directory
 from certreconcile.desired.model import DnsProviderSpec
 from certreconcile.plugins.dns01.exec_config import ExecConfig
 from certreconcile.plugins.dns01.lexicon_config import LexiconConfig
+from helpers import require_binary
 
 PROVIDERS = """\
 dns_providers:
@@ -90,3 +92,19 @@ def _write(directory: Path, text: str) -> Path:
 def test_invalid_entries(tmp_path: Path, entry: str, codes: list[str]) -> None:
     (tmp_path / "dns.yaml").write_text(f"dns_providers:\n  p: {entry}\n")
     assert [d.code for d in validate_directory(tmp_path)] == codes
+
+
+DNS01_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "dns01"
+
+
+def test_the_dns01_example_is_valid_and_its_hook_passes_shellcheck() -> None:
+    (document,) = sorted((DNS01_EXAMPLE / "desired-state").glob("*.yaml"))
+    modeline = "# yaml-language-server: $schema=../../../schemas/desired-state.schema.json\n"
+    assert document.read_text().startswith(modeline)
+    assert validate_directory(DNS01_EXAMPLE / "desired-state") == []
+    kinds = {spec.kind for spec in load_desired(DNS01_EXAMPLE / "desired-state").dns_providers.values()}
+    assert kinds == {"rfc2136", "lexicon", "exec"}
+    hook = DNS01_EXAMPLE / "lego-nsupdate.sh"
+    assert hook.stat().st_mode & 0o111, "the hook must be executable"
+    result = subprocess.run([require_binary("shellcheck"), str(hook)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
