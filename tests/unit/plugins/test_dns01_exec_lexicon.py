@@ -119,3 +119,22 @@ def test_lexicon_an_api_that_does_not_answer() -> None:
         provider.present(RECORD)
     assert raised.value.code == "dns-server-unreachable", raised.value.one_line()
     assert SECRET not in raised.value.one_line()
+
+
+def test_lexicon_keeps_request_logs_out_of_debug_output() -> None:
+    """Some lexicon providers send their key in the URL: urllib3 and lexicon must not log requests."""
+    import logging
+
+    root = logging.getLogger()
+    saved = root.level, {name: logging.getLogger(name).level for name in ("lexicon", "urllib3", "requests")}
+    root.setLevel(logging.DEBUG)
+    try:
+        for name in saved[1]:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        with pytest.raises(DnsError):
+            _lexicon(pdns_server=f"http://127.0.0.1:{free_dual_port()}").present(RECORD)
+        assert all(logging.getLogger(name).getEffectiveLevel() >= logging.INFO for name in saved[1])
+    finally:
+        root.setLevel(saved[0])
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)

@@ -7,11 +7,14 @@ class lexicon's ``Client`` would build, with the same configuration keys, then c
 ``authenticate`` / ``list_records`` / ``create_record`` / ``delete_record``. Present and
 cleanup list the name first, so presenting twice and removing an absent value are no-ops
 whatever the provider does. Secrets come from the environment variables the declaration
-names, are read at each change, and are masked in every message. lexicon is imported here only.
+names, are read at each change, and are masked in every message. lexicon and the HTTP client
+under it log requests at debug level (some providers put their key in the URL): their loggers are
+kept at INFO or above. lexicon is imported here only.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +34,17 @@ from certreconcile.plugins.ports import DnsTxtRecord
 __all__ = ["LexiconProvider"]
 
 
+#: Loggers that would print request URLs or bodies (a secret in a query string) at debug level.
+_QUIET_LOGGERS = ("lexicon", "urllib3", "requests")
+
+
+def _quiet_debug_logs() -> None:
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def _lexicon() -> tuple[Callable[[], dict[str, bool]], Callable[[str], Any], Any]:
     """lexicon's provider discovery, its module loader and its configuration resolver class."""
     try:
@@ -42,6 +56,7 @@ def _lexicon() -> tuple[Callable[[], dict[str, bool]], Callable[[str], Any], Any
             code="dns-lexicon-missing",
             hint="pip install 'certreconcile[lexicon]'",
         ) from exc
+    _quiet_debug_logs()
     return find_providers, load_provider_module, ConfigResolver
 
 
