@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -19,13 +18,16 @@ import typer
 
 from certreconcile.cli.common import fail, load_directory
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.logging_setup import LogFormat, LogFormatOption, LogLevel, LogLevelOption
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from wsgiref.simple_server import WSGIServer
 
     from certreconcile.actual.store import StateStore
     from certreconcile.apply.executor import ApplyEnvironment
+    from certreconcile.apply.health import Readiness
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.desired.model import DesiredState
     from certreconcile.gitfollow import GitFollowOptions
@@ -129,16 +131,6 @@ def _install_signal_handlers(control: LoopControl) -> None:
         signal.signal(signal.SIGHUP, reload)
 
 
-def _configure_logging() -> None:
-    logger = logging.getLogger("certreconcile.run")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def _summary(result: CycleResult) -> str:
     done = sum(1 for r in result.results if r.outcome == "done")
     skipped = sum(1 for r in result.results if r.outcome == "skipped")
@@ -219,7 +211,11 @@ _RefreshOption = Annotated[bool, typer.Option(help="Probe every target each cycl
 _ConcurrencyOption = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
 _MetricsPortOption = Annotated[
     int | None,
-    typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any free port)."),
+    typer.Option(
+        min=0,
+        max=65535,
+        help="Serve Prometheus metrics (/metrics) and the probes /healthz and /readyz on this port (0: any free port).",
+    ),
 ]
 _MetricsAddressOption = Annotated[str, typer.Option(help="The address the metrics listen on.")]
 _OnceOption = Annotated[bool, typer.Option("--once", help="Run one cycle and exit: 0 if it went well, 1 if not.")]
@@ -242,6 +238,8 @@ def run_command(
     metrics_port: _MetricsPortOption = None,
     metrics_address: _MetricsAddressOption = "127.0.0.1",
     once: _OnceOption = False,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Reconcile continuously: every interval (and on SIGHUP), plan and apply renewals and drift fixes.
 
@@ -254,12 +252,17 @@ def run_command(
     commit (fast-forwards only; with --require-signed-commits, only commits signed by an allowed
     SSH key) as git:<sha> <email>.
     SIGTERM or SIGINT finishes the cycle in flight, then exits 0; SIGHUP runs a cycle now.
+    With --metrics-port, /healthz answers 200 while the process runs and /readyz 200 only while the
+    database answers and the last cycle finished within the interval (+ jitter + 5 minutes).
 
     Examples: certreconcile run --dir certs/ --metrics-port 9402;
     certreconcile run --ref origin/main --git-pull --interval 15m --apply-changes;
     certreconcile run --git git@git.internal:ops/certs.git --branch main --dir certs --interval 5m;
-    certreconcile run --once
+    certreconcile run --once; certreconcile run --log-format json --log-level debug
     """
+    from certreconcile.cli.logging_setup import configure_logging
+
+    configure_logging(log_level, log_format)
     try:
         git = _git_options(git_url, branch, directory, git_dir, require_signed_commits, allowed_signers,
                            other_source=ref is not None or git_pull)  # fmt: skip
@@ -384,18 +387,19 @@ def _run(
     metrics_address: str,
     once: bool,
 ) -> None:
+    from certreconcile.apply.health import Readiness
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.cli.common import cli_clock
     from certreconcile.reconciler import LoopControl, Reconciler, run_forever, sleeper_for
     from certreconcile.wiring import build_environment, open_store
 
     settings = _settings(directory, git)
-    _configure_logging()
     log = logging.getLogger("certreconcile.run")
     store = open_store(settings)
     clock = cli_clock()
     metrics = ReconcilerMetrics()
-    server = _serve_metrics(metrics, metrics_address, metrics_port) if metrics_port is not None else None
+    readiness = Readiness.for_interval(clock, _database_probe(store), interval=interval, jitter=jitter)
+    server = _serve_metrics(metrics, readiness, metrics_address, metrics_port) if metrics_port is not None else None
     control = LoopControl()
     _install_signal_handlers(control)
 
@@ -409,7 +413,8 @@ def _run(
 
     def report(result: CycleResult) -> None:
         last[:] = [result]
-        log.info("%s", _summary(result))
+        readiness.cycle_finished(result.finished_at, result.outcome)
+        log.info("%s", _summary(result), extra={"step": "cycle", "outcome": result.outcome})
 
     log.info(
         "reconciling %s%s every %gs (jitter %g%%)%s",
@@ -425,6 +430,7 @@ def _run(
     finally:
         if server is not None:
             server.shutdown()
+            server.server_close()
             _set_acme_observer(None)
     log.info("stopped")
     if once and last and last[0].outcome in ("error", "partial"):
@@ -437,11 +443,21 @@ def _set_acme_observer(metrics: ReconcilerMetrics | None) -> None:
     set_request_observer(metrics.observe_acme_request if metrics is not None else None)
 
 
-def _serve_metrics(metrics: ReconcilerMetrics, address: str, port: int) -> WSGIServer:
-    from prometheus_client import start_http_server
+def _database_probe(store: StateStore) -> Callable[[], None]:
+    """For /readyz: one query on a new connection; raises CertReconcileError when the database does not answer."""
+
+    def probe() -> None:
+        with store.session() as session:
+            session.meta()
+
+    return probe
+
+
+def _serve_metrics(metrics: ReconcilerMetrics, readiness: Readiness, address: str, port: int) -> WSGIServer:
+    from certreconcile.apply.health import endpoints_app, serve_endpoints
 
     try:
-        server, _ = start_http_server(port, addr=address, registry=metrics.registry)
+        server, _ = serve_endpoints(endpoints_app(metrics.registry, readiness), address, port)
     except OSError as exc:
         raise CertReconcileError(
             f"cannot serve metrics on {address}:{port}: {exc.strerror}",
@@ -450,5 +466,7 @@ def _serve_metrics(metrics: ReconcilerMetrics, address: str, port: int) -> WSGIS
         ) from exc
     _set_acme_observer(metrics)
     host = f"[{address}]" if ":" in address else address
-    logging.getLogger("certreconcile.run").info("serving metrics on http://%s:%d/metrics", host, server.server_port)
+    logging.getLogger("certreconcile.run").info(
+        "serving metrics on http://%s:%d/metrics (probes: /healthz, /readyz)", host, server.server_port
+    )
     return server
