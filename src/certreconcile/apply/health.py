@@ -25,10 +25,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from certreconcile.actual.store import StateStore
 from certreconcile.clock import Clock
 from certreconcile.errors import CertReconcileError
 
-__all__ = ["DEFAULT_READY_GRACE", "Readiness", "ReadyAnswer", "endpoints_app", "serve_endpoints"]
+__all__ = ["DEFAULT_READY_GRACE", "Readiness", "ReadyAnswer", "database_probe", "endpoints_app", "serve_endpoints"]
 
 #: How much longer than its interval (with jitter) a cycle may take before ``/readyz`` fails.
 DEFAULT_READY_GRACE = 300.0
@@ -87,6 +88,16 @@ class Readiness:
         if reasons:
             return ReadyAnswer(False, {"status": "unready", "reason": "; ".join(reasons), **body})
         return ReadyAnswer(True, {"status": "ready", **body})
+
+
+def database_probe(store: StateStore) -> Callable[[], None]:
+    """One query on a new connection; raises CertReconcileError (``database-unavailable``...) when it fails."""
+
+    def probe() -> None:
+        with store.session() as session:
+            session.meta()
+
+    return probe
 
 
 def _json(start_response: StartResponse, status: str, body: dict[str, object]) -> list[bytes]:

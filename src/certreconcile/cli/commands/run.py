@@ -22,7 +22,6 @@ from certreconcile.cli.logging_setup import LogFormat, LogFormatOption, LogLevel
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from wsgiref.simple_server import WSGIServer
 
     from certreconcile.actual.store import StateStore
@@ -387,7 +386,7 @@ def _run(
     metrics_address: str,
     once: bool,
 ) -> None:
-    from certreconcile.apply.health import Readiness
+    from certreconcile.apply.health import Readiness, database_probe
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.cli.common import cli_clock
     from certreconcile.reconciler import LoopControl, Reconciler, run_forever, sleeper_for
@@ -398,7 +397,7 @@ def _run(
     store = open_store(settings)
     clock = cli_clock()
     metrics = ReconcilerMetrics()
-    readiness = Readiness.for_interval(clock, _database_probe(store), interval=interval, jitter=jitter)
+    readiness = Readiness.for_interval(clock, database_probe(store), interval=interval, jitter=jitter)
     server = _serve_metrics(metrics, readiness, metrics_address, metrics_port) if metrics_port is not None else None
     control = LoopControl()
     _install_signal_handlers(control)
@@ -441,16 +440,6 @@ def _set_acme_observer(metrics: ReconcilerMetrics | None) -> None:
     from certreconcile.plugins.issuers.acme.client import set_request_observer
 
     set_request_observer(metrics.observe_acme_request if metrics is not None else None)
-
-
-def _database_probe(store: StateStore) -> Callable[[], None]:
-    """For /readyz: one query on a new connection; raises CertReconcileError when the database does not answer."""
-
-    def probe() -> None:
-        with store.session() as session:
-            session.meta()
-
-    return probe
 
 
 def _serve_metrics(metrics: ReconcilerMetrics, readiness: Readiness, address: str, port: int) -> WSGIServer:
