@@ -24,9 +24,7 @@ def json_lines(stderr: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]  # every line is one JSON object
 
 
-def test_run_logs_one_json_object_per_line_with_the_certificate_fields(
-    tmp_path: Path, cli_env: dict[str, str]
-) -> None:
+def test_run_logs_one_json_object_per_line_with_the_certificate_fields(tmp_path: Path, cli_env: dict[str, str]) -> None:
     desired = write_desired(tmp_path)
     command = [sys.executable, "-m", "certreconcile", "run", "--dir", str(desired), "--once", "--apply-changes"]
     done = subprocess.run(

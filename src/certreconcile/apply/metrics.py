@@ -232,6 +232,22 @@ class _CertificateCollector(Collector):
         yield from (expiration, not_before, renewal, ready, verified)
 
 
+def _register_process_metrics(registry: CollectorRegistry, *, collectors: bool) -> None:
+    """``certreconcile_build_info``; with ``collectors``, the process, platform and GC collectors too
+    (a registry passed in, such as the global one that has them already, is the caller's to equip)."""
+    build_info = Gauge(
+        "certreconcile_build_info",
+        "Always 1: the certreconcile version and the Python version of this process.",
+        ["version", "python_version"],
+        registry=registry,
+    )
+    build_info.labels(version=__version__, python_version=platform.python_version()).set(1)
+    if collectors:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+
+
 class ReconcilerMetrics:
     """The metrics of one reconciler process. Thread-safe (prometheus-client's own locking)."""
 
@@ -289,17 +305,7 @@ class ReconcilerMetrics:
             "Declaration changes the last cycle left alone (run without --apply-changes).",
             registry=self.registry,
         )
-        build_info = Gauge(
-            "certreconcile_build_info",
-            "Always 1: the certreconcile version and the Python version of this process.",
-            ["version", "python_version"],
-            registry=self.registry,
-        )
-        build_info.labels(version=__version__, python_version=platform.python_version()).set(1)
-        if registry is None:  # a registry passed in (the global one has them) is the caller's to equip
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
+        _register_process_metrics(self.registry, collectors=registry is None)
 
     def observe_state(self, desired: DesiredState | None, actual: ActualState) -> None:
         self._certificates.update(certificate_samples(desired, actual))

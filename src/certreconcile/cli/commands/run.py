@@ -18,7 +18,7 @@ import typer
 
 from certreconcile.cli.common import fail, load_directory
 from certreconcile.cli.exit_codes import ExitCode
-from certreconcile.cli.logging_setup import LogFormat, LogFormatOption, LogLevel, LogLevelOption
+from certreconcile.cli.logging_setup import LogFormat, LogFormatOption, LogLevel, LogLevelOption, configure_logging
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -259,8 +259,6 @@ def run_command(
     certreconcile run --git git@git.internal:ops/certs.git --branch main --dir certs --interval 5m;
     certreconcile run --once; certreconcile run --log-format json --log-level debug
     """
-    from certreconcile.cli.logging_setup import configure_logging
-
     configure_logging(log_level, log_format)
     try:
         git = _git_options(git_url, branch, directory, git_dir, require_signed_commits, allowed_signers,
@@ -415,14 +413,7 @@ def _run(
         readiness.cycle_finished(result.finished_at, result.outcome)
         log.info("%s", _summary(result), extra={"step": "cycle", "outcome": result.outcome})
 
-    log.info(
-        "reconciling %s%s every %gs (jitter %g%%)%s",
-        directory if git is None else f"{git.path} of {git.source.split('#')[0]}",
-        f" at {ref}" if ref else f" following {git.branch}" if git else "",
-        interval,
-        jitter * 100,
-        ", applying declaration changes" if apply_changes else "",
-    )
+    log.info("reconciling %s", _what(directory, git, ref, interval, jitter, apply_changes=apply_changes))
     try:
         run_forever(reconciler.cycle, interval=interval, jitter=jitter, control=control, once=once,
                     on_cycle=report, sleep=sleeper_for(clock))  # fmt: skip
@@ -434,6 +425,15 @@ def _run(
     log.info("stopped")
     if once and last and last[0].outcome in ("error", "partial"):
         raise typer.Exit(ExitCode.ERROR)
+
+
+def _what(directory: Path, git: GitFollowOptions | None, ref: str | None, interval: float, jitter: float, *,
+          apply_changes: bool) -> str:  # fmt: skip
+    """What the loop reconciles, how often: the first line of its log."""
+    source = directory if git is None else f"{git.path} of {git.source.split('#')[0]}"
+    following = f" at {ref}" if ref else f" following {git.branch}" if git else ""
+    changes = ", applying declaration changes" if apply_changes else ""
+    return f"{source}{following} every {interval:g}s (jitter {jitter * 100:g}%){changes}"
 
 
 def _set_acme_observer(metrics: ReconcilerMetrics | None) -> None:
