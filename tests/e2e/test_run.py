@@ -438,6 +438,12 @@ def test_acme_requests_are_counted_by_endpoint_and_status(
     assert "other" not in counted
     statuses = {dict(labels)["status"] for (name, labels) in samples if name == "certreconcile_acme_requests_total"}
     assert statuses <= {"200", "201", "204"}
+    timed = {
+        dict(labels)["endpoint"]: value
+        for (name, labels), value in samples.items()
+        if name == "certreconcile_acme_request_duration_seconds_count"
+    }
+    assert timed == counted  # every answer counted was timed too, on both transports (urllib3 and requests)
     assert samples[("certreconcile_issuance_total", (("issuer", "pebble"), ("reason", "new-certificate")))] == 1.0
 
 
