@@ -514,3 +514,22 @@ def test_the_agent_refuses_to_start_on_an_address_in_use(tmp_path: Path, test_fl
         )
     assert result.returncode == 1
     assert f"error[agent-listen-failed]: cannot listen on 127.0.0.1:{agent_dir.port}" in result.stderr.decode()
+
+
+def test_the_agent_logs_one_json_object_per_line(tmp_path: Path, test_fleet: TestFleet) -> None:
+    agent_dir = write_agent_dir(tmp_path / "web-8", test_fleet, "web-8", {"site": {"files": {"dir": "out"}}})
+    env = agent_env({"CERTRECONCILE_LOG_FORMAT": "json", "CERTRECONCILE_LOG_LEVEL": "debug"})
+    with run_agent(agent_dir, test_fleet, env=env) as agent:
+        bundle = self_signed_bundle("jsonlog", ("jsonlog.example.test",))
+        deployed = agent.client(test_fleet).call(request(DeployRequest, target="site", name=bundle.name,
+                                                         domains=bundle.domains, cert_pem=bundle.cert_pem,
+                                                         chain_pem=bundle.chain_pem,
+                                                         key_pem=bundle.key_pem.reveal().decode(),
+                                                         fingerprint=bundle.fingerprint))  # fmt: skip
+        assert deployed.status == 200, deployed.data
+        agent.stop()
+        lines = [line for line in agent.log_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"timestamp", "level", "logger", "message"} <= record.keys() for record in records)
+    assert any("deploy target=site name=jsonlog" in record["message"] for record in records), records
+    assert "PRIVATE KEY" not in "\n".join(lines)

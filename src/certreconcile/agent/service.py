@@ -8,7 +8,6 @@ requests in flight finish.
 from __future__ import annotations
 
 import contextlib
-import logging
 import select
 import signal
 import socket
@@ -114,5 +113,3 @@ def _reload(server: AgentHttpServer, config_path: Path, env: Mapping[str, str]) 
     logger.info("agent %s: configuration reloaded (local targets: %s)", config.name, ", ".join(runtime.targets))
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
