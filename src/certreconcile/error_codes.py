@@ -283,6 +283,7 @@ _CODES: tuple[ErrorCode, ...] = (
         "names in a section are unique across all files; rename one",
     ),
     _code("duplicate-policy", Category.DESIRED_STATE, "declare policy in one file only"),
+    _code("duplicate-notify", Category.DESIRED_STATE, "declare notify in one file only"),
     _code("invalid-duration", Category.DESIRED_STATE, "write a whole number above zero and a unit, e.g. 120s"),
     _code("invalid-port", Category.DESIRED_STATE, "use a port from 1 to 65535"),
     _code(

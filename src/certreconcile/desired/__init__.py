@@ -24,6 +24,7 @@ from certreconcile.desired.agent_refs import agent_specs, agent_target_specs, is
 from certreconcile.desired.documents import KmsCacheConfig
 from certreconcile.desired.kinds import config_class
 from certreconcile.desired.loader import read_sources
+from certreconcile.desired.notify_refs import notify_spec
 from certreconcile.desired.model import (
     DEFAULT_PROPAGATION_TIMEOUT,
     DEFAULT_VERIFY_TIMEOUT,
@@ -170,6 +171,7 @@ def _build(
         git_commit=git_commit,
         git_author_email=git_author_email,
         agents=MappingProxyType(agents),
+        notify=notify_spec(declarations.notify, declarations.notify_ref, located),
     )
 
 

@@ -112,5 +112,9 @@ def validate_sources(
         refs += [agent.ref for agent in declarations.agents.values()]
         if declarations.kms is not None:
             refs.append(declarations.kms.ref)
+        if declarations.notify is not None and declarations.notify_ref is not None:
+            ref = declarations.notify_ref
+            refs.append(ref)
+            refs += [NodeRef(ref.file, (*ref.path, "sinks", name), "key") for name in declarations.notify.sinks]
         located = {ref: resolve(ref) for ref in refs}
     return declarations, diagnostics, located
