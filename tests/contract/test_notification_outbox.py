@@ -71,7 +71,8 @@ def test_finish_sent_retry_and_abandon(session: StateSession) -> None:
         session.enqueue_notification(row(key=key), T0)
     a, b, c = session.claim_notifications(T0, T0 + LEASE, 10)
     session.finish_notification(a.id, NotificationState.SENT, T0 + timedelta(seconds=1))
-    session.finish_notification(b.id, NotificationState.PENDING, T0, error="refused", retry_at=T0 + timedelta(minutes=1))
+    retry_at = T0 + timedelta(minutes=1)
+    session.finish_notification(b.id, NotificationState.PENDING, T0, error="refused", retry_at=retry_at)
     session.finish_notification(c.id, NotificationState.ABANDONED, T0, error="gone")
     by_key = {n.row.event_key: n for n in session.notifications()}
     assert by_key["a"].state is NotificationState.SENT and by_key["a"].sent_at == T0 + timedelta(seconds=1)

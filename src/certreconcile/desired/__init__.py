@@ -24,7 +24,6 @@ from certreconcile.desired.agent_refs import agent_specs, agent_target_specs, is
 from certreconcile.desired.documents import KmsCacheConfig
 from certreconcile.desired.kinds import config_class
 from certreconcile.desired.loader import read_sources
-from certreconcile.desired.notify_refs import notify_spec
 from certreconcile.desired.model import (
     DEFAULT_PROPAGATION_TIMEOUT,
     DEFAULT_VERIFY_TIMEOUT,
@@ -39,6 +38,7 @@ from certreconcile.desired.model import (
     SourceLocation,
     TargetSpec,
 )
+from certreconcile.desired.notify_refs import notify_spec
 from certreconcile.desired.schema import desired_state_json_schema, render_json_schema
 from certreconcile.desired.validate import (
     Declarations,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from certreconcile.desired.fields import ENV_NAME_PATTERN, Duration, ParsedDuration, Wire
 
@@ -42,7 +42,7 @@ class WebhookSinkConfig(Wire):
 class EmailSinkConfig(Wire):
     """An e-mail through an SMTP server."""
 
-    model_config = {**Wire.model_config, "populate_by_name": True}
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True)
 
     host: str = Field(min_length=1, pattern=r"^[^\s]+$")
     """The SMTP server's host name or address."""

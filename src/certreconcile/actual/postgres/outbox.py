@@ -14,10 +14,6 @@ from certreconcile.actual.postgres.connection import PostgresConnection
 
 __all__ = ["PostgresOutbox"]
 
-_COLUMNS = (
-    "id, event_key, sink, event, name, created_at, payload, cert_id::text, state, attempts, next_attempt_at,"
-    " last_error, sent_at"
-)
 _SQL_ENQUEUE = (
     "INSERT INTO NotificationOutbox (event_key, sink, event, name, cert_id, payload, created_at, next_attempt_at)"
     " VALUES (%(event_key)s, %(sink)s, %(event)s, %(name)s, %(cert_id)s, %(payload)s, %(created_at)s, %(due)s)"
@@ -29,7 +25,12 @@ _SQL_CLAIM = (
     "UPDATE NotificationOutbox SET next_attempt_at = %(lease_until)s, attempts = attempts + 1"
     " WHERE id IN (SELECT id FROM NotificationOutbox WHERE state = 'pending' AND next_attempt_at <= %(now)s"
     " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
-    f" RETURNING {_COLUMNS}"
+    " RETURNING id, event_key, sink, event, name, created_at, payload, cert_id::text, state, attempts,"
+    " next_attempt_at, last_error, sent_at"
+)
+_SQL_ALL = (
+    "SELECT id, event_key, sink, event, name, created_at, payload, cert_id::text, state, attempts, next_attempt_at,"
+    " last_error, sent_at FROM NotificationOutbox ORDER BY id"
 )
 _SQL_FINISH = (
     "UPDATE NotificationOutbox SET state = %(state)s, last_error = %(error)s,"
@@ -81,6 +82,6 @@ class PostgresOutbox(PostgresConnection):
 
     def notifications(self) -> Sequence[QueuedNotification]:
         def work(conn: psycopg.Connection[Any]) -> list[QueuedNotification]:
-            return [_queued(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM NotificationOutbox ORDER BY id")]
+            return [_queued(row) for row in conn.execute(_SQL_ALL)]
 
         return self._run("reading the notification outbox", work)
