@@ -51,6 +51,7 @@ class Category(enum.StrEnum):
     TARGET = "target"  # deploying to or verifying a target
     PLAN = "plan"  # plan diagnostics: rate-limit budgets, backoffs
     APPLY = "apply"  # apply as a whole: refusals and failed changes
+    NOTIFY = "notify"  # sending a notification (retried with backoff; never fails a cycle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -750,6 +751,13 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.APPLY,
         "deploy a replacement first (`certreconcile rotate NAME`), or pass --force",
     ),
+    # --- notify
+    _code("notify-failed", Category.NOTIFY, "is the receiver up and answering 2xx? the notification is retried"),
+    _code("notify-env-unset", Category.NOTIFY, "export the variable the sink's *_env key names where run and apply run"),
+    _code("notify-secret-invalid", Category.NOTIFY, "a webhook secret is whsec_ and base64 of 16 to 64 random bytes"),
+    _code("notify-smtp-failed", Category.NOTIFY, "check the SMTP server, its STARTTLS, the login and the addresses"),
+    _code("notify-apprise-missing", Category.NOTIFY, "pip install 'certreconcile[apprise]'"),
+    _code("notify-apprise-failed", Category.NOTIFY, "check each Apprise URL's scheme, the service and its token"),
 )
 
 #: Every registered code, by code.
