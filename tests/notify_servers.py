@@ -52,7 +52,7 @@ class HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 headers = {name.lower(): value for name, value in self.headers.items()}
@@ -95,7 +95,7 @@ def smtp_server(user: str, password: str) -> Iterator[SmtpServer]:
     server = SmtpServer("127.0.0.1", free_port(), [], [])
 
     class Handler:
-        async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
             server.messages.append(email.message_from_bytes(envelope.original_content))
             return "250 OK"
 

@@ -753,7 +753,7 @@ _CODES: tuple[ErrorCode, ...] = (
     ),
     # --- notify
     _code("notify-failed", Category.NOTIFY, "is the receiver up and answering 2xx? the notification is retried"),
-    _code("notify-env-unset", Category.NOTIFY, "export the variable the sink's *_env key names where run and apply run"),
+    _code("notify-env-unset", Category.NOTIFY, "export the variable named by the sink's *_env key where run runs"),
     _code("notify-secret-invalid", Category.NOTIFY, "a webhook secret is whsec_ and base64 of 16 to 64 random bytes"),
     _code("notify-smtp-failed", Category.NOTIFY, "check the SMTP server, its STARTTLS, the login and the addresses"),
     _code("notify-apprise-missing", Category.NOTIFY, "pip install 'certreconcile[apprise]'"),

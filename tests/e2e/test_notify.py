@@ -38,8 +38,8 @@ from notify_servers import HttpReceiver, Post, smtp_server
 pytestmark = pytest.mark.integration
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"notify-canary-hmac-key-0123456789ab").decode()
-SMTP_PASSWORD = "smtp-canary-password-5f2a9c"  # noqa: S105 - a test secret
-APPRISE_TOKEN = "apprise-canary-token-77e1b0"  # noqa: S105 - a test secret
+SMTP_PASSWORD = "smtp-canary-password-5f2a9c"
+APPRISE_TOKEN = "apprise-canary-token-77e1b0"
 
 
 def notify_yaml(sinks: str, expiring_within: str = "1m") -> str:
@@ -282,7 +282,7 @@ def test_unset_secret_and_wrong_password_are_retried_without_leaking(
         cycle = replica(desired, database_url, tmp_path, clock, env).cycle()
         assert not cycle.errors  # notifications never fail a cycle
         assert smtp.messages == []
-    errors = {sink: error for sink, error in query(database_url, "SELECT sink, last_error FROM NotificationOutbox")}
+    errors = dict(query(database_url, "SELECT sink, last_error FROM NotificationOutbox"))
     assert "error[notify-env-unset]" in errors["hook"] and "HOOK_SECRET" in errors["hook"]
     assert "error[notify-smtp-failed]" in errors["mail"] and "SMTPAuthenticationError 535" in errors["mail"]
     assert query(database_url, "SELECT DISTINCT state, attempts FROM NotificationOutbox") == [("pending", 1)]
