@@ -287,3 +287,40 @@ def test_unset_secret_and_wrong_password_are_retried_without_leaking(
     assert "error[notify-smtp-failed]" in errors["mail"] and "SMTPAuthenticationError 535" in errors["mail"]
     assert query(database_url, "SELECT DISTINCT state, attempts FROM NotificationOutbox") == [("pending", 1)]
     assert_no_secret(database_url, caplog.text, repr(cycle), os.linesep.join(errors.values()))
+
+
+def test_the_apply_role_queues_and_sends_notifications(
+    database_url: str, tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from certreconcile.actual.roles import RoleNames, database_roles
+    from helpers import login_url
+
+    tag = uuid.uuid4().hex[:10]
+    names = RoleNames(plan=f"plan_{tag}", apply=f"apply_{tag}", owner=f"owner_{tag}")
+    try:
+        database_roles(database_url, names, execute=True)
+        receiver.start()
+        desired = write_desired(tmp_path)
+        (desired / "notify.yaml").write_text(notify_yaml(webhook_sink(receiver.url)))
+        clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+        apply_url = login_url(database_url, names.apply)
+        cycle = replica(desired, apply_url, tmp_path, clock, {"HOOK_SECRET": WEBHOOK_SECRET}).cycle()
+        assert not cycle.errors and not cycle.failures
+        issued = [("certificate.issued", "api"), ("certificate.issued", "shop")]
+        assert webhook_events(receiver, WEBHOOK_SECRET) == issued
+        with psycopg.connect(login_url(database_url, names.plan)) as conn:  # the plan role reads, never writes
+            assert conn.execute("SELECT count(*) FROM NotificationOutbox WHERE state = 'sent'").fetchone() == (2,)
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("UPDATE NotificationOutbox SET state = 'pending'")
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for role in (names.plan, names.apply, names.owner):
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
