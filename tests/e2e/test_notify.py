@@ -324,3 +324,20 @@ def test_the_apply_role_queues_and_sends_notifications(
                     conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
                     conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
                     conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_apply_sends_its_events_and_stays_quiet_about_secrets(
+    run_cli: Any, cli_env: dict[str, str], database_url: str, tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    receiver.start()
+    desired = write_desired(tmp_path)
+    (desired / "notify.yaml").write_text(notify_yaml(webhook_sink(receiver.url)))
+    env = {**cli_env, "HOOK_SECRET": WEBHOOK_SECRET}
+    result = run_cli("apply", "--dir", str(desired), "--auto-approve", env=env, check_code=0)
+    issued = [("certificate.issued", "api"), ("certificate.issued", "shop")]
+    assert webhook_events(receiver, WEBHOOK_SECRET) == issued
+    actors = query(database_url, "SELECT DISTINCT actor FROM CertAudit WHERE action = 'notified'")
+    assert actors == [("user:e2e-tester",)]  # apply's own actor
+    run_cli("apply", "--dir", str(desired), "--auto-approve", env=env, check_code=0)  # nothing new
+    assert len(receiver.posts) == 2
+    assert_no_secret(database_url, result.stdout + result.stderr)
