@@ -148,7 +148,8 @@ def test_two_replicas_send_each_event_once_to_each_sink(
         (desired / "notify.yaml").write_text(notify_yaml(webhook_sink(receiver.url) + email_sink(smtp.port)
                                                          + apprise_sink()))  # fmt: skip
         env = {"HOOK_SECRET": WEBHOOK_SECRET, "SMTP_USER": "certs", "SMTP_PASSWORD": SMTP_PASSWORD,
-               "APPRISE_URLS": f"json://bot:{APPRISE_TOKEN}@127.0.0.1:{receiver.port}/apprise"}  # fmt: skip
+               "APPRISE_URLS": f"json://bot:{APPRISE_TOKEN}@127.0.0.1:{receiver.port}/apprise/{APPRISE_TOKEN}"
+               }  # fmt: skip
         clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
         replica(desired, database_url, tmp_path, clock, env).cycle()  # issues both certificates
         replicas = [replica(desired, database_url, tmp_path, clock, env) for _ in range(2)]
@@ -161,7 +162,7 @@ def test_two_replicas_send_each_event_once_to_each_sink(
         expected = sorted([("certificate.issued", "api"), ("certificate.issued", "shop")]
                           + [("certificate.renewed", name) for name in ("api", "shop") for _ in range(rounds)])
         hooks = [post for post in receiver.posts if post.path == "/hooks/cert"]
-        chats = [post for post in receiver.posts if post.path == "/apprise"]
+        chats = [post for post in receiver.posts if post.path == f"/apprise/{APPRISE_TOKEN}"]
         receiver.posts[:] = hooks
         assert webhook_events(receiver, WEBHOOK_SECRET) == expected
         assert len({post.headers["webhook-id"] for post in hooks}) == len(hooks)

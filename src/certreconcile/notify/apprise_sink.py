@@ -1,7 +1,7 @@
 """The ``apprise`` sink: chat and push services through Apprise (the optional extra ``certreconcile[apprise]``).
 
 The URLs come from the environment (they carry tokens): never logged, never in an error (a URL is named
-by its position). Apprise's own log is silenced while it sends, as it may print them.
+by its position). Apprise's own log and urllib3's are silenced while it sends, as they may print them.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class AppriseSender:
             ) from None
         text = env_value(self.sink, self.config.urls_env, self.environ, "Apprise URLs")
         urls = [url for url in re.split(r"[\s,]+", text) if url]
-        with _quiet("apprise"):
+        with _quiet("apprise"), _quiet("urllib3"):  # urllib3's debug lines name each request's path
             notifier = apprise.Apprise()
             for index, url in enumerate(urls, start=1):
                 if not notifier.add(url):

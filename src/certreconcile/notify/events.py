@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from certreconcile.actual.model import ActualState
-from certreconcile.apply.results import ChangeResult
+from certreconcile.apply.results import NOT_THE_NAMES_FAULT, ChangeResult
 from certreconcile.desired.model import DesiredState
 from certreconcile.plan.plan import Action
 
@@ -53,18 +53,14 @@ def apply_events(results: Iterable[ChangeResult], actual: ActualState) -> Iterat
     """The events of an apply's change results; ``actual`` (read after the apply) gives the backoffs."""
     for result in results:
         change = result.change
-        if change.action not in (Action.ISSUE, Action.ROTATE):
-            if result.failed_targets and result.cert_id is not None:
-                yield _verification_failed(result)
-            continue
-        if result.outcome == "done" and result.cert_id is not None:
+        if result.outcome == "failed" and result.failed_targets and result.cert_id is not None:
+            yield _verification_failed(result)
+        elif result.outcome == "failed":  # any action: an issuance, a redistribution, a revocation...
+            yield _failed(result, actual)
+        elif result.outcome == "done" and result.cert_id is not None and change.action in (Action.ISSUE, Action.ROTATE):
             event = "renewed" if change.action is Action.ROTATE and change.replaces else "issued"
             yield NotifyEvent(event, change.name, f"{event}:{result.cert_id}", _certificate_data(result, actual),
                               result.cert_id)  # fmt: skip
-        elif result.outcome == "failed" and result.failed_targets and result.cert_id is not None:
-            yield _verification_failed(result)
-        elif result.outcome == "failed":
-            yield _failed(result, actual)
 
 
 def _certificate_data(result: ChangeResult, actual: ActualState) -> dict[str, str]:
@@ -87,11 +83,12 @@ def _failed(result: ChangeResult, actual: ActualState) -> NotifyEvent:
     name = result.change.name
     data = {"error_code": result.error_code or "unknown", "message": result.message}
     data["action"] = result.change.action.value
-    backoff = actual.backoffs.get(name)
+    backs_off = result.change.action in (Action.ISSUE, Action.ROTATE) and result.error_code not in NOT_THE_NAMES_FAULT
+    backoff = actual.backoffs.get(name) if backs_off else None
     if backoff is not None:
         data.update(next_attempt_at=backoff.until.isoformat(), failures=str(backoff.failures))
         key = f"failed:{name}:{backoff.last_failure_at.isoformat()}"
-    else:  # not the name's fault (the CA or the database unreachable): retried at the next cycle
+    else:  # not an issuance the name backs off from (the CA unreachable, a redistribution): the next cycle retries
         key = f"failed:{name}:{result.change.idempotency_key}"
     return NotifyEvent("failed", name, key, data)
 

@@ -10,7 +10,7 @@ again after the lease. A failed delivery is due again after :func:`retry_delay`;
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +19,7 @@ from certreconcile.actual.store import StateSession, StateStore
 from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.clock import Clock
 from certreconcile.desired.model import NotifySpec
+from certreconcile.desired.notify_sinks import EmailSinkConfig, WebhookSinkConfig
 from certreconcile.errors import CertReconcileError
 from certreconcile.notify.events import NotifyEvent
 from certreconcile.notify.message import message_for
@@ -31,8 +32,8 @@ log = logging.getLogger("certreconcile.notify")
 RETRY_FIRST = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
 MAX_ATTEMPTS = 30  # about a day of retries: 30 s doubling to 1 h
-LEASE = timedelta(minutes=5)  # longer than any sink's timeout
-BATCH = 100  # claimed per pass; the rest waits for the next cycle
+LEASE = timedelta(minutes=5)  # a claim's lease, or twice the longest sink timeout if that is longer
+BATCH = 100  # sent per pass, each claimed just before it is sent; the rest waits for the next cycle
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -74,8 +75,7 @@ def deliver_due(
     """Send the notifications due now (one batch): sent, retried later, or abandoned; each outcome recorded."""
     sent = retried = abandoned = 0
     with store.session() as session:
-        now = clock.now()
-        for item in session.claim_notifications(now, now + LEASE, BATCH):
+        for item in _claimed(session, notify, clock):
             spec = notify.sinks.get(item.row.sink) if notify is not None else None
             if spec is None:
                 _abandon(session, item, clock.now(), actor, f"the sink {item.row.sink} is no longer declared")
@@ -103,6 +103,19 @@ def deliver_due(
                         item.row.sink, item.attempts, retry_at.isoformat(), error)  # fmt: skip
             retried += 1
     return Delivered(sent=sent, retried=retried, abandoned=abandoned)
+
+
+def _claimed(session: StateSession, notify: NotifySpec | None, clock: Clock) -> Iterator[QueuedNotification]:
+    """Due rows claimed one at a time (up to BATCH), each leased for longer than its send may take."""
+    timeouts = [spec.config.timeout.delta for spec in (notify.sinks.values() if notify else ())
+                if isinstance(spec.config, WebhookSinkConfig | EmailSinkConfig)]  # fmt: skip
+    lease = max([LEASE, *(2 * timeout for timeout in timeouts)])
+    for _ in range(BATCH):
+        now = clock.now()
+        claimed = session.claim_notifications(now, now + lease, 1)
+        if not claimed:
+            return
+        yield claimed[0]
 
 
 def _abandon(session: StateSession, item: QueuedNotification, now: datetime, actor: str, error: str) -> None:

@@ -71,7 +71,8 @@ def change(action: Action, name: str = "shop", replaces: str | None = None) -> C
 
 def test_apply_events_and_their_keys() -> None:
     backoff = IssuanceBackoff(2, T0, T0 + timedelta(hours=2), None)
-    actual = replace(ActualState.empty(), backoffs=MappingProxyType({"api": backoff}))
+    stale = IssuanceBackoff(1, T0 - timedelta(days=1), T0 - timedelta(hours=23), None)  # www's earlier failure
+    actual = replace(ActualState.empty(), backoffs=MappingProxyType({"api": backoff, "www": stale}))
     results = [
         ChangeResult(change(Action.ISSUE), "done", "issued", cert_id="c1"),
         ChangeResult(change(Action.ROTATE, replaces="c0"), "done", "renewed", cert_id="c2"),
@@ -81,6 +82,7 @@ def test_apply_events_and_their_keys() -> None:
             change(Action.ROTATE, replaces="c2"), "failed", "not served", cert_id="c4", failed_targets=("web",)
         ),
         ChangeResult(change(Action.REDISTRIBUTE), "done", "pushed", cert_id="c4"),
+        ChangeResult(change(Action.REDISTRIBUTE, "api"), "failed", "store down", error_code="database-unavailable"),
     ]
     events = list(apply_events(results, actual))
     assert [(e.event, e.name, e.key) for e in events] == [
@@ -89,6 +91,7 @@ def test_apply_events_and_their_keys() -> None:
         ("failed", "api", f"failed:api:{T0.isoformat()}"),
         ("failed", "www", "failed:www:idem-www-issue"),
         ("verification_failed", "shop", "verification_failed:c4:web"),
+        ("failed", "api", "failed:api:idem-api-redistribute"),
     ]
     assert events[2].data["error_code"] == "acme-account"
     assert events[2].data["next_attempt_at"] == (T0 + timedelta(hours=2)).isoformat()
