@@ -191,3 +191,34 @@ def test_the_example_loads_with_its_sinks() -> None:
         "chat": "apprise", "ops-mail": "email", "ops-webhook": "webhook"}  # fmt: skip
     assert desired.notify.sinks["ops-mail"].events == frozenset({"failed", "expiring"})
     assert len(desired.notify.sinks["chat"].events) == 6
+
+
+def test_an_unreachable_agent_is_told_once_per_outage(tmp_path: Path) -> None:
+    from certreconcile.actual.store import AgentCertificateRow
+    from certreconcile.notify.hook import notify_after
+
+    (tmp_path / "notify.yaml").write_text(
+        "notify:\n  sinks:\n    hook:\n      webhook: {url: 'https://hooks.example.test/x', secret_env: S}\n"
+        "      events: [agent_unreachable]\n"
+    )
+    desired = load_desired(tmp_path)
+    clock = FixedClock(T0)
+    store, recorder = InMemoryStore(clock), Recorder()
+    row = AgentCertificateRow("web-1", "01", "a" * 64, "PEM", T0, T0 + timedelta(days=30))
+    with store.session() as session:
+        session.enroll_agent(row, T0, replace=False)
+        session.record_agent_contact("web-1", T0, None)
+        session.record_agent_contact("web-1", T0 + timedelta(minutes=1), "error[agent-unreachable]: timed out")
+
+    def cycle() -> None:
+        notify_after(desired, store, [], clock, "automation:renewal", {}, senders=recorder.factory)
+
+    cycle()
+    cycle()
+    assert [json.loads(m.body)["data"]["name"] for m in recorder.sent] == ["web-1"]
+    assert json.loads(recorder.sent[0].body)["type"] == "agent.unreachable"
+    with store.session() as session:
+        session.record_agent_contact("web-1", T0 + timedelta(hours=1), None)  # back
+        session.record_agent_contact("web-1", T0 + timedelta(hours=2), "error[agent-unreachable]: refused")
+    cycle()
+    assert len(recorder.sent) == 2  # a new outage, a new event
