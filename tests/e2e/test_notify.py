@@ -342,3 +342,40 @@ def test_apply_sends_its_events_and_stays_quiet_about_secrets(
     run_cli("apply", "--dir", str(desired), "--auto-approve", env=env, check_code=0)  # nothing new
     assert len(receiver.posts) == 2
     assert_no_secret(database_url, result.stdout + result.stderr)
+
+
+def test_two_run_processes_notify_each_event_once(
+    cli_env: dict[str, str], database_url: str, tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from e2e.test_run import wait_for
+
+    receiver.start()
+    # Due 3 to 10 seconds after issuance on each process's test clock (see test_run.py), so renewals repeat.
+    desired = write_desired(tmp_path, CERTIFICATES.replace("renew_before: 59m", "renew_before: 3590s"))
+    (desired / "notify.yaml").write_text(notify_yaml(webhook_sink(receiver.url)))
+    env = {**cli_env, "HOOK_SECRET": WEBHOOK_SECRET,
+           "CERTRECONCILE_TEST_NOW": datetime.now(UTC).replace(microsecond=0).isoformat()}  # fmt: skip
+    command = [sys.executable, "-m", "certreconcile", "run", "--dir", str(desired), "--interval", "1",
+               "--jitter", "50%", "--apply-changes"]  # fmt: skip
+    processes = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]  # fmt: skip
+    try:
+        wait_for(lambda: len(receiver.posts) >= 6, timeout=90)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        logs = [process.communicate(timeout=60)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], logs
+    delivered = webhook_events(receiver, WEBHOOK_SECRET)
+    ids = [post.headers["webhook-id"] for post in receiver.posts]
+    assert len(ids) == len(set(ids))  # never twice
+    sent = query(database_url, "SELECT event, name FROM NotificationOutbox WHERE state = 'sent'")
+    assert delivered == sorted((f"certificate.{event}", name) for event, name in sent)
+    renewed = query(database_url, "SELECT count(*) FROM CertAudit WHERE action = 'renewed'")[0][0]
+    assert delivered.count(("certificate.issued", "api")) == 1 and delivered.count(("certificate.issued", "shop")) == 1
+    assert sum(1 for kind, _ in delivered if kind == "certificate.renewed") <= renewed
+    assert_no_secret(database_url, "\n".join(logs))
