@@ -84,6 +84,7 @@ class Host:
     nginx: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     agent: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started_in: float = 0.0  # seconds from launch to listening
+    start_cpu: float = 0.0  # CPU seconds the agent spent until then
 
     @property
     def nginx_conf(self) -> Path:
@@ -216,6 +217,7 @@ def start_agents(hosts: list[Host]) -> float:
                 raise SystemExit(f"agent {host.name} exited with {host.agent.returncode}: {log}")
             if listening(host.agent_port):
                 host.started_in = time.perf_counter() - launched
+                host.start_cpu = tree_cpu(host.agent.pid)
                 waiting.remove(host)
         if waiting:
             if time.perf_counter() - launched > START_TIMEOUT:
@@ -354,6 +356,11 @@ def print_start(hosts: list[Host], alone: float, together: float) -> None:
     print(
         f"agent start: one alone {alone:.2f} s; the other {len(hosts) - 1} launched together: all listening"
         f" after {together:.2f} s (each: median {statistics.median(rest):.2f} s, max {rest[-1]:.2f} s)"
+    )
+    cpu = statistics.median(host.start_cpu for host in hosts)
+    print(
+        f"agent start CPU: median {cpu:.2f} s per agent ({len(hosts)} agents: {cpu * len(hosts):.0f} CPU-seconds"
+        f" on {os.cpu_count()} CPUs)"
     )
     print(
         f"agent memory (RSS after start): median {statistics.median(rss):.1f} MiB, total {sum(rss):.0f} MiB"
