@@ -65,7 +65,7 @@ from certreconcile.wiring import Settings, build_environment
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fleet_support import agent_command, agent_env
-from issuance import admin_url, free_port, fresh_database
+from issuance import admin_url, free_port, fresh_database, machine_cpu
 from web_servers import find_server_binary, self_signed_bundle, write_initial_files
 
 NAME = "shop"
@@ -308,6 +308,7 @@ class Run:
     applier_cpu: float
     agents_cpu: float
     load: float
+    machine_busy: float  # share of all CPUs busy during the run (anyone's work)
 
 
 def check_served(store: PostgresStore, hosts: list[Host], old: str | None) -> None:
@@ -340,14 +341,15 @@ def run_once(settings: Settings, store: PostgresStore, hosts: list[Host], concur
         plan = engine.rotation_plan(NAME, desired, store, clock.now(), settings=settings)
     assert plan.changes, "nothing to do"
     load = os.getloadavg()[0]
-    cpu, agents = own_cpu(), agents_cpu(hosts)
+    cpu, agents, machine = own_cpu(), agents_cpu(hosts), machine_cpu()
     start = time.perf_counter()
     result = engine.apply(plan, desired, env, concurrency=concurrency)
     seconds = time.perf_counter() - start
-    cpu, agents = own_cpu() - cpu, agents_cpu(hosts) - agents
+    cpu, agents, machine = own_cpu() - cpu, agents_cpu(hosts) - agents, machine_cpu() - machine
     assert result.ok, [failure.message for failure in result.failures][:5]
     check_served(store, hosts, previous.fingerprint if previous else None)
-    return Run("first apply" if first else "rotation", concurrency, seconds, cpu, agents, load)
+    busy = machine / (seconds * (os.cpu_count() or 1))
+    return Run("first apply" if first else "rotation", concurrency, seconds, cpu, agents, load, busy)
 
 
 def print_start(hosts: list[Host], alone: float, together: float) -> None:
@@ -371,13 +373,13 @@ def print_start(hosts: list[Host], alone: float, together: float) -> None:
 def print_runs(runs: list[Run], agents: int, targets: int) -> None:
     print(
         f"{'run':<12} {'agents':>6} {'targets':>7} {'concurrency':>11} {'wall (s)':>9} {'per target (ms)':>16}"
-        f" {'applier CPU/target (ms)':>24} {'agents CPU/target (ms)':>23} {'load':>5}"
+        f" {'applier CPU/target (ms)':>24} {'agents CPU/target (ms)':>23} {'load':>5} {'machine busy':>12}"
     )
     for run in runs:
         print(
             f"{run.label:<12} {agents:>6} {targets:>7} {run.concurrency:>11} {run.seconds:>9.2f}"
             f" {run.seconds / targets * 1000:>16.1f} {run.applier_cpu / targets * 1000:>24.1f}"
-            f" {run.agents_cpu / targets * 1000:>23.1f} {run.load:>5.2f}"
+            f" {run.agents_cpu / targets * 1000:>23.1f} {run.load:>5.2f} {run.machine_busy:>12.0%}"
         )
 
 
@@ -388,6 +390,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--url", default=None, help="admin URL of a PostgreSQL server (may CREATE DATABASE)")
     args = parser.parse_args()
+    # SIGTERM (and SIGINT even when a shell started us in the background) ends the run through the
+    # `finally` blocks, which stop every agent and nginx.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     levels = [int(level) for level in args.concurrency.split(",")]
     targets = args.agents * args.targets_per_agent
     print(f"load average at start: {' '.join(f'{value:.2f}' for value in os.getloadavg())} ({os.cpu_count()} CPUs)")
