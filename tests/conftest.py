@@ -51,6 +51,7 @@ pytest_plugins = [
     "gcp_kms_server",
     "acme_servers",
     "dns_servers",
+    "dns_extra_servers",
     "bao_pki_server",
     "caddy_server",
     "traefik_server",

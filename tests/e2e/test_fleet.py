@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from e2e.conftest import Runner
 from engine import cert, desired_doc, write_desired
 from fleet_hosts import FleetHost, applier_command, can_isolate, enrol, start_hosts
 from handshake_loop import HandshakeLoop
+from web_servers import write_initial_files
 
 NAMES = ("web-1", "web-2", "web-3")
 CERTIFICATES = {"shop": ["shop.example.com"], "api": ["api.example.com"]}
@@ -84,6 +88,13 @@ def _fingerprints(applier: Runner, desired: Path) -> dict[str, str]:
     return {row["name"]: row["fingerprint"] for row in rows}
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def _served(host: FleetHost, name: str) -> str | None:
     return observe_served(host.nginx.address, tuple(CERTIFICATES[name])).fingerprint
 
@@ -140,6 +151,16 @@ def test_one_apply_serves_two_certificates_on_three_hosts_and_rotates_without_a_
         assert _served(host, "api") == before["api"]  # the other certificate untouched
     for row in _status(applier, desired)["certificates"]:  # type: ignore[union-attr]
         assert row["targets_verified"] == row["targets_total"] == 3, row
+
+    # Drift on one host (someone put the old self-signed files back): plan --refresh asks the agent.
+    web3 = hosts[2]
+    write_initial_files(web3.nginx.cert_dir, web3.nginx.initial["shop"])
+    os.kill(web3.nginx.master_pid, signal.SIGHUP)
+    wait_until(lambda: _served(web3, "shop") == web3.nginx.initial["shop"].fingerprint)
+    drift = applier("plan", "--dir", d, "--refresh", "--detailed-exitcode", check_code=2)
+    assert "web-3/edge serves" in drift.stdout and "redistribute" in drift.stdout, drift.stdout
+    applier("apply", "--dir", d, "--auto-approve", "--refresh", check_code=0)
+    assert _served(web3, "shop") == after
 
 
 def test_a_stopped_agent_leaves_the_rotation_open_until_it_is_back(

@@ -7,13 +7,13 @@ requests in flight finish.
 
 from __future__ import annotations
 
-import logging
-import queue
+import contextlib
+import select
 import signal
+import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 
 from certreconcile.agent.config import AgentConfigError, load_agent_config
 from certreconcile.agent.environment import check_environment
@@ -47,29 +47,50 @@ def start(config_path: Path, env: Mapping[str, str]) -> AgentHttpServer:
 def serve(config_path: Path, env: Mapping[str, str]) -> None:
     """Serve until SIGTERM/SIGINT (graceful: requests in flight finish); SIGHUP reloads the configuration."""
     server = start(config_path, env)
-    received: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is safe in a signal handler
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.put(signum)
-
-    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="agent-accept")
-    thread.start()
-    runtime = server.runtime
-    host, port = server.server_address[:2]
-    targets = ", ".join(runtime.targets) or "none"
-    logger.info("agent %s: listening on %s:%s (local targets: %s)", runtime.config.name, host, port, targets)
+    with _signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) as next_signal:
+        thread.start()
+        runtime = server.runtime
+        host, port = server.server_address[:2]
+        targets = ", ".join(runtime.targets) or "none"
+        logger.info("agent %s: listening on %s:%s (local targets: %s)", runtime.config.name, host, port, targets)
+        try:
+            while (signum := next_signal()) == signal.SIGHUP:
+                _reload(server, config_path, env)
+            logger.info("agent %s: stopping (%s)", server.runtime.config.name, signal.Signals(signum).name)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+@contextlib.contextmanager
+def _signals(handled: tuple[signal.Signals, ...]) -> Iterator[Callable[[], int]]:
+    """A function returning each of ``handled`` as it arrives, whichever thread the kernel delivered it to.
+
+    The signal numbers are written to a socket pair by the interpreter's C-level handler
+    (``set_wakeup_fd``), so the main thread wakes even when another thread took the signal.
+    """
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {signum: signal.signal(signum, lambda *_: None) for signum in handled}
+    pending: list[int] = []
+
+    def next_signal() -> int:
+        while not pending:
+            select.select([reader], [], [])
+            pending.extend(number for number in reader.recv(64) if number in handled)
+        return pending.pop(0)
+
     try:
-        while (signum := received.get()) == signal.SIGHUP:
-            _reload(server, config_path, env)
-        logger.info("agent %s: stopping (%s)", server.runtime.config.name, signal.Signals(signum).name)
+        yield next_signal
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
+        reader.close()
+        writer.close()
 
 
 def _reload(server: AgentHttpServer, config_path: Path, env: Mapping[str, str]) -> None:
@@ -92,5 +113,3 @@ def _reload(server: AgentHttpServer, config_path: Path, env: Mapping[str, str]) 
     logger.info("agent %s: configuration reloaded (local targets: %s)", config.name, ", ".join(runtime.targets))
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

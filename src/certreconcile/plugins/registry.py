@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from certreconcile.actual.store import StateStore
 from certreconcile.desired.kinds import kind_module, kind_names
-from certreconcile.desired.model import IssuerSpec, KmsSpec, PluginSpec
+from certreconcile.desired.model import DnsProviderSpec, IssuerSpec, KmsSpec, PluginSpec
 from certreconcile.plugins.context import PluginContext, create_target
 from certreconcile.plugins.ports import Dns01Provider, Issuer, Kms
 
@@ -65,4 +65,12 @@ def create_issuer(spec: IssuerSpec, context: PluginContext, store: StateStore, k
 
 
 def create_dns_provider(spec: PluginSpec, context: PluginContext) -> Dns01Provider:
-    return cast(Dns01Provider, _load("dns01", spec.kind)(spec, context))
+    """The declared provider; unless ``follow_cname: false``, wrapped to publish at the end of the
+    CNAME chain of each ``_acme-challenge`` name (:mod:`certreconcile.plugins.dns01.cname`)."""
+    provider = cast(Dns01Provider, _load("dns01", spec.kind)(spec, context))
+    if isinstance(spec, DnsProviderSpec) and spec.follow_cname:
+        from certreconcile.plugins.dns01.cname import CnameFollowingProvider, CnameResolver
+
+        resolver = CnameResolver(spec.resolvers if spec.resolvers is not None else spec.nameservers)
+        provider = CnameFollowingProvider(provider, resolver.follow)
+    return provider

@@ -169,4 +169,5 @@ def test_the_example_in_examples_agent_is_valid() -> None:
     config = load_agent_config(example)
     assert config.name == "web-1"
     assert sorted(config.targets) == ["edge-nginx", "local-files"]
-    assert config.tls.key_file == example.parent / "tls" / "agent.key"
+    assert config.tls.key_file == Path("/var/lib/certreconcile-agent/agent.key")
+    assert config.tls.ca_file == example.parent / "fleet-ca.crt"

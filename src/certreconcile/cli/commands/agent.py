@@ -16,6 +16,7 @@ import typer
 from certreconcile.cli.commands.agent_enroll import register as register_enrolment
 from certreconcile.cli.common import err, fail
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.logging_setup import LogFormat, LogFormatOption, LogLevel, LogLevelOption, configure_logging
 from certreconcile.errors import CertReconcileError
 
 __all__ = ["agent_app"]
@@ -53,10 +54,10 @@ def _fail(exc: CertReconcileError) -> None:
     fail(exc)
 
 
-def _serve(config: Path) -> None:
-    from certreconcile.agent.service import configure_logging, serve
+def _serve(config: Path, log_level: LogLevel, log_format: LogFormat) -> None:
+    from certreconcile.agent.service import serve
 
-    configure_logging()
+    configure_logging(log_level, log_format)
     try:
         serve(config, os.environ)
     except CertReconcileError as exc:
@@ -75,6 +76,8 @@ def agent_main(
             dir_okay=False,
         ),
     ] = None,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Run the agent (`--config FILE`), or one of the commands below."""
     if ctx.invoked_subcommand is not None:
@@ -83,20 +86,22 @@ def agent_main(
         err(ctx.get_help())
         err("error[agent-config-invalid]: pass --config FILE (the agent's local configuration)")
         raise typer.Exit(ExitCode.ERROR)
-    _serve(config)
+    _serve(config, log_level, log_format)
 
 
 @agent_app.command("serve")
-def agent_serve(config: ConfigOption) -> None:
+def agent_serve(
+    config: ConfigOption, log_level: LogLevelOption = LogLevel.INFO, log_format: LogFormatOption = LogFormat.TEXT
+) -> None:
     """Serve until SIGTERM or SIGINT (requests in flight finish); SIGHUP re-reads the configuration.
 
     Refuses to start (exit 1) when the environment holds database or KMS settings, when the
     configuration is invalid (each problem at file:line:column), or when the agent's certificate is
     not its key's or does not carry its name.
 
-    Example: certreconcile agent serve --config /etc/certreconcile/agent.yaml
+    Example: certreconcile agent serve --config /etc/certreconcile/agent.yaml --log-format json
     """
-    _serve(config)
+    _serve(config, log_level, log_format)
 
 
 @agent_app.command("csr")
