@@ -73,6 +73,7 @@ bench: deps venv
 	$(BIN)/python bench/renewal_query.py
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/distribution.py
+	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/rewrap.py
 
 dist: venv
