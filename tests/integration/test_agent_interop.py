@@ -55,6 +55,12 @@ def test_the_appliers_agent_target_deploys_and_observes(agent: AgentProcess, tes
     target.deploy(bundle)  # raises unless the agent answered verified with this fingerprint
     seen = target.observe("interop", bundle.domains)
     assert (seen.fingerprint, seen.unreachable, seen.error) == (bundle.fingerprint, False, None)
+    # That first observation was the deploy's own proof (the agent's handshake or read-back, just made):
+    # no second round trip. The next one asks the agent again.
+    assert "observe target=site name=interop" not in agent.log_text()
+    again = target.observe("interop", bundle.domains)
+    assert again.fingerprint == bundle.fingerprint
+    assert agent.log_text().count("observe target=site name=interop") == 1
     served = agent.agent.directory / "out" / "interop" / "privkey.pem"
     assert served.read_bytes() == bundle.key_pem.reveal()
 
