@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from certreconcile.cli.commands import apply, audit, db, housekeeping, kms, manual, plan, run, status
+from certreconcile.cli.commands import apply, audit, check, db, housekeeping, kms, manual, plan, run, status
 from certreconcile.cli.common import err
 from certreconcile.cli.exit_codes import ExitCode
 from certreconcile.errors import CertReconcileError
@@ -62,6 +62,7 @@ app.command()(plan.validate)
 app.command()(plan.plan)
 app.command()(apply.apply)
 app.command()(status.status)
+app.command()(check.check)  # `certreconcile check`: the preflight
 app.command()(manual.revoke)
 app.command()(manual.rotate)
 app.command()(housekeeping.schema)
