@@ -13,7 +13,7 @@ from certreconcile.desired.model import AGENT_TARGET_KIND, CertificateSpec, Desi
 from certreconcile.domain.policy import Challenge
 from certreconcile.errors import CertReconcileError
 from certreconcile.http01_check import Http01SelfCheckable
-from certreconcile.plugins.ports import NO_CHECK, Dns01Provider, Kms, SupportsCheck
+from certreconcile.plugins.ports import NO_CHECK, Dns01Provider, SupportsCheck
 from certreconcile.plugins.registry import (
     PluginContext,
     create_dns_provider,
@@ -23,7 +23,7 @@ from certreconcile.plugins.registry import (
 )
 from certreconcile.preflight.challenges import challenge_for, check_dns01, check_http01
 from certreconcile.preflight.report import CheckOutcome, CheckReport, CheckResult, attempt, failed
-from certreconcile.preflight.staging import MemoryAcmeStore, order_from_staging
+from certreconcile.preflight.staging import EphemeralKms, MemoryAcmeStore, order_from_staging
 
 __all__ = ["CheckOptions", "run_checks"]
 
@@ -62,17 +62,16 @@ class _Checker:
         self.results: list[CheckResult] = []
         self.dns: dict[str, Dns01Provider] = {}
 
-    def kms(self) -> Kms | None:
+    def kms(self) -> None:
         subject = f"kms {self.desired.kms.kind}"
         try:
             kms = create_kms(replace(self.desired.kms, cache=None), self.context)
         except CertReconcileError as exc:
             self.results.append(failed(subject, "credentials", exc))
-            return None
+            return
         check = getattr(kms, "check", None)
         action = check if callable(check) else lambda: check_round_trip(kms)
         self.results.append(attempt(subject, "credentials", action))
-        return kms
 
     def providers(self, specs: list[CertificateSpec]) -> None:
         for name in sorted({spec.dns_provider for spec in specs if spec.dns_provider}):
@@ -103,7 +102,7 @@ class _Checker:
             result = _plugin_check(subject, target)
             self.results.append(replace(result, check="test command"))
 
-    def certificate(self, spec: CertificateSpec, kms: Kms | None) -> None:
+    def certificate(self, spec: CertificateSpec) -> None:
         subject = f"certificate {spec.name}"
         issuer_kind = self.desired.issuers[spec.issuer].kind
         challenges = uses_challenges(issuer_kind)
@@ -114,12 +113,10 @@ class _Checker:
             self.results.append(CheckResult(subject, "challenge", CheckOutcome.SKIPPED, why))
         if dns_domains:
             self._dns01(subject, spec, dns_domains)
-        if http_domains and kms is not None:
-            self._http01(subject, spec, http_domains, kms)
-        elif http_domains:
-            self.results.append(CheckResult(subject, "http-01", CheckOutcome.SKIPPED, "the KMS could not be made"))
+        if http_domains:
+            self._http01(subject, spec, http_domains)
         if self.options.order_staging:
-            self._staging(subject, spec, kms, challenges)
+            self._staging(subject, spec, challenges)
 
     def _dns01(self, subject: str, spec: CertificateSpec, domains: tuple[str, ...]) -> None:
         provider = self.dns.get(spec.dns_provider or "")
@@ -130,10 +127,10 @@ class _Checker:
             return
         self.results.append(attempt(subject, "dns-01", lambda: check_dns01(self.desired, spec, provider, domains)))
 
-    def _http01(self, subject: str, spec: CertificateSpec, domains: tuple[str, ...], kms: Kms) -> None:
+    def _http01(self, subject: str, spec: CertificateSpec, domains: tuple[str, ...]) -> None:
         store = cast(StateStore, MemoryAcmeStore())
         try:  # the issuer is only asked for its solver: no directory read, no account
-            issuer = create_issuer(self.desired.issuers[spec.issuer], self.context, store, kms)
+            issuer = create_issuer(self.desired.issuers[spec.issuer], self.context, store, EphemeralKms())
         except CertReconcileError as exc:
             self.results.append(failed(subject, "http-01", exc))
             return
@@ -147,14 +144,12 @@ class _Checker:
             self.results.append(attempt(subject, check, lambda d=domain: check_http01(  # type: ignore[misc]
                 solver, d, self.options.http01_base_url)))  # fmt: skip
 
-    def _staging(self, subject: str, spec: CertificateSpec, kms: Kms | None, challenges: bool) -> None:
-        if not challenges or kms is None:
-            why = "not an ACME issuer" if not challenges else "the KMS could not be made"
-            self.results.append(CheckResult(subject, "staging order", CheckOutcome.SKIPPED, why))
+    def _staging(self, subject: str, spec: CertificateSpec, challenges: bool) -> None:
+        if not challenges:
+            self.results.append(CheckResult(subject, "staging order", CheckOutcome.SKIPPED, "not an ACME issuer"))
             return
         context = replace(self.context, dns_providers=self.dns)
-        the_kms = kms
-        order = lambda: order_from_staging(self.desired, spec, context, the_kms, self.now)  # noqa: E731
+        order = lambda: order_from_staging(self.desired, spec, context, self.now)  # noqa: E731
         self.results.append(attempt(subject, "staging order", order))
 
 
@@ -164,10 +159,10 @@ def run_checks(
     """Every check for the selected certificates and the plug-ins they use; the state database is not opened."""
     specs = _selected(desired, options.names)
     checker = _Checker(desired, context, options, now)
-    kms = checker.kms()
+    checker.kms()
     checker.providers(specs)
     checker.targets(specs)
     for spec in specs:
-        checker.certificate(spec, kms)
+        checker.certificate(spec)
     return CheckReport(tuple(checker.results))
 
