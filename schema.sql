@@ -531,6 +531,20 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION certreconcile_key_ref_usage() FROM PUBLIC;
 
+-- ==== 0014_certificate_imported ====
+
+-- certreconcile migration 0014: `certreconcile import` adopts certificates that exist already (issued by
+-- another tool) without reissuing them: origin 'imported' (owned like 'git': declared, renewed on schedule,
+-- retired or revoked when the declaration goes) and the audit action 'imported'.
+ALTER TABLE Certificate DROP CONSTRAINT chk_cert_origin;
+ALTER TABLE Certificate ADD CONSTRAINT chk_cert_origin CHECK (origin IN ('git','api','imported'));
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped','key_discarded','expiring_soon','expired','fleet_ca_created','agent_enrolled',
+               'agent_renewed','imported')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -546,3 +560,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (10, '0010_certificate_origin
 INSERT INTO SchemaMigration (version, name) VALUES (11, '0011_git_followed_commit');
 INSERT INTO SchemaMigration (version, name) VALUES (12, '0012_audit_lifecycle');
 INSERT INTO SchemaMigration (version, name) VALUES (13, '0013_fleet');
+INSERT INTO SchemaMigration (version, name) VALUES (14, '0014_certificate_imported');
