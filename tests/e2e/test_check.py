@@ -8,9 +8,12 @@ error; afterwards nothing is left in the zone or on disk, and the state database
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +218,28 @@ def test_an_undeclared_name_is_a_usage_error(
     assert result.returncode == 1
     assert "error[name-unknown]: not declared: nope" in result.stderr
     assert os.listdir(desired) == ["certificates.yaml"]
+
+
+def test_http01_through_a_webroot_leaves_no_directory_behind(
+    setup: Callable[..., tuple[Path, dict[str, str], Nginx]], bind_server: BindServer, run_cli: Runner, tmp_path: Path
+) -> None:
+    desired, env, _ = setup()
+    root = tmp_path / "www"
+    root.mkdir()
+    doc = yaml.safe_load((desired / "certificates.yaml").read_text())
+    doc["issuers"]["pebble"]["acme"]["http01"] = {"webroot": {"path": str(root)}}
+    (desired / "certificates.yaml").write_text(yaml.safe_dump(doc))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        result = run_cli("check", "--dir", str(desired), "--http01-base-url", base, "www", env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"served a test token, fetched it from {base}, removed" in result.stdout
+    assert list(root.iterdir()) == []  # no .well-known/acme-challenge left

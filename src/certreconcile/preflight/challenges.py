@@ -6,10 +6,12 @@ record and token presented is removed again, also when the check fails half-way.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 
 from certreconcile.desired.model import DEFAULT_PROPAGATION_TIMEOUT, CertificateSpec, DesiredState
 from certreconcile.domain.names import normalize_domain
@@ -94,6 +96,16 @@ def fetch_challenge(url: str, host: str, timeout: float) -> bytes:
         ) from exc
 
 
+def _missing_directories(solver: Http01Solver) -> list[Path]:
+    """The directories of a webroot solver that do not exist yet, deepest first."""
+    directory = getattr(solver, "challenge_directory", None)
+    missing: list[Path] = []
+    while isinstance(directory, Path) and not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
 def check_http01(solver: Http01Solver, domain: str, base_url: str | None, timeout: float = 5.0) -> str:
     """Serve a random token through ``solver``, fetch it as the CA would, compare, remove it."""
     host = normalize_domain(domain)
@@ -102,11 +114,17 @@ def check_http01(solver: Http01Solver, domain: str, base_url: str | None, timeou
         raise CertReconcileError("--http01-base-url must be http:// or https://", code="usage")
     token, expected = secrets.token_urlsafe(32), _value()
     url = f"{base}{CHALLENGE_PATH}{token}"
-    solver.present(token, f"{token}.{expected}")
+    made = _missing_directories(solver)
     try:
-        body = fetch_challenge(url, host, timeout)
+        solver.present(token, f"{token}.{expected}")
+        try:
+            body = fetch_challenge(url, host, timeout)
+        finally:
+            solver.cleanup(token)
     finally:
-        solver.cleanup(token)
+        for directory in made:  # a webroot's .well-known/acme-challenge made for the check: gone again
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only when empty: an order running meanwhile keeps its token
     if body.decode(errors="replace").strip() != f"{token}.{expected}":
         raise IssuerError(
             f"{url} answered something else than the token it was given",
