@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from certreconcile.plugins.targets.handshake import handshake_observation
 from e2e.conftest import Runner
+from web_servers import Nginx
 
 pytestmark = pytest.mark.integration
 
@@ -51,15 +57,15 @@ def _ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 def _leaf(
     ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], key: KeyTypes, domains: list[str], *, days: int = 90,
-    age: int = 30,
+    age: int = 30, now: datetime.datetime = NOW,
 ) -> x509.Certificate:  # fmt: skip
     ca_key, ca_cert = ca
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])]))
         .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=age))
-        .not_valid_after(NOW - datetime.timedelta(days=age) + datetime.timedelta(days=days))
+        .not_valid_before(now - datetime.timedelta(days=age))
+        .not_valid_after(now - datetime.timedelta(days=age) + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
@@ -210,3 +216,38 @@ def test_bad_imports_are_refused_and_write_nothing(run_cli: Runner, env: dict[st
     message = _refused(run_cli, env, ["shop", "--dir", d, "--cert", good_cert, "--key", good_key],
                        "import-name-managed")  # fmt: skip
     assert "already has a certificate in the state" in message
+
+
+def test_import_of_what_an_nginx_serves_takes_the_chain_it_sends(
+    run_cli: Runner, cli_env: dict[str, str], tmp_path: Path, nginx_server: Callable[..., Nginx]
+) -> None:
+    """The chain comes from the TLS handshake at the target's verify address, not from any file."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca = _ca()
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _leaf(ca, key, DOMAINS, now=now)
+    nginx = nginx_server({"shop": DOMAINS})
+    folder = nginx.cert_dir / "shop"
+    (folder / "fullchain.pem").write_bytes(_pem(leaf) + _pem(ca[1]))
+    (folder / "privkey.pem").write_bytes(_pem_key(key))
+    os.kill(nginx.master_pid, signal.SIGHUP)
+    fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
+    for _ in range(200):  # until the new workers serve it (the reload is asynchronous)
+        if handshake_observation(nginx.address, DOMAINS[0]).fingerprint == fingerprint:
+            break
+        time.sleep(0.05)
+    (folder / "fullchain.pem").write_text("")  # not from the files: from the handshake
+    (folder / "privkey.pem").rename(tmp_path / "shop.key")
+    desired = _desired(tmp_path)
+    doc = yaml.safe_load((desired / "certreconcile.yaml").read_text())
+    doc["targets"]["web"] = {"nginx": {"cert_dir": str(nginx.cert_dir), "test_command": nginx.test_command},
+                             "verify": nginx.address}  # fmt: skip
+    (desired / "certreconcile.yaml").write_text(yaml.safe_dump(doc))
+    out = run_cli("import", "shop", "--dir", str(desired), "--from-target", "web", "--key", str(tmp_path / "shop.key"),
+                  "--format", "json", env=cli_env, check_code=0)  # fmt: skip
+    result = json.loads(out.stdout)
+    assert (result["status"], result["verified_on"], result["fingerprint"]) == ("active", ["web"], fingerprint)
+    with psycopg.connect(cli_env["CERTRECONCILE_DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT cert_pem, chain_pem, origin FROM Certificate").fetchone()
+    assert row == (_pem(leaf).decode(), _pem(ca[1]).decode(), "imported")
+    assert run_cli("plan", "--dir", str(desired), "--detailed-exitcode", env=cli_env).returncode == 0

@@ -133,7 +133,7 @@ def _served_chain(address: str, server_name: str, timeout: float = 10.0) -> list
             sslobj = getattr(tls, "_sslobj", None)
             chain = getattr(sslobj, "get_unverified_chain", None)
             if callable(chain):  # CPython >= 3.10 (public as SSLSocket.get_unverified_chain in 3.13)
-                return [cert.public_bytes(ssl.ENCODING_PEM) for cert in chain() or ()]  # type: ignore[attr-defined]
+                return [str(cert.public_bytes()) for cert in chain() or ()]  # PEM by default
             der = tls.getpeercert(binary_form=True)
             return [ssl.DER_cert_to_PEM_cert(der)] if der else []
     except (OSError, ssl.SSLError, ValueError) as exc:
