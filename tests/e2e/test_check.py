@@ -138,6 +138,7 @@ def test_a_correct_declaration_passes_and_leaves_nothing(
     outcomes = {(r["subject"], r["check"]): r["outcome"] for r in report["results"]}
     assert outcomes == {
         ("kms local", "credentials"): "ok",  # (the key file does not exist yet: not created by a check)
+        ("issuer pebble", "reachable"): "ok",
         ("dns_provider corp-dns", "credentials"): "ok",
         ("target deploy", "test command"): "ok",
         ("target web", "test command"): "ok",
@@ -150,7 +151,7 @@ def test_a_correct_declaration_passes_and_leaves_nothing(
     _assert_nothing_left(bind_server, desired, nginx, before, env["CERTRECONCILE_DATABASE_URL"])
     text = run_cli("check", "--dir", str(desired), "--http01-base-url", base, "app", env=env, check_code=0).stdout
     assert "certificate app" in text and "certificate www" not in text
-    assert "check: 4 passed, 0 failed" in text
+    assert "check: 5 passed, 0 failed" in text
 
 
 def test_a_wrong_tsig_secret_fails_with_its_own_error(
@@ -192,7 +193,7 @@ def test_an_http01_address_nothing_answers_on_fails_with_its_own_error(
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"http-01 www.{bind_server.zone}" in result.stdout
     assert "error[check-http01-unreachable]: nothing answered at " + unreached in result.stdout
-    assert "check: 2 passed, 1 failed" in result.stdout  # the KMS and the files target still pass
+    assert "check: 3 passed, 1 failed" in result.stdout  # the KMS, the issuer and the files target still pass
     _assert_nothing_left(bind_server, desired, nginx, before, env["CERTRECONCILE_DATABASE_URL"])
 
 

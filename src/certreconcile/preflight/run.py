@@ -86,6 +86,18 @@ class _Checker:
                 continue
             self.results.append(_plugin_check(subject, self.dns[name]))
 
+    def issuers(self, specs: list[CertificateSpec]) -> None:
+        """Each issuer's own check (ACME: its directory answers), made with a throwaway store and KMS."""
+        for name in sorted({spec.issuer for spec in specs}):
+            subject = f"issuer {name}"
+            store = cast(StateStore, MemoryAcmeStore())
+            try:
+                issuer = create_issuer(self.desired.issuers[name], self.context, store, EphemeralKms())
+            except CertReconcileError as exc:
+                self.results.append(failed(subject, "reachable", exc))
+                continue
+            self.results.append(replace(_plugin_check(subject, issuer), check="reachable"))
+
     def targets(self, specs: list[CertificateSpec]) -> None:
         for name in sorted({target for spec in specs for target in spec.targets}):
             target_spec = self.desired.targets[name]
@@ -160,6 +172,7 @@ def run_checks(
     specs = _selected(desired, options.names)
     checker = _Checker(desired, context, options, now)
     checker.kms()
+    checker.issuers(specs)
     checker.providers(specs)
     checker.targets(specs)
     for spec in specs:
