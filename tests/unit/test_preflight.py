@@ -13,7 +13,7 @@ from certreconcile.plugins.ports import NO_CHECK
 from certreconcile.plugins.targets.files import FilesTarget
 from certreconcile.plugins.targets.files_config import FilesTargetConfig
 from certreconcile.preflight.challenges import txt_fqdn
-from certreconcile.preflight.report import CheckOutcome, CheckReport
+from certreconcile.preflight.report import CheckOutcome, CheckReport, CheckResult
 from certreconcile.preflight.run import _plugin_check
 
 
@@ -93,3 +93,20 @@ def test_local_kms_check_never_creates_the_key_file(tmp_path: Path) -> None:
     assert not key_file.exists()
     ensure_master_key(key_file)  # what the first apply does
     assert LocalKms(key_file).check().startswith("wrapped and unwrapped a test data key under local:")
+
+
+def test_a_plugin_that_cannot_be_built_fails_its_own_check() -> None:
+    from certreconcile.preflight.run import _make
+
+    results: list[CheckResult] = []
+
+    def broken() -> object:
+        raise ValueError("boom")
+
+    def refused() -> object:
+        raise CertReconcileError("no such key", code="kms-key-missing")
+
+    assert _make(results, "kms odd", "credentials", broken) is None
+    assert _make(results, "kms local", "credentials", refused) is None
+    assert _make(results, "target ok", "test command", lambda: "built") == "built"
+    assert [(r.subject, r.code) for r in results] == [("kms odd", "check-crashed"), ("kms local", "kms-key-missing")]

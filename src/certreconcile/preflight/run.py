@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import cast
+from typing import TypeVar, cast
 
 from certreconcile.actual.store import StateStore
 from certreconcile.crypto.envelope import check_round_trip
@@ -13,7 +15,7 @@ from certreconcile.desired.model import AGENT_TARGET_KIND, CertificateSpec, Desi
 from certreconcile.domain.policy import Challenge
 from certreconcile.errors import CertReconcileError
 from certreconcile.http01_check import Http01SelfCheckable
-from certreconcile.plugins.ports import NO_CHECK, Dns01Provider, SupportsCheck
+from certreconcile.plugins.ports import NO_CHECK, Dns01Provider, Issuer, SupportsCheck
 from certreconcile.plugins.registry import (
     PluginContext,
     create_dns_provider,
@@ -26,6 +28,8 @@ from certreconcile.preflight.report import CheckOutcome, CheckReport, CheckResul
 from certreconcile.preflight.staging import EphemeralKms, MemoryAcmeStore, order_from_staging
 
 __all__ = ["CheckOptions", "run_checks"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,21 @@ def _selected(desired: DesiredState, names: tuple[str, ...]) -> list[Certificate
     return [spec for name, spec in desired.certificates.items() if not names or name in names]
 
 
+def _make(results: list[CheckResult], subject: str, check: str, factory: Callable[[], _T]) -> _T | None:
+    """Build a plug-in for its check; a plug-in that cannot be built fails that check (one line), not the command."""
+    outcome: list[_T] = []
+
+    def build() -> str:
+        outcome.append(factory())
+        return ""
+
+    result = attempt(subject, check, build)
+    if result.outcome is CheckOutcome.FAILED:
+        results.append(result)
+        return None
+    return outcome[0]
+
+
 class _Checker:
     def __init__(self, desired: DesiredState, context: PluginContext, options: CheckOptions, now: datetime) -> None:
         self.desired = desired
@@ -64,10 +83,9 @@ class _Checker:
 
     def kms(self) -> None:
         subject = f"kms {self.desired.kms.kind}"
-        try:
-            kms = create_kms(replace(self.desired.kms, cache=None), self.context)
-        except CertReconcileError as exc:
-            self.results.append(failed(subject, "credentials", exc))
+        spec = replace(self.desired.kms, cache=None)  # every check asks the KMS itself
+        kms = _make(self.results, subject, "credentials", functools.partial(create_kms, spec, self.context))
+        if kms is None:
             return
         check = getattr(kms, "check", None)
         action = check if callable(check) else lambda: check_round_trip(kms)
@@ -79,40 +97,37 @@ class _Checker:
             if spec is None:
                 continue
             subject = f"dns_provider {name}"
-            try:
-                self.dns[name] = create_dns_provider(spec, self.context)
-            except CertReconcileError as exc:
-                self.results.append(failed(subject, "credentials", exc))
-                continue
-            self.results.append(_plugin_check(subject, self.dns[name]))
+            make = functools.partial(create_dns_provider, spec, self.context)
+            provider = _make(self.results, subject, "credentials", make)
+            if provider is not None:
+                self.dns[name] = provider
+                self.results.append(_plugin_check(subject, provider))
+
+    def _issuer(self, name: str) -> Issuer:
+        """An issuer with a throwaway store and KMS: nothing it does is kept (no account, no CA key)."""
+        store = cast(StateStore, MemoryAcmeStore())
+        return create_issuer(self.desired.issuers[name], self.context, store, EphemeralKms())
 
     def issuers(self, specs: list[CertificateSpec]) -> None:
         """Each issuer's own check (ACME: its directory answers), made with a throwaway store and KMS."""
         for name in sorted({spec.issuer for spec in specs}):
             subject = f"issuer {name}"
-            store = cast(StateStore, MemoryAcmeStore())
-            try:
-                issuer = create_issuer(self.desired.issuers[name], self.context, store, EphemeralKms())
-            except CertReconcileError as exc:
-                self.results.append(failed(subject, "reachable", exc))
-                continue
-            self.results.append(replace(_plugin_check(subject, issuer), check="reachable"))
+            issuer = _make(self.results, subject, "reachable", functools.partial(self._issuer, name))
+            if issuer is not None:
+                self.results.append(replace(_plugin_check(subject, issuer), check="reachable"))
 
     def targets(self, specs: list[CertificateSpec]) -> None:
         for name in sorted({target for spec in specs for target in spec.targets}):
             target_spec = self.desired.targets[name]
             subject = f"target {name}"
             if target_spec.kind == AGENT_TARGET_KIND:
-                self.results.append(CheckResult(subject, "test command", CheckOutcome.SKIPPED,
-                                                "served by an agent: the agent checks its own host"))  # fmt: skip
+                why = "served by an agent: the agent checks its own host"
+                self.results.append(CheckResult(subject, "test command", CheckOutcome.SKIPPED, why))
                 continue
-            try:
-                target = create_target(target_spec, self.context)
-            except CertReconcileError as exc:
-                self.results.append(failed(subject, "test command", exc))
-                continue
-            result = _plugin_check(subject, target)
-            self.results.append(replace(result, check="test command"))
+            make_target = functools.partial(create_target, target_spec, self.context)
+            target = _make(self.results, subject, "test command", make_target)
+            if target is not None:
+                self.results.append(replace(_plugin_check(subject, target), check="test command"))
 
     def certificate(self, spec: CertificateSpec) -> None:
         subject = f"certificate {spec.name}"
@@ -140,11 +155,9 @@ class _Checker:
         self.results.append(attempt(subject, "dns-01", lambda: check_dns01(self.desired, spec, provider, domains)))
 
     def _http01(self, subject: str, spec: CertificateSpec, domains: tuple[str, ...]) -> None:
-        store = cast(StateStore, MemoryAcmeStore())
-        try:  # the issuer is only asked for its solver: no directory read, no account
-            issuer = create_issuer(self.desired.issuers[spec.issuer], self.context, store, EphemeralKms())
-        except CertReconcileError as exc:
-            self.results.append(failed(subject, "http-01", exc))
+        # the issuer is only asked for its solver: no directory read, no account
+        issuer = _make(self.results, subject, "http-01", functools.partial(self._issuer, spec.issuer))
+        if issuer is None:
             return
         if not hasattr(issuer, "http01_solver"):
             why = "the issuer has no HTTP-01 solver"
@@ -153,8 +166,8 @@ class _Checker:
         solver = cast(Http01SelfCheckable, issuer).http01_solver
         for domain in domains:
             check = f"http-01 {domain}"
-            self.results.append(attempt(subject, check, lambda d=domain: check_http01(  # type: ignore[misc]
-                solver, d, self.options.http01_base_url)))  # fmt: skip
+            action = functools.partial(check_http01, solver, domain, self.options.http01_base_url)
+            self.results.append(attempt(subject, check, action))
 
     def _staging(self, subject: str, spec: CertificateSpec, challenges: bool) -> None:
         if not challenges:
