@@ -251,3 +251,20 @@ def test_import_of_what_an_nginx_serves_takes_the_chain_it_sends(
         row = conn.execute("SELECT cert_pem, chain_pem, origin FROM Certificate").fetchone()
     assert row == (_pem(leaf).decode(), _pem(ca[1]).decode(), "imported")
     assert run_cli("plan", "--dir", str(desired), "--detailed-exitcode", env=cli_env).returncode == 0
+
+
+def test_a_combined_pem_imports_and_deploys_a_clean_key(run_cli: Runner, env: dict[str, str], tmp_path: Path) -> None:
+    """HAProxy's combined PEM (chain + key in one file, the key in the traditional RSA format) as --cert and --key."""
+    ca = _ca()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf = _leaf(ca, key, DOMAINS)
+    traditional = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption())  # fmt: skip
+    combined = tmp_path / "shop.pem"
+    combined.write_bytes(_pem(leaf) + _pem(ca[1]) + traditional)
+    d = str(_desired(tmp_path, key="rsa-2048"))
+    run_cli("import", "shop", "--dir", d, "--cert", str(combined), "--key", str(combined), env=env, check_code=0)
+    run_cli("apply", "--dir", d, "--auto-approve", env=env, check_code=0)
+    deployed = (tmp_path / "web" / "shop" / "privkey.pem").read_bytes()
+    assert deployed.startswith(b"-----BEGIN PRIVATE KEY-----") and b"CERTIFICATE" not in deployed
+    assert (tmp_path / "web" / "shop" / "fullchain.pem").read_bytes() == _pem(leaf) + _pem(ca[1])

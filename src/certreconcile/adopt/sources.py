@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from certreconcile.crypto.keys import load_private_key, private_key_pem
 from certreconcile.crypto.secret import SecretBytes
 from certreconcile.desired.model import CertificateSpec, TargetSpec
 from certreconcile.domain.certs import split_pem_chain
@@ -68,16 +68,16 @@ def _certificates(data: bytes, path: Path | str, what: str) -> list[str]:
 
 
 def _key(path: Path) -> SecretBytes:
+    """The private key of ``path`` as PKCS#8 PEM (a file may also hold certificates: HAProxy's combined PEM)."""
     data = SecretBytes(_read(path, "key"))
     try:
-        serialization.load_pem_private_key(data.reveal(), password=None)
+        return private_key_pem(load_private_key(data))
     except (ValueError, TypeError):
         raise CertReconcileError(
-            f"the key file {path} holds no unencrypted PEM private key",
+            f"the key file {path} holds no unencrypted ECDSA or RSA PEM private key",
             code="import-file-invalid",
             hint="pass the private key as PEM without a passphrase (e.g. `openssl pkey -in KEY -out plain.pem`)",
         ) from None
-    return data
 
 
 def from_files(cert: Path, key: Path, chain: Path | None = None) -> Adopted:
