@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests need (installed only when missing).
-DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd
+DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils bind9-dnsutils pdns-server pdns-backend-sqlite3 pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd
 DEMO_DIR ?= examples/desired-state
 
 # `make demo` installs the runtime only (the stamp RUNTIME); `make test` adds the test extras (TESTENV).

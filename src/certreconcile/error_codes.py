@@ -51,6 +51,7 @@ class Category(enum.StrEnum):
     TARGET = "target"  # deploying to or verifying a target
     PLAN = "plan"  # plan diagnostics: rate-limit budgets, backoffs
     APPLY = "apply"  # apply as a whole: refusals and failed changes
+    FLEET = "fleet"  # the agent on a server host: its configuration and the requests it refuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +580,20 @@ _CODES: tuple[ErrorCode, ...] = (
         "give the DNS provider's credentials the right to edit records in this zone",
     ),
     _code("check-cleanup-failed", Category.DNS, "remove the test TXT records named in the message by hand"),
+    _code(
+        "dns-cname-lookup-failed",
+        Category.DNS,
+        "declare resolvers: [HOST:PORT] that answer for every zone of the chain, or set follow_cname: false",
+    ),
+    _code("dns-cname-loop", Category.DNS, "fix the CNAMEs of the _acme-challenge chain, or set follow_cname: false"),
     _code("dns-config-invalid", Category.DNS, "fix the DNS provider's declaration named in the message"),
+    _code(
+        "dns-exec-failed",
+        Category.DNS,
+        "run the program by hand with the same arguments (present FQDN VALUE) and fix what it prints",
+    ),
+    _code("dns-exec-not-found", Category.DNS, "fix program: an absolute path to an executable file"),
+    _code("dns-exec-timeout", Category.DNS, "make the program faster, or raise timeout on the exec provider"),
     _code("dns-credentials-invalid", Category.DNS, "copy the key's secret from the server's configuration"),
     _code("dns-credentials-missing", Category.DNS, "set the DNS provider's credentials (see the message for which)"),
     _code("dns-error", Category.DNS, "see the message; the order is retried on the next apply"),
@@ -587,6 +601,12 @@ _CODES: tuple[ErrorCode, ...] = (
         "dns-propagation-timeout",
         Category.DNS,
         "check that the provider publishes to that server; raise propagation_timeout if it is slow",
+    ),
+    _code("dns-lexicon-missing", Category.DNS, "pip install 'certreconcile[lexicon]'"),
+    _code(
+        "dns-lexicon-provider-unknown",
+        Category.DNS,
+        "name one of lexicon's providers (lexicon --help lists them), or pip install 'dns-lexicon[NAME]'",
     ),
     _code("dns-provider-error", Category.DNS, "see the provider's error code in the message; retry later"),
     _code("dns-sdk-missing", Category.DNS, "pip install 'certreconcile[aws]'"),
@@ -772,6 +792,57 @@ _CODES: tuple[ErrorCode, ...] = (
         "revoke-still-served",
         Category.APPLY,
         "deploy a replacement first (`certreconcile rotate NAME`), or pass --force",
+    ),
+    # --- fleet: the agent on a server host (certreconcile.agent)
+    _code("agent-bundle-mismatch", Category.FLEET, "send the certificate with its own key and fingerprint"),
+    _code(
+        "agent-certificate-refused",
+        Category.FLEET,
+        "sign a CSR from this agent with the fleet CA of its ca_file; the certificate must be valid now",
+    ),
+    _code(
+        "agent-client-refused",
+        Category.FLEET,
+        "only the applier's certificate (fleet CA, URI SAN spiffe://certreconcile/applier) may call an agent",
+    ),
+    _code(
+        "agent-config-forbidden-setting",
+        Category.FLEET,
+        "remove it: the agent holds no database URL and no KMS settings, the applier does",
+    ),
+    _code("agent-config-invalid", Category.FLEET, "fix the agent's configuration file at the positions listed"),
+    _code(
+        "agent-environment-forbidden",
+        Category.FLEET,
+        "unset the variables named in the agent's service (e.g. its systemd unit); only the applier needs them",
+    ),
+    _code("agent-listen-failed", Category.FLEET, "choose a free address in `listen`, or stop what holds it"),
+    _code(
+        "agent-name-mismatch",
+        Category.FLEET,
+        "the certificate must be for this agent's key and carry spiffe://certreconcile/agent/<its name>",
+    ),
+    _code("agent-request-invalid", Category.FLEET, "POST a request of certreconcile.fleet.protocol to /v1/<operation>"),
+    _code("agent-request-replayed", Category.FLEET, "send each request with a fresh nonce"),
+    _code(
+        "agent-request-stale",
+        Category.FLEET,
+        "check both hosts' clocks (NTP); a request is valid within the agent's request_window only",
+    ),
+    _code(
+        "agent-target-kind-refused",
+        Category.FLEET,
+        "an agent runs local targets only: declare agent, ssh and aws_acm targets centrally",
+    ),
+    _code(
+        "agent-target-unknown",
+        Category.FLEET,
+        "declare the target in the agent's configuration, or name one of its local targets",
+    ),
+    _code(
+        "agent-tls-invalid",
+        Category.FLEET,
+        "make the key with `agent csr`, enrol it (`agent enroll`), and check key_file (0600), cert_file, ca_file",
     ),
 )
 

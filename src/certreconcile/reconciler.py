@@ -181,7 +181,7 @@ class Reconciler:
             warnings = (*warnings, *held_back)
         except CertReconcileError as exc:
             errors.append(exc.one_line())
-            log.error("cycle failed: %s", exc.one_line())  # noqa: TRY400  one line: a traceback may hold secrets
+            log.error("cycle failed: %s", exc.one_line(), extra={"step": "cycle", "code": exc.code})  # noqa: TRY400  one line
         result = CycleResult(
             started_at=started.timestamp(),
             finished_at=self.clock.now().timestamp(),
@@ -221,6 +221,7 @@ class Reconciler:
                     change.action.value,
                     change.name,
                     ", ".join(reason.code.value for reason in change.reasons),
+                    extra={"certificate": change.name, "step": change.action.value, "outcome": "deferred"},
                 )
             return declaration.changes, ()
         allowed, deferred = self._within_destroy_threshold(declaration, desired, actual, now)
@@ -266,19 +267,16 @@ class Reconciler:
             self.metrics.observe_apply(applied, time.monotonic() - began)
         for result in applied.results:
             level = logging.ERROR if result.outcome == "failed" else logging.INFO
-            log.log(
-                level,
-                "%s %s %s: %s: %s [%s]",
-                result.change.action.symbol,
-                result.change.action.value,
-                result.change.name,
-                result.outcome,
-                result.message,
-                env.actor,
-            )
+            change = result.change
+            fields = {"certificate": change.name, "issuer": change.issuer, "serial": result.serial,
+                      "step": change.action.value, "outcome": result.outcome, "actor": env.actor,
+                      "code": result.error_code}  # fmt: skip
+            log.log(level, "%s %s %s: %s: %s [%s]", change.action.symbol, change.action.value, change.name,
+                    result.outcome, result.message, env.actor, extra=fields)  # fmt: skip
         for agent in applied.agents:
             log.log(logging.ERROR if agent.outcome == "failed" else logging.INFO,
-                    "~ renew-agent %s: %s: %s [%s]", agent.name, agent.outcome, agent.message, env.actor)  # fmt: skip
+                    "~ renew-agent %s: %s: %s [%s]", agent.name, agent.outcome, agent.message, env.actor,
+                    extra={"step": "renew-agent", "outcome": agent.outcome, "actor": env.actor})  # fmt: skip
             if agent.outcome == "failed":
                 errors.append(agent.message)
         return list(applied.results)

@@ -12,7 +12,20 @@ from typing import Annotated
 
 import typer
 
-from certreconcile.cli.commands import apply, audit, check, db, housekeeping, import_, kms, manual, plan, run, status
+from certreconcile.cli.commands import (
+    agent,
+    apply,
+    audit,
+    check,
+    db,
+    housekeeping,
+    import_,
+    kms,
+    manual,
+    plan,
+    run,
+    status,
+)
 from certreconcile.cli.common import err
 from certreconcile.cli.exit_codes import ExitCode
 from certreconcile.errors import CertReconcileError
@@ -71,6 +84,7 @@ app.command()(housekeeping.init)
 app.add_typer(db.db_app, name="db")
 app.add_typer(kms.kms_app, name="kms")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(agent.agent_app, name="agent")
 
 
 def _is_usage_exception(exc: BaseException) -> bool:

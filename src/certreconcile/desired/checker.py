@@ -211,16 +211,19 @@ class Checker:
             self._issuer_findings(file, (section, name, kind), kind, config)
         propagation_timeout: timedelta | None = None
         nameservers: tuple[str, ...] | None = None
+        follow_cname, resolvers = True, None
         if isinstance(entry, DnsProviderEntry):
             propagation_timeout, nameservers = _parsed(entry.propagation_timeout), entry.nameservers
+            follow_cname, resolvers = entry.follow_cname, entry.resolvers
         sni: str | None = None
         verify_timeout: timedelta | None = None
         if isinstance(entry, TargetEntry):
             sni, verify_timeout = entry.sni, _parsed(entry.verify_timeout)
             self.target_dirs.extend(target_dirs(file, section, name, kind, config))
         merged[name] = DeclaredPlugin(
-            name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout
-        )
+            name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout,
+            follow_cname, resolvers,
+        )  # fmt: skip
 
     def _issuer_findings(self, file: str, path: tuple[PathElement, ...], kind: str, config: BaseModel) -> None:
         """The kind's own rules over its configuration (``config_findings``), paths relative to it."""

@@ -54,6 +54,9 @@ class DeclaredPlugin:
     # Targets only: the server name for verification handshakes, and how long to retry them.
     sni: str | None = None
     verify_timeout: timedelta | None = None
+    # DNS providers only: follow the CNAME of _acme-challenge names, through which servers.
+    follow_cname: bool = True
+    resolvers: tuple[str, ...] | None = None
 
 
 class DeclaredAgent(NamedTuple):

@@ -174,6 +174,14 @@ class DnsProviderEntry(PluginEntry):
     nameservers: tuple[HostPort, ...] | None = None
     """HOST:PORT of the name servers to check; null: the zone's NS records, each on port 53
     (route53: null skips this check, the change being INSYNC is enough)."""
+    follow_cname: bool = True
+    """Follow the CNAME chain of ``_acme-challenge.<name>`` (a delegation to another zone or to an
+    acme-dns server) and publish the TXT record at its end, as lego does; false: publish at
+    ``_acme-challenge.<name>`` itself."""
+    resolvers: tuple[HostPort, ...] | None = None
+    """HOST:PORT of the servers asked to follow that CNAME chain (recursive resolvers, or servers
+    authoritative for every zone of the chain); null: the nameservers when declared, else the
+    system resolver."""
 
 
 # ---------------------------------------------------------------- policy and certificates

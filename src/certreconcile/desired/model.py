@@ -91,6 +91,10 @@ DEFAULT_VERIFY_TIMEOUT = timedelta(seconds=30)
 class DnsProviderSpec(PluginSpec):
     propagation_timeout: timedelta = DEFAULT_PROPAGATION_TIMEOUT  # upper bound of the wait before validation
     nameservers: tuple[str, ...] | None = None  # HOST:PORT to check; None: the zone's NS records on port 53
+    # Follow the CNAME chain of ``_acme-challenge.<name>`` and publish at its end (lego's default).
+    follow_cname: bool = True
+    # HOST:PORT asked to follow that chain; None: the nameservers when declared, else the system resolver.
+    resolvers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
