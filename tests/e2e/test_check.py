@@ -168,18 +168,33 @@ def test_a_wrong_tsig_secret_fails_with_its_own_error(
     _assert_nothing_left(bind_server, desired, nginx, before, env["CERTRECONCILE_DATABASE_URL"])
 
 
+@pytest.mark.parametrize(
+    ("follow_cname", "code", "says"),
+    [
+        # the default: the chain of _acme-challenge is followed first, through the declared servers
+        (True, "dns-cname-lookup-failed", "could not follow the CNAME of _acme-challenge.app.not-hosted.example: "),
+        (False, "dns-zone-not-found", "is authoritative for no zone holding _acme-challenge.app.not-hosted.example"),
+    ],
+)
 def test_a_zone_the_server_does_not_host_fails_with_its_own_error(
-    setup: Callable[..., tuple[Path, dict[str, str], Nginx]], bind_server: BindServer, run_cli: Runner
+    setup: Callable[..., tuple[Path, dict[str, str], Nginx]],
+    bind_server: BindServer,
+    run_cli: Runner,
+    follow_cname: bool,
+    code: str,
+    says: str,
 ) -> None:
     certificates = [{"name": "elsewhere", "domains": ["app.not-hosted.example"], "issuer": "pebble",
                      "challenge": "dns-01", "dns_provider": "corp-dns"}]  # fmt: skip
     desired, env, nginx = setup(certificates)
+    doc = yaml.safe_load((desired / "certificates.yaml").read_text())
+    doc["dns_providers"]["corp-dns"]["follow_cname"] = follow_cname
+    (desired / "certificates.yaml").write_text(yaml.safe_dump(doc))
     before = _files(desired)
     failures = _failures(_check(run_cli, desired, env, code=1))
     assert list(failures) == [("certificate elsewhere", "dns-01")]
-    code, message = failures[("certificate elsewhere", "dns-01")]
-    assert code == "dns-zone-not-found"
-    assert "is authoritative for no zone holding _acme-challenge.app.not-hosted.example" in message
+    assert failures[("certificate elsewhere", "dns-01")][0] == code
+    assert says in failures[("certificate elsewhere", "dns-01")][1]
     _assert_nothing_left(bind_server, desired, nginx, before, env["CERTRECONCILE_DATABASE_URL"])
 
 
