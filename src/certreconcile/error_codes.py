@@ -129,6 +129,7 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.COMMAND,
         "make the branch descend from the followed commit again (`git merge -s ours <sha>`) and push",
     ),
+    _code("import-chain-mismatch", Category.COMMAND, "pass the intermediates of this certificate, or omit --chain"),
     _code("import-domains-mismatch", Category.COMMAND,
           "import the certificate issued for exactly the declared domains, or change the declaration"),
     _code("import-expired", Category.COMMAND, "nothing to adopt: `certreconcile apply` issues a new certificate"),

@@ -210,6 +210,10 @@ def test_bad_imports_are_refused_and_write_nothing(run_cli: Runner, env: dict[st
     _refused(run_cli, env, ["shop", "--dir", d, "--cert", str(files / "garbage.crt"), "--key", good_key],
              "import-file-invalid")  # fmt: skip
     _refused(run_cli, env, ["shop", "--dir", d, "--from-dir", str(files)], "import-layout-unknown")
+    (files / "other-ca.pem").write_bytes(_pem(_ca()[1]))
+    message = _refused(run_cli, env, ["shop", "--dir", d, "--cert", good_cert, "--key", good_key, "--chain",
+                                      str(files / "other-ca.pem")], "import-chain-mismatch")  # fmt: skip
+    assert "which did not issue the certificate" in message
     _refused(run_cli, env, ["shop", "--dir", d, "--cert", good_cert], "usage")
 
     run_cli("import", "shop", "--dir", d, "--cert", good_cert, "--key", good_key, env=env, check_code=0)

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certreconcile.actual.store import CertificateRow, StateStore
@@ -26,7 +28,7 @@ from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.crypto.envelope import seal
 from certreconcile.crypto.keys import load_private_key, public_key_matches
 from certreconcile.desired.model import CertificateSpec, DesiredState
-from certreconcile.domain.certs import CertFacts, read_cert_facts
+from certreconcile.domain.certs import CertFacts, read_cert_facts, split_pem_chain
 from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
@@ -68,6 +70,24 @@ def _key_type(adopted: Adopted) -> KeyType | None:
     return next((kt for kt in KeyType if kt.is_rsa and kt.rsa_bits == key.key_size), None)
 
 
+def _check_chain(adopted: Adopted) -> None:
+    """The chain's first certificate must have signed the leaf (a chain of another certificate breaks clients)."""
+    blocks = split_pem_chain(adopted.chain_pem)
+    if not blocks:
+        return
+    leaf = x509.load_pem_x509_certificate(adopted.cert_pem.encode())
+    issuer = x509.load_pem_x509_certificate(blocks[0].encode())
+    try:
+        leaf.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertReconcileError(
+            f"the chain starts with {issuer.subject.rfc4514_string()[:200]}, which did not issue the certificate"
+            f" (issued by {leaf.issuer.rfc4514_string()[:200]})",
+            code="import-chain-mismatch",
+            hint="pass the intermediates of this certificate (--chain), or omit --chain",
+        ) from None
+
+
 def vet(adopted: Adopted, spec: CertificateSpec, now: datetime) -> CertFacts:
     """The certificate's facts once it is proven to be ``spec``'s: domains, key, key type, validity."""
     facts = read_cert_facts(adopted.cert_pem)
@@ -93,6 +113,7 @@ def vet(adopted: Adopted, spec: CertificateSpec, now: datetime) -> CertFacts:
             hint=f"declare key_type: {key_type.value} to adopt it (the next renewals may change it back)"
             if key_type else "let apply issue a new certificate instead",
         )
+    _check_chain(adopted)
     if facts.not_after <= now:
         raise CertReconcileError(
             f"the certificate expired on {facts.not_after:%Y-%m-%d %H:%M} UTC",
