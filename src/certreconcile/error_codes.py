@@ -52,6 +52,7 @@ class Category(enum.StrEnum):
     PLAN = "plan"  # plan diagnostics: rate-limit budgets, backoffs
     APPLY = "apply"  # apply as a whole: refusals and failed changes
     FLEET = "fleet"  # the agent on a server host: its configuration and the requests it refuses
+    NOTIFY = "notify"  # sending a notification (retried with backoff; never fails a cycle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +303,7 @@ _CODES: tuple[ErrorCode, ...] = (
         "names in a section are unique across all files; rename one",
     ),
     _code("duplicate-policy", Category.DESIRED_STATE, "declare policy in one file only"),
+    _code("duplicate-notify", Category.DESIRED_STATE, "declare notify in one file only"),
     _code("invalid-duration", Category.DESIRED_STATE, "write a whole number above zero and a unit, e.g. 120s"),
     _code("invalid-port", Category.DESIRED_STATE, "use a port from 1 to 65535"),
     _code(
@@ -845,6 +847,13 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.FLEET,
         "make the key with `agent csr`, enrol it (`agent enroll`), and check key_file (0600), cert_file, ca_file",
     ),
+    # --- notify
+    _code("notify-failed", Category.NOTIFY, "is the receiver up and answering 2xx? the notification is retried"),
+    _code("notify-env-unset", Category.NOTIFY, "export the variable named by the sink's *_env key where run runs"),
+    _code("notify-secret-invalid", Category.NOTIFY, "a webhook secret is whsec_ and base64 of 16 to 64 random bytes"),
+    _code("notify-smtp-failed", Category.NOTIFY, "check the SMTP server, its STARTTLS, the login and the addresses"),
+    _code("notify-apprise-missing", Category.NOTIFY, "pip install 'certreconcile[apprise]'"),
+    _code("notify-apprise-failed", Category.NOTIFY, "check each Apprise URL's scheme, the service and its token"),
 )
 
 #: Every registered code, by code.

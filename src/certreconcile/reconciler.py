@@ -21,6 +21,7 @@ sleep is injected (:data:`Sleeper`): a test clock advances instead of waiting.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -179,6 +180,7 @@ class Reconciler:
             declaration = replace(split.declaration, agent_renewals=())
             deferred, held_back = self._declaration_changes(declaration, gathered, env, now, results, errors)
             warnings = (*warnings, *held_back)
+            self._notify(desired, results)
         except CertReconcileError as exc:
             errors.append(exc.one_line())
             log.error("cycle failed: %s", exc.one_line(), extra={"step": "cycle", "code": exc.code})  # noqa: TRY400  one line
@@ -280,6 +282,15 @@ class Reconciler:
             if agent.outcome == "failed":
                 errors.append(agent.message)
         return list(applied.results)
+
+    def _notify(self, desired: DesiredState, results: list[ChangeResult]) -> None:
+        """Queue this cycle's events (``notify:``) and deliver the due ones; never fails the cycle."""
+        if desired.notify is None:
+            return
+        from certreconcile.notify.hook import notify_after
+
+        environ = self.settings.env if self.settings is not None else os.environ
+        notify_after(desired, self.store, results, self.clock, RENEWAL_ACTOR, environ)
 
     def _observe(self, result: CycleResult) -> None:
         if self.metrics is None:

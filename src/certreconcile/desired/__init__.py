@@ -38,6 +38,7 @@ from certreconcile.desired.model import (
     SourceLocation,
     TargetSpec,
 )
+from certreconcile.desired.notify_refs import notify_spec
 from certreconcile.desired.schema import desired_state_json_schema, render_json_schema
 from certreconcile.desired.validate import (
     Declarations,
@@ -180,6 +181,7 @@ def _build(
         git_commit=git_commit,
         git_author_email=git_author_email,
         agents=MappingProxyType(agents),
+        notify=notify_spec(declarations.notify, declarations.notify_ref, located),
     )
 
 

@@ -98,6 +98,7 @@ class Checker:
                     self._merge_plugin(file, section, name, entry, merged)
             for name in document.agents:
                 self._merge_agent(file, name, document)
+            self._merge_notify(file, document)
             patterns = self._merge_policy(file, document)
             if patterns is not None:
                 policy_patterns = patterns
@@ -135,6 +136,17 @@ class Checker:
             (pattern, NodeRef(file, ("policy", "allowed_domains", index)))
             for index, pattern in enumerate(document.policy.allowed_domains)
         ]
+
+    def _merge_notify(self, file: str, document: DesiredDocument) -> None:
+        """Keep the first ``notify`` declared; another file declaring it again is an error."""
+        if document.notify is None:
+            return
+        ref = NodeRef(file, ("notify",), "key")
+        if self.result.notify_ref is not None:
+            self.add(ref, "duplicate-notify", "`notify` is declared again; first at {related}",
+                     "declare notify in one file only", self.result.notify_ref)  # fmt: skip
+            return
+        self.result.notify, self.result.notify_ref = document.notify, ref
 
     def _merge_certificates(self, cert_refs: list[tuple[CertificateDocument, NodeRef]]) -> None:
         first_seen: dict[str, NodeRef] = {}
