@@ -573,6 +573,20 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
                'agent_renewed','notified')
 );
 
+-- ==== 0015_certificate_imported ====
+
+-- certreconcile migration 0015: `certreconcile import` adopts certificates that exist already (issued by
+-- another tool) without reissuing them: origin 'imported' (owned like 'git': declared, renewed on schedule,
+-- retired or revoked when the declaration goes) and the audit action 'imported'.
+ALTER TABLE Certificate DROP CONSTRAINT chk_cert_origin;
+ALTER TABLE Certificate ADD CONSTRAINT chk_cert_origin CHECK (origin IN ('git','api','imported'));
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped','key_discarded','expiring_soon','expired','fleet_ca_created','agent_enrolled',
+               'agent_renewed','notified','imported')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -589,3 +603,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (11, '0011_git_followed_commi
 INSERT INTO SchemaMigration (version, name) VALUES (12, '0012_audit_lifecycle');
 INSERT INTO SchemaMigration (version, name) VALUES (13, '0013_fleet');
 INSERT INTO SchemaMigration (version, name) VALUES (14, '0014_notification_outbox');
+INSERT INTO SchemaMigration (version, name) VALUES (15, '0015_certificate_imported');

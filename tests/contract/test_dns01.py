@@ -254,3 +254,25 @@ def test_route53_keeps_values_written_by_others_exactly(moto_route53: MotoRoute5
     provider.wait_until_visible((record,), TIMEOUT)
     provider.cleanup(record)
     assert _raw_txt(moto_route53, record.fqdn) == [foreign]
+
+
+# ---------------------------------------------------------------- check() (certreconcile check)
+
+
+@pytest.mark.parametrize("kind", ["rfc2136", "route53", "cloudflare"])
+def test_check_accepts_good_credentials_and_refuses_bad_ones(kind: str, request: pytest.FixtureRequest) -> None:
+    from certreconcile.errors import DnsError
+
+    match kind:
+        case "rfc2136":
+            backend = _rfc2136(request.getfixturevalue("bind_server"))
+        case "route53":
+            backend = _route53(request.getfixturevalue("moto_route53"))
+        case _:
+            backend = _cloudflare(request.getfixturevalue("cloudflare_api"), request.getfixturevalue("bind_server"))
+    provider = backend.make_provider()
+    assert provider.check()  # type: ignore[attr-defined]
+    with pytest.raises(DnsError) as refused:
+        backend.make_unauthorized().check()  # type: ignore[attr-defined]
+    assert refused.value.code in ("dns-auth-failed", "dns-credentials-missing", "dns-provider-error")
+    assert not any(secret in refused.value.one_line() for secret in backend.secrets)

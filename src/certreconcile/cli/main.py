@@ -12,7 +12,20 @@ from typing import Annotated
 
 import typer
 
-from certreconcile.cli.commands import agent, apply, audit, db, housekeeping, kms, manual, plan, run, status
+from certreconcile.cli.commands import (
+    agent,
+    apply,
+    audit,
+    check,
+    db,
+    housekeeping,
+    import_,
+    kms,
+    manual,
+    plan,
+    run,
+    status,
+)
 from certreconcile.cli.common import err
 from certreconcile.cli.exit_codes import ExitCode
 from certreconcile.errors import CertReconcileError
@@ -62,6 +75,8 @@ app.command()(plan.validate)
 app.command()(plan.plan)
 app.command()(apply.apply)
 app.command()(status.status)
+app.command()(check.check)  # `certreconcile check`: the preflight
+app.command("import")(import_.import_)  # `certreconcile import`: adopt existing certificates
 app.command()(manual.revoke)
 app.command()(manual.rotate)
 app.command()(housekeeping.schema)
