@@ -58,6 +58,15 @@ NOT_FOR_PLAN = (
     "certreconcile.crypto.keys",
     "certreconcile.plugins.issuers.local_ca",
     "certreconcile.plugins.targets.files",
+    # the wire models of kinds the declarations do not use (local_ca, files and the local KMS only)
+    "certreconcile.plugins.issuers.acme_config",
+    "certreconcile.plugins.issuers.vault_pki_config",
+    "certreconcile.plugins.kms.aws_config",
+    "certreconcile.plugins.kms.gcp_config",
+    "certreconcile.plugins.dns01",
+    "certreconcile.plugins.targets.webhook_config",
+    "certreconcile.plugins.targets.ssh_config",
+    "certreconcile.plugins.targets.nginx_config",
 )
 
 # Runs the command in-process in a fresh interpreter, then writes the imported modules to argv[1].
