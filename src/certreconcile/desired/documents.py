@@ -236,9 +236,7 @@ _Entry = TypeVar("_Entry", bound=PluginEntry)
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-def entry_model(
-    base: type[_Entry], *, builtin_only: bool = False, kinds: frozenset[str] | None = None
-) -> type[_Entry]:
+def entry_model(base: type[_Entry], *, builtin_only: bool = False, kinds: frozenset[str] | None = None) -> type[_Entry]:
     """``base`` (KmsEntry, IssuerEntry...) with one optional field per installed kind of its group.
 
     The kinds come from the entry points (:mod:`certreconcile.desired.kinds`): a kind installed

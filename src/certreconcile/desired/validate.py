@@ -78,6 +78,24 @@ def used_kinds(data: object) -> frozenset[str]:
     return frozenset(keys)
 
 
+def _validate_document(
+    model: type[DesiredDocument], path: str, data: object, issues: list[Issue]
+) -> DesiredDocument | None:
+    """``data`` validated by ``model``; None after adding its issues, worded by the complete model
+    (whose hints list every installed kind, not only those ``model`` holds)."""
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError:
+        pass
+    try:
+        desired_document_model().model_validate({} if data is None else data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            found = schema_issue(error)
+            issues.append(Issue(NodeRef(path, found.path, found.anchor), *found[2:]))
+    return None
+
+
 def validate_sources(
     files: Sequence[SourceFile], *, with_locations: bool = False, directory: Path | None = None
 ) -> tuple[Declarations, list[Diagnostic], dict[NodeRef, SourceLocation]]:
@@ -111,15 +129,9 @@ def validate_sources(
         if not used <= kinds:  # grows at most once per installed kind
             kinds |= used
             model = desired_document_model(kinds=kinds)
-        try:
-            documents.append((source.path, model.model_validate({} if data is None else data)))
-        except ValidationError:
-            try:  # the complete model words the errors (its hints list every installed kind)
-                desired_document_model().model_validate({} if data is None else data)
-            except ValidationError as exc:
-                for error in exc.errors(include_url=False):
-                    found = schema_issue(error)
-                    issues.append(Issue(NodeRef(source.path, found.path, found.anchor), *found[2:]))
+        document = _validate_document(model, source.path, data, issues)
+        if document is not None:
+            documents.append((source.path, document))
     complete = not diagnostics and not issues
     declarations = Checker(issues, complete, directory).run(documents)
 

@@ -12,7 +12,7 @@ CERTIFICATES = "certificates:\n  - name: shop\n    domains: [shop.example.test]\
 PLUGINS = (
     "issuers:\n  ca:\n    local_ca: {common_name: test CA}\n"
     "targets:\n  web:\n    files: {dir: /srv/tls/web}\n"
-    "policy:\n  allowed_domains: [\"*.example.test\"]\n"
+    'policy:\n  allowed_domains: ["*.example.test"]\n'
 )
 
 
