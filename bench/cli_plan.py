@@ -11,9 +11,15 @@ whole command (every psycopg call that costs one, counted in a process of its ow
 plan_scale). Before the sizes: the wall time of ``certreconcile --help`` and of importing
 ``certreconcile.cli.main``, the fixed cost every command pays.
 
-Each process is started by a small launcher (``python -S``) that times it and reads its peak
-RSS from ``wait4``: Linux carries ``ru_maxrss`` over ``execve`` from the parent, so a child of
-this (large) benchmark process would report this process's size.
+Each process is started by a small launcher (``python -S``) that times it and reads its CPU time
+(user + system) and peak RSS from ``wait4``: Linux carries ``ru_maxrss`` over ``execve`` from the
+parent, so a child of this (large) benchmark process would report this process's size. On a
+shared machine the CPU time is the steadier figure; the wall time is what a user waits.
+
+The commands run with their bytecode cached (in a temporary ``PYTHONPYCACHEPREFIX``, after a
+warm-up run), as an installed package runs: with ``PYTHONDONTWRITEBYTECODE`` set (as some CI
+and sandbox environments do) and an editable install, every run would compile certreconcile's
+modules from source, about 50 ms more per command. ``--from-source`` measures that instead.
 
 ``--keep DIR`` writes the desired-state directories into DIR (``DIR/N``) and leaves their
 databases in place, printing the environment to rerun a plan by hand (for profiling with
@@ -43,20 +49,23 @@ from plan_scale import ENV_TEST_DATABASE_URL, NOW, ROUND_TRIPS, fill_state, writ
 
 BENCH_DB_PREFIX = "certreconcile_cli_plan_"
 
-# Runs in `python -S`: starts argv, waits, prints {"seconds", "maxrss_kib", "rc"} as JSON.
+# Runs in `python -S`: starts argv (its stdout to /dev/null), waits, prints the figures as JSON.
 LAUNCHER = """
 import json, os, sys, time
 start = time.perf_counter()
-pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "maxrss_kib": usage.ru_maxrss, "rc": os.waitstatus_to_exitcode(status)}))
+print(json.dumps({"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kib": usage.ru_maxrss,
+                  "rc": os.waitstatus_to_exitcode(status)}))
 """
 
 
 @dataclass
 class Timing:
     seconds: float
+    cpu: float
     maxrss_kib: int
 
 
@@ -73,16 +82,24 @@ def launch(argv: list[str], env: dict[str, str], expect_rc: int = 0) -> Timing:
     if result["rc"] != expect_rc:
         rerun = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         raise AssertionError(f"{argv} exited {result['rc']}: {rerun.stdout[-2000:]}{rerun.stderr[-2000:]}")
-    return Timing(result["seconds"], result["maxrss_kib"])
+    return Timing(result["seconds"], result["cpu"], result["maxrss_kib"])
 
 
-def cli_env(url: str) -> dict[str, str]:
+def base_env(bytecode_dir: Path | None) -> dict[str, str]:
+    """The environment of every measured command: bytecode cached under ``bytecode_dir`` (None: as is)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if bytecode_dir is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(bytecode_dir)
+    return env
+
+
+def cli_env(url: str, bytecode_dir: Path | None) -> dict[str, str]:
     return {
-        **os.environ,
+        **base_env(bytecode_dir),
         "CERTRECONCILE_DATABASE_URL": url,
         "CERTRECONCILE_TEST_NOW": NOW.isoformat().replace("+00:00", "Z"),
         "NO_COLOR": "1",
-        "PYTHONWARNINGS": "ignore",
     }
 
 
@@ -135,6 +152,10 @@ class Result:
         return statistics.median(run.seconds for run in self.runs)
 
     @property
+    def median_cpu(self) -> float:
+        return statistics.median(run.cpu for run in self.runs)
+
+    @property
     def peak_mib(self) -> float:
         return max(run.maxrss_kib for run in self.runs) / 1024
 
@@ -153,14 +174,14 @@ def drop_database(admin_url: str, count: int) -> None:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def measure(admin_url: str, count: int, repeat: int, root: Path, keep: bool) -> Result:
+def measure(admin_url: str, count: int, repeat: int, root: Path, keep: bool, bytecode_dir: Path | None) -> Result:
     directory = root / str(count)
     directory.mkdir(parents=True, exist_ok=True)
     write_desired(directory, count)
     url = database_url(admin_url, count)
     PostgresStore(url).upgrade()
     fill = fill_state(url, count, 1000)
-    env = cli_env(url)
+    env = cli_env(url, bytecode_dir)
     print(f"  {count:,}: state filled in {fill:.1f} s", flush=True)
     check_plan_output(directory, env)  # also the warm-up (page cache, bytecode)
     runs = [launch(plan_argv(directory), env) for _ in range(repeat)]
@@ -173,8 +194,8 @@ def measure(admin_url: str, count: int, repeat: int, root: Path, keep: bool) -> 
     return Result(count, runs, trips)
 
 
-def fixed_costs(repeat: int) -> dict[str, Timing]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def fixed_costs(repeat: int, bytecode_dir: Path | None) -> dict[str, Timing]:
+    env = base_env(bytecode_dir)
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "import certreconcile.cli.main": [sys.executable, "-c", "import certreconcile.cli.main"],
@@ -187,20 +208,23 @@ def fixed_costs(repeat: int) -> dict[str, Timing]:
     }
 
 
-def report(fixed: dict[str, Timing], results: list[Result], repeat: int) -> None:
+def report(fixed: dict[str, Timing], results: list[Result], repeat: int, bytecode: bool) -> None:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"\n## certreconcile as a process (load average {load})\n")
-    print("| command | best wall ms | peak RSS |\n|---|---:|---:|")
+    compiled = "bytecode cached" if bytecode else "as the environment says (PYTHONDONTWRITEBYTECODE...)"
+    print(f"\n## certreconcile as a process ({compiled}; load average {load})\n")
+    print("| command | best wall ms | its CPU ms | peak RSS |\n|---|---:|---:|---:|")
     for label, timing in fixed.items():
-        print(f"| `{label}` | {timing.seconds * 1000:.0f} | {timing.maxrss_kib / 1024:.0f} MiB |")
+        wall, cpu, rss = timing.seconds * 1000, timing.cpu * 1000, timing.maxrss_kib / 1024
+        print(f"| `{label}` | {wall:.0f} | {cpu:.0f} | {rss:.0f} MiB |")
     print(f"\n### `certreconcile plan`, nothing to change (median of {repeat} runs)\n")
-    print("| certificates | **wall ms** (median) | min–max ms | peak RSS | round trips (whole command) |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| certificates | **wall ms** (median) | min–max ms | CPU ms (median) | peak RSS | round trips (command) |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for result in results:
         seconds = [run.seconds for run in result.runs]
         print(
             f"| {result.count:,} | **{result.median_seconds * 1000:.0f}** | {min(seconds) * 1000:.0f}–"
-            f"{max(seconds) * 1000:.0f} | {result.peak_mib:.0f} MiB | {result.round_trips} |"
+            f"{max(seconds) * 1000:.0f} | {result.median_cpu * 1000:.0f} | {result.peak_mib:.0f} MiB "
+            f"| {result.round_trips} |"
         )
     trips = {result.round_trips for result in results}
     print(f"\nRound trips independent of N: {'yes' if len(trips) == 1 else 'NO'} ({sorted(trips)})")
@@ -231,15 +255,17 @@ def main() -> None:
         "--url", help=f"admin URL (may CREATE DATABASE); default: ${ENV_TEST_DATABASE_URL} or a scratch server"
     )
     parser.add_argument("--keep", type=Path, help="keep the directories and databases here (see above)")
+    parser.add_argument("--from-source", action="store_true", help="leave the bytecode settings as they are")
     args = parser.parse_args()
     sizes = [int(size.replace("_", "")) for size in args.sizes.split(",") if size.strip()]
     with tempfile.TemporaryDirectory(prefix="crcli") as temp, contextlib.ExitStack() as stack:
         root = args.keep.absolute() if args.keep else Path(temp)
         url = admin_url(args, stack, root)
+        bytecode_dir = None if args.from_source else Path(temp) / "pycache"
         print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; setting up:", flush=True)
-        fixed = fixed_costs(args.repeat)
-        results = [measure(url, count, args.repeat, root, args.keep is not None) for count in sizes]
-    report(fixed, results, args.repeat)
+        fixed = fixed_costs(args.repeat, bytecode_dir)
+        results = [measure(url, count, args.repeat, root, args.keep is not None, bytecode_dir) for count in sizes]
+        report(fixed, results, args.repeat, bytecode_dir is not None)
 
 
 if __name__ == "__main__":
