@@ -70,6 +70,7 @@ soak: deps venv
 bench: deps venv
 	$(BIN)/python bench/desired_load.py
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/cli_plan.py
 	$(BIN)/python bench/renewal_query.py
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/distribution.py

@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from certreconcile.actual.model import ActualState, Observations
 from certreconcile.actual.refresh import observe_targets
 from certreconcile.actual.store import StateStore
-from certreconcile.apply import executor
 from certreconcile.apply.ari import refresh_renewal_info
-from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
 from certreconcile.apply.lifecycle import LifecycleResult, advance_lifecycle
 from certreconcile.apply.results import AgentOutcome
 from certreconcile.desired.model import DesiredState
@@ -36,6 +35,9 @@ from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyThresho
 from certreconcile.plan.plan import Plan
 from certreconcile.plugins.ports import Issuer, Target
 from certreconcile.wiring import Settings, kms_drift_warnings
+
+if TYPE_CHECKING:  # the executor (cryptography, the issuance machinery) is imported where changes run: plan needs none
+    from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
 
 __all__ = [
     "Gathered",
@@ -134,6 +136,8 @@ def apply(
     First, unless the plan is refused (errors in it, or stale), the status moves now calls for
     (:func:`advance_lifecycle`, as ``env.actor``); ``lifecycle=False`` when the caller made them (``run``).
     """
+    from certreconcile.apply import executor
+
     if lifecycle:
         executor.refuse_plan_errors(the_plan)
         if saved:
@@ -212,4 +216,6 @@ def revoke_now(
     name: str, desired: DesiredState, env: ApplyEnvironment, reason: str, *, force: bool = False
 ) -> ChangeResult:
     """``certreconcile revoke NAME``: revoke the current certificate at its CA now (refused while served)."""
+    from certreconcile.apply import executor
+
     return executor.revoke_now(name, desired, env, reason, env.clock.now(), force=force)

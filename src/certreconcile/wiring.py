@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certreconcile.actual.store import KeyRefUsage, StateStore
-from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import Clock
+from certreconcile.desired.git_probe import may_be_in_git_repository
 from certreconcile.desired.model import AGENT_TARGET_KIND, DesiredState, KmsSpec
 from certreconcile.errors import ConfigError
 from certreconcile.plan.destroy import DEFAULT_MAX_COUNT, DEFAULT_MAX_PERCENT, DestroyThreshold
@@ -25,7 +25,8 @@ from certreconcile.plugins.registry import (
     declared_key_id,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the executor (cryptography, the issuance machinery) is imported by build_environment only
+    from certreconcile.apply.executor import ApplyEnvironment
     from certreconcile.fleet.ca import FleetCa
 
 __all__ = [
@@ -113,7 +114,7 @@ def with_git_origin(desired: DesiredState, directory: Path) -> DesiredState:
     A work tree with uncommitted changes under ``directory`` is not a commit: it keeps no
     git origin, and its actor is the user.
     """
-    if desired.git_commit is not None:
+    if desired.git_commit is not None or not may_be_in_git_repository(directory):
         return desired
     try:
         import git
@@ -196,6 +197,8 @@ def _fleet_ca_opener(
 def build_environment(
     desired: DesiredState, settings: Settings, store: StateStore, clock: Clock, actor: str | None = None
 ) -> ApplyEnvironment:
+    from certreconcile.apply.executor import ApplyEnvironment
+
     kms: Kms = create_kms(desired.kms, settings.plugin_context)
     dns_providers = {
         name: create_dns_provider(spec, settings.plugin_context) for name, spec in desired.dns_providers.items()

@@ -5,10 +5,13 @@ No command module imports another command module or ``cli/main.py``: they meet h
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -19,7 +22,20 @@ from certreconcile.errors import CertReconcileError, DesiredStateError
 if TYPE_CHECKING:
     from certreconcile.desired.model import DesiredState
 
-__all__ = ["DEFAULT_DIR", "DirOption", "check_format", "cli_clock", "err", "fail", "load_directory", "use_color"]
+__all__ = [
+    "DEFAULT_DIR",
+    "DirOption",
+    "check_format",
+    "cli_clock",
+    "collector_paused",
+    "err",
+    "fail",
+    "load_directory",
+    "use_color",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 DirOption = Annotated[
     Path,
@@ -80,3 +96,24 @@ def cli_clock() -> Clock:
         return clock_from_env(os.environ)
     except ValueError as exc:
         fail(CertReconcileError(str(exc), code="usage", hint="write an ISO-8601 UTC time, e.g. 2026-01-01T12:00:00Z"))
+
+
+def collector_paused(command: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a one-shot command (plan, validate) without the cyclic garbage collector.
+
+    Its imports and the states it loads are many small long-lived objects: at 10,000 certificates
+    the collector's scans of them cost ~70 ms of a ~1 s ``plan``. Reference counting still frees
+    everything; the collector is back on (as it was) when the command returns.
+    """
+
+    @functools.wraps(command)
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return command(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return paused

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from certreconcile.desired.documents import CertificateDocument
 from certreconcile.desired.fields import Checked, ParsedDuration
+from certreconcile.desired.git_probe import may_be_in_git_repository
 from certreconcile.domain.durations import MIN_LIFETIME, DurationTooLongError, format_duration, parse_duration
 
 __all__ = ["Finding", "certificate_findings", "format_path", "target_dir_findings", "value_findings"]
@@ -250,7 +251,7 @@ def target_dir_findings(dirs: Sequence[TargetDir], directory: Path | None) -> It
 
 
 def _inside_repository(dirs: Sequence[TargetDir], base: Path) -> Iterator[tuple[TargetDir, Finding]]:
-    if not dirs:
+    if not dirs or not may_be_in_git_repository(base):
         return
     import git
 

@@ -297,18 +297,21 @@ _Entry = TypeVar("_Entry", bound=PluginEntry)
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-def entry_model(base: type[_Entry], *, builtin_only: bool = False) -> type[_Entry]:
+def entry_model(base: type[_Entry], *, builtin_only: bool = False, kinds: frozenset[str] | None = None) -> type[_Entry]:
     """``base`` (KmsEntry, IssuerEntry...) with one optional field per installed kind of its group.
 
     The kinds come from the entry points (:mod:`certreconcile.desired.kinds`): a kind installed
     from another package validates and appears in the JSON Schema like a built-in one.
+    ``kinds``: only those of the installed kinds (see :func:`desired_document_model`).
     """
-    return cast(type[_Entry], _entry_model(base, builtin_only))
+    return cast(type[_Entry], _entry_model(base, builtin_only, kinds))
 
 
 @cache
-def _entry_model(base: type[PluginEntry], builtin_only: bool) -> type[PluginEntry]:
+def _entry_model(base: type[PluginEntry], builtin_only: bool, only: frozenset[str] | None = None) -> type[PluginEntry]:
     kinds = kind_names(base.GROUP, builtin_only=builtin_only)
+    if only is not None:
+        kinds = tuple(kind for kind in kinds if kind in only)
     fields: dict[str, tuple[Any, Any]] = {
         kind: (config_class(base.GROUP, kind) | None, Field(default=None, description=summary(base.GROUP, kind)))
         for kind in kinds
@@ -337,9 +340,14 @@ def _subclass(base: type[_Model], fields: dict[str, tuple[Any, Any]]) -> type[_M
 
 
 @cache
-def desired_document_model(*, builtin_only: bool = False) -> type[DesiredDocument]:
+def desired_document_model(*, builtin_only: bool = False, kinds: frozenset[str] | None = None) -> type[DesiredDocument]:
     """:class:`DesiredDocument` whose plugin sections hold the installed kinds (:func:`entry_model`);
-    ``builtin_only``: certreconcile's own kinds only (the committed JSON Schema)."""
+    ``builtin_only``: certreconcile's own kinds only (the committed JSON Schema).
+
+    ``kinds``: only those of the installed kinds, the ones a set of documents uses. It validates those
+    documents exactly as the complete model does (a kind key absent from a document is None either
+    way) without importing every other kind's module (~60 ms for all of them); only its error
+    messages differ (they list the kinds), so errors are worded by the complete model."""
     sections: dict[str, type[PluginEntry]] = {
         "kms": KmsEntry,
         "issuers": IssuerEntry,
@@ -349,7 +357,7 @@ def desired_document_model(*, builtin_only: bool = False) -> type[DesiredDocumen
     fields: dict[str, tuple[Any, Any]] = {}
     for name, base in sections.items():
         info = copy(DesiredDocument.model_fields[name])
-        entry = entry_model(base, builtin_only=builtin_only)
+        entry = entry_model(base, builtin_only=builtin_only, kinds=kinds)
         annotation: Any = entry | None if name == "kms" else dict[Name, entry]  # type: ignore[valid-type]
         info.annotation = annotation
         fields[name] = (annotation, info)

@@ -130,12 +130,14 @@ def issuer_hook(kind: str, name: str) -> Any:
     return getattr(kind_module("issuers", kind), name, None)
 
 
+@cache  # asked once per certificate; the kind modules are cached (kind_module) so this is too
 def uses_challenges(kind: str) -> bool:
     """Kinds that validate names with ACME challenges (``USES_CHALLENGES``): their default challenge
     is http-01. Other kinds accept and ignore a certificate's ``challenge``."""
     return bool(issuer_hook(kind, "USES_CHALLENGES"))
 
 
+@cache
 def key_types(kind: str) -> frozenset[KeyType] | None:
     """The key types a kind can sign (``KEY_TYPES``); None: every KeyType."""
     supported = issuer_hook(kind, "KEY_TYPES")

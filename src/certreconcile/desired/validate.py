@@ -33,6 +33,7 @@ from certreconcile.desired.documents import (
     DesiredDocument,
     desired_document_model,
 )
+from certreconcile.desired.kinds import GROUPS, kind_names
 from certreconcile.desired.loader import (
     Positions,
     SourceFile,
@@ -56,6 +57,45 @@ __all__ = [
 # ---------------------------------------------------------------- entry point
 
 
+_PLUGIN_SECTIONS = ("issuers", "dns_providers", "targets")
+
+
+def used_kinds(data: object) -> frozenset[str]:
+    """Every key of every plugin entry (and of ``kms``) in a parsed document: a superset of the kinds
+    it declares, whatever its shape (the model reports a malformed section)."""
+    if not isinstance(data, dict):
+        return frozenset()
+    keys: set[str] = set()
+    kms = data.get("kms")
+    if isinstance(kms, dict):
+        keys.update(key for key in kms if isinstance(key, str))
+    for section in _PLUGIN_SECTIONS:
+        entries = data.get(section)
+        if isinstance(entries, dict):
+            for entry in entries.values():
+                if isinstance(entry, dict):
+                    keys.update(key for key in entry if isinstance(key, str))
+    return frozenset(keys)
+
+
+def _validate_document(
+    model: type[DesiredDocument], path: str, data: object, issues: list[Issue]
+) -> DesiredDocument | None:
+    """``data`` validated by ``model``; None after adding its issues, worded by the complete model
+    (whose hints list every installed kind, not only those ``model`` holds)."""
+    try:
+        return model.model_validate({} if data is None else data)
+    except ValidationError:
+        pass
+    try:
+        desired_document_model().model_validate({} if data is None else data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            found = schema_issue(error)
+            issues.append(Issue(NodeRef(path, found.path, found.anchor), *found[2:]))
+    return None
+
+
 def validate_sources(
     files: Sequence[SourceFile], *, with_locations: bool = False, directory: Path | None = None
 ) -> tuple[Declarations, list[Diagnostic], dict[NodeRef, SourceLocation]]:
@@ -68,7 +108,9 @@ def validate_sources(
     diagnostics: list[Diagnostic] = []
     issues: list[Issue] = []
     documents: list[tuple[str, DesiredDocument]] = []
-    model = desired_document_model()
+    installed = frozenset(kind for group in GROUPS for kind in kind_names(group))
+    kinds: frozenset[str] = frozenset()  # the installed kinds the files parsed so far use
+    model = desired_document_model(kinds=kinds)
     for source in files:
         try:
             data = parse_yaml(source)
@@ -83,12 +125,13 @@ def validate_sources(
                 for problem in exc.problems
             )
             continue
-        try:
-            documents.append((source.path, model.model_validate({} if data is None else data)))
-        except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                found = schema_issue(error)
-                issues.append(Issue(NodeRef(source.path, found.path, found.anchor), *found[2:]))
+        used = used_kinds(data) & installed
+        if not used <= kinds:  # grows at most once per installed kind
+            kinds |= used
+            model = desired_document_model(kinds=kinds)
+        document = _validate_document(model, source.path, data, issues)
+        if document is not None:
+            documents.append((source.path, document))
     complete = not diagnostics and not issues
     declarations = Checker(issues, complete, directory).run(documents)
 

@@ -23,7 +23,6 @@ from certreconcile.cli.common import (
     use_color,
 )
 from certreconcile.cli.exit_codes import ExitCode
-from certreconcile.cli.preflight import check_environment
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -138,6 +137,7 @@ def _check_usage(request: _ApplyRequest) -> None:
 
 def _apply(request: _ApplyRequest) -> ApplyResult | None:
     """The apply, or None when there was nothing to do (said already)."""
+    from certreconcile.cli.preflight import check_environment
     from certreconcile.wiring import Settings, build_environment, open_store
 
     desired = load_directory(request.directory)
@@ -186,6 +186,7 @@ def _check_review(the_plan: Plan, request: _ApplyRequest) -> None:
 def _plan_now(request: _ApplyRequest, desired: DesiredState, settings: Settings, env: ApplyEnvironment) -> Plan | None:
     """Plan through the engine (renewal windows stored), show it, check it; None when there is nothing to apply."""
     from certreconcile import engine
+    from certreconcile.cli.preflight import check_environment
     from certreconcile.render import render_text
 
     now = env.clock.now()

@@ -14,6 +14,7 @@ from certreconcile.cli.common import (
     DirOption,
     check_format,
     cli_clock,
+    collector_paused,
     err,
     fail,
     load_directory,
@@ -50,6 +51,7 @@ def _validation_json(exc: CertReconcileError) -> dict[str, object]:
     return {"format_version": 1, "valid": False, "diagnostics": diagnostics}
 
 
+@collector_paused
 def validate(
     directory: DirOption = DEFAULT_DIR,
     output_format: Annotated[
@@ -117,6 +119,7 @@ def write_plan_file(path: Path, text: str) -> None:
         raise CertReconcileError(f"cannot write the plan to {path}: {exc.strerror}", code="plan-write-failed") from exc
 
 
+@collector_paused
 def plan(
     directory: DirOption = DEFAULT_DIR,
     ref: Annotated[
