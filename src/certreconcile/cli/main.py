@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from certreconcile.cli.commands import apply, audit, db, housekeeping, kms, manual, plan, run, status
+from certreconcile.cli.commands import apply, audit, db, housekeeping, kms, manual, plan, run, show, status
 from certreconcile.cli.common import err
 from certreconcile.cli.exit_codes import ExitCode
 from certreconcile.errors import CertReconcileError
@@ -64,6 +64,7 @@ app.command()(apply.apply)
 app.command()(status.status)
 app.command()(manual.revoke)
 app.command()(manual.rotate)
+app.command()(show.show)
 app.command()(housekeeping.schema)
 app.command()(housekeeping.init)
 app.add_typer(db.db_app, name="db")

@@ -2,9 +2,11 @@
 
 Order of work: parse each file (YAML, then the pydantic wire model), then run the
 cross-file checks (duplicates, references, domains, policy, issuer capabilities) on
-the files that parsed. When a file failed to parse, checks that depend on the whole
-directory (references, policy, issuer capabilities) are skipped: their findings
-would be noise caused by the broken file.
+the files that parsed. A file that fails the schema is salvaged (:mod:`.salvage`): its
+entries without schema errors are checked too, so cross-reference problems show in the
+same run as the schema errors. When a file is not YAML at all (or cannot be salvaged),
+checks that depend on the whole directory (references, policy, issuer capabilities) are
+skipped: their findings would be noise caused by the broken file.
 
 Problems are first recorded against a path (``certificates[3].domains[1]``) and only
 turned into ``file:line:column`` at the end, so positions cost nothing on success.
@@ -40,6 +42,7 @@ from certreconcile.desired.loader import (
     parse_yaml,
 )
 from certreconcile.desired.model import SourceLocation
+from certreconcile.desired.salvage import Unchecked, salvage
 from certreconcile.desired.schema_errors import schema_issue
 
 __all__ = [
@@ -69,6 +72,9 @@ def validate_sources(
     issues: list[Issue] = []
     documents: list[tuple[str, DesiredDocument]] = []
     model = desired_document_model()
+    unchecked = Unchecked()
+    certificate_indexes: dict[str, tuple[int, ...]] = {}
+    complete = True
     for source in files:
         try:
             data = parse_yaml(source)
@@ -82,15 +88,22 @@ def validate_sources(
                 )
                 for problem in exc.problems
             )
+            complete = False
             continue
         try:
             documents.append((source.path, model.model_validate({} if data is None else data)))
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
+            errors = exc.errors(include_url=False)
+            for error in errors:
                 found = schema_issue(error)
                 issues.append(Issue(NodeRef(source.path, found.path, found.anchor), *found[2:]))
-    complete = not diagnostics and not issues
-    declarations = Checker(issues, complete, directory).run(documents)
+            salvaged = salvage(model, data, errors, unchecked)
+            if salvaged is None:
+                complete = False
+            else:
+                documents.append((source.path, salvaged.document))
+                certificate_indexes[source.path] = salvaged.certificate_indexes
+    declarations = Checker(issues, complete, directory, unchecked, certificate_indexes).run(documents)
 
     def resolve(ref: NodeRef) -> SourceLocation:
         line, column = positions[ref.file].locate(ref.path, ref.anchor)
