@@ -165,7 +165,8 @@ def test_detailed_exitcode_is_1_on_errors(invoke: Invoke, desired_dir: Path, tmp
     missing = invoke("plan", "--dir", str(tmp_path / "missing"), "--detailed-exitcode", check_code=1)
     assert "error[dir-missing]" in missing.stderr
     bad_format = invoke("plan", "--dir", str(desired_dir), "--format", "xml", "--detailed-exitcode", check_code=1)
-    assert "error[usage]: unknown format 'xml'" in bad_format.stderr
+    assert "Invalid value for '--format'" in bad_format.stderr
+    assert "'xml' is not one of 'text', 'markdown', 'json'" in bad_format.stderr
     invalid = invoke("plan", "--dir", str(INVALID / "unknown-issuer"), "--detailed-exitcode", check_code=1)
     assert "error[unknown-issuer]" in invalid.stderr
     for result in (missing, bad_format, invalid):

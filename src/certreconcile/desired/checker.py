@@ -427,8 +427,9 @@ class Checker:
         for finding in reference_findings(cert.name, cert.targets, self.result.agents):
             failed = True
             index = finding.path[1]
-            agent = cert.targets[index].split("/")[0] if isinstance(index, int) else ""
-            if finding.code != "unknown-agent" or not self.unchecked.covers("agents", agent):
+            target = cert.targets[index] if isinstance(index, int) else ""
+            agent_broken = finding.code == "unknown-agent" and self.unchecked.covers("agents", target.split("/")[0])
+            if not agent_broken and not self.unchecked.covers("targets", target):  # else: its schema error says
                 self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
         for index, target in enumerate(cert.targets):
             if self.unchecked.covers("targets", target):
