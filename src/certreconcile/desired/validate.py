@@ -59,6 +59,23 @@ __all__ = [
 # ---------------------------------------------------------------- entry point
 
 
+def _document(
+    file: str, data: object, issues: list[Issue], unchecked: Unchecked
+) -> tuple[DesiredDocument, tuple[int, ...] | None] | None:
+    """The document of one file, and where its certificates are when it was salvaged after schema errors
+    (recorded in ``issues``); None when nothing of it can be checked."""
+    model = desired_document_model()
+    try:
+        return model.model_validate({} if data is None else data), None
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        for error in errors:
+            found = schema_issue(error)
+            issues.append(Issue(NodeRef(file, found.path, found.anchor), *found[2:]))
+        salvaged = salvage(model, data, errors, unchecked)
+        return None if salvaged is None else (salvaged.document, salvaged.certificate_indexes)
+
+
 def validate_sources(
     files: Sequence[SourceFile], *, with_locations: bool = False, directory: Path | None = None
 ) -> tuple[Declarations, list[Diagnostic], dict[NodeRef, SourceLocation]]:
@@ -71,7 +88,6 @@ def validate_sources(
     diagnostics: list[Diagnostic] = []
     issues: list[Issue] = []
     documents: list[tuple[str, DesiredDocument]] = []
-    model = desired_document_model()
     unchecked = Unchecked()
     certificate_indexes: dict[str, tuple[int, ...]] = {}
     complete = True
@@ -79,30 +95,18 @@ def validate_sources(
         try:
             data = parse_yaml(source)
         except YamlError as exc:
-            diagnostics.extend(
-                Diagnostic(
-                    SourceLocation(source.path, problem.line, problem.column),
-                    problem.code,
-                    problem.message,
-                    problem.hint,
-                )
-                for problem in exc.problems
-            )
+            for problem in exc.problems:
+                where = SourceLocation(source.path, problem.line, problem.column)
+                diagnostics.append(Diagnostic(where, problem.code, problem.message, problem.hint))
             complete = False
             continue
-        try:
-            documents.append((source.path, model.model_validate({} if data is None else data)))
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            for error in errors:
-                found = schema_issue(error)
-                issues.append(Issue(NodeRef(source.path, found.path, found.anchor), *found[2:]))
-            salvaged = salvage(model, data, errors, unchecked)
-            if salvaged is None:
-                complete = False
-            else:
-                documents.append((source.path, salvaged.document))
-                certificate_indexes[source.path] = salvaged.certificate_indexes
+        parsed = _document(source.path, data, issues, unchecked)
+        if parsed is None:
+            complete = False
+            continue
+        documents.append((source.path, parsed[0]))
+        if parsed[1] is not None:
+            certificate_indexes[source.path] = parsed[1]
     declarations = Checker(issues, complete, directory, unchecked, certificate_indexes).run(documents)
 
     def resolve(ref: NodeRef) -> SourceLocation:

@@ -17,7 +17,9 @@ __all__ = ["show"]
 
 
 def show(
-    plan_file: Annotated[Path, typer.Argument(help="A plan saved by `plan --out`.", dir_okay=False)],
+    plan_file: Annotated[
+        Path, typer.Argument(metavar="PLANFILE", help="A plan saved by `plan --out`.", dir_okay=False)
+    ],
     output_format: PlanFormatOption = PlanFormat.TEXT,
 ) -> None:
     """Print a saved plan (text, markdown or json), without the database or the declarations.
