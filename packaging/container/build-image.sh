@@ -48,5 +48,6 @@ step "building $IMAGE from $BASE_IMAGE"
 "${BUILDAH[@]}" bud --isolation chroot --layers=false "${ca_args[@]}" \
   --build-arg "BASE=$BASE_IMAGE" --build-arg "PIP_INDEX_URL=$PIP_INDEX_URL" --build-arg "VERSION=$VERSION" \
   -f "$ROOT/Containerfile" -t "$IMAGE" "$ROOT"
+"${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true  # the previous build's image, now untagged
 "${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$IMAGE" >&2
 step "built"
