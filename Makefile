@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests need (installed only when missing).
-DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd
+DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils bind9-dnsutils pdns-server pdns-backend-sqlite3 pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd
 DEMO_DIR ?= examples/desired-state
 # What `make image` needs: buildah builds and runs the image, mmdebstrap bootstraps its base from the Debian mirror.
 IMAGE_DEBIAN_PACKAGES ?= buildah mmdebstrap
@@ -84,6 +84,7 @@ bench: deps venv
 	$(BIN)/python bench/renewal_query.py
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/distribution.py
+	$(BIN)/python bench/fleet.py
 	$(BIN)/python bench/rewrap.py
 
 dist: venv

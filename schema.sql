@@ -531,6 +531,62 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION certreconcile_key_ref_usage() FROM PUBLIC;
 
+-- ==== 0014_notification_outbox ====
+
+-- certreconcile migration 0014: the notification outbox (`notify:`): each event once per sink.
+--
+-- A row per (event, sink), claimed by whichever replica inserts it first (INSERT ... ON CONFLICT DO
+-- NOTHING on uq_notification_event_sink), then delivered by whichever replica claims it when due
+-- (next_attempt_at moves forward as a lease: a claim is an UPDATE of a due row). A failed delivery is
+-- retried with backoff (attempts, next_attempt_at); sent rows keep sent_at. payload holds the event's
+-- public data (names, dates, error codes), never a secret: a sink's secrets stay in the environment.
+CREATE TABLE NotificationOutbox (
+    id               BIGSERIAL PRIMARY KEY,
+    event_key        TEXT COLLATE "C" NOT NULL,
+    sink             TEXT COLLATE "C" NOT NULL,
+    event            TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    cert_id          UUID,
+    payload          JSONB NOT NULL,
+    created_at       TIMESTAMPTZ NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'pending',
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TIMESTAMPTZ NOT NULL,
+    last_error       TEXT,
+    sent_at          TIMESTAMPTZ,
+    CONSTRAINT uq_notification_event_sink UNIQUE (event_key, sink),
+    CONSTRAINT chk_notification_state CHECK (state IN ('pending', 'sent', 'abandoned')),
+    CONSTRAINT chk_notification_event CHECK (
+        event IN ('issued', 'renewed', 'failed', 'verification_failed', 'expiring', 'agent_unreachable')
+    ),
+    CONSTRAINT chk_notification_attempts CHECK (attempts >= 0)
+);
+
+-- The due rows, oldest first: what each delivery pass reads.
+CREATE INDEX idx_notification_due ON NotificationOutbox (next_attempt_at) WHERE state = 'pending';
+
+-- A delivered (or abandoned) notification is audited.
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped','key_discarded','expiring_soon','expired','fleet_ca_created','agent_enrolled',
+               'agent_renewed','notified')
+);
+
+-- ==== 0015_certificate_imported ====
+
+-- certreconcile migration 0015: `certreconcile import` adopts certificates that exist already (issued by
+-- another tool) without reissuing them: origin 'imported' (owned like 'git': declared, renewed on schedule,
+-- retired or revoked when the declaration goes) and the audit action 'imported'.
+ALTER TABLE Certificate DROP CONSTRAINT chk_cert_origin;
+ALTER TABLE Certificate ADD CONSTRAINT chk_cert_origin CHECK (origin IN ('git','api','imported'));
+ALTER TABLE CertAudit DROP CONSTRAINT chk_audit_action;
+ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
+    action IN ('issued','renewed','revoked','distributed','verified','retired','failed','key_accessed',
+               'key_rewrapped','key_discarded','expiring_soon','expired','fleet_ca_created','agent_enrolled',
+               'agent_renewed','notified','imported')
+);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -546,3 +602,5 @@ INSERT INTO SchemaMigration (version, name) VALUES (10, '0010_certificate_origin
 INSERT INTO SchemaMigration (version, name) VALUES (11, '0011_git_followed_commit');
 INSERT INTO SchemaMigration (version, name) VALUES (12, '0012_audit_lifecycle');
 INSERT INTO SchemaMigration (version, name) VALUES (13, '0013_fleet');
+INSERT INTO SchemaMigration (version, name) VALUES (14, '0014_notification_outbox');
+INSERT INTO SchemaMigration (version, name) VALUES (15, '0015_certificate_imported');

@@ -140,9 +140,17 @@ def write_desired(directory: Path, count: int, acme_directory: str, ca: Path, ht
 
 
 def admin_url(args: argparse.Namespace, scratch: Path) -> str:
+    """``--url``, else a throw-away embedded PostgreSQL stopped at exit.
+
+    Its data lives in a folder of its own, not in ``scratch``: the benches' ``scratch`` is a
+    ``TemporaryDirectory`` removed before ``atexit`` runs, and ``stop`` finds no ``postmaster.pid``
+    in a removed folder, so the server outlived the bench.
+    """
     if args.url or os.environ.get(ENV_TEST_DATABASE_URL):
         return str(args.url or os.environ[ENV_TEST_DATABASE_URL])
-    server = EmbeddedPostgres(scratch / "pg")
+    home = Path(tempfile.mkdtemp(prefix="certreconcile-bench-pg-"))
+    atexit.register(shutil.rmtree, home, True)  # registered first, so it runs after the stop
+    server = EmbeddedPostgres(home)
     url = server.ensure_running()
     atexit.register(server.stop)
     return url

@@ -45,17 +45,20 @@ os.environ.setdefault("CERTRECONCILE_CHECK_ERROR_CODES", "1")
 # caddy_server, traefik_server, envoy_server: Caddy (admin API), Traefik (file provider), Envoy (file SDS)
 # nginx_server, haproxy_server: factories of a real nginx / HAProxy for given names (tests/web_servers.py)
 # ssh_server: a real OpenSSH sshd on 127.0.0.1 with its own host key, once per session (tests/ssh_server.py)
+# test_fleet: a fleet CA and the applier's client certificates, once per session (tests/fleet_support.py)
 pytest_plugins = [
     "kms_servers",
     "gcp_kms_server",
     "acme_servers",
     "dns_servers",
+    "dns_extra_servers",
     "bao_pki_server",
     "caddy_server",
     "traefik_server",
     "envoy_server",
     "web_servers",
     "ssh_server",
+    "fleet_support",
 ]
 
 ENV_TEST_DATABASE_URL = "CERTRECONCILE_TEST_DATABASE_URL"

@@ -51,6 +51,8 @@ class Category(enum.StrEnum):
     TARGET = "target"  # deploying to or verifying a target
     PLAN = "plan"  # plan diagnostics: rate-limit budgets, backoffs
     APPLY = "apply"  # apply as a whole: refusals and failed changes
+    FLEET = "fleet"  # the agent on a server host: its configuration and the requests it refuses
+    NOTIFY = "notify"  # sending a notification (retried with backoff; never fails a cycle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ _CODES: tuple[ErrorCode, ...] = (
         "pass the file written by `certreconcile audit verify --export-head`",
     ),
     _code("audit-head-unwritable", Category.COMMAND, "choose a writable path for --export-head"),
+    _code("check-crashed", Category.COMMAND, "a plug-in failed its check with an unexpected error: report it"),
     _code("cert-unknown", Category.COMMAND, "see `certreconcile status --format json` for ids"),
     _code("certreconcile-error", Category.COMMAND, "see the message"),
     _code(
@@ -127,6 +130,23 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.COMMAND,
         "make the branch descend from the followed commit again (`git merge -s ours <sha>`) and push",
     ),
+    _code("import-chain-mismatch", Category.COMMAND, "pass the intermediates of this certificate, or omit --chain"),
+    _code("import-domains-mismatch", Category.COMMAND,
+          "import the certificate issued for exactly the declared domains, or change the declaration"),
+    _code("import-expired", Category.COMMAND, "nothing to adopt: `certreconcile apply` issues a new certificate"),
+    _code("import-file-invalid", Category.COMMAND, "pass the PEM files the other tool wrote (an unencrypted key)"),
+    _code("import-file-unreadable", Category.COMMAND, "check the path and that this user may read it"),
+    _code("import-key-mismatch", Category.COMMAND, "pass the private key the certificate was issued for"),
+    _code("import-key-type-mismatch", Category.COMMAND,
+          "declare the key type of the key (key: ...) to adopt it, or let apply issue a new certificate"),
+    _code("import-layout-unknown", Category.COMMAND,
+          "give a directory with fullchain.pem and privkey.pem, or lego's certificates/; else --cert and --key"),
+    _code("import-name-managed", Category.COMMAND,
+          "import adopts names with no live certificate; `certreconcile rotate NAME` replaces one"),
+    _code("import-target-unobservable", Category.COMMAND,
+          "declare verify: HOST:PORT on the target, or import with --cert and --key"),
+    _code("import-target-unreachable", Category.COMMAND,
+          "check the target's verify address and that it serves this certificate"),
     _code("init-not-empty", Category.COMMAND, "run init in a new or empty directory"),
     _code("issuer-unknown", Category.COMMAND, "use an issuer declared in the desired state"),
     _code("metrics-port-unavailable", Category.COMMAND, "choose another --metrics-port or --metrics-address"),
@@ -283,6 +303,7 @@ _CODES: tuple[ErrorCode, ...] = (
         "names in a section are unique across all files; rename one",
     ),
     _code("duplicate-policy", Category.DESIRED_STATE, "declare policy in one file only"),
+    _code("duplicate-notify", Category.DESIRED_STATE, "declare notify in one file only"),
     _code("invalid-duration", Category.DESIRED_STATE, "write a whole number above zero and a unit, e.g. 120s"),
     _code("invalid-port", Category.DESIRED_STATE, "use a port from 1 to 65535"),
     _code(
@@ -410,6 +431,7 @@ _CODES: tuple[ErrorCode, ...] = (
     ),
     # --- kms
     _code("kms-access-denied", Category.KMS, "grant the KMS permissions to encrypt and decrypt with the key"),
+    _code("kms-check-failed", Category.KMS, "check the KMS configuration: its key does not give back what it wrapped"),
     _code("kms-config-invalid", Category.KMS, "fix the kms declaration named in the message"),
     _code("kms-credentials-missing", Category.KMS, "set the KMS credentials (see the message for which)"),
     _code(
@@ -492,6 +514,11 @@ _CODES: tuple[ErrorCode, ...] = (
     _code("acme-order-invalid", Category.ISSUER, "the CA refused the order; the next apply places a new one"),
     _code("acme-protocol", Category.ISSUER, "the CA answered something unexpected; check the directory URL"),
     _code("acme-revoke", Category.ISSUER, "see the CA's problem in the message"),
+    _code("check-http01-unreachable", Category.ISSUER,
+          "the CA connects to port 80 of the name: check its DNS, the firewall and the port forwarding to the solver"),
+    _code("check-http01-wrong-answer", Category.ISSUER,
+          "another server answers on that address: point the name (or the port forwarding) at the solver"),
+    _code("check-not-acme", Category.ISSUER, "--order-staging orders from ACME issuers only"),
     _code(
         "acme-timeout",
         Category.ISSUER,
@@ -555,7 +582,21 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.DNS,
         "give the DNS provider's credentials the right to edit records in this zone",
     ),
+    _code("check-cleanup-failed", Category.DNS, "remove the test TXT records named in the message by hand"),
+    _code(
+        "dns-cname-lookup-failed",
+        Category.DNS,
+        "declare resolvers: [HOST:PORT] that answer for every zone of the chain, or set follow_cname: false",
+    ),
+    _code("dns-cname-loop", Category.DNS, "fix the CNAMEs of the _acme-challenge chain, or set follow_cname: false"),
     _code("dns-config-invalid", Category.DNS, "fix the DNS provider's declaration named in the message"),
+    _code(
+        "dns-exec-failed",
+        Category.DNS,
+        "run the program by hand with the same arguments (present FQDN VALUE) and fix what it prints",
+    ),
+    _code("dns-exec-not-found", Category.DNS, "fix program: an absolute path to an executable file"),
+    _code("dns-exec-timeout", Category.DNS, "make the program faster, or raise timeout on the exec provider"),
     _code("dns-credentials-invalid", Category.DNS, "copy the key's secret from the server's configuration"),
     _code("dns-credentials-missing", Category.DNS, "set the DNS provider's credentials (see the message for which)"),
     _code("dns-error", Category.DNS, "see the message; the order is retried on the next apply"),
@@ -563,6 +604,12 @@ _CODES: tuple[ErrorCode, ...] = (
         "dns-propagation-timeout",
         Category.DNS,
         "check that the provider publishes to that server; raise propagation_timeout if it is slow",
+    ),
+    _code("dns-lexicon-missing", Category.DNS, "pip install 'certreconcile[lexicon]'"),
+    _code(
+        "dns-lexicon-provider-unknown",
+        Category.DNS,
+        "name one of lexicon's providers (lexicon --help lists them), or pip install 'dns-lexicon[NAME]'",
     ),
     _code("dns-provider-error", Category.DNS, "see the provider's error code in the message; retry later"),
     _code("dns-sdk-missing", Category.DNS, "pip install 'certreconcile[aws]'"),
@@ -749,6 +796,64 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.APPLY,
         "deploy a replacement first (`certreconcile rotate NAME`), or pass --force",
     ),
+    # --- fleet: the agent on a server host (certreconcile.agent)
+    _code("agent-bundle-mismatch", Category.FLEET, "send the certificate with its own key and fingerprint"),
+    _code(
+        "agent-certificate-refused",
+        Category.FLEET,
+        "sign a CSR from this agent with the fleet CA of its ca_file; the certificate must be valid now",
+    ),
+    _code(
+        "agent-client-refused",
+        Category.FLEET,
+        "only the applier's certificate (fleet CA, URI SAN spiffe://certreconcile/applier) may call an agent",
+    ),
+    _code(
+        "agent-config-forbidden-setting",
+        Category.FLEET,
+        "remove it: the agent holds no database URL and no KMS settings, the applier does",
+    ),
+    _code("agent-config-invalid", Category.FLEET, "fix the agent's configuration file at the positions listed"),
+    _code(
+        "agent-environment-forbidden",
+        Category.FLEET,
+        "unset the variables named in the agent's service (e.g. its systemd unit); only the applier needs them",
+    ),
+    _code("agent-listen-failed", Category.FLEET, "choose a free address in `listen`, or stop what holds it"),
+    _code(
+        "agent-name-mismatch",
+        Category.FLEET,
+        "the certificate must be for this agent's key and carry spiffe://certreconcile/agent/<its name>",
+    ),
+    _code("agent-request-invalid", Category.FLEET, "POST a request of certreconcile.fleet.protocol to /v1/<operation>"),
+    _code("agent-request-replayed", Category.FLEET, "send each request with a fresh nonce"),
+    _code(
+        "agent-request-stale",
+        Category.FLEET,
+        "check both hosts' clocks (NTP); a request is valid within the agent's request_window only",
+    ),
+    _code(
+        "agent-target-kind-refused",
+        Category.FLEET,
+        "an agent runs local targets only: declare agent, ssh and aws_acm targets centrally",
+    ),
+    _code(
+        "agent-target-unknown",
+        Category.FLEET,
+        "declare the target in the agent's configuration, or name one of its local targets",
+    ),
+    _code(
+        "agent-tls-invalid",
+        Category.FLEET,
+        "make the key with `agent csr`, enrol it (`agent enroll`), and check key_file (0600), cert_file, ca_file",
+    ),
+    # --- notify
+    _code("notify-failed", Category.NOTIFY, "is the receiver up and answering 2xx? the notification is retried"),
+    _code("notify-env-unset", Category.NOTIFY, "export the variable named by the sink's *_env key where run runs"),
+    _code("notify-secret-invalid", Category.NOTIFY, "a webhook secret is whsec_ and base64 of 16 to 64 random bytes"),
+    _code("notify-smtp-failed", Category.NOTIFY, "check the SMTP server, its STARTTLS, the login and the addresses"),
+    _code("notify-apprise-missing", Category.NOTIFY, "pip install 'certreconcile[apprise]'"),
+    _code("notify-apprise-failed", Category.NOTIFY, "check each Apprise URL's scheme, the service and its token"),
 )
 
 #: Every registered code, by code.

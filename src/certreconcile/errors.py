@@ -33,6 +33,7 @@ __all__ = [
     "DnsError",
     "IssuerError",
     "KmsError",
+    "NotifyError",
     "PolicyViolation",
     "StalePlanError",
     "StateError",
@@ -142,6 +143,12 @@ class VerificationFailed(TargetFailed):
     ) -> None:
         super().__init__(message, failures, code=code, hint=hint)
         self.cert_id = cert_id
+
+
+class NotifyError(CertReconcileError):
+    """A notification could not be sent (it is retried with backoff: :mod:`certreconcile.notify`)."""
+
+    default_code = "notify-failed"
 
 
 class PolicyViolation(CertReconcileError):

@@ -21,6 +21,7 @@ sleep is injected (:data:`Sleeper`): a test clock advances instead of waiting.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -179,9 +180,10 @@ class Reconciler:
             declaration = replace(split.declaration, agent_renewals=())
             deferred, held_back = self._declaration_changes(declaration, gathered, env, now, results, errors)
             warnings = (*warnings, *held_back)
+            self._notify(desired, results)
         except CertReconcileError as exc:
             errors.append(exc.one_line())
-            log.error("cycle failed: %s", exc.one_line())  # noqa: TRY400  one line: a traceback may hold secrets
+            log.error("cycle failed: %s", exc.one_line(), extra={"step": "cycle", "code": exc.code})  # noqa: TRY400  one line
         result = CycleResult(
             started_at=started.timestamp(),
             finished_at=self.clock.now().timestamp(),
@@ -221,6 +223,7 @@ class Reconciler:
                     change.action.value,
                     change.name,
                     ", ".join(reason.code.value for reason in change.reasons),
+                    extra={"certificate": change.name, "step": change.action.value, "outcome": "deferred"},
                 )
             return declaration.changes, ()
         allowed, deferred = self._within_destroy_threshold(declaration, desired, actual, now)
@@ -266,22 +269,28 @@ class Reconciler:
             self.metrics.observe_apply(applied, time.monotonic() - began)
         for result in applied.results:
             level = logging.ERROR if result.outcome == "failed" else logging.INFO
-            log.log(
-                level,
-                "%s %s %s: %s: %s [%s]",
-                result.change.action.symbol,
-                result.change.action.value,
-                result.change.name,
-                result.outcome,
-                result.message,
-                env.actor,
-            )
+            change = result.change
+            fields = {"certificate": change.name, "issuer": change.issuer, "serial": result.serial,
+                      "step": change.action.value, "outcome": result.outcome, "actor": env.actor,
+                      "code": result.error_code}  # fmt: skip
+            log.log(level, "%s %s %s: %s: %s [%s]", change.action.symbol, change.action.value, change.name,
+                    result.outcome, result.message, env.actor, extra=fields)  # fmt: skip
         for agent in applied.agents:
             log.log(logging.ERROR if agent.outcome == "failed" else logging.INFO,
-                    "~ renew-agent %s: %s: %s [%s]", agent.name, agent.outcome, agent.message, env.actor)  # fmt: skip
+                    "~ renew-agent %s: %s: %s [%s]", agent.name, agent.outcome, agent.message, env.actor,
+                    extra={"step": "renew-agent", "outcome": agent.outcome, "actor": env.actor})  # fmt: skip
             if agent.outcome == "failed":
                 errors.append(agent.message)
         return list(applied.results)
+
+    def _notify(self, desired: DesiredState, results: list[ChangeResult]) -> None:
+        """Queue this cycle's events (``notify:``) and deliver the due ones; never fails the cycle."""
+        if desired.notify is None:
+            return
+        from certreconcile.notify.hook import notify_after
+
+        environ = self.settings.env if self.settings is not None else os.environ
+        notify_after(desired, self.store, results, self.clock, RENEWAL_ACTOR, environ)
 
     def _observe(self, result: CycleResult) -> None:
         if self.metrics is None:

@@ -33,6 +33,8 @@ FORMAT_COMMANDS = {
     "revoke": (["revoke", "shop"], "'text', 'json'"),
     "kms rewrap": (["kms", "rewrap"], "'text', 'json'"),
     "db upgrade": (["db", "upgrade"], "'text', 'json'"),
+    "check": (["check"], "'text', 'json'"),
+    "import": (["import", "shop", "--cert", "c.pem", "--key", "k.pem"], "'text', 'json'"),
     "show": (["show", "plan.json"], "'text', 'markdown', 'json'"),
 }
 

@@ -182,14 +182,15 @@ def test_run_renews_before_the_window_closes_and_serves_metrics(
         actors = query(database_url, "SELECT DISTINCT actor FROM CertAudit WHERE action = 'renewed'")
         assert actors == [(RENEWAL_ACTOR,)]
 
+        def labels(name: str) -> tuple[tuple[str, str], ...]:
+            return (("issuer", "quick"), ("issuer_kind", "local_ca"), ("name", name))
+
         def metrics_current() -> bool:
             samples = scrape(port)
             return all(
-                samples.get(
-                    ("certreconcile_certificate_expiration_timestamp_seconds", (("issuer", "quick"), ("name", n)))
-                )
+                samples.get(("certreconcile_certificate_expiration_timestamp_seconds", labels(n)))
                 == renewed[n][1].timestamp()
-                and samples.get(("certreconcile_certificate_ready_status", (("issuer", "quick"), ("name", n)))) == 1.0
+                and samples.get(("certreconcile_certificate_ready_status", (("condition", "True"), *labels(n)))) == 1.0
                 for n in renewed
             )
 
@@ -202,7 +203,9 @@ def test_run_renews_before_the_window_closes_and_serves_metrics(
     samples = scrape(port)
     for name, (not_before, not_after, status) in current_certs(database_url).items():
         assert status == "active"
-        labels = (("issuer", "quick"), ("name", name))
+        labels = (("issuer", "quick"), ("issuer_kind", "local_ca"), ("name", name))
+        for condition, value in (("True", 1.0), ("False", 0.0), ("Unknown", 0.0)):  # one series per condition
+            assert samples[("certreconcile_certificate_ready_status", (("condition", condition), *labels))] == value
         assert samples[("certreconcile_certificate_not_before_timestamp_seconds", labels)] == not_before.timestamp()
         assert samples[("certreconcile_certificate_expiration_timestamp_seconds", labels)] == not_after.timestamp()
         renewal = samples[("certreconcile_certificate_renewal_timestamp_seconds", labels)]
@@ -435,6 +438,12 @@ def test_acme_requests_are_counted_by_endpoint_and_status(
     assert "other" not in counted
     statuses = {dict(labels)["status"] for (name, labels) in samples if name == "certreconcile_acme_requests_total"}
     assert statuses <= {"200", "201", "204"}
+    timed = {
+        dict(labels)["endpoint"]: value
+        for (name, labels), value in samples.items()
+        if name == "certreconcile_acme_request_duration_seconds_count"
+    }
+    assert timed == counted  # every answer counted was timed too, on both transports (urllib3 and requests)
     assert samples[("certreconcile_issuance_total", (("issuer", "pebble"), ("reason", "new-certificate")))] == 1.0
 
 

@@ -8,8 +8,8 @@ Two scenarios drive the real ``certreconcile`` command through success and failu
   (HMAC secret, mutual TLS) that first refuses, a target whose reload fails and a CA that is
   unreachable; a wrong EAB key, a wrong TSIG secret and a wrong local KMS key file; then every
   command (validate, plan --out/--comment-dir, apply, status, audit, audit verify, rotate,
-  revoke, run --once with metrics, kms rewrap, db upgrade/roles/stop, schema, init) in each
-  ``--format`` it has.
+  revoke, run --once, run with metrics, probes and JSON logs at debug, kms rewrap, db
+  upgrade/roles/stop, schema, init) in each ``--format`` it has.
 * **vault**: the session's test PostgreSQL, the Vault/OpenBao transit KMS (a token), a wrong token.
 
 Every command runs with ``CERTRECONCILE_DEBUG=1`` and Python's logging at DEBUG for every logger
@@ -38,6 +38,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -278,11 +279,13 @@ def embedded_doc(pebble: Pebble, bind: BindServer, hook: WebhookServer, inputs: 
 
 
 def scrape_metrics(cli: Cli, directory: str, env: dict[str, str]) -> str:
-    """`run` with --metrics-port 0: one cycle, the metrics page read, SIGTERM (it exits 0)."""
+    """`run` with --metrics-port 0 and JSON logs at debug: one cycle, the metrics page and the probes read,
+    SIGTERM (it exits 0)."""
     log, errors = cli.debug_dir / "run-metrics.log", cli.debug_dir / "run-metrics.stderr"
     with errors.open("w") as stderr_file:
         process = subprocess.Popen(
-            [sys.executable, "-c", _WRAPPER, "run", "--dir", directory, "--metrics-port", "0", "--interval", "1h"],
+            [sys.executable, "-c", _WRAPPER, "run", "--dir", directory, "--metrics-port", "0", "--interval", "1h",
+             "--log-format", "json", "--log-level", "debug"],
             env={**env, "CANARY_DEBUG_LOG": str(log)}, cwd=cli.cwd, stdout=subprocess.PIPE, stderr=stderr_file,
             text=True,
         )  # fmt: skip
@@ -294,6 +297,12 @@ def scrape_metrics(cli: Cli, directory: str, env: dict[str, str]) -> str:
             if address and "cycle " in text:
                 with urllib.request.urlopen(address, timeout=10) as response:  # noqa: S310 - local
                     page = response.read().decode()
+                for probe in ("/healthz", "/readyz"):  # 503 too: a channel either way
+                    try:
+                        with urllib.request.urlopen(address.replace("/metrics", probe), timeout=10) as answer:  # noqa: S310
+                            cli.others.append(("probe", probe, answer.read().decode()))
+                    except urllib.error.HTTPError as exc:
+                        cli.others.append(("probe", probe, exc.read().decode()))
                 break
             time.sleep(0.1)
     finally:
@@ -301,6 +310,8 @@ def scrape_metrics(cli: Cli, directory: str, env: dict[str, str]) -> str:
         stdout, _ = process.communicate(timeout=120)
     cli.outputs.append(("run --metrics-port 0", stdout, errors.read_text(), log))
     assert "certreconcile" in page, (page, errors.read_text()[-2000:])
+    json_lines = [json.loads(line) for line in errors.read_text().splitlines()]  # every stderr line is JSON
+    assert any(line.get("step") == "cycle" for line in json_lines)  # the fields were written
     cli.others.append(("metrics", address or "", page))
     return page
 
@@ -341,6 +352,7 @@ def run_embedded_commands(cli: Cli, d: str, env_ok: dict[str, str], env_bad: dic
     wrong = cli("rotate", "local-ec", "--dir", d, "--format", "json", extra=wrong_kms, expect=1)
     assert "kms-wrong-master-key" in wrong.stdout + wrong.stderr, wrong.stdout + wrong.stderr
     cli("run", "--dir", d, "--once", extra=env_ok, expect=(0, 1))
+    cli("run", "--dir", d, "--once", "--log-format", "json", "--log-level", "debug", extra=env_ok, expect=(0, 1))
     scrape_metrics(cli, d, {**cli.env, **env_ok})
     new_kms = scratch / "inputs" / "new-kms.yaml"
     new_kms.write_text(yaml.safe_dump({"kms": {"local": {"key_file": str(scratch / "inputs" / "new-kms.key")}}}))

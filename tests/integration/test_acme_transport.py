@@ -124,7 +124,9 @@ def _network(base: str, verify: str | bool) -> tuple[DirectClientNetwork, jwk.JW
 def test_a_signed_post_arrives_as_jws_and_the_answer_reads_as_requests_would(tls: tuple[Path, ssl.SSLContext]) -> None:
     ca, context = tls
     seen_requests: list[tuple[str, int]] = []
-    set_request_observer(lambda endpoint, status: seen_requests.append((endpoint, status)))
+    durations: list[float] = []
+    set_request_observer(lambda endpoint, status, seconds: (seen_requests.append((endpoint, status)),
+                                                           durations.append(seconds)))  # fmt: skip
     try:
         with _server(context) as (base, seen):
             network, key = _network(base, str(ca))
@@ -153,6 +155,7 @@ def test_a_signed_post_arrives_as_jws_and_the_answer_reads_as_requests_would(tls
     assert response.links["alternate"]["url"] == "https://ca.test/acme/cert/1/alt"  # both Link headers kept
     assert response.links["index"]["url"] == "https://ca.test/acme/directory"
     assert seen_requests == [("newNonce", 200), ("newOrder", 201), ("newOrder", 201)]  # metrics observed
+    assert len(durations) == 3 and all(seconds >= 0 for seconds in durations)  # each request timed
 
 
 def test_before_the_account_exists_the_jws_carries_the_public_key(tls: tuple[Path, ssl.SSLContext]) -> None:

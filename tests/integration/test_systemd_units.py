@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from certreconcile.agent.environment import FORBIDDEN_VARIABLES
 from helpers import require_binary
 
 pytestmark = pytest.mark.integration
@@ -136,6 +137,7 @@ def test_agent_unit_holds_no_database_or_kms_settings() -> None:
     assert not re.search(r"DATABASE|KMS|VAULT|BAO|AWS|GOOGLE", environment), environment
     unset = settings["UnsetEnvironment"].split()
     assert {"CERTRECONCILE_DATABASE_URL", "CERTRECONCILE_LOCAL_KMS_KEY_FILE", "VAULT_TOKEN"} <= set(unset)
+    assert set(FORBIDDEN_VARIABLES) <= set(unset), "the unit strips every variable the agent refuses to start with"
     writable = [value for _, key, value in entries if key == "ReadWritePaths"]
     assert writable == ["/etc/nginx/certs /etc/haproxy/certs"], "only the drop-in opens target folders"
 

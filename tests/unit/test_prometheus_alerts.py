@@ -6,7 +6,6 @@ Prometheus itself (``promtool check rules``, ``promtool test rules``); without i
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,13 @@ import yaml
 
 from certreconcile.apply.metrics import METRIC_NAMES
 from helpers import require_binary
+from promql import exported, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "examples" / "prometheus" / "alerts.yaml"
 RULE_TESTS = ROOT / "tests" / "data" / "prometheus" / "alerts_test.yaml"
-HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+#: Prometheus's own series the rules may read besides ours (the scrape's health).
+PROMETHEUS_SERIES = frozenset({"up"})
 
 
 def rules() -> list[dict[str, Any]]:
@@ -35,6 +36,23 @@ def test_the_required_alerts_are_there() -> None:
     assert "certreconcile_target_verified_status == 0" in target_mismatch["expr"]
     renewal_failing = next(rule for rule in rules() if rule["alert"] == "RenewalFailing")
     assert "certreconcile_issuance_failures_total" in renewal_failing["expr"]
+    # the process gone (the rules on our own series cannot fire then), and cycles that end in error
+    assert {"ReconcilerDown", "ReconcilerAbsent", "ReconcileCyclesFailing"} <= names
+    by_name = {rule["alert"]: rule["expr"] for rule in rules()}
+    assert "up{" in by_name["ReconcilerDown"] and "== 0" in by_name["ReconcilerDown"]
+    assert by_name["ReconcilerAbsent"].startswith("absent(")
+    assert 'outcome="error"' in by_name["ReconcileCyclesFailing"]
+
+
+def test_the_metric_name_extractor_sees_what_it_must() -> None:
+    assert metric_names('sum by (name) (rate(a_total{x="b_c"}[5m])) / on (name) b_bucket > 0.5') == {
+        "a_total",
+        "b_bucket",
+    }
+    assert metric_names("absent(up{job='x'} == 1) or time() - last > 3 * 3600") == {"up", "last"}
+    assert metric_names("histogram_quantile(0.9, sum by (le) (rate(d_bucket[$__rate_interval])))") == {"d_bucket"}
+    assert not exported("certreconcile_nothing_total", METRIC_NAMES)
+    assert exported("certreconcile_apply_duration_seconds_bucket", METRIC_NAMES)
 
 
 def test_every_expression_uses_only_exported_metrics() -> None:
@@ -42,11 +60,10 @@ def test_every_expression_uses_only_exported_metrics() -> None:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert rule["labels"]["severity"] in ("warning", "critical")
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
-        used = set(re.findall(r"\bcertreconcile_[a-z_]+", rule["expr"]))
+        used = metric_names(rule["expr"])
         assert used, rule["alert"]
         for metric in used:
-            base = next((metric.removesuffix(s) for s in HISTOGRAM_SUFFIXES if metric.endswith(s)), metric)
-            assert metric in METRIC_NAMES or base in METRIC_NAMES, (rule["alert"], metric)
+            assert exported(metric, METRIC_NAMES | PROMETHEUS_SERIES), (rule["alert"], metric)
 
 
 def test_promtool_accepts_and_fires_the_rules() -> None:

@@ -114,7 +114,7 @@ def test_jitter_forms() -> None:
 
 def test_metrics_use_their_own_registry_and_the_documented_names() -> None:
     first, second = ReconcilerMetrics(), ReconcilerMetrics()  # would clash on the global registry
-    first.observe_acme_request("newOrder", 201)
+    first.observe_acme_request("newOrder", 201, 0.2)
     first.observe_cycle("success", 1234.0, 2)
     text = generate_latest(first.registry).decode()
     families = {family.name: family for family in text_string_to_metric_families(text)}
@@ -127,6 +127,16 @@ def test_metrics_use_their_own_registry_and_the_documented_names() -> None:
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     assert samples[("certreconcile_acme_requests_total", (("endpoint", "newOrder"), ("status", "201")))] == 1.0
     assert samples[("certreconcile_declaration_changes_pending", ())] == 2.0
+    timed = (("endpoint", "newOrder"), ("le", "0.25"), ("status", "201"))
+    assert samples[("certreconcile_acme_request_duration_seconds_bucket", timed)] == 1.0
+    assert samples[("certreconcile_acme_request_duration_seconds_bucket", (*timed[:1], ("le", "0.1"), timed[2]))] == 0
+    # every cycle outcome is exported from the start (at 0): the first error is an increase Prometheus sees
+    outcomes = {
+        dict(labels)["outcome"]: v for (n, labels), v in samples.items() if n == "certreconcile_reconcile_cycles_total"
+    }
+    assert outcomes == {"success": 1.0, "noop": 0.0, "partial": 0.0, "error": 0.0}
+    assert samples[("process_start_time_seconds", ())] > 0  # the process and platform collectors
+    assert ("python_info" in families) and ("process_cpu_seconds" in families)
     build = list(families["certreconcile_build_info"].samples)
     assert [(s.labels["version"], s.value) for s in build] == [(certreconcile.__version__, 1.0)]
     assert build[0].labels["python_version"] == platform.python_version()

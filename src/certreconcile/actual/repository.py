@@ -47,6 +47,7 @@ from certreconcile.actual.postgres.fleet import PostgresFleet
 from certreconcile.actual.postgres.journal import PostgresJournal
 from certreconcile.actual.postgres.key_refs import PostgresKeyRefs
 from certreconcile.actual.postgres.local_ca import PostgresLocalCa
+from certreconcile.actual.postgres.outbox import PostgresOutbox
 from certreconcile.errors import StateError
 from certreconcile.retry import RetryPolicy, Verdict
 
@@ -64,7 +65,14 @@ __all__ = [
 
 
 class PostgresSession(
-    PostgresCertificates, PostgresJournal, PostgresAudit, PostgresKeyRefs, PostgresLocalCa, PostgresAcme, PostgresFleet
+    PostgresCertificates,
+    PostgresJournal,
+    PostgresAudit,
+    PostgresKeyRefs,
+    PostgresLocalCa,
+    PostgresAcme,
+    PostgresFleet,
+    PostgresOutbox,
 ):
     """One connection; used by one thread at a time.
 

@@ -54,6 +54,7 @@ APPLY_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "issuancebackoff": _READ_WRITE_DELETE,
     "fleetca": _READ_WRITE,  # one row; UPDATE for `kms rewrap`
     "fleetagent": _READ_WRITE,  # enrolment, renewal, last seen
+    "notificationoutbox": _READ_WRITE,  # enqueue, claim, mark sent: rows are kept, never deleted
 }
 
 #: Columns the plan role may not read: the KMS envelopes of private keys (``ApplyStep.detail``

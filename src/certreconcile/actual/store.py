@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from certreconcile.actual.model import ActualCertificate, ActualState, OpenRotation, StateMeta
+from certreconcile.actual.outbox import NotificationStore
 from certreconcile.audit.recorder import AuditRecorder
 from certreconcile.crypto.secret import EncryptionContext
 from certreconcile.domain.keys import KeyRef, KeyType
@@ -408,7 +409,15 @@ class AcmeStore(Protocol):
 
 
 class StateSession(
-    CertificateStore, JournalStore, AuditRecorder, KeyRefStore, LocalCaStore, AcmeStore, FleetStore, Protocol
+    CertificateStore,
+    JournalStore,
+    AuditRecorder,
+    KeyRefStore,
+    LocalCaStore,
+    AcmeStore,
+    FleetStore,
+    NotificationStore,
+    Protocol,
 ):
     """The whole session: every concern at once (apply, the CLI). Code that needs one concern
     is typed against that concern's protocol instead."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,10 +15,13 @@ from certreconcile.apply.verify import wait_until_served
 from certreconcile.audit.events import AuditAction
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import CertReconcileError, TargetError
+from certreconcile.logcontext import in_log_context, log_context
 from certreconcile.plan.plan import Change
 from certreconcile.plugins.ports import DeployBundle
 
 __all__ = ["DistributionSteps"]
+
+log = logging.getLogger("certreconcile.apply")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +45,11 @@ class DistributionSteps(RunnerBase):
         """
         for target_name in targets:
             self._journal(change, JournalStep.DEPLOY.for_target(target_name), JournalState.STARTED, cert_id=cert_id)
+        push = in_log_context(self._push)  # the pool's threads log with this change's fields
         if self.target_pool is not None and len(targets) > 1:
-            outcomes = list(self.target_pool.map(lambda name: self._push(name, bundle), targets))
+            outcomes = list(self.target_pool.map(lambda name: push(name, bundle), targets))
         else:
-            outcomes = [self._push(name, bundle) for name in targets]
+            outcomes = [push(name, bundle) for name in targets]
         failed: dict[str, str] = {}
         for outcome in outcomes:
             target_name = outcome.target
@@ -85,6 +90,14 @@ class DistributionSteps(RunnerBase):
 
     def _push(self, target_name: str, bundle: DeployBundle) -> _PushOutcome:
         """Push to one target and wait until it serves the bundle. No database access (runs in the pool)."""
+        with log_context(target=target_name, step="deploy"):
+            outcome = self._push_and_verify(target_name, bundle)
+            # INFO either way: the change's result line reports a failure (and `apply` shows no INFO lines)
+            log.info("%s: %s on %s", bundle.name, "verified" if outcome.error is None else "not verified",
+                     target_name, extra={"step": "verify"})  # fmt: skip
+            return outcome
+
+    def _push_and_verify(self, target_name: str, bundle: DeployBundle) -> _PushOutcome:
         target = self.env.targets[target_name]
         pushed_at: datetime | None = None
         try:
@@ -109,7 +122,9 @@ class DistributionSteps(RunnerBase):
         except Exception as exc:  # noqa: BLE001 - a plug-in bug fails this target only, never the others
             return _PushOutcome(target_name, pushed_at, None, f"target {target_name}: {type(exc).__name__}", 0)
 
-    def _finish(self, change: Change, cert_id: str, failed: dict[str, str], what: str) -> ChangeResult:
+    def _finish(
+        self, change: Change, cert_id: str, failed: dict[str, str], what: str, *, serial: str | None = None
+    ) -> ChangeResult:
         """Activate the certificate and close its rotation once every declared target is verified."""
         if failed:
             self._journal(change, JournalStep.DISTRIBUTION, JournalState.FAILED, targets=",".join(failed))
@@ -118,12 +133,13 @@ class DistributionSteps(RunnerBase):
                 "failed",
                 f"{what}; not verified on " + "; ".join(f"{t}: {e}" for t, e in sorted(failed.items())),
                 cert_id=cert_id,
+                serial=serial,
                 failed_targets=tuple(failed),
             )
         current = self.session.current_certificate(change.name)
         spec = self.desired.certificates.get(change.name)
         if current is None or current.id != cert_id or spec is None:
-            return ChangeResult(change, "done", what, cert_id=cert_id)
+            return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
         unverified = [
             t
             for t in spec.targets
@@ -137,6 +153,7 @@ class DistributionSteps(RunnerBase):
                 "failed",
                 f"{what}; not verified on {', '.join(unverified)}",
                 cert_id=cert_id,
+                serial=serial,
                 failed_targets=tuple(unverified),
             )
         with self.session.transaction():
@@ -148,7 +165,7 @@ class DistributionSteps(RunnerBase):
                 old_status = self.session.certificate_status(rotation.old_cert_id)
                 self._move(rotation.old_cert_id, old_status, CertStatus.SUPERSEDED)
             self._journal(change, JournalStep.COMPLETED, JournalState.DONE, cert_id=cert_id)
-        return ChangeResult(change, "done", what, cert_id=cert_id)
+        return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
 
     def _redistribute(self, change: Change, current: ActualCertificate) -> ChangeResult:
         spec = self.desired.certificates[change.name]
@@ -168,4 +185,5 @@ class DistributionSteps(RunnerBase):
                 fingerprint=current.fingerprint,
             )
             failed = self._deploy(change, current.id, bundle, targets)
-        return self._finish(change, current.id, failed, f"redistributed to {', '.join(targets) or 'no target'}")
+        what = f"redistributed to {', '.join(targets) or 'no target'}"
+        return self._finish(change, current.id, failed, what, serial=current.serial_number)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 
@@ -27,11 +28,14 @@ from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.policy import Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import IssuerError, KmsError
+from certreconcile.logcontext import log_context
 from certreconcile.plan.plan import Action, Change
 from certreconcile.plan.policies import renewal_time
 from certreconcile.plugins.ports import DeployBundle, IssuedCertificate, IssueRequest, SecretBytes
 
 __all__ = ["IssuanceSteps"]
+
+log = logging.getLogger("certreconcile.apply")
 
 
 class IssuanceSteps(DistributionSteps):
@@ -42,8 +46,12 @@ class IssuanceSteps(DistributionSteps):
         now = self.env.clock.now()
         rotation_id = self._start_rotation(change, spec, current, now)
         cert_id, key_ref, key_pem = self._key_for(change, spec.key_type, current)
-        issued, facts = self._request(change, spec, current, cert_id, key_pem, now)
-        self._store_issued(change, spec, current, (issued, facts), cert_id, key_ref, rotation_id, now)
+        with log_context(step="issue", issuer=spec.issuer):
+            log.debug("%s: requesting a certificate from %s", change.name, spec.issuer)
+            issued, facts = self._request(change, spec, current, cert_id, key_pem, now)
+            self._store_issued(change, spec, current, (issued, facts), cert_id, key_ref, rotation_id, now)
+            log.info("%s: issued serial %s by %s", change.name, facts.serial_number, spec.issuer,
+                     extra={"serial": facts.serial_number})  # fmt: skip
         bundle = DeployBundle(
             name=change.name,
             domains=spec.domains,
@@ -52,8 +60,10 @@ class IssuanceSteps(DistributionSteps):
             key_pem=key_pem,
             fingerprint=facts.fingerprint,
         )
-        failed = self._deploy(change, cert_id, bundle, spec.targets)
-        return self._finish(change, cert_id, failed, f"{change.action.verb} serial {facts.serial_number}")
+        serial = facts.serial_number
+        with log_context(serial=serial):
+            failed = self._deploy(change, cert_id, bundle, spec.targets)
+            return self._finish(change, cert_id, failed, f"{change.action.verb} serial {serial}", serial=serial)
 
     def _start_rotation(
         self, change: Change, spec: CertificateSpec, current: ActualCertificate | None, now: datetime

@@ -103,5 +103,6 @@ def _write(session: StateSession, moves: Sequence[StatusMove], actor: str, now: 
             move.reason.value,
             move.due_at.isoformat(),
             actor,
+            extra={"certificate": move.name, "step": "status", "outcome": move.new.value, "actor": actor},
         )
     return done

@@ -5,16 +5,21 @@ Two kinds:
 * state gauges, rebuilt from the stored state after every cycle and served from that one
   snapshot (a scrape never sees half of an update, and a retired name disappears at once):
   ``certreconcile_certificate_expiration_timestamp_seconds``, ``..._not_before_timestamp_seconds``,
-  ``..._renewal_timestamp_seconds``, ``..._ready_status`` (labels ``name``, ``issuer``) and
+  ``..._renewal_timestamp_seconds`` (labels ``name``, ``issuer``, ``issuer_kind``),
+  ``..._ready_status`` (the same and ``condition``: one series each for ``True``, ``False`` and
+  ``Unknown``, 1 on the current condition, as cert-manager's) and
   ``certreconcile_target_verified_status`` (``name``, ``target``);
-* event counters and a histogram, fed from apply results and the ACME client:
+* event counters and histograms, fed from apply results and the ACME client:
   ``certreconcile_issuance_total`` (``issuer``, ``reason``: why it was issued),
   ``certreconcile_issuance_failures_total`` (``issuer``, ``reason``: the error code),
-  ``certreconcile_apply_duration_seconds``, ``certreconcile_acme_requests_total``
-  (``endpoint``, ``status``), plus the loop's own ``certreconcile_reconcile_cycles_total``
-  (``outcome``), ``certreconcile_last_reconcile_timestamp_seconds`` and
-  ``certreconcile_declaration_changes_pending``;
-* ``certreconcile_build_info`` (``version``, ``python_version``): always 1, the running release.
+  ``certreconcile_apply_duration_seconds``, ``certreconcile_acme_requests_total`` and
+  ``certreconcile_acme_request_duration_seconds`` (``endpoint``, ``status``), plus the loop's own
+  ``certreconcile_reconcile_cycles_total`` (``outcome``; every outcome exported from the start, at
+  0, so the first error shows as an increase), ``certreconcile_last_reconcile_timestamp_seconds``
+  and ``certreconcile_declaration_changes_pending``;
+* ``certreconcile_build_info`` (``version``, ``python_version``): always 1, the running release;
+* prometheus-client's process (``process_*``), platform (``python_info``) and garbage-collector
+  (``python_gc_*``) collectors, on this registry too.
 
 Label values are bounded: names and targets come from the declarations, reasons and error
 codes are fixed kebab-case sets, endpoints are ACME resource names. Never a URL, never a secret.
@@ -27,7 +32,15 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -40,12 +53,15 @@ from certreconcile.plan.plan import Action
 from certreconcile.plan.policies import renewal_time
 
 __all__ = [
+    "CONDITIONS",
+    "CYCLE_OUTCOMES",
     "METRIC_NAMES",
     "CertificateSample",
     "ReconcilerMetrics",
     "certificate_samples",
     "failure_reason",
     "is_ready",
+    "ready_condition",
 ]
 
 #: Every metric family this module exports (the alert rules may use only these).
@@ -63,11 +79,29 @@ METRIC_NAMES = frozenset(
         "certreconcile_reconcile_cycles_total",
         "certreconcile_last_reconcile_timestamp_seconds",
         "certreconcile_declaration_changes_pending",
+        "certreconcile_acme_request_duration_seconds",
         "certreconcile_build_info",
+        # prometheus-client's process, platform and garbage-collector collectors
+        "process_virtual_memory_bytes",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "python_info",
+        "python_gc_objects_collected_total",
+        "python_gc_objects_uncollectable_total",
+        "python_gc_collections_total",
     }
 )
 
+#: The values of the ``condition`` label of ``certreconcile_certificate_ready_status`` (cert-manager's).
+CONDITIONS = ("True", "False", "Unknown")
+#: The outcomes of a reconcile cycle (``certreconcile.reconciler.CycleResult.outcome``).
+CYCLE_OUTCOMES = ("success", "noop", "partial", "error")
+
 _APPLY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+_ACME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +113,8 @@ class CertificateSample:
     renewal: float | None  # None: the name is no longer declared (no renewal is planned)
     ready: bool
     targets: Mapping[str, bool]  # declared (or, undeclared, distributed) target → verified serving it
+    issuer_kind: str = "unknown"  # the issuer's plugin kind (acme, local_ca, vault...); unknown: not declared
+    condition: str = "False"  # the Ready condition: True, False or Unknown (see ready_condition)
 
 
 _IN_SERVICE = frozenset({CertStatus.ACTIVE, CertStatus.EXPIRING_SOON})
@@ -87,6 +123,18 @@ _IN_SERVICE = frozenset({CertStatus.ACTIVE, CertStatus.EXPIRING_SOON})
 def is_ready(current: ActualCertificate, targets: tuple[str, ...]) -> bool:
     """In service (active, or expiring_soon: due for renewal but valid) and proven served by each of ``targets``."""
     return current.status in _IN_SERVICE and all(_verified(current, target) for target in targets)
+
+
+def ready_condition(current: ActualCertificate, targets: tuple[str, ...]) -> str:
+    """cert-manager's Ready condition of a name: ``True`` (ready, see :func:`is_ready`); ``Unknown`` while a
+    new certificate (status ``issued``) is being deployed with no target failed yet; else ``False``."""
+    if is_ready(current, targets):
+        return "True"
+    if current.status is CertStatus.ISSUED and not any(
+        (d := current.distributions.get(target)) is not None and d.last_error for target in targets
+    ):
+        return "Unknown"
+    return "False"
 
 
 def _verified(current: ActualCertificate, target: str) -> bool:
@@ -104,6 +152,7 @@ def certificate_samples(desired: DesiredState | None, actual: ActualState) -> tu
     for name, current in sorted(actual.certificates.items()):
         spec = desired.certificates.get(name) if desired is not None else None
         targets = spec.targets if spec is not None else tuple(sorted(current.distributions))
+        issuer_spec = desired.issuers.get(current.issuer) if desired is not None else None
         samples.append(
             CertificateSample(
                 name=name,
@@ -113,6 +162,8 @@ def certificate_samples(desired: DesiredState | None, actual: ActualState) -> tu
                 renewal=renewal_time(spec, current).timestamp() if spec is not None else None,
                 ready=is_ready(current, targets),
                 targets={target: _verified(current, target) for target in targets},
+                issuer_kind=issuer_spec.kind if issuer_spec is not None else "unknown",
+                condition=ready_condition(current, targets),
             )
         )
     return tuple(samples)
@@ -141,7 +192,7 @@ class _CertificateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             samples = self._samples
-        labels = ["name", "issuer"]
+        labels = ["name", "issuer", "issuer_kind"]
         expiration = GaugeMetricFamily(
             "certreconcile_certificate_expiration_timestamp_seconds",
             "When the current certificate of a name expires (not_after), as a Unix time.",
@@ -159,8 +210,9 @@ class _CertificateCollector(Collector):
         )
         ready = GaugeMetricFamily(
             "certreconcile_certificate_ready_status",
-            "1 when the certificate is active and verified on every declared target, else 0.",
-            labels=labels,
+            "The Ready condition of a name, one series per condition (True: active and verified on every "
+            "declared target; Unknown: a new certificate being deployed; False: otherwise): 1 on the current one.",
+            labels=[*labels, "condition"],
         )
         verified = GaugeMetricFamily(
             "certreconcile_target_verified_status",
@@ -168,15 +220,32 @@ class _CertificateCollector(Collector):
             labels=["name", "target"],
         )
         for sample in samples:
-            key = [sample.name, sample.issuer]
+            key = [sample.name, sample.issuer, sample.issuer_kind]
             expiration.add_metric(key, sample.not_after)
             not_before.add_metric(key, sample.not_before)
             if sample.renewal is not None:
                 renewal.add_metric(key, sample.renewal)
-            ready.add_metric(key, 1.0 if sample.ready else 0.0)
+            for condition in CONDITIONS:
+                ready.add_metric([*key, condition], 1.0 if sample.condition == condition else 0.0)
             for target, ok in sorted(sample.targets.items()):
                 verified.add_metric([sample.name, target], 1.0 if ok else 0.0)
         yield from (expiration, not_before, renewal, ready, verified)
+
+
+def _register_process_metrics(registry: CollectorRegistry, *, collectors: bool) -> None:
+    """``certreconcile_build_info``; with ``collectors``, the process, platform and GC collectors too
+    (a registry passed in, such as the global one that has them already, is the caller's to equip)."""
+    build_info = Gauge(
+        "certreconcile_build_info",
+        "Always 1: the certreconcile version and the Python version of this process.",
+        ["version", "python_version"],
+        registry=registry,
+    )
+    build_info.labels(version=__version__, python_version=platform.python_version()).set(1)
+    if collectors:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
 
 
 class ReconcilerMetrics:
@@ -210,12 +279,22 @@ class ReconcilerMetrics:
             ["endpoint", "status"],
             registry=self.registry,
         )
+        self.acme_request_duration = Histogram(
+            "certreconcile_acme_request_duration_seconds",
+            "Time from sending an HTTP request to an ACME CA to reading its answer, by resource and status.",
+            ["endpoint", "status"],
+            buckets=_ACME_BUCKETS,
+            registry=self.registry,
+        )
         self.cycles = Counter(
             "certreconcile_reconcile_cycles",
-            "Reconcile cycles, by outcome: success, partial (a change failed) or error (the cycle could not run).",
+            "Reconcile cycles, by outcome: success, noop (nothing to do), partial (a change failed) "
+            "or error (the cycle could not run).",
             ["outcome"],
             registry=self.registry,
         )
+        for outcome in CYCLE_OUTCOMES:  # exported at 0 from the start: the first error is an increase
+            self.cycles.labels(outcome=outcome)
         self.last_cycle = Gauge(
             "certreconcile_last_reconcile_timestamp_seconds",
             "When the last reconcile cycle finished, as a Unix time.",
@@ -226,13 +305,7 @@ class ReconcilerMetrics:
             "Declaration changes the last cycle left alone (run without --apply-changes).",
             registry=self.registry,
         )
-        build_info = Gauge(
-            "certreconcile_build_info",
-            "Always 1: the certreconcile version and the Python version of this process.",
-            ["version", "python_version"],
-            registry=self.registry,
-        )
-        build_info.labels(version=__version__, python_version=platform.python_version()).set(1)
+        _register_process_metrics(self.registry, collectors=registry is None)
 
     def observe_state(self, desired: DesiredState | None, actual: ActualState) -> None:
         self._certificates.update(certificate_samples(desired, actual))
@@ -250,8 +323,10 @@ class ReconcilerMetrics:
             if change_result.outcome == "failed":
                 self.issuance_failures.labels(issuer=issuer, reason=failure_reason(change_result)).inc()
 
-    def observe_acme_request(self, endpoint: str, status: int) -> None:
+    def observe_acme_request(self, endpoint: str, status: int, seconds: float | None = None) -> None:
         self.acme_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        if seconds is not None:
+            self.acme_request_duration.labels(endpoint=endpoint, status=str(status)).observe(max(0.0, seconds))
 
     def observe_cycle(self, outcome: str, finished_at: float, pending_declaration_changes: int) -> None:
         self.cycles.labels(outcome=outcome).inc()

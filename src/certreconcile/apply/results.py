@@ -54,6 +54,7 @@ class ChangeResult:
     cert_id: str | None = None
     failed_targets: tuple[str, ...] = ()
     error_code: str | None = None  # a failed change's stable error code (metrics), never parsed from message
+    serial: str | None = None  # the serial number of the certificate issued or deployed (log lines), when one was
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from certreconcile.apply.results import NOT_THE_NAMES_FAULT, ChangeResult
 from certreconcile.apply.revocation import RevocationSteps
 from certreconcile.audit.events import AuditAction
 from certreconcile.errors import CertReconcileError
+from certreconcile.logcontext import log_context
 from certreconcile.plan.backoff import declaration_digest
 from certreconcile.plan.diff import change_for_name
 from certreconcile.plan.plan import Action, Change
@@ -48,10 +49,11 @@ class ChangeRunner(IssuanceSteps, RevocationSteps):
             assert change.deferred_until is not None
             until = change.deferred_until.isoformat()
             return ChangeResult(change, "skipped", f"waiting until {until} (backing off after a failed attempt)")
-        try:
-            return self._run_locked(change)
-        except Exception as exc:  # noqa: BLE001  the one broad except: record this change's failure, carry on
-            return self._failed(change, exc)
+        with log_context(certificate=change.name, issuer=change.issuer, step=change.action.value):
+            try:
+                return self._run_locked(change)
+            except Exception as exc:  # noqa: BLE001  the one broad except: record this change's failure, carry on
+                return self._failed(change, exc)
 
     def _run_locked(self, change: Change) -> ChangeResult:
         with self.session.lock_name(change.name):

@@ -31,8 +31,10 @@ class AuditAction:
     FLEET_CA_CREATED = "fleet_ca_created"  # the fleet CA was made (name: FLEET_CA_AUDIT_NAME)
     AGENT_ENROLLED = "agent_enrolled"  # `agent enroll` signed an agent's CSR (name: the agent's)
     AGENT_RENEWED = "agent_renewed"  # apply renewed an agent's own certificate through the channel
+    NOTIFIED = "notified"  # a notification was sent to a sink, or given up (detail: event, sink, outcome)
+    IMPORTED = "imported"  # `certreconcile import` adopted a certificate issued elsewhere (its key sealed by the KMS)
     ALL = (ISSUED, RENEWED, REVOKED, DISTRIBUTED, VERIFIED, RETIRED, FAILED, KEY_ACCESSED, KEY_REWRAPPED, KEY_DISCARDED,
-           EXPIRING_SOON, EXPIRED, FLEET_CA_CREATED, AGENT_ENROLLED, AGENT_RENEWED)  # fmt: skip
+           EXPIRING_SOON, EXPIRED, FLEET_CA_CREATED, AGENT_ENROLLED, AGENT_RENEWED, NOTIFIED, IMPORTED)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,21 @@ from typing import Annotated
 
 import typer
 
-from certreconcile.cli.commands import apply, audit, db, housekeeping, kms, manual, plan, run, show, status
+from certreconcile.cli.commands import (
+    agent,
+    apply,
+    audit,
+    check,
+    db,
+    housekeeping,
+    import_,
+    kms,
+    manual,
+    plan,
+    run,
+    show,
+    status,
+)
 from certreconcile.cli.common import err
 from certreconcile.cli.exit_codes import ExitCode
 from certreconcile.errors import CertReconcileError
@@ -62,6 +76,8 @@ app.command()(plan.validate)
 app.command()(plan.plan)
 app.command()(apply.apply)
 app.command()(status.status)
+app.command()(check.check)  # `certreconcile check`: the preflight
+app.command("import")(import_.import_)  # `certreconcile import`: adopt existing certificates
 app.command()(manual.revoke)
 app.command()(manual.rotate)
 app.command()(show.show)
@@ -70,6 +86,7 @@ app.command()(housekeeping.init)
 app.add_typer(db.db_app, name="db")
 app.add_typer(kms.kms_app, name="kms")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(agent.agent_app, name="agent")
 
 
 def _is_usage_exception(exc: BaseException) -> bool:

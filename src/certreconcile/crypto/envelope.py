@@ -19,7 +19,15 @@ from certreconcile.crypto.secret import EncryptionContext, Kms, SecretBytes, Wra
 from certreconcile.domain.keys import KeyRef
 from certreconcile.errors import KmsError
 
-__all__ = ["ENVELOPE_VERSION", "UNOPENABLE_CODES", "open_envelope", "rewrap_envelope", "seal", "unopenable"]
+__all__ = [
+    "ENVELOPE_VERSION",
+    "UNOPENABLE_CODES",
+    "check_round_trip",
+    "open_envelope",
+    "rewrap_envelope",
+    "seal",
+    "unopenable",
+]
 
 ENVELOPE_VERSION = 1
 
@@ -114,3 +122,18 @@ def rewrap_envelope(key_ref: KeyRef, old: Kms, new: Kms, context: EncryptionCont
     rewrapped = new.wrap_data_key(dek, context)
     moved = {**envelope, "kms": new.name, "key_id": rewrapped.key_id, "wrapped_dek": _b64(rewrapped.ciphertext)}
     return KeyRef(envelope_json=json.dumps(moved, sort_keys=True), kms=new.name, key_id=rewrapped.key_id)
+
+
+def check_round_trip(kms: Kms) -> str:
+    """``certreconcile check`` of a KMS: make a data key, unwrap it again, compare. Stores nothing.
+
+    Raises the KMS's own KmsError (credentials, permissions, a missing key), or ``kms-check-failed``."""
+    context = EncryptionContext(table="Check", row_id="certreconcile-check", purpose="check")
+    dek, wrapped = kms.generate_data_key(context)
+    if kms.decrypt_data_key(wrapped, context).reveal() != dek.reveal():
+        raise KmsError(
+            f"the {kms.name} KMS unwrapped a test data key to another value",
+            code="kms-check-failed",
+            hint="check the KMS configuration: its key does not give back what it wrapped",
+        )
+    return f"wrapped and unwrapped a test data key under {wrapped.key_id}"

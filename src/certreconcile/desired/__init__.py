@@ -38,6 +38,7 @@ from certreconcile.desired.model import (
     SourceLocation,
     TargetSpec,
 )
+from certreconcile.desired.notify_refs import notify_spec
 from certreconcile.desired.schema import desired_state_json_schema, render_json_schema
 from certreconcile.desired.validate import (
     Declarations,
@@ -139,6 +140,16 @@ _CERTIFICATE_FIELDS = (
 )
 
 
+def _cname_json(spec: DnsProviderSpec) -> dict[str, object]:
+    """The CNAME settings in the canonical form, only when not the defaults (older digests stay valid)."""
+    found: dict[str, object] = {}
+    if not spec.follow_cname:
+        found["follow_cname"] = False
+    if spec.resolvers is not None:
+        found["resolvers"] = list(spec.resolvers)
+    return found
+
+
 def _renew_before_json(renew_before: RenewBefore) -> tuple[float | None, float | None]:
     seconds = renew_before.duration.total_seconds() if renew_before.duration is not None else None
     return seconds, renew_before.fraction
@@ -170,6 +181,7 @@ def _build(
         git_commit=git_commit,
         git_author_email=git_author_email,
         agents=MappingProxyType(agents),
+        notify=notify_spec(declarations.notify, declarations.notify_ref, located),
     )
 
 
@@ -202,6 +214,8 @@ def _plugin_specs(declarations: Declarations, located: dict[NodeRef, SourceLocat
             **spec_args(p),  # type: ignore[arg-type]
             propagation_timeout=p.propagation_timeout or DEFAULT_PROPAGATION_TIMEOUT,
             nameservers=p.nameservers,
+            follow_cname=p.follow_cname,
+            resolvers=p.resolvers,
         )
         for name, p in sorted(declarations.dns_providers.items())
     }
@@ -260,6 +274,7 @@ def _digest(
                 **plugin_json(spec),
                 "propagation_timeout": spec.propagation_timeout.total_seconds(),
                 "nameservers": list(spec.nameservers) if spec.nameservers is not None else None,
+                **_cname_json(spec),
             }
             for name, spec in dns_providers.items()
         },

@@ -109,6 +109,7 @@ class Checker:
                     self._merge_plugin(file, section, name, entry, merged)
             for name in document.agents:
                 self._merge_agent(file, name, document)
+            self._merge_notify(file, document)
             patterns = self._merge_policy(file, document)
             if patterns is not None:
                 policy_patterns = patterns
@@ -154,6 +155,17 @@ class Checker:
             (pattern, NodeRef(file, ("policy", "allowed_domains", index)))
             for index, pattern in enumerate(document.policy.allowed_domains)
         ]
+
+    def _merge_notify(self, file: str, document: DesiredDocument) -> None:
+        """Keep the first ``notify`` declared; another file declaring it again is an error."""
+        if document.notify is None:
+            return
+        ref = NodeRef(file, ("notify",), "key")
+        if self.result.notify_ref is not None:
+            self.add(ref, "duplicate-notify", "`notify` is declared again; first at {related}",
+                     "declare notify in one file only", self.result.notify_ref)  # fmt: skip
+            return
+        self.result.notify, self.result.notify_ref = document.notify, ref
 
     def _merge_certificates(self, cert_refs: list[tuple[CertificateDocument, NodeRef]]) -> None:
         first_seen: dict[str, NodeRef] = {}
@@ -230,16 +242,19 @@ class Checker:
             self._issuer_findings(file, (section, name, kind), kind, config)
         propagation_timeout: timedelta | None = None
         nameservers: tuple[str, ...] | None = None
+        follow_cname, resolvers = True, None
         if isinstance(entry, DnsProviderEntry):
             propagation_timeout, nameservers = _parsed(entry.propagation_timeout), entry.nameservers
+            follow_cname, resolvers = entry.follow_cname, entry.resolvers
         sni: str | None = None
         verify_timeout: timedelta | None = None
         if isinstance(entry, TargetEntry):
             sni, verify_timeout = entry.sni, _parsed(entry.verify_timeout)
             self.target_dirs.extend(target_dirs(file, section, name, kind, config))
         merged[name] = DeclaredPlugin(
-            name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout
-        )
+            name, kind, config, verify, ref, propagation_timeout, nameservers, sni, verify_timeout,
+            follow_cname, resolvers,
+        )  # fmt: skip
 
     def _issuer_findings(self, file: str, path: tuple[PathElement, ...], kind: str, config: BaseModel) -> None:
         """The kind's own rules over its configuration (``config_findings``), paths relative to it."""

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel
 
-from certreconcile.desired.documents import CertificateDocument, KmsCacheConfig
+from certreconcile.desired.documents import CertificateDocument, KmsCacheConfig, NotifyDocument
 from certreconcile.desired.loader import Anchor, PathElement
 from certreconcile.desired.model import SourceLocation
 from certreconcile.domain.durations import RenewBefore
@@ -54,6 +54,9 @@ class DeclaredPlugin:
     # Targets only: the server name for verification handshakes, and how long to retry them.
     sni: str | None = None
     verify_timeout: timedelta | None = None
+    # DNS providers only: follow the CNAME of _acme-challenge names, through which servers.
+    follow_cname: bool = True
+    resolvers: tuple[str, ...] | None = None
 
 
 class DeclaredAgent(NamedTuple):
@@ -83,6 +86,8 @@ class Declarations:
     allowed_domains: tuple[str, ...] = ()
     certificates: dict[str, DeclaredCertificate] = field(default_factory=dict)
     policy_ref: NodeRef | None = None
+    notify: NotifyDocument | None = None
+    notify_ref: NodeRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

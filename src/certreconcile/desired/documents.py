@@ -42,6 +42,12 @@ from certreconcile.desired.model import (
     Challenge,
     OnDelete,
 )
+from certreconcile.desired.notify_sinks import (
+    AppriseSinkConfig,
+    EmailSinkConfig,
+    NotifyEventName,
+    WebhookSinkConfig,
+)
 from certreconcile.domain.keys import KeyType
 from certreconcile.domain.names import CERT_NAME_PATTERN
 
@@ -58,8 +64,10 @@ __all__ = [
     "IssuerEntry",
     "KmsCacheConfig",
     "KmsEntry",
+    "NotifyDocument",
     "PluginEntry",
     "PolicyDocument",
+    "SinkEntry",
     "TargetEntry",
     "desired_document_model",
     "entry_model",
@@ -174,6 +182,30 @@ class DnsProviderEntry(PluginEntry):
     nameservers: tuple[HostPort, ...] | None = None
     """HOST:PORT of the name servers to check; null: the zone's NS records, each on port 53
     (route53: null skips this check, the change being INSYNC is enough)."""
+    follow_cname: bool = True
+    """Follow the CNAME chain of ``_acme-challenge.<name>`` (a delegation to another zone or to an
+    acme-dns server) and publish the TXT record at its end, as lego does; false: publish at
+    ``_acme-challenge.<name>`` itself."""
+    resolvers: tuple[HostPort, ...] | None = None
+    """HOST:PORT of the servers asked to follow that CNAME chain (recursive resolvers, or servers
+    authoritative for every zone of the chain); null: the nameservers when declared, else the
+    system resolver."""
+
+
+class SinkEntry(PluginEntry):
+    """One notification sink. Exactly one kind key, plus the events it wants."""
+
+    SECTION: ClassVar[str] = "notify sink"
+    KINDS: ClassVar[tuple[str, ...]] = ("apprise", "email", "webhook")
+
+    apprise: AppriseSinkConfig | None = None
+    """Chat and push services through Apprise (the optional extra ``certreconcile[apprise]``)."""
+    email: EmailSinkConfig | None = None
+    """An e-mail through an SMTP server."""
+    webhook: WebhookSinkConfig | None = None
+    """An HTTP POST of JSON, signed per the Standard Webhooks specification."""
+    events: tuple[NotifyEventName, ...] | None = None
+    """The events to send here; default: every event."""
 
 
 # ---------------------------------------------------------------- policy and certificates
@@ -228,6 +260,15 @@ class AgentDocument(Wire):
 _NAMED_KEYS: dict[str, Any] = {"propertyNames": {"pattern": CERT_NAME_PATTERN}}
 
 
+class NotifyDocument(Wire):
+    """Notifications (``notify:``): where to send the events of issuance, failures and expiry."""
+
+    expiring_within: Duration = ParsedDuration("14d")
+    """Send ``expiring`` when a certificate expires within this time and no renewal has succeeded."""
+    sinks: dict[Name, SinkEntry] = Field(default_factory=dict, json_schema_extra=_NAMED_KEYS)
+    """Sinks by name: each a ``webhook``, ``email`` or ``apprise`` key, and the events it wants."""
+
+
 class DesiredDocument(Wire):
     """One desired-state file. Every key is optional: the files of a directory are merged."""
 
@@ -243,6 +284,8 @@ class DesiredDocument(Wire):
     """Agents by name: a certificate's targets may name ``AGENT/TARGET`` (a local target of the agent)."""
     policy: PolicyDocument | None = None
     """At most one file may declare it."""
+    notify: NotifyDocument | None = None
+    """Notifications; at most one file may declare it."""
     certificates: tuple[CertificateDocument, ...] = ()
     """Managed certificates; names are unique across all files."""
 

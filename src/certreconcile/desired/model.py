@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_AGENT_TIMEOUT",
     "DEFAULT_PROPAGATION_TIMEOUT",
     "DEFAULT_VERIFY_TIMEOUT",
+    "NOTIFY_EVENTS",
     "AgentSpec",
     "AgentTargetRef",
     "CertificateSpec",
@@ -30,6 +31,8 @@ __all__ = [
     "IssuerSpec",
     "KmsCacheSpec",
     "KmsSpec",
+    "NotifySinkSpec",
+    "NotifySpec",
     "OnDelete",
     "PluginSpec",
     "SourceLocation",
@@ -91,6 +94,10 @@ DEFAULT_VERIFY_TIMEOUT = timedelta(seconds=30)
 class DnsProviderSpec(PluginSpec):
     propagation_timeout: timedelta = DEFAULT_PROPAGATION_TIMEOUT  # upper bound of the wait before validation
     nameservers: tuple[str, ...] | None = None  # HOST:PORT to check; None: the zone's NS records on port 53
+    # Follow the CNAME chain of ``_acme-challenge.<name>`` and publish at its end (lego's default).
+    follow_cname: bool = True
+    # HOST:PORT asked to follow that chain; None: the nameservers when declared, else the system resolver.
+    resolvers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,27 @@ class AgentTargetRef(BaseModel):
     timeout_seconds: float
 
 
+#: Every notification event, in the order the README lists them.
+NOTIFY_EVENTS = ("issued", "renewed", "failed", "verification_failed", "expiring", "agent_unreachable")
+DEFAULT_EXPIRING_WITHIN = timedelta(days=14)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySinkSpec(PluginSpec):
+    """One sink of ``notify:``: ``kind`` is webhook, email or apprise; ``config`` names secrets by ``*_env``."""
+
+    events: frozenset[str] = frozenset(NOTIFY_EVENTS)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySpec:
+    """The ``notify:`` section: the sinks by name, and when a certificate counts as ``expiring``."""
+
+    sinks: Mapping[str, NotifySinkSpec]
+    expiring_within: timedelta = DEFAULT_EXPIRING_WITHIN
+    location: SourceLocation | None = field(default=None, compare=False)
+
+
 @dataclass(frozen=True, slots=True)
 class CertificateSpec:
     name: str  # stable identity across rotations
@@ -164,3 +192,4 @@ class DesiredState:
     git_commit: str | None = None  # the commit the declarations were read from, if any
     git_author_email: str | None = None
     agents: Mapping[str, AgentSpec] = field(default_factory=dict)  # ``agents:``, by name
+    notify: NotifySpec | None = None  # ``notify:``; not in the digest (plans do not depend on it)

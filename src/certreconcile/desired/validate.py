@@ -122,12 +122,21 @@ def validate_sources(
     diagnostics.sort()
     located: dict[NodeRef, SourceLocation] = {}
     if with_locations and not diagnostics:
-        refs = [plugin.ref for plugin in declarations.issuers.values()]
-        refs += [plugin.ref for plugin in declarations.targets.values()]
-        refs += [plugin.ref for plugin in declarations.dns_providers.values()]
-        refs += [cert.ref for cert in declarations.certificates.values()]
-        refs += [agent.ref for agent in declarations.agents.values()]
-        if declarations.kms is not None:
-            refs.append(declarations.kms.ref)
-        located = {ref: resolve(ref) for ref in refs}
+        located = {ref: resolve(ref) for ref in _located_refs(declarations)}
     return declarations, diagnostics, located
+
+
+def _located_refs(declarations: Declarations) -> list[NodeRef]:
+    """The declarations whose positions a spec's ``location`` gives (``with_locations``)."""
+    refs = [plugin.ref for plugin in declarations.issuers.values()]
+    refs += [plugin.ref for plugin in declarations.targets.values()]
+    refs += [plugin.ref for plugin in declarations.dns_providers.values()]
+    refs += [cert.ref for cert in declarations.certificates.values()]
+    refs += [agent.ref for agent in declarations.agents.values()]
+    if declarations.kms is not None:
+        refs.append(declarations.kms.ref)
+    if declarations.notify is not None and declarations.notify_ref is not None:
+        ref = declarations.notify_ref
+        refs.append(ref)
+        refs += [NodeRef(ref.file, (*ref.path, "sinks", name), "key") for name in declarations.notify.sinks]
+    return refs

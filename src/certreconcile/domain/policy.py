@@ -22,6 +22,7 @@ class Origin(enum.StrEnum):
 
     GIT = "git"  # declared in the desired state: removing the declaration retires or revokes it
     API = "api"  # issued through the CertificateManager facade: an apply that does not declare it leaves it alone
+    IMPORTED = "imported"  # adopted by `certreconcile import` (issued elsewhere); owned like GIT: declared
 
 
 class RevocationReason(enum.IntEnum):

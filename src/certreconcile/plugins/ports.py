@@ -14,6 +14,7 @@ from certreconcile.crypto.secret import EncryptionContext, Kms, SecretBytes, Wra
 from certreconcile.domain.keys import KeyType
 
 __all__ = [
+    "NO_CHECK",
     "DeployBundle",
     "Dns01Provider",
     "DnsTxtRecord",
@@ -26,6 +27,7 @@ __all__ = [
     "OrderJournal",
     "RenewalInfo",
     "SecretBytes",
+    "SupportsCheck",
     "SupportsRenewalInfo",
     "Target",
     "TargetObservation",
@@ -171,3 +173,20 @@ class Target(Protocol):
         ...
 
     def verify_timeout(self) -> timedelta: ...
+
+
+#: What ``certreconcile check`` says of a plug-in without a :class:`SupportsCheck` method.
+NO_CHECK = "no check available"
+
+
+class SupportsCheck(Protocol):
+    """Optional on any plug-in (KMS, DNS provider, target, issuer): a call proving its credentials and
+    configuration work that changes nothing lasting (``certreconcile check``).
+
+    A plug-in without it is reported as :data:`NO_CHECK`; existing plug-ins keep working unchanged.
+    """
+
+    def check(self) -> str:
+        """What was checked, one line (e.g. "`nginx -t` passed"); a CertReconcileError (one line, no secret) when
+        the check fails."""
+        ...

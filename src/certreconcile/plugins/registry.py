@@ -14,15 +14,14 @@ read by validation); ``declared_key_id(config, context)`` (KMS).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, cast
 
 from certreconcile.actual.store import StateStore
 from certreconcile.desired.kinds import kind_module, kind_names
-from certreconcile.desired.model import IssuerSpec, KmsSpec, PluginSpec, TargetSpec
-from certreconcile.plugins.ports import Dns01Provider, Issuer, Kms, Target
+from certreconcile.desired.model import DnsProviderSpec, IssuerSpec, KmsSpec, PluginSpec
+from certreconcile.plugins.context import PluginContext, create_target
+from certreconcile.plugins.ports import Dns01Provider, Issuer, Kms
 
 __all__ = [
     "PluginContext",
@@ -33,15 +32,6 @@ __all__ = [
     "create_target",
     "declared_key_id",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class PluginContext:
-    desired_dir: Path  # relative paths in declarations are relative to this
-    data_dir: Path  # CERTRECONCILE_DATA_DIR
-    env: Mapping[str, str]
-    # The declared DNS-01 providers, built before the issuers that use them.
-    dns_providers: Mapping[str, Dns01Provider] = field(default_factory=dict)
 
 
 def available_kinds(group: str) -> frozenset[str]:
@@ -74,9 +64,13 @@ def create_issuer(spec: IssuerSpec, context: PluginContext, store: StateStore, k
     return cast(Issuer, _load("issuers", spec.kind)(spec, context, store, kms))
 
 
-def create_target(spec: TargetSpec, context: PluginContext) -> Target:
-    return cast(Target, _load("targets", spec.kind)(spec, context))
-
-
 def create_dns_provider(spec: PluginSpec, context: PluginContext) -> Dns01Provider:
-    return cast(Dns01Provider, _load("dns01", spec.kind)(spec, context))
+    """The declared provider; unless ``follow_cname: false``, wrapped to publish at the end of the
+    CNAME chain of each ``_acme-challenge`` name (:mod:`certreconcile.plugins.dns01.cname`)."""
+    provider = cast(Dns01Provider, _load("dns01", spec.kind)(spec, context))
+    if isinstance(spec, DnsProviderSpec) and spec.follow_cname:
+        from certreconcile.plugins.dns01.cname import CnameFollowingProvider, CnameResolver
+
+        resolver = CnameResolver(spec.resolvers if spec.resolvers is not None else spec.nameservers)
+        provider = CnameFollowingProvider(provider, resolver.follow)
+    return provider

@@ -30,6 +30,7 @@ from certreconcile.testing.fake_state.fleet import FakeFleet
 from certreconcile.testing.fake_state.journal import FakeJournal
 from certreconcile.testing.fake_state.key_refs import FakeKeyRefs
 from certreconcile.testing.fake_state.local_ca import FakeLocalCa
+from certreconcile.testing.fake_state.outbox import FakeOutbox
 
 __all__ = ["InMemorySession", "InMemoryStore"]
 
@@ -72,7 +73,9 @@ class InMemoryStore:
         return []
 
 
-class InMemorySession(FakeCertificates, FakeJournal, FakeAudit, FakeKeyRefs, FakeLocalCa, FakeAcme, FakeFleet):
+class InMemorySession(
+    FakeCertificates, FakeJournal, FakeAudit, FakeKeyRefs, FakeLocalCa, FakeAcme, FakeFleet, FakeOutbox
+):
     """Every concern of the fake, composed (implements ``StateSession``)."""
 
 

@@ -18,6 +18,7 @@ from certreconcile.desired.model import DnsProviderSpec, PluginSpec
 from certreconcile.errors import DnsError
 from certreconcile.plugins.dns01.cloudflare import CloudflareProvider
 from certreconcile.plugins.dns01.cloudflare_config import CloudflareConfig
+from certreconcile.plugins.dns01.cname import CnameFollowingProvider
 from certreconcile.plugins.dns01.propagation import PropagationWaiter
 from certreconcile.plugins.dns01.rfc2136 import Rfc2136Provider
 from certreconcile.plugins.dns01.rfc2136_config import Rfc2136Config
@@ -184,6 +185,12 @@ def test_registry_builds_every_kind(tmp_path: Path) -> None:
         context,
     )
     cloudflare = create_dns_provider(_spec("cloudflare", CloudflareConfig(ca_bundle="ca.pem")), context)
+    # Every kind follows the CNAME of _acme-challenge names unless the declaration turns it off.
+    for wrapped in (rfc, route53, route53_checked, cloudflare):
+        assert isinstance(wrapped, CnameFollowingProvider)
+    rfc, route53, route53_checked, cloudflare = (
+        unwrapped.inner for unwrapped in (rfc, route53, route53_checked, cloudflare)  # type: ignore[attr-defined]
+    )
     assert isinstance(rfc, Rfc2136Provider)
     assert isinstance(route53, Route53Provider)
     assert isinstance(cloudflare, CloudflareProvider)

@@ -153,7 +153,12 @@ def _apply(request: _ApplyRequest) -> ApplyResult | None:
         if planned is None:
             return None
         the_plan = planned
-    return apply_with_progress(the_plan, desired, env, request.concurrency, saved=request.plan_file is not None)
+    result = apply_with_progress(the_plan, desired, env, request.concurrency, saved=request.plan_file is not None)
+    if desired.notify is not None:  # its events (issued, failed...), queued once, then the due ones sent
+        from certreconcile.notify.hook import notify_after
+
+        notify_after(desired, store, result.results, env.clock, env.actor, settings.env)
+    return result
 
 
 def _saved_plan(plan_file: Path) -> Plan:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
@@ -19,6 +18,7 @@ import typer
 
 from certreconcile.cli.common import fail, load_directory
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.logging_setup import LogFormat, LogFormatOption, LogLevel, LogLevelOption, configure_logging
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from certreconcile.actual.store import StateStore
     from certreconcile.apply.executor import ApplyEnvironment
+    from certreconcile.apply.health import Readiness
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.desired.model import DesiredState
     from certreconcile.gitfollow import GitFollowOptions
@@ -129,16 +130,6 @@ def _install_signal_handlers(control: LoopControl) -> None:
         signal.signal(signal.SIGHUP, reload)
 
 
-def _configure_logging() -> None:
-    logger = logging.getLogger("certreconcile.run")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
 def _summary(result: CycleResult) -> str:
     done = sum(1 for r in result.results if r.outcome == "done")
     skipped = sum(1 for r in result.results if r.outcome == "skipped")
@@ -220,7 +211,11 @@ _RefreshOption = Annotated[bool, typer.Option(help="Probe every target each cycl
 _ConcurrencyOption = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
 _MetricsPortOption = Annotated[
     int | None,
-    typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: any free port)."),
+    typer.Option(
+        min=0,
+        max=65535,
+        help="Serve Prometheus metrics (/metrics) and the probes /healthz and /readyz on this port (0: any free port).",
+    ),
 ]
 _MetricsAddressOption = Annotated[str, typer.Option(help="The address the metrics listen on.")]
 _OnceOption = Annotated[bool, typer.Option("--once", help="Run one cycle and exit: 0 if it went well, 1 if not.")]
@@ -243,6 +238,8 @@ def run_command(
     metrics_port: _MetricsPortOption = None,
     metrics_address: _MetricsAddressOption = "127.0.0.1",
     once: _OnceOption = False,
+    log_level: LogLevelOption = LogLevel.INFO,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Reconcile continuously: every interval (and on SIGHUP), plan and apply renewals and drift fixes.
 
@@ -255,12 +252,15 @@ def run_command(
     commit (fast-forwards only; with --require-signed-commits, only commits signed by an allowed
     SSH key) as git:<sha> <email>.
     SIGTERM or SIGINT finishes the cycle in flight, then exits 0; SIGHUP runs a cycle now.
+    With --metrics-port, /healthz answers 200 while the process runs and /readyz 200 only while the
+    database answers and the last cycle finished within the interval (+ jitter + 5 minutes).
 
     Examples: certreconcile run --dir certs/ --metrics-port 9402;
     certreconcile run --ref origin/main --git-pull --interval 15m --apply-changes;
     certreconcile run --git git@git.internal:ops/certs.git --branch main --dir certs --interval 5m;
-    certreconcile run --once
+    certreconcile run --once; certreconcile run --log-format json --log-level debug
     """
+    configure_logging(log_level, log_format)
     try:
         git = _git_options(git_url, branch, directory, git_dir, require_signed_commits, allowed_signers,
                            other_source=ref is not None or git_pull)  # fmt: skip
@@ -385,18 +385,19 @@ def _run(
     metrics_address: str,
     once: bool,
 ) -> None:
+    from certreconcile.apply.health import Readiness, database_probe
     from certreconcile.apply.metrics import ReconcilerMetrics
     from certreconcile.cli.common import cli_clock
     from certreconcile.reconciler import LoopControl, Reconciler, run_forever, sleeper_for
     from certreconcile.wiring import build_environment, open_store
 
     settings = _settings(directory, git)
-    _configure_logging()
     log = logging.getLogger("certreconcile.run")
     store = open_store(settings)
     clock = cli_clock()
     metrics = ReconcilerMetrics()
-    server = _serve_metrics(metrics, metrics_address, metrics_port) if metrics_port is not None else None
+    readiness = Readiness.for_interval(clock, database_probe(store), interval=interval, jitter=jitter)
+    server = _serve_metrics(metrics, readiness, metrics_address, metrics_port) if metrics_port is not None else None
     control = LoopControl()
     _install_signal_handlers(control)
 
@@ -410,26 +411,30 @@ def _run(
 
     def report(result: CycleResult) -> None:
         last[:] = [result]
-        log.info("%s", _summary(result))
+        readiness.cycle_finished(result.finished_at, result.outcome)
+        log.info("%s", _summary(result), extra={"step": "cycle", "outcome": result.outcome})
 
-    log.info(
-        "reconciling %s%s every %gs (jitter %g%%)%s",
-        directory if git is None else f"{git.path} of {git.source.split('#')[0]}",
-        f" at {ref}" if ref else f" following {git.branch}" if git else "",
-        interval,
-        jitter * 100,
-        ", applying declaration changes" if apply_changes else "",
-    )
+    log.info("reconciling %s", _what(directory, git, ref, interval, jitter, apply_changes=apply_changes))
     try:
         run_forever(reconciler.cycle, interval=interval, jitter=jitter, control=control, once=once,
                     on_cycle=report, sleep=sleeper_for(clock))  # fmt: skip
     finally:
         if server is not None:
             server.shutdown()
+            server.server_close()
             _set_acme_observer(None)
     log.info("stopped")
     if once and last and last[0].outcome in ("error", "partial"):
         raise typer.Exit(ExitCode.ERROR)
+
+
+def _what(directory: Path, git: GitFollowOptions | None, ref: str | None, interval: float, jitter: float, *,
+          apply_changes: bool) -> str:  # fmt: skip
+    """What the loop reconciles, how often: the first line of its log."""
+    source = directory if git is None else f"{git.path} of {git.source.split('#')[0]}"
+    following = f" at {ref}" if ref else f" following {git.branch}" if git else ""
+    changes = ", applying declaration changes" if apply_changes else ""
+    return f"{source}{following} every {interval:g}s (jitter {jitter * 100:g}%){changes}"
 
 
 def _set_acme_observer(metrics: ReconcilerMetrics | None) -> None:
@@ -438,11 +443,11 @@ def _set_acme_observer(metrics: ReconcilerMetrics | None) -> None:
     set_request_observer(metrics.observe_acme_request if metrics is not None else None)
 
 
-def _serve_metrics(metrics: ReconcilerMetrics, address: str, port: int) -> WSGIServer:
-    from prometheus_client import start_http_server
+def _serve_metrics(metrics: ReconcilerMetrics, readiness: Readiness, address: str, port: int) -> WSGIServer:
+    from certreconcile.apply.health import endpoints_app, serve_endpoints
 
     try:
-        server, _ = start_http_server(port, addr=address, registry=metrics.registry)
+        server, _ = serve_endpoints(endpoints_app(metrics.registry, readiness), address, port)
     except OSError as exc:
         raise CertReconcileError(
             f"cannot serve metrics on {address}:{port}: {exc.strerror}",
@@ -451,5 +456,7 @@ def _serve_metrics(metrics: ReconcilerMetrics, address: str, port: int) -> WSGIS
         ) from exc
     _set_acme_observer(metrics)
     host = f"[{address}]" if ":" in address else address
-    logging.getLogger("certreconcile.run").info("serving metrics on http://%s:%d/metrics", host, server.server_port)
+    logging.getLogger("certreconcile.run").info(
+        "serving metrics on http://%s:%d/metrics (probes: /healthz, /readyz)", host, server.server_port
+    )
     return server

@@ -197,6 +197,16 @@ class CloudflareProvider:
                 ok_codes=frozenset({_RECORD_GONE}),
             )
 
+    def check(self) -> str:
+        """``certreconcile check``: one read-only call with the token (the declared zone's records, else the
+        zones the token sees); a refused token fails here."""
+        if self._config.zone_id:
+            self._request("GET", f"zones/{self._config.zone_id}/dns_records", "checking the API token",
+                          params={"per_page": 1})  # fmt: skip
+        else:
+            self._request("GET", "zones", "checking the API token", params={"per_page": 1})
+        return f"the API token in {self._config.api_token_env} was accepted"
+
     def wait_until_visible(self, records: tuple[DnsTxtRecord, ...], timeout: timedelta) -> None:
         self._propagation.wait(records, timeout)
 

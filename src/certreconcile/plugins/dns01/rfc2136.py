@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 import dns.exception
+import dns.message
 import dns.name
 import dns.query
 import dns.rcode
@@ -174,3 +175,30 @@ class Rfc2136Provider:
 
     def wait_until_visible(self, records: tuple[DnsTxtRecord, ...], timeout: timedelta) -> None:
         self._propagation.wait(records, timeout)
+
+    # ------------------------------------------------------------------ SupportsCheck
+
+    def check(self) -> str:
+        """A TSIG-signed SOA query to the primary (of the declared zone, else of the root): the server
+        checks the key's signature before it answers, so a wrong secret, name or algorithm fails here."""
+        key = self._key()
+        server = self._primary()
+        zone = self._config.zone or "."
+        query = dns.message.make_query(zone, dns.rdatatype.SOA)
+        query.use_tsig(keyring=key)
+        what = f"a TSIG-signed query to {server}"
+        try:
+            dns.query.tcp(query, server.address, timeout=self._timeout, port=server.port)
+        except _TSIG_ERRORS as exc:
+            raise DnsError(
+                f"{what}: the server refused the TSIG key {self._config.tsig_key_name} ({type(exc).__name__})",
+                code="dns-auth-failed",
+                hint=f"check tsig_key_name, tsig_algorithm and the secret in {self._config.tsig_secret_env}",
+            ) from exc
+        except (dns.exception.DNSException, OSError, EOFError) as exc:
+            raise DnsError(
+                f"{what} failed ({type(exc).__name__})",
+                code="dns-server-unreachable",
+                hint="check the server address and that it accepts TCP",
+            ) from exc
+        return f"{server} accepted the TSIG key {self._config.tsig_key_name}"

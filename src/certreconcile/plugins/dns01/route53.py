@@ -245,6 +245,16 @@ class Route53Provider:
         remaining = {**current, "ResourceRecords": rest}
         self._change(zone_id, record.fqdn, "UPSERT", remaining, what)
 
+    def check(self) -> str:
+        """``certreconcile check``: one read-only call with the credentials (the declared hosted zone, else
+        the list of zones); missing or refused credentials fail here."""
+        if self._config.hosted_zone_id:
+            zone_id = self._config.hosted_zone_id.rsplit("/", 1)[-1]
+            self._call("get_hosted_zone", "checking the credentials", Id=zone_id)
+            return f"the credentials may read hosted zone {zone_id}"
+        self._call("list_hosted_zones_by_name", "checking the credentials", MaxItems="1")
+        return "the credentials may list the hosted zones"
+
     def wait_until_visible(self, records: tuple[DnsTxtRecord, ...], timeout: timedelta) -> None:
         budget = min(timeout, self._max_timeout)
         deadline = time.monotonic() + budget.total_seconds()

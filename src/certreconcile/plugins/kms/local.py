@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from certreconcile.crypto.envelope import check_round_trip
 from certreconcile.errors import KmsError
 from certreconcile.plugins.ports import EncryptionContext, SecretBytes, WrappedKey
 
@@ -80,6 +81,12 @@ class LocalKms:
                 )
             self._master = key
         return self._master
+
+    def check(self) -> str:
+        """``certreconcile check``: never creates the key file (a check changes nothing lasting)."""
+        if self._master is None and self._create and not self._key_file.exists():
+            return f"the key file {self._key_file} does not exist yet: the first apply creates it"
+        return check_round_trip(self)
 
     @property
     def key_id(self) -> str:

@@ -9,6 +9,7 @@ handshake to that address.
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from datetime import timedelta
@@ -47,6 +48,22 @@ class FilesTarget:
 
     def folder(self, certificate_name: str) -> Path:
         return self._dir / certificate_name
+
+    def check(self) -> str:
+        """``certreconcile check``: the directory (or the nearest existing parent apply would create it in)
+        is writable by this user. Nothing is written."""
+        existing = self._dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise TargetError(
+                f"target {self.name}: {existing} is not a directory this user can write into",
+                code="target-write-failed",
+                hint="check that the directory exists and is writable by this user",
+            )
+        if existing == self._dir:
+            return f"{self._dir} is writable"
+        return f"{existing} is writable ({self._dir} will be made there)"
 
     def deploy(self, bundle: DeployBundle) -> None:
         folder = self.folder(bundle.name)

@@ -27,6 +27,7 @@ HAProxy serves something else than the file: no fingerprint, an error).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import socket
@@ -135,6 +136,15 @@ class HaproxyTarget:
 
     def folder(self, certificate_name: str) -> Path:
         return self._dir / certificate_name
+
+    def check(self) -> str:
+        """``certreconcile check``: the configuration check alone (nothing written, nothing loaded)."""
+        if not self._test_command:
+            return "no test_command declared: nothing to run"
+        with locked_directory(self._dir) if self._dir.is_dir() else contextlib.nullcontext():
+            run_command(self.name, self._test_command, cwd=self._base_dir, what="configuration check",
+                        code="target-config-test-failed")  # fmt: skip
+        return f"`{self._test_command}` passed"
 
     def _can_reload(self) -> bool:
         return self._pid_file is not None or self._reload_command is not None

@@ -22,6 +22,7 @@ their files, one ``nginx -t``, one reload; if that test fails, each is retried a
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 from datetime import timedelta
@@ -110,6 +111,14 @@ class NginxTarget:
             self._run("reload command", self._reload_command, "target-reload-failed")
         else:
             self._run("reload command", f"{shlex.quote(self._binary)} -s reload", "target-reload-failed")
+
+    def check(self) -> str:
+        """``certreconcile check``: the configuration test alone (no file written, no reload), under the
+        lock deployments to this nginx take, so it never sees another deployment half-way."""
+        lock = locked_instance(self._pid_file, self._dir) if self._dir.is_dir() else contextlib.nullcontext()
+        with lock:  # (a missing cert_dir is not made by a check)
+            self._run("configuration test", self._test_command, "target-config-test-failed")
+        return f"`{self._test_command}` passed"
 
     def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
         if self._verify:

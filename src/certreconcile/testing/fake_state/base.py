@@ -13,6 +13,7 @@ from certreconcile.actual.model import (
     AgentRecord,
     DistributionState,
 )
+from certreconcile.actual.outbox import QueuedNotification
 from certreconcile.actual.repository import (
     CODE_CONFLICT,
     CODE_NOT_FOUND,
@@ -100,6 +101,7 @@ class _Data:
     renewal_infos: dict[str, RenewalInfoRecord] = field(default_factory=dict)
     fleet_ca: FleetCaRecord | None = None
     agents: dict[str, _Agent] = field(default_factory=dict)
+    outbox: dict[int, QueuedNotification] = field(default_factory=dict)  # by id
 
 
 class _NameLock:

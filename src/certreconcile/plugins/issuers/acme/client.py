@@ -55,9 +55,10 @@ __all__ = [
 ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
 USER_AGENT = "certreconcile (+https://github.com/certreconcile/certreconcile)"
 
-#: Told of every HTTP answer from a CA as (endpoint, status code); `run` counts them for its
-#: metrics. None (the default): nothing is observed. The endpoint is a resource name, never a URL.
-RequestObserver = Callable[[str, int], None]
+#: Told of every HTTP answer from a CA as (endpoint, status code, seconds from sending the request to
+#: the answer read); `run` counts and times them for its metrics. None (the default): nothing is
+#: observed. The endpoint is a resource name, never a URL.
+RequestObserver = Callable[[str, int, float], None]
 _request_observers: list[RequestObserver] = []  # at most one
 
 _DIRECTORY_RESOURCES = ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange", "renewalInfo")
@@ -96,14 +97,14 @@ def endpoint_name(url: str, directory: messages.Directory | None = None) -> str:
     return next((name for word, name in _PATH_WORDS if word in path), "other")
 
 
-def _notify(url: str, status: int, directory: messages.Directory | None) -> None:
+def _notify(url: str, status: int, seconds: float, directory: messages.Directory | None) -> None:
     for observer in tuple(_request_observers):
-        observer(endpoint_name(url, directory), status)
+        observer(endpoint_name(url, directory), status, seconds)
 
 
 def _observe_requests(session: requests.Session, directory: messages.Directory | None) -> None:
     def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        _notify(response.url, response.status_code, directory)
+        _notify(response.url, response.status_code, response.elapsed.total_seconds(), directory)
 
     session.hooks["response"].append(hook)
 
@@ -202,6 +203,7 @@ class DirectClientNetwork(RecordingClientNetwork):
             return super()._send_request(method, url, *args, **kwargs)
         headers = {"User-Agent": self.user_agent, **kwargs.get("headers", {})}
         seconds = kwargs.get("timeout", self._default_timeout)
+        sent = time.monotonic()
         try:
             raw = self._pool.request(
                 method,
@@ -228,7 +230,7 @@ class DirectClientNetwork(RecordingClientNetwork):
         response.url = url
         if "Accept" not in headers:
             response.encoding = "utf-8"  # as ClientNetwork does: ACME answers are UTF-8
-        _notify(url, raw.status, self._directory)
+        _notify(url, raw.status, time.monotonic() - sent, self._directory)
         self.last_response = response
         return response
 

@@ -70,6 +70,12 @@ class AcmeIssuer(OrderSteps, AuthorizationSteps):
         cert_pem, chain_pem = split_chain(fullchain)
         return IssuedCertificate(cert_pem=cert_pem, chain_pem=chain_pem, ari_replaces=replaces)
 
+    def check(self) -> str:
+        """``certreconcile check``: read the directory (TLS, ca_bundle, the URL); no account is made."""
+        self._get_directory()
+        extra = " (with renewal info)" if self._offers("renewalInfo") else ""
+        return f"the directory {self.directory_url} answered{extra}"
+
     def revoke(self, cert_pem: str, reason: str) -> None:
         try:
             code = RevocationReason.parse(reason)

@@ -151,6 +151,11 @@ class WebrootHttp01Solver:
     def __init__(self, root: Path) -> None:
         self._directory = root / CHALLENGE_PATH.strip("/")
 
+    @property
+    def challenge_directory(self) -> Path:
+        """``<root>/.well-known/acme-challenge``, made by the first present (``check`` removes what it made)."""
+        return self._directory
+
     def present(self, token: str, key_authorization: str) -> None:
         _check_token(token)
         try:
