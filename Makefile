@@ -6,12 +6,15 @@ BIN := $(VENV)/bin
 # Debian packages the tests need (installed only when missing).
 DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils bind9-dnsutils pdns-server pdns-backend-sqlite3 pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd
 DEMO_DIR ?= examples/desired-state
+# What `make image` needs: buildah builds and runs the image, mmdebstrap bootstraps its base from the Debian mirror.
+IMAGE_DEBIAN_PACKAGES ?= buildah mmdebstrap
+IMAGE ?= localhost/certreconcile:dev
 
 # `make demo` installs the runtime only (the stamp RUNTIME); `make test` adds the test extras (TESTENV).
 RUNTIME := $(VENV)/.certreconcile-runtime
 TESTENV := $(VENV)/.certreconcile-test
 
-.PHONY: help venv demo test lint typecheck importlint unit soak deps bench schema dist clean
+.PHONY: help venv demo test lint typecheck importlint unit soak deps image-deps image bench schema dist clean
 
 help:
 	@echo "make demo   - install into $(VENV), apply $(DEMO_DIR) on the embedded defaults, show status"
@@ -19,6 +22,7 @@ help:
 	@echo "make soak   - the long randomized tests: crash injection at every step and at random moments, the loader fuzz, every bad input through plan and apply"
 	@echo "make bench  - run the benchmarks in bench/ (Pebble and nginx from the Debian packages)"
 	@echo "make dist   - build the wheel and the sdist into dist/ and check them with twine"
+	@echo "make image  - build the container image with buildah (base bootstrapped with mmdebstrap), run --version and the demo in it"
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +43,9 @@ demo: $(RUNTIME)
 	$(BIN)/certreconcile apply --dir $(DEMO_DIR) --auto-approve
 	$(BIN)/certreconcile status --dir $(DEMO_DIR)
 
-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+deps image-deps: PACKAGES = $(if $(filter image-deps,$@),$(IMAGE_DEBIAN_PACKAGES),$(DEBIAN_PACKAGES))
+deps image-deps:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -63,9 +68,15 @@ test: deps venv lint typecheck importlint unit
 
 # The tests marked `soak` (pyproject's addopts deselects them from `make test`; a later -m wins), then
 # the loader fuzz with its large profile and every bad-input case through plan and apply (CERTRECONCILE_SOAK=1).
-soak: deps venv
+soak: deps venv image
 	$(BIN)/pytest -q -p no:cacheprovider -m soak
 	CERTRECONCILE_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider tests/property/test_loader_fuzz.py tests/e2e/test_cli_inputs.py
+
+# The container image (Containerfile), built and run with buildah; too slow for `make test` (about 2 minutes
+# from nothing, 40 s with the base cached in build/image/). Root is needed (buildah's vfs storage, chroot).
+image: image-deps
+	IMAGE=$(IMAGE) packaging/container/build-image.sh
+	IMAGE=$(IMAGE) packaging/container/test-image.sh
 
 bench: deps venv
 	$(BIN)/python bench/desired_load.py

@@ -339,8 +339,8 @@ def run_embedded_commands(cli: Cli, d: str, env_ok: dict[str, str], env_bad: dic
     cli("rotate", "acme-http", "--dir", d, "--format", "json", "--reason", "canary", extra=env_ok)
     head = str(scratch / "audit-head.json")
     cli.many(*[("plan", "--dir", d, "--refresh", "--format", fmt, (0, 1, 2)) for fmt in ("text", "markdown", "json")],
-             *[("status", "--dir", d, "--format", fmt, (0, 1, 2)) for fmt in ("table", "json")],
-             *[("audit", "--dir", d, "--format", fmt, 0) for fmt in ("table", "json")],
+             *[("status", "--dir", d, "--format", fmt, (0, 1, 2)) for fmt in ("text", "json")],
+             *[("audit", "--dir", d, "--format", fmt, 0) for fmt in ("text", "json")],
              ("audit", "verify", "--dir", d, "--export-head", head, 0),
              ("revoke", "local-ec", "--dir", d, 1),  # still served: refused
              ("db", "roles", "--dir", d, "--print", 0),

@@ -42,6 +42,7 @@ DirOption = Annotated[
     typer.Option(
         "--dir",
         "-d",
+        envvar="CERTRECONCILE_DIR",
         help="The desired-state directory (also locates the embedded database).",
         file_okay=False,
         show_default="current directory",

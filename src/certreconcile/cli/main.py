@@ -24,6 +24,7 @@ from certreconcile.cli.commands import (
     manual,
     plan,
     run,
+    show,
     status,
 )
 from certreconcile.cli.common import err
@@ -79,6 +80,7 @@ app.command()(check.check)  # `certreconcile check`: the preflight
 app.command("import")(import_.import_)  # `certreconcile import`: adopt existing certificates
 app.command()(manual.revoke)
 app.command()(manual.rotate)
+app.command()(show.show)
 app.command()(housekeeping.schema)
 app.command()(housekeeping.init)
 app.add_typer(db.db_app, name="db")

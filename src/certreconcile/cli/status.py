@@ -16,7 +16,7 @@ from certreconcile.domain.status import CertStatus
 from certreconcile.plan.plan import Change, Plan
 from certreconcile.plan.policies import renewal_time
 
-__all__ = ["StatusFlags", "render_status_json", "render_status_table", "status_flags"]
+__all__ = ["StatusFlags", "named_flags", "render_status_json", "render_status_table", "status_flags"]
 
 #: The STATUS of a declared name that has no certificate yet (its issuance is pending).
 NOT_ISSUED = "not-issued"
@@ -211,6 +211,13 @@ def _table_rows(
         domains = spec.domains[0] + (f" (+{len(spec.domains) - 1})" if len(spec.domains) > 1 else "")
         rows.append(((spec.name, domains, spec.issuer, NOT_ISSUED, "-", "-", "0/0", " ".join(flags.labels)), flags))
     return sorted(rows, key=lambda row: row[0][0])
+
+
+def named_flags(
+    actual: ActualState, now: datetime, specs: Mapping[str, CertificateSpec] | None = None, plan: Plan | None = None
+) -> list[tuple[str, StatusFlags]]:
+    """The flags of every row ``status`` shows (certificates, then declared names not issued), by name."""
+    return [(cells[0], flags) for cells, flags in _table_rows(actual, now, specs, plan)]
 
 
 def render_status_table(

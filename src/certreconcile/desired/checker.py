@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from certreconcile.desired.fields import ParsedDuration
 from certreconcile.desired.kinds import issuer_hook, key_types, uses_challenges
 from certreconcile.desired.loader import PathElement
 from certreconcile.desired.model import Challenge
+from certreconcile.desired.salvage import Unchecked
 from certreconcile.domain.durations import RenewBefore, format_duration, parse_renew_before
 from certreconcile.domain.names import (
     MAX_NAMES_PER_CERTIFICATE,
@@ -68,10 +69,20 @@ def _parsed(text: ParsedDuration | None) -> timedelta | None:
 class Checker:
     """Merges the documents into :class:`Declarations`, recording every problem as an issue."""
 
-    def __init__(self, issues: list[Issue], complete: bool, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        issues: list[Issue],
+        complete: bool,
+        directory: Path | None = None,
+        unchecked: Unchecked | None = None,
+        certificate_indexes: Mapping[str, Sequence[int]] | None = None,
+    ) -> None:
         self.issues = issues
         self.complete = complete
         self.directory = directory
+        # files salvaged after schema errors: what was set aside, and where each kept certificate is in the file
+        self.unchecked = unchecked or Unchecked()
+        self.certificate_indexes = certificate_indexes or {}
         self.target_dirs: list[TargetDir] = []
         self.result = Declarations()
         self._renew_cache: dict[str, RenewBefore] = {}
@@ -86,7 +97,7 @@ class Checker:
         policy_patterns: list[tuple[str, NodeRef]] = []
         for file, document in documents:
             for finding in value_findings(document):
-                self.add(NodeRef(file, finding.path), finding.code, finding.message, finding.hint)
+                self.add(NodeRef(file, self._in_file(file, finding.path)), finding.code, finding.message, finding.hint)
             if document.kms is not None:
                 self._merge_kms(file, document)
             for section, entries, merged in (
@@ -103,7 +114,8 @@ class Checker:
             if patterns is not None:
                 policy_patterns = patterns
             cert_refs.extend(
-                (cert, NodeRef(file, ("certificates", index))) for index, cert in enumerate(document.certificates)
+                (cert, NodeRef(file, self._in_file(file, ("certificates", index))))
+                for index, cert in enumerate(document.certificates)
             )
         if self.complete:
             for target, finding in target_dir_findings(self.target_dirs, self.directory):
@@ -116,6 +128,13 @@ class Checker:
         )
         self._merge_certificates(cert_refs)
         return self.result
+
+    def _in_file(self, file: str, path: tuple[PathElement, ...]) -> tuple[PathElement, ...]:
+        """``path`` with the certificate's index in the file (a salvaged document holds only some of them)."""
+        indexes = self.certificate_indexes.get(file)
+        if indexes is None or len(path) < 2 or path[0] != "certificates" or not isinstance(path[1], int):
+            return path
+        return ("certificates", indexes[path[1]], *path[2:])
 
     def _merge_policy(self, file: str, document: DesiredDocument) -> list[tuple[str, NodeRef]] | None:
         """The allowed-domain patterns of the first ``policy`` declared (None: this file declares none)."""
@@ -385,6 +404,8 @@ class Checker:
     def _issuer_reference(self, cert: CertificateDocument, ref: NodeRef, renew_before: RenewBefore) -> bool:
         failed = False
         issuer = self.result.issuers.get(cert.issuer)
+        if issuer is None and self.unchecked.covers("issuers", cert.issuer):
+            return True  # declared with schema errors (reported): nothing to check against
         if issuer is None:
             self.add(
                 ref.child("issuer"),
@@ -419,10 +440,16 @@ class Checker:
     def _plugin_references(self, cert: CertificateDocument, ref: NodeRef) -> bool:
         failed = False
         for finding in reference_findings(cert.name, cert.targets, self.result.agents):
-            self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
             failed = True
+            index = finding.path[1]
+            target = cert.targets[index] if isinstance(index, int) else ""
+            agent_broken = finding.code == "unknown-agent" and self.unchecked.covers("agents", target.split("/")[0])
+            if not agent_broken and not self.unchecked.covers("targets", target):  # else: its schema error says
+                self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
         for index, target in enumerate(cert.targets):
-            if target not in self.result.targets and not is_agent_reference(target):
+            if self.unchecked.covers("targets", target):
+                failed = True
+            elif target not in self.result.targets and not is_agent_reference(target):
                 self.add(
                     ref.child("targets", index),
                     "unknown-target",
@@ -430,7 +457,9 @@ class Checker:
                     _declared("targets", self.result.targets),
                 )
                 failed = True
-        if cert.dns_provider is not None and cert.dns_provider not in self.result.dns_providers:
+        if cert.dns_provider is not None and self.unchecked.covers("dns_providers", cert.dns_provider):
+            failed = True
+        elif cert.dns_provider is not None and cert.dns_provider not in self.result.dns_providers:
             self.add(
                 ref.child("dns_provider"),
                 "unknown-dns-provider",
@@ -443,7 +472,7 @@ class Checker:
     def _domains_allowed(self, ref: NodeRef, domains: list[str], indexes: list[int]) -> bool:
         failed = False
         allowed = self.result.allowed_domains
-        if allowed:
+        if allowed and not self.unchecked.policy:
             exact, suffixes = self._allowed
             for index, name in zip(indexes, domains, strict=True):
                 # same answer as matches_allowed(name, allowed), without a Python loop

@@ -253,8 +253,10 @@ def target_dir_findings(dirs: Sequence[TargetDir], directory: Path | None) -> It
 def _inside_repository(dirs: Sequence[TargetDir], base: Path) -> Iterator[tuple[TargetDir, Finding]]:
     if not dirs or not may_be_in_git_repository(base):
         return
-    import git
-
+    try:
+        import git
+    except ImportError:  # GitPython finds no git program (a container without git): no repository to check
+        return
     try:
         repo = git.Repo(base, search_parent_directories=True)
         root = Path(repo.working_tree_dir or "").resolve()

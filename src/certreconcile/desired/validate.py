@@ -2,9 +2,11 @@
 
 Order of work: parse each file (YAML, then the pydantic wire model), then run the
 cross-file checks (duplicates, references, domains, policy, issuer capabilities) on
-the files that parsed. When a file failed to parse, checks that depend on the whole
-directory (references, policy, issuer capabilities) are skipped: their findings
-would be noise caused by the broken file.
+the files that parsed. A file that fails the schema is salvaged (:mod:`.salvage`): its
+entries without schema errors are checked too, so cross-reference problems show in the
+same run as the schema errors. When a file is not YAML at all (or cannot be salvaged),
+checks that depend on the whole directory (references, policy, issuer capabilities) are
+skipped: their findings would be noise caused by the broken file.
 
 Problems are first recorded against a path (``certificates[3].domains[1]``) and only
 turned into ``file:line:column`` at the end, so positions cost nothing on success.
@@ -41,6 +43,7 @@ from certreconcile.desired.loader import (
     parse_yaml,
 )
 from certreconcile.desired.model import SourceLocation
+from certreconcile.desired.salvage import Unchecked, salvage
 from certreconcile.desired.schema_errors import schema_issue
 
 __all__ = [
@@ -78,22 +81,26 @@ def used_kinds(data: object) -> frozenset[str]:
     return frozenset(keys)
 
 
-def _validate_document(
-    model: type[DesiredDocument], path: str, data: object, issues: list[Issue]
-) -> DesiredDocument | None:
-    """``data`` validated by ``model``; None after adding its issues, worded by the complete model
-    (whose hints list every installed kind, not only those ``model`` holds)."""
+def _document(
+    model: type[DesiredDocument], file: str, data: object, issues: list[Issue], unchecked: Unchecked
+) -> tuple[DesiredDocument, tuple[int, ...] | None] | None:
+    """The document of one file, and where its certificates are when it was salvaged after schema errors
+    (recorded in ``issues``, worded by the complete model, whose hints list every installed kind, not only
+    those ``model`` holds); None when nothing of it can be checked."""
     try:
-        return model.model_validate({} if data is None else data)
+        return model.model_validate({} if data is None else data), None
     except ValidationError:
         pass
+    complete_model = desired_document_model()
     try:
-        desired_document_model().model_validate({} if data is None else data)
+        return complete_model.model_validate({} if data is None else data), None
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        for error in errors:
             found = schema_issue(error)
-            issues.append(Issue(NodeRef(path, found.path, found.anchor), *found[2:]))
-    return None
+            issues.append(Issue(NodeRef(file, found.path, found.anchor), *found[2:]))
+        salvaged = salvage(complete_model, data, errors, unchecked)
+        return None if salvaged is None else (salvaged.document, salvaged.certificate_indexes)
 
 
 def validate_sources(
@@ -111,29 +118,30 @@ def validate_sources(
     installed = frozenset(kind for group in GROUPS for kind in kind_names(group))
     kinds: frozenset[str] = frozenset()  # the installed kinds the files parsed so far use
     model = desired_document_model(kinds=kinds)
+    unchecked = Unchecked()
+    certificate_indexes: dict[str, tuple[int, ...]] = {}
+    complete = True
     for source in files:
         try:
             data = parse_yaml(source)
         except YamlError as exc:
-            diagnostics.extend(
-                Diagnostic(
-                    SourceLocation(source.path, problem.line, problem.column),
-                    problem.code,
-                    problem.message,
-                    problem.hint,
-                )
-                for problem in exc.problems
-            )
+            for problem in exc.problems:
+                where = SourceLocation(source.path, problem.line, problem.column)
+                diagnostics.append(Diagnostic(where, problem.code, problem.message, problem.hint))
+            complete = False
             continue
         used = used_kinds(data) & installed
         if not used <= kinds:  # grows at most once per installed kind
             kinds |= used
             model = desired_document_model(kinds=kinds)
-        document = _validate_document(model, source.path, data, issues)
-        if document is not None:
-            documents.append((source.path, document))
-    complete = not diagnostics and not issues
-    declarations = Checker(issues, complete, directory).run(documents)
+        parsed = _document(model, source.path, data, issues, unchecked)
+        if parsed is None:
+            complete = False
+            continue
+        documents.append((source.path, parsed[0]))
+        if parsed[1] is not None:
+            certificate_indexes[source.path] = parsed[1]
+    declarations = Checker(issues, complete, directory, unchecked, certificate_indexes).run(documents)
 
     def resolve(ref: NodeRef) -> SourceLocation:
         line, column = positions[ref.file].locate(ref.path, ref.anchor)

@@ -15,7 +15,6 @@ from certreconcile.cli.apply_output import apply_with_progress, report
 from certreconcile.cli.common import (
     DEFAULT_DIR,
     DirOption,
-    check_format,
     cli_clock,
     err,
     fail,
@@ -23,6 +22,7 @@ from certreconcile.cli.common import (
     use_color,
 )
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.formats import FormatOption, OutputFormat
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ _Concurrency = Annotated[int, typer.Option(min=1, max=64, help="Changes applied 
 _Refresh = Annotated[
     bool, typer.Option(help="Probe every target first and fix those that drifted (without a plan file).")
 ]
-_Format = Annotated[str, typer.Option("--format", help="text or json.")]
 _ExpectChanges = Annotated[
     str | None,
     typer.Option(
@@ -93,7 +92,7 @@ def apply(
     auto_approve: _AutoApprove = False,
     concurrency: _Concurrency = 4,
     refresh: _Refresh = False,
-    output_format: _Format = "text",
+    output_format: FormatOption = OutputFormat.TEXT,
     expect_changes: _ExpectChanges = None,
     reviewed_plan: _ReviewedPlan = None,
     only_renewals: _OnlyRenewals = False,
@@ -126,7 +125,6 @@ def apply(
 
 
 def _check_usage(request: _ApplyRequest) -> None:
-    check_format(request.output_format, ("text", "json"))
     if request.reviewed_plan is not None and request.expect_changes is None:
         fail(CertReconcileError("--reviewed-plan needs --expect-changes", code="usage",
                                 hint="pass the reviewed digest too: --expect-changes DIGEST"))  # fmt: skip
@@ -164,16 +162,9 @@ def _apply(request: _ApplyRequest) -> ApplyResult | None:
 
 
 def _saved_plan(plan_file: Path) -> Plan:
-    from certreconcile.plan import plan_from_json
+    from certreconcile.cli.planfile import read_plan_file
 
-    try:
-        return plan_from_json(json.loads(plan_file.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CertReconcileError(
-            f"{plan_file} is not a readable certreconcile plan: {exc}",
-            code="plan-file-invalid",
-            hint="save one with `plan --out FILE`",
-        ) from exc
+    return read_plan_file(plan_file)
 
 
 def _check_review(the_plan: Plan, request: _ApplyRequest) -> None:

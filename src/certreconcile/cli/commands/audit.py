@@ -10,6 +10,7 @@ import typer
 
 from certreconcile.cli.commands.audit_verify import verify_command
 from certreconcile.cli.common import DEFAULT_DIR, DirOption, cli_clock, fail
+from certreconcile.cli.formats import FormatOption, OutputFormat
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def audit(
         str | None, typer.Option(help="Only events at or after: an ISO time (2026-11-01T00:00Z) or an age (24h, 7d).")
     ] = None,
     until: Annotated[str | None, typer.Option(help="Only events before: an ISO time or an age.")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    output_format: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """The append-only audit trail: who did what to which certificate, and when.
 
@@ -52,8 +53,6 @@ def audit(
         return
     from certreconcile.wiring import Settings, open_store
 
-    if output_format not in ("table", "json"):
-        fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use table or json"))
     try:
         since_at = _parse_when(since, "--since")
         until_at = _parse_when(until, "--until")

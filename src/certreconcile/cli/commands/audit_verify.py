@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.formats import FormatOption, OutputFormat
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ _DirOption = Annotated[
     typer.Option(
         "--dir",
         "-d",
+        envvar="CERTRECONCILE_DIR",
         help="The desired-state directory (also locates the embedded database).",
         file_okay=False,
         show_default="current directory",
@@ -40,14 +42,13 @@ _ExportHeadOption = Annotated[
     Path | None,
     typer.Option("--export-head", help="When the chain is intact, write its head (seq and hash) to this file."),
 ]
-_FormatOption = Annotated[str, typer.Option("--format", help="text or json.")]
 
 
 def verify_command(
     directory: _DirOption = Path(),
     head: _HeadOption = None,
     export_head: _ExportHeadOption = None,
-    output_format: _FormatOption = "text",
+    output_format: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Check the audit trail's hash chain: report the first changed, deleted or reordered row.
 
@@ -66,8 +67,6 @@ def verify_command(
     from certreconcile.wiring import Settings, open_store
 
     try:
-        if output_format not in ("text", "json"):
-            raise CertReconcileError(f"unknown format {output_format!r}", code="usage", hint="use text or json")
         anchors = [load_head(head)] if head is not None else []
         store = open_store(Settings.from_env(directory), migrate=False)  # read-only: a verifier writes nothing
         with store.session() as session:

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from certreconcile.cli.common import DEFAULT_DIR, DirOption, check_format, cli_clock, fail, load_directory
+from certreconcile.cli.common import DEFAULT_DIR, DirOption, cli_clock, fail, load_directory
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.formats import FormatOption, OutputFormat
 from certreconcile.errors import CertReconcileError
 
 __all__ = ["check"]
@@ -35,7 +36,7 @@ def check(
             help="Fetch HTTP-01 tokens from this URL instead of http://<domain> (the Host header stays the domain).",
         ),
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    output_format: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Preflight: prove each certificate's challenge and each plug-in's credentials work, changing nothing.
 
@@ -51,7 +52,6 @@ def check(
     from certreconcile.preflight import CheckOptions, run_checks
     from certreconcile.wiring import Settings
 
-    check_format(output_format, ("text", "json"))
     try:
         desired = load_directory(directory)
         settings = Settings.from_env(directory)

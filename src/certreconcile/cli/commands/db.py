@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from certreconcile.cli.common import DEFAULT_DIR, DirOption, fail
+from certreconcile.cli.formats import FormatOption, OutputFormat
 from certreconcile.errors import CertReconcileError
 
 __all__ = ["db_app"]
@@ -21,7 +22,7 @@ db_app = typer.Typer(
 @db_app.command("upgrade")
 def db_upgrade(
     directory: DirOption = DEFAULT_DIR,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    output_format: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Apply pending database migrations (other commands do it on their own too).
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from certreconcile.cli.common import DEFAULT_DIR, DirOption, check_format, cli_clock, fail, load_directory
+from certreconcile.cli.common import DEFAULT_DIR, DirOption, cli_clock, fail, load_directory
+from certreconcile.cli.formats import FormatOption, OutputFormat
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def import_(
         str | None,
         typer.Option("--from-target", show_default=False, help="A declared target: take the chain it serves."),
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    output_format: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Adopt a certificate that exists already (issued by another tool), without reissuing it.
 
@@ -142,7 +143,6 @@ def import_(
     from certreconcile.plugins.registry import create_kms
     from certreconcile.wiring import Settings, actor_for, open_store
 
-    check_format(output_format, ("text", "json"))
     try:
         desired = load_directory(directory)
         settings = Settings.from_env(directory)

@@ -11,6 +11,7 @@ import typer
 
 from certreconcile.cli.common import DEFAULT_DIR, DirOption, cli_clock, err, fail, load_directory
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.formats import FormatOption, OutputFormat
 from certreconcile.errors import CertReconcileError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def kms_rewrap(
         ),
     ] = None,
     batch: Annotated[int, typer.Option(min=1, max=10000, help="Rows read per page.")] = 100,
-    output_format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    output_format: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Re-encrypt every stored data key under another KMS or master key; no private key is decrypted.
 

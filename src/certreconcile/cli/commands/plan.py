@@ -12,7 +12,6 @@ import typer
 from certreconcile.cli.common import (
     DEFAULT_DIR,
     DirOption,
-    check_format,
     cli_clock,
     collector_paused,
     err,
@@ -21,6 +20,7 @@ from certreconcile.cli.common import (
     use_color,
 )
 from certreconcile.cli.exit_codes import ExitCode
+from certreconcile.cli.formats import FormatOption, OutputFormat, PlanFormat, PlanFormatOption
 from certreconcile.errors import CertReconcileError, DesiredStateError
 
 if TYPE_CHECKING:
@@ -54,15 +54,12 @@ def _validation_json(exc: CertReconcileError) -> dict[str, object]:
 @collector_paused
 def validate(
     directory: DirOption = DEFAULT_DIR,
-    output_format: Annotated[
-        str, typer.Option("--format", help="text or json (every diagnostic, for editors and CI).")
-    ] = "text",
+    output_format: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Check the declarations (schema, references, domains, policy). Exit 0 if valid, 1 if not.
 
     Examples: certreconcile validate --dir certs/; certreconcile validate --format json | jq '.diagnostics[]'
     """
-    check_format(output_format, ("text", "json"))
     try:
         desired = load_directory(directory)
     except CertReconcileError as exc:
@@ -125,7 +122,7 @@ def plan(
     ref: Annotated[
         str | None, typer.Option(help="Read the declarations at this git ref instead of the work tree.")
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+    output_format: PlanFormatOption = PlanFormat.TEXT,
     out: Annotated[Path | None, typer.Option(help="Save the plan (JSON) for `certreconcile apply FILE`.")] = None,
     refresh: Annotated[bool, typer.Option(help="Probe every target and plan redistribution where it drifted.")] = False,
     detailed_exitcode: Annotated[
@@ -154,7 +151,6 @@ def plan(
     Examples: certreconcile plan; certreconcile plan --format markdown > comment.md;
     certreconcile plan --out plan.json --detailed-exitcode
     """
-    check_format(output_format, ("text", "markdown", "json"))
     try:
         result = plan_for(
             directory, load_directory(directory, ref), refresh=refresh, allow_unset_secrets=allow_unset_secrets

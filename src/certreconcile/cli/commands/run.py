@@ -148,6 +148,7 @@ _DirectoryOption = Annotated[
     typer.Option(
         "--dir",
         "-d",
+        envvar="CERTRECONCILE_DIR",
         help="The desired-state directory (also locates the embedded database).",
         file_okay=False,
         show_default="current directory",
