@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_DIR",
     "DirOption",
-    "check_format",
     "cli_clock",
     "collector_paused",
     "err",
@@ -69,13 +68,6 @@ def fail(exc: CertReconcileError) -> NoReturn:
     else:
         err(exc.one_line())
     raise typer.Exit(ExitCode.ERROR)
-
-
-def check_format(output_format: str, allowed: tuple[str, ...]) -> None:
-    """Exit 1 with a usage error unless ``output_format`` is one of ``allowed``."""
-    if output_format not in allowed:
-        hint = "use " + (", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 2 else " or ".join(allowed))
-        fail(CertReconcileError(f"unknown format {output_format!r}", code="usage", hint=hint))
 
 
 def load_directory(directory: Path, ref: str | None = None) -> DesiredState:
