@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from certreconcile.actual.model import ActualState, Observations
 from certreconcile.actual.refresh import observe_targets
+from certreconcile.actual.schedule import Expected, VerificationSchedule
 from certreconcile.actual.store import StateStore
 from certreconcile.apply.ari import refresh_renewal_info
 from certreconcile.apply.lifecycle import LifecycleResult, advance_lifecycle
@@ -73,12 +74,14 @@ def gather(
     issuers: Mapping[str, Issuer] | None = None,
     persist_renewal_info: bool = False,
     targets: Mapping[str, Target] | None = None,
+    schedule: VerificationSchedule | None = None,
 ) -> Gathered:
     """Read the stored state and, when asked, the CAs and the targets.
 
     ``settings``: check which KMS wrapped the stored keys (a warning when not the declared one).
     ``issuers``: ask ACME CAs for renewal windows; store the answers only with ``persist_renewal_info``
-    (``plan`` runs read-only). ``targets``: probe each declared target of every stored name.
+    (``plan`` runs read-only). ``targets``: probe each declared target of every stored name; with a
+    ``schedule`` (``run``), only the pairs it says are due, reusing the last verified observation of the others.
     """
     with store.session() as session:
         actual = session.load_actual()
@@ -97,8 +100,24 @@ def gather(
             if name in actual.certificates
             for target in spec.targets
         ]
-        observations = observe_targets(probes, targets)
+        if schedule is None:
+            observations = observe_targets(probes, targets)
+        else:
+            observations = schedule.observe(probes, targets, _expected(desired, actual), now)
     return Gathered(desired, actual, observations, warnings, asked)
+
+
+def _expected(desired: DesiredState, actual: ActualState) -> dict[tuple[str, str], Expected]:
+    """What each (stored name, declared target) pair should serve: the schedule's test of a reused observation."""
+    expected: dict[tuple[str, str], Expected] = {}
+    for name, spec in desired.certificates.items():
+        current = actual.certificates.get(name)
+        if current is None:
+            continue
+        for target in spec.targets:
+            declared = desired.targets.get(target)
+            expected[(name, target)] = Expected(current.fingerprint, declared.fingerprint if declared else None)
+    return expected
 
 
 def plan(

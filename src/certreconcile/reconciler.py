@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 
 from certreconcile import engine
 from certreconcile.actual.model import ActualState
+from certreconcile.actual.schedule import VerificationSchedule
 from certreconcile.actual.store import StateStore
 from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
 from certreconcile.apply.metrics import ReconcilerMetrics
@@ -125,8 +126,11 @@ class Reconciler:
         metrics: ReconcilerMetrics | None = None,
         destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
         settings: Settings | None = None,
+        schedule: VerificationSchedule | None = None,
     ) -> None:
         self.source = source
+        # None: probe every target each cycle (as ``plan --refresh``); else only the due ones (see actual.schedule)
+        self.schedule = schedule
         self.settings = settings  # for the KMS-drift warnings, as `plan` gives them
         self.store = store
         self.build_environment = build_environment
@@ -167,6 +171,7 @@ class Reconciler:
                 issuers=env.issuers,
                 persist_renewal_info=True,
                 targets=env.targets if self.refresh else None,
+                schedule=self.schedule,
             )
             warnings = gathered.warnings
             planned = engine.plan(gathered, now, destroy_threshold=self.destroy_threshold)
@@ -184,6 +189,8 @@ class Reconciler:
         except CertReconcileError as exc:
             errors.append(exc.one_line())
             log.error("cycle failed: %s", exc.one_line(), extra={"step": "cycle", "code": exc.code})  # noqa: TRY400  one line
+        finally:
+            self._reschedule(results)
         result = CycleResult(
             started_at=started.timestamp(),
             finished_at=self.clock.now().timestamp(),
@@ -196,6 +203,13 @@ class Reconciler:
         )
         self._observe(result)
         return result
+
+    def _reschedule(self, results: list[ChangeResult]) -> None:
+        """The names this cycle deployed (or tried to) are probed next cycle; the schedule is saved."""
+        if self.schedule is None:
+            return
+        self.schedule.forget(result.change.name for result in results)
+        self.schedule.save()
 
     def _load(self, errors: list[str]) -> DesiredState:
         try:
@@ -339,6 +353,7 @@ def reconcile_once(
     metrics: ReconcilerMetrics | None = None,
     destroy_threshold: DestroyThreshold = DEFAULT_DESTROY_THRESHOLD,
     settings: Settings | None = None,
+    schedule: VerificationSchedule | None = None,
 ) -> CycleResult:
     """One cycle with fresh adapters (see :class:`Reconciler` to keep them between cycles)."""
     reconciler = Reconciler(
@@ -352,6 +367,7 @@ def reconcile_once(
         metrics=metrics,
         destroy_threshold=destroy_threshold,
         settings=settings,
+        schedule=schedule,
     )
     return reconciler.cycle()
 

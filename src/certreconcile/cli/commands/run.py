@@ -24,6 +24,7 @@ from certreconcile.errors import CertReconcileError
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from certreconcile.actual.schedule import VerificationSchedule
     from certreconcile.actual.store import StateStore
     from certreconcile.apply.executor import ApplyEnvironment
     from certreconcile.apply.health import Readiness
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from certreconcile.reconciler import CycleResult, DesiredSource, LoopControl
     from certreconcile.wiring import Settings
 
-__all__ = ["GitDesiredSource", "parse_interval", "parse_jitter", "run_command"]
+__all__ = ["GitDesiredSource", "parse_interval", "parse_jitter", "parse_verify_every", "run_command"]
 
 
 def parse_interval(text: str) -> float:
@@ -50,6 +51,22 @@ def parse_interval(text: str) -> float:
     if not seconds > 0:
         raise CertReconcileError(f"--interval {text!r} must be longer than zero", code="usage")
     return seconds
+
+
+def parse_verify_every(text: str) -> float:
+    """``--verify-every``: a duration as ``--interval`` takes, or 0 (every target, every cycle)."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    try:
+        return parse_interval(text)
+    except CertReconcileError as exc:
+        raise CertReconcileError(
+            exc.message.replace("--interval", "--verify-every"), code="usage",
+            hint="write e.g. --verify-every 1h, 30m, or 0 to probe every target each cycle",
+        ) from None  # fmt: skip
 
 
 def parse_jitter(text: str) -> float:
@@ -208,6 +225,14 @@ _ApplyChangesOption = Annotated[
     ),
 ]
 _RefreshOption = Annotated[bool, typer.Option(help="Probe every target each cycle and redistribute where it drifted.")]
+_VerifyEveryOption = Annotated[
+    str,
+    typer.Option(
+        help="How often a target that served the right certificate is probed again (+ up to 10%, random); "
+        "sooner when the stored certificate or the target's declaration changed, after run deployed it, or "
+        "when the files a files/nginx target reads back changed (inode, size, mtime). 0: every target, every cycle.",
+    ),
+]
 _ConcurrencyOption = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
 _MetricsPortOption = Annotated[
     int | None,
@@ -234,6 +259,7 @@ def run_command(
     jitter: _JitterOption = "10%",
     apply_changes: _ApplyChangesOption = False,
     refresh: _RefreshOption = True,
+    verify_every: _VerifyEveryOption = "1h",
     concurrency: _ConcurrencyOption = 4,
     metrics_port: _MetricsPortOption = None,
     metrics_address: _MetricsAddressOption = "127.0.0.1",
@@ -273,6 +299,7 @@ def run_command(
             jitter=parse_jitter(jitter),
             apply_changes=apply_changes or git is not None,
             refresh=refresh,
+            verify_every=parse_verify_every(verify_every),
             concurrency=concurrency,
             metrics_port=metrics_port,
             metrics_address=metrics_address,
@@ -380,6 +407,7 @@ def _run(
     jitter: float,
     apply_changes: bool,
     refresh: bool,
+    verify_every: float,
     concurrency: int,
     metrics_port: int | None,
     metrics_address: str,
@@ -406,7 +434,8 @@ def _run(
 
     reconciler = Reconciler(_source(directory, store, settings, git, ref, git_pull=git_pull), store, environment, clock,
                             apply_changes=apply_changes, concurrency=concurrency, refresh=refresh, metrics=metrics,
-                            destroy_threshold=settings.destroy_threshold, settings=settings)  # fmt: skip
+                            destroy_threshold=settings.destroy_threshold, settings=settings,
+                            schedule=_schedule(settings, verify_every))  # fmt: skip
     last: list[CycleResult] = []
 
     def report(result: CycleResult) -> None:
@@ -426,6 +455,17 @@ def _run(
     log.info("stopped")
     if once and last and last[0].outcome in ("error", "partial"):
         raise typer.Exit(ExitCode.ERROR)
+
+
+def _schedule(settings: Settings, verify_every: float) -> VerificationSchedule | None:
+    """The targets' verification schedule, kept in the data directory between runs; None: probe all, always."""
+    from datetime import timedelta
+
+    from certreconcile.actual.schedule import VerificationSchedule
+
+    if verify_every == 0:
+        return None
+    return VerificationSchedule(timedelta(seconds=verify_every), path=settings.data_dir / "verification-schedule.json")
 
 
 def _what(directory: Path, git: GitFollowOptions | None, ref: str | None, interval: float, jitter: float, *,
