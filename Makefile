@@ -82,6 +82,7 @@ bench: deps venv
 	$(BIN)/python bench/desired_load.py
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/cli_plan.py
+	$(BIN)/python bench/run_cycle.py
 	$(BIN)/python bench/renewal_query.py
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/distribution.py

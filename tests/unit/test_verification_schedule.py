@@ -32,9 +32,9 @@ class Served:
 
 
 class ReadsBack(Served):
-    def read_back_files(self, name: str) -> tuple[Path, ...] | None:
+    def read_back_files(self, name: str) -> tuple[str, ...] | None:
         assert self.files is not None
-        return (self.files[name],)
+        return (str(self.files[name]),)
 
 
 def expected(shop: str = "fp-shop", declaration: str = "decl") -> dict[tuple[str, str], Expected]:
@@ -126,7 +126,7 @@ def test_the_schedule_is_kept_in_its_file_between_processes(tmp_path: Path) -> N
 
 def test_an_unreadable_schedule_file_means_probing_everything(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "verification-schedule.json"
-    path.write_text('{"format": 1, "pairs": [["shop"]]}')
+    path.write_text('{"format": 3, "pairs": [["shop"]]}')
     target = Served({"shop": "fp-shop", "api": "fp-api"})
     assert probe(VerificationSchedule(path=path), target) == ["api", "shop"]
     assert "unreadable" in caplog.text

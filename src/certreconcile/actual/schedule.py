@@ -27,9 +27,9 @@ import os
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from certreconcile.actual.model import Observations, ServedCertificate
 from certreconcile.actual.refresh import Observable, Probe, observe_targets
@@ -47,13 +47,14 @@ __all__ = [
 DEFAULT_VERIFY_EVERY = timedelta(hours=1)
 #: Each next verification comes up to this share of ``every`` later (random), so pairs spread out.
 DEFAULT_VERIFY_JITTER = 0.1
-_FORMAT = 1
+_FORMAT = 3
 
 log = logging.getLogger("certreconcile.run")
 
 Key = tuple[str, str]  # (certificate name, target name)
-#: (path, inode, size, mtime in ns) of each file a target reads back.
-Stamp = tuple[tuple[str, int, int, int], ...]
+#: ``inode:size:mtime_ns`` of each file a target reads back, joined by ``/`` (the paths follow from the
+#: pair and the target's declaration, both part of what a reused observation must match).
+Stamp = str
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +65,15 @@ class Expected:
     declaration: str | None  # the target's declaration fingerprint (None: not a declared target)
 
 
-@runtime_checkable
 class ReadsBackFiles(Protocol):
     """A target whose ``observe`` only reads local files (read-back): they are stat-ed before it is parsed."""
 
-    def read_back_files(self, name: str) -> tuple[Path, ...] | None:
+    def read_back_files(self, name: str) -> tuple[str, ...] | None:
         """The files ``observe(name)`` reads; None when it does not read files (e.g. a ``verify:`` handshake)."""
         ...
 
 
-def file_stamp(paths: Iterable[Path]) -> Stamp | None:
+def file_stamp(paths: Iterable[str]) -> Stamp | None:
     """Inode, size and modification time of each file (symbolic links followed); None when one is missing."""
     stamps = []
     for path in paths:
@@ -81,8 +81,8 @@ def file_stamp(paths: Iterable[Path]) -> Stamp | None:
             seen = os.stat(path)
         except OSError:
             return None
-        stamps.append((str(path), seen.st_ino, seen.st_size, seen.st_mtime_ns))
-    return tuple(stamps)
+        stamps.append(f"{seen.st_ino}:{seen.st_size}:{seen.st_mtime_ns}")
+    return "/".join(stamps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +128,11 @@ class VerificationSchedule:
         reused: dict[Key, ServedCertificate] = {}
         due: list[Probe] = []
         stamps: dict[Key, Stamp | None] = {}
+        readers = {name: _reader(target) for name, target in targets.items()}
         for item in wanted:
             key = (item[0], item[2])
-            files = _files_of(targets[item[2]], item[0])
+            reader = readers[item[2]]
+            files = reader(item[0]) if reader is not None else None
             stamp = file_stamp(files) if files is not None else None
             stamps[key] = stamp
             entry = entries.get(key)
@@ -189,8 +191,10 @@ class VerificationSchedule:
         self._dirty = False
 
 
-def _files_of(target: Observable, name: str) -> tuple[Path, ...] | None:
-    return target.read_back_files(name) if isinstance(target, ReadsBackFiles) else None
+def _reader(target: Observable) -> Callable[[str], tuple[str, ...] | None] | None:
+    """The target's ``read_back_files`` (see :class:`ReadsBackFiles`), if it has one."""
+    reader: Callable[[str], tuple[str, ...] | None] | None = getattr(target, "read_back_files", None)
+    return reader
 
 
 def _verified(served: ServedCertificate, expected: Expected) -> bool:
@@ -210,11 +214,15 @@ def _row(key: Key, entry: _Verified) -> list[object]:
         key[1],
         served.fingerprint,
         served.serial_number,
-        served.not_after.isoformat() if served.not_after is not None else None,
+        served.not_after.timestamp() if served.not_after is not None else None,
         entry.expected.declaration,
-        entry.due.isoformat(),
-        [list(part) for part in entry.stamp] if entry.stamp is not None else None,
+        entry.due.timestamp(),
+        entry.stamp,
     ]
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(float(seconds), UTC)
 
 
 def _read(path: Path) -> dict[Key, _Verified]:
@@ -224,14 +232,12 @@ def _read(path: Path) -> dict[Key, _Verified]:
             return {}
         entries: dict[Key, _Verified] = {}
         for name, target, fingerprint, serial, not_after, declaration, due, stamp in document["pairs"]:
-            served = ServedCertificate(
-                fingerprint, serial, datetime.fromisoformat(not_after) if not_after is not None else None
-            )
+            served = ServedCertificate(fingerprint, serial, _moment(not_after) if not_after is not None else None)
             entries[(name, target)] = _Verified(
                 served,
                 Expected(fingerprint, declaration),
-                datetime.fromisoformat(due),
-                tuple((str(p), int(i), int(s), int(m)) for p, i, s, m in stamp) if stamp is not None else None,
+                _moment(due),
+                str(stamp) if stamp is not None else None,
             )
     except FileNotFoundError:
         return {}

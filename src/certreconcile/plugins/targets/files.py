@@ -103,9 +103,9 @@ class FilesTarget:
                 hint="run the reload command by hand to see its full output",
             )
 
-    def read_back_files(self, name: str) -> tuple[Path, ...] | None:
+    def read_back_files(self, name: str) -> tuple[str, ...] | None:
         """The file ``observe`` reads back (``run`` stats it before parsing it again); None with ``verify:``."""
-        return None if self._verify else (self.folder(name) / "fullchain.pem",)
+        return None if self._verify else (os.path.join(self._dir, name, "fullchain.pem"),)
 
     def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
         if self._verify:

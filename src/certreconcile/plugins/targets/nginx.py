@@ -23,6 +23,7 @@ their files, one ``nginx -t``, one reload; if that test fails, each is retried a
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 from datetime import timedelta
@@ -120,9 +121,9 @@ class NginxTarget:
             self._run("configuration test", self._test_command, "target-config-test-failed")
         return f"`{self._test_command}` passed"
 
-    def read_back_files(self, name: str) -> tuple[Path, ...] | None:
+    def read_back_files(self, name: str) -> tuple[str, ...] | None:
         """The file ``observe`` reads back (``run`` stats it before parsing it again); None with ``verify:``."""
-        return None if self._verify else (self.folder(name) / "fullchain.pem",)
+        return None if self._verify else (os.path.join(self._dir, name, "fullchain.pem"),)
 
     def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
         if self._verify:
