@@ -116,8 +116,8 @@ def run_argv(directory: Path, *extra: str) -> list[str]:
 
 def cycle_seconds(
     directory: Path, env: dict[str, str], *, schedule: bool, repeat: int, profile: bool = False
-) -> list[float]:
-    """Wall seconds of one cycle of a new in-process reconciler, ``repeat`` times (each must be a noop)."""
+) -> list[Timing]:
+    """Wall and CPU seconds of one cycle of a new in-process reconciler, ``repeat`` times (each must be a noop)."""
     from certreconcile.actual.schedule import VerificationSchedule
     from certreconcile.cli.commands.run import GitDesiredSource
     from certreconcile.clock import FixedClock
@@ -127,18 +127,18 @@ def cycle_seconds(
     settings = Settings.from_env(directory, env)
     store = open_store(settings)
     clock = FixedClock(NOW)
-    seconds = []
+    seconds: list[Timing] = []
     for _ in range(repeat):
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         plan = VerificationSchedule(path=settings.data_dir / "verification-schedule.json") if schedule else None
         reconciler = Reconciler(GitDesiredSource(directory), store,
                                 lambda desired: build_environment(desired, settings, store, clock), clock,
                                 settings=settings, schedule=plan)  # fmt: skip
         result = reconciler.cycle()
-        seconds.append(time.perf_counter() - start)
+        seconds.append(Timing(time.perf_counter() - start, time.process_time() - cpu, 0))
         if profiler is not None:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
@@ -167,8 +167,7 @@ def measure(admin_url: str, count: int, repeat: int, baseline: Path | None, prof
         rows.append(Row(count, "first cycle (schedule empty)", [launch(run_argv(directory), env)]))
         rows.append(Row(count, "nothing due", [launch(run_argv(directory), env) for _ in range(repeat)]))
         for label, schedule in (("cycle only, every target", False), ("cycle only, nothing due", True)):
-            seconds = cycle_seconds(directory, env, schedule=schedule, repeat=repeat)
-            rows.append(Row(count, label, [Timing(s, float("nan"), 0) for s in seconds]))
+            rows.append(Row(count, label, cycle_seconds(directory, env, schedule=schedule, repeat=repeat)))
         if profile:
             cycle_seconds(directory, env, schedule=True, repeat=1, profile=True)
         drop_database(admin_url)
@@ -181,7 +180,7 @@ def report(rows: list[Row], repeat: int) -> None:
     for row in rows:
         print(
             f"{row.count:>12,}  {row.label:<44} {row.median('seconds'):>8.2f} {row.median('cpu'):>8.2f} "
-            f"{row.median('maxrss_kib') / 1024:>13.0f}"
+            + (f"{row.median('maxrss_kib') / 1024:>13.0f}" if row.median("maxrss_kib") else f"{'-':>13}")
         )
 
 

@@ -130,3 +130,21 @@ def test_an_unreadable_schedule_file_means_probing_everything(tmp_path: Path, ca
     target = Served({"shop": "fp-shop", "api": "fp-api"})
     assert probe(VerificationSchedule(path=path), target) == ["api", "shop"]
     assert "unreadable" in caplog.text
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("1h", 3600.0), ("90s", 90.0), ("0", 0.0), ("0.0", 0.0), ("30", 30.0)])
+def test_verify_every_forms(text: str, seconds: float) -> None:
+    from certreconcile.cli.commands.run import parse_verify_every
+
+    assert parse_verify_every(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1", "soon", ""])
+def test_bad_verify_every_is_a_usage_error(text: str) -> None:
+    from certreconcile.cli.commands.run import parse_verify_every
+    from certreconcile.errors import CertReconcileError
+
+    with pytest.raises(CertReconcileError) as caught:
+        parse_verify_every(text)
+    assert caught.value.code == "usage"
+    assert "--verify-every" in caught.value.message

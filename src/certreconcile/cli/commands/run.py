@@ -56,15 +56,10 @@ def parse_interval(text: str) -> float:
 def parse_verify_every(text: str) -> float:
     """``--verify-every``: a duration as ``--interval`` takes, or 0 (every target, every cycle)."""
     try:
-        if float(text) == 0:
-            return 0.0
-    except ValueError:
-        pass
-    try:
-        return parse_interval(text)
+        return 0.0 if text.strip() in ("0", "0.0", "0s") else parse_interval(text)
     except CertReconcileError as exc:
         raise CertReconcileError(
-            exc.message.replace("--interval", "--verify-every"), code="usage",
+            f"--verify-every: {exc.message.removeprefix('--interval ')}", code="usage",
             hint="write e.g. --verify-every 1h, 30m, or 0 to probe every target each cycle",
         ) from None  # fmt: skip
 
@@ -290,21 +285,10 @@ def run_command(
     try:
         git = _git_options(git_url, branch, directory, git_dir, require_signed_commits, allowed_signers,
                            other_source=ref is not None or git_pull)  # fmt: skip
-        _run(
-            directory,
-            git=git,
-            ref=ref,
-            git_pull=git_pull,
-            interval=parse_interval(interval),
-            jitter=parse_jitter(jitter),
-            apply_changes=apply_changes or git is not None,
-            refresh=refresh,
-            verify_every=parse_verify_every(verify_every),
-            concurrency=concurrency,
-            metrics_port=metrics_port,
-            metrics_address=metrics_address,
-            once=once,
-        )
+        _run(directory, git=git, ref=ref, git_pull=git_pull, interval=parse_interval(interval),
+             jitter=parse_jitter(jitter), apply_changes=apply_changes or git is not None, refresh=refresh,
+             verify_every=parse_verify_every(verify_every), concurrency=concurrency, metrics_port=metrics_port,
+             metrics_address=metrics_address, once=once)  # fmt: skip
     except CertReconcileError as exc:
         fail(exc)
 
@@ -463,9 +447,8 @@ def _schedule(settings: Settings, verify_every: float) -> VerificationSchedule |
 
     from certreconcile.actual.schedule import VerificationSchedule
 
-    if verify_every == 0:
-        return None
-    return VerificationSchedule(timedelta(seconds=verify_every), path=settings.data_dir / "verification-schedule.json")
+    every = timedelta(seconds=verify_every)
+    return VerificationSchedule(every, path=settings.data_dir / "verification-schedule.json") if every else None
 
 
 def _what(directory: Path, git: GitFollowOptions | None, ref: str | None, interval: float, jitter: float, *,
