@@ -20,6 +20,7 @@ from certreconcile.clock import Clock, clock_from_env
 from certreconcile.errors import CertReconcileError, DesiredStateError
 
 if TYPE_CHECKING:
+    from certreconcile.desired import DesiredCache
     from certreconcile.desired.model import DesiredState
 
 __all__ = [
@@ -70,8 +71,9 @@ def fail(exc: CertReconcileError) -> NoReturn:
     raise typer.Exit(ExitCode.ERROR)
 
 
-def load_directory(directory: Path, ref: str | None = None) -> DesiredState:
-    """The declarations of ``directory`` (at ``ref``, else the work tree with its git origin)."""
+def load_directory(directory: Path, ref: str | None = None, cache: DesiredCache | None = None) -> DesiredState:
+    """The declarations of ``directory`` (at ``ref``, else the work tree with its git origin); ``cache``: reuse
+    the last ones loaded through it while the files are the same (``run``)."""
     from certreconcile.desired import load_desired
     from certreconcile.wiring import with_git_origin
 
@@ -79,7 +81,7 @@ def load_directory(directory: Path, ref: str | None = None) -> DesiredState:
         raise CertReconcileError(
             f"{directory} is not a directory", code="dir-missing", hint="pass the desired-state directory with --dir"
         )
-    desired = load_desired(directory, ref=ref)
+    desired = load_desired(directory, ref=ref) if cache is None else cache.load(directory, ref)
     return desired if ref is not None else with_git_origin(desired, directory)
 
 

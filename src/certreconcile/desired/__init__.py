@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from certreconcile.desired.agent_refs import agent_specs, agent_target_specs, is_agent_reference
 from certreconcile.desired.documents import KmsCacheConfig
 from certreconcile.desired.kinds import config_class
-from certreconcile.desired.loader import read_sources
+from certreconcile.desired.loader import Sources, read_sources
 from certreconcile.desired.model import (
     DEFAULT_PROPAGATION_TIMEOUT,
     DEFAULT_VERIFY_TIMEOUT,
@@ -51,6 +51,7 @@ from certreconcile.domain.durations import RenewBefore
 from certreconcile.errors import DesiredStateError
 
 __all__ = [
+    "DesiredCache",
     "Diagnostic",
     "desired_state_json_schema",
     "load_desired",
@@ -80,7 +81,29 @@ def load_desired(directory: Path, ref: str | None = None, *, with_locations: boo
 
     Raises :class:`DesiredStateError` carrying every :class:`Diagnostic`, sorted by position.
     """
-    sources = read_sources(directory, ref)
+    return load_sources(read_sources(directory, ref), directory, with_locations=with_locations)
+
+
+class DesiredCache:
+    """Loads like :func:`load_desired`, but reuses the last desired state while every file read is byte for
+    byte the same (and, at a ref, the commit too): ``run`` re-reads the files each cycle, and validates only
+    when one changed. Checks that look beyond the files (a target directory inside the Git repository) run
+    again only then."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Sources, DesiredState] | None = None
+
+    def load(self, directory: Path, ref: str | None = None) -> DesiredState:
+        sources = read_sources(directory, ref)
+        if self._last is not None and self._last[0] == sources:
+            return self._last[1]
+        desired = load_sources(sources, directory)
+        self._last = (sources, desired)
+        return desired
+
+
+def load_sources(sources: Sources, directory: Path, *, with_locations: bool = False) -> DesiredState:
+    """:func:`load_desired` of files already read (``directory``: where they were read from)."""
     with _collector_paused():
         declarations, diagnostics, located = validate_sources(
             sources.files, with_locations=with_locations, directory=directory

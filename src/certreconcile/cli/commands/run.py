@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from certreconcile.apply.executor import ApplyEnvironment
     from certreconcile.apply.health import Readiness
     from certreconcile.apply.metrics import ReconcilerMetrics
+    from certreconcile.desired import DesiredCache
     from certreconcile.desired.model import DesiredState
     from certreconcile.gitfollow import GitFollowOptions
     from certreconcile.reconciler import CycleResult, DesiredSource, LoopControl
@@ -89,11 +90,15 @@ class GitDesiredSource:
         self.directory = directory
         self.ref = ref
         self.pull = pull
+        self._cache: DesiredCache | None = None  # validates again only when a file changed
 
     def load(self) -> DesiredState:
+        from certreconcile.desired import DesiredCache
+
         if self.pull:
             self._fetch()
-        return load_directory(self.directory, self.ref)
+        self._cache = self._cache or DesiredCache()
+        return load_directory(self.directory, self.ref, self._cache)
 
     def _fetch(self) -> None:
         import git
