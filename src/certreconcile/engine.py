@@ -109,14 +109,13 @@ def gather(
 
 def _expected(desired: DesiredState, actual: ActualState) -> dict[tuple[str, str], Expected]:
     """What each (stored name, declared target) pair should serve: the schedule's test of a reused observation."""
+    declarations = {name: spec.fingerprint for name, spec in desired.targets.items()}
     expected: dict[tuple[str, str], Expected] = {}
     for name, spec in desired.certificates.items():
         current = actual.certificates.get(name)
-        if current is None:
-            continue
-        for target in spec.targets:
-            declared = desired.targets.get(target)
-            expected[(name, target)] = Expected(current.fingerprint, declared.fingerprint if declared else None)
+        if current is not None:
+            for target in spec.targets:
+                expected[(name, target)] = Expected(current.fingerprint, declarations.get(target))
     return expected
 
 
