@@ -44,9 +44,12 @@ def refresh_renewal_info(
                 continue
             if current.not_after <= now:
                 continue  # RFC 9773 §4.3: never ask about an expired certificate
-            stored = session.renewal_info(current.id)
-            if stored is not None and stored.retry_after > now:
-                continue  # the CA asked us to wait; the stored window stands
+            window = current.renewal_window
+            if window is not None and window.retry_after is not None:
+                if window.retry_after > now:
+                    continue  # the CA asked us to wait; the stored window stands (read with the state: no query)
+            elif (stored := session.renewal_info(current.id)) is not None and stored.retry_after > now:
+                continue
             cert_pem = session.certificate_pems(current.id)[0]
             asked += 1
             try:
@@ -57,7 +60,7 @@ def refresh_renewal_info(
                 continue
             if info is None:
                 continue
-            windows[name] = RenewalWindow(info.window_start, info.window_end)
+            windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
             if persist:
                 session.save_renewal_info(
                     RenewalInfoRecord(

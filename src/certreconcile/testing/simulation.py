@@ -181,8 +181,10 @@ def simulate(
     replicas: Sequence[Callable[[], object]],
     *,
     on_day: Callable[[int, Report], None] | None = None,
+    parallel: bool = True,
 ) -> Report:
-    """Step the clock through the plan's days, running every replica's cycle at each step."""
+    """Step the clock through the plan's days, running every replica's cycle at each step
+    (concurrently, or in turn without ``parallel``)."""
     plan, clock, report = world.plan, world.clock, Report()
     end = world.start + timedelta(days=plan.days)
     ari_at = world.start + timedelta(days=plan.days * plan.ari_event_at)
@@ -196,7 +198,8 @@ def simulate(
             if not ari_done and now >= ari_at:
                 moved_names, ari_done = _ari_event(world, now), True
                 report.ari_moved = len(moved_names)
-            outcomes = list(pool.map(lambda cycle: cycle(), replicas))
+            # parallel: as replicas on two hosts would, meeting on the database's locks; else in turn
+            outcomes = list(pool.map(lambda cycle: cycle(), replicas)) if parallel else [c() for c in replicas]
             report.cycles += len(outcomes)
             report.cycle_errors += sum(bool(getattr(outcome, "errors", ())) for outcome in outcomes)
             report.steps += 1
