@@ -36,6 +36,7 @@ def refresh_renewal_info(
 ) -> RenewalInfoRefresh:
     windows: dict[str, RenewalWindow] = {}
     warnings: list[str] = []
+    answers: list[RenewalInfoRecord] = []  # to store (persist)
     asked = 0
     with store.session() as session:
         for name, current in actual.certificates.items():
@@ -62,7 +63,7 @@ def refresh_renewal_info(
                 continue
             windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
             if persist:
-                session.save_renewal_info(
+                answers.append(
                     RenewalInfoRecord(
                         cert_id=current.id,
                         window_start=info.window_start,
@@ -72,6 +73,10 @@ def refresh_renewal_info(
                         explanation_url=info.explanation_url,
                     )
                 )
+        if answers:  # one transaction for all (a commit each cost more than the questions), none open while asking
+            with session.transaction():
+                for record in answers:
+                    session.save_renewal_info(record)
     if not windows:
         return RenewalInfoRefresh(actual=actual, asked=asked, warnings=tuple(warnings))
     certificates = {
