@@ -1,6 +1,6 @@
 """A small simulated fleet (``bench/simulate.py`` at a size for every test run): the invariants, never time.
 
-300 certificates (90-, 45- and 6-day lifetimes) over 90 simulated days, a cycle every 6 hours, two
+200 certificates (90-, 45- and 6-day lifetimes) over 60 simulated days, a cycle every 6 hours, two
 ``run`` replicas (real Reconciler, engine, planner, executor, PostgreSQL) running concurrently on one
 database; the fake CA is down for 48 hours, moves 30 % of the renewal windows to "now" once, and
 answers DNS-01 through a provider failing 1 % of its updates; 1 % of the targets are down for a day.
@@ -24,7 +24,9 @@ from certreconcile.testing.fake_kms import FakeKms
 from certreconcile.testing.simulation import SimulationPlan, World, build_world, orders_in_window, simulate
 from engine import T0
 
-PLAN = SimulationPlan(count=300, days=90, interval=timedelta(hours=6))
+# Sized to run in well under 2 minutes on a shared 2-core machine (300 certificates over 90 days took
+# 116 s there, with 53 s of CPU); bench/simulate.py runs the larger fleets.
+PLAN = SimulationPlan(count=200, days=60, interval=timedelta(hours=6))
 
 
 class StaticSource:
@@ -47,7 +49,7 @@ def replicas(world: World, url: str) -> list[Callable[[], CycleResult]]:
     return cycles
 
 
-def test_a_simulated_quarter_keeps_every_declared_certificate_valid(database_url: str, tmp_path: Path) -> None:
+def test_two_simulated_months_keep_every_declared_certificate_valid(database_url: str, tmp_path: Path) -> None:
     world = build_world(PLAN, T0, tmp_path / "desired")
     report = simulate(world, replicas(world, database_url))
 
@@ -56,13 +58,13 @@ def test_a_simulated_quarter_keeps_every_declared_certificate_valid(database_url
     # Every fault happened (the schedule is seeded): the invariants held through them, not around them.
     assert world.ca.refused > 0
     assert world.dns.failures > 0
-    assert sum(bool(target.outages) for target in world.targets.values()) == 1  # 1 % of 30 targets, rounded up
+    assert sum(bool(target.outages) for target in world.targets.values()) == 1  # 1 % of 20 targets: at least one
     assert report.ari_moved == round(PLAN.count * PLAN.ari_share)
     assert report.ari_pending == 0
     assert report.ari_renewed_after <= timedelta(days=1)  # the CA's Retry-After (6 h), the window, a cycle or two
-    # Every certificate renewed at least once, in its window, with lifetime to spare.
+    # Every certificate whose window came within the 60 days renewed at least once, with lifetime to spare.
     renewed = {order.name for order in report.renewals()}
-    assert renewed == set(world.lifetimes)
+    assert renewed >= {name for name, days in world.lifetimes.items() if days <= 45}
     smallest = report.min_remaining()
     assert smallest is not None and smallest > timedelta(0)
     # Let's Encrypt's new orders per account per 3 hours, after the onboarding day; ARI renewals are exempt.
