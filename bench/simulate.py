@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def main() -> int:
         "--url", help=f"admin URL (may CREATE DATABASE); default: ${ENV_TEST_DATABASE_URL} or a scratch server"
     )
     args = parser.parse_args()
+    logging.getLogger("certreconcile").setLevel(logging.CRITICAL)  # the failures are the faults scheduled
     plan = SimulationPlan(args.certificates, args.days, interval=timedelta(hours=args.interval_hours))
     with tempfile.TemporaryDirectory(prefix="crsim") as temp, contextlib.ExitStack() as stack:
         began = time.perf_counter()
