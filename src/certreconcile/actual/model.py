@@ -62,6 +62,9 @@ class RenewalWindow:
 
     start: datetime
     end: datetime
+    # When the CA may be asked again (its Retry-After); None: not known here. Not part of the window's
+    # identity (equality), only of when to ask: ``apply.ari`` reads it instead of one query per certificate.
+    retry_after: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ def refresh_renewal_info(
 ) -> RenewalInfoRefresh:
     windows: dict[str, RenewalWindow] = {}
     warnings: list[str] = []
+    answers: list[RenewalInfoRecord] = []  # to store (persist)
     asked = 0
     with store.session() as session:
         for name, current in actual.certificates.items():
@@ -44,9 +45,12 @@ def refresh_renewal_info(
                 continue
             if current.not_after <= now:
                 continue  # RFC 9773 §4.3: never ask about an expired certificate
-            stored = session.renewal_info(current.id)
-            if stored is not None and stored.retry_after > now:
-                continue  # the CA asked us to wait; the stored window stands
+            window = current.renewal_window
+            if window is not None and window.retry_after is not None:
+                if window.retry_after > now:
+                    continue  # the CA asked us to wait; the stored window stands (read with the state: no query)
+            elif (stored := session.renewal_info(current.id)) is not None and stored.retry_after > now:
+                continue
             cert_pem = session.certificate_pems(current.id)[0]
             asked += 1
             try:
@@ -57,9 +61,9 @@ def refresh_renewal_info(
                 continue
             if info is None:
                 continue
-            windows[name] = RenewalWindow(info.window_start, info.window_end)
+            windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
             if persist:
-                session.save_renewal_info(
+                answers.append(
                     RenewalInfoRecord(
                         cert_id=current.id,
                         window_start=info.window_start,
@@ -69,6 +73,10 @@ def refresh_renewal_info(
                         explanation_url=info.explanation_url,
                     )
                 )
+        if answers:  # one transaction for all (a commit each cost more than the questions), none open while asking
+            with session.transaction():
+                for record in answers:
+                    session.save_renewal_info(record)
     if not windows:
         return RenewalInfoRefresh(actual=actual, asked=asked, warnings=tuple(warnings))
     certificates = {

@@ -8,6 +8,12 @@ planner still lists the issue/rotate, as a pending change deferred until the bac
 while a declared certificate waits. A changed declaration resets the backoff at once, and a
 forced rotation (``certreconcile rotate NAME``) ignores it. A backoff never holds back the
 redistribution of a valid certificate that already exists (see ``build_plan``).
+
+A renewal's backoff is also capped by the certificate's remaining lifetime (:func:`capped`): it
+never waits more than a quarter of what the certificate had left at the last failure (at least
+the first step, 1 h), so retries quicken as expiry nears. Without the cap, a 6-day certificate
+whose renewals fail for two days by its own fault (say its DNS provider refuses updates) waits
+32 h after its sixth failure and expires many hours after the fault is gone.
 """
 
 from __future__ import annotations
@@ -15,15 +21,29 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from certreconcile.actual.model import IssuanceBackoff
+from certreconcile.actual.model import BACKOFF_INITIAL, IssuanceBackoff
 from certreconcile.desired.model import DesiredState
 from certreconcile.plan.plan import Action, Change, PlanDiagnostic, Severity
 
-__all__ = ["CODE_BACKOFF", "backoff_diagnostic", "declaration_digest", "defer", "is_backed_off"]
+__all__ = ["CODE_BACKOFF", "LIFETIME_SHARE", "backoff_diagnostic", "capped", "declaration_digest", "defer",
+           "is_backed_off"]  # fmt: skip
 
 CODE_BACKOFF = "issuance-backoff"
+#: A renewal waits at most this share of the lifetime its certificate had left at the last failure.
+LIFETIME_SHARE = 0.25
+
+
+def capped(backoff: IssuanceBackoff, not_after: datetime) -> IssuanceBackoff:
+    """``backoff`` ending no later than :data:`LIFETIME_SHARE` of the lifetime left at its last failure
+    (``not_after``: the current certificate's), and never sooner than the first step (1 h) after it.
+    A certificate already expired at the failure keeps the doubling backoff (a broken CA is not hammered)."""
+    left = not_after - backoff.last_failure_at
+    if left <= timedelta(0):
+        return backoff  # already expired at the failure: nothing left to save, the doubling stands
+    until = min(backoff.until, backoff.last_failure_at + max(BACKOFF_INITIAL, left * LIFETIME_SHARE))
+    return backoff if until == backoff.until else replace(backoff, until=until)
 
 
 def declaration_digest(desired: DesiredState, name: str) -> str | None:

@@ -18,7 +18,7 @@ from certreconcile.plan.agents import (
     unenrolled_warnings,
     unreachable_warnings,
 )
-from certreconcile.plan.backoff import backoff_diagnostic, declaration_digest, defer, is_backed_off
+from certreconcile.plan.backoff import backoff_diagnostic, capped, declaration_digest, defer, is_backed_off
 from certreconcile.plan.budget import rate_limit_diagnostics
 from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyCheck, DestroyThreshold
 from certreconcile.plan.plan import (
@@ -197,6 +197,8 @@ def _changes_for_name(
     if change is None:
         return [], None
     backoff = actual.backoffs.get(name)
+    if backoff is not None and current is not None:
+        backoff = capped(backoff, current.not_after)  # retries quicken as expiry nears
     if backoff is None or not is_backed_off(change, backoff, declaration_digest(desired, name), now):
         return [change], None
     changes = [defer(change, backoff)]

@@ -241,3 +241,30 @@ def test_a_backed_off_rotation_never_holds_back_the_valid_certificate(tmp_path: 
     # Only the rotation is left, still waiting for its next attempt.
     again = plan_now(second, store, clock)
     assert [(c.action, c.deferred_until) for c in again.changes] == [(Action.ROTATE, until)]
+
+
+@pytest.mark.parametrize(
+    ("left_at_failure", "backoff_hours", "waits_hours"),
+    [
+        (30 * DAY, 32, 32),  # far from expiry: the doubling backoff stands
+        (40 * HOUR, 32, 10),  # a quarter of the 40 h left
+        (17 * HOUR, 32, 4.25),
+        (2 * HOUR, 16, 1),  # never sooner than the first step
+        (-5 * HOUR, 32, 32),  # already expired at the failure: nothing to save, the doubling stands
+    ],
+)
+def test_a_renewal_backoff_never_waits_more_than_a_quarter_of_the_lifetime_left(
+    desired: DesiredState, left_at_failure: timedelta, backoff_hours: int, waits_hours: float
+) -> None:
+    # A 6-day certificate whose renewals failed for two days (its DNS provider refusing updates)
+    # doubled its backoff to 32 h with 17 h left: it expired after the fault was gone. Capped now.
+    failed_at = T0 - HOUR / 2
+    current = shop_current(desired, not_after=failed_at + left_at_failure)
+    backed_off = IssuanceBackoff(
+        failures=6, last_failure_at=failed_at, until=failed_at + backoff_hours * HOUR,
+        declaration_digest=declaration_digest(desired, "shop"),
+    )  # fmt: skip
+    plan = build_plan(desired, state(current, shop=backed_off), Observations(), T0)
+    (shop,) = [c for c in plan.changes if c.name == "shop" and c.action in (Action.ROTATE, Action.ISSUE)]
+    until = failed_at + waits_hours * HOUR
+    assert shop.deferred_until == (until if until > T0 else None)

@@ -33,7 +33,7 @@ from certreconcile.actual.postgres.connection import (
 _SQL_CURRENT_ALL = (
     "SELECT DISTINCT ON (name) id::text, name, domain, san_domains::text, issuer, key_type,"
     " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
-    " issuer_fingerprint, ari.window_start, ari.window_end, origin"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin, ari.retry_after"
     " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE retired_at IS NULL AND status <> 'superseded'"
     " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
@@ -44,7 +44,7 @@ _SQL_CURRENT_ALL = (
 _SQL_CURRENT_ONE = (
     "SELECT id::text, name, domain, san_domains::text, issuer, key_type,"
     " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
-    " issuer_fingerprint, ari.window_start, ari.window_end, origin"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin, ari.retry_after"
     " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
     " WHERE name = %s AND retired_at IS NULL AND status <> 'superseded'"
     " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
@@ -169,7 +169,7 @@ def _row_to_certificate(
 ) -> ActualCertificate:
     # Field order of ActualCertificate: id, name, domains, issuer, key_type, serial_number,
     # not_before, not_after, status, fingerprint, on_delete, has_key, distributions,
-    # open_rotation, issuer_fingerprint, renewal_window, origin.
+    # open_rotation, issuer_fingerprint, renewal_window (with row[17], its retry_after), origin.
     return _new_certificate(
         row[0],
         row[1],
@@ -186,7 +186,7 @@ def _row_to_certificate(
         distributions,
         open_rotation,
         row[13],
-        None if row[14] is None else RenewalWindow(row[14], row[15]),
+        None if row[14] is None else RenewalWindow(row[14], row[15], row[17]),
         _ORIGIN[row[16]],
     )
 

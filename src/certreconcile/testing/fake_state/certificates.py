@@ -86,7 +86,7 @@ class FakeCertificates(FakeSessionBase):
             renewal_window=(
                 None
                 if (info := self._data.renewal_infos.get(row.id)) is None
-                else RenewalWindow(info.window_start, info.window_end)
+                else RenewalWindow(info.window_start, info.window_end, info.retry_after)
             ),
         )
 

@@ -1,0 +1,75 @@
+"""ARI windows are asked for when the CA's Retry-After has passed, read with the state: no query per certificate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from certreconcile import engine as engine_module
+from certreconcile.apply.ari import refresh_renewal_info
+from certreconcile.clock import FixedClock
+from certreconcile.testing.fake_ca import RETRY_AFTER, FakeCa
+from certreconcile.testing.fake_repository import InMemoryStore
+from engine import T0, cert, desired_doc, environment, load, plan_now
+
+
+class _CountingSession:
+    def __init__(self, inner: Any, counts: dict[str, int]) -> None:
+        self._inner, self._counts = inner, counts
+
+    def __getattr__(self, name: str) -> Any:
+        self._counts[name] = self._counts.get(name, 0) + 1
+        return getattr(self._inner, name)
+
+
+class CountingStore:
+    """The store, counting which session methods are called (a stand-in for counting queries)."""
+
+    def __init__(self, inner: InMemoryStore) -> None:
+        self.inner = inner
+        self.counts: dict[str, int] = {}
+
+    @contextmanager
+    def session(self) -> Iterator[Any]:
+        with self.inner.session() as session:
+            yield _CountingSession(session, self.counts)
+
+
+def test_fresh_windows_cost_no_query_and_no_question(tmp_path: Path) -> None:
+    clock = FixedClock(T0)
+    store = InMemoryStore(clock=clock)
+    desired = load(tmp_path, desired_doc([cert(f"c{number}") for number in range(5)]))
+    ca = FakeCa("internal", clock)
+    env = replace(environment(tmp_path, desired, store, clock), issuers={"internal": ca})
+    assert engine_module.apply(plan_now(desired, store, clock), desired, env).ok
+    asked: list[str] = []
+    original = ca.renewal_info
+
+    def renewal_info(cert_pem: str, now: Any) -> Any:
+        asked.append(cert_pem)
+        return original(cert_pem, now)
+
+    ca.renewal_info = renewal_info  # type: ignore[method-assign]
+
+    def refresh() -> CountingStore:
+        counting = CountingStore(store)
+        with store.session() as session:
+            actual = session.load_actual()
+        refreshed = refresh_renewal_info(actual, env.issuers, counting, clock.now(), persist=True)  # type: ignore[arg-type]
+        assert all(c.renewal_window is not None for c in refreshed.actual.certificates.values())
+        return counting
+
+    first = refresh()
+    assert len(asked) == 5  # nothing stored yet: every certificate is asked about, once
+    clock.advance(RETRY_AFTER - timedelta(minutes=1))
+    second = refresh()
+    assert len(asked) == 5  # the CA's Retry-After has not passed: nobody asked...
+    assert second.counts == {}  # ...and no per-certificate query: the stored window came with the state
+    assert first.counts.get("save_renewal_info") == 5
+    clock.advance(timedelta(minutes=2))
+    refresh()
+    assert len(asked) == 10  # Retry-After passed: asked again
