@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from certreconcile.actual.model import ActualCertificate, ActualState, OpenRotation, StateMeta
+from certreconcile.actual.model import ActualCertificate, ActualState, IssuanceHistory, OpenRotation, StateMeta
 from certreconcile.actual.outbox import NotificationStore
 from certreconcile.audit.recorder import AuditRecorder
 from certreconcile.crypto.secret import EncryptionContext
@@ -217,13 +217,18 @@ class FollowedCommit:
 class CertificateStore(Protocol):
     """Certificates, their rotations and distributions, the backoffs and the state serial; locks and transactions."""
 
-    def load_actual(self) -> ActualState:
+    def load_actual(self, now: datetime | None = None) -> ActualState:
         """Every managed name's current certificate, its distributions and open rotation,
-        the backoffs, and the recent ACME issuance history (``HISTORY_WINDOW`` back from the
-        store's clock; orders ``HISTORY_ORDERS_WINDOW`` back), and the enrolled agents.
+        the backoffs, and the recent ACME issuance history (``HISTORY_WINDOW`` back from
+        ``now``, the caller's clock, or the store's clock without it; orders
+        ``HISTORY_ORDERS_WINDOW`` back), and the enrolled agents.
 
         A fixed number of queries, whatever the number of certificates.
         """
+        ...
+
+    def issuance_history(self, now: datetime) -> IssuanceHistory:
+        """The recent ACME issuance history alone, as :meth:`load_actual` gives it (for a budget re-check)."""
         ...
 
     def meta(self) -> StateMeta: ...
@@ -242,6 +247,10 @@ class CertificateStore(Protocol):
 
     def rotation_replacing(self, new_cert_id: str) -> OpenRotation | None:
         """The open (not completed) rotation whose new certificate is ``new_cert_id``, if any."""
+        ...
+
+    def try_lock_name(self, name: str) -> AbstractContextManager[bool]:
+        """:meth:`lock_name` without waiting: yields whether it was taken (nothing is held when not)."""
         ...
 
     def lock_name(self, name: str) -> AbstractContextManager[None]:

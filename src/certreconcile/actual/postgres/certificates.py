@@ -17,6 +17,7 @@ from certreconcile.actual.model import (
     HISTORY_WINDOW,
     ActualCertificate,
     ActualState,
+    IssuanceHistory,
     OpenRotation,
     StateMeta,
 )
@@ -46,6 +47,7 @@ from certreconcile.actual.postgres.rows import (
     _row_to_certificate,
     _row_to_distribution,
     _row_to_rotation,
+    history_from_rows,
 )
 from certreconcile.actual.store import (
     CertificateRow,
@@ -64,10 +66,17 @@ _SQL_LAPSED = (
 )
 
 
+def _history_rows(cursor: psycopg.Cursor[Any], now: datetime | None) -> tuple[list[Any], list[Any]]:
+    """The recent issuances and orders, back from ``now`` (None: the database's clock)."""
+    issuances = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW, "now": now}).fetchall()
+    orders = cursor.execute(_SQL_RECENT_ORDERS, {"window": HISTORY_ORDERS_WINDOW, "now": now}).fetchall()
+    return issuances, orders
+
+
 class PostgresCertificates(PostgresConnection):
     """Certificates, rotations, distributions, backoffs and the state serial (``CertificateStore``)."""
 
-    def load_actual(self) -> ActualState:
+    def load_actual(self, now: datetime | None = None) -> ActualState:
         def work(conn: psycopg.Connection[Any]) -> ActualState:
             with self._snapshot():
                 meta_row = conn.execute("SELECT lineage::text, serial FROM StateMeta").fetchone()
@@ -76,8 +85,7 @@ class PostgresCertificates(PostgresConnection):
                     dist_rows = cursor.execute(_SQL_DISTRIBUTIONS_ALL).fetchall()
                     rotation_rows = cursor.execute(_SQL_OPEN_ROTATIONS_ALL).fetchall()
                     backoff_rows = cursor.execute(_SQL_BACKOFFS_ALL).fetchall()
-                    issuance_rows = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW}).fetchall()
-                    order_rows = cursor.execute(_SQL_RECENT_ORDERS, (HISTORY_ORDERS_WINDOW,)).fetchall()
+                    issuance_rows, order_rows = _history_rows(cursor, now)
                     agent_rows = cursor.execute(SQL_AGENTS_ALL).fetchall()
             if meta_row is None:
                 raise _missing_meta()
@@ -94,6 +102,13 @@ class PostgresCertificates(PostgresConnection):
                     gc.enable()
 
         return self._run("loading the actual state", work)
+
+    def issuance_history(self, now: datetime) -> IssuanceHistory:
+        def work(conn: psycopg.Connection[Any]) -> IssuanceHistory:
+            with self._snapshot(), conn.cursor(binary=True) as cursor:
+                return history_from_rows(*_history_rows(cursor, now))
+
+        return self._run("reading the recent ACME orders", work)
 
     def meta(self) -> StateMeta:
         def work(conn: psycopg.Connection[Any]) -> StateMeta:

@@ -264,6 +264,37 @@ class PostgresConnection:
                     lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
                 )
 
+    @contextmanager
+    def _try_lock_name(self, name: str) -> Iterator[bool]:
+        key = name_lock_key(name)
+        row = self._run(
+            f"locking {name}",
+            lambda conn: conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone(),
+        )
+        if row is None or not row[0]:
+            yield False
+            return
+        with self._lock_held(name, key):
+            yield True
+
+    @contextmanager
+    def _lock_held(self, name: str, key: str) -> Iterator[None]:
+        try:
+            with self._pin():
+                yield
+        finally:
+            if not self._conn.closed and not self._conn.broken:
+                if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    self._conn.rollback()
+                self._run(
+                    f"unlocking {name}",
+                    lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
+                )
+
+    def try_lock_name(self, name: str) -> AbstractContextManager[bool]:
+        """:meth:`lock_name` without waiting: yields False (holding nothing) when another session holds it."""
+        return self._try_lock_name(name)
+
     def lock_name(self, name: str) -> AbstractContextManager[None]:
         """Session-level advisory lock; re-entrant within this session, blocks other sessions."""
         return self._lock_name(name)

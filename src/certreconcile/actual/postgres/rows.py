@@ -87,8 +87,8 @@ _SQL_RECENT_ISSUANCES = (
     " EXISTS (SELECT 1 FROM Certificate p WHERE p.domain = c.domain AND p.san_domains = c.san_domains"
     " AND p.issuer = c.issuer AND p.created_at < c.created_at)"
     " FROM Certificate c JOIN AcmeOrder o ON o.cert_id = c.id"
-    " WHERE c.created_at >= now() - %(window)s AND o.directory_url IS NOT NULL"
-    " AND o.created_at >= now() - 2 * %(window)s"
+    " WHERE c.created_at >= coalesce(%(now)s::timestamptz, now()) - %(window)s AND o.directory_url IS NOT NULL"
+    " AND o.created_at >= coalesce(%(now)s::timestamptz, now()) - 2 * %(window)s"
     " ORDER BY c.created_at, c.id"
 )
 
@@ -96,7 +96,7 @@ _SQL_RECENT_ISSUANCES = (
 _SQL_RECENT_ORDERS = (
     "SELECT o.directory_url, o.created_at, coalesce(c.ari_replaces IS NOT NULL, false)"
     " FROM AcmeOrder o LEFT JOIN Certificate c ON c.id = o.cert_id"
-    " WHERE o.created_at >= now() - %s AND o.directory_url IS NOT NULL"
+    " WHERE o.created_at >= coalesce(%(now)s::timestamptz, now()) - %(window)s AND o.directory_url IS NOT NULL"
     " ORDER BY o.created_at, o.id"
 )
 
@@ -221,11 +221,17 @@ def _build_state(
         meta=StateMeta(lineage=meta_row[0], serial=meta_row[1]),
         certificates=certificates,
         backoffs={row[0]: IssuanceBackoff(row[1], row[2], row[3], row[4]) for row in backoff_rows},
-        issuance_history=IssuanceHistory(
-            issuances=tuple(
-                PastIssuance(row[0], frozenset(_domains(row[1], row[2])), row[3], row[4], row[5])
-                for row in issuance_rows
-            ),
-            orders=tuple(PastOrder(row[0], row[1], row[2]) for row in order_rows),
+        issuance_history=history_from_rows(issuance_rows, order_rows),
+    )
+
+
+def history_from_rows(
+    issuance_rows: Sequence[Sequence[Any]], order_rows: Sequence[Sequence[Any]]
+) -> IssuanceHistory:
+    """The rows of ``_SQL_RECENT_ISSUANCES`` and ``_SQL_RECENT_ORDERS``."""
+    return IssuanceHistory(
+        issuances=tuple(
+            PastIssuance(row[0], frozenset(_domains(row[1], row[2])), row[3], row[4], row[5]) for row in issuance_rows
         ),
+        orders=tuple(PastOrder(row[0], row[1], row[2]) for row in order_rows),
     )

@@ -90,7 +90,7 @@ class FakeCertificates(FakeSessionBase):
             ),
         )
 
-    def load_actual(self) -> ActualState:
+    def load_actual(self, now: datetime | None = None) -> ActualState:
         with self._store._mutex:
             names = sorted({cert.row.name for cert in self._data.certificates.values()})
             certificates: dict[str, ActualCertificate] = {}
@@ -105,9 +105,13 @@ class FakeCertificates(FakeSessionBase):
                     name: IssuanceBackoff(entry.failures, entry.last_failure_at, entry.until, entry.declaration_digest)
                     for name, entry in sorted(self._data.backoff.items())
                 },
-                issuance_history=self._issuance_history(self._store._clock.now()),
+                issuance_history=self._issuance_history(now or self._store._clock.now()),
                 agents=self._agent_records(),
             )
+
+    def issuance_history(self, now: datetime) -> IssuanceHistory:
+        with self._store._mutex:
+            return self._issuance_history(now)
 
     def _issuance_history(self, now: datetime) -> IssuanceHistory:
         """Mirrors the two history queries of the PostgreSQL store (same windows, same order)."""
