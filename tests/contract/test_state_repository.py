@@ -668,6 +668,22 @@ def test_issuance_history_reads_recent_acme_certificates_and_orders(session: Sta
     assert [(o.directory_url, o.ari_renewal) for o in history.orders] == [(LE, True)]
 
 
+def test_issuance_history_counts_back_from_the_callers_clock(session: StateSession) -> None:
+    """A caller running on an injected clock (a simulation, ahead of the database's) reads its own window."""
+    later = datetime.now(UTC) + timedelta(days=100)
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    _acme_certificate(session, "shop", later - 2 * day, domains=("shop.example.com",))
+    _acme_certificate(session, "api", later - hour, domains=("api.example.com",))
+    _acme_certificate(session, "old", later - 9 * day, domains=("old.example.com",))
+
+    at_later = session.load_actual(later).issuance_history
+    assert sorted(next(iter(p.domains)) for p in at_later.issuances) == ["api.example.com", "shop.example.com"]
+    assert len(at_later.orders) == 1  # the last 3 hours before `later`
+    assert session.issuance_history(later) == at_later
+    # Without a clock, the store's own: the same rows counted from today (they are in its future).
+    assert len(session.load_actual().issuance_history.issuances) == 3
+
+
 def test_issuance_history_is_empty_without_acme(session: StateSession) -> None:
     session.insert_certificate(cert_row("shop", created_at=datetime.now(UTC)))
     history = session.load_actual().issuance_history
@@ -739,6 +755,20 @@ def test_closing_a_session_releases_its_locks(store: StateStore) -> None:
     thread.start()
     thread.join(5)
     assert done.is_set()
+
+
+def test_try_lock_name_never_waits_and_is_reentrant_within_a_session(store: StateStore) -> None:
+    with store.session() as first, store.session() as second:
+        with first.try_lock_name("rate limits") as taken, first.try_lock_name("rate limits") as again:
+            assert taken and again
+            with second.try_lock_name("rate limits") as refused:
+                assert not refused
+            with second.try_lock_name("shop") as other_name:
+                assert other_name
+        with second.try_lock_name("rate limits") as free:  # released when the first let go
+            assert free
+        with second.try_lock_name("rate limits") as free_again:  # a refused try held nothing
+            assert free_again
 
 
 def test_upgrade_is_a_no_op_when_current(store: StateStore) -> None:

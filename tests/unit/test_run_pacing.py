@@ -90,13 +90,3 @@ def test_other_cas_are_never_paced(tmp_path: Path) -> None:
     assert len(ca.orders) == 60
     assert not any("held back" in line for line in result.warnings)
 
-
-def test_the_try_lock_is_exclusive_between_sessions_and_reentrant_within_one(tmp_path: Path) -> None:
-    store = InMemoryStore(clock=FixedClock(T0))
-    with store.session() as first, store.session() as second:
-        with first.try_lock_name("x") as taken, first.try_lock_name("x") as again:
-            assert taken and again
-            with second.try_lock_name("x") as refused:
-                assert not refused
-        with second.try_lock_name("x") as free:
-            assert free

@@ -27,11 +27,21 @@ import yaml
 from certreconcile.clock import FixedClock
 from certreconcile.desired import load_desired
 from certreconcile.desired.model import DesiredState
+from certreconcile.domain.names import registered_domain
 from certreconcile.plugins.issuers.acme_config import ACME_DIRECTORY_PRESETS
 from certreconcile.testing.fake_ca import FakeCa, Interval, Order
 from certreconcile.testing.fake_faults import FakeTarget, FlakyDns01Provider
 
-__all__ = ["LIFETIMES", "Report", "SimulationPlan", "World", "build_world", "orders_in_window", "simulate"]
+__all__ = [
+    "LIFETIMES",
+    "Report",
+    "SimulationPlan",
+    "World",
+    "build_world",
+    "new_per_domain_in_window",
+    "orders_in_window",
+    "simulate",
+]
 
 #: The lifetimes of the mix, in days: 90 (today), 45 (Let's Encrypt from 2028), 6 (short-lived).
 LIFETIMES = (90, 45, 6)
@@ -83,6 +93,10 @@ class World:
     @property
     def outage(self) -> Interval:
         return self.ca.outages[0]
+
+    def registered_domain(self, name: str) -> str:
+        """The registered domain of a certificate's names (what Let's Encrypt counts new certificates by)."""
+        return registered_domain(self.desired.certificates[name].domains[0])
 
 
 def build_world(plan: SimulationPlan, start: datetime, directory: Path) -> World:
@@ -170,6 +184,15 @@ def orders_in_window(orders: Sequence[Order], window: timedelta, kinds: frozense
             first += 1
         best = max(best, last - first + 1)
     return best
+
+
+def new_per_domain_in_window(orders: Sequence[Order], domain_of: Callable[[str], str], window: timedelta) -> int:
+    """The most new certificates (first issuances) of one registered domain inside any sliding ``window``."""
+    by_domain: dict[str, list[Order]] = {}
+    for order in orders:
+        if order.kind == "new":
+            by_domain.setdefault(domain_of(order.name), []).append(order)
+    return max((orders_in_window(found, window, frozenset({"new"})) for found in by_domain.values()), default=0)
 
 
 class _Expiry:
