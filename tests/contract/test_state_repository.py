@@ -691,6 +691,30 @@ def test_issuance_history_is_empty_without_acme(session: StateSession) -> None:
     assert history.orders == ()
 
 
+def test_renewal_infos_in_batches_and_leaf_pems_in_one_query(session: StateSession) -> None:
+    from certreconcile.actual.store import RenewalInfoRecord
+
+    rows = [cert_row(f"c{number}") for number in range(3)]
+    for row in rows:
+        session.insert_certificate(row)
+    assert session.leaf_pems([row.id for row in rows] + [str(uuid.uuid4())]) == {row.id: row.cert_pem for row in rows}
+    assert session.leaf_pems([]) == {}
+    records = [
+        RenewalInfoRecord(row.id, T0 + timedelta(days=60), T0 + timedelta(days=62), T0 + timedelta(hours=6), T0, None)
+        for row in rows
+    ]
+    session.save_renewal_infos(records)
+    session.save_renewal_infos([replace(records[0], retry_after=T0 + timedelta(hours=9))])  # an update
+    assert session.renewal_info(rows[0].id) == replace(records[0], retry_after=T0 + timedelta(hours=9))
+    assert session.renewal_info(rows[2].id) == records[2]
+    windows = {c.name: c.renewal_window for c in session.load_actual().certificates.values()}
+    assert windows["c1"] is not None and windows["c1"].start == T0 + timedelta(days=60)
+    with pytest.raises(StateError):  # all or nothing: an unknown certificate refuses the batch
+        session.save_renewal_infos([replace(records[1], retry_after=T0), replace(records[1], cert_id=str(uuid.uuid4()))])
+    assert session.renewal_info(rows[1].id) == records[1]
+    session.save_renewal_infos([])
+
+
 # --- transactions and locks -------------------------------------------------------------
 
 

@@ -416,6 +416,14 @@ class AcmeStore(Protocol):
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
 
+    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
+        """Many answers in one transaction (one round trip per batch, whatever their number)."""
+        ...
+
+    def leaf_pems(self, cert_ids: Sequence[str]) -> dict[str, str]:
+        """The leaf PEM of each of these certificates, by id, in one query (unknown ids are left out)."""
+        ...
+
 
 class StateSession(
     CertificateStore,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,3 +112,36 @@ class PostgresAcme(PostgresConnection):
                  record.explanation_url),
             ),
         )  # fmt: skip
+
+    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
+        if not records:
+            return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(_SQL_SAVE_RENEWAL_INFO, [_renewal_info_row(record) for record in records])
+
+        self._run(f"recording the renewal info of {len(records)} certificates", work)
+
+    def leaf_pems(self, cert_ids: Sequence[str]) -> dict[str, str]:
+        def work(conn: psycopg.Connection[Any]) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT id::text, cert_pem FROM Certificate WHERE id = ANY(%s::uuid[])", (list(cert_ids),)
+            ).fetchall()
+            return {row[0]: row[1] for row in rows}
+
+        return self._run(f"reading {len(cert_ids)} certificates", work) if cert_ids else {}
+
+
+_SQL_SAVE_RENEWAL_INFO = (
+    "INSERT INTO AcmeRenewalInfo (cert_id, window_start, window_end, retry_after, fetched_at,"
+    " explanation_url) VALUES (%s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (cert_id) DO UPDATE SET window_start = EXCLUDED.window_start,"
+    " window_end = EXCLUDED.window_end, retry_after = EXCLUDED.retry_after,"
+    " fetched_at = EXCLUDED.fetched_at, explanation_url = EXCLUDED.explanation_url"
+)
+
+
+def _renewal_info_row(record: RenewalInfoRecord) -> tuple[Any, ...]:
+    return (record.cert_id, record.window_start, record.window_end, record.retry_after, record.fetched_at,
+            record.explanation_url)  # fmt: skip

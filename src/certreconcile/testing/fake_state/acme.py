@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from certreconcile.actual.store import (
@@ -47,3 +48,16 @@ class FakeAcme(FakeSessionBase):
                     f"certificate {record.cert_id} does not exist", code="state-not-found", hint="plan again"
                 )
             self._data.renewal_infos[record.cert_id] = record
+
+    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
+        with self._store._mutex:  # all or nothing, as the database's one transaction
+            missing = [record.cert_id for record in records if record.cert_id not in self._data.certificates]
+            if missing:
+                raise StateError(f"certificate {missing[0]} does not exist", code="state-not-found", hint="plan again")
+            for record in records:
+                self._data.renewal_infos[record.cert_id] = record
+
+    def leaf_pems(self, cert_ids: Sequence[str]) -> dict[str, str]:
+        with self._store._mutex:
+            found = self._data.certificates
+            return {cert_id: found[cert_id].row.cert_pem for cert_id in cert_ids if cert_id in found}
