@@ -252,6 +252,10 @@ class CertificateStore(Protocol):
         """Group the writes inside into one atomic unit."""
         ...
 
+    def batch(self) -> AbstractContextManager[None]:
+        """``transaction()`` sent in one round trip (PostgreSQL: pipelined); errors surface at the block's end."""
+        ...
+
     def insert_certificate(self, row: CertificateRow) -> None: ...
 
     def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
@@ -399,8 +403,9 @@ class AcmeStore(Protocol):
 
     def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None: ...
 
-    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
-        """Insert or update the order of this idempotency key (a replaced order overwrites the URL)."""
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> AcmeOrderRecord | None:
+        """Insert or update the order of this idempotency key (a replaced order overwrites the URL);
+        returns the order it replaced (``acme_order`` before the write), None when there was none."""
         ...
 
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None: ...

@@ -32,12 +32,12 @@ from certreconcile.actual.postgres.connection import (
 )
 from certreconcile.actual.postgres.fleet import SQL_AGENTS_ALL, agents_from_rows
 from certreconcile.actual.postgres.rows import (
+    _CURRENT_DIST,
+    _CURRENT_ROTATION,
     _SQL_BACKOFFS_ALL,
     _SQL_CURRENT_ALL,
-    _SQL_CURRENT_ONE,
+    _SQL_CURRENT_WHOLE,
     _SQL_DISTRIBUTIONS_ALL,
-    _SQL_DISTRIBUTIONS_ONE,
-    _SQL_OPEN_ROTATION_ONE,
     _SQL_OPEN_ROTATIONS_ALL,
     _SQL_RECENT_ISSUANCES,
     _SQL_RECENT_ORDERS,
@@ -105,16 +105,18 @@ class PostgresCertificates(PostgresConnection):
         return self._run("reading the state serial", work)
 
     def current_certificate(self, name: str) -> ActualCertificate | None:
+        """One statement (one snapshot): the current row, its distributions and its open rotation."""
+
         def work(conn: psycopg.Connection[Any]) -> ActualCertificate | None:
-            with self._snapshot():
-                row = conn.execute(_SQL_CURRENT_ONE, (name,)).fetchone()
-                if row is None:
-                    return None
-                dist_rows = conn.execute(_SQL_DISTRIBUTIONS_ONE, (name,)).fetchall()
-                rotation_row = conn.execute(_SQL_OPEN_ROTATION_ONE, (name,)).fetchone()
-            distributions = {dist[1]: _row_to_distribution(dist) for dist in dist_rows}
-            rotation = _row_to_rotation(rotation_row) if rotation_row is not None else None
-            return _row_to_certificate(row, distributions, rotation)
+            rows = conn.execute(_SQL_CURRENT_WHOLE, (name,)).fetchall()
+            if not rows:
+                return None
+            first = rows[0]
+            distributions = {
+                row[19]: _row_to_distribution(row[_CURRENT_DIST]) for row in rows if row[19] is not None
+            }
+            rotation = _row_to_rotation(first[_CURRENT_ROTATION]) if first[27] is not None else None
+            return _row_to_certificate(first, distributions, rotation)
 
         return self._run(f"reading certificate {name}", work)
 
@@ -208,11 +210,11 @@ class PostgresCertificates(PostgresConnection):
                 check_transition(old, new)
                 if old == new:
                     return old
-                updated = conn.execute(
-                    "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s",
+                updated = conn.execute(  # RETURNING, not rowcount: known at once inside a batch too
+                    "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s RETURNING 1",
                     (new.value, cert_id, old.value),
-                )
-                if updated.rowcount == 1:
+                ).fetchone()
+                if updated is not None:
                     return old
             raise StateError(
                 f"certificate {cert_id} kept changing status under us",
@@ -227,10 +229,11 @@ class PostgresCertificates(PostgresConnection):
         updated = self._run(
             f"changing the status of certificate {cert_id} to {new.value}",
             lambda conn: conn.execute(
-                "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s", (new.value, cert_id, expected.value)
-            ),
+                "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s RETURNING 1",
+                (new.value, cert_id, expected.value),
+            ).fetchone(),
         )
-        return updated.rowcount == 1
+        return updated is not None
 
     def lapsed_certificates(self, now: datetime, limit: int) -> list[LapsedCertificate]:
         def work(conn: psycopg.Connection[Any]) -> list[LapsedCertificate]:
@@ -276,10 +279,10 @@ class PostgresCertificates(PostgresConnection):
     def attach_rotation(self, rotation_id: int, new_cert_id: str) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
             updated = conn.execute(
-                "UPDATE CertRotation SET new_cert_id = %s WHERE id = %s AND completed_at IS NULL",
+                "UPDATE CertRotation SET new_cert_id = %s WHERE id = %s AND completed_at IS NULL RETURNING 1",
                 (new_cert_id, rotation_id),
-            )
-            if updated.rowcount != 1:
+            ).fetchone()
+            if updated is None:
                 raise _not_found("open rotation", rotation_id)
 
         self._run(f"attaching certificate {new_cert_id} to rotation {rotation_id}", work)

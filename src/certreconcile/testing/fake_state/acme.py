@@ -31,10 +31,11 @@ class FakeAcme(FakeSessionBase):
             stored = self._data.acme_orders.get(idempotency_key)
             return None if stored is None else stored[0]
 
-    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> AcmeOrderRecord | None:
         with self._store._mutex:
             previous = self._data.acme_orders.get(record.idempotency_key)
             self._data.acme_orders[record.idempotency_key] = (record, at if previous is None else previous[1])
+            return None if previous is None else previous[0]
 
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
         with self._store._mutex:
