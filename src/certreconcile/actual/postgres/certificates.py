@@ -22,7 +22,6 @@ from certreconcile.actual.model import (
 )
 from certreconcile.actual.postgres.connection import (
     _STATUS,
-    CODE_CONFLICT,
     CODE_INVALID,
     PostgresConnection,
     _missing_meta,
@@ -53,7 +52,7 @@ from certreconcile.actual.store import (
     LapsedCertificate,
 )
 from certreconcile.domain.keys import KeyRef
-from certreconcile.domain.status import CertStatus, check_transition
+from certreconcile.domain.status import CertStatus, allowed_transitions, check_transition
 from certreconcile.errors import StateError
 
 # Rows still active or expiring_soon past not_after (apply/lifecycle.py moves them to expired):
@@ -61,6 +60,25 @@ from certreconcile.errors import StateError
 _SQL_LAPSED = (
     "SELECT id::text, name, status, not_after FROM Certificate"
     " WHERE status IN ('active','expiring_soon') AND not_after <= %s ORDER BY not_after, id LIMIT %s"
+)
+
+
+# set_status in one statement: the row locked and read as it was, moved only from ``sources``.
+_SQL_SET_STATUS = (
+    "WITH old AS (SELECT status FROM Certificate WHERE id = %(id)s FOR UPDATE),"
+    " moved AS (UPDATE Certificate SET status = %(new)s FROM old WHERE Certificate.id = %(id)s"
+    " AND old.status = ANY(%(sources)s) AND old.status <> %(new)s RETURNING 1)"
+    " SELECT old.status, (SELECT count(*) FROM moved) FROM old"
+)
+
+
+# complete_rotation in one statement (idempotent): closed only when it has its replacement.
+_SQL_COMPLETE_ROTATION = (
+    "WITH r AS (SELECT new_cert_id IS NOT NULL AS has_new, completed_at IS NOT NULL AS completed"
+    " FROM CertRotation WHERE id = %(id)s FOR UPDATE),"
+    " closed AS (UPDATE CertRotation SET completed_at = %(at)s FROM r WHERE CertRotation.id = %(id)s"
+    " AND NOT r.completed AND r.has_new RETURNING 1)"
+    " SELECT r.has_new, r.completed, (SELECT count(*) FROM closed) FROM r"
 )
 
 
@@ -200,27 +218,17 @@ class PostgresCertificates(PostgresConnection):
         )
 
     def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
+        # One statement: the row is locked and read, and moved only from a status allowed to become
+        # ``new`` (the transition rules, checked here again on the status read, raise otherwise).
+        sources = [old.value for old in CertStatus if new in allowed_transitions(old)]
+
         def work(conn: psycopg.Connection[Any]) -> CertStatus:
-            # Compare-and-set: re-read and retry if another session moved the row meanwhile.
-            for _attempt in range(5):
-                row = conn.execute("SELECT status FROM Certificate WHERE id = %s", (cert_id,)).fetchone()
-                if row is None:
-                    raise _not_found("certificate", cert_id)
-                old = _STATUS[row[0]]
-                check_transition(old, new)
-                if old == new:
-                    return old
-                updated = conn.execute(  # RETURNING, not rowcount: known at once inside a batch too
-                    "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s RETURNING 1",
-                    (new.value, cert_id, old.value),
-                ).fetchone()
-                if updated is not None:
-                    return old
-            raise StateError(
-                f"certificate {cert_id} kept changing status under us",
-                code=CODE_CONFLICT,
-                hint="another apply is working on this certificate; retry later",
-            )
+            row = conn.execute(_SQL_SET_STATUS, {"id": cert_id, "new": new.value, "sources": sources}).fetchone()
+            if row is None:
+                raise _not_found("certificate", cert_id)
+            old = _STATUS[row[0]]
+            check_transition(old, new)
+            return old
 
         return self._run(f"changing the status of certificate {cert_id} to {new.value}", work)
 
@@ -291,25 +299,16 @@ class PostgresCertificates(PostgresConnection):
         """Close the rotation (idempotent). The status changes are the caller's to make."""
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            row = conn.execute(
-                "SELECT new_cert_id IS NOT NULL, completed_at IS NOT NULL FROM CertRotation WHERE id = %s",
-                (rotation_id,),
-            ).fetchone()
+            row = conn.execute(_SQL_COMPLETE_ROTATION, {"id": rotation_id, "at": at}).fetchone()
             if row is None:
                 raise _not_found("rotation", rotation_id)
-            has_new, completed = row
-            if completed:
-                return
-            if not has_new:
+            has_new, completed = row[0], row[1]
+            if not completed and not has_new:
                 raise StateError(
                     f"rotation {rotation_id} has no replacement certificate yet",
                     code=CODE_INVALID,
                     hint="attach the new certificate before completing the rotation",
                 )
-            conn.execute(
-                "UPDATE CertRotation SET completed_at = %s WHERE id = %s AND completed_at IS NULL",
-                (at, rotation_id),
-            )
 
         self._run(f"completing rotation {rotation_id}", work)
 
