@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +120,17 @@ class PostgresAcme(PostgresConnection):
             return RenewalInfoRecord(*row)
 
         return self._run(f"reading the renewal info of {cert_id}", work)
+
+    def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
+        def work(conn: psycopg.Connection[Any]) -> dict[str, RenewalInfoRecord]:
+            rows = conn.execute(
+                "SELECT cert_id::text, window_start, window_end, retry_after, fetched_at, explanation_url"
+                " FROM AcmeRenewalInfo WHERE cert_id = ANY(%s::uuid[])",
+                (list(cert_ids),),
+            ).fetchall()
+            return {row[0]: RenewalInfoRecord(*row) for row in rows}
+
+        return self._run(f"reading the renewal info of {len(cert_ids)} certificates", work)
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None:
         self._run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -146,6 +147,15 @@ class PostgresCertificates(PostgresConnection):
             return (row[0], row[1])
 
         return self._run(f"reading certificate {cert_id}", work)
+
+    def leaf_pems(self, cert_ids: Sequence[str]) -> Mapping[str, str]:
+        def work(conn: psycopg.Connection[Any]) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT id::text, cert_pem FROM Certificate WHERE id = ANY(%s::uuid[])", (list(cert_ids),)
+            ).fetchall()
+            return {row[0]: row[1] for row in rows}
+
+        return self._run(f"reading {len(cert_ids)} certificates", work)
 
     def key_ref(self, cert_id: str) -> KeyRef:
         def work(conn: psycopg.Connection[Any]) -> KeyRef:

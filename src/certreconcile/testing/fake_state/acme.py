@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from certreconcile.actual.store import (
@@ -40,6 +41,11 @@ class FakeAcme(FakeSessionBase):
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
         with self._store._mutex:
             return self._data.renewal_infos.get(cert_id)
+
+    def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
+        with self._store._mutex:
+            infos = self._data.renewal_infos
+            return {cert_id: infos[cert_id] for cert_id in cert_ids if cert_id in infos}
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None:
         with self._store._mutex:
