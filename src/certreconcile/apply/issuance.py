@@ -48,7 +48,7 @@ class IssuanceSteps(DistributionSteps):
         cert_id, key_ref, key_pem, new_key = self._key_for(change, spec.key_type, current)
         with log_context(step="issue", issuer=spec.issuer):
             log.debug("%s: requesting a certificate from %s", change.name, spec.issuer)
-            issued, facts = self._request(change, spec, current, (cert_id, key_ref if new_key else None), key_pem, now)
+            issued, facts = self._request(change, spec, current, (cert_id, new_key), key_pem, now)
             self._store_issued(change, spec, current, (issued, facts), cert_id, key_ref, rotation_id, now)
             log.info("%s: issued serial %s by %s", change.name, facts.serial_number, spec.issuer,
                      extra={"serial": facts.serial_number})  # fmt: skip
@@ -87,27 +87,21 @@ class IssuanceSteps(DistributionSteps):
         change: Change,
         spec: CertificateSpec,
         current: ActualCertificate | None,
-        key: tuple[str, KeyRef | None],
+        key: tuple[str, bool],
         key_pem: SecretBytes,
         now: datetime,
     ) -> tuple[IssuedCertificate, CertFacts]:
         """Ask the issuer for the certificate, then check it names the declared domains and our key.
 
-        ``key``: the certificate id and, for a key made by this run, its envelope, journalled
-        (``key-generated``) with the ``issue`` step's start in one round trip, both committed before
-        the CA is asked: a run killed after that resumes with this key.
+        ``key``: the certificate id, and whether its key was made by this run (no order can exist for it).
         """
-        cert_id, new_key_ref = key
+        cert_id, new_key = key
         issuer = self.env.issuers[spec.issuer]
         private_key = load_private_key(key_pem)
+        self._journal(change, JournalStep.ISSUE, JournalState.STARTED, issuer=spec.issuer)
         replaces_pem: str | None = None
         if current is not None and change.action is Action.ROTATE and current.issuer == spec.issuer:
             replaces_pem = self.session.certificate_pems(current.id)[0]
-        with self.session.batch():
-            if new_key_ref is not None:
-                self._journal(change, JournalStep.KEY_GENERATED, JournalState.DONE, cert_id=cert_id,
-                              key_ref=new_key_ref.envelope_json)  # fmt: skip
-            self._journal(change, JournalStep.ISSUE, JournalState.STARTED, issuer=spec.issuer)
         issued = issuer.issue(
             IssueRequest(
                 name=change.name,
@@ -118,7 +112,7 @@ class IssuanceSteps(DistributionSteps):
                 challenge=spec.challenge.value if spec.challenge is not None else None,
                 dns_provider=spec.dns_provider,
                 replaces_cert_pem=replaces_pem,
-                journal=ChangeOrderJournal(self, change, cert_id, new_key=new_key_ref is not None),
+                journal=ChangeOrderJournal(self, change, cert_id, new_key=new_key),
             )
         )
         facts = read_cert_facts(issued.cert_pem)
@@ -187,10 +181,7 @@ class IssuanceSteps(DistributionSteps):
     def _key_for(
         self, change: Change, key_type: KeyType, current: ActualCertificate | None
     ) -> tuple[str, KeyRef, SecretBytes, bool]:
-        """The key for this change: resumed from the journal after a crash (False), else a new one (True).
-
-        A new key is journalled by ``_request``, with the start of the ``issue`` step.
-        """
+        """The key for this change: resumed from the journal after a crash (False), else a new one (True)."""
         journalled = journalled_key(self.session.journal_entries(change.idempotency_key))
         if journalled is not None:
             resumed = self._resume_key(change, journalled, current)
@@ -199,6 +190,9 @@ class IssuanceSteps(DistributionSteps):
         cert_id = str(uuid.uuid4())
         key_pem = private_key_pem(generate_private_key(key_type))
         key_ref = seal(self.env.kms, key_pem, certificate_context(cert_id))
+        self._journal(
+            change, JournalStep.KEY_GENERATED, JournalState.DONE, cert_id=cert_id, key_ref=key_ref.envelope_json
+        )
         return cert_id, key_ref, key_pem, True
 
     def _resume_key(
