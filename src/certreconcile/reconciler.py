@@ -25,8 +25,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -37,13 +36,13 @@ from certreconcile.actual.schedule import VerificationSchedule
 from certreconcile.actual.store import StateStore
 from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
 from certreconcile.apply.metrics import ReconcilerMetrics
+from certreconcile.apply.pacing import paced
 from certreconcile.clock import Clock, FixedClock
 from certreconcile.desired.model import DesiredState
 from certreconcile.errors import CertReconcileError
-from certreconcile.plan.budget import draws_on_budgets, within_budget
 from certreconcile.plan.destroy import DEFAULT_DESTROY_THRESHOLD, DestroyThreshold, describe_names
 from certreconcile.plan.plan import DESTRUCTIVE_ACTIONS, Change, Plan
-from certreconcile.plan.scope import is_declaration_change, split_plan, subplan
+from certreconcile.plan.scope import split_plan, subplan
 from certreconcile.wiring import Settings
 
 __all__ = [
@@ -64,9 +63,6 @@ __all__ = [
 
 #: The audit actor of everything ``run`` applies on its own (design §4).
 RENEWAL_ACTOR = "automation:renewal"
-#: The lock under which one replica at a time applies the changes that draw on a Let's Encrypt
-#: budget (a space: no certificate name can take it).
-BUDGET_LOCK = "rate limits"
 
 log = logging.getLogger("certreconcile.run")
 
@@ -183,13 +179,15 @@ class Reconciler:
             self._advance_lifecycle(gathered, now, errors)
             for line in planned.warnings:  # the gathering's warnings included
                 log.warning("warning: %s", line)
-            with self._paced(_without_waiting(planned, now), gathered, now) as (plan, paced):
+            pacing = paced(_without_waiting(planned, now), gathered.desired, gathered.actual, self.store, now,
+                           apply_declarations=self.apply_changes)  # fmt: skip
+            with pacing as (plan, paced_lines):
                 split = split_plan(plan, desired, gathered.actual, now)
                 if split.upkeep.changes or split.upkeep.agent_renewals:  # agents' own certificates are upkeep
                     results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
                 declaration = replace(split.declaration, agent_renewals=())
                 deferred, held_back = self._declaration_changes(declaration, gathered, env, now, results, errors)
-            warnings = (*warnings, *paced, *held_back)
+            warnings = (*warnings, *paced_lines, *held_back)
             self._notify(desired, results)
         except CertReconcileError as exc:
             errors.append(exc.one_line())
@@ -266,42 +264,6 @@ class Reconciler:
             return plan, ()
         kept = [change for change in plan.changes if change.action not in DESTRUCTIVE_ACTIONS]
         return subplan(plan, kept, desired, actual, now), destructive
-
-    @contextmanager
-    def _paced(self, plan: Plan, gathered: engine.Gathered, now: datetime) -> Iterator[tuple[Plan, tuple[str, ...]]]:
-        """``plan`` less the changes past a Let's Encrypt budget, most urgent kept (``within_budget``), and why.
-
-        ``apply`` refuses a plan over a budget for a person to split; ``run`` has nobody to ask,
-        and refusing every cycle would stop the renewals within budget too: it takes what fits
-        and leaves the rest to later cycles, as the budget's window moves. Replicas take turns:
-        the changes drawing on a budget are applied under one lock, on the history read after
-        taking it; a replica that finds the lock taken leaves them to its next cycle (the
-        changes drawing on no budget, ARI renewals among them, go ahead everywhere).
-        """
-        desired, actual = gathered.desired, gathered.actual
-        applied = [c for c in plan.changes if self.apply_changes or not is_declaration_change(c)]
-        if not draws_on_budgets(desired, actual, applied, now):
-            yield plan, ()
-            return
-        with self.store.session() as session, session.try_lock_name(BUDGET_LOCK) as taken:
-            if taken:
-                fresh = replace(actual, issuance_history=session.issuance_history(now))
-                _kept, held = within_budget(desired, fresh, applied, now)
-                reason = "Let's Encrypt's rate limits would refuse them now (the most urgent were kept)"
-            else:
-                held = draws_on_budgets(desired, actual, applied, now)
-                reason = "another replica is placing orders that count against Let's Encrypt's rate limits"
-            if not held:
-                yield plan, ()
-                return
-            names = {change.name for change in held}
-            line = (
-                f"{len(held)} change{'s' if len(held) != 1 else ''} ({describe_names(sorted(names))})"
-                f" held back for a later cycle: {reason}"
-            )
-            log.warning("not applied: %s", line)
-            kept = [change for change in plan.changes if change.name not in names]
-            yield subplan(plan, kept, desired, actual, now), (line,)
 
     def _advance_lifecycle(self, gathered: engine.Gathered, now: datetime, errors: list[str]) -> None:
         """This cycle's status moves (expiring_soon, expired) as ``automation:renewal``; a failure is reported."""

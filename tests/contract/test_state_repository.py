@@ -24,6 +24,7 @@ from certreconcile.actual.store import (
     JournalEntry,
     KeyRefTable,
     LocalCaRecord,
+    RenewalInfoRecord,
     StateSession,
     StateStore,
     StoredKeyRef,
@@ -691,30 +692,6 @@ def test_issuance_history_is_empty_without_acme(session: StateSession) -> None:
     assert history.orders == ()
 
 
-def test_renewal_infos_in_batches_and_leaf_pems_in_one_query(session: StateSession) -> None:
-    from certreconcile.actual.store import RenewalInfoRecord
-
-    rows = [cert_row(f"c{number}") for number in range(3)]
-    for row in rows:
-        session.insert_certificate(row)
-    assert session.leaf_pems([row.id for row in rows] + [str(uuid.uuid4())]) == {row.id: row.cert_pem for row in rows}
-    assert session.leaf_pems([]) == {}
-    records = [
-        RenewalInfoRecord(row.id, T0 + timedelta(days=60), T0 + timedelta(days=62), T0 + timedelta(hours=6), T0, None)
-        for row in rows
-    ]
-    session.save_renewal_infos(records)
-    session.save_renewal_infos([replace(records[0], retry_after=T0 + timedelta(hours=9))])  # an update
-    assert session.renewal_info(rows[0].id) == replace(records[0], retry_after=T0 + timedelta(hours=9))
-    assert session.renewal_info(rows[2].id) == records[2]
-    windows = {c.name: c.renewal_window for c in session.load_actual().certificates.values()}
-    assert windows["c1"] is not None and windows["c1"].start == T0 + timedelta(days=60)
-    with pytest.raises(StateError):  # all or nothing: an unknown certificate refuses the batch
-        session.save_renewal_infos([replace(records[1], retry_after=T0), replace(records[1], cert_id=str(uuid.uuid4()))])
-    assert session.renewal_info(rows[1].id) == records[1]
-    session.save_renewal_infos([])
-
-
 # --- transactions and locks -------------------------------------------------------------
 
 
@@ -736,6 +713,60 @@ def test_transaction_rolls_back_on_error(session: StateSession) -> None:
         session.bump_serial()
     assert session.meta().serial == 1
     assert "shop" in session.load_actual().certificates
+
+
+def test_batch_commits_its_writes_together_and_none_when_it_fails(session: StateSession) -> None:
+    row = cert_row()
+
+    def write_then_fail() -> None:
+        with session.batch():
+            session.insert_certificate(row)
+            session.bump_serial()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
+    assert session.load_actual().certificates == {}
+    def write_twice() -> None:
+        with session.batch():  # a write the database refuses
+            session.insert_certificate(row)
+            session.insert_certificate(row)  # the same id again
+
+    with pytest.raises(StateError) as conflict:
+        write_twice()
+    assert conflict.value.code == "state-conflict"
+    assert session.load_actual().certificates == {}  # the first insert went with it
+    other = cert_row("api")
+    with session.batch():
+        session.insert_certificate(row)
+        session.compare_and_set_status(row.id, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON)
+        assert session.set_status(row.id, CertStatus.ROTATING) is CertStatus.EXPIRING_SOON  # a read inside
+        session.insert_certificate(other)
+    assert session.meta().serial == 0
+    current = session.current_certificate("shop")
+    assert current is not None and current.status is CertStatus.ROTATING
+    assert session.current_certificate("api") is not None
+
+
+def test_saving_an_order_returns_the_one_it_replaced(session: StateSession) -> None:
+    first = AcmeOrderRecord("key-1", "shop", "https://ca/order/1", "pending", LE, cert_id=str(uuid.uuid4()))
+    assert session.save_acme_order(first, T0) is None
+    valid = replace(first, state="valid")
+    assert session.save_acme_order(valid, T0) == first
+    assert session.acme_order("key-1") == valid
+
+
+def test_leaf_pems_and_renewal_infos_of_several_certificates(session: StateSession) -> None:
+    rows = [cert_row(name) for name in ("a", "b", "c")]
+    for row in rows:
+        session.insert_certificate(row)
+    missing = str(uuid.uuid4())
+    assert session.leaf_pems([rows[0].id, rows[2].id, missing]) == {rows[0].id: rows[0].cert_pem,
+                                                                      rows[2].id: rows[2].cert_pem}  # fmt: skip
+    record = RenewalInfoRecord(rows[1].id, T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), T0, None)
+    session.save_renewal_info(record)
+    assert session.renewal_infos([rows[0].id, rows[1].id, missing]) == {rows[1].id: record}
+    assert session.renewal_infos([]) == {} and session.leaf_pems([]) == {}
 
 
 def test_lock_name_excludes_a_second_session(store: StateStore) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from certreconcile.apply.executor import ApplyEnvironment
+from certreconcile.apply.pacing import BUDGET_LOCK
 from certreconcile.clock import FixedClock
 from certreconcile.desired.model import DesiredState
 from certreconcile.plan.budget import LETSENCRYPT_PRODUCTION
-from certreconcile.reconciler import BUDGET_LOCK, Reconciler
+from certreconcile.reconciler import Reconciler
 from certreconcile.testing.fake_ca import FakeCa
 from certreconcile.testing.fake_kms import FakeKms
 from certreconcile.testing.fake_repository import InMemoryStore

@@ -241,6 +241,10 @@ class CertificateStore(Protocol):
         """(leaf PEM, chain PEM) of one certificate row."""
         ...
 
+    def leaf_pems(self, cert_ids: Sequence[str]) -> Mapping[str, str]:
+        """The leaf PEM of each of ``cert_ids`` (one query; an id without a row is left out)."""
+        ...
+
     def key_ref(self, cert_id: str) -> KeyRef: ...
 
     def certificate_status(self, cert_id: str) -> CertStatus: ...
@@ -259,6 +263,10 @@ class CertificateStore(Protocol):
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group the writes inside into one atomic unit."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """``transaction()`` sent in one round trip (PostgreSQL: pipelined); errors surface at the block's end."""
         ...
 
     def insert_certificate(self, row: CertificateRow) -> None: ...
@@ -408,21 +416,18 @@ class AcmeStore(Protocol):
 
     def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None: ...
 
-    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
-        """Insert or update the order of this idempotency key (a replaced order overwrites the URL)."""
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> AcmeOrderRecord | None:
+        """Insert or update the order of this idempotency key (a replaced order overwrites the URL);
+        returns the order it replaced (``acme_order`` before the write), None when there was none."""
         ...
 
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None: ...
 
+    def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
+        """The stored renewal info of each of ``cert_ids`` that has one (one query)."""
+        ...
+
     def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
-
-    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
-        """Many answers in one transaction (one round trip per batch, whatever their number)."""
-        ...
-
-    def leaf_pems(self, cert_ids: Sequence[str]) -> dict[str, str]:
-        """The leaf PEM of each of these certificates, by id, in one query (unknown ids are left out)."""
-        ...
 
 
 class StateSession(

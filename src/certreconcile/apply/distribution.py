@@ -156,10 +156,16 @@ class DistributionSteps(RunnerBase):
                 serial=serial,
                 failed_targets=tuple(unverified),
             )
-        with self.session.transaction():
-            if current.status is CertStatus.ISSUED:
-                self.session.set_status(cert_id, CertStatus.ACTIVE)
-            rotation = self.session.rotation_replacing(cert_id)
+        # The open rotation of the name (read with ``current``, under the name's lock) is the one this
+        # certificate replaces when it names it; none open: none replaced. Else ask (an older one?).
+        rotation = current.open_rotation
+        with self.session.batch():
+            if current.status is CertStatus.ISSUED and not self.session.compare_and_set_status(
+                cert_id, CertStatus.ISSUED, CertStatus.ACTIVE
+            ):
+                self.session.set_status(cert_id, CertStatus.ACTIVE)  # moved meanwhile: checked as it is now
+            if rotation is not None and rotation.new_cert_id != cert_id:
+                rotation = self.session.rotation_replacing(cert_id)
             if rotation is not None and rotation.new_cert_id == cert_id:
                 self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
                 old_status = self.session.certificate_status(rotation.old_cert_id)

@@ -311,3 +311,30 @@ class PostgresConnection:
     def transaction(self) -> AbstractContextManager[None]:
         """Nested calls become savepoints."""
         return self._transaction()
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        if self._conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF or self._in_transaction():
+            with self._transaction():  # inside another transaction or batch: a savepoint, as transaction() does
+                yield
+            return
+        self._revive()
+        try:
+            with self._pin():
+                try:
+                    with self._conn.pipeline():
+                        self._conn.execute("BEGIN")
+                        yield
+                        self._conn.execute("COMMIT")
+                finally:  # the block raised, or a write failed: nothing of it stays
+                    if not self._lost() and self._in_transaction():
+                        self._conn.rollback()
+        except psycopg.Error as exc:
+            raise _state_error(exc, "writing a batch of rows", self._secret) from exc
+
+    def batch(self) -> AbstractContextManager[None]:
+        """``transaction()`` in one round trip: the writes inside are pipelined, sent with BEGIN and
+        COMMIT at the end of the block (a read inside waits for its answer). A failing write fails the
+        block as a whole: its error is raised at the end of the block, where nothing was committed.
+        Code inside must not look at a write's row count (not known before the end of the block)."""
+        return self._batch()

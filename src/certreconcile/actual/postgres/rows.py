@@ -124,6 +124,32 @@ _SQL_OPEN_ROTATION_ONE = (
 )
 
 
+# current_certificate in one statement: the current row, its open rotation (at most one row) and
+# one row per distribution (none: one row of NULLs). Columns: the 18 of _SQL_CURRENT_ONE, then
+# _SQL_DISTRIBUTIONS_ONE's 8, then _SQL_OPEN_ROTATION_ONE's 5 (the slices _CURRENT_DIST, _CURRENT_ROTATION).
+_SQL_CURRENT_WHOLE = (
+    "WITH cur AS (SELECT id::text, name, domain, san_domains::text, issuer, key_type,"
+    " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin, ari.retry_after"
+    " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
+    " WHERE name = %s AND retired_at IS NULL AND status <> 'superseded'"
+    " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
+    " created_at DESC, not_before DESC, Certificate.id DESC LIMIT 1)"
+    " SELECT cur.*, d.cert_name, d.target, d.fingerprint, d.pushed_at, d.verified_at, d.last_error,"
+    " d.target_fingerprint, d.verified_fingerprint, r.name, r.id, r.cert_id, r.new_cert_id, r.triggered_at"
+    " FROM cur LEFT JOIN LATERAL (SELECT c.name, r.id, r.cert_id::text, r.new_cert_id::text, r.triggered_at"
+    " FROM CertRotation r JOIN Certificate c ON c.id = r.cert_id"
+    " WHERE r.completed_at IS NULL AND c.name = cur.name ORDER BY r.id DESC LIMIT 1) r ON true"
+    " LEFT JOIN Distribution d ON d.cert_name = cur.name ORDER BY d.target"
+)
+
+
+_CURRENT_DIST = slice(18, 26)
+
+
+_CURRENT_ROTATION = slice(26, 31)
+
+
 def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
     """A constructor taking every field positionally, skipping the frozen ``__init__``.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from certreconcile.actual.store import (
@@ -32,14 +32,20 @@ class FakeAcme(FakeSessionBase):
             stored = self._data.acme_orders.get(idempotency_key)
             return None if stored is None else stored[0]
 
-    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> AcmeOrderRecord | None:
         with self._store._mutex:
             previous = self._data.acme_orders.get(record.idempotency_key)
             self._data.acme_orders[record.idempotency_key] = (record, at if previous is None else previous[1])
+            return None if previous is None else previous[0]
 
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
         with self._store._mutex:
             return self._data.renewal_infos.get(cert_id)
+
+    def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
+        with self._store._mutex:
+            infos = self._data.renewal_infos
+            return {cert_id: infos[cert_id] for cert_id in cert_ids if cert_id in infos}
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None:
         with self._store._mutex:
@@ -48,16 +54,3 @@ class FakeAcme(FakeSessionBase):
                     f"certificate {record.cert_id} does not exist", code="state-not-found", hint="plan again"
                 )
             self._data.renewal_infos[record.cert_id] = record
-
-    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
-        with self._store._mutex:  # all or nothing, as the database's one transaction
-            missing = [record.cert_id for record in records if record.cert_id not in self._data.certificates]
-            if missing:
-                raise StateError(f"certificate {missing[0]} does not exist", code="state-not-found", hint="plan again")
-            for record in records:
-                self._data.renewal_infos[record.cert_id] = record
-
-    def leaf_pems(self, cert_ids: Sequence[str]) -> dict[str, str]:
-        with self._store._mutex:
-            found = self._data.certificates
-            return {cert_id: found[cert_id].row.cert_pem for cert_id in cert_ids if cert_id in found}

@@ -235,6 +235,9 @@ class FakeSessionBase:
     def transaction(self) -> AbstractContextManager[None]:
         return self._transaction()
 
+    def batch(self) -> AbstractContextManager[None]:
+        return self._transaction()
+
     def _agent_records(self) -> dict[str, AgentRecord]:
         with self._store._mutex:
             return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -156,6 +157,11 @@ class FakeCertificates(FakeSessionBase):
         with self._store._mutex:
             cert = self._cert(cert_id)
             return (cert.row.cert_pem, cert.row.chain_pem)
+
+    def leaf_pems(self, cert_ids: Sequence[str]) -> Mapping[str, str]:
+        with self._store._mutex:
+            certificates = self._data.certificates
+            return {cert_id: certificates[cert_id].row.cert_pem for cert_id in cert_ids if cert_id in certificates}
 
     def key_ref(self, cert_id: str) -> KeyRef:
         with self._store._mutex:
