@@ -44,14 +44,16 @@ class Sample:
 @dataclass
 class Bench:
     scratch: Path
-    directory: str  # Pebble's ACME directory
-    ca: Path  # the CA of Pebble's HTTPS certificate
-    http01: int
-    pebble_pid: int
     args: argparse.Namespace
     python_env: dict[str, str]
     admin: str = ""
     database_cpu: Callable[[], float] | None = None
+    # the Pebble of the current measurement
+    directory: str = ""  # its ACME directory
+    ca: Path = Path()  # the CA of its HTTPS certificate
+    http01: int = 0
+    pebble_pid: int = 0
+    pebbles: int = 0  # started so far
 
 
 def check_certificates(tool: str, pems: Iterable[bytes], count: int) -> None:
@@ -84,19 +86,30 @@ def timed(bench: Bench, cpu: Callable[[], float], work: Callable[[], None], data
     return Sample(end[0] - start[0], end[1] - start[1], end[2] - start[2], db)
 
 
-def run_command(argv: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+def run_command(argv: list[str], env: dict[str, str], timeout: float = 120) -> None:
+    """Run one command (killed after ``timeout`` seconds); fail with the end of its output unless it exits 0."""
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{Path(argv[0]).name} {argv[1]} still running after {timeout:.0f} s: killed") from None
     if done.returncode != 0:
         tail = (done.stderr.strip() or done.stdout.strip())[-600:]
         raise AssertionError(f"{Path(argv[0]).name} {argv[1]} exited {done.returncode}: {tail}")
 
 
 def run_slots(slots: list[list[list[str]]], env: dict[str, str]) -> None:
-    """Each slot's commands one after the other, the slots side by side."""
+    """Each slot's commands one after the other, the slots side by side; the first failure stops every slot."""
+    failed = threading.Event()
 
     def serially(commands: list[list[str]]) -> None:
         for argv in commands:
-            run_command(argv, env)
+            if failed.is_set():
+                return
+            try:
+                run_command(argv, env)
+            except BaseException:
+                failed.set()
+                raise
 
     with concurrent.futures.ThreadPoolExecutor(len(slots)) as pool:
         for future in [pool.submit(serially, commands) for commands in slots]:
