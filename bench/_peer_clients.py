@@ -223,24 +223,30 @@ def slot_processes(
     return sample
 
 
+def last_line(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "no output"
+
+
 def certbot_install(venv: Path, spec: str) -> tuple[Path | None, str]:
     """certbot from PyPI in a venv of its own (made once, then reused): (its binary, version) or (None, why not)."""
     binary = venv / "bin" / "certbot"
     if not binary.exists():
         print(f"installing {spec} into {venv} (once)", file=sys.stderr)
         shutil.rmtree(venv, ignore_errors=True)
-        steps = [
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", spec],
-        ]
-        for argv in steps:
+        steps = {
+            "python -m venv": [sys.executable, "-m", "venv", str(venv)],
+            f"pip install {spec}": [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                                    "--disable-pip-version-check", spec],
+        }  # fmt: skip
+        for step, argv in steps.items():
             done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=900)
             if done.returncode != 0:
                 shutil.rmtree(venv, ignore_errors=True)
-                return None, f"`{' '.join(argv[2:5])}` failed: {(done.stderr or done.stdout).strip()[-300:]}"
+                return None, f"`{step}` failed: {last_line(done.stderr or done.stdout)}"
     done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        return None, f"{binary} --version failed (remove {venv} to reinstall): {done.stderr.strip()[-300:]}"
+        return None, f"{binary} --version failed (remove {venv} to reinstall): {last_line(done.stderr)}"
     return binary, done.stdout.strip().removeprefix("certbot ")
 
 

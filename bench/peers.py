@@ -297,7 +297,7 @@ def report(rows: list[Row], versions: dict[str, str], load: tuple[float, float],
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         if not row.samples:
-            why = str(row.error).replace("|", "/")
+            why = " ".join(str(row.error).split()).replace("|", "/")
             print(f"| {row.tool} | {row.parallelism} | {row.count} | not measured: {why} | | | | | | |")
             continue
         rates = [row.count / sample.seconds for sample in row.samples]
