@@ -262,8 +262,9 @@ def measure(bench: Bench, rows: list[Row]) -> None:
                 except Exception as error:  # noqa: BLE001 - a failing tool is reported in its row, the others go on
                     reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
                     print(f"{row.tool} {row.parallelism} run {run + 1} failed: {reason}", file=sys.stderr)
-                    row.retried.append(f"run {run + 1}: {reason[:120]}")
-                    if attempt == 2:
+                    if attempt == 1:
+                        row.retried.append(f"run {run + 1}: {reason[:120]}")
+                    else:
                         row.error = f"failed twice: {reason}"
             else:
                 continue
@@ -312,10 +313,12 @@ def report(rows: list[Row], versions: dict[str, str], load: tuple[float, float],
     for row in rows:
         for failure in row.retried:
             print(f"* {row.tool}, {row.parallelism}: {failure.replace('|', '/')} (tried again on a fresh Pebble)")
+    if any(row.retried for row in rows):
+        print()
     print(
         "Versions: "
-        + ", ".join(f"{tool} {version}" for tool, version in versions.items())
-        + f", pebble {debian_version('pebble')}. The whole script took {elapsed:.0f} s."
+        + ", ".join(f"{tool} {version}" for tool, version in {**versions, "pebble": debian_version("pebble")}.items())
+        + f". The whole script took {elapsed:.0f} s."
     )
 
 
