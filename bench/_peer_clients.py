@@ -1,4 +1,4 @@
-"""The clients that ``bench/peers.py`` times against one Pebble, and what they share.
+"""The clients that ``bench/peers.py`` times against Pebble, and what they share.
 
 The bare ``acme`` library (a minimal script, in this process), certbot (from PyPI, in a venv of its
 own) and lego (Debian): each issues N certificates of 3 names with EC P-256 keys, and what it

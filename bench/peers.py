@@ -2,10 +2,12 @@
 
     python bench/peers.py [--certificates 100] [--runs 3] [--peer-runs 1] [--only certreconcile,acme,certbot,lego]
 
-One Pebble (Debian ``pebble``, always valid, no sleeps, started by ``bench/issuance.py``'s
-``pebble``) serves every tool; each issues N certificates of 3 names with EC P-256 keys, the
-issue's reference setup, and each result is checked: N certificates with the expected names and
-key type, parsed from what the tool stored (or, for the bare library, returned). What is timed:
+Pebble (Debian ``pebble``, always valid, no sleeps, started by ``bench/issuance.py``'s ``pebble``)
+serves every tool, a fresh one for every measurement (started before the clock: no tool pays for
+the orders another left in Pebble's memory, which it searches on every new order). Each tool issues N
+certificates of 3 names with EC P-256 keys, the issue's reference setup, and each result is
+checked: N certificates with the expected names and key type, parsed from what the tool stored
+(or, for the bare library, returned). What is timed:
 
 * certreconcile, apply phase: ``bench/issuance.py``'s ``run_once`` in this process, the pipeline
   of ``certreconcile apply --concurrency 8`` from the first order to the last certificate stored
@@ -27,7 +29,10 @@ bytecode cached (after an untimed warm-up). CPU per certificate: the client's (t
 the in-process rows, the finished children's for the commands), Pebble's, and PostgreSQL's
 (postmaster and backends of the embedded server this script starts) for the ``apply`` command.
 
-A peer that cannot be installed or fails is reported in the table, and the script exits 1.
+The runs are interleaved (run 1 of every row, then run 2...). A sample that fails is tried once
+more on a fresh Pebble: Pebble 2.4 can deadlock under concurrent new orders (seen with lego at 32
+processes). A peer that cannot be installed, or fails twice, is reported in its row, and the script
+exits 1.
 Without ``--url`` (or ``CERTRECONCILE_TEST_DATABASE_URL``) a throw-away embedded PostgreSQL is started.
 """
 
