@@ -28,6 +28,7 @@ average is printed: other work on the machine slows every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -204,7 +206,7 @@ def check_served(store: PostgresStore, receiver: Receiver, targets: list[str], o
 
 
 def run_once(settings: Settings, store: PostgresStore, receiver: Receiver, targets: list[str], concurrency: int,
-             *, first: bool) -> Run:  # fmt: skip
+             *, first: bool, profile: bool = False) -> Run:  # fmt: skip
     """One apply as the CLI runs it (a fresh environment): the first one (issue) or a forced rotation."""
     desired = load_desired(settings.desired_dir)
     clock = SystemClock()
@@ -219,7 +221,7 @@ def run_once(settings: Settings, store: PostgresStore, receiver: Receiver, targe
     assert plan.changes, "nothing to do"
     load = os.getloadavg()[0]
     cpu, receiver_cpu = own_cpu(), receiver.cpu()
-    with ROUND_TRIPS.counting() as statements:
+    with ROUND_TRIPS.counting() as statements, profiled(profile, f"rotation at concurrency {concurrency}"):
         start = time.perf_counter()
         result = engine.apply(plan, desired, env, concurrency=concurrency)
         seconds = time.perf_counter() - start
@@ -227,6 +229,40 @@ def run_once(settings: Settings, store: PostgresStore, receiver: Receiver, targe
     assert result.ok, [failure.message for failure in result.failures][:5]
     check_served(store, receiver, targets, previous.fingerprint if previous else None)
     return Run("first apply" if first else "rotation", concurrency, seconds, cpu, receiver_cpu, len(statements), load)
+
+
+@contextlib.contextmanager
+def profiled(enabled: bool, label: str) -> Iterator[None]:
+    """With ``enabled``: yappi over every thread (CPU clock), the 30 costliest functions printed after."""
+    if not enabled:
+        yield
+        return
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.clear_stats()
+    yappi.start()
+    try:
+        yield
+    finally:
+        yappi.stop()
+        print(f"\n--- profile of the {label} (CPU, every thread; tsub = own time, ttot = with callees)")
+        yappi.get_func_stats().sort("ttot").print_all(
+            columns={0: ("name", 90), 1: ("ncall", 8), 2: ("tsub", 8), 3: ("ttot", 8)}, out=PrintOut()
+        )
+
+
+class PrintOut:
+    """yappi prints to a stream; this prints the first 40 lines of it."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines(keepends=True):
+            if self.lines < 40:
+                sys.stdout.write(line)
+            self.lines += line.endswith("\n")
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -253,6 +289,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--repeat", type=int, default=1, help="rotations per concurrency level (the median is shown)")
+    parser.add_argument("--profile", action="store_true", help="profile (yappi, every thread) the last rotation")
     parser.add_argument("--url", default=None, help="admin URL of a PostgreSQL server (may CREATE DATABASE)")
     parser.add_argument("--receiver", type=Path, default=None, help=argparse.SUPPRESS)  # the receiver's own process
     args = parser.parse_args()
@@ -282,7 +319,8 @@ def main() -> None:
             )  # fmt: skip
             runs = [[run_once(settings, store, receiver, targets, max(levels), first=True)]]
             for level in levels:
-                runs.append([run_once(settings, store, receiver, targets, level, first=False)
+                profile = args.profile and level == levels[-1]
+                runs.append([run_once(settings, store, receiver, targets, level, first=False, profile=profile)
                              for _ in range(max(1, args.repeat))])  # fmt: skip
             print_runs(runs, len(targets))
             print(f"\nevery run checked: {len(targets)} distributions verified with the new fingerprint, and every"
