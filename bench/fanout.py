@@ -1,6 +1,7 @@
-"""Benchmark: rotate ONE certificate on 1,000 webhook targets, verified, by concurrency.
+"""Benchmark: rotate ONE certificate on 1,000 webhook targets, verified, by fan-out width.
 
-    python bench/fanout.py [--targets 1000] [--concurrency 1,8,32,128] [--repeat 1] [--url ADMIN_URL]
+    python bench/fanout.py [--targets 1000] [--concurrency 1,8,32,128] [--latency-ms 0,20] [--repeat 1]
+                           [--profile] [--url ADMIN_URL]
 
 The receivers are one HTTPS server on 127.0.0.1 in a process of its own (``--receiver``, started
 by the bench): every target is a distinct ``webhook`` URL on it (``/hook/0000`` ... ``/hook/0999``),
@@ -14,9 +15,12 @@ to all of them. Measured, as the CLI does it (a fresh applier environment per ru
 
 * first apply: the plan of the empty database, applied at the highest concurrency (issue, then
   deploy to every target);
-* one forced rotation per concurrency level (``engine.rotation_plan``, as ``certreconcile rotate``,
-  applied by ``engine.apply(concurrency=N)``): a new key, issue, POST to every target, record
-  every target verified, activate. Wall time from the start to the rotation completed.
+* one forced rotation per fan-out width N (``engine.rotation_plan``, as ``certreconcile rotate``,
+  applied by ``engine.apply`` with ``target_concurrency=N``, as ``apply --target-concurrency N``):
+  a new key, issue, POST to every target, record every target verified, activate. Wall time from
+  the start to the rotation completed. Then again with the receiver answering each POST after
+  ``--latency-ms`` (20 ms: a receiver across a network, or one that reloads before it answers),
+  at every width but 1 (1,000 x 20 ms serially is 20 s of waiting).
 
 Each run is checked: no failure, every distribution recorded verified with the new fingerprint,
 and the receiver's last fingerprint of every URL is the new one. Reported per run: wall time,
@@ -41,7 +45,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -63,6 +67,7 @@ from plan_scale import ROUND_TRIPS
 
 NAME = "shop"
 DOMAINS = ("shop.bench.test", "www.shop.bench.test")
+CHANGE_CONCURRENCY = 4  # apply's default --concurrency (one change here: one worker)
 SECRET_ENV = "FANOUT_WEBHOOK_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
@@ -78,6 +83,7 @@ def serve(directory: Path) -> None:
     context.load_cert_chain(cert, key)
     served: dict[str, str] = {}
     lock = threading.Lock()
+    delay = [0.0]  # seconds each POST waits before its answer (a remote receiver, a reload): GET /delay/<ms>
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -88,9 +94,13 @@ def serve(directory: Path) -> None:
             fingerprint = str(json.loads(body)["fingerprint"])
             with lock:
                 served[self.path] = fingerprint
+            if delay[0]:
+                time.sleep(delay[0])
             self._answer(json.dumps({"fingerprint": fingerprint}).encode())
 
         def do_GET(self) -> None:
+            if self.path.startswith("/delay/"):
+                delay[0] = int(self.path.removeprefix("/delay/")) / 1000
             with lock:
                 self._answer(json.dumps(served).encode())
 
@@ -120,11 +130,14 @@ class Receiver:
     port: int
     ca: Path
 
-    def state(self) -> dict[str, str]:
+    def state(self, path: str = "/state") -> dict[str, str]:
         context = ssl.create_default_context(cafile=str(self.ca))
-        with urllib.request.urlopen(f"https://127.0.0.1:{self.port}/state", context=context, timeout=30) as answer:
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.port}{path}", context=context, timeout=30) as answer:
             document: dict[str, str] = json.loads(answer.read())
         return document
+
+    def answer_after(self, milliseconds: int) -> None:
+        self.state(f"/delay/{milliseconds}")
 
     def cpu(self) -> float:
         return tree_cpu(self.process.pid)
@@ -182,6 +195,7 @@ def write_desired(directory: Path, receiver: Receiver, targets: list[str]) -> No
 @dataclass(frozen=True)
 class Run:
     label: str
+    latency_ms: int
     concurrency: int
     seconds: float
     applier_cpu: float
@@ -205,12 +219,15 @@ def check_served(store: PostgresStore, receiver: Receiver, targets: list[str], o
     assert not wrong, f"{len(wrong)} receivers do not have the new certificate: {wrong[:5]}"
 
 
-def run_once(settings: Settings, store: PostgresStore, receiver: Receiver, targets: list[str], concurrency: int,
-             *, first: bool, profile: bool = False) -> Run:  # fmt: skip
-    """One apply as the CLI runs it (a fresh environment): the first one (issue) or a forced rotation."""
+def run_once(settings: Settings, store: PostgresStore, receiver: Receiver, targets: list[str], width: int,
+             *, first: bool, latency: int = 0, profile: bool = False) -> Run:  # fmt: skip
+    """One apply as the CLI runs it (a fresh environment): the first one (issue) or a forced rotation.
+
+    ``width``: the fan-out (``apply --target-concurrency``); the changes' own concurrency is apply's default.
+    """
     desired = load_desired(settings.desired_dir)
     clock = SystemClock()
-    env = build_environment(desired, settings, store, clock)
+    env = replace(build_environment(desired, settings, store, clock), target_concurrency=width)
     with store.session() as session:
         actual = session.load_actual()
     previous = actual.certificates.get(NAME)
@@ -221,14 +238,15 @@ def run_once(settings: Settings, store: PostgresStore, receiver: Receiver, targe
     assert plan.changes, "nothing to do"
     load = os.getloadavg()[0]
     cpu, receiver_cpu = own_cpu(), receiver.cpu()
-    with ROUND_TRIPS.counting() as statements, profiled(profile, f"rotation at concurrency {concurrency}"):
+    with ROUND_TRIPS.counting() as statements, profiled(profile, f"rotation at target concurrency {width}"):
         start = time.perf_counter()
-        result = engine.apply(plan, desired, env, concurrency=concurrency)
+        result = engine.apply(plan, desired, env, concurrency=CHANGE_CONCURRENCY)
         seconds = time.perf_counter() - start
     cpu, receiver_cpu = own_cpu() - cpu, receiver.cpu() - receiver_cpu
     assert result.ok, [failure.message for failure in result.failures][:5]
     check_served(store, receiver, targets, previous.fingerprint if previous else None)
-    return Run("first apply" if first else "rotation", concurrency, seconds, cpu, receiver_cpu, len(statements), load)
+    label = "first apply" if first else "rotation"
+    return Run(label, latency, width, seconds, cpu, receiver_cpu, len(statements), load)
 
 
 @contextlib.contextmanager
@@ -271,14 +289,15 @@ def median_run(runs: list[Run]) -> Run:
 
 
 def print_runs(runs: list[list[Run]], targets: int) -> None:
-    print(f"| run | targets | concurrency | wall s (median of {len(runs[-1])}) | spread s | targets/s "
-          "| applier CPU s | applier CPU ms/target | receiver CPU ms/target | SQL statements | load |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| run | targets | receiver latency ms | target concurrency | wall s (median of {len(runs[-1])})"
+          " | spread s | targets/s | applier CPU s | applier CPU ms/target | receiver CPU ms/target"
+          " | SQL statements | load |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for repeats in runs:
         run = median_run(repeats)
         spread = f"{min(r.seconds for r in repeats):.2f}–{max(r.seconds for r in repeats):.2f}"
         print(
-            f"| {run.label} | {targets} | {run.concurrency} | {run.seconds:.2f} | {spread}"
+            f"| {run.label} | {targets} | {run.latency_ms} | {run.concurrency} | {run.seconds:.2f} | {spread}"
             f" | {targets / run.seconds:.0f} | {run.applier_cpu:.2f} | {run.applier_cpu / targets * 1000:.2f}"
             f" | {run.receiver_cpu / targets * 1000:.2f} | {run.statements} | {run.load:.2f} |"
         )
@@ -287,7 +306,8 @@ def print_runs(runs: list[list[Run]], targets: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", type=int, default=1000)
-    parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--concurrency", default="1,8,32,128", help="fan-out widths (apply --target-concurrency)")
+    parser.add_argument("--latency-ms", default="0,20", help="receiver answer delays; width 1 only at the first")
     parser.add_argument("--repeat", type=int, default=1, help="rotations per concurrency level (the median is shown)")
     parser.add_argument("--profile", action="store_true", help="profile (yappi, every thread) the last rotation")
     parser.add_argument("--url", default=None, help="admin URL of a PostgreSQL server (may CREATE DATABASE)")
@@ -318,10 +338,12 @@ def main() -> None:
                      SECRET_ENV: "bench-fanout-secret"},
             )  # fmt: skip
             runs = [[run_once(settings, store, receiver, targets, max(levels), first=True)]]
-            for level in levels:
-                profile = args.profile and level == levels[-1]
-                runs.append([run_once(settings, store, receiver, targets, level, first=False, profile=profile)
-                             for _ in range(max(1, args.repeat))])  # fmt: skip
+            for index, latency in enumerate(int(value) for value in args.latency_ms.split(",")):
+                receiver.answer_after(latency)
+                for level in levels if index == 0 else [level for level in levels if level > 1]:
+                    profile = args.profile and level == levels[-1] and index == 0
+                    runs.append([run_once(settings, store, receiver, targets, level, first=False, latency=latency,
+                                          profile=profile) for _ in range(max(1, args.repeat))])  # fmt: skip
             print_runs(runs, len(targets))
             print(f"\nevery run checked: {len(targets)} distributions verified with the new fingerprint, and every"
                   f" receiver URL's last delivery is that fingerprint (median rotation CPU of this process:"
