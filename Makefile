@@ -87,6 +87,7 @@ bench: deps venv
 	$(BIN)/python bench/issuance.py
 	$(BIN)/python bench/distribution.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/rewrap.py
 	$(BIN)/python bench/simulate.py
 

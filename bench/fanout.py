@@ -197,6 +197,7 @@ class Run:
     label: str
     latency_ms: int
     concurrency: int
+    planning: float  # the plan of the rotation (rotation_plan: the state loaded, every target's declaration)
     seconds: float
     applier_cpu: float
     receiver_cpu: float
@@ -227,26 +228,33 @@ def run_once(settings: Settings, store: PostgresStore, receiver: Receiver, targe
     """
     desired = load_desired(settings.desired_dir)
     clock = SystemClock()
-    env = replace(build_environment(desired, settings, store, clock), target_concurrency=width)
+    env = build_environment(desired, settings, store, clock)
+    concurrency = CHANGE_CONCURRENCY
+    if hasattr(env, "target_concurrency"):
+        env = replace(env, target_concurrency=width)
+    else:  # an older tree (PYTHONPATH): the fan-out was as wide as --concurrency
+        concurrency = width
     with store.session() as session:
         actual = session.load_actual()
     previous = actual.certificates.get(NAME)
+    planning = time.perf_counter()
     if first:
         plan = build_plan(desired, actual, Observations(), clock.now())
     else:
         plan = engine.rotation_plan(NAME, desired, store, clock.now(), settings=settings)
     assert plan.changes, "nothing to do"
+    planning = time.perf_counter() - planning
     load = os.getloadavg()[0]
     cpu, receiver_cpu = own_cpu(), receiver.cpu()
     with ROUND_TRIPS.counting() as statements, profiled(profile, f"rotation at target concurrency {width}"):
         start = time.perf_counter()
-        result = engine.apply(plan, desired, env, concurrency=CHANGE_CONCURRENCY)
+        result = engine.apply(plan, desired, env, concurrency=concurrency)
         seconds = time.perf_counter() - start
     cpu, receiver_cpu = own_cpu() - cpu, receiver.cpu() - receiver_cpu
     assert result.ok, [failure.message for failure in result.failures][:5]
     check_served(store, receiver, targets, previous.fingerprint if previous else None)
     label = "first apply" if first else "rotation"
-    return Run(label, latency, width, seconds, cpu, receiver_cpu, len(statements), load)
+    return Run(label, latency, width, planning, seconds, cpu, receiver_cpu, len(statements), load)
 
 
 @contextlib.contextmanager
@@ -289,15 +297,16 @@ def median_run(runs: list[Run]) -> Run:
 
 
 def print_runs(runs: list[list[Run]], targets: int) -> None:
-    print(f"| run | targets | receiver latency ms | target concurrency | wall s (median of {len(runs[-1])})"
+    print(f"| run | targets | receiver latency ms | target concurrency | plan s | wall s (median of {len(runs[-1])})"
           " | spread s | targets/s | applier CPU s | applier CPU ms/target | receiver CPU ms/target"
           " | SQL statements | load |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for repeats in runs:
         run = median_run(repeats)
         spread = f"{min(r.seconds for r in repeats):.2f}–{max(r.seconds for r in repeats):.2f}"
         print(
-            f"| {run.label} | {targets} | {run.latency_ms} | {run.concurrency} | {run.seconds:.2f} | {spread}"
+            f"| {run.label} | {targets} | {run.latency_ms} | {run.concurrency} | {run.planning:.2f} | {run.seconds:.2f}"
+            f" | {spread}"
             f" | {targets / run.seconds:.0f} | {run.applier_cpu:.2f} | {run.applier_cpu / targets * 1000:.2f}"
             f" | {run.receiver_cpu / targets * 1000:.2f} | {run.statements} | {run.load:.2f} |"
         )
