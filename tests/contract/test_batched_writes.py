@@ -132,3 +132,21 @@ def test_record_distributions_writes_nothing_when_a_certificate_is_missing(sessi
         )
     assert raised.value.code == "state-not-found"
     assert session.load_actual().certificates["shop"].distributions == {}
+
+
+def test_record_distributions_in_a_transaction_rolls_it_back_when_a_certificate_is_missing(
+    session: StateSession,
+) -> None:
+    row = cert_row()
+    session.insert_certificate(row)
+    run_id = session.start_run(None, "digest", T0)
+
+    def fan_out() -> None:
+        with session.transaction():
+            session.journal_many(_entries(run_id, "rolled-back"))
+            session.record_distributions([DistributionRecord(cert_row().id, "edge", "fp", T0, T0, None, None)])
+
+    with pytest.raises(StateError):
+        fan_out()
+    assert session.journal_entries("rolled-back") == []
+    assert session.load_actual().certificates["shop"].distributions == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -372,7 +373,8 @@ class PostgresCertificates(PostgresConnection):
         )
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction():  # a missing certificate writes nothing
+            # A missing certificate writes nothing: the caller's transaction, else one of its own.
+            with contextlib.nullcontext() if self._in_transaction() else conn.transaction():
                 inserted = conn.execute(
                     "INSERT INTO Distribution (cert_name, target, cert_id, fingerprint, pushed_at, verified_at,"
                     " last_error, target_fingerprint, verified_fingerprint)"
