@@ -88,6 +88,7 @@ bench: deps venv
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/distribution.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/rewrap.py
 	$(BIN)/python bench/simulate.py
 

@@ -34,6 +34,7 @@ __all__ = [
     "AgentCertificateRow",
     "CertificateRow",
     "CertificateStore",
+    "DistributionRecord",
     "FleetCaRecord",
     "FleetStore",
     "FollowedCommit",
@@ -87,6 +88,19 @@ class JournalEntry:
     state: str  # a JournalState: started | done | failed
     detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
     at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionRecord:
+    """One (certificate, target) distribution row, as :meth:`CertificateStore.record_distribution` takes it."""
+
+    cert_id: str
+    target: str
+    fingerprint: str  # of the certificate pushed
+    pushed_at: datetime | None
+    verified_at: datetime | None
+    last_error: str | None  # never a secret
+    target_fingerprint: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +325,11 @@ class CertificateStore(Protocol):
         """Upsert the (certificate name, target) distribution row."""
         ...
 
+    def record_distributions(self, records: Sequence[DistributionRecord]) -> None:
+        """``record_distribution`` of each record, in one statement (a fan-out to many targets); the
+        targets of one certificate must be distinct. Nothing is written if a certificate does not exist."""
+        ...
+
     def remove_distribution(self, name: str, target: str) -> None: ...
 
     def bump_serial(self) -> int:
@@ -345,6 +364,10 @@ class JournalStore(Protocol):
     def finish_run(self, run_id: int, outcome: str, at: datetime) -> None: ...
 
     def journal(self, entry: JournalEntry) -> None: ...
+
+    def journal_many(self, entries: Sequence[JournalEntry]) -> None:
+        """``journal`` of each entry, in this order, in one statement: all are recorded or none."""
+        ...
 
     def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]: ...
 

@@ -131,7 +131,8 @@ def _run_all(
                 if env.on_progress is not None:
                     env.on_progress(result)
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deploy") as target_pool:
+    width = env.target_concurrency or concurrency  # the fan-out of one certificate to its targets
+    with ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="deploy") as target_pool:
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(changes)))]
         for thread in threads:
             thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -51,6 +52,7 @@ from certreconcile.actual.postgres.rows import (
 )
 from certreconcile.actual.store import (
     CertificateRow,
+    DistributionRecord,
     FollowedCommit,
     LapsedCertificate,
 )
@@ -381,6 +383,45 @@ class PostgresCertificates(PostgresConnection):
             f"removing the distribution of {name} to {target}",
             lambda conn: conn.execute("DELETE FROM Distribution WHERE cert_name = %s AND target = %s", (name, target)),
         )
+
+    def record_distributions(self, records: Sequence[DistributionRecord]) -> None:
+        """One upsert of every record (``record_distribution``'s, row for row); none if a certificate is missing."""
+        if not records:
+            return
+        columns = (
+            [record.cert_id for record in records],
+            [record.target for record in records],
+            [record.fingerprint for record in records],
+            [record.pushed_at for record in records],
+            [record.verified_at for record in records],
+            [record.last_error for record in records],
+            [record.target_fingerprint for record in records],
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            # A missing certificate writes nothing: the caller's transaction, else one of its own.
+            with contextlib.nullcontext() if self._in_transaction() else conn.transaction():
+                inserted = conn.execute(
+                    "INSERT INTO Distribution (cert_name, target, cert_id, fingerprint, pushed_at, verified_at,"
+                    " last_error, target_fingerprint, verified_fingerprint)"
+                    " SELECT c.name, d.target, c.id, d.fingerprint, d.pushed_at, d.verified_at, d.last_error,"
+                    " d.target_fingerprint, CASE WHEN d.verified_at IS NULL THEN NULL ELSE d.fingerprint END"
+                    " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],"
+                    " %s::text[], %s::text[]) WITH ORDINALITY"
+                    " AS d(cert_id, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, n)"
+                    " JOIN Certificate c ON c.id = d.cert_id ORDER BY d.n"
+                    " ON CONFLICT (cert_name, target) DO UPDATE SET cert_id = EXCLUDED.cert_id,"
+                    " fingerprint = EXCLUDED.fingerprint, pushed_at = EXCLUDED.pushed_at,"
+                    " verified_at = EXCLUDED.verified_at, last_error = EXCLUDED.last_error,"
+                    " target_fingerprint = EXCLUDED.target_fingerprint, verified_fingerprint ="
+                    " coalesce(EXCLUDED.verified_fingerprint, Distribution.verified_fingerprint)",
+                    columns,
+                )
+                if inserted.rowcount != len(records):
+                    missing = sorted({record.cert_id for record in records})
+                    raise _not_found("certificate", ", ".join(missing))
+
+        self._run(f"recording the distribution of {len(records)} targets", work)
 
     def bump_serial(self) -> int:
         def work(conn: psycopg.Connection[Any]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -47,11 +47,22 @@ class _ApplyRequest:
     reviewed_plan: Path | None
     only_renewals: bool
     allow_destroy: int | None
+    target_concurrency: int | None = None
 
 
 _PlanFileArg = Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")]
 _AutoApprove = Annotated[bool, typer.Option(help="Apply without asking for confirmation.")]
 _Concurrency = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
+_TargetConcurrency = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=1024,
+        metavar="N",
+        help="Targets deployed and verified in parallel, all changes together (the fan-out of a certificate "
+        "to many targets or agents); default: --concurrency.",
+    ),
+]
 _Refresh = Annotated[
     bool, typer.Option(help="Probe every target first and fix those that drifted (without a plan file).")
 ]
@@ -97,6 +108,7 @@ def apply(
     reviewed_plan: _ReviewedPlan = None,
     only_renewals: _OnlyRenewals = False,
     allow_destroy: _AllowDestroy = None,
+    target_concurrency: _TargetConcurrency = None,
 ) -> None:
     """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
 
@@ -110,8 +122,8 @@ def apply(
     Examples: certreconcile apply --auto-approve; certreconcile apply plan.json;
     certreconcile apply plan.json --allow-destroy 3
     """
-    request = _ApplyRequest(plan_file, directory, auto_approve, concurrency, refresh, output_format,
-                            expect_changes, reviewed_plan, only_renewals, allow_destroy)  # fmt: skip
+    request = _ApplyRequest(plan_file, directory, auto_approve, concurrency, refresh, output_format, expect_changes,
+                            reviewed_plan, only_renewals, allow_destroy, target_concurrency)  # fmt: skip
     _check_usage(request)
     try:
         result = _apply(request)
@@ -153,6 +165,8 @@ def _apply(request: _ApplyRequest) -> ApplyResult | None:
         if planned is None:
             return None
         the_plan = planned
+    if request.target_concurrency is not None:
+        env = replace(env, target_concurrency=request.target_concurrency)
     result = apply_with_progress(the_plan, desired, env, request.concurrency, saved=request.plan_file is not None)
     if desired.notify is not None:  # its events (issued, failed...), queued once, then the due ones sent
         from certreconcile.notify.hook import notify_after

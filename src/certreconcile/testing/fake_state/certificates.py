@@ -31,6 +31,7 @@ from certreconcile.actual.repository import (
 )
 from certreconcile.actual.store import (
     CertificateRow,
+    DistributionRecord,
     FollowedCommit,
     LapsedCertificate,
 )
@@ -298,6 +299,21 @@ class FakeCertificates(FakeSessionBase):
                     hint="attach the new certificate before completing the rotation",
                 )
             rotation.completed_at = at
+
+    def record_distributions(self, records: Sequence[DistributionRecord]) -> None:
+        with self._store._mutex:
+            for record in records:
+                self._cert(record.cert_id)  # every certificate exists, or nothing is written
+            for record in records:
+                self.record_distribution(
+                    record.cert_id,
+                    record.target,
+                    record.fingerprint,
+                    pushed_at=record.pushed_at,
+                    verified_at=record.verified_at,
+                    last_error=record.last_error,
+                    target_fingerprint=record.target_fingerprint,
+                )
 
     def record_distribution(
         self,
