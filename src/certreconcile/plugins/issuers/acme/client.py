@@ -7,7 +7,7 @@ resume an order by its URL. Polls start short, grow, and honour ``Retry-After``.
 
 One :class:`AcmeConnection` per thread (its connection pool and nonce pool are not shared);
 the directory and the account are shared. The signed requests of a connection go straight to
-``http.client`` over kept-alive connections (:class:`DirectClientNetwork`, ``transport``):
+kept-alive HTTP/1.1 connections (:class:`DirectClientNetwork`, ``transport``):
 ``requests.Session.request``, and urllib3's pool manager under it, cost more CPU than the rest
 of the request (settings merged per call, cookies, hooks, redirects an ACME POST never follows,
 URL parsing and pool lookups), and with several orders in flight this process's CPU bounds the
@@ -158,7 +158,7 @@ class DirectClientNetwork(RecordingClientNetwork):
     """certbot's ``ClientNetwork`` (JWS, nonces, ``badNonce`` retry, problem documents) over kept-alive connections.
 
     Only the transport differs: :class:`~certreconcile.plugins.issuers.acme.transport.KeepAliveTransport`
-    (``http.client``, one connection per CA host), TLS verified against ``verify`` (a CA bundle path,
+    (one kept-alive connection per CA host), TLS verified against ``verify`` (a CA bundle path,
     or True for certifi's bundle as requests uses), no redirects, no retries; the answer is handed
     back as a ``requests.Response`` and the errors as requests' (SSLError, ConnectionError, Timeout),
     so everything above is unchanged. With a proxy in ``session.proxies`` (read once from the
