@@ -300,3 +300,43 @@ def test_a_connection_the_ca_closed_while_idle_is_replaced_before_the_next_reque
         response = network.post(f"{base}/new-order", messages.NewOrder(), new_nonce_url=f"{base}/nonce")
     assert response.status_code == 201  # sent on a new connection, not lost on the closed one
     assert len(ports) == 3 and len(set(ports)) == 3
+
+
+class _RawHandler(http.server.BaseHTTPRequestHandler):
+    """Answers framed the ways a CA's HTTP server may frame them, written byte for byte."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/chunked":  # an interim answer, a folded header, a chunked body with a trailer
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n"
+                             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLink: <https://ca.test/a>;\r\n"
+                             b' rel="alternate"\r\nTransfer-Encoding: chunked\r\n\r\n'
+                             b"7;ext=1\r\n{\"statu\r\n9\r\ns\": \"ok\"}\r\n0\r\nTrailer: x\r\n\r\n")  # fmt: skip
+        else:  # no length: the body ends when the server closes
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"status\": \"closed\"}")
+            self.close_connection = True
+
+
+def test_chunked_folded_interim_and_close_delimited_answers_read_whole(tls: tuple[Path, ssl.SSLContext]) -> None:
+    ca, context = tls
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RawHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        network, _key = _network(base, str(ca))
+        chunked = network.get(f"{base}/chunked")
+        assert chunked.json() == {"status": "ok"}
+        assert chunked.links["alternate"]["url"] == "https://ca.test/a"  # the folded line joined
+        assert network.get(f"{base}/chunked").json() == {"status": "ok"}  # the connection was left clean
+        assert network.get(f"{base}/closing").json() == {"status": "closed"}
+        assert network.get(f"{base}/chunked").json() == {"status": "ok"}  # on a new connection
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

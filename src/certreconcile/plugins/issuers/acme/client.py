@@ -7,7 +7,7 @@ resume an order by its URL. Polls start short, grow, and honour ``Retry-After``.
 
 One :class:`AcmeConnection` per thread (its connection pool and nonce pool are not shared);
 the directory and the account are shared. The signed requests of a connection go straight to
-``http.client`` over kept-alive connections (:class:`DirectClientNetwork`, ``transport``):
+kept-alive HTTP/1.1 connections (:class:`DirectClientNetwork`, ``transport``):
 ``requests.Session.request``, and urllib3's pool manager under it, cost more CPU than the rest
 of the request (settings merged per call, cookies, hooks, redirects an ACME POST never follows,
 URL parsing and pool lookups), and with several orders in flight this process's CPU bounds the
@@ -158,7 +158,7 @@ class DirectClientNetwork(RecordingClientNetwork):
     """certbot's ``ClientNetwork`` (JWS, nonces, ``badNonce`` retry, problem documents) over kept-alive connections.
 
     Only the transport differs: :class:`~certreconcile.plugins.issuers.acme.transport.KeepAliveTransport`
-    (``http.client``, one connection per CA host), TLS verified against ``verify`` (a CA bundle path,
+    (one kept-alive connection per CA host), TLS verified against ``verify`` (a CA bundle path,
     or True for certifi's bundle as requests uses), no redirects, no retries; the answer is handed
     back as a ``requests.Response`` and the errors as requests' (SSLError, ConnectionError, Timeout),
     so everything above is unchanged. With a proxy in ``session.proxies`` (read once from the
@@ -328,6 +328,9 @@ class AcmeConnection:
         self.retry = retry or RetryPolicy()
         self._now = now or (lambda: datetime.now(UTC))
         self.net = DirectClientNetwork(key, alg, verify, directory)
+        self.challenge_key = cast(jwk.JWK, _ThumbprintOnce(key))  # what the challenges' key authorizations read
+        self._resources = _directory_resources(directory)
+        self._renewal_prefix = next((url for url, name in self._resources.items() if name == "renewalInfo"), None)
         _proxies_once(self.net.session, directory["newNonce"])
         _observe_requests(self.net.session, directory)  # for requests made through a proxy
 
@@ -358,6 +361,14 @@ class AcmeConnection:
         response = AcmeConnection.anonymous_get(network, url, retry or RetryPolicy(), clock)
         return messages.Directory.from_json(response.json())
 
+    def _endpoint(self, url: str) -> str:
+        """``endpoint_name(url, directory)``, with the directory's URLs looked up once, not per request."""
+        name = self._resources.get(url)
+        if name is not None:
+            return name
+        prefix = self._renewal_prefix
+        return "renewalInfo" if prefix is not None and url.startswith(prefix) else endpoint_name(url)
+
     def use_account(self, account_url: str) -> None:
         self.net.account = messages.RegistrationResource(body=messages.Registration(), uri=account_url)
 
@@ -367,7 +378,7 @@ class AcmeConnection:
         creates something (newOrder, finalize) is never sent twice, the journal resumes it instead."""
         new_nonce = self.directory["newNonce"]
         return self.retry.call(
-            f"POST {endpoint_name(url, self.directory)}",
+            f"POST {self._endpoint(url)}",
             lambda: self.net.post(url, obj, new_nonce_url=new_nonce),
             lambda exc: judge_failure(self.net, exc, idempotent=idempotent, now=self._now),
         )
@@ -377,10 +388,38 @@ class AcmeConnection:
 
     def get(self, url: str) -> requests.Response:
         return self.retry.call(
-            f"GET {endpoint_name(url, self.directory)}",
+            f"GET {self._endpoint(url)}",
             lambda: self.net.get(url),
             lambda exc: judge_failure(self.net, exc, idempotent=True, now=self._now),
         )
+
+
+def _directory_resources(directory: messages.Directory) -> dict[str, str]:
+    """URL -> resource name of the directory's resources (the first resource of a URL named twice)."""
+    resources: dict[str, str] = {}
+    for resource in _DIRECTORY_RESOURCES:
+        try:
+            value = directory[resource]
+        except (KeyError, AttributeError):
+            continue
+        if isinstance(value, str):
+            resources.setdefault(value, resource)
+    return resources
+
+
+class _ThumbprintOnce:
+    """The account key as ``acme.challenges`` reads it for a key authorization: only its RFC 7638
+    thumbprint, computed once per hash instead of twice per challenge (JSON of the public key, hashed)."""
+
+    def __init__(self, key: jwk.JWK) -> None:
+        self._key = key
+        self._thumbprints: dict[Any, bytes] = {}
+
+    def thumbprint(self, hash_function: Any = None) -> bytes:
+        if hash_function not in self._thumbprints:
+            thumbprint = self._key.thumbprint() if hash_function is None else self._key.thumbprint(hash_function)
+            self._thumbprints[hash_function] = thumbprint
+        return self._thumbprints[hash_function]
 
 
 def _proxies_once(session: requests.Session, url: str) -> None:
