@@ -21,6 +21,7 @@ __all__ = ["ROTATION_CHECKS", "is_servable", "renewal_time", "rotation_reasons",
 
 #: Largest share of the renewal window that jitter may move renewal earlier by.
 JITTER_SHARE = 0.1
+_ZERO = timedelta(0)
 
 
 def _jitter_fraction(name: str, serial_number: str) -> float:
@@ -55,6 +56,21 @@ def renewal_time(spec: CertificateSpec, current: ActualCertificate) -> datetime:
     room = min(lead, lifetime - lead)
     jitter = room * (JITTER_SHARE * _jitter_fraction(current.name, current.serial_number))
     return current.not_after - lead - jitter
+
+
+def _earliest_renewal(spec: CertificateSpec, current: ActualCertificate) -> datetime:
+    """A time :func:`renewal_time` is never before: the jitter left out at its largest.
+
+    The jitter is ``room * (JITTER_SHARE * f)`` with ``0 <= f <= 1`` (an ARI window's point: ``start + span * f``),
+    and multiplying a timedelta by a float is monotonic, so it is at most ``room * JITTER_SHARE`` (none when
+    ``room`` is negative, for a stored lifetime that is: the window's end when it ends before it starts).
+    """
+    window = current.renewal_window
+    if window is not None:
+        return min(window.start, window.end)
+    lifetime = current.not_after - current.not_before
+    lead = renew_before_for(spec.renew_before, lifetime)
+    return current.not_after - lead - max(min(lead, lifetime - lead), _ZERO) * JITTER_SHARE
 
 
 def _days(delta: timedelta) -> str:
@@ -111,6 +127,8 @@ def check_declaration(spec: CertificateSpec, current: ActualCertificate, now: da
 def check_renewal_window(spec: CertificateSpec, current: ActualCertificate, now: datetime) -> list[Reason]:
     if current.not_after <= now or current.status in (CertStatus.REVOKED, CertStatus.EXPIRED):
         return []  # check_status reports it
+    if now < _earliest_renewal(spec, current):
+        return []  # not due, whatever the jitter: no digest to compute (most certificates, most days)
     due = renewal_time(spec, current)
     if now < due:
         return []
@@ -181,7 +199,7 @@ def target_reasons(
             record = (agents or {}).get(agent) if agent is not None else None
             reason = Reason(reason.code, f"{reason.message}; {describe_unreachable(agent, record)}")
         needs[target] = reason
-    removed = sorted(set(current.distributions) - set(spec.targets))
+    removed = sorted(current.distributions.keys() - spec.targets)
     return needs, removed
 
 
@@ -189,11 +207,11 @@ def _target_reason(  # noqa: PLR0911  one return per reason, in the order they a
     desired: DesiredState, target: str, current: ActualCertificate, observed: ServedCertificate | None
 ) -> Reason | None:
     distribution = current.distributions.get(target)
-    target_spec = desired.targets.get(target)
     if distribution is None:
         return Reason(ReasonCode.TARGET_ADDED, f"{target} has not received it yet")
     if distribution.fingerprint != current.fingerprint:
         return Reason(ReasonCode.TARGET_UNVERIFIED, f"{target} holds an older certificate")
+    target_spec = desired.targets.get(target) if distribution.target_fingerprint is not None else None
     if target_spec is not None and distribution.target_fingerprint not in (None, target_spec.fingerprint):
         return Reason(ReasonCode.TARGET_CHANGED, f"the declaration of {target} changed")
     if distribution.verified_at is None:
