@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from certreconcile.actual.model import (
@@ -188,6 +188,28 @@ def _row_to_distribution(row: Sequence[Any]) -> DistributionState:
 
 def _row_to_rotation(row: Sequence[Any]) -> OpenRotation:
     return OpenRotation(rotation_id=row[1], old_cert_id=row[2], new_cert_id=row[3], triggered_at=row[4])
+
+
+def distributions_by_name(rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """Each name's distributions by target (rows of ``_SQL_DISTRIBUTIONS_ALL``). A target last proven to serve
+    what was pushed (the usual case) keeps one string for both fingerprints: one comparison, no hashing."""
+    by_name: dict[str, dict[str, DistributionState]] = {}
+    new = _new_distribution
+    for name, target, fingerprint, pushed, verified, error, declared, served in rows:
+        by_name.setdefault(name, {})[target] = new(
+            target, fingerprint, pushed, verified, error, declared, fingerprint if served == fingerprint else served
+        )
+    return by_name
+
+
+def certificates_from_rows(
+    rows: Iterable[Sequence[Any]],
+    by_name: Mapping[str, Mapping[str, DistributionState]],
+    rotations: Mapping[str, OpenRotation],
+) -> dict[str, ActualCertificate]:
+    """The current certificates by name (rows of ``_SQL_CURRENT_ALL``), as :func:`_row_to_certificate` builds them."""
+    empty: Mapping[str, DistributionState] = {}
+    return {row[1]: _row_to_certificate(row, by_name.get(row[1], empty), rotations.get(row[1])) for row in rows}
 
 
 def _build_state(
