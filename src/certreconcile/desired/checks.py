@@ -83,7 +83,7 @@ def _fields(model: type[BaseModel]) -> tuple[tuple[str, Checked | None], ...]:
     return tuple(fields)
 
 
-_SCALAR = object()  # the "key" of a field holding one value (not a dict or a sequence)
+_SCALAR: Any = object()  # the "key" of a field holding one value (not a dict or a sequence)
 
 
 @cache
