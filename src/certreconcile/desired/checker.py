@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from itertools import repeat
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -44,7 +43,7 @@ from certreconcile.desired.kinds import issuer_hook, key_types, uses_challenges
 from certreconcile.desired.loader import PathElement
 from certreconcile.desired.model import Challenge
 from certreconcile.desired.salvage import Unchecked
-from certreconcile.desired.shortcut import PLAIN_NAME_STRICT, PlainCertificates
+from certreconcile.desired.shortcut import PlainCertificates
 from certreconcile.domain.durations import RenewBefore, format_duration, parse_renew_before
 from certreconcile.domain.names import (
     MAX_NAMES_PER_CERTIFICATE,
@@ -90,7 +89,7 @@ class Checker:
         self._renew_cache: dict[str, RenewBefore] = {}
         self._lifetimes: dict[str, timedelta | None] = {}
         self._allowed: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
-        # The declared target names when nothing failed the schema (_plugin_references' shortcut), else None.
+        # The declared target names when nothing failed the schema (PlainCertificates' condition), else None.
         self._declared_targets: frozenset[str] | None = None
 
     def add(self, ref: NodeRef, code: str, message: str, hint: str = "", related: NodeRef | None = None) -> None:
@@ -321,13 +320,6 @@ class Checker:
 
     def _domains(self, cert: CertificateDocument, ref: NodeRef) -> tuple[Sequence[str], Sequence[int]] | None:
         """The normalised names and their indexes in ``domains``; None after reporting a problem."""
-        raws = cert.domains
-        if (
-            len(raws) <= MAX_NAMES_PER_CERTIFICATE
-            and all(map(PLAIN_NAME_STRICT.match, raws))
-            and len(set(raws)) == len(raws)
-        ):
-            return raws, range(len(raws))  # every name already normalised, each once
         plain = _PLAIN_NAME.match
         domains: list[str] = []
         indexes: list[int] = []
@@ -482,13 +474,6 @@ class Checker:
         return failed
 
     def _plugin_references(self, cert: CertificateDocument, ref: NodeRef) -> bool:
-        declared = self._declared_targets
-        if (
-            declared is not None
-            and declared.issuperset(cert.targets)
-            and (cert.dns_provider is None or cert.dns_provider in self.result.dns_providers)
-        ):
-            return False  # every name it uses is declared (none an AGENT/TARGET): nothing below would fail
         failed = False
         for finding in reference_findings(cert.name, cert.targets, self.result.agents):
             failed = True
@@ -525,8 +510,6 @@ class Checker:
         allowed = self.result.allowed_domains
         if allowed and not self.unchecked.policy:
             exact, suffixes = self._allowed
-            if all(map(str.endswith, domains, repeat(suffixes))):
-                return False  # every name below an allowed wildcard (the loop below, at C speed)
             for index, name in zip(indexes, domains, strict=True):
                 # same answer as matches_allowed(name, allowed), without a Python loop
                 if name not in exact and not name.endswith(suffixes):
