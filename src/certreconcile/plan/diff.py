@@ -32,7 +32,7 @@ from certreconcile.plan.plan import (
     Trigger,
     trigger_of,
 )
-from certreconcile.plan.policies import is_servable, rotation_reasons, target_reasons
+from certreconcile.plan.policies import is_servable, needs_nothing, rotation_reasons, target_reasons
 
 __all__ = ["build_plan", "change_for_name", "redistribution_for"]
 
@@ -231,7 +231,16 @@ def build_plan(
         raise ValueError("build_plan needs a timezone-aware 'now'")
     changes: list[Change] = []
     diagnostics: list[PlanDiagnostic] = []
-    for name in sorted(set(desired.certificates) | set(actual.certificates)):
+    specs, stored, declared_targets = desired.certificates, actual.certificates, desired.targets
+    for name in sorted(specs.keys() | stored.keys()):
+        spec, current = specs.get(name), stored.get(name)
+        if (
+            spec is not None
+            and current is not None
+            and name not in force_rotate
+            and needs_nothing(declared_targets, spec, current, observations.for_name(name), now)
+        ):
+            continue  # no change, so no backoff to defer it either: what _changes_for_name would find
         found, diagnostic = _changes_for_name(desired, actual, name, observations, now, forced=name in force_rotate)
         changes += found
         if diagnostic is not None:

@@ -6,12 +6,15 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from certreconcile.actual.model import (
     ActualCertificate,
     ActualState,
     DistributionState,
     Observations,
+    RenewalWindow,
     ServedCertificate,
     StateMeta,
 )
@@ -21,10 +24,11 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan import Action, ReasonCode, build_plan
-from certreconcile.plan.policies import renewal_time
+from certreconcile.plan.policies import _earliest_renewal, check_renewal_window, renewal_time
 from engine import T0, cert, desired_doc, load
 
 DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +182,42 @@ def test_renewal_time_stays_inside_the_lifetime(desired: DesiredState, renew: Re
     current = actual_for(desired, serial_number=serial, not_before=T0, not_after=T0 + 90 * DAY)
     due = renewal_time(spec, current)
     assert current.not_before < due < current.not_after
+
+
+_SECONDS = st.integers(min_value=-10 * 86400, max_value=400 * 86400)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lifetime=_SECONDS,
+    renew=st.one_of(
+        st.just(RenewBefore()),
+        st.builds(lambda s: RenewBefore(duration=timedelta(seconds=s)), st.integers(1, 500 * 86400)),
+        st.builds(lambda f: RenewBefore(fraction=f), st.floats(0.001, 0.999)),
+    ),
+    serial=st.text("0123456789abcdef", min_size=1, max_size=8),
+    window=st.one_of(st.none(), st.tuples(_SECONDS, _SECONDS)),
+    now_offset=_SECONDS,
+)
+def test_the_renewal_check_shortcut_never_skips_a_due_certificate(
+    desired: DesiredState,
+    lifetime: int,
+    renew: RenewBefore,
+    serial: str,
+    window: tuple[int, int] | None,
+    now_offset: int,
+) -> None:
+    """check_renewal_window skips computing the jitter before _earliest_renewal: it must never be after the
+    renewal time, whatever the lifetime (even a stored one that is negative) or the CA's window (even reversed)."""
+    spec = replace(desired.certificates["shop"], renew_before=renew)
+    ari = None if window is None else RenewalWindow(T0 + window[0] * SECOND, T0 + window[1] * SECOND)
+    current = actual_for(
+        desired, serial_number=serial, not_before=T0, not_after=T0 + lifetime * SECOND, renewal_window=ari
+    )
+    assert _earliest_renewal(spec, current) <= renewal_time(spec, current)
+    now = T0 + now_offset * SECOND
+    due = current.not_after > now >= renewal_time(spec, current)
+    assert bool(check_renewal_window(spec, current, now)) is due
 
 
 def test_default_renew_before_is_min_30d_or_a_third_and_half_for_short_lived() -> None:

@@ -6,8 +6,10 @@ import contextlib
 import dataclasses
 import gc
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from functools import partial
+from itertools import chain
 from typing import Any
 
 import psycopg
@@ -48,6 +50,8 @@ from certreconcile.actual.postgres.rows import (
     _row_to_certificate,
     _row_to_distribution,
     _row_to_rotation,
+    certificates_from_rows,
+    distributions_by_name,
     history_from_rows,
 )
 from certreconcile.actual.store import (
@@ -94,30 +98,44 @@ _SQL_COMPLETE_ROTATION = (
 )
 
 
+_CHUNK = 10_000  # rows turned into tuples at a time: the tuples of 100,000 rows at once would add 40 MiB to the peak
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> Iterator[Any]:
+    """The rows of the cursor's last query, converted a chunk at a time (the result is already here)."""
+    return chain.from_iterable(iter(partial(cursor.fetchmany, _CHUNK), []))
+
+
+def _load_state(conn: psycopg.Connection[Any], now: datetime | None) -> ActualState:
+    """Every query of ``load_actual`` (one round trip each, in one snapshot); the two big ones built as they
+    are read, so their rows' tuples never all exist at once (at 100,000 certificates: a lower peak)."""
+    meta_row = conn.execute("SELECT lineage::text, serial FROM StateMeta").fetchone()
+    if meta_row is None:
+        raise _missing_meta()
+    with conn.cursor(binary=True) as cursor:
+        rotations = {row[0]: _row_to_rotation(row) for row in cursor.execute(_SQL_OPEN_ROTATIONS_ALL).fetchall()}
+        by_name = distributions_by_name(_rows(cursor.execute(_SQL_DISTRIBUTIONS_ALL)))
+        certificates = certificates_from_rows(_rows(cursor.execute(_SQL_CURRENT_ALL)), by_name, rotations)
+        backoff_rows = cursor.execute(_SQL_BACKOFFS_ALL).fetchall()
+        issuance_rows, order_rows = _history_rows(cursor, now)
+        agent_rows = cursor.execute(SQL_AGENTS_ALL).fetchall()
+    state = dataclasses.replace(
+        _build_state(meta_row, (), (), (), backoff_rows, issuance_rows, order_rows), certificates=certificates
+    )
+    return dataclasses.replace(state, agents=agents_from_rows(agent_rows)) if agent_rows else state
+
+
 class PostgresCertificates(PostgresConnection):
     """Certificates, rotations, distributions, backoffs and the state serial (``CertificateStore``)."""
 
     def load_actual(self, now: datetime | None = None) -> ActualState:
         def work(conn: psycopg.Connection[Any]) -> ActualState:
-            with self._snapshot():
-                meta_row = conn.execute("SELECT lineage::text, serial FROM StateMeta").fetchone()
-                with conn.cursor(binary=True) as cursor:
-                    cert_rows = cursor.execute(_SQL_CURRENT_ALL).fetchall()
-                    dist_rows = cursor.execute(_SQL_DISTRIBUTIONS_ALL).fetchall()
-                    rotation_rows = cursor.execute(_SQL_OPEN_ROTATIONS_ALL).fetchall()
-                    backoff_rows = cursor.execute(_SQL_BACKOFFS_ALL).fetchall()
-                    issuance_rows, order_rows = _history_rows(cursor, now)
-                    agent_rows = cursor.execute(SQL_AGENTS_ALL).fetchall()
-            if meta_row is None:
-                raise _missing_meta()
             # Hundreds of thousands of new objects would trigger many useless GC passes.
             collecting = gc.isenabled()
             gc.disable()
             try:
-                state = _build_state(
-                    meta_row, cert_rows, dist_rows, rotation_rows, backoff_rows, issuance_rows, order_rows
-                )
-                return dataclasses.replace(state, agents=agents_from_rows(agent_rows)) if agent_rows else state
+                with self._snapshot():
+                    return _load_state(conn, now)
             finally:
                 if collecting:
                     gc.enable()
