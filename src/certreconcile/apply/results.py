@@ -82,6 +82,7 @@ class WorkerReport:
     pid: int
     changes: int  # the changes whose results it returned
     cpu_seconds: float | None  # user + system CPU of the whole process; None when it ended without saying
+    start_cpu_seconds: float | None = None  # of which before its first change (unpickling, its environment)
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,6 +99,7 @@ class _Worker:
     ready: bool = False
     open: bool = True
     cpu_seconds: float | None = None
+    start_cpu_seconds: float | None = None
     start_error: str | None = None
     pid: int = 0
 
@@ -124,7 +125,7 @@ def run_in_processes(
         for worker in pool:
             _stop(worker)
     dispatch.fail_lost(desired, env, run_id, pool)
-    reports = tuple(WorkerReport(w.pid, w.returned, w.cpu_seconds) for w in pool)
+    reports = tuple(WorkerReport(w.pid, w.returned, w.cpu_seconds, w.start_cpu_seconds) for w in pool)
     return tuple(result for result in dispatch.results if result is not None), reports
 
 
@@ -184,7 +185,7 @@ class _Dispatch:
     def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "ready":
-            worker.ready, worker.pid = True, message[1]
+            worker.ready, worker.pid, worker.start_cpu_seconds = True, message[1], message[2]
         elif kind == "start-failed":
             worker.start_error = message[1]
         elif kind == "bye":
@@ -239,9 +240,14 @@ class _Dispatch:
 
 
 def _preload() -> list[str]:
-    """What the fork server imports once, for every worker: the modules the parent's wiring used."""
-    loaded = [name for name in sys.modules if name.startswith("certreconcile.plugins.")]
-    return ["certreconcile.apply.workers", "certreconcile.wiring", *sorted(loaded)]
+    """What the fork server imports once, for every worker: the modules of certreconcile this process loaded.
+
+    Its wiring's plug-ins (and what they import: the ACME library, cryptography, psycopg), and the
+    command line, which each worker imports again as its main module (``multiprocessing`` runs the
+    parent's main script in the child, guarded by ``__name__``): imported once, shared by every fork.
+    """
+    loaded = sorted(name for name in sys.modules if name.startswith("certreconcile.") and not name.endswith("__main__"))
+    return ["certreconcile.apply.workers", "certreconcile.wiring", *loaded]
 
 
 def _frozen(items: dict[Any, Any]) -> Mapping[Any, Any]:
@@ -271,7 +277,7 @@ def _worker_main(payload: bytes, tasks: Connection, results: Connection) -> None
         message = exc.one_line() if isinstance(exc, CertReconcileError) else type(exc).__name__
         results.send(("start-failed", message))
         return
-    results.send(("ready", os.getpid()))
+    results.send(("ready", os.getpid(), _cpu_seconds()))
     receiving, sending = threading.Lock(), threading.Lock()
 
     def take() -> tuple[int, Change] | None:
@@ -296,6 +302,10 @@ def _worker_main(payload: bytes, tasks: Connection, results: Connection) -> None
 
     run_changes(take, done, desired, env, run_id, concurrency, threads=concurrency)
     wiring.finish(env)
+    results.send(("bye", _cpu_seconds()))
+
+
+def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    results.send(("bye", usage.ru_utime + usage.ru_stime))
+    return usage.ru_utime + usage.ru_stime
 
