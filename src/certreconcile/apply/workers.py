@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import io
+import logging
 import multiprocessing
 import os
 import pickle
@@ -45,6 +46,8 @@ from certreconcile.errors import ApplyError, CertReconcileError
 from certreconcile.plan.plan import Action, Change
 
 __all__ = ["WorkerWiring", "refuse_unshareable", "run_in_processes"]
+
+log = logging.getLogger("certreconcile.apply")
 
 CODE_WORKER_DIED = "worker-died"
 CODE_WORKER_START = "worker-start-failed"
@@ -188,16 +191,14 @@ class _Dispatch:
             worker.ready, worker.pid, worker.start_cpu_seconds = True, message[1], message[2]
         elif kind == "start-failed":
             worker.start_error = message[1]
+            log.warning("apply: worker process %s could not start: %s", worker.pid, message[1])
         elif kind == "bye":
             worker.cpu_seconds = message[1]
         elif kind == "result":
             index, fields = message[1], message[2]
             worker.held.discard(index)
             worker.returned += 1
-            result = ChangeResult(self.changes[index], **fields)
-            self.results[index] = result
-            if self.env.on_progress is not None:
-                self.env.on_progress(result)
+            self._record(index, ChangeResult(self.changes[index], **fields))
             self._give(worker)
 
     def _give(self, worker: _Worker) -> None:
@@ -227,16 +228,23 @@ class _Dispatch:
         if not lost:
             return
         code = CODE_WORKER_DIED if started else CODE_WORKER_START
-        with env.store.session() as session:
-            runner = ChangeRunner(session, desired, env, run_id)
-            for index, message in sorted(lost):
-                error = CertReconcileError(
-                    message, code=code, hint="apply again: the journal lets the next apply finish the change"
-                )
-                result = runner._failed(self.changes[index], error)  # audited and journalled as failed
-                self.results[index] = result
-                if env.on_progress is not None:
-                    env.on_progress(result)
+        hint = "apply again: the journal lets the next apply finish the change"
+        failures = {index: CertReconcileError(message, code=code, hint=hint) for index, message in lost}
+        try:
+            with env.store.session() as session:
+                runner = ChangeRunner(session, desired, env, run_id)
+                for index, error in sorted(failures.items()):
+                    self._record(index, runner._failed(self.changes[index], error))  # audited, journalled
+        except CertReconcileError:  # the store is failing too: reported, not recorded
+            for index, error in sorted(failures.items()):
+                if self.results[index] is None:
+                    result = ChangeResult(self.changes[index], "failed", error.one_line(), error_code=code)
+                    self._record(index, result)
+
+    def _record(self, index: int, result: ChangeResult) -> None:
+        self.results[index] = result
+        if self.env.on_progress is not None:
+            self.env.on_progress(result)
 
 
 def _preload() -> list[str]:
