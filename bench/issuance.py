@@ -1,7 +1,7 @@
 """Benchmark: ACME issuance through ``apply`` against Pebble, N certificates of 3 names each.
 
-    python bench/issuance.py [--sizes 100] [--workers 1,2,4] [--concurrency 8] [--repeat 3]
-                             [--url ADMIN_URL] [--profile]
+    python bench/issuance.py [--sizes 100] [--workers 1,2,4] [--concurrency 8 | --threads-total 8]
+                             [--repeat 3] [--url ADMIN_URL] [--profile]
 
 Pebble (Debian ``pebble``) runs with ``PEBBLE_VA_ALWAYS_VALID=1 PEBBLE_VA_NOSLEEP=1``, so the
 protocol path is what is measured (the issue's reference figures were taken that way: certbot
@@ -379,7 +379,14 @@ def check_applied(store: PostgresStore, url: str, desired: DesiredState, count: 
 
 
 COLUMNS = (
-    "workers_ms", "worker_start_ms", "parent_ms", "fork_server_ms", "pebble_ms", "postgres_ms", "total_ms", "rest_ms"
+    "workers_ms",
+    "worker_start_ms",
+    "parent_ms",
+    "fork_server_ms",
+    "pebble_ms",
+    "postgres_ms",
+    "total_ms",
+    "rest_ms",
 )
 
 
@@ -388,6 +395,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="100")
     parser.add_argument("--workers", default="1,2,4", help="worker processes (1: in this process, as today)")
     parser.add_argument("--concurrency", default="8", help="threads per worker process")
+    parser.add_argument(
+        "--threads-total",
+        type=int,
+        default=None,
+        metavar="T",
+        help="instead of --concurrency: T threads in all, T / W per worker (same orders in flight)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown")
     parser.add_argument("--url", default=None, help="admin URL of a PostgreSQL server (may CREATE DATABASE)")
     parser.add_argument("--profile", action="store_true", help="yappi: every thread of every process (one run)")
@@ -399,26 +413,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="certreconcile-bench-") as temporary:
         scratch = Path(temporary)
         admin = admin_url(args, scratch)
-        with pebble(scratch / "pebble") as acme:
-            print(f"Machine: {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}. "
-                  f"Median of {repeat} run(s) per row. CPU ms per certificate.")  # fmt: skip
-            print()
-            print("| N | workers | threads/worker | apply (s) | certificates/s | workers | of which start | parent "
-                  "| fork server "
-                  "| Pebble | PostgreSQL | total | rest of machine | cores |")  # fmt: skip
-            print("|---:" * 14 + "|")
-            for count in sizes:
-                for workers in worker_counts:
-                    for concurrency in levels:
-                        runs = [run_once(admin, scratch, acme, count, concurrency, args.profile, workers=workers,
-                                         http01="webroot") for _ in range(repeat)]  # fmt: skip
-                        median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-                        spread = f"{min(r['per_second'] for r in runs):.0f}–{max(r['per_second'] for r in runs):.0f}"
-                        rate = f"{median['per_second']:.1f}" + (f" ({spread})" if repeat > 1 else "")
-                        cpu = " | ".join(f"{median[key]:.1f}" for key in COLUMNS)
-                        print(f"| {count} | {workers} | {concurrency} | {median['seconds']:.2f} | {rate} | {cpu} "
-                              f"| {median['cores']:.2f} |")  # fmt: skip
-            print(f"\nLoad average after: {os.getloadavg()[0]:.2f}")
+        configurations = [(n, w, c) for n in sizes for w in worker_counts for c in levels]
+        if args.threads_total:
+            configurations = [(n, w, max(1, args.threads_total // w)) for n in sizes for w in worker_counts]
+        print(f"Machine: {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}. "
+              f"Median of {repeat} run(s) per row. CPU ms per certificate.")  # fmt: skip
+        # The rows take turns (a change of load touches all of them alike); each run has a Pebble of its own.
+        runs: dict[tuple[int, int, int], list[dict[str, float]]] = {key: [] for key in configurations}
+        for attempt in range(repeat):
+            for count, workers, concurrency in configurations:
+                with pebble(scratch / f"pebble-{attempt}-{count}-{workers}-{concurrency}") as acme:
+                    figures = run_once(admin, scratch, acme, count, concurrency, args.profile, workers=workers,
+                                       http01="webroot")  # fmt: skip
+                runs[(count, workers, concurrency)].append(figures)
+        print()
+        print("| N | workers | threads/worker | apply (s) | certificates/s | workers | of which start | parent "
+              "| fork server | Pebble | PostgreSQL | total | rest of machine | cores |")  # fmt: skip
+        print("|---:" * 14 + "|")
+        for (count, workers, concurrency), done in runs.items():
+            median = {key: statistics.median(run[key] for run in done) for key in done[0]}
+            spread = f"{min(r['per_second'] for r in done):.0f}–{max(r['per_second'] for r in done):.0f}"
+            rate = f"{median['per_second']:.1f}" + (f" ({spread})" if repeat > 1 else "")
+            cpu = " | ".join(f"{median[key]:.1f}" for key in COLUMNS)
+            print(f"| {count} | {workers} | {concurrency} | {median['seconds']:.2f} | {rate} | {cpu} "
+                  f"| {median['cores']:.2f} |")  # fmt: skip
+        print(f"\nLoad average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -316,4 +316,3 @@ def _worker_main(payload: bytes, tasks: Connection, results: Connection) -> None
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-

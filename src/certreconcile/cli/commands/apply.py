@@ -264,4 +264,3 @@ def _check_destroy(
     else:
         managed = the_plan.destroy.managed  # planned just now, on the state just read
     check_destroy_intent(the_plan, managed, settings.destroy_threshold, allow_destroy)
-
