@@ -94,9 +94,12 @@ def test_two_workers_issue_every_certificate_once(directory: Path, run_cli: Runn
     assert "worker processes" not in single.stderr
 
 
-def test_json_output_reports_each_worker(directory: Path, run_cli: Runner) -> None:
+def test_a_saved_plan_with_workers_reports_each_worker_in_json(directory: Path, run_cli: Runner,
+                                                              tmp_path: Path) -> None:  # fmt: skip
     (directory / "certificates.yaml").write_text(declarations(4))
-    applied = run_cli("apply", "--dir", str(directory), "--auto-approve", "--workers", "2", "--concurrency", "1",
+    saved = tmp_path / "plan.json"
+    run_cli("plan", "--dir", str(directory), "--out", str(saved), check_code=0)
+    applied = run_cli("apply", str(saved), "--dir", str(directory), "--workers", "2", "--concurrency", "1",
                       "--format", "json", check_code=0)  # fmt: skip
     document = json.loads(applied.stdout)
     assert document["outcome"] == "success"
@@ -106,6 +109,9 @@ def test_json_output_reports_each_worker(directory: Path, run_cli: Runner) -> No
     assert len(workers) == 2
     assert sum(w["changes"] for w in workers) == 4
     assert all(w["changes"] >= 1 and w["cpu_seconds"] > 0 for w in workers)
+    # The saved plan is stale now: refused before any worker starts, as with one process.
+    stale = run_cli("apply", str(saved), "--dir", str(directory), "--workers", "2", check_code=1)
+    assert "error[stale-plan]" in stale.stderr, stale.stderr
 
 
 def test_a_failing_change_in_a_worker_exits_as_with_one_process(directory: Path, run_cli: Runner) -> None:
