@@ -422,10 +422,13 @@ def main() -> None:
         runs: dict[tuple[int, int, int], list[dict[str, float]]] = {key: [] for key in configurations}
         for attempt in range(repeat):
             for count, workers, concurrency in configurations:
+                print(f"run {attempt + 1}: N={count} workers={workers} threads={concurrency}...", file=sys.stderr)
                 with pebble(scratch / f"pebble-{attempt}-{count}-{workers}-{concurrency}") as acme:
                     figures = run_once(admin, scratch, acme, count, concurrency, args.profile, workers=workers,
                                        http01="webroot")  # fmt: skip
                 runs[(count, workers, concurrency)].append(figures)
+                print(f"run {attempt + 1}: N={count} workers={workers} threads={concurrency}: "
+                      f"{figures['per_second']:.1f}/s", file=sys.stderr)  # fmt: skip
         print()
         print("| N | workers | threads/worker | apply (s) | certificates/s | workers | of which start | parent "
               "| fork server | Pebble | PostgreSQL | total | rest of machine | cores |")  # fmt: skip

@@ -11,11 +11,13 @@ actor); it does the closing (the run's outcome, the serial, notifications) once 
   the ``wiring`` it is given (store connections, KMS, issuers, targets: the same wiring as the parent's);
   what crosses the pipe is the declarations, the changes, the run id and the wiring's settings, never
   a key (each worker asks the KMS itself).
-- Once every worker is ready, the parent hands out change indexes, ``concurrency`` in flight per
-  worker (one per thread), and the next one to whichever returns a result: the load stays balanced.
+- Once every worker is ready, the parent hands out change indexes: two per thread of each worker
+  (one running, one waiting in the pipe, so a thread never waits for the parent), then the next one
+  to whichever returns a result: the load stays balanced.
 - Results stream back; the parent reports progress and builds the result as one process would.
-- A worker that dies fails the changes it held (``worker-died``, the name is not backed off: the
-  journal lets the next apply finish them); the others go on with the remaining changes.
+- A worker that dies fails the changes it had started (``worker-died``, the name is not backed off:
+  the journal lets the next apply finish them); those it had not started go back to the others,
+  which go on with the remaining changes.
 """
 
 from __future__ import annotations
@@ -97,7 +99,8 @@ class _Worker:
     process: Any  # multiprocessing's process object (its type depends on the context)
     tasks: Connection  # parent → worker: a change index, or None (stop)
     results: Connection  # worker → parent: ready, result, bye
-    held: set[int] = field(default_factory=set)
+    held: set[int] = field(default_factory=set)  # handed to it, no result yet
+    started: set[int] = field(default_factory=set)  # of which a thread of it took up
     returned: int = 0
     ready: bool = False
     open: bool = True
@@ -167,7 +170,7 @@ class _Dispatch:
     def run(self, pool: list[_Worker]) -> None:
         while any(w.open and not w.ready for w in pool):  # every worker ready (or gone) before the first change
             self._receive(pool)
-        for _ in range(self.concurrency):  # round robin: each worker gets its first changes
+        for _ in range(2 * self.concurrency):  # round robin: each worker gets its first changes
             for worker in pool:
                 if worker.open and worker.ready:
                     self._give(worker)
@@ -182,8 +185,15 @@ class _Dispatch:
                 message = worker.results.recv()
             except (EOFError, OSError):
                 worker.open = False
+                self._requeue(worker)
                 continue
             self._handle(worker, message)
+
+    def _requeue(self, worker: _Worker) -> None:
+        """A worker ended: the changes it held and had not started go back to the front of the queue."""
+        waiting = sorted(worker.held - worker.started)
+        worker.held -= set(waiting)
+        self.pending.extendleft(reversed(waiting))
 
     def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -192,11 +202,14 @@ class _Dispatch:
         elif kind == "start-failed":
             worker.start_error = message[1]
             log.warning("apply: worker process %s could not start: %s", worker.pid, message[1])
+        elif kind == "started":
+            worker.started.add(message[1])
         elif kind == "bye":
             worker.cpu_seconds = message[1]
         elif kind == "result":
             index, fields = message[1], message[2]
             worker.held.discard(index)
+            worker.started.discard(index)
             worker.returned += 1
             self._record(index, ChangeResult(self.changes[index], **fields))
             self._give(worker)
@@ -217,7 +230,7 @@ class _Dispatch:
         lost: list[tuple[int, str]] = []
         for worker in pool:
             code = worker.process.exitcode
-            for index in sorted(worker.held):
+            for index in sorted(worker.held):  # started (the others were handed to the other workers)
                 lost.append((index, f"the worker process {worker.pid} ended (exit code {code}) while applying it"))
         started = [w for w in pool if w.ready]
         why = "no worker process could start" if not started else "every worker process ended before taking it"
@@ -294,7 +307,11 @@ def _worker_main(payload: bytes, tasks: Connection, results: Connection) -> None
                 index = tasks.recv()
             except (EOFError, OSError):  # the parent is gone
                 return None
-        return None if index is None else (index, changes[index])
+        if index is None:
+            return None
+        with sending:
+            results.send(("started", index))
+        return index, changes[index]
 
     def done(index: int, result: ChangeResult) -> None:
         fields = {
