@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copyreg
+import gc
 import io
 import logging
 import multiprocessing
@@ -291,6 +292,9 @@ def _dumps(value: object) -> bytes:
 def _worker_main(payload: bytes, tasks: Connection, results: Connection) -> None:
     """A worker process: build the environment, run the changes handed out, say goodbye with the CPU used."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
+    # The modules the fork server imported are shared with it until written: the collector must not
+    # walk them (it would cost CPU and copy their pages); they live as long as the process anyway.
+    gc.freeze()
     try:
         desired, changes, run_id, concurrency, wiring = pickle.loads(payload)  # noqa: S301  from our parent
         env: ApplyEnvironment = wiring.build(desired)
