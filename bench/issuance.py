@@ -212,12 +212,12 @@ def postgres_cpu(url: str) -> Callable[[], float]:
     A backend's time moves into the postmaster's ``cutime``/``cstime`` when it exits, so the sum counts
     the connections opened and closed in between. 0 for a server that is not on this machine.
     """
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url) as conn:  # the backend's parent is read while the backend lives
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        postmaster = Path(f"/proc/{row[0] if row else 0}/stat").read_text().rpartition(")")[2].split()[1]
-    except OSError:
-        return lambda: 0.0
+        try:
+            postmaster = Path(f"/proc/{row[0] if row else 0}/stat").read_text().rpartition(")")[2].split()[1]
+        except OSError:
+            return lambda: 0.0
     tick = os.sysconf("SC_CLK_TCK")
 
     def read() -> float:
