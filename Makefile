@@ -3,8 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the tests need (installed only when missing).
-DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils bind9-dnsutils pdns-server pdns-backend-sqlite3 pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd
+# Debian packages the tests need (installed only when missing); lego is for bench/peers.py.
+DEBIAN_PACKAGES ?= git openssh-client openssl bind9 bind9-utils bind9-dnsutils pdns-server pdns-backend-sqlite3 pebble caddy nginx haproxy shellcheck prometheus openssh-server systemd lego
 DEMO_DIR ?= examples/desired-state
 # What `make image` needs: buildah builds and runs the image, mmdebstrap bootstraps its base from the Debian mirror.
 IMAGE_DEBIAN_PACKAGES ?= buildah mmdebstrap
@@ -85,8 +85,10 @@ bench: deps venv
 	$(BIN)/python bench/run_cycle.py
 	$(BIN)/python bench/renewal_query.py
 	$(BIN)/python bench/issuance.py
+	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/distribution.py
 	$(BIN)/python bench/fleet.py
+	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/rewrap.py
 	$(BIN)/python bench/simulate.py
 
@@ -101,4 +103,4 @@ schema: venv
 
 clean:
 	-test -x $(BIN)/certreconcile && $(BIN)/certreconcile db stop --dir $(DEMO_DIR)
-	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache examples/desired-state/.certreconcile
+	rm -rf $(VENV) .bench dist build .mypy_cache .ruff_cache .pytest_cache examples/desired-state/.certreconcile

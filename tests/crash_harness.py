@@ -84,7 +84,8 @@ BEGIN
     IF TG_TABLE_NAME = 'applyrun' THEN
         seen := 0;
     ELSE
-        SELECT count(*) INTO seen FROM ApplyStep WHERE id > gate.base;
+        -- This row's place in the run (a statement writing several rows fires once per row, in order).
+        SELECT count(*) INTO seen FROM ApplyStep WHERE id > gate.base AND id <= NEW.id;
     END IF;
     IF seen = gate.target THEN
         PERFORM pg_advisory_xact_lock(%(lock)s);
@@ -175,6 +176,24 @@ def journal(database_url: str, after_id: int = 0) -> list[tuple[int, str, str, s
             "SELECT id, name, step, state FROM ApplyStep WHERE id > %s ORDER BY id", (after_id,)
         ).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+
+def committed_with(database_url: str, after_id: int = 0) -> list[tuple[int, int]]:
+    """For each ApplyStep row after ``after_id`` (in order), the 1-based places of the first and the last
+    row written by its transaction (rows journalled together, as a fan-out's: one statement)."""
+    with psycopg.connect(database_url) as conn:
+        xids = [row[0] for row in conn.execute("SELECT xmin::text FROM ApplyStep WHERE id > %s ORDER BY id",
+                                               (after_id,))]  # fmt: skip
+    places = []
+    for index, xid in enumerate(xids):
+        first = index
+        while first > 0 and xids[first - 1] == xid:
+            first -= 1
+        last = index
+        while last + 1 < len(xids) and xids[last + 1] == xid:
+            last += 1
+        places.append((first + 1, last + 1))
+    return places
 
 
 def last_step_id(database_url: str) -> int:

@@ -85,7 +85,7 @@ def gather(
     ``schedule`` (``run``), only the pairs it says are due, reusing the last verified observation of the others.
     """
     with store.session() as session:
-        actual = session.load_actual()
+        actual = session.load_actual(now)
         key_usage = session.key_ref_usage() if settings is not None else ()
     warnings = kms_drift_warnings(desired, settings, key_usage) if settings is not None else ()
     asked = 0

@@ -36,6 +36,7 @@ from certreconcile.actual.schedule import VerificationSchedule
 from certreconcile.actual.store import StateStore
 from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
 from certreconcile.apply.metrics import ReconcilerMetrics
+from certreconcile.apply.pacing import paced
 from certreconcile.clock import Clock, FixedClock
 from certreconcile.desired.model import DesiredState
 from certreconcile.errors import CertReconcileError
@@ -176,15 +177,17 @@ class Reconciler:
             warnings = gathered.warnings
             planned = engine.plan(gathered, now, destroy_threshold=self.destroy_threshold)
             self._advance_lifecycle(gathered, now, errors)
-            plan = _without_waiting(planned, now)
-            split = split_plan(plan, desired, gathered.actual, now)
-            for line in plan.warnings:  # the gathering's warnings included
+            for line in planned.warnings:  # the gathering's warnings included
                 log.warning("warning: %s", line)
-            if split.upkeep.changes or split.upkeep.agent_renewals:  # agents' own certificates are upkeep
-                results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
-            declaration = replace(split.declaration, agent_renewals=())
-            deferred, held_back = self._declaration_changes(declaration, gathered, env, now, results, errors)
-            warnings = (*warnings, *held_back)
+            pacing = paced(_without_waiting(planned, now), gathered.desired, gathered.actual, self.store, now,
+                           apply_declarations=self.apply_changes)  # fmt: skip
+            with pacing as (plan, paced_lines):
+                split = split_plan(plan, desired, gathered.actual, now)
+                if split.upkeep.changes or split.upkeep.agent_renewals:  # agents' own certificates are upkeep
+                    results += self._apply(split.upkeep, desired, replace(env, actor=RENEWAL_ACTOR), errors)
+                declaration = replace(split.declaration, agent_renewals=())
+                deferred, held_back = self._declaration_changes(declaration, gathered, env, now, results, errors)
+            warnings = (*warnings, *paced_lines, *held_back)
             self._notify(desired, results)
         except CertReconcileError as exc:
             errors.append(exc.one_line())

@@ -284,10 +284,12 @@ class ProcessWiring:
     settings: Settings
     clock: Clock
     actor: str
+    target_concurrency: int | None = None  # ``apply --target-concurrency``: in each worker
 
     def build(self, desired: DesiredState) -> ApplyEnvironment:
         store = open_store(self.settings, migrate=False)  # the parent migrated it
-        return build_environment(desired, self.settings, store, self.clock, self.actor)
+        env = build_environment(desired, self.settings, store, self.clock, self.actor)
+        return replace(env, target_concurrency=self.target_concurrency)
 
     def finish(self, env: ApplyEnvironment) -> None:
         """Record when the agents this worker deployed to last answered (the parent's fleet saw none of it)."""

@@ -24,6 +24,7 @@ from certreconcile.actual.store import (
     JournalEntry,
     KeyRefTable,
     LocalCaRecord,
+    RenewalInfoRecord,
     StateSession,
     StateStore,
     StoredKeyRef,
@@ -668,6 +669,22 @@ def test_issuance_history_reads_recent_acme_certificates_and_orders(session: Sta
     assert [(o.directory_url, o.ari_renewal) for o in history.orders] == [(LE, True)]
 
 
+def test_issuance_history_counts_back_from_the_callers_clock(session: StateSession) -> None:
+    """A caller running on an injected clock (a simulation, ahead of the database's) reads its own window."""
+    later = datetime.now(UTC) + timedelta(days=100)
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    _acme_certificate(session, "shop", later - 2 * day, domains=("shop.example.com",))
+    _acme_certificate(session, "api", later - hour, domains=("api.example.com",))
+    _acme_certificate(session, "old", later - 9 * day, domains=("old.example.com",))
+
+    at_later = session.load_actual(later).issuance_history
+    assert sorted(next(iter(p.domains)) for p in at_later.issuances) == ["api.example.com", "shop.example.com"]
+    assert len(at_later.orders) == 1  # the last 3 hours before `later`
+    assert session.issuance_history(later) == at_later
+    # Without a clock, the store's own: the same rows counted from today (they are in its future).
+    assert len(session.load_actual().issuance_history.issuances) == 3
+
+
 def test_issuance_history_is_empty_without_acme(session: StateSession) -> None:
     session.insert_certificate(cert_row("shop", created_at=datetime.now(UTC)))
     history = session.load_actual().issuance_history
@@ -696,6 +713,60 @@ def test_transaction_rolls_back_on_error(session: StateSession) -> None:
         session.bump_serial()
     assert session.meta().serial == 1
     assert "shop" in session.load_actual().certificates
+
+
+def test_batch_commits_its_writes_together_and_none_when_it_fails(session: StateSession) -> None:
+    row = cert_row()
+
+    def write_then_fail() -> None:
+        with session.batch():
+            session.insert_certificate(row)
+            session.bump_serial()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
+    assert session.load_actual().certificates == {}
+    def write_twice() -> None:
+        with session.batch():  # a write the database refuses
+            session.insert_certificate(row)
+            session.insert_certificate(row)  # the same id again
+
+    with pytest.raises(StateError) as conflict:
+        write_twice()
+    assert conflict.value.code == "state-conflict"
+    assert session.load_actual().certificates == {}  # the first insert went with it
+    other = cert_row("api")
+    with session.batch():
+        session.insert_certificate(row)
+        session.compare_and_set_status(row.id, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON)
+        assert session.set_status(row.id, CertStatus.ROTATING) is CertStatus.EXPIRING_SOON  # a read inside
+        session.insert_certificate(other)
+    assert session.meta().serial == 0
+    current = session.current_certificate("shop")
+    assert current is not None and current.status is CertStatus.ROTATING
+    assert session.current_certificate("api") is not None
+
+
+def test_saving_an_order_returns_the_one_it_replaced(session: StateSession) -> None:
+    first = AcmeOrderRecord("key-1", "shop", "https://ca/order/1", "pending", LE, cert_id=str(uuid.uuid4()))
+    assert session.save_acme_order(first, T0) is None
+    valid = replace(first, state="valid")
+    assert session.save_acme_order(valid, T0) == first
+    assert session.acme_order("key-1") == valid
+
+
+def test_leaf_pems_and_renewal_infos_of_several_certificates(session: StateSession) -> None:
+    rows = [cert_row(name) for name in ("a", "b", "c")]
+    for row in rows:
+        session.insert_certificate(row)
+    missing = str(uuid.uuid4())
+    assert session.leaf_pems([rows[0].id, rows[2].id, missing]) == {rows[0].id: rows[0].cert_pem,
+                                                                      rows[2].id: rows[2].cert_pem}  # fmt: skip
+    record = RenewalInfoRecord(rows[1].id, T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), T0, None)
+    session.save_renewal_info(record)
+    assert session.renewal_infos([rows[0].id, rows[1].id, missing]) == {rows[1].id: record}
+    assert session.renewal_infos([]) == {} and session.leaf_pems([]) == {}
 
 
 def test_lock_name_excludes_a_second_session(store: StateStore) -> None:
@@ -739,6 +810,20 @@ def test_closing_a_session_releases_its_locks(store: StateStore) -> None:
     thread.start()
     thread.join(5)
     assert done.is_set()
+
+
+def test_try_lock_name_never_waits_and_is_reentrant_within_a_session(store: StateStore) -> None:
+    with store.session() as first, store.session() as second:
+        with first.try_lock_name("rate limits") as taken, first.try_lock_name("rate limits") as again:
+            assert taken and again
+            with second.try_lock_name("rate limits") as refused:
+                assert not refused
+            with second.try_lock_name("shop") as other_name:
+                assert other_name
+        with second.try_lock_name("rate limits") as free:  # released when the first let go
+            assert free
+        with second.try_lock_name("rate limits") as free_again:  # a refused try held nothing
+            assert free_again
 
 
 def test_upgrade_is_a_no_op_when_current(store: StateStore) -> None:

@@ -234,3 +234,109 @@ def test_behind_a_proxy_requests_carries_the_request() -> None:
         network.session.proxies = {}
         network.head(f"{ca}/nonce")
         assert direct == [("HEAD", "/nonce", b"")]
+
+
+class _CountingHandler(_Handler):
+    """Records each request's client port (one per TCP connection); ``close_after`` closes silently."""
+
+    ports: list[int]
+    close_after: bool = False
+    closed: threading.Event
+
+    def handle(self) -> None:
+        if not self.close_after:
+            super().handle()
+            return
+        self.handle_one_request()  # answers with keep-alive, then hangs up without saying so
+        self.close_connection = True
+
+    def finish(self) -> None:
+        super().finish()
+        self.closed.set()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.ports.append(self.client_address[1])
+        super().send_response(code, message)
+
+
+@contextlib.contextmanager
+def _counting_server(
+    context: ssl.SSLContext, *, close_after: bool
+) -> Iterator[tuple[str, list[int], threading.Event]]:
+    ports: list[int] = []
+    closed = threading.Event()
+    handler = type("Handler", (_CountingHandler,), {"seen": [], "ports": ports, "close_after": close_after,
+                                                    "closed": closed})  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", ports, closed
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_requests_share_one_kept_alive_connection(tls: tuple[Path, ssl.SSLContext]) -> None:
+    ca, context = tls
+    with _counting_server(context, close_after=False) as (base, ports, _closed):
+        network, _key = _network(base, str(ca))
+        for _ in range(3):
+            assert network.get(f"{base}/order").json() == {"status": "valid"}
+        network.head(f"{base}/nonce")
+    assert len(ports) == 4 and len(set(ports)) == 1  # one TLS handshake for all four
+
+
+def test_a_connection_the_ca_closed_while_idle_is_replaced_before_the_next_request(
+    tls: tuple[Path, ssl.SSLContext],
+) -> None:
+    ca, context = tls
+    with _counting_server(context, close_after=True) as (base, ports, closed):
+        network, _key = _network(base, str(ca))
+        assert network.get(f"{base}/order").json() == {"status": "valid"}
+        assert closed.wait(5)  # the CA hung up the idle connection
+        response = network.post(f"{base}/new-order", messages.NewOrder(), new_nonce_url=f"{base}/nonce")
+    assert response.status_code == 201  # sent on a new connection, not lost on the closed one
+    assert len(ports) == 3 and len(set(ports)) == 3
+
+
+class _RawHandler(http.server.BaseHTTPRequestHandler):
+    """Answers framed the ways a CA's HTTP server may frame them, written byte for byte."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/chunked":  # an interim answer, a folded header, a chunked body with a trailer
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n"
+                             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLink: <https://ca.test/a>;\r\n"
+                             b' rel="alternate"\r\nTransfer-Encoding: chunked\r\n\r\n'
+                             b"7;ext=1\r\n{\"statu\r\n9\r\ns\": \"ok\"}\r\n0\r\nTrailer: x\r\n\r\n")  # fmt: skip
+        else:  # no length: the body ends when the server closes
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"status\": \"closed\"}")
+            self.close_connection = True
+
+
+def test_chunked_folded_interim_and_close_delimited_answers_read_whole(tls: tuple[Path, ssl.SSLContext]) -> None:
+    ca, context = tls
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RawHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        network, _key = _network(base, str(ca))
+        chunked = network.get(f"{base}/chunked")
+        assert chunked.json() == {"status": "ok"}
+        assert chunked.links["alternate"]["url"] == "https://ca.test/a"  # the folded line joined
+        assert network.get(f"{base}/chunked").json() == {"status": "ok"}  # the connection was left clean
+        assert network.get(f"{base}/closing").json() == {"status": "closed"}
+        assert network.get(f"{base}/chunked").json() == {"status": "ok"}  # on a new connection
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

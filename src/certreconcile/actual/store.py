@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from certreconcile.actual.model import ActualCertificate, ActualState, OpenRotation, StateMeta
+from certreconcile.actual.model import ActualCertificate, ActualState, IssuanceHistory, OpenRotation, StateMeta
 from certreconcile.actual.outbox import NotificationStore
 from certreconcile.audit.recorder import AuditRecorder
 from certreconcile.crypto.secret import EncryptionContext
@@ -34,6 +34,7 @@ __all__ = [
     "AgentCertificateRow",
     "CertificateRow",
     "CertificateStore",
+    "DistributionRecord",
     "FleetCaRecord",
     "FleetStore",
     "FollowedCommit",
@@ -87,6 +88,19 @@ class JournalEntry:
     state: str  # a JournalState: started | done | failed
     detail: Mapping[str, str] = field(default_factory=dict)  # never a secret
     at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionRecord:
+    """One (certificate, target) distribution row, as :meth:`CertificateStore.record_distribution` takes it."""
+
+    cert_id: str
+    target: str
+    fingerprint: str  # of the certificate pushed
+    pushed_at: datetime | None
+    verified_at: datetime | None
+    last_error: str | None  # never a secret
+    target_fingerprint: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,13 +231,18 @@ class FollowedCommit:
 class CertificateStore(Protocol):
     """Certificates, their rotations and distributions, the backoffs and the state serial; locks and transactions."""
 
-    def load_actual(self) -> ActualState:
+    def load_actual(self, now: datetime | None = None) -> ActualState:
         """Every managed name's current certificate, its distributions and open rotation,
-        the backoffs, and the recent ACME issuance history (``HISTORY_WINDOW`` back from the
-        store's clock; orders ``HISTORY_ORDERS_WINDOW`` back), and the enrolled agents.
+        the backoffs, and the recent ACME issuance history (``HISTORY_WINDOW`` back from
+        ``now``, the caller's clock, or the store's clock without it; orders
+        ``HISTORY_ORDERS_WINDOW`` back), and the enrolled agents.
 
         A fixed number of queries, whatever the number of certificates.
         """
+        ...
+
+    def issuance_history(self, now: datetime) -> IssuanceHistory:
+        """The recent ACME issuance history alone, as :meth:`load_actual` gives it (for a budget re-check)."""
         ...
 
     def meta(self) -> StateMeta: ...
@@ -236,6 +255,10 @@ class CertificateStore(Protocol):
         """(leaf PEM, chain PEM) of one certificate row."""
         ...
 
+    def leaf_pems(self, cert_ids: Sequence[str]) -> Mapping[str, str]:
+        """The leaf PEM of each of ``cert_ids`` (one query; an id without a row is left out)."""
+        ...
+
     def key_ref(self, cert_id: str) -> KeyRef: ...
 
     def certificate_status(self, cert_id: str) -> CertStatus: ...
@@ -244,12 +267,20 @@ class CertificateStore(Protocol):
         """The open (not completed) rotation whose new certificate is ``new_cert_id``, if any."""
         ...
 
+    def try_lock_name(self, name: str) -> AbstractContextManager[bool]:
+        """:meth:`lock_name` without waiting: yields whether it was taken (nothing is held when not)."""
+        ...
+
     def lock_name(self, name: str) -> AbstractContextManager[None]:
         """Hold an exclusive lock on ``name`` across processes (PostgreSQL advisory lock)."""
         ...
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group the writes inside into one atomic unit."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """``transaction()`` sent in one round trip (PostgreSQL: pipelined); errors surface at the block's end."""
         ...
 
     def insert_certificate(self, row: CertificateRow) -> None: ...
@@ -294,6 +325,11 @@ class CertificateStore(Protocol):
         """Upsert the (certificate name, target) distribution row."""
         ...
 
+    def record_distributions(self, records: Sequence[DistributionRecord]) -> None:
+        """``record_distribution`` of each record, in one statement (a fan-out to many targets); the
+        targets of one certificate must be distinct. Nothing is written if a certificate does not exist."""
+        ...
+
     def remove_distribution(self, name: str, target: str) -> None: ...
 
     def bump_serial(self) -> int:
@@ -328,6 +364,10 @@ class JournalStore(Protocol):
     def finish_run(self, run_id: int, outcome: str, at: datetime) -> None: ...
 
     def journal(self, entry: JournalEntry) -> None: ...
+
+    def journal_many(self, entries: Sequence[JournalEntry]) -> None:
+        """``journal`` of each entry, in this order, in one statement: all are recorded or none."""
+        ...
 
     def journal_entries(self, idempotency_key: str) -> Sequence[JournalEntry]: ...
 
@@ -399,11 +439,16 @@ class AcmeStore(Protocol):
 
     def acme_order(self, idempotency_key: str) -> AcmeOrderRecord | None: ...
 
-    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
-        """Insert or update the order of this idempotency key (a replaced order overwrites the URL)."""
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> AcmeOrderRecord | None:
+        """Insert or update the order of this idempotency key (a replaced order overwrites the URL);
+        returns the order it replaced (``acme_order`` before the write), None when there was none."""
         ...
 
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None: ...
+
+    def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
+        """The stored renewal info of each of ``cert_ids`` that has one (one query)."""
+        ...
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from certreconcile.actual.model import ActualState, RenewalWindow
-from certreconcile.actual.store import RenewalInfoRecord, StateStore
+from certreconcile.actual.model import ActualCertificate, ActualState, RenewalWindow
+from certreconcile.actual.store import RenewalInfoRecord, StateSession, StateStore
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import CertReconcileError
 from certreconcile.plugins.ports import Issuer, SupportsRenewalInfo
@@ -31,34 +31,39 @@ class RenewalInfoRefresh:
     warnings: tuple[str, ...] = ()
 
 
+#: After this many failures in a row, an issuer is not asked again in this refresh (a CA that is down
+#: is not sent one question per certificate every cycle); the others are asked at the next one.
+FAILURES_BEFORE_GIVING_UP = 3
+
+
 def refresh_renewal_info(
     actual: ActualState, issuers: Mapping[str, Issuer], store: StateStore, now: datetime, *, persist: bool
 ) -> RenewalInfoRefresh:
+    """Ask the CAs about the certificates whose window is due; a few queries in all, none per certificate."""
     windows: dict[str, RenewalWindow] = {}
     warnings: list[str] = []
     answers: list[RenewalInfoRecord] = []  # to store (persist)
-    asked = 0
     with store.session() as session:
-        for name, current in actual.certificates.items():
-            issuer = issuers.get(current.issuer)
-            if issuer is None or not hasattr(issuer, "renewal_info") or current.status not in _LIVE:
+        due = _due(actual, issuers, session, now)
+        leaves = session.leaf_pems([current.id for _, current in due]) if due else {}
+        asked = 0
+        failures: dict[str, int] = {}  # issuer -> failures in a row
+        skipped: dict[str, int] = {}  # issuer -> certificates not asked about after giving up
+        for name, current in due:
+            if (leaf := leaves.get(current.id)) is None:
+                continue  # the row is gone since the state was read: nothing to ask about
+            if failures.get(current.issuer, 0) >= FAILURES_BEFORE_GIVING_UP:
+                skipped[current.issuer] = skipped.get(current.issuer, 0) + 1
                 continue
-            if current.not_after <= now:
-                continue  # RFC 9773 §4.3: never ask about an expired certificate
-            window = current.renewal_window
-            if window is not None and window.retry_after is not None:
-                if window.retry_after > now:
-                    continue  # the CA asked us to wait; the stored window stands (read with the state: no query)
-            elif (stored := session.renewal_info(current.id)) is not None and stored.retry_after > now:
-                continue
-            cert_pem = session.certificate_pems(current.id)[0]
             asked += 1
             try:
-                info = _ari(issuer).renewal_info(cert_pem, now)
+                info = _ari(issuers[current.issuer]).renewal_info(leaf, now)
             except CertReconcileError as exc:
+                failures[current.issuer] = failures.get(current.issuer, 0) + 1
                 warnings.append(f"{name}: renewal info (ARI) unavailable, the declared renewal window applies: "
                                 f"{exc.one_line()}")  # fmt: skip
                 continue
+            failures[current.issuer] = 0
             if info is None:
                 continue
             windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
@@ -73,10 +78,15 @@ def refresh_renewal_info(
                         explanation_url=info.explanation_url,
                     )
                 )
-        if answers:  # one transaction for all (a commit each cost more than the questions), none open while asking
-            with session.transaction():
+        if answers:  # one transaction (and round trip) for all, none open while asking
+            with session.batch():
                 for record in answers:
                     session.save_renewal_info(record)
+    warnings += [
+        f"issuer {issuer}: not asked about {count} more certificate{'s' if count != 1 else ''} (ARI) after"
+        f" {FAILURES_BEFORE_GIVING_UP} failures in a row; asked again at the next refresh"
+        for issuer, count in sorted(skipped.items())
+    ]
     if not windows:
         return RenewalInfoRefresh(actual=actual, asked=asked, warnings=tuple(warnings))
     certificates = {
@@ -84,6 +94,37 @@ def refresh_renewal_info(
         for name, current in actual.certificates.items()
     }
     return RenewalInfoRefresh(actual=replace(actual, certificates=certificates), asked=asked, warnings=tuple(warnings))
+
+
+def _due(
+    actual: ActualState, issuers: Mapping[str, Issuer], session: StateSession, now: datetime
+) -> list[tuple[str, ActualCertificate]]:
+    """The live certificates of ARI-capable issuers whose stored answer's ``Retry-After`` has passed.
+
+    The answer is read with the state; a certificate read without one (or without its
+    ``Retry-After``) is looked up in the store, all such in one query.
+    """
+    candidates: list[tuple[str, ActualCertificate]] = []
+    unknown: list[str] = []
+    for name, current in actual.certificates.items():
+        issuer = issuers.get(current.issuer)
+        if issuer is None or not hasattr(issuer, "renewal_info") or current.status not in _LIVE:
+            continue
+        if current.not_after <= now:
+            continue  # RFC 9773 §4.3: never ask about an expired certificate
+        window = current.renewal_window
+        if window is not None and window.retry_after is not None:
+            if window.retry_after > now:
+                continue  # the CA asked us to wait; the stored window stands (read with the state: no query)
+        else:
+            unknown.append(current.id)
+        candidates.append((name, current))
+    stored = session.renewal_infos(unknown) if unknown else {}
+    return [
+        (name, current)
+        for name, current in candidates
+        if (record := stored.get(current.id)) is None or record.retry_after <= now
+    ]
 
 
 def _ari(issuer: Issuer) -> SupportsRenewalInfo:

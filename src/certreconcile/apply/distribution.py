@@ -9,10 +9,11 @@ from datetime import datetime
 
 from certreconcile.actual.journal_step import JournalState, JournalStep
 from certreconcile.actual.model import ActualCertificate
+from certreconcile.actual.store import DistributionRecord, JournalEntry
 from certreconcile.apply.results import ChangeResult
 from certreconcile.apply.runner_base import RunnerBase
 from certreconcile.apply.verify import wait_until_served
-from certreconcile.audit.events import AuditAction
+from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import CertReconcileError, TargetError
 from certreconcile.logcontext import in_log_context, log_context
@@ -41,52 +42,74 @@ class DistributionSteps(RunnerBase):
         """Deploy and verify on each target, in parallel; returns the failed targets with their error.
 
         Only the push and the verification run in the pool (network and reloads); every row is
-        written here, on this change's own session (a connection is used by one thread at a time).
+        written here, on this change's own session (a connection is used by one thread at a time),
+        in batches whatever the number of targets: the ``started`` step of every target in one
+        statement, committed before the first push; then, once every target has answered, their
+        journal steps, distribution rows and audit events in one transaction (three statements).
         """
-        for target_name in targets:
-            self._journal(change, JournalStep.DEPLOY.for_target(target_name), JournalState.STARTED, cert_id=cert_id)
+        deploy = JournalStep.DEPLOY
+        started = JournalState.STARTED
+        self.session.journal_many(
+            [self._journal_entry(change, deploy.for_target(name), started, cert_id=cert_id) for name in targets]
+        )
         push = in_log_context(self._push)  # the pool's threads log with this change's fields
         if self.target_pool is not None and len(targets) > 1:
             outcomes = list(self.target_pool.map(lambda name: push(name, bundle), targets))
         else:
             outcomes = [push(name, bundle) for name in targets]
+        return self._record_outcomes(change, cert_id, bundle, outcomes)
+
+    def _record_outcomes(
+        self, change: Change, cert_id: str, bundle: DeployBundle, outcomes: list[_PushOutcome]
+    ) -> dict[str, str]:
+        """The rows of every target's outcome, in one transaction; the failed targets with their error.
+
+        The rows, their content and their order in each table are those written one at a time
+        before (per target: ``deploy`` done, distributed, then verified and ``verify`` done, or
+        ``deploy`` failed and failed); the audit events go last, so the chain's head is locked
+        only for the end of the transaction.
+        """
+        journal: list[JournalEntry] = []
+        audit: list[AuditEvent] = []
+        rows: list[DistributionRecord] = []
         failed: dict[str, str] = {}
         for outcome in outcomes:
-            target_name = outcome.target
-            target_fingerprint = self.desired.targets[target_name].fingerprint
+            target = outcome.target
+            deploy = JournalStep.DEPLOY.for_target(target)
             if outcome.pushed_at is not None:
-                self._journal(change, JournalStep.DEPLOY.for_target(target_name), JournalState.DONE, cert_id=cert_id)
-                self._audit(change, cert_id, AuditAction.DISTRIBUTED, target=target_name)
-            if outcome.error is None:
-                self.session.record_distribution(
-                    cert_id,
-                    target_name,
-                    bundle.fingerprint,
-                    pushed_at=outcome.pushed_at,
-                    verified_at=outcome.verified_at,
-                    last_error=None,
-                    target_fingerprint=target_fingerprint,
-                )
-                self._audit(change, cert_id, AuditAction.VERIFIED, target=target_name, fingerprint=bundle.fingerprint)
-                verified = JournalStep.VERIFY.for_target(target_name)
-                self._journal(change, verified, JournalState.DONE, attempts=str(outcome.attempts))
+                journal.append(self._journal_entry(change, deploy, JournalState.DONE, cert_id=cert_id))
+                audit.append(self._audit_event(change, cert_id, AuditAction.DISTRIBUTED, target=target))
+            error = None if outcome.error is None else outcome.error[:500]
+            verified_at = outcome.verified_at if error is None else None
+            rows.append(DistributionRecord(cert_id, target, bundle.fingerprint, outcome.pushed_at, verified_at, error,
+                                           self.desired.targets[target].fingerprint))  # fmt: skip
+            if error is None:
+                audit.append(self._audit_event(change, cert_id, AuditAction.VERIFIED, target=target,
+                                               fingerprint=bundle.fingerprint))  # fmt: skip
+                verify = JournalStep.VERIFY.for_target(target)
+                journal.append(self._journal_entry(change, verify, JournalState.DONE, attempts=str(outcome.attempts)))
                 continue
-            failed[target_name] = outcome.error
-            self._journal(
-                change, JournalStep.DEPLOY.for_target(target_name), JournalState.FAILED, error=outcome.error[:500]
-            )
-            self.session.record_distribution(
-                cert_id,
-                target_name,
-                bundle.fingerprint,
-                pushed_at=outcome.pushed_at,
-                verified_at=None,
-                last_error=outcome.error[:500],
-                target_fingerprint=target_fingerprint,
-            )
-            self._audit(change, cert_id, AuditAction.FAILED, target=target_name, error=outcome.error[:500],
-                        **outcome.served)  # fmt: skip
+            assert outcome.error is not None
+            failed[target] = outcome.error
+            journal.append(self._journal_entry(change, deploy, JournalState.FAILED, error=error))
+            audit.append(self._audit_event(change, cert_id, AuditAction.FAILED, target=target, error=error,
+                                           **outcome.served))  # fmt: skip
+        with self.session.transaction():
+            self.session.journal_many(journal)
+            self.session.record_distributions(rows)
+            self.session.append_audit_many(audit)
         return failed
+
+    def _journal_entry(self, change: Change, step: str, state: JournalState, **detail: str) -> JournalEntry:
+        """The row ``_journal`` writes, for a batch."""
+        return JournalEntry(run_id=self.run_id, idempotency_key=change.idempotency_key, name=change.name, step=step,
+                            state=state, detail=detail, at=self.env.clock.now())  # fmt: skip
+
+    def _audit_event(self, change: Change, cert_id: str, action: str, **detail: str) -> AuditEvent:
+        """The event ``_audit`` appends, for a batch."""
+        detail.setdefault("reasons", ",".join(reason.code.value for reason in change.reasons))
+        return AuditEvent(cert_id=cert_id, name=change.name, action=action, actor=self.env.actor,
+                          at=self.env.clock.now(), detail=detail)  # fmt: skip
 
     def _push(self, target_name: str, bundle: DeployBundle) -> _PushOutcome:
         """Push to one target and wait until it serves the bundle. No database access (runs in the pool)."""
@@ -156,10 +179,16 @@ class DistributionSteps(RunnerBase):
                 serial=serial,
                 failed_targets=tuple(unverified),
             )
-        with self.session.transaction():
-            if current.status is CertStatus.ISSUED:
-                self.session.set_status(cert_id, CertStatus.ACTIVE)
-            rotation = self.session.rotation_replacing(cert_id)
+        # The open rotation of the name (read with ``current``, under the name's lock) is the one this
+        # certificate replaces when it names it; none open: none replaced. Else ask (an older one?).
+        rotation = current.open_rotation
+        with self.session.batch():
+            if current.status is CertStatus.ISSUED and not self.session.compare_and_set_status(
+                cert_id, CertStatus.ISSUED, CertStatus.ACTIVE
+            ):
+                self.session.set_status(cert_id, CertStatus.ACTIVE)  # moved meanwhile: checked as it is now
+            if rotation is not None and rotation.new_cert_id != cert_id:
+                rotation = self.session.rotation_replacing(cert_id)
             if rotation is not None and rotation.new_cert_id == cert_id:
                 self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
                 old_status = self.session.certificate_status(rotation.old_cert_id)

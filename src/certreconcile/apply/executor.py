@@ -180,7 +180,8 @@ def run_changes(
                 index, change = item
                 done(index, runner.run(change))
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deploy") as target_pool:
+    width = env.target_concurrency or concurrency  # the fan-out of one certificate to its targets
+    with ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="deploy") as target_pool:
         started = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
         for thread in started:
             thread.start()

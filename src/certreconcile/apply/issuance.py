@@ -45,10 +45,10 @@ class IssuanceSteps(DistributionSteps):
         spec = self.desired.certificates[change.name]
         now = self.env.clock.now()
         rotation_id = self._start_rotation(change, spec, current, now)
-        cert_id, key_ref, key_pem = self._key_for(change, spec.key_type, current)
+        cert_id, key_ref, key_pem, new_key = self._key_for(change, spec.key_type, current)
         with log_context(step="issue", issuer=spec.issuer):
             log.debug("%s: requesting a certificate from %s", change.name, spec.issuer)
-            issued, facts = self._request(change, spec, current, cert_id, key_pem, now)
+            issued, facts = self._request(change, spec, current, (cert_id, new_key), key_pem, now)
             self._store_issued(change, spec, current, (issued, facts), cert_id, key_ref, rotation_id, now)
             log.info("%s: issued serial %s by %s", change.name, facts.serial_number, spec.issuer,
                      extra={"serial": facts.serial_number})  # fmt: skip
@@ -87,13 +87,17 @@ class IssuanceSteps(DistributionSteps):
         change: Change,
         spec: CertificateSpec,
         current: ActualCertificate | None,
-        cert_id: str,
+        key: tuple[str, bool],
         key_pem: SecretBytes,
         now: datetime,
     ) -> tuple[IssuedCertificate, CertFacts]:
-        """Ask the issuer for the certificate, then check it names the declared domains and our key."""
+        """Ask the issuer for the certificate, then check it names the declared domains and our key.
+
+        ``key``: the certificate id, and whether its key was made by this run (no order can exist for it).
+        """
+        cert_id, new_key = key
         issuer = self.env.issuers[spec.issuer]
-        key = load_private_key(key_pem)
+        private_key = load_private_key(key_pem)
         self._journal(change, JournalStep.ISSUE, JournalState.STARTED, issuer=spec.issuer)
         replaces_pem: str | None = None
         if current is not None and change.action is Action.ROTATE and current.issuer == spec.issuer:
@@ -103,12 +107,12 @@ class IssuanceSteps(DistributionSteps):
                 name=change.name,
                 domains=spec.domains,
                 key_type=spec.key_type,
-                csr_pem=build_csr(key, spec.domains),
+                csr_pem=build_csr(private_key, spec.domains),
                 now=now,
                 challenge=spec.challenge.value if spec.challenge is not None else None,
                 dns_provider=spec.dns_provider,
                 replaces_cert_pem=replaces_pem,
-                journal=ChangeOrderJournal(self, change, cert_id),
+                journal=ChangeOrderJournal(self, change, cert_id, new_key=new_key),
             )
         )
         facts = read_cert_facts(issued.cert_pem)
@@ -117,7 +121,7 @@ class IssuanceSteps(DistributionSteps):
                 f"the CA issued a certificate for {', '.join(facts.domains)} instead of {', '.join(spec.domains)}",
                 code="issuer-wrong-names",
             )
-        if not public_key_matches(issued.cert_pem, key):
+        if not public_key_matches(issued.cert_pem, private_key):
             raise IssuerError("the CA issued a certificate for another key", code="issuer-wrong-key")
         return issued, facts
 
@@ -134,7 +138,7 @@ class IssuanceSteps(DistributionSteps):
     ) -> None:
         """Store the new certificate (status ``issued``), attach it to its rotation, audit and journal it."""
         issued, facts = result
-        with self.session.transaction():
+        with self.session.batch():  # one round trip
             self.session.insert_certificate(
                 CertificateRow(
                     id=cert_id,
@@ -176,20 +180,20 @@ class IssuanceSteps(DistributionSteps):
 
     def _key_for(
         self, change: Change, key_type: KeyType, current: ActualCertificate | None
-    ) -> tuple[str, KeyRef, SecretBytes]:
-        """The key for this change: resumed from the journal after a crash, else a new one."""
+    ) -> tuple[str, KeyRef, SecretBytes, bool]:
+        """The key for this change: resumed from the journal after a crash (False), else a new one (True)."""
         journalled = journalled_key(self.session.journal_entries(change.idempotency_key))
         if journalled is not None:
             resumed = self._resume_key(change, journalled, current)
             if resumed is not None:
-                return resumed
+                return (*resumed, False)
         cert_id = str(uuid.uuid4())
         key_pem = private_key_pem(generate_private_key(key_type))
         key_ref = seal(self.env.kms, key_pem, certificate_context(cert_id))
         self._journal(
             change, JournalStep.KEY_GENERATED, JournalState.DONE, cert_id=cert_id, key_ref=key_ref.envelope_json
         )
-        return cert_id, key_ref, key_pem
+        return cert_id, key_ref, key_pem, True
 
     def _resume_key(
         self, change: Change, journalled: JournalledKey, current: ActualCertificate | None

@@ -14,15 +14,20 @@ class ChangeOrderJournal:
     """The OrderJournal of one change: ``AcmeOrder`` rows keyed by the change's idempotency key.
 
     An order is resumed only with the key it was placed for (``cert_id``): a change that
-    needs a new key (its earlier certificate was stored) places a new order.
+    needs a new key (its earlier certificate was stored) places a new order. ``new_key``: the key
+    was made by this run (not resumed from the journal), so no order can have been placed for it
+    and none is looked up.
     """
 
-    def __init__(self, runner: RunnerBase, change: Change, cert_id: str) -> None:
+    def __init__(self, runner: RunnerBase, change: Change, cert_id: str, *, new_key: bool = False) -> None:
         self._runner = runner
         self._change = change
         self._cert_id = cert_id
+        self._new_key = new_key
 
     def saved_order_url(self) -> str | None:
+        if self._new_key:
+            return None
         record = self._runner.session.acme_order(self._change.idempotency_key)
         if record is None or record.cert_id != self._cert_id:
             return None
@@ -30,8 +35,7 @@ class ChangeOrderJournal:
 
     def record_order(self, order_url: str, state: str, directory_url: str) -> None:
         runner, change = self._runner, self._change
-        previous = runner.session.acme_order(change.idempotency_key)
-        runner.session.save_acme_order(
+        previous = runner.session.save_acme_order(
             AcmeOrderRecord(
                 idempotency_key=change.idempotency_key,
                 name=change.name,

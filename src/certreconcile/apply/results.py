@@ -53,6 +53,9 @@ class ApplyEnvironment:
     clock: Clock
     actor: str
     on_progress: Callable[[ChangeResult], None] | None = None
+    # Pushes and verifications in flight at once, all the apply's changes together (`apply
+    # --target-concurrency`); None: as many as changes run at once (`--concurrency`).
+    target_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

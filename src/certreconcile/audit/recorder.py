@@ -21,6 +21,10 @@ class AuditRecorder(Protocol):
 
     def append_audit(self, event: AuditEvent) -> None: ...
 
+    def append_audit_many(self, events: Sequence[AuditEvent]) -> None:
+        """``append_audit`` of each event, in this order (the chain's), in one statement: all or none."""
+        ...
+
     def audit_events(
         self,
         name: str | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 import idna
@@ -192,6 +192,7 @@ def _suffix_list() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@lru_cache(maxsize=1 << 16)  # a plan asks for each name several times; the list lookup is slow
 def registered_domain(name: str) -> str:
     """The registered domain of a normalised name, by the Public Suffix List (ICANN and private sections).
 

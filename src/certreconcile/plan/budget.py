@@ -29,9 +29,9 @@ backoff draws on none (apply skips it).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from certreconcile.actual.model import HISTORY_ORDERS_WINDOW, HISTORY_WINDOW, ActualCertificate, ActualState
@@ -48,8 +48,10 @@ __all__ = [
     "RATE_LIMIT_CODES",
     "RateLimits",
     "acme_directory",
+    "draws_on_budgets",
     "letsencrypt_limits",
     "rate_limit_diagnostics",
+    "within_budget",
 ]
 
 CODE_REGISTERED_DOMAIN = "rate-limit-registered-domain"
@@ -139,35 +141,116 @@ def rate_limit_diagnostics(
     return tuple(diagnostic for diagnostic in diagnostics if diagnostic is not None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    """What one change of the plan takes from the budgets of its Let's Encrypt directory."""
+
+    directory: str
+    names: frozenset[str]
+    registered_domains: tuple[str, ...]  # empty for a renewal (same names, same directory)
+
+
+def _draw(desired: DesiredState, actual: ActualState, change: Change, now: datetime) -> _Draw | None:
+    """The budgets ``change`` draws on; None when it draws on none (not an order at Let's Encrypt,
+    deferred, or an ARI renewal)."""
+    if change.action not in (Action.ISSUE, Action.ROTATE) or change.deferred_until is not None:
+        return None  # a deferred change orders nothing in this apply (it waits for its backoff)
+    directory = acme_directory(desired, change.issuer)
+    if directory is None or letsencrypt_limits(directory) is None:
+        return None
+    current = actual.certificates.get(change.name)
+    if _ari_renewal(change, current, now):
+        return None
+    names = frozenset(change.domains)
+    renewal = (
+        change.action is Action.ROTATE
+        and current is not None
+        and acme_directory(desired, current.issuer) == directory
+        and frozenset(current.domains) == names
+    )
+    return _Draw(directory, names, () if renewal else tuple(sorted(_registered_domains(names))))
+
+
+def _add(budgets: dict[str, _Budgets], draw: _Draw, name: str) -> None:
+    budget = budgets.setdefault(draw.directory, _Budgets())
+    budget.orders.planned.append(name)
+    budget.per_set[draw.names].planned.append(name)
+    for domain in draw.registered_domains:
+        budget.per_domain[domain].planned.append(name)
+
+
 def _planned_draws(
     desired: DesiredState, actual: ActualState, changes: Iterable[Change], now: datetime
 ) -> dict[str, _Budgets]:
     """The budgets, per Let's Encrypt directory, that the changes of this plan draw on."""
     budgets: dict[str, _Budgets] = {}
     for change in changes:
-        if change.action not in (Action.ISSUE, Action.ROTATE) or change.deferred_until is not None:
-            continue  # a deferred change orders nothing in this apply (it waits for its backoff)
-        directory = acme_directory(desired, change.issuer)
-        if letsencrypt_limits(directory) is None:
-            continue
-        assert directory is not None
-        current = actual.certificates.get(change.name)
-        if _ari_renewal(change, current, now):
-            continue
-        names = frozenset(change.domains)
-        renewal = (
-            change.action is Action.ROTATE
-            and current is not None
-            and acme_directory(desired, current.issuer) == directory
-            and frozenset(current.domains) == names
-        )
-        budget = budgets.setdefault(directory, _Budgets())
-        budget.orders.planned.append(change.name)
-        budget.per_set[names].planned.append(change.name)
-        if not renewal:
-            for domain in sorted(_registered_domains(names)):
-                budget.per_domain[domain].planned.append(change.name)
+        draw = _draw(desired, actual, change, now)
+        if draw is not None:
+            _add(budgets, draw, change.name)
     return budgets
+
+
+def _fits(budgets: dict[str, _Budgets], draw: _Draw) -> bool:
+    """Would one more order of ``draw`` keep every budget it draws on within its limit?"""
+    limits = letsencrypt_limits(draw.directory)
+    assert limits is not None
+    budget = budgets[draw.directory]
+    return (
+        budget.orders.total < limits.orders_per_account
+        and budget.per_set[draw.names].total < limits.per_exact_set
+        and all(budget.per_domain[domain].total < limits.per_registered_domain for domain in draw.registered_domains)
+    )
+
+
+def draws_on_budgets(
+    desired: DesiredState, actual: ActualState, changes: Iterable[Change], now: datetime
+) -> tuple[Change, ...]:
+    """The changes that draw on a Let's Encrypt budget (the others are never held back)."""
+    return tuple(change for change in changes if _draw(desired, actual, change, now) is not None)
+
+
+def within_budget(
+    desired: DesiredState, actual: ActualState, changes: Sequence[Change], now: datetime
+) -> tuple[tuple[Change, ...], tuple[Change, ...]]:
+    """The changes that fit the Let's Encrypt budgets now, and the ones to hold back for a later cycle.
+
+    ``run`` paces with this where ``apply`` refuses: the changes are taken most urgent first (the
+    certificate expiring soonest; new certificates last, by name), each while every budget it draws
+    on stays within its limit; the changes drawing on no budget (ARI renewals, other CAs) are all kept.
+    The kept changes keep their order in the plan.
+    """
+    draws = {change.name: _draw(desired, actual, change, now) for change in changes}
+    budgets: dict[str, _Budgets] = {}
+    for draw in draws.values():  # every budget drawn on, empty: the history, then the changes one by one
+        if draw is not None:
+            budget = budgets.setdefault(draw.directory, _Budgets())
+            budget.per_set.setdefault(draw.names, _Counter())
+            for domain in draw.registered_domains:
+                budget.per_domain.setdefault(domain, _Counter())
+    if not budgets:
+        return tuple(changes), ()
+    _count_history(budgets, actual, now)
+    held: set[str] = set()
+    for change in sorted(changes, key=lambda c: _urgency(actual, c)):
+        draw = draws[change.name]
+        if draw is None:
+            continue
+        if _fits(budgets, draw):
+            _add(budgets, draw, change.name)
+        else:
+            held.add(change.name)
+    return (
+        tuple(change for change in changes if change.name not in held),
+        tuple(change for change in changes if change.name in held),
+    )
+
+
+def _urgency(actual: ActualState, change: Change) -> tuple[int, datetime, str]:
+    current = actual.certificates.get(change.name)
+    if current is None:
+        return (1, datetime.max.replace(tzinfo=UTC), change.name)
+    return (0, current.not_after, change.name)
 
 
 def _ari_renewal(change: Change, current: ActualCertificate | None, now: datetime) -> bool:

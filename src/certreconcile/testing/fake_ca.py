@@ -87,8 +87,12 @@ class FakeCa:
         default_lifetime: timedelta = timedelta(days=90),
         outages: Iterable[Interval] = (),
         dns: Dns01Provider | None = None,
+        directory_url: str | None = None,
     ) -> None:
         self.name = name
+        # As the ACME issuer does, record each order placed (the store's issuance history, which the
+        # planner's Let's Encrypt budgets count) under this directory; None: record nothing.
+        self.directory_url = directory_url
         self.clock = clock
         self.lifetimes = dict(lifetimes or {})
         self.default_lifetime = default_lifetime
@@ -134,11 +138,14 @@ class FakeCa:
     def issue(self, request: IssueRequest) -> IssuedCertificate:
         now = self.clock.now()
         self._check_up("placing an order", now)
+        serial = x509.random_serial_number()
+        if request.journal is not None and self.directory_url is not None:
+            # placed before its challenges, so a failed order counts too, as at Let's Encrypt
+            request.journal.record_order(f"{self.directory_url}#order-{serial:x}", "pending", self.directory_url)
         if self.dns is not None:
             self._answer_dns01(request.domains)
         csr = x509.load_pem_x509_csr(request.csr_pem.encode())
         lifetime = self.lifetimes.get(request.name, self.default_lifetime)
-        serial = x509.random_serial_number()
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))

@@ -27,14 +27,28 @@ import yaml
 from certreconcile.clock import FixedClock
 from certreconcile.desired import load_desired
 from certreconcile.desired.model import DesiredState
+from certreconcile.domain.names import registered_domain
+from certreconcile.plugins.issuers.acme_config import ACME_DIRECTORY_PRESETS
 from certreconcile.testing.fake_ca import FakeCa, Interval, Order
 from certreconcile.testing.fake_faults import FakeTarget, FlakyDns01Provider
 
-__all__ = ["LIFETIMES", "Report", "SimulationPlan", "World", "build_world", "orders_in_window", "simulate"]
+__all__ = [
+    "LIFETIMES",
+    "Report",
+    "SimulationPlan",
+    "World",
+    "build_world",
+    "new_per_domain_in_window",
+    "orders_in_window",
+    "simulate",
+]
 
-#: The lifetimes of the mix, in days, in turn: 90 (today), 45 (Let's Encrypt from 2028), 6 (short-lived).
+#: The lifetimes of the mix, in days: 90 (today), 45 (Let's Encrypt from 2028), 6 (short-lived).
 LIFETIMES = (90, 45, 6)
 ISSUER = "ca"
+#: The CA's directory: Let's Encrypt production, so the planner counts its rate limits (the fake CA
+#: stands in for it and records every order placed, as the ACME issuer does).
+DIRECTORY = ACME_DIRECTORY_PRESETS["letsencrypt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +63,20 @@ class SimulationPlan:
     dns_failure_rate: float = 0.01
     target_failure_share: float = 0.01
     certificates_per_target: int = 10
+    # certificates per registered domain (Let's Encrypt: 50 new certificates per registered domain per week)
+    certificates_per_domain: int = 25
+    # how many certificates of each lifetime, in turn: (90, 45, 6)-day weights; (1, 1, 1) is a third each
+    mix: tuple[int, int, int] = (1, 1, 1)
     seed: int = 1
+
+    def lifetime(self, number: int) -> int:
+        """The lifetime, in days, of the ``number``-th certificate: the mix's weights in turn."""
+        slot = number % sum(self.mix)
+        for days, weight in zip(LIFETIMES, self.mix, strict=True):
+            if slot < weight:
+                return days
+            slot -= weight
+        raise AssertionError  # pragma: no cover - slot < sum(mix)
 
 
 @dataclass
@@ -67,6 +94,10 @@ class World:
     def outage(self) -> Interval:
         return self.ca.outages[0]
 
+    def registered_domain(self, name: str) -> str:
+        """The registered domain of a certificate's names (what Let's Encrypt counts new certificates by)."""
+        return registered_domain(self.desired.certificates[name].domains[0])
+
 
 def build_world(plan: SimulationPlan, start: datetime, directory: Path) -> World:
     """The declarations (written to ``directory``), the CA, DNS and targets with their fault schedules."""
@@ -83,7 +114,7 @@ def build_world(plan: SimulationPlan, start: datetime, directory: Path) -> World
             down = start + timedelta(seconds=rng.uniform(0, (end - start).total_seconds() - 86400))
             outages = (Interval(down, down + timedelta(days=1)),)
         targets[name] = FakeTarget(name, clock, outages=outages)
-    lifetimes = {f"c{number:05d}-{LIFETIMES[number % 3]}d": LIFETIMES[number % 3] for number in range(plan.count)}
+    lifetimes = {f"c{number:05d}-{plan.lifetime(number)}d": plan.lifetime(number) for number in range(plan.count)}
     outage_start = start + timedelta(days=plan.days * plan.outage_at)
     dns = FlakyDns01Provider(failure_rate=plan.dns_failure_rate, seed=plan.seed)
     ca = FakeCa(
@@ -92,13 +123,14 @@ def build_world(plan: SimulationPlan, start: datetime, directory: Path) -> World
         lifetimes={name: timedelta(days=days) for name, days in lifetimes.items()},
         outages=(Interval(outage_start, outage_start + plan.outage),),
         dns=dns,
+        directory_url=DIRECTORY,
     )
     doc = {
         "kms": {"local": {}},
-        "issuers": {ISSUER: {"local_ca": {"common_name": "Simulated CA"}}},
+        "issuers": {ISSUER: {"acme": {"directory": "letsencrypt", "email": "ops@example.com"}}},
         "targets": {name: {"files": {"dir": f"out/{name}"}} for name in target_names},
         "certificates": [
-            {"name": name, "domains": [f"{name}.example.com"], "issuer": ISSUER,
+            {"name": name, "domains": [f"{name}.example{number // plan.certificates_per_domain}.com"], "issuer": ISSUER,
              "targets": [target_names[number % target_count]]}
             for number, name in enumerate(lifetimes)
         ],
@@ -152,6 +184,15 @@ def orders_in_window(orders: Sequence[Order], window: timedelta, kinds: frozense
             first += 1
         best = max(best, last - first + 1)
     return best
+
+
+def new_per_domain_in_window(orders: Sequence[Order], domain_of: Callable[[str], str], window: timedelta) -> int:
+    """The most new certificates (first issuances) of one registered domain inside any sliding ``window``."""
+    by_domain: dict[str, list[Order]] = {}
+    for order in orders:
+        if order.kind == "new":
+            by_domain.setdefault(domain_of(order.name), []).append(order)
+    return max((orders_in_window(found, window, frozenset({"new"})) for found in by_domain.values()), default=0)
 
 
 class _Expiry:

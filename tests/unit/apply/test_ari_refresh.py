@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from certreconcile import engine as engine_module
-from certreconcile.apply.ari import refresh_renewal_info
+from certreconcile.apply.ari import FAILURES_BEFORE_GIVING_UP, refresh_renewal_info
 from certreconcile.clock import FixedClock
-from certreconcile.testing.fake_ca import RETRY_AFTER, FakeCa
+from certreconcile.testing.fake_ca import RETRY_AFTER, FakeCa, Interval
 from certreconcile.testing.fake_repository import InMemoryStore
 from engine import T0, cert, desired_doc, environment, load, plan_now
 
@@ -69,7 +69,29 @@ def test_fresh_windows_cost_no_query_and_no_question(tmp_path: Path) -> None:
     second = refresh()
     assert len(asked) == 5  # the CA's Retry-After has not passed: nobody asked...
     assert second.counts == {}  # ...and no per-certificate query: the stored window came with the state
-    assert first.counts.get("save_renewal_info") == 5
+    # one query for the stored answers, one for the PEMs, one batch for the new answers, whatever the number
+    assert first.counts == {"renewal_infos": 1, "leaf_pems": 1, "batch": 1, "save_renewal_info": 5}
     clock.advance(timedelta(minutes=2))
     refresh()
     assert len(asked) == 10  # Retry-After passed: asked again
+
+
+def test_a_ca_that_keeps_failing_is_not_asked_about_every_certificate(tmp_path: Path) -> None:
+    clock = FixedClock(T0)
+    store = InMemoryStore(clock=clock)
+    desired = load(tmp_path, desired_doc([cert(f"c{number}") for number in range(20)]))
+    ca = FakeCa("internal", clock)
+    env = replace(environment(tmp_path, desired, store, clock), issuers={"internal": ca})
+    assert engine_module.apply(plan_now(desired, store, clock), desired, env).ok
+    ca.outages = (Interval(T0, T0 + timedelta(days=1)),)  # the CA is down: every question fails
+    with store.session() as session:
+        actual = session.load_actual()
+    refused_before = ca.refused
+    refreshed = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True)
+    assert ca.refused - refused_before == FAILURES_BEFORE_GIVING_UP  # not 20 questions to a CA that is down
+    assert refreshed.asked == FAILURES_BEFORE_GIVING_UP
+    assert len(refreshed.warnings) == FAILURES_BEFORE_GIVING_UP + 1
+    assert refreshed.warnings[-1].startswith("issuer internal: not asked about 17 more certificates (ARI) after 3")
+    assert all(c.renewal_window is None for c in refreshed.actual.certificates.values())
+    ca.outages = ()  # back: every certificate is asked about at the next refresh
+    assert refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True).asked == 20

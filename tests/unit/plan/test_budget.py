@@ -379,3 +379,39 @@ def test_apply_refuses_a_plan_over_budget_before_anything_happens(tmp_path: Path
         assert session.load_actual().certificates == {}
         assert session.meta().serial == 0
         assert session.audit_events() == []
+
+
+# --- pacing (`run`): what fits now, most urgent first -----------------------------------------
+
+
+def test_within_budget_keeps_the_most_urgent_renewals_and_holds_the_rest(tmp_path: Path) -> None:
+    from certreconcile.plan.budget import draws_on_budgets, within_budget
+
+    desired = desired_with(tmp_path, certs(3))
+    # three renewals due (no ARI window: each counts once against the account's 300 orders per 3 hours)
+    state = actual(
+        current("c0", ("c0.example.com",), not_after=T0 + 9 * DAY),
+        current("c1", ("c1.example.com",), not_after=T0 + 3 * DAY),
+        current("c2", ("c2.example.com",), not_after=T0 + 5 * DAY),
+        orders=tuple(PastOrder(LE, T0 - HOUR, False) for _ in range(298)),
+    )
+    plan = plan_for(desired, state)
+    assert plan.count(Action.ROTATE) == 3 and [d.code for d in plan.errors] == [CODE_NEW_ORDERS]
+    kept, held = within_budget(desired, state, plan.changes, T0)
+    assert [c.name for c in kept] == ["c1", "c2"]  # the two expiring soonest fill the 2 orders left
+    assert [c.name for c in held] == ["c0"]
+    assert len(draws_on_budgets(desired, state, plan.changes, T0)) == 3
+
+
+def test_within_budget_never_holds_an_ari_renewal_back(tmp_path: Path) -> None:
+    from certreconcile.plan.budget import within_budget
+
+    desired = desired_with(tmp_path, certs(2))
+    window = RenewalWindow(T0 - DAY, T0 + DAY, None)
+    state = actual(
+        current("c0", ("c0.example.com",), renewal_window=window),
+        current("c1", ("c1.example.com",)),
+        orders=tuple(PastOrder(LE, T0 - HOUR, False) for _ in range(300)),  # the account's budget is spent
+    )
+    kept, held = within_budget(desired, state, plan_for(desired, state).changes, T0)
+    assert [c.name for c in kept] == ["c0"] and [c.name for c in held] == ["c1"]

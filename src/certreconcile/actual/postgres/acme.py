@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,19 +72,41 @@ class PostgresAcme(PostgresConnection):
 
         return self._run(f"reading the ACME order of {idempotency_key}", work)
 
-    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
-        self._run(
-            f"recording the ACME order of {record.name}",
-            lambda conn: conn.execute(
-                "INSERT INTO AcmeOrder (idempotency_key, name, order_url, state, directory_url, cert_id,"
-                " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s::uuid, %s, %s)"
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> AcmeOrderRecord | None:
+        def work(conn: psycopg.Connection[Any]) -> AcmeOrderRecord | None:
+            # One statement: the CTE reads the row as it was before the upsert (the statement's snapshot).
+            row = conn.execute(
+                "WITH previous AS (SELECT idempotency_key, name, order_url, state, directory_url, cert_id::text"
+                " FROM AcmeOrder WHERE idempotency_key = %(key)s AND order_url IS NOT NULL),"
+                " saved AS (INSERT INTO AcmeOrder (idempotency_key, name, order_url, state, directory_url, cert_id,"
+                " created_at, updated_at) VALUES (%(key)s, %(name)s, %(url)s, %(state)s, %(directory)s,"
+                " %(cert)s::uuid, %(at)s, %(at)s)"
                 " ON CONFLICT (idempotency_key) DO UPDATE SET order_url = EXCLUDED.order_url,"
                 " state = EXCLUDED.state, directory_url = EXCLUDED.directory_url, cert_id = EXCLUDED.cert_id,"
-                " updated_at = EXCLUDED.updated_at",
-                (record.idempotency_key, record.name, record.order_url, record.state, record.directory_url,
-                 record.cert_id, at, at),
-            ),
-        )  # fmt: skip
+                " updated_at = EXCLUDED.updated_at RETURNING 1)"
+                " SELECT previous.*, (SELECT count(*) FROM saved) FROM (SELECT 1) one LEFT JOIN previous ON true",
+                {
+                    "key": record.idempotency_key,
+                    "name": record.name,
+                    "url": record.order_url,
+                    "state": record.state,
+                    "directory": record.directory_url,
+                    "cert": record.cert_id,
+                    "at": at,
+                },
+            ).fetchone()
+            if row is None or row[0] is None:
+                return None
+            return AcmeOrderRecord(
+                idempotency_key=row[0],
+                name=row[1],
+                order_url=row[2],
+                state=row[3],
+                directory_url=row[4] or "",
+                cert_id=row[5],
+            )
+
+        return self._run(f"recording the ACME order of {record.name}", work)
 
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
         def work(conn: psycopg.Connection[Any]) -> RenewalInfoRecord | None:
@@ -97,6 +120,17 @@ class PostgresAcme(PostgresConnection):
             return RenewalInfoRecord(*row)
 
         return self._run(f"reading the renewal info of {cert_id}", work)
+
+    def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
+        def work(conn: psycopg.Connection[Any]) -> dict[str, RenewalInfoRecord]:
+            rows = conn.execute(
+                "SELECT cert_id::text, window_start, window_end, retry_after, fetched_at, explanation_url"
+                " FROM AcmeRenewalInfo WHERE cert_id = ANY(%s::uuid[])",
+                (list(cert_ids),),
+            ).fetchall()
+            return {row[0]: RenewalInfoRecord(*row) for row in rows}
+
+        return self._run(f"reading the renewal info of {len(cert_ids)} certificates", work)
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None:
         self._run(

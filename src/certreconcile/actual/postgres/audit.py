@@ -134,3 +134,33 @@ class PostgresAudit(PostgresConnection):
                 ),
             ),
         )
+
+    def append_audit_many(self, events: Sequence[AuditEvent]) -> None:
+        """One INSERT of every event, in order: the chain trigger links them in that order."""
+        if not events:
+            return
+        unknown = [event.action for event in events if event.action not in AuditAction.ALL]
+        if unknown:
+            raise StateError(
+                f"unknown audit action {unknown[0]!r}",
+                code=CODE_INVALID,
+                hint=f"use one of {', '.join(AuditAction.ALL)}",
+            )
+        columns = (
+            [event.cert_id for event in events],
+            [event.name for event in events],
+            [event.action for event in events],
+            [event.actor for event in events],
+            [event.at for event in events],
+            [json.dumps(dict(event.detail)) for event in events],
+        )
+        self._run(
+            f"recording {len(events)} audit events of {events[0].name}",
+            lambda conn: conn.execute(
+                "INSERT INTO CertAudit (cert_id, name, action, actor, timestamp, detail)"
+                " SELECT cert_id, name, action, actor, at, detail::jsonb"
+                " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+                " WITH ORDINALITY AS e(cert_id, name, action, actor, at, detail, n) ORDER BY n",
+                columns,
+            ),
+        )

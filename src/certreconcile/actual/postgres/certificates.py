@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,12 +19,12 @@ from certreconcile.actual.model import (
     HISTORY_WINDOW,
     ActualCertificate,
     ActualState,
+    IssuanceHistory,
     OpenRotation,
     StateMeta,
 )
 from certreconcile.actual.postgres.connection import (
     _STATUS,
-    CODE_CONFLICT,
     CODE_INVALID,
     PostgresConnection,
     _missing_meta,
@@ -32,12 +34,12 @@ from certreconcile.actual.postgres.connection import (
 )
 from certreconcile.actual.postgres.fleet import SQL_AGENTS_ALL, agents_from_rows
 from certreconcile.actual.postgres.rows import (
+    _CURRENT_DIST,
+    _CURRENT_ROTATION,
     _SQL_BACKOFFS_ALL,
     _SQL_CURRENT_ALL,
-    _SQL_CURRENT_ONE,
+    _SQL_CURRENT_WHOLE,
     _SQL_DISTRIBUTIONS_ALL,
-    _SQL_DISTRIBUTIONS_ONE,
-    _SQL_OPEN_ROTATION_ONE,
     _SQL_OPEN_ROTATIONS_ALL,
     _SQL_RECENT_ISSUANCES,
     _SQL_RECENT_ORDERS,
@@ -46,14 +48,16 @@ from certreconcile.actual.postgres.rows import (
     _row_to_certificate,
     _row_to_distribution,
     _row_to_rotation,
+    history_from_rows,
 )
 from certreconcile.actual.store import (
     CertificateRow,
+    DistributionRecord,
     FollowedCommit,
     LapsedCertificate,
 )
 from certreconcile.domain.keys import KeyRef
-from certreconcile.domain.status import CertStatus, check_transition
+from certreconcile.domain.status import CertStatus, allowed_transitions, check_transition
 from certreconcile.errors import StateError
 
 # Rows still active or expiring_soon past not_after (apply/lifecycle.py moves them to expired):
@@ -64,10 +68,36 @@ _SQL_LAPSED = (
 )
 
 
+def _history_rows(cursor: psycopg.Cursor[Any], now: datetime | None) -> tuple[list[Any], list[Any]]:
+    """The recent issuances and orders, back from ``now`` (None: the database's clock)."""
+    issuances = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW, "now": now}).fetchall()
+    orders = cursor.execute(_SQL_RECENT_ORDERS, {"window": HISTORY_ORDERS_WINDOW, "now": now}).fetchall()
+    return issuances, orders
+
+
+# set_status in one statement: the row locked and read as it was, moved only from ``sources``.
+_SQL_SET_STATUS = (
+    "WITH old AS (SELECT status FROM Certificate WHERE id = %(id)s FOR UPDATE),"
+    " moved AS (UPDATE Certificate SET status = %(new)s FROM old WHERE Certificate.id = %(id)s"
+    " AND old.status = ANY(%(sources)s) AND old.status <> %(new)s RETURNING 1)"
+    " SELECT old.status, (SELECT count(*) FROM moved) FROM old"
+)
+
+
+# complete_rotation in one statement (idempotent): closed only when it has its replacement.
+_SQL_COMPLETE_ROTATION = (
+    "WITH r AS (SELECT new_cert_id IS NOT NULL AS has_new, completed_at IS NOT NULL AS completed"
+    " FROM CertRotation WHERE id = %(id)s FOR UPDATE),"
+    " closed AS (UPDATE CertRotation SET completed_at = %(at)s FROM r WHERE CertRotation.id = %(id)s"
+    " AND NOT r.completed AND r.has_new RETURNING 1)"
+    " SELECT r.has_new, r.completed, (SELECT count(*) FROM closed) FROM r"
+)
+
+
 class PostgresCertificates(PostgresConnection):
     """Certificates, rotations, distributions, backoffs and the state serial (``CertificateStore``)."""
 
-    def load_actual(self) -> ActualState:
+    def load_actual(self, now: datetime | None = None) -> ActualState:
         def work(conn: psycopg.Connection[Any]) -> ActualState:
             with self._snapshot():
                 meta_row = conn.execute("SELECT lineage::text, serial FROM StateMeta").fetchone()
@@ -76,8 +106,7 @@ class PostgresCertificates(PostgresConnection):
                     dist_rows = cursor.execute(_SQL_DISTRIBUTIONS_ALL).fetchall()
                     rotation_rows = cursor.execute(_SQL_OPEN_ROTATIONS_ALL).fetchall()
                     backoff_rows = cursor.execute(_SQL_BACKOFFS_ALL).fetchall()
-                    issuance_rows = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW}).fetchall()
-                    order_rows = cursor.execute(_SQL_RECENT_ORDERS, (HISTORY_ORDERS_WINDOW,)).fetchall()
+                    issuance_rows, order_rows = _history_rows(cursor, now)
                     agent_rows = cursor.execute(SQL_AGENTS_ALL).fetchall()
             if meta_row is None:
                 raise _missing_meta()
@@ -95,6 +124,13 @@ class PostgresCertificates(PostgresConnection):
 
         return self._run("loading the actual state", work)
 
+    def issuance_history(self, now: datetime) -> IssuanceHistory:
+        def work(conn: psycopg.Connection[Any]) -> IssuanceHistory:
+            with self._snapshot(), conn.cursor(binary=True) as cursor:
+                return history_from_rows(*_history_rows(cursor, now))
+
+        return self._run("reading the recent ACME orders", work)
+
     def meta(self) -> StateMeta:
         def work(conn: psycopg.Connection[Any]) -> StateMeta:
             row = conn.execute("SELECT lineage::text, serial FROM StateMeta").fetchone()
@@ -105,16 +141,18 @@ class PostgresCertificates(PostgresConnection):
         return self._run("reading the state serial", work)
 
     def current_certificate(self, name: str) -> ActualCertificate | None:
+        """One statement (one snapshot): the current row, its distributions and its open rotation."""
+
         def work(conn: psycopg.Connection[Any]) -> ActualCertificate | None:
-            with self._snapshot():
-                row = conn.execute(_SQL_CURRENT_ONE, (name,)).fetchone()
-                if row is None:
-                    return None
-                dist_rows = conn.execute(_SQL_DISTRIBUTIONS_ONE, (name,)).fetchall()
-                rotation_row = conn.execute(_SQL_OPEN_ROTATION_ONE, (name,)).fetchone()
-            distributions = {dist[1]: _row_to_distribution(dist) for dist in dist_rows}
-            rotation = _row_to_rotation(rotation_row) if rotation_row is not None else None
-            return _row_to_certificate(row, distributions, rotation)
+            rows = conn.execute(_SQL_CURRENT_WHOLE, (name,)).fetchall()
+            if not rows:
+                return None
+            first = rows[0]
+            distributions = {
+                row[19]: _row_to_distribution(row[_CURRENT_DIST]) for row in rows if row[19] is not None
+            }
+            rotation = _row_to_rotation(first[_CURRENT_ROTATION]) if first[27] is not None else None
+            return _row_to_certificate(first, distributions, rotation)
 
         return self._run(f"reading certificate {name}", work)
 
@@ -126,6 +164,15 @@ class PostgresCertificates(PostgresConnection):
             return (row[0], row[1])
 
         return self._run(f"reading certificate {cert_id}", work)
+
+    def leaf_pems(self, cert_ids: Sequence[str]) -> Mapping[str, str]:
+        def work(conn: psycopg.Connection[Any]) -> dict[str, str]:
+            rows = conn.execute(
+                "SELECT id::text, cert_pem FROM Certificate WHERE id = ANY(%s::uuid[])", (list(cert_ids),)
+            ).fetchall()
+            return {row[0]: row[1] for row in rows}
+
+        return self._run(f"reading {len(cert_ids)} certificates", work)
 
     def key_ref(self, cert_id: str) -> KeyRef:
         def work(conn: psycopg.Connection[Any]) -> KeyRef:
@@ -198,27 +245,17 @@ class PostgresCertificates(PostgresConnection):
         )
 
     def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
+        # One statement: the row is locked and read, and moved only from a status allowed to become
+        # ``new`` (the transition rules, checked here again on the status read, raise otherwise).
+        sources = [old.value for old in CertStatus if new in allowed_transitions(old)]
+
         def work(conn: psycopg.Connection[Any]) -> CertStatus:
-            # Compare-and-set: re-read and retry if another session moved the row meanwhile.
-            for _attempt in range(5):
-                row = conn.execute("SELECT status FROM Certificate WHERE id = %s", (cert_id,)).fetchone()
-                if row is None:
-                    raise _not_found("certificate", cert_id)
-                old = _STATUS[row[0]]
-                check_transition(old, new)
-                if old == new:
-                    return old
-                updated = conn.execute(
-                    "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s",
-                    (new.value, cert_id, old.value),
-                )
-                if updated.rowcount == 1:
-                    return old
-            raise StateError(
-                f"certificate {cert_id} kept changing status under us",
-                code=CODE_CONFLICT,
-                hint="another apply is working on this certificate; retry later",
-            )
+            row = conn.execute(_SQL_SET_STATUS, {"id": cert_id, "new": new.value, "sources": sources}).fetchone()
+            if row is None:
+                raise _not_found("certificate", cert_id)
+            old = _STATUS[row[0]]
+            check_transition(old, new)
+            return old
 
         return self._run(f"changing the status of certificate {cert_id} to {new.value}", work)
 
@@ -227,10 +264,11 @@ class PostgresCertificates(PostgresConnection):
         updated = self._run(
             f"changing the status of certificate {cert_id} to {new.value}",
             lambda conn: conn.execute(
-                "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s", (new.value, cert_id, expected.value)
-            ),
+                "UPDATE Certificate SET status = %s WHERE id = %s AND status = %s RETURNING 1",
+                (new.value, cert_id, expected.value),
+            ).fetchone(),
         )
-        return updated.rowcount == 1
+        return updated is not None
 
     def lapsed_certificates(self, now: datetime, limit: int) -> list[LapsedCertificate]:
         def work(conn: psycopg.Connection[Any]) -> list[LapsedCertificate]:
@@ -276,10 +314,10 @@ class PostgresCertificates(PostgresConnection):
     def attach_rotation(self, rotation_id: int, new_cert_id: str) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
             updated = conn.execute(
-                "UPDATE CertRotation SET new_cert_id = %s WHERE id = %s AND completed_at IS NULL",
+                "UPDATE CertRotation SET new_cert_id = %s WHERE id = %s AND completed_at IS NULL RETURNING 1",
                 (new_cert_id, rotation_id),
-            )
-            if updated.rowcount != 1:
+            ).fetchone()
+            if updated is None:
                 raise _not_found("open rotation", rotation_id)
 
         self._run(f"attaching certificate {new_cert_id} to rotation {rotation_id}", work)
@@ -288,25 +326,16 @@ class PostgresCertificates(PostgresConnection):
         """Close the rotation (idempotent). The status changes are the caller's to make."""
 
         def work(conn: psycopg.Connection[Any]) -> None:
-            row = conn.execute(
-                "SELECT new_cert_id IS NOT NULL, completed_at IS NOT NULL FROM CertRotation WHERE id = %s",
-                (rotation_id,),
-            ).fetchone()
+            row = conn.execute(_SQL_COMPLETE_ROTATION, {"id": rotation_id, "at": at}).fetchone()
             if row is None:
                 raise _not_found("rotation", rotation_id)
-            has_new, completed = row
-            if completed:
-                return
-            if not has_new:
+            has_new, completed = row[0], row[1]
+            if not completed and not has_new:
                 raise StateError(
                     f"rotation {rotation_id} has no replacement certificate yet",
                     code=CODE_INVALID,
                     hint="attach the new certificate before completing the rotation",
                 )
-            conn.execute(
-                "UPDATE CertRotation SET completed_at = %s WHERE id = %s AND completed_at IS NULL",
-                (at, rotation_id),
-            )
 
         self._run(f"completing rotation {rotation_id}", work)
 
@@ -354,6 +383,45 @@ class PostgresCertificates(PostgresConnection):
             f"removing the distribution of {name} to {target}",
             lambda conn: conn.execute("DELETE FROM Distribution WHERE cert_name = %s AND target = %s", (name, target)),
         )
+
+    def record_distributions(self, records: Sequence[DistributionRecord]) -> None:
+        """One upsert of every record (``record_distribution``'s, row for row); none if a certificate is missing."""
+        if not records:
+            return
+        columns = (
+            [record.cert_id for record in records],
+            [record.target for record in records],
+            [record.fingerprint for record in records],
+            [record.pushed_at for record in records],
+            [record.verified_at for record in records],
+            [record.last_error for record in records],
+            [record.target_fingerprint for record in records],
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            # A missing certificate writes nothing: the caller's transaction, else one of its own.
+            with contextlib.nullcontext() if self._in_transaction() else conn.transaction():
+                inserted = conn.execute(
+                    "INSERT INTO Distribution (cert_name, target, cert_id, fingerprint, pushed_at, verified_at,"
+                    " last_error, target_fingerprint, verified_fingerprint)"
+                    " SELECT c.name, d.target, c.id, d.fingerprint, d.pushed_at, d.verified_at, d.last_error,"
+                    " d.target_fingerprint, CASE WHEN d.verified_at IS NULL THEN NULL ELSE d.fingerprint END"
+                    " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],"
+                    " %s::text[], %s::text[]) WITH ORDINALITY"
+                    " AS d(cert_id, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, n)"
+                    " JOIN Certificate c ON c.id = d.cert_id ORDER BY d.n"
+                    " ON CONFLICT (cert_name, target) DO UPDATE SET cert_id = EXCLUDED.cert_id,"
+                    " fingerprint = EXCLUDED.fingerprint, pushed_at = EXCLUDED.pushed_at,"
+                    " verified_at = EXCLUDED.verified_at, last_error = EXCLUDED.last_error,"
+                    " target_fingerprint = EXCLUDED.target_fingerprint, verified_fingerprint ="
+                    " coalesce(EXCLUDED.verified_fingerprint, Distribution.verified_fingerprint)",
+                    columns,
+                )
+                if inserted.rowcount != len(records):
+                    missing = sorted({record.cert_id for record in records})
+                    raise _not_found("certificate", ", ".join(missing))
+
+        self._run(f"recording the distribution of {len(records)} targets", work)
 
     def bump_serial(self) -> int:
         def work(conn: psycopg.Connection[Any]) -> int:

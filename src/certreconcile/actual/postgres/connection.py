@@ -264,6 +264,37 @@ class PostgresConnection:
                     lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
                 )
 
+    @contextmanager
+    def _try_lock_name(self, name: str) -> Iterator[bool]:
+        key = name_lock_key(name)
+        row = self._run(
+            f"locking {name}",
+            lambda conn: conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone(),
+        )
+        if row is None or not row[0]:
+            yield False
+            return
+        with self._lock_held(name, key):
+            yield True
+
+    @contextmanager
+    def _lock_held(self, name: str, key: str) -> Iterator[None]:
+        try:
+            with self._pin():
+                yield
+        finally:
+            if not self._conn.closed and not self._conn.broken:
+                if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    self._conn.rollback()
+                self._run(
+                    f"unlocking {name}",
+                    lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
+                )
+
+    def try_lock_name(self, name: str) -> AbstractContextManager[bool]:
+        """:meth:`lock_name` without waiting: yields False (holding nothing) when another session holds it."""
+        return self._try_lock_name(name)
+
     def lock_name(self, name: str) -> AbstractContextManager[None]:
         """Session-level advisory lock; re-entrant within this session, blocks other sessions."""
         return self._lock_name(name)
@@ -280,3 +311,30 @@ class PostgresConnection:
     def transaction(self) -> AbstractContextManager[None]:
         """Nested calls become savepoints."""
         return self._transaction()
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        if self._conn.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF or self._in_transaction():
+            with self._transaction():  # inside another transaction or batch: a savepoint, as transaction() does
+                yield
+            return
+        self._revive()
+        try:
+            with self._pin():
+                try:
+                    with self._conn.pipeline():
+                        self._conn.execute("BEGIN")
+                        yield
+                        self._conn.execute("COMMIT")
+                finally:  # the block raised, or a write failed: nothing of it stays
+                    if not self._lost() and self._in_transaction():
+                        self._conn.rollback()
+        except psycopg.Error as exc:
+            raise _state_error(exc, "writing a batch of rows", self._secret) from exc
+
+    def batch(self) -> AbstractContextManager[None]:
+        """``transaction()`` in one round trip: the writes inside are pipelined, sent with BEGIN and
+        COMMIT at the end of the block (a read inside waits for its answer). A failing write fails the
+        block as a whole: its error is raised at the end of the block, where nothing was committed.
+        Code inside must not look at a write's row count (not known before the end of the block)."""
+        return self._batch()

@@ -82,3 +82,28 @@ class PostgresJournal(PostgresConnection):
                 ),
             ),
         )
+
+    def journal_many(self, entries: Sequence[JournalEntry]) -> None:
+        """One INSERT of every entry, in order (a fan-out journals two rows per target)."""
+        if not entries:
+            return
+        columns = (
+            [entry.run_id for entry in entries],
+            [entry.idempotency_key for entry in entries],
+            [entry.name for entry in entries],
+            [entry.step for entry in entries],
+            [entry.state for entry in entries],
+            [json.dumps(dict(entry.detail)) for entry in entries],
+            [entry.at for entry in entries],
+        )
+        self._run(
+            f"journalling {len(entries)} steps of {entries[0].name}",
+            lambda conn: conn.execute(
+                "INSERT INTO ApplyStep (run_id, idempotency_key, name, step, state, detail, at)"
+                " SELECT run_id, key, name, step, state, detail::jsonb, coalesce(at, clock_timestamp())"
+                " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                " %s::timestamptz[]) WITH ORDINALITY AS e(run_id, key, name, step, state, detail, at, n)"
+                " ORDER BY n",
+                columns,
+            ),
+        )

@@ -87,8 +87,8 @@ _SQL_RECENT_ISSUANCES = (
     " EXISTS (SELECT 1 FROM Certificate p WHERE p.domain = c.domain AND p.san_domains = c.san_domains"
     " AND p.issuer = c.issuer AND p.created_at < c.created_at)"
     " FROM Certificate c JOIN AcmeOrder o ON o.cert_id = c.id"
-    " WHERE c.created_at >= now() - %(window)s AND o.directory_url IS NOT NULL"
-    " AND o.created_at >= now() - 2 * %(window)s"
+    " WHERE c.created_at >= coalesce(%(now)s::timestamptz, now()) - %(window)s AND o.directory_url IS NOT NULL"
+    " AND o.created_at >= coalesce(%(now)s::timestamptz, now()) - 2 * %(window)s"
     " ORDER BY c.created_at, c.id"
 )
 
@@ -96,7 +96,7 @@ _SQL_RECENT_ISSUANCES = (
 _SQL_RECENT_ORDERS = (
     "SELECT o.directory_url, o.created_at, coalesce(c.ari_replaces IS NOT NULL, false)"
     " FROM AcmeOrder o LEFT JOIN Certificate c ON c.id = o.cert_id"
-    " WHERE o.created_at >= now() - %s AND o.directory_url IS NOT NULL"
+    " WHERE o.created_at >= coalesce(%(now)s::timestamptz, now()) - %(window)s AND o.directory_url IS NOT NULL"
     " ORDER BY o.created_at, o.id"
 )
 
@@ -122,6 +122,32 @@ _SQL_OPEN_ROTATION_ONE = (
     " FROM CertRotation r JOIN Certificate c ON c.id = r.cert_id"
     " WHERE r.completed_at IS NULL AND c.name = %s ORDER BY r.id DESC LIMIT 1"
 )
+
+
+# current_certificate in one statement: the current row, its open rotation (at most one row) and
+# one row per distribution (none: one row of NULLs). Columns: the 18 of _SQL_CURRENT_ONE, then
+# _SQL_DISTRIBUTIONS_ONE's 8, then _SQL_OPEN_ROTATION_ONE's 5 (the slices _CURRENT_DIST, _CURRENT_ROTATION).
+_SQL_CURRENT_WHOLE = (
+    "WITH cur AS (SELECT id::text, name, domain, san_domains::text, issuer, key_type,"
+    " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
+    " issuer_fingerprint, ari.window_start, ari.window_end, origin, ari.retry_after"
+    " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
+    " WHERE name = %s AND retired_at IS NULL AND status <> 'superseded'"
+    " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
+    " created_at DESC, not_before DESC, Certificate.id DESC LIMIT 1)"
+    " SELECT cur.*, d.cert_name, d.target, d.fingerprint, d.pushed_at, d.verified_at, d.last_error,"
+    " d.target_fingerprint, d.verified_fingerprint, r.name, r.id, r.cert_id, r.new_cert_id, r.triggered_at"
+    " FROM cur LEFT JOIN LATERAL (SELECT c.name, r.id, r.cert_id::text, r.new_cert_id::text, r.triggered_at"
+    " FROM CertRotation r JOIN Certificate c ON c.id = r.cert_id"
+    " WHERE r.completed_at IS NULL AND c.name = cur.name ORDER BY r.id DESC LIMIT 1) r ON true"
+    " LEFT JOIN Distribution d ON d.cert_name = cur.name ORDER BY d.target"
+)
+
+
+_CURRENT_DIST = slice(18, 26)
+
+
+_CURRENT_ROTATION = slice(26, 31)
 
 
 def _fast_constructor(cls: type[_T]) -> Callable[..., _T]:
@@ -221,11 +247,17 @@ def _build_state(
         meta=StateMeta(lineage=meta_row[0], serial=meta_row[1]),
         certificates=certificates,
         backoffs={row[0]: IssuanceBackoff(row[1], row[2], row[3], row[4]) for row in backoff_rows},
-        issuance_history=IssuanceHistory(
-            issuances=tuple(
-                PastIssuance(row[0], frozenset(_domains(row[1], row[2])), row[3], row[4], row[5])
-                for row in issuance_rows
-            ),
-            orders=tuple(PastOrder(row[0], row[1], row[2]) for row in order_rows),
+        issuance_history=history_from_rows(issuance_rows, order_rows),
+    )
+
+
+def history_from_rows(
+    issuance_rows: Sequence[Sequence[Any]], order_rows: Sequence[Sequence[Any]]
+) -> IssuanceHistory:
+    """The rows of ``_SQL_RECENT_ISSUANCES`` and ``_SQL_RECENT_ORDERS``."""
+    return IssuanceHistory(
+        issuances=tuple(
+            PastIssuance(row[0], frozenset(_domains(row[1], row[2])), row[3], row[4], row[5]) for row in issuance_rows
         ),
+        orders=tuple(PastOrder(row[0], row[1], row[2]) for row in order_rows),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -48,6 +48,7 @@ class _ApplyRequest:
     only_renewals: bool
     allow_destroy: int | None
     workers: int
+    target_concurrency: int | None = None
 
 
 _PlanFileArg = Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")]
@@ -63,6 +64,16 @@ _Workers = Annotated[
         help="Worker processes sharing the changes (each with --concurrency threads and its own database "
         "connections and KMS client), coordinated through the database as `run` replicas are: more than one "
         "core. Refused when a change answers HTTP-01 on a standalone listener (one port, one process).",
+    ),
+]
+_TargetConcurrency = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=1024,
+        metavar="N",
+        help="Targets deployed and verified in parallel, all changes together (the fan-out of a certificate "
+        "to many targets or agents); default: --concurrency. With --workers: in each worker.",
     ),
 ]
 _Refresh = Annotated[
@@ -111,6 +122,7 @@ def apply(
     only_renewals: _OnlyRenewals = False,
     allow_destroy: _AllowDestroy = None,
     workers: _Workers = 1,
+    target_concurrency: _TargetConcurrency = None,
 ) -> None:
     """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
 
@@ -126,8 +138,8 @@ def apply(
     Examples: certreconcile apply --auto-approve; certreconcile apply plan.json;
     certreconcile apply plan.json --allow-destroy 3; certreconcile apply --auto-approve --workers 2
     """
-    request = _ApplyRequest(plan_file, directory, auto_approve, concurrency, refresh, output_format,
-                            expect_changes, reviewed_plan, only_renewals, allow_destroy, workers)  # fmt: skip
+    request = _ApplyRequest(plan_file, directory, auto_approve, concurrency, refresh, output_format, expect_changes,
+                            reviewed_plan, only_renewals, allow_destroy, workers, target_concurrency)  # fmt: skip
     _check_usage(request)
     try:
         result = _apply(request)
@@ -170,7 +182,11 @@ def _apply(request: _ApplyRequest) -> ApplyResult | None:
         if planned is None:
             return None
         the_plan = planned
-    wiring = ProcessWiring(settings, env.clock, env.actor) if request.workers > 1 else None
+    if request.target_concurrency is not None:
+        env = replace(env, target_concurrency=request.target_concurrency)
+    wiring = None
+    if request.workers > 1:
+        wiring = ProcessWiring(settings, env.clock, env.actor, target_concurrency=request.target_concurrency)
     result = apply_with_progress(the_plan, desired, env, request.concurrency, saved=request.plan_file is not None,
                                  workers=request.workers, wiring=wiring)  # fmt: skip
     if desired.notify is not None:  # its events (issued, failed...), queued once, then the due ones sent

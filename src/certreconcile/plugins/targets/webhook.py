@@ -59,6 +59,7 @@ from certreconcile.errors import TargetError
 from certreconcile.plugins.paths import optional_declared_path
 from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.handshake import observe_served
+from certreconcile.plugins.targets.tls_contexts import ContextCache
 from certreconcile.plugins.targets.webhook_config import WebhookTargetConfig
 
 __all__ = [
@@ -75,6 +76,8 @@ TIMESTAMP_HEADER = "X-Certreconcile-Timestamp"
 Resolver = Callable[[str, int], list[str]]
 
 _MAX_RESPONSE_BYTES = 64 * 1024
+
+_CONTEXTS = ContextCache()  # one per process: a fan-out's deliveries share their TLS contexts
 
 
 def sign_body(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -177,6 +180,10 @@ class WebhookTarget:
         return value.encode("utf-8")
 
     def _tls_context(self) -> ssl.SSLContext:
+        """The context of these files, shared with the other deliveries naming them (see ``tls_contexts``)."""
+        return _CONTEXTS.get((self._ca_bundle, self._client_cert, self._client_key), self._new_tls_context)
+
+    def _new_tls_context(self) -> ssl.SSLContext:
         try:
             context = ssl.create_default_context(cafile=str(self._ca_bundle) if self._ca_bundle else None)
         except (OSError, ssl.SSLError) as exc:

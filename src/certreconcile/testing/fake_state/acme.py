@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from certreconcile.actual.store import (
@@ -31,14 +32,20 @@ class FakeAcme(FakeSessionBase):
             stored = self._data.acme_orders.get(idempotency_key)
             return None if stored is None else stored[0]
 
-    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
+    def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> AcmeOrderRecord | None:
         with self._store._mutex:
             previous = self._data.acme_orders.get(record.idempotency_key)
             self._data.acme_orders[record.idempotency_key] = (record, at if previous is None else previous[1])
+            return None if previous is None else previous[0]
 
     def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
         with self._store._mutex:
             return self._data.renewal_infos.get(cert_id)
+
+    def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
+        with self._store._mutex:
+            infos = self._data.renewal_infos
+            return {cert_id: infos[cert_id] for cert_id in cert_ids if cert_id in infos}
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None:
         with self._store._mutex:

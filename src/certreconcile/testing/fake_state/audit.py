@@ -56,3 +56,13 @@ class FakeAudit(FakeSessionBase):
                 self._cert(event.cert_id)
             stored = replace(event, id=self._next_id(), detail=dict(event.detail))
             self._data.audit.append(stored)
+
+    def append_audit_many(self, events: Sequence[AuditEvent]) -> None:
+        with self._store._mutex:
+            for event in events:  # every event valid, or nothing is written
+                if event.action not in AuditAction.ALL:
+                    self.append_audit(event)  # raises
+                if event.cert_id is not None:
+                    self._cert(event.cert_id)
+            for event in events:
+                self.append_audit(event)

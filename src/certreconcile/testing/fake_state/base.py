@@ -190,6 +190,29 @@ class FakeSessionBase:
             for _ in range(count):
                 self._unlock(name)
 
+    @contextmanager
+    def _try_lock_name(self, name: str) -> Iterator[bool]:
+        changed = self._store._name_locks_changed
+        with changed:
+            lock = self._store._name_locks.setdefault(name, _NameLock())
+            if lock.owner is not None and lock.owner is not self:
+                taken = False
+            else:
+                taken, lock.owner = True, self
+                lock.count += 1
+                self._held[name] = self._held.get(name, 0) + 1
+        if not taken:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._unlock(name)
+
+    def try_lock_name(self, name: str) -> AbstractContextManager[bool]:
+        """:meth:`lock_name` without waiting: yields False (holding nothing) when another session holds it."""
+        return self._try_lock_name(name)
+
     def lock_name(self, name: str) -> AbstractContextManager[None]:
         """Re-entrant within this session, blocks other sessions."""
         return self._lock_name(name)
@@ -210,6 +233,9 @@ class FakeSessionBase:
                 self._transaction_depth -= 1
 
     def transaction(self) -> AbstractContextManager[None]:
+        return self._transaction()
+
+    def batch(self) -> AbstractContextManager[None]:
         return self._transaction()
 
     def _agent_records(self) -> dict[str, AgentRecord]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -30,6 +31,7 @@ from certreconcile.actual.repository import (
 )
 from certreconcile.actual.store import (
     CertificateRow,
+    DistributionRecord,
     FollowedCommit,
     LapsedCertificate,
 )
@@ -90,7 +92,7 @@ class FakeCertificates(FakeSessionBase):
             ),
         )
 
-    def load_actual(self) -> ActualState:
+    def load_actual(self, now: datetime | None = None) -> ActualState:
         with self._store._mutex:
             names = sorted({cert.row.name for cert in self._data.certificates.values()})
             certificates: dict[str, ActualCertificate] = {}
@@ -105,9 +107,13 @@ class FakeCertificates(FakeSessionBase):
                     name: IssuanceBackoff(entry.failures, entry.last_failure_at, entry.until, entry.declaration_digest)
                     for name, entry in sorted(self._data.backoff.items())
                 },
-                issuance_history=self._issuance_history(self._store._clock.now()),
+                issuance_history=self._issuance_history(now or self._store._clock.now()),
                 agents=self._agent_records(),
             )
+
+    def issuance_history(self, now: datetime) -> IssuanceHistory:
+        with self._store._mutex:
+            return self._issuance_history(now)
 
     def _issuance_history(self, now: datetime) -> IssuanceHistory:
         """Mirrors the two history queries of the PostgreSQL store (same windows, same order)."""
@@ -152,6 +158,11 @@ class FakeCertificates(FakeSessionBase):
         with self._store._mutex:
             cert = self._cert(cert_id)
             return (cert.row.cert_pem, cert.row.chain_pem)
+
+    def leaf_pems(self, cert_ids: Sequence[str]) -> Mapping[str, str]:
+        with self._store._mutex:
+            certificates = self._data.certificates
+            return {cert_id: certificates[cert_id].row.cert_pem for cert_id in cert_ids if cert_id in certificates}
 
     def key_ref(self, cert_id: str) -> KeyRef:
         with self._store._mutex:
@@ -288,6 +299,21 @@ class FakeCertificates(FakeSessionBase):
                     hint="attach the new certificate before completing the rotation",
                 )
             rotation.completed_at = at
+
+    def record_distributions(self, records: Sequence[DistributionRecord]) -> None:
+        with self._store._mutex:
+            for record in records:
+                self._cert(record.cert_id)  # every certificate exists, or nothing is written
+            for record in records:
+                self.record_distribution(
+                    record.cert_id,
+                    record.target,
+                    record.fingerprint,
+                    pushed_at=record.pushed_at,
+                    verified_at=record.verified_at,
+                    last_error=record.last_error,
+                    target_fingerprint=record.target_fingerprint,
+                )
 
     def record_distribution(
         self,

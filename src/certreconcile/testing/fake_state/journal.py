@@ -59,3 +59,11 @@ class FakeJournal(FakeSessionBase):
                 # clock_timestamp() never goes backwards within one database either.
                 at = max(at, max(item.at or at for item in self._data.journal) + timedelta(microseconds=1))
             self._data.journal.append(replace(entry, at=at, detail=dict(entry.detail)))
+
+    def journal_many(self, entries: Sequence[JournalEntry]) -> None:
+        with self._store._mutex:
+            for entry in entries:  # every entry valid, or nothing is written
+                if entry.state not in _STEP_STATES or entry.run_id not in self._data.runs:
+                    self.journal(entry)  # raises the error this entry alone would raise
+            for entry in entries:
+                self.journal(entry)

@@ -102,7 +102,7 @@ class AuthorizationSteps(AcmeAccountBase):
                 f"the CA offers no {wanted} challenge for {identifier} (offers: {offered})",
                 code="acme-challenge-unavailable",
             )
-        response, validation = challenge.chall.response_and_validation(connection.key)
+        response, validation = challenge.chall.response_and_validation(connection.challenge_key)
         if isinstance(challenge.chall, challenges.HTTP01):
             token = challenge.chall.encode("token")
             self._http01.present(token, str(validation))

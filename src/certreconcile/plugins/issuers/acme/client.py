@@ -7,9 +7,11 @@ resume an order by its URL. Polls start short, grow, and honour ``Retry-After``.
 
 One :class:`AcmeConnection` per thread (its connection pool and nonce pool are not shared);
 the directory and the account are shared. The signed requests of a connection go straight to
-urllib3 (:class:`DirectClientNetwork`): ``requests.Session.request`` costs more CPU than the
-rest of the request (settings merged per call, cookies, hooks, redirects an ACME POST never
-follows), and with several orders in flight this process's CPU bounds the issuance rate.
+kept-alive HTTP/1.1 connections (:class:`DirectClientNetwork`, ``transport``):
+``requests.Session.request``, and urllib3's pool manager under it, cost more CPU than the rest
+of the request (settings merged per call, cookies, hooks, redirects an ACME POST never follows,
+URL parsing and pool lookups), and with several orders in flight this process's CPU bounds the
+issuance rate.
 Behind an HTTP(S) proxy the ``requests`` path is kept.
 """
 
@@ -27,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import requests
-import urllib3
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
@@ -38,6 +39,7 @@ from josepy import interfaces as jose_interfaces
 from josepy import json_util, jwa, jwk
 
 from certreconcile.errors import IssuerError
+from certreconcile.plugins.issuers.acme.transport import KeepAliveTransport
 from certreconcile.retry import RetryPolicy, Verdict
 
 __all__ = [
@@ -153,23 +155,20 @@ def judge_failure(
 
 
 class DirectClientNetwork(RecordingClientNetwork):
-    """certbot's ``ClientNetwork`` (JWS, nonces, ``badNonce`` retry, problem documents) over urllib3.
+    """certbot's ``ClientNetwork`` (JWS, nonces, ``badNonce`` retry, problem documents) over kept-alive connections.
 
-    Only the transport differs: one urllib3 pool manager, TLS verified against ``verify`` (a CA
-    bundle path, or True for certifi's bundle as requests uses), no redirects, no retries; the
-    answer is handed back as a ``requests.Response`` and urllib3's errors as requests' (SSLError,
-    ConnectionError, Timeout), so everything above is unchanged. With a proxy in
-    ``session.proxies`` (read once from the environment) the request goes through requests.
+    Only the transport differs: :class:`~certreconcile.plugins.issuers.acme.transport.KeepAliveTransport`
+    (one kept-alive connection per CA host), TLS verified against ``verify`` (a CA bundle path,
+    or True for certifi's bundle as requests uses), no redirects, no retries; the answer is handed
+    back as a ``requests.Response`` and the errors as requests' (SSLError, ConnectionError, Timeout),
+    so everything above is unchanged. With a proxy in ``session.proxies`` (read once from the
+    environment) the request goes through requests.
     """
 
     def __init__(self, key: jwk.JWK, alg: jwa.JWASignature, verify: str | bool, directory: messages.Directory) -> None:
         super().__init__(key=key, alg=alg, verify_ssl=cast(bool, verify), user_agent=USER_AGENT, timeout=30)
         self._directory = directory
-        if verify is False:
-            self._pool = urllib3.PoolManager(cert_reqs="CERT_NONE")
-        else:
-            bundle = verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
-            self._pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=bundle)
+        self._transport = KeepAliveTransport(verify)
 
     def _wrap_in_jws(self, obj: jose_interfaces.JSONDeSerializable | None, nonce: str, url: str) -> str:
         """The flattened JWS of RFC 8555 §6.2, built directly (josepy's JWA signs, josepy's JWK names the key).
@@ -202,31 +201,14 @@ class DirectClientNetwork(RecordingClientNetwork):
         if args or self.session.proxies or set(kwargs) - {"data", "headers", "timeout"}:
             return super()._send_request(method, url, *args, **kwargs)
         headers = {"User-Agent": self.user_agent, **kwargs.get("headers", {})}
-        seconds = kwargs.get("timeout", self._default_timeout)
         sent = time.monotonic()
-        try:
-            raw = self._pool.request(
-                method,
-                url,
-                body=kwargs.get("data"),
-                headers=headers,
-                timeout=urllib3.Timeout(connect=seconds, read=seconds),
-                retries=False,
-                redirect=False,
-            )
-        except urllib3.exceptions.SSLError as exc:
-            raise requests.exceptions.SSLError(str(exc)) from exc
-        except urllib3.exceptions.NewConnectionError as exc:  # before its base class ConnectTimeoutError
-            raise requests.exceptions.ConnectionError(str(exc)) from exc
-        except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
-            raise requests.exceptions.Timeout(str(exc)) from exc
-        except urllib3.exceptions.HTTPError as exc:
-            raise requests.exceptions.ConnectionError(str(exc)) from exc
+        seconds = kwargs.get("timeout", self._default_timeout)
+        raw = self._transport.request(method, url, kwargs.get("data"), headers, seconds)
         response = requests.Response()
         response.status_code = raw.status
-        response.reason = raw.reason or ""
-        response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
-        response._content = raw.data  # as requests' own adapter fills a Response
+        response.reason = raw.reason
+        response.headers = _header_dict(raw.headers)
+        response._content = raw.body  # as requests' own adapter fills a Response
         response.url = url
         if "Accept" not in headers:
             response.encoding = "utf-8"  # as ClientNetwork does: ACME answers are UTF-8
@@ -237,6 +219,15 @@ class DirectClientNetwork(RecordingClientNetwork):
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
         """One attempt: :class:`AcmeConnection` retries ``badNonce`` (bounded), not certbot's single retry."""
         return self._post_once(*args, **kwargs)
+
+
+def _header_dict(pairs: list[tuple[str, str]]) -> requests.structures.CaseInsensitiveDict[str]:
+    """The headers as requests shows them: case-insensitive, a repeated header's values joined by ", "."""
+    headers: requests.structures.CaseInsensitiveDict[str] = requests.structures.CaseInsensitiveDict()
+    for name, value in pairs:
+        before = headers.get(name)
+        headers[name] = value if before is None else f"{before}, {value}"
+    return headers
 
 
 class NewOrderWithReplaces(messages.NewOrder):
@@ -337,6 +328,9 @@ class AcmeConnection:
         self.retry = retry or RetryPolicy()
         self._now = now or (lambda: datetime.now(UTC))
         self.net = DirectClientNetwork(key, alg, verify, directory)
+        self.challenge_key = cast(jwk.JWK, _ThumbprintOnce(key))  # what the challenges' key authorizations read
+        self._resources = _directory_resources(directory)
+        self._renewal_prefix = next((url for url, name in self._resources.items() if name == "renewalInfo"), None)
         _proxies_once(self.net.session, directory["newNonce"])
         _observe_requests(self.net.session, directory)  # for requests made through a proxy
 
@@ -367,6 +361,14 @@ class AcmeConnection:
         response = AcmeConnection.anonymous_get(network, url, retry or RetryPolicy(), clock)
         return messages.Directory.from_json(response.json())
 
+    def _endpoint(self, url: str) -> str:
+        """``endpoint_name(url, directory)``, with the directory's URLs looked up once, not per request."""
+        name = self._resources.get(url)
+        if name is not None:
+            return name
+        prefix = self._renewal_prefix
+        return "renewalInfo" if prefix is not None and url.startswith(prefix) else endpoint_name(url)
+
     def use_account(self, account_url: str) -> None:
         self.net.account = messages.RegistrationResource(body=messages.Registration(), uri=account_url)
 
@@ -376,7 +378,7 @@ class AcmeConnection:
         creates something (newOrder, finalize) is never sent twice, the journal resumes it instead."""
         new_nonce = self.directory["newNonce"]
         return self.retry.call(
-            f"POST {endpoint_name(url, self.directory)}",
+            f"POST {self._endpoint(url)}",
             lambda: self.net.post(url, obj, new_nonce_url=new_nonce),
             lambda exc: judge_failure(self.net, exc, idempotent=idempotent, now=self._now),
         )
@@ -386,10 +388,38 @@ class AcmeConnection:
 
     def get(self, url: str) -> requests.Response:
         return self.retry.call(
-            f"GET {endpoint_name(url, self.directory)}",
+            f"GET {self._endpoint(url)}",
             lambda: self.net.get(url),
             lambda exc: judge_failure(self.net, exc, idempotent=True, now=self._now),
         )
+
+
+def _directory_resources(directory: messages.Directory) -> dict[str, str]:
+    """URL -> resource name of the directory's resources (the first resource of a URL named twice)."""
+    resources: dict[str, str] = {}
+    for resource in _DIRECTORY_RESOURCES:
+        try:
+            value = directory[resource]
+        except (KeyError, AttributeError):
+            continue
+        if isinstance(value, str):
+            resources.setdefault(value, resource)
+    return resources
+
+
+class _ThumbprintOnce:
+    """The account key as ``acme.challenges`` reads it for a key authorization: only its RFC 7638
+    thumbprint, computed once per hash instead of twice per challenge (JSON of the public key, hashed)."""
+
+    def __init__(self, key: jwk.JWK) -> None:
+        self._key = key
+        self._thumbprints: dict[Any, bytes] = {}
+
+    def thumbprint(self, hash_function: Any = None) -> bytes:
+        if hash_function not in self._thumbprints:
+            thumbprint = self._key.thumbprint() if hash_function is None else self._key.thumbprint(hash_function)
+            self._thumbprints[hash_function] = thumbprint
+        return self._thumbprints[hash_function]
 
 
 def _proxies_once(session: requests.Session, url: str) -> None:
