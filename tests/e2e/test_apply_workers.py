@@ -100,7 +100,7 @@ def test_a_saved_plan_with_workers_reports_each_worker_in_json(directory: Path, 
     saved = tmp_path / "plan.json"
     run_cli("plan", "--dir", str(directory), "--out", str(saved), check_code=0)
     applied = run_cli("apply", str(saved), "--dir", str(directory), "--workers", "2", "--concurrency", "1",
-                      "--format", "json", check_code=0)  # fmt: skip
+                      "--target-concurrency", "2", "--format", "json", check_code=0)  # fmt: skip
     document = json.loads(applied.stdout)
     assert document["outcome"] == "success"
     assert [r["name"] for r in document["results"]] == ["c00", "c01", "c02", "c03"]
