@@ -15,8 +15,9 @@ processes of C threads each (``certreconcile.apply.workers``: a fork server, eac
 own store, KMS and issuer, taking change indexes from this process). By default 8 threads in all
 (``--threads-total 8``: 8, 4 and 2 per worker at W = 1, 2, 4: the same orders in flight, so the rows
 differ by the processes only); ``--concurrency C`` gives C per worker instead. Each run has a Pebble
-of its own: Pebble 2.4's store stopped answering a few times with 16 and 32 clients at once (every
-handler waiting on its lock); such a run is taken again once, said on stderr. Every key is generated, sealed by
+of its own: Pebble 2.4's store stopped answering a few times (every handler waiting on its lock, with
+one to four client processes); a watchdog kills a Pebble that spends no CPU for 10 s while orders
+are out, and such a run is taken again once, said on stderr. Every key is generated, sealed by
 the KMS and stored; every step is journalled and audited. The applies are checked: N certificates
 stored, each audited as issued once, none failed, the next plan empty, no key in plaintext.
 
