@@ -39,6 +39,7 @@ from certreconcile.wiring import Settings, kms_drift_warnings
 
 if TYPE_CHECKING:  # the executor (cryptography, the issuance machinery) is imported where changes run: plan needs none
     from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
+    from certreconcile.apply.workers import WorkerWiring
 
 __all__ = [
     "Gathered",
@@ -148,21 +149,31 @@ def apply(
     concurrency: int = 4,
     saved: bool = False,
     lifecycle: bool = True,
+    workers: int = 1,
+    wiring: WorkerWiring | None = None,
 ) -> ApplyResult:
     """Run every change of ``the_plan`` (a ``saved`` one is first checked for staleness).
 
     First, unless the plan is refused (errors in it, or stale), the status moves now calls for
     (:func:`advance_lifecycle`, as ``env.actor``); ``lifecycle=False`` when the caller made them (``run``).
+    ``workers`` > 1: the changes run in that many processes, each wired by ``wiring``
+    (:class:`certreconcile.wiring.ProcessWiring`; :mod:`certreconcile.apply.workers`).
     """
     from certreconcile.apply import executor
 
     if lifecycle:
         executor.refuse_plan_errors(the_plan)
+        if workers > 1:
+            from certreconcile.apply.workers import refuse_unshareable
+
+            refuse_unshareable(the_plan.changes, desired)
         if saved:
             with env.store.session() as session:
                 executor.check_fresh(the_plan, desired, session)
         advance_lifecycle(desired, env.store, env.clock.now(), env.actor)
-    result = executor.apply_plan(the_plan, desired, env, concurrency=concurrency, saved=saved)
+    result = executor.apply_plan(
+        the_plan, desired, env, concurrency=concurrency, saved=saved, workers=workers, wiring=wiring
+    )
     return after_certificates(the_plan, desired, env, result)
 
 

@@ -796,6 +796,21 @@ _CODES: tuple[ErrorCode, ...] = (
         Category.APPLY,
         "deploy a replacement first (`certreconcile rotate NAME`), or pass --force",
     ),
+    _code(
+        "worker-died",
+        Category.APPLY,
+        "apply again: the journal lets the next apply finish the change (see the system log for why it ended)",
+    ),
+    _code(
+        "worker-start-failed",
+        Category.APPLY,
+        "see the message for why the worker could not build its environment; apply again, or with --workers 1",
+    ),
+    _code(
+        "workers-http01-standalone",
+        Category.APPLY,
+        "use --workers 1, or give the issuer http01.webroot (or the certificates DNS-01)",
+    ),
     # --- fleet: the agent on a server host (certreconcile.agent)
     _code("agent-bundle-mismatch", Category.FLEET, "send the certificate with its own key and fingerprint"),
     _code(

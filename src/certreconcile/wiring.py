@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the executor (cryptography, the issuance machinery) is impo
     from certreconcile.fleet.ca import FleetCa
 
 __all__ = [
+    "ProcessWiring",
     "RewrapKms",
     "Settings",
     "actor_for",
@@ -269,3 +270,31 @@ def kms_drift_warnings(desired: DesiredState, settings: Settings, usage: Sequenc
         f"({where}): apply cannot unwrap them until `certreconcile kms rewrap` moves them, "
         "or the declaration names their KMS again",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessWiring:
+    """How a worker process of ``apply --workers N`` builds its environment: as the parent built its own.
+
+    It crosses to the worker (pickled): the settings the parent read (the environment variables the
+    KMS, the issuers and the store need), the clock and the actor of the apply. Never a key: each worker
+    asks the KMS itself. The store is opened again (the embedded server is found running, not started).
+    """
+
+    settings: Settings
+    clock: Clock
+    actor: str
+    target_concurrency: int | None = None  # ``apply --target-concurrency``: in each worker
+
+    def build(self, desired: DesiredState) -> ApplyEnvironment:
+        store = open_store(self.settings, migrate=False)  # the parent migrated it
+        env = build_environment(desired, self.settings, store, self.clock, self.actor)
+        return replace(env, target_concurrency=self.target_concurrency)
+
+    def finish(self, env: ApplyEnvironment) -> None:
+        """Record when the agents this worker deployed to last answered (the parent's fleet saw none of it)."""
+        from certreconcile.fleet.applier import fleet_of
+
+        fleet = fleet_of(env.targets.values())
+        if fleet is not None:
+            fleet.record_contacts(env.store)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from certreconcile.actual.model import Observations
 from certreconcile.actual.store import StateSession
@@ -23,12 +25,16 @@ from certreconcile.apply.results import (
     ApplyResult,
     ChangeResult,
     Outcome,
+    WorkerReport,
     certificate_context,
 )
 from certreconcile.apply.runner import ChangeRunner
 from certreconcile.desired.model import DesiredState
 from certreconcile.errors import ApplyError, StalePlanError
 from certreconcile.plan.plan import Change, Plan
+
+if TYPE_CHECKING:
+    from certreconcile.apply.workers import WorkerWiring
 
 __all__ = [
     "NOT_THE_NAMES_FAULT",
@@ -37,11 +43,13 @@ __all__ = [
     "ChangeResult",
     "ChangeRunner",
     "Outcome",
+    "WorkerReport",
     "apply_plan",
     "certificate_context",
     "check_fresh",
     "refuse_plan_errors",
     "revoke_now",
+    "run_changes",
     "serving_targets",
 ]
 
@@ -74,18 +82,33 @@ def apply_plan(
     concurrency: int = 4,
     saved: bool = False,
     plan_observations: Observations | None = None,
+    workers: int = 1,
+    wiring: WorkerWiring | None = None,
 ) -> ApplyResult:
     """Run every change of ``plan``. With ``saved``, first refuse a stale plan (nothing changes).
 
     A plan with error diagnostics (a Let's Encrypt budget exceeded) is refused before anything
-    happens: no run is recorded, no CA is contacted.
+    happens: no run is recorded, no CA is contacted. ``workers`` > 1: the changes run in that many
+    processes (:mod:`certreconcile.apply.workers`), each building its environment with ``wiring``.
     """
     refuse_plan_errors(plan)
+    if workers > 1:
+        from certreconcile.apply.workers import refuse_unshareable
+
+        refuse_unshareable(plan.changes, desired)
     with env.store.session() as session:
         if saved:
             check_fresh(plan, desired, session)
         run_id = session.start_run(desired.git_commit, plan.change_digest, env.clock.now())
-    results = _run_all(plan.changes, desired, env, run_id, max(1, concurrency))
+    reports: tuple[WorkerReport, ...] = ()
+    if workers > 1 and len(plan.changes) > 1:
+        from certreconcile.apply.workers import run_in_processes
+
+        if wiring is None:
+            raise ApplyError("apply with worker processes needs their wiring", code="internal-error")
+        results, reports = run_in_processes(plan.changes, desired, env, run_id, max(1, concurrency), workers, wiring)
+    else:
+        results = _run_all(plan.changes, desired, env, run_id, max(1, concurrency))
     failures = tuple(result for result in results if result.outcome == "failed")
     with env.store.session() as session:
         serial = session.meta().serial
@@ -95,7 +118,7 @@ def apply_plan(
         if failures and len(failures) == len(results):
             outcome = "failed"
         session.finish_run(run_id, outcome, env.clock.now())
-    return ApplyResult(run_id=run_id, results=results, serial=serial, failures=failures)
+    return ApplyResult(run_id=run_id, results=results, serial=serial, failures=failures, workers=reports)
 
 
 def refuse_plan_errors(plan: Plan) -> None:
@@ -118,24 +141,49 @@ def _run_all(
         work.put((index, change))
     results: list[ChangeResult | None] = [None] * len(changes)
 
+    def take() -> tuple[int, Change] | None:
+        try:
+            return work.get_nowait()
+        except queue.Empty:
+            return None
+
+    def done(index: int, result: ChangeResult) -> None:
+        results[index] = result
+        if env.on_progress is not None:
+            env.on_progress(result)
+
+    run_changes(take, done, desired, env, run_id, concurrency, threads=min(concurrency, len(changes)))
+    return tuple(result for result in results if result is not None)
+
+
+def run_changes(
+    take: Callable[[], tuple[int, Change] | None],
+    done: Callable[[int, ChangeResult], None],
+    desired: DesiredState,
+    env: ApplyEnvironment,
+    run_id: int,
+    concurrency: int,
+    *,
+    threads: int,
+) -> None:
+    """``threads`` threads, each on its own session, run the changes ``take`` gives until it gives None.
+
+    ``take`` and ``done`` are called from those threads (they must be thread-safe); the deployments of
+    all of them share one pool of ``concurrency`` threads. :mod:`certreconcile.apply.workers` runs this in
+    each worker process, ``take`` reading the change indexes the parent hands out.
+    """
+
     def worker() -> None:
         with env.store.session() as session:
             runner = ChangeRunner(session, desired, env, run_id, target_pool)
-            while True:
-                try:
-                    index, change = work.get_nowait()
-                except queue.Empty:
-                    return
-                result = runner.run(change)
-                results[index] = result
-                if env.on_progress is not None:
-                    env.on_progress(result)
+            while (item := take()) is not None:
+                index, change = item
+                done(index, runner.run(change))
 
     width = env.target_concurrency or concurrency  # the fan-out of one certificate to its targets
     with ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="deploy") as target_pool:
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(concurrency, len(changes)))]
-        for thread in threads:
+        started = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+        for thread in started:
             thread.start()
-        for thread in threads:
+        for thread in started:
             thread.join()
-    return tuple(result for result in results if result is not None)

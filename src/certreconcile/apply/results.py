@@ -18,6 +18,7 @@ __all__ = [
     "ApplyResult",
     "ChangeResult",
     "Outcome",
+    "WorkerReport",
     "certificate_context",
 ]
 
@@ -27,7 +28,15 @@ Outcome = Literal["done", "skipped", "failed"]
 #: answering, after their bounded retries): the change fails, but the name is not backed off, so the
 #: next apply finishes it as soon as the fault is gone. A CA that answers and refuses still backs off.
 NOT_THE_NAMES_FAULT = frozenset(
-    {"database-unavailable", "database-timeout", "acme-unreachable", "acme-server-error", "dns-server-unreachable"}
+    {
+        "database-unavailable",
+        "database-timeout",
+        "acme-unreachable",
+        "acme-server-error",
+        "dns-server-unreachable",
+        "worker-died",  # ``apply --workers``: the process applying it ended (killed, out of memory)
+        "worker-start-failed",  # ``apply --workers``: no worker process could build its environment
+    }
 )
 
 
@@ -70,12 +79,23 @@ class AgentOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """One worker process of ``apply --workers N``: what it applied and the CPU it used."""
+
+    pid: int
+    changes: int  # the changes whose results it returned
+    cpu_seconds: float | None  # user + system CPU of the whole process; None when it ended without saying
+    start_cpu_seconds: float | None = None  # of which before its first change (unpickling, its environment)
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyResult:
     run_id: int
     results: tuple[ChangeResult, ...]
     serial: int
     failures: tuple[ChangeResult, ...] = field(default=())
     agents: tuple[AgentOutcome, ...] = field(default=())  # after the certificates' changes
+    workers: tuple[WorkerReport, ...] = field(default=())  # ``apply --workers N`` (N > 1): each process
 
     @property
     def ok(self) -> bool:

@@ -15,6 +15,7 @@ from certreconcile.cli.common import err
 
 if TYPE_CHECKING:
     from certreconcile.apply.executor import ApplyEnvironment, ApplyResult, ChangeResult
+    from certreconcile.apply.workers import WorkerWiring
     from certreconcile.desired.model import DesiredState
     from certreconcile.plan.plan import Plan
 
@@ -22,19 +23,29 @@ __all__ = ["apply_with_progress", "report"]
 
 
 def apply_with_progress(
-    the_plan: Plan, desired: DesiredState, env: ApplyEnvironment, concurrency: int, *, saved: bool
+    the_plan: Plan,
+    desired: DesiredState,
+    env: ApplyEnvironment,
+    concurrency: int,
+    *,
+    saved: bool,
+    workers: int = 1,
+    wiring: WorkerWiring | None = None,
 ) -> ApplyResult:
     """:func:`certreconcile.engine.apply`, with progress on stderr when it is a terminal."""
+    from functools import partial
+
     from certreconcile import engine
 
+    run = partial(engine.apply, concurrency=concurrency, saved=saved, workers=workers, wiring=wiring)
     if not sys.stderr.isatty() or not the_plan.changes:
-        return engine.apply(the_plan, desired, env, concurrency=concurrency, saved=saved)
+        return run(the_plan, desired, env)
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         # A terminal that wants no escape codes: one plain line per finished change, no bar.
         def line(result: ChangeResult) -> None:
             err(f"  {result.change.action.symbol} {result.change.name}: {result.outcome}")
 
-        return engine.apply(the_plan, desired, replace(env, on_progress=line), concurrency=concurrency, saved=saved)
+        return run(the_plan, desired, replace(env, on_progress=line))
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -52,7 +63,7 @@ def apply_with_progress(
         def advance(result: ChangeResult) -> None:
             bar.update(task, advance=1, description=f"{result.change.name}: {result.outcome}")
 
-        return engine.apply(the_plan, desired, replace(env, on_progress=advance), concurrency=concurrency, saved=saved)
+        return run(the_plan, desired, replace(env, on_progress=advance))
 
 
 def report(result: ApplyResult, output_format: str) -> None:
@@ -76,6 +87,10 @@ def report(result: ApplyResult, output_format: str) -> None:
                 for r in result.results
             ],
         }
+        if result.workers:
+            payload["workers"] = [
+                {"pid": w.pid, "changes": w.changes, "cpu_seconds": w.cpu_seconds} for w in result.workers
+            ]
         if result.agents:
             payload["agents"] = [
                 {"name": a.name, "action": "renew-agent", "outcome": a.outcome, "message": a.message}
@@ -92,6 +107,9 @@ def report(result: ApplyResult, output_format: str) -> None:
         f"{result.count('failed')} failed."
     )
     typer.echo(summary)
+    if result.workers:
+        shares = ", ".join(f"{w.changes} change{'' if w.changes == 1 else 's'} (pid {w.pid})" for w in result.workers)
+        err(f"apply: {len(result.workers)} worker processes: {shares}")
     if not result.ok:
         failed = [r.change.name for r in result.failures] + [f"agent {a.name}" for a in result.agent_failures]
         err(

@@ -47,12 +47,25 @@ class _ApplyRequest:
     reviewed_plan: Path | None
     only_renewals: bool
     allow_destroy: int | None
+    workers: int
     target_concurrency: int | None = None
 
 
 _PlanFileArg = Annotated[Path | None, typer.Argument(help="A plan saved by `plan --out`; refused when stale.")]
 _AutoApprove = Annotated[bool, typer.Option(help="Apply without asking for confirmation.")]
-_Concurrency = Annotated[int, typer.Option(min=1, max=64, help="Changes applied in parallel.")]
+_Concurrency = Annotated[
+    int, typer.Option(min=1, max=64, help="Changes applied in parallel (threads; per worker with --workers).")
+]
+_Workers = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=64,
+        help="Worker processes sharing the changes (each with --concurrency threads and its own database "
+        "connections and KMS client), coordinated through the database as `run` replicas are: more than one "
+        "core. Refused when a change answers HTTP-01 on a standalone listener (one port, one process).",
+    ),
+]
 _TargetConcurrency = Annotated[
     int | None,
     typer.Option(
@@ -60,7 +73,7 @@ _TargetConcurrency = Annotated[
         max=1024,
         metavar="N",
         help="Targets deployed and verified in parallel, all changes together (the fan-out of a certificate "
-        "to many targets or agents); default: --concurrency.",
+        "to many targets or agents); default: --concurrency. With --workers: in each worker.",
     ),
 ]
 _Refresh = Annotated[
@@ -108,6 +121,7 @@ def apply(
     reviewed_plan: _ReviewedPlan = None,
     only_renewals: _OnlyRenewals = False,
     allow_destroy: _AllowDestroy = None,
+    workers: _Workers = 1,
     target_concurrency: _TargetConcurrency = None,
 ) -> None:
     """Make reality match the declarations: issue, rotate, revoke, distribute, verify.
@@ -119,11 +133,13 @@ def apply(
     certificate, or more than 10% of the managed names) is refused, nothing changed, unless
     --allow-destroy N names the exact number of certificates it revokes or retires.
 
+    --workers N runs the changes in N processes (one run, one summary; the exit code as with one).
+
     Examples: certreconcile apply --auto-approve; certreconcile apply plan.json;
-    certreconcile apply plan.json --allow-destroy 3
+    certreconcile apply plan.json --allow-destroy 3; certreconcile apply --auto-approve --workers 2
     """
     request = _ApplyRequest(plan_file, directory, auto_approve, concurrency, refresh, output_format, expect_changes,
-                            reviewed_plan, only_renewals, allow_destroy, target_concurrency)  # fmt: skip
+                            reviewed_plan, only_renewals, allow_destroy, workers, target_concurrency)  # fmt: skip
     _check_usage(request)
     try:
         result = _apply(request)
@@ -148,7 +164,7 @@ def _check_usage(request: _ApplyRequest) -> None:
 def _apply(request: _ApplyRequest) -> ApplyResult | None:
     """The apply, or None when there was nothing to do (said already)."""
     from certreconcile.cli.preflight import check_environment
-    from certreconcile.wiring import Settings, build_environment, open_store
+    from certreconcile.wiring import ProcessWiring, Settings, build_environment, open_store
 
     desired = load_directory(request.directory)
     settings = Settings.from_env(request.directory)
@@ -157,6 +173,7 @@ def _apply(request: _ApplyRequest) -> ApplyResult | None:
         the_plan = _saved_plan(request.plan_file)
         _check_review(the_plan, request)
         _check_destroy(the_plan, store, settings, request.allow_destroy, saved=True)
+        _check_workers(the_plan, desired, request)
         check_environment(request.directory, desired, the_plan, settings.env)
         env = build_environment(desired, settings, store, cli_clock())
     else:
@@ -167,7 +184,11 @@ def _apply(request: _ApplyRequest) -> ApplyResult | None:
         the_plan = planned
     if request.target_concurrency is not None:
         env = replace(env, target_concurrency=request.target_concurrency)
-    result = apply_with_progress(the_plan, desired, env, request.concurrency, saved=request.plan_file is not None)
+    wiring = None
+    if request.workers > 1:
+        wiring = ProcessWiring(settings, env.clock, env.actor, target_concurrency=request.target_concurrency)
+    result = apply_with_progress(the_plan, desired, env, request.concurrency, saved=request.plan_file is not None,
+                                 workers=request.workers, wiring=wiring)  # fmt: skip
     if desired.notify is not None:  # its events (issued, failed...), queued once, then the due ones sent
         from certreconcile.notify.hook import notify_after
 
@@ -214,6 +235,7 @@ def _plan_now(request: _ApplyRequest, desired: DesiredState, settings: Settings,
         sys.stdout.write(render_text(the_plan, color=use_color()))
     _check_review(the_plan, request)
     _check_destroy(the_plan, env.store, settings, request.allow_destroy, saved=False)
+    _check_workers(the_plan, desired, request)
     if the_plan.is_empty:
         if request.output_format == "json":
             typer.echo(json.dumps({"format_version": 1, "version": __version__, "outcome": "noop", "results": []}))
@@ -221,6 +243,14 @@ def _plan_now(request: _ApplyRequest, desired: DesiredState, settings: Settings,
     if not request.auto_approve:
         _confirm()
     return the_plan
+
+
+def _check_workers(the_plan: Plan, desired: DesiredState, request: _ApplyRequest) -> None:
+    """With --workers N > 1: refuse, before the question, a plan one process must apply (HTTP-01 standalone)."""
+    if request.workers > 1:
+        from certreconcile.apply.workers import refuse_unshareable
+
+        refuse_unshareable(the_plan.changes, desired)
 
 
 def _confirm() -> None:
@@ -250,4 +280,3 @@ def _check_destroy(
     else:
         managed = the_plan.destroy.managed  # planned just now, on the state just read
     check_destroy_intent(the_plan, managed, settings.destroy_threshold, allow_destroy)
-
