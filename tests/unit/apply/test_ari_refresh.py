@@ -11,6 +11,7 @@ from typing import Any
 
 from certreconcile import engine as engine_module
 from certreconcile.apply.ari import FAILURES_BEFORE_GIVING_UP, refresh_renewal_info
+from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import FixedClock
 from certreconcile.testing.fake_ca import RETRY_AFTER, FakeCa, Interval
 from certreconcile.testing.fake_repository import InMemoryStore
@@ -39,13 +40,19 @@ class CountingStore:
             yield _CountingSession(session, self.counts)
 
 
-def test_fresh_windows_cost_no_query_and_no_question(tmp_path: Path) -> None:
+def issued(tmp_path: Path, count: int) -> tuple[FixedClock, InMemoryStore, FakeCa, ApplyEnvironment]:
+    """``count`` certificates issued by a fake CA that answers ARI, in memory."""
     clock = FixedClock(T0)
     store = InMemoryStore(clock=clock)
-    desired = load(tmp_path, desired_doc([cert(f"c{number}") for number in range(5)]))
+    desired = load(tmp_path, desired_doc([cert(f"c{number}") for number in range(count)]))
     ca = FakeCa("internal", clock)
     env = replace(environment(tmp_path, desired, store, clock), issuers={"internal": ca})
     assert engine_module.apply(plan_now(desired, store, clock), desired, env).ok
+    return clock, store, ca, env
+
+
+def test_fresh_windows_cost_no_query_and_no_question(tmp_path: Path) -> None:
+    clock, store, ca, env = issued(tmp_path, 5)
     asked: list[str] = []
     original = ca.renewal_info
 
@@ -77,12 +84,7 @@ def test_fresh_windows_cost_no_query_and_no_question(tmp_path: Path) -> None:
 
 
 def test_a_ca_that_keeps_failing_is_not_asked_about_every_certificate(tmp_path: Path) -> None:
-    clock = FixedClock(T0)
-    store = InMemoryStore(clock=clock)
-    desired = load(tmp_path, desired_doc([cert(f"c{number}") for number in range(20)]))
-    ca = FakeCa("internal", clock)
-    env = replace(environment(tmp_path, desired, store, clock), issuers={"internal": ca})
-    assert engine_module.apply(plan_now(desired, store, clock), desired, env).ok
+    clock, store, ca, env = issued(tmp_path, 20)
     ca.outages = (Interval(T0, T0 + timedelta(days=1)),)  # the CA is down: every question fails
     with store.session() as session:
         actual = session.load_actual()

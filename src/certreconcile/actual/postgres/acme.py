@@ -61,14 +61,7 @@ class PostgresAcme(PostgresConnection):
             ).fetchone()
             if row is None:
                 return None
-            return AcmeOrderRecord(
-                idempotency_key=row[0],
-                name=row[1],
-                order_url=row[2],
-                state=row[3],
-                directory_url=row[4] or "",
-                cert_id=row[5],
-            )
+            return _order_record(row)
 
         return self._run(f"reading the ACME order of {idempotency_key}", work)
 
@@ -97,14 +90,7 @@ class PostgresAcme(PostgresConnection):
             ).fetchone()
             if row is None or row[0] is None:
                 return None
-            return AcmeOrderRecord(
-                idempotency_key=row[0],
-                name=row[1],
-                order_url=row[2],
-                state=row[3],
-                directory_url=row[4] or "",
-                cert_id=row[5],
-            )
+            return _order_record(row)
 
         return self._run(f"recording the ACME order of {record.name}", work)
 
@@ -145,3 +131,14 @@ class PostgresAcme(PostgresConnection):
                  record.explanation_url),
             ),
         )  # fmt: skip
+
+
+def _order_record(row: Sequence[Any]) -> AcmeOrderRecord:
+    return AcmeOrderRecord(
+        idempotency_key=row[0],
+        name=row[1],
+        order_url=row[2],
+        state=row[3],
+        directory_url=row[4] or "",
+        cert_id=row[5],
+    )

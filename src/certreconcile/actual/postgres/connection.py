@@ -252,17 +252,8 @@ class PostgresConnection:
             f"locking {name}",
             lambda conn: conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,)),
         )
-        try:
-            with self._pin():
-                yield
-        finally:
-            if not self._conn.closed and not self._conn.broken:
-                if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                    self._conn.rollback()
-                self._run(
-                    f"unlocking {name}",
-                    lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
-                )
+        with self._lock_held(name, key):
+            yield
 
     @contextmanager
     def _try_lock_name(self, name: str) -> Iterator[bool]:
