@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from certreconcile.desired import checker, shortcut
+from certreconcile.desired import certificate_checks, shortcut
 from certreconcile.desired.checker import Checker
 from certreconcile.desired.loader import SourceFile, read_working_tree
 from certreconcile.desired.shortcut import PLAIN_NAME_STRICT
@@ -115,7 +115,7 @@ def test_random_certificates_validate_alike_with_and_without_the_shortcut(
     duplicate: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(checker, "key_types", local_ca_signs_two_key_types)
+    monkeypatch.setattr(certificate_checks, "key_types", local_ca_signs_two_key_types)
     monkeypatch.setattr(shortcut, "key_types", local_ca_signs_two_key_types)
     listed = [*certificates, *(certificates[:1] if duplicate else ())]
     document: dict[str, Any] = {**PLUGINS, "certificates": listed}
@@ -151,7 +151,7 @@ NEAR_PLAIN = {
 def test_near_plain_certificates_validate_alike_with_and_without_the_shortcut(
     change: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checker, "key_types", local_ca_signs_two_key_types)
+    monkeypatch.setattr(certificate_checks, "key_types", local_ca_signs_two_key_types)
     monkeypatch.setattr(shortcut, "key_types", local_ca_signs_two_key_types)
     document = {**PLUGINS, "certificates": [{**PLAIN_CERTIFICATE, **NEAR_PLAIN[change]}]}
     with_shortcut, without = both_ways((SourceFile("c.yaml", json.dumps(document)),), monkeypatch)

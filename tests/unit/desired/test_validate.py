@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certreconcile.desired import validate_directory
-from certreconcile.desired.checker import _PLAIN_NAME
+from certreconcile.desired.certificate_checks import _PLAIN_NAME
 from certreconcile.desired.validate import format_path
 from certreconcile.domain.names import DomainNameError, matches_allowed, normalize_domain
 
