@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,17 +21,35 @@ from certreconcile.notify.senders import env_value
 __all__ = ["AppriseSender"]
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIETED: dict[str, tuple[int, int, bool]] = {}  # logger name -> (senders inside, its level, its propagate)
+
+
 @contextmanager
 def _quiet(name: str) -> Iterator[None]:
+    """Silence the logger ``name`` (and its children) while any thread is inside.
+
+    Loggers are process-wide and sinks send from several threads (replicas, the outbox): the first
+    thread in saves the logger's settings and the last one out restores them, so one sender leaving
+    never lets another's lines (and their URLs) through, nor leaves the logger silenced for good.
+    """
     logger = logging.getLogger(name)
-    level, propagate = logger.level, logger.propagate
-    logger.setLevel(logging.CRITICAL + 1)
-    logger.propagate = False
+    with _QUIET_LOCK:
+        inside, level, propagate = _QUIETED.get(name, (0, logger.level, logger.propagate))
+        _QUIETED[name] = (inside + 1, level, propagate)
+        if inside == 0:
+            logger.setLevel(logging.CRITICAL + 1)
+            logger.propagate = False
     try:
         yield
     finally:
-        logger.setLevel(level)
-        logger.propagate = propagate
+        with _QUIET_LOCK:
+            inside, level, propagate = _QUIETED.pop(name)
+            if inside > 1:
+                _QUIETED[name] = (inside - 1, level, propagate)
+            else:
+                logger.setLevel(level)
+                logger.propagate = propagate
 
 
 class AppriseSender:
