@@ -25,7 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from issuance import free_port_outside_ephemeral, process_cpu  # issuance puts tests/ on sys.path
+from issuance import TESTS, process_cpu
+
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+from kms_servers import free_port_outside_ephemeral  # the test helpers, on the path above
 
 
 def names(index: int) -> list[str]:
