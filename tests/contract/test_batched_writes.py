@@ -3,7 +3,6 @@ in both stores, exactly the rows the one-at-a-time methods write, in the same or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,24 +10,9 @@ import pytest
 from test_state_repository import T0, cert_row
 
 from certreconcile.actual.model import DistributionState
-from certreconcile.actual.store import DistributionRecord, JournalEntry, StateSession, StateStore
+from certreconcile.actual.store import DistributionRecord, JournalEntry, StateSession
 from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.errors import StateError
-from certreconcile.testing.fake_repository import InMemoryStore
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest) -> StateStore:
-    if request.param == "memory":
-        return InMemoryStore()
-    postgres: StateStore = request.getfixturevalue("postgres_store")
-    return postgres
-
-
-@pytest.fixture
-def session(store: StateStore) -> Iterator[StateSession]:
-    with store.session() as opened:
-        yield opened
 
 
 def _entries(run_id: int, key: str) -> list[JournalEntry]:

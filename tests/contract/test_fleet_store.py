@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from certreconcile.actual.store import AgentCertificateRow, FleetCaRecord, KeyRefTable, StateSession, StateStore
+from certreconcile.actual.store import AgentCertificateRow, FleetCaRecord, KeyRefTable, StateSession
 from certreconcile.domain.keys import KeyRef
-from certreconcile.testing.fake_repository import InMemoryStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest) -> StateStore:
-    if request.param == "memory":
-        return InMemoryStore()
-    postgres: StateStore = request.getfixturevalue("postgres_store")
-    return postgres
-
-
-@pytest.fixture
-def session(store: StateStore) -> Iterator[StateSession]:
-    with store.session() as opened:
-        yield opened
 
 
 def key_ref(key_id: str = "master-1") -> KeyRef:

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from certreconcile.actual.outbox import NotificationRow, NotificationState
 from certreconcile.actual.store import StateSession, StateStore
-from certreconcile.testing.fake_repository import InMemoryStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest) -> StateStore:
-    if request.param == "memory":
-        return InMemoryStore()
-    postgres: StateStore = request.getfixturevalue("postgres_store")
-    return postgres
-
-
-@pytest.fixture
-def session(store: StateStore) -> Iterator[StateSession]:
-    with store.session() as opened:
-        yield opened
 
 
 def row(key: str = "issued:1", sink: str = "hook", event: str = "issued") -> NotificationRow:

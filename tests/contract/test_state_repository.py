@@ -10,7 +10,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -34,23 +33,8 @@ from certreconcile.desired.model import OnDelete
 from certreconcile.domain.keys import KeyRef, KeyType
 from certreconcile.domain.status import CertStatus, IllegalTransitionError
 from certreconcile.errors import StateError
-from certreconcile.testing.fake_repository import InMemoryStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest) -> StateStore:
-    if request.param == "memory":
-        return InMemoryStore()
-    postgres: StateStore = request.getfixturevalue("postgres_store")
-    return postgres
-
-
-@pytest.fixture
-def session(store: StateStore) -> Iterator[StateSession]:
-    with store.session() as opened:
-        yield opened
 
 
 def key_ref(key_id: str = "master-1") -> KeyRef:
