@@ -711,6 +711,7 @@ def test_batch_commits_its_writes_together_and_none_when_it_fails(session: State
     with pytest.raises(RuntimeError, match="boom"):
         write_then_fail()
     assert session.load_actual().certificates == {}
+
     def write_twice() -> None:
         with session.batch():  # a write the database refuses
             session.insert_certificate(row)
@@ -751,6 +752,26 @@ def test_leaf_pems_and_renewal_infos_of_several_certificates(session: StateSessi
     session.save_renewal_info(record)
     assert session.renewal_infos([rows[0].id, rows[1].id, missing]) == {rows[1].id: record}
     assert session.renewal_infos([]) == {} and session.leaf_pems([]) == {}
+
+
+def test_renewal_infos_are_saved_in_one_call_skipping_certificates_gone(session: StateSession) -> None:
+    rows = [cert_row(name) for name in ("a", "b")]
+    for row in rows:
+        session.insert_certificate(row)
+    old = RenewalInfoRecord(rows[0].id, T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), T0, None)
+    session.save_renewal_info(old)
+    later = T0 + timedelta(hours=7)
+    fresh = [
+        RenewalInfoRecord(
+            rows[0].id, later, later + timedelta(days=2), later + timedelta(hours=6), later, "https://x/1"
+        ),
+        RenewalInfoRecord(rows[1].id, later, later + timedelta(days=3), later + timedelta(hours=6), later, None),
+        RenewalInfoRecord(str(uuid.uuid4()), later, later, later, later, None),  # its certificate is gone
+    ]
+    session.save_renewal_infos(fresh)
+    session.save_renewal_infos([])
+    assert session.renewal_infos([rows[0].id, rows[1].id, fresh[2].cert_id]) == {
+        rows[0].id: fresh[0], rows[1].id: fresh[1]}  # fmt: skip
 
 
 def test_lock_name_excludes_a_second_session(store: StateStore) -> None:

@@ -36,6 +36,7 @@ class Observable(Protocol):
 
 
 Probe = tuple[str, tuple[str, ...], str]  # (certificate name, its domains, target name)
+_CHUNK = 32  # probes per task at most
 
 
 def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Observable], *, workers: int = 8) -> Observations:
@@ -52,8 +53,15 @@ def observe_targets(probes: Iterable[Probe], targets: Mapping[str, Observable], 
         )
         return (name, target), served  # unreachable: its host did not answer; the planner never sees drift in it
 
+    def probe_all(chunk: list[Probe]) -> list[tuple[tuple[str, str], ServedCertificate | None]]:
+        return [probe(item) for item in chunk]
+
     if not wanted:
         return Observations()
-    with ThreadPoolExecutor(max_workers=min(workers, len(wanted))) as pool:
-        served = {key: seen for key, seen in pool.map(probe, wanted) if seen is not None}
+    # A task per chunk, not per probe: a probe of a local target costs less than handing it to a thread.
+    # The chunks stay small enough (at least 8 per thread) that a slow target holds up only its own.
+    size = max(1, min(_CHUNK, len(wanted) // (workers * 8)))
+    chunks = [wanted[start : start + size] for start in range(0, len(wanted), size)]
+    with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        served = {key: seen for done in pool.map(probe_all, chunks) for key, seen in done if seen is not None}
     return Observations(served=served)

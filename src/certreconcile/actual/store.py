@@ -452,6 +452,11 @@ class AcmeStore(Protocol):
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
 
+    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
+        """``save_renewal_info`` of each record in one statement; a record whose certificate is gone since
+        it was read is skipped (there is nothing left to renew)."""
+        ...
+
 
 class StateSession(
     CertificateStore,

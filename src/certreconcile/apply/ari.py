@@ -15,6 +15,7 @@ from datetime import datetime
 
 from certreconcile.actual.model import ActualCertificate, ActualState, RenewalWindow
 from certreconcile.actual.store import RenewalInfoRecord, StateSession, StateStore
+from certreconcile.domain.records import slot_replacer
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import CertReconcileError
 from certreconcile.plugins.ports import Issuer, SupportsRenewalInfo
@@ -22,6 +23,7 @@ from certreconcile.plugins.ports import Issuer, SupportsRenewalInfo
 __all__ = ["RenewalInfoRefresh", "refresh_renewal_info"]
 
 _LIVE = frozenset({CertStatus.ISSUED, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON})
+_with_window = slot_replacer(ActualCertificate, "renewal_window")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,8 @@ def refresh_renewal_info(
                         explanation_url=info.explanation_url,
                     )
                 )
-        if answers:  # one transaction (and round trip) for all, none open while asking
-            with session.batch():
-                for record in answers:
-                    session.save_renewal_info(record)
+        if answers:  # one statement for all, no transaction open while asking
+            session.save_renewal_infos(answers)
     warnings += [
         f"issuer {issuer}: not asked about {count} more certificate{'s' if count != 1 else ''} (ARI) after"
         f" {FAILURES_BEFORE_GIVING_UP} failures in a row; asked again at the next refresh"
@@ -90,7 +90,7 @@ def refresh_renewal_info(
     if not windows:
         return RenewalInfoRefresh(actual=actual, asked=asked, warnings=tuple(warnings))
     certificates = {
-        name: replace(current, renewal_window=windows[name]) if name in windows else current
+        name: _with_window(current, windows[name]) if name in windows else current
         for name, current in actual.certificates.items()
     }
     return RenewalInfoRefresh(actual=replace(actual, certificates=certificates), asked=asked, warnings=tuple(warnings))

@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from certreconcile.actual.model import HISTORY_ORDERS_WINDOW, HISTORY_WINDOW, ActualCertificate, ActualState
@@ -87,6 +88,11 @@ def letsencrypt_limits(directory_url: str | None) -> RateLimits | None:
     """The published limits of a Let's Encrypt directory; None for any other CA."""
     if not directory_url:
         return None
+    return _limits_of_directory(directory_url)
+
+
+@lru_cache(maxsize=64)
+def _limits_of_directory(directory_url: str) -> RateLimits | None:  # a few directories, asked once per change
     return _LETSENCRYPT_HOSTS.get((urlsplit(directory_url).hostname or "").lower())
 
 

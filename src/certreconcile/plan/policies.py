@@ -237,12 +237,13 @@ def needs_nothing(
 
     Each condition is the negation of one check: ``check_status``, ``check_key``, ``check_declaration``,
     ``check_renewal_window`` (through :func:`_earliest_renewal`), ``_target_reason`` for each declared target,
-    the removed targets of :func:`target_reasons`, and the rotation to finish (``ISSUED``).
+    the removed targets of :func:`target_reasons`, and the rotation to finish (``ISSUED``). An observation
+    passes only when it is the stored certificate, served without an error by a reachable declared target
+    (``run`` probes every target each cycle; anything else takes the checks, drift among them).
     """
     if (
         current.status is not CertStatus.ACTIVE
         or not current.has_key
-        or served
         or current.not_after <= now
         or tuple(spec.domains) != tuple(current.domains)
         or spec.key_type is not current.key_type
@@ -255,6 +256,9 @@ def needs_nothing(
     if len(distributions) != len(targets) or (len(targets) > 1 and len(set(targets)) != len(targets)):
         return False  # a target removed (or one listed twice: let the checks count)
     fingerprint = current.fingerprint
+    for target, seen in served.items():  # what a probe saw: the stored certificate, cleanly, on a declared target
+        if seen.fingerprint != fingerprint or seen.unreachable or seen.error is not None or target not in targets:
+            return False
     for target in targets:
         distribution = distributions.get(target)
         if distribution is None or distribution.fingerprint != fingerprint or distribution.verified_at is None:

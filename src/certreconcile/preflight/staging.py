@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import cast
@@ -55,6 +55,9 @@ class MemoryAcmeStore:
         return None
 
     def save_renewal_info(self, record: RenewalInfoRecord) -> None:
+        return None
+
+    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
         return None
 
 

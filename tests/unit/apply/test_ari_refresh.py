@@ -76,8 +76,8 @@ def test_fresh_windows_cost_no_query_and_no_question(tmp_path: Path) -> None:
     second = refresh()
     assert len(asked) == 5  # the CA's Retry-After has not passed: nobody asked...
     assert second.counts == {}  # ...and no per-certificate query: the stored window came with the state
-    # one query for the stored answers, one for the PEMs, one batch for the new answers, whatever the number
-    assert first.counts == {"renewal_infos": 1, "leaf_pems": 1, "batch": 1, "save_renewal_info": 5}
+    # one query for the stored answers, one for the PEMs, one statement for the new answers, whatever the number
+    assert first.counts == {"renewal_infos": 1, "leaf_pems": 1, "save_renewal_infos": 1}
     clock.advance(timedelta(minutes=2))
     refresh()
     assert len(asked) == 10  # Retry-After passed: asked again

@@ -117,9 +117,13 @@ def test_the_shortcut_never_hides_a_change(desired: DesiredState, data: st.DataO
             for t in targets
         },
     )
-    served = sometimes(
-        draw, {}, st.dictionaries(st.sampled_from(POOL[:2]), st.sampled_from([GOOD, None]).map(ServedCertificate))
+    seen = st.builds(
+        ServedCertificate,
+        st.sampled_from([GOOD, None, "e" * 64]),
+        error=st.sampled_from([None, "handshake failed"]),
+        unreachable=st.booleans(),
     )
+    served = sometimes(draw, {}, st.dictionaries(st.sampled_from(POOL), seen))
     now = T0 + sometimes(draw, 0, _DAYS) * DAY
     if needs_nothing(desired.targets, spec, current, served, now):
         assert rotation_reasons(spec, current, now) == []
@@ -169,10 +173,27 @@ def test_each_check_stops_the_shortcut(desired: DesiredState, change: str) -> No
     assert not needs_nothing(desired.targets, spec, current, {}, T0)
 
 
-@pytest.mark.parametrize("served", [GOOD, None, "e" * 64])
-def test_an_observation_stops_the_shortcut(desired: DesiredState, served: str | None) -> None:
+@pytest.mark.parametrize(
+    ("target", "served"),
+    [
+        ("edge", ServedCertificate(None)),
+        ("edge", ServedCertificate("e" * 64)),
+        ("edge", ServedCertificate(GOOD, error="handshake failed")),
+        ("edge", ServedCertificate(GOOD, unreachable=True)),
+        ("gone", ServedCertificate(GOOD)),
+    ],
+)
+def test_an_observation_other_than_the_stored_certificate_stops_the_shortcut(
+    desired: DesiredState, target: str, served: ServedCertificate
+) -> None:
     spec = desired.certificates["shop"]
-    assert not needs_nothing(desired.targets, spec, healthy(desired), {"edge": ServedCertificate(served)}, T0)
+    assert not needs_nothing(desired.targets, spec, healthy(desired), {target: served}, T0)
+
+
+def test_every_target_seen_serving_the_stored_certificate_takes_the_shortcut(desired: DesiredState) -> None:
+    spec = desired.certificates["shop"]
+    served = {target: ServedCertificate(GOOD) for target in spec.targets}
+    assert needs_nothing(desired.targets, spec, healthy(desired), served, T0)
 
 
 def test_a_target_listed_twice_stops_the_shortcut(desired: DesiredState) -> None:

@@ -111,7 +111,7 @@ class PostgresAcme(PostgresConnection):
         def work(conn: psycopg.Connection[Any]) -> dict[str, RenewalInfoRecord]:
             rows = conn.execute(
                 "SELECT cert_id::text, window_start, window_end, retry_after, fetched_at, explanation_url"
-                " FROM AcmeRenewalInfo WHERE cert_id = ANY(%s::uuid[])",
+                " FROM AcmeRenewalInfo WHERE cert_id = ANY(%b::uuid[])",
                 (list(cert_ids),),
             ).fetchall()
             return {row[0]: RenewalInfoRecord(*row) for row in rows}
@@ -131,6 +131,34 @@ class PostgresAcme(PostgresConnection):
                  record.explanation_url),
             ),
         )  # fmt: skip
+
+    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
+        """One upsert of every record (an ARI refresh answers for every live certificate of a fleet)."""
+        if not records:
+            return
+        columns = (
+            [record.cert_id for record in records],
+            [record.window_start for record in records],
+            [record.window_end for record in records],
+            [record.retry_after for record in records],
+            [record.fetched_at for record in records],
+            [record.explanation_url for record in records],
+        )
+        self._run(
+            f"recording the renewal info of {len(records)} certificates",
+            lambda conn: conn.execute(
+                "INSERT INTO AcmeRenewalInfo (cert_id, window_start, window_end, retry_after, fetched_at,"
+                " explanation_url) SELECT r.cert_id, r.window_start, r.window_end, r.retry_after, r.fetched_at,"
+                " r.explanation_url FROM unnest(%b::uuid[], %b::timestamptz[], %b::timestamptz[],"
+                " %b::timestamptz[], %b::timestamptz[], %b::text[])"
+                " AS r(cert_id, window_start, window_end, retry_after, fetched_at, explanation_url)"
+                " JOIN Certificate c ON c.id = r.cert_id"
+                " ON CONFLICT (cert_id) DO UPDATE SET window_start = EXCLUDED.window_start,"
+                " window_end = EXCLUDED.window_end, retry_after = EXCLUDED.retry_after,"
+                " fetched_at = EXCLUDED.fetched_at, explanation_url = EXCLUDED.explanation_url",
+                columns,
+            ),
+        )
 
 
 def _order_record(row: Sequence[Any]) -> AcmeOrderRecord:

@@ -159,7 +159,7 @@ class PostgresAudit(PostgresConnection):
             lambda conn: conn.execute(
                 "INSERT INTO CertAudit (cert_id, name, action, actor, timestamp, detail)"
                 " SELECT cert_id, name, action, actor, at, detail::jsonb"
-                " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+                " FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[])"
                 " WITH ORDINALITY AS e(cert_id, name, action, actor, at, detail, n) ORDER BY n",
                 columns,
             ),

@@ -166,9 +166,7 @@ class PostgresCertificates(PostgresConnection):
             if not rows:
                 return None
             first = rows[0]
-            distributions = {
-                row[19]: _row_to_distribution(row[_CURRENT_DIST]) for row in rows if row[19] is not None
-            }
+            distributions = {row[19]: _row_to_distribution(row[_CURRENT_DIST]) for row in rows if row[19] is not None}
             rotation = _row_to_rotation(first[_CURRENT_ROTATION]) if first[27] is not None else None
             return _row_to_certificate(first, distributions, rotation)
 
@@ -186,7 +184,7 @@ class PostgresCertificates(PostgresConnection):
     def leaf_pems(self, cert_ids: Sequence[str]) -> Mapping[str, str]:
         def work(conn: psycopg.Connection[Any]) -> dict[str, str]:
             rows = conn.execute(
-                "SELECT id::text, cert_pem FROM Certificate WHERE id = ANY(%s::uuid[])", (list(cert_ids),)
+                "SELECT id::text, cert_pem FROM Certificate WHERE id = ANY(%b::uuid[])", (list(cert_ids),)
             ).fetchall()
             return {row[0]: row[1] for row in rows}
 
@@ -424,8 +422,8 @@ class PostgresCertificates(PostgresConnection):
                     " last_error, target_fingerprint, verified_fingerprint)"
                     " SELECT c.name, d.target, c.id, d.fingerprint, d.pushed_at, d.verified_at, d.last_error,"
                     " d.target_fingerprint, CASE WHEN d.verified_at IS NULL THEN NULL ELSE d.fingerprint END"
-                    " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],"
-                    " %s::text[], %s::text[]) WITH ORDINALITY"
+                    " FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[],"
+                    " %b::text[], %b::text[]) WITH ORDINALITY"
                     " AS d(cert_id, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, n)"
                     " JOIN Certificate c ON c.id = d.cert_id ORDER BY d.n"
                     " ON CONFLICT (cert_name, target) DO UPDATE SET cert_id = EXCLUDED.cert_id,"

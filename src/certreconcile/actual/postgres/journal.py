@@ -101,8 +101,8 @@ class PostgresJournal(PostgresConnection):
             lambda conn: conn.execute(
                 "INSERT INTO ApplyStep (run_id, idempotency_key, name, step, state, detail, at)"
                 " SELECT run_id, key, name, step, state, detail::jsonb, coalesce(at, clock_timestamp())"
-                " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-                " %s::timestamptz[]) WITH ORDINALITY AS e(run_id, key, name, step, state, detail, at, n)"
+                " FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+                " %b::timestamptz[]) WITH ORDINALITY AS e(run_id, key, name, step, state, detail, at, n)"
                 " ORDER BY n",
                 columns,
             ),

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["import_"]
 
 
-
 def _usage(message: str) -> CertReconcileError:
     return CertReconcileError(message, code="usage", hint="see `certreconcile import --help`")
 

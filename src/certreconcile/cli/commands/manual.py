@@ -114,4 +114,3 @@ def rotate(
     report(result, output_format)
     if not result.ok:
         raise typer.Exit(ExitCode.ERROR)
-

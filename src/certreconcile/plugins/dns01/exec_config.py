@@ -47,7 +47,6 @@ class ExecConfig(Wire):
     """Names of certreconcile's environment variables passed to the program (its credentials)."""
 
 
-
 Config = ExecConfig
 
 

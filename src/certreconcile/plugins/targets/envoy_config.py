@@ -25,6 +25,7 @@ __all__ = ["SUMMARY", "Config", "create"]
 
 SUMMARY = "Envoy's file-based SDS (a watched directory)."
 
+
 class EnvoyTargetConfig(Wire):
     """File-based SDS for Envoy: ``<sds_dir>/<name>/sds.yaml`` names the secret ``<name>``.
 

@@ -54,3 +54,8 @@ class FakeAcme(FakeSessionBase):
                     f"certificate {record.cert_id} does not exist", code="state-not-found", hint="plan again"
                 )
             self._data.renewal_infos[record.cert_id] = record
+
+    def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
+        with self._store._mutex:
+            certificates, infos = self._data.certificates, self._data.renewal_infos
+            infos.update((record.cert_id, record) for record in records if record.cert_id in certificates)
