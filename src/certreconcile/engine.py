@@ -17,7 +17,7 @@ The clock is never read here: every function takes ``now`` (or the environment's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -76,6 +76,7 @@ def gather(
     persist_renewal_info: bool = False,
     targets: Mapping[str, Target] | None = None,
     schedule: VerificationSchedule | None = None,
+    leaf_cache: MutableMapping[str, str] | None = None,
 ) -> Gathered:
     """Read the stored state and, when asked, the CAs and the targets.
 
@@ -90,7 +91,9 @@ def gather(
     warnings = kms_drift_warnings(desired, settings, key_usage) if settings is not None else ()
     asked = 0
     if issuers is not None:
-        refreshed = refresh_renewal_info(actual, issuers, store, now, persist=persist_renewal_info)
+        refreshed = refresh_renewal_info(
+            actual, issuers, store, now, persist=persist_renewal_info, leaf_cache=leaf_cache
+        )
         actual, asked = refreshed.actual, refreshed.asked
         warnings = (*warnings, *refreshed.warnings)
     observations = Observations()

@@ -132,6 +132,7 @@ class Reconciler:
         self.source = source
         # None: probe every target each cycle (as ``plan --refresh``); else only the due ones (see actual.schedule)
         self.schedule = schedule
+        self._leaf_cache: dict[str, str] = {}  # certificate id -> PEM, for the CAs' renewal info (ARI)
         self.settings = settings  # for the KMS-drift warnings, as `plan` gives them
         self.store = store
         self.build_environment = build_environment
@@ -173,6 +174,7 @@ class Reconciler:
                 persist_renewal_info=True,
                 targets=env.targets if self.refresh else None,
                 schedule=self.schedule,
+                leaf_cache=self._leaf_cache,
             )
             warnings = gathered.warnings
             planned = engine.plan(gathered, now, destroy_threshold=self.destroy_threshold)

@@ -9,7 +9,7 @@ an error: without a window, the declared renewal window applies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -39,15 +39,26 @@ FAILURES_BEFORE_GIVING_UP = 3
 
 
 def refresh_renewal_info(
-    actual: ActualState, issuers: Mapping[str, Issuer], store: StateStore, now: datetime, *, persist: bool
+    actual: ActualState,
+    issuers: Mapping[str, Issuer],
+    store: StateStore,
+    now: datetime,
+    *,
+    persist: bool,
+    leaf_cache: MutableMapping[str, str] | None = None,
 ) -> RenewalInfoRefresh:
-    """Ask the CAs about the certificates whose window is due; a few queries in all, none per certificate."""
+    """Ask the CAs about the certificates whose window is due; a few queries in all, none per certificate.
+
+    ``leaf_cache``: certificate id -> PEM, kept by a long-running caller (``run``) between refreshes: a
+    stored certificate never changes, and a CA's Retry-After (6 hours at Let's Encrypt) has every
+    certificate of a fleet asked about several times a day. Ids no longer in ``actual`` are dropped.
+    """
     windows: dict[str, RenewalWindow] = {}
     warnings: list[str] = []
     answers: list[RenewalInfoRecord] = []  # to store (persist)
     with store.session() as session:
         due = _due(actual, issuers, session, now)
-        leaves = session.leaf_pems([current.id for _, current in due]) if due else {}
+        leaves = _leaves(session, [current.id for _, current in due], actual, leaf_cache) if due else {}
         asked = 0
         failures: dict[str, int] = {}  # issuer -> failures in a row
         skipped: dict[str, int] = {}  # issuer -> certificates not asked about after giving up
@@ -94,6 +105,22 @@ def refresh_renewal_info(
         for name, current in actual.certificates.items()
     }
     return RenewalInfoRefresh(actual=replace(actual, certificates=certificates), asked=asked, warnings=tuple(warnings))
+
+
+def _leaves(
+    session: StateSession, ids: list[str], actual: ActualState, cache: MutableMapping[str, str] | None
+) -> Mapping[str, str]:
+    """The PEM of each certificate id: from ``cache`` when it has it, else in one query (and kept there)."""
+    if cache is None:
+        return session.leaf_pems(ids)
+    missing = [cert_id for cert_id in ids if cert_id not in cache]
+    if missing:
+        cache.update(session.leaf_pems(missing))
+    if len(cache) > 2 * len(actual.certificates) + 64:  # replaced certificates: forget them
+        live = {current.id for current in actual.certificates.values()}
+        for cert_id in [cert_id for cert_id in cache if cert_id not in live]:
+            del cache[cert_id]
+    return cache
 
 
 def _due(

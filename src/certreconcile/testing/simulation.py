@@ -63,6 +63,10 @@ class SimulationPlan:
     dns_failure_rate: float = 0.01
     target_failure_share: float = 0.01
     certificates_per_target: int = 10
+    # False: every replica runs a cycle at every step, concurrently (they meet on the database's locks).
+    # True: they take turns, each still every ``interval``, one ``interval / replicas`` after the other:
+    # two `run` processes whose jittered sleeps drifted apart (the fleet is looked at twice as often).
+    staggered: bool = False
     # certificates per registered domain (Let's Encrypt: 50 new certificates per registered domain per week)
     certificates_per_domain: int = 25
     # how many certificates of each lifetime, in turn: (90, 45, 6)-day weights; (1, 1, 1) is a third each
@@ -225,13 +229,14 @@ def simulate(
     parallel: bool = True,
 ) -> Report:
     """Step the clock through the plan's days, running every replica's cycle at each step
-    (concurrently, or in turn without ``parallel``)."""
+    (concurrently, or in turn without ``parallel``), or one replica per step (``plan.staggered``)."""
     plan, clock, report = world.plan, world.clock, Report()
     end = world.start + timedelta(days=plan.days)
     ari_at = world.start + timedelta(days=plan.days * plan.ari_event_at)
     moved_names: dict[str, datetime] = {}  # the ARI event's names not renewed yet
     ari_done = False
     expiry = _Expiry(world.ca)
+    step = plan.interval / len(replicas) if plan.staggered else plan.interval
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
         while clock.now() < end:
@@ -239,16 +244,20 @@ def simulate(
             if not ari_done and now >= ari_at:
                 moved_names, ari_done = _ari_event(world, now), True
                 report.ari_moved = len(moved_names)
-            # parallel: as replicas on two hosts would, meeting on the database's locks; else in turn
-            outcomes = list(pool.map(lambda cycle: cycle(), replicas)) if parallel else [c() for c in replicas]
+            if plan.staggered:  # one replica per step, in turn
+                outcomes = [replicas[report.steps % len(replicas)]()]
+            elif parallel:  # as replicas on two hosts would, meeting on the database's locks
+                outcomes = list(pool.map(lambda cycle: cycle(), replicas))
+            else:
+                outcomes = [cycle() for cycle in replicas]
             report.cycles += len(outcomes)
             report.cycle_errors += sum(bool(getattr(outcome, "errors", ())) for outcome in outcomes)
             report.steps += 1
             report.expired |= expiry.expired(clock.now())
             _note_ari_renewals(world, moved_names, report)
-            clock.advance(plan.interval)
+            clock.advance(step)
             day = int((clock.now() - world.start).total_seconds() // 86400)
-            if on_day is not None and clock.now() - plan.interval < world.start + timedelta(days=day) <= clock.now():
+            if on_day is not None and clock.now() - step < world.start + timedelta(days=day) <= clock.now():
                 on_day(day, report)
     report.wall_seconds = time.perf_counter() - began
     report.orders = list(world.ca.orders)

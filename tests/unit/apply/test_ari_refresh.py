@@ -97,3 +97,29 @@ def test_a_ca_that_keeps_failing_is_not_asked_about_every_certificate(tmp_path: 
     assert all(c.renewal_window is None for c in refreshed.actual.certificates.values())
     ca.outages = ()  # back: every certificate is asked about at the next refresh
     assert refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True).asked == 20
+
+
+def test_a_running_refresh_reads_each_certificate_once_and_forgets_replaced_ones(tmp_path: Path) -> None:
+    clock, store, _ca, env = issued(tmp_path, 5)
+    cache: dict[str, str] = {}
+
+    def refresh() -> CountingStore:
+        counting = CountingStore(store)
+        with store.session() as session:
+            actual = session.load_actual()
+        refresh_renewal_info(actual, env.issuers, counting, clock.now(), persist=True, leaf_cache=cache)  # type: ignore[arg-type]
+        return counting
+
+    assert refresh().counts["leaf_pems"] == 1
+    with store.session() as session:
+        actual = session.load_actual()
+    assert cache == session.leaf_pems([current.id for current in actual.certificates.values()])
+    clock.advance(RETRY_AFTER + timedelta(minutes=1))
+    again = refresh()
+    assert "leaf_pems" not in again.counts  # every PEM came from the cache
+    assert again.counts["save_renewal_infos"] == 1  # and every certificate was asked about again
+    stale = {f"gone-{number}": "PEM" for number in range(100)}  # replaced certificates, more than twice the live
+    cache.update(stale)
+    clock.advance(RETRY_AFTER + timedelta(minutes=1))
+    refresh()
+    assert not cache.keys() & stale.keys() and len(cache) == 5
