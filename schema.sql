@@ -587,6 +587,14 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
                'agent_renewed','notified','imported')
 );
 
+-- ==== 0016_acme_order_cert_index ====
+
+-- certreconcile migration 0016: the recent issuances (Let's Encrypt's budgets, read with every plan) join each
+-- certificate of the window to its order by cert_id. Without an index the join scanned every order once per
+-- certificate: 0.7 s at 10,000 certificates a month after their onboarding (532 recent issuances × 11,638
+-- orders), growing with both; an index lookup each instead.
+CREATE INDEX idx_acmeorder_cert ON AcmeOrder(cert_id);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -604,3 +612,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (12, '0012_audit_lifecycle');
 INSERT INTO SchemaMigration (version, name) VALUES (13, '0013_fleet');
 INSERT INTO SchemaMigration (version, name) VALUES (14, '0014_notification_outbox');
 INSERT INTO SchemaMigration (version, name) VALUES (15, '0015_certificate_imported');
+INSERT INTO SchemaMigration (version, name) VALUES (16, '0016_acme_order_cert_index');
