@@ -68,7 +68,7 @@ class StaticSource:
         return self.desired
 
 
-def replicas(world: World, url: str, count: int = 2) -> list[Callable[[], object]]:
+def replicas(world: World, url: str, count: int = 2, concurrency: int = 4) -> list[Callable[[], object]]:
     """``count`` reconcilers on one database (one store, one connection pool each), as ``run`` replicas."""
     kms = FakeKms()
     cycles: list[Callable[[], object]] = []
@@ -77,7 +77,7 @@ def replicas(world: World, url: str, count: int = 2) -> list[Callable[[], object
         issuers = {world.ca.name: world.ca}
         env = ApplyEnvironment(store, kms, issuers, dict(world.targets), world.clock, f"replica-{number}")
         reconciler = Reconciler(StaticSource(world.desired), store, lambda _d, env=env: env, world.clock,
-                                apply_changes=True, concurrency=4)  # fmt: skip
+                                apply_changes=True, concurrency=concurrency)  # fmt: skip
         cycles.append(reconciler.cycle)
     return cycles
 

@@ -18,7 +18,7 @@ from certreconcile.actual.store import RenewalInfoRecord, StateSession, StateSto
 from certreconcile.domain.records import slot_replacer
 from certreconcile.domain.status import CertStatus
 from certreconcile.errors import CertReconcileError
-from certreconcile.plugins.ports import Issuer, SupportsRenewalInfo
+from certreconcile.plugins.ports import Issuer, RenewalInfo, SupportsRenewalInfo
 
 __all__ = ["RenewalInfoRefresh", "refresh_renewal_info"]
 
@@ -53,58 +53,67 @@ def refresh_renewal_info(
     stored certificate never changes, and a CA's Retry-After (6 hours at Let's Encrypt) has every
     certificate of a fleet asked about several times a day. Ids no longer in ``actual`` are dropped.
     """
-    windows: dict[str, RenewalWindow] = {}
-    warnings: list[str] = []
-    answers: list[RenewalInfoRecord] = []  # to store (persist)
     with store.session() as session:
         due = _due(actual, issuers, session, now)
         leaves = _leaves(session, [current.id for _, current in due], actual, leaf_cache) if due else {}
-        asked = 0
-        failures: dict[str, int] = {}  # issuer -> failures in a row
-        skipped: dict[str, int] = {}  # issuer -> certificates not asked about after giving up
+        asking = _Asking(issuers, now)
         for name, current in due:
-            if (leaf := leaves.get(current.id)) is None:
-                continue  # the row is gone since the state was read: nothing to ask about
-            if failures.get(current.issuer, 0) >= FAILURES_BEFORE_GIVING_UP:
-                skipped[current.issuer] = skipped.get(current.issuer, 0) + 1
-                continue
-            asked += 1
-            try:
-                info = _ari(issuers[current.issuer]).renewal_info(leaf, now)
-            except CertReconcileError as exc:
-                failures[current.issuer] = failures.get(current.issuer, 0) + 1
-                warnings.append(f"{name}: renewal info (ARI) unavailable, the declared renewal window applies: "
-                                f"{exc.one_line()}")  # fmt: skip
-                continue
-            failures[current.issuer] = 0
-            if info is None:
-                continue
-            windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
-            if persist:
-                answers.append(
+            if (leaf := leaves.get(current.id)) is not None:  # else the row is gone since the state was read
+                asking.ask(name, current, leaf)
+        if persist and asking.windows:  # one statement for all, no transaction open while asking
+            session.save_renewal_infos(
+                [
                     RenewalInfoRecord(
-                        cert_id=current.id,
-                        window_start=info.window_start,
-                        window_end=info.window_end,
-                        retry_after=info.retry_after,
-                        fetched_at=now,
-                        explanation_url=info.explanation_url,
+                        cert_id, info.window_start, info.window_end, info.retry_after, now, info.explanation_url
                     )
-                )
-        if answers:  # one statement for all, no transaction open while asking
-            session.save_renewal_infos(answers)
-    warnings += [
+                    for cert_id, info in asking.answers
+                ]
+            )
+    warnings = asking.warnings + [
         f"issuer {issuer}: not asked about {count} more certificate{'s' if count != 1 else ''} (ARI) after"
         f" {FAILURES_BEFORE_GIVING_UP} failures in a row; asked again at the next refresh"
-        for issuer, count in sorted(skipped.items())
+        for issuer, count in sorted(asking.skipped.items())
     ]
+    windows = asking.windows
     if not windows:
-        return RenewalInfoRefresh(actual=actual, asked=asked, warnings=tuple(warnings))
+        return RenewalInfoRefresh(actual=actual, asked=asking.asked, warnings=tuple(warnings))
     certificates = {
         name: _with_window(current, windows[name]) if name in windows else current
         for name, current in actual.certificates.items()
     }
-    return RenewalInfoRefresh(actual=replace(actual, certificates=certificates), asked=asked, warnings=tuple(warnings))
+    refreshed = replace(actual, certificates=certificates)
+    return RenewalInfoRefresh(actual=refreshed, asked=asking.asked, warnings=tuple(warnings))
+
+
+class _Asking:
+    """One refresh's questions: the answers, the warnings, and the issuers given up on after failures in a row."""
+
+    def __init__(self, issuers: Mapping[str, Issuer], now: datetime) -> None:
+        self.issuers, self.now = issuers, now
+        self.windows: dict[str, RenewalWindow] = {}
+        self.answers: list[tuple[str, RenewalInfo]] = []  # (certificate id, the CA's answer)
+        self.warnings: list[str] = []
+        self.asked = 0
+        self.failures: dict[str, int] = {}  # issuer -> failures in a row
+        self.skipped: dict[str, int] = {}  # issuer -> certificates not asked about after giving up
+
+    def ask(self, name: str, current: ActualCertificate, leaf: str) -> None:
+        issuer = current.issuer
+        if self.failures.get(issuer, 0) >= FAILURES_BEFORE_GIVING_UP:
+            self.skipped[issuer] = self.skipped.get(issuer, 0) + 1
+            return
+        self.asked += 1
+        try:
+            info = _ari(self.issuers[issuer]).renewal_info(leaf, self.now)
+        except CertReconcileError as exc:
+            self.failures[issuer] = self.failures.get(issuer, 0) + 1
+            self.warnings.append(f"{name}: renewal info (ARI) unavailable, the declared renewal window applies: "
+                                 f"{exc.one_line()}")  # fmt: skip
+            return
+        self.failures[issuer] = 0
+        if info is not None:
+            self.windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
+            self.answers.append((current.id, info))
 
 
 def _leaves(
