@@ -30,7 +30,7 @@ from certreconcile.actual.model import ActualCertificate, ActualState
 from certreconcile.actual.store import LapsedCertificate
 from certreconcile.desired.model import DesiredState
 from certreconcile.domain.status import CURRENT_STATUSES, CertStatus, check_transition
-from certreconcile.plan.policies import renewal_time
+from certreconcile.plan.policies import earliest_renewal, renewal_time
 
 __all__ = ["MoveReason", "StatusMove", "status_moves"]
 
@@ -74,8 +74,8 @@ def _move_of_current(desired: DesiredState, current: ActualCertificate, now: dat
     if current.not_after <= now:
         return _expired(current.id, current.name, current.status, current.not_after)
     spec = desired.certificates.get(current.name)
-    if current.status is not CertStatus.ACTIVE or spec is None:
-        return None
+    if current.status is not CertStatus.ACTIVE or spec is None or now < earliest_renewal(spec, current):
+        return None  # earliest_renewal: never after renewal_time, and cheaper (no jitter to derive)
     due = renewal_time(spec, current)
     if now < due:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from certreconcile.actual.model import ActualCertificate, AgentRecord, ServedCertificate
 from certreconcile.desired.model import CertificateSpec, DesiredState, TargetSpec
@@ -17,13 +18,22 @@ from certreconcile.domain.status import CertStatus
 from certreconcile.plan.agents import agent_of, describe_unreachable
 from certreconcile.plan.plan import Reason, ReasonCode
 
-__all__ = ["ROTATION_CHECKS", "is_servable", "needs_nothing", "renewal_time", "rotation_reasons", "target_reasons"]
+__all__ = [
+    "ROTATION_CHECKS",
+    "earliest_renewal",
+    "is_servable",
+    "needs_nothing",
+    "renewal_time",
+    "rotation_reasons",
+    "target_reasons",
+]
 
 #: Largest share of the renewal window that jitter may move renewal earlier by.
 JITTER_SHARE = 0.1
 _ZERO = timedelta(0)
 
 
+@lru_cache(maxsize=1 << 17)  # a fleet's names and serials: asked by the planner and the lifecycle every cycle
 def _jitter_fraction(name: str, serial_number: str) -> float:
     digest = hashlib.sha256(f"{name}\x00{serial_number}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -58,7 +68,7 @@ def renewal_time(spec: CertificateSpec, current: ActualCertificate) -> datetime:
     return current.not_after - lead - jitter
 
 
-def _earliest_renewal(spec: CertificateSpec, current: ActualCertificate) -> datetime:
+def earliest_renewal(spec: CertificateSpec, current: ActualCertificate) -> datetime:
     """A time :func:`renewal_time` is never before: the jitter left out at its largest.
 
     The jitter is ``room * (JITTER_SHARE * f)`` with ``0 <= f <= 1`` (an ARI window's point: ``start + span * f``),
@@ -127,7 +137,7 @@ def check_declaration(spec: CertificateSpec, current: ActualCertificate, now: da
 def check_renewal_window(spec: CertificateSpec, current: ActualCertificate, now: datetime) -> list[Reason]:
     if current.not_after <= now or current.status in (CertStatus.REVOKED, CertStatus.EXPIRED):
         return []  # check_status reports it
-    if now < _earliest_renewal(spec, current):
+    if now < earliest_renewal(spec, current):
         return []  # not due, whatever the jitter: no digest to compute (most certificates, most days)
     due = renewal_time(spec, current)
     if now < due:
@@ -236,7 +246,7 @@ def needs_nothing(
     order, one pass instead of a dozen calls); False says nothing, and the checks run.
 
     Each condition is the negation of one check: ``check_status``, ``check_key``, ``check_declaration``,
-    ``check_renewal_window`` (through :func:`_earliest_renewal`), ``_target_reason`` for each declared target,
+    ``check_renewal_window`` (through :func:`earliest_renewal`), ``_target_reason`` for each declared target,
     the removed targets of :func:`target_reasons`, and the rotation to finish (``ISSUED``). An observation
     passes only when it is the stored certificate, served without an error by a reachable declared target
     (``run`` probes every target each cycle; anything else takes the checks, drift among them).
@@ -248,7 +258,7 @@ def needs_nothing(
         or tuple(spec.domains) != tuple(current.domains)
         or spec.key_type is not current.key_type
         or spec.issuer != current.issuer
-        or now >= _earliest_renewal(spec, current)
+        or now >= earliest_renewal(spec, current)
     ):
         return False
     distributions = current.distributions

@@ -24,7 +24,7 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan import Action, ReasonCode, build_plan
-from certreconcile.plan.policies import _earliest_renewal, check_renewal_window, renewal_time
+from certreconcile.plan.policies import earliest_renewal, check_renewal_window, renewal_time
 from engine import T0, cert, desired_doc, load
 
 DAY = timedelta(days=1)
@@ -207,14 +207,14 @@ def test_the_renewal_check_shortcut_never_skips_a_due_certificate(
     window: tuple[int, int] | None,
     now_offset: int,
 ) -> None:
-    """check_renewal_window skips computing the jitter before _earliest_renewal: it must never be after the
+    """check_renewal_window skips computing the jitter before earliest_renewal: it must never be after the
     renewal time, whatever the lifetime (even a stored one that is negative) or the CA's window (even reversed)."""
     spec = replace(desired.certificates["shop"], renew_before=renew)
     ari = None if window is None else RenewalWindow(T0 + window[0] * SECOND, T0 + window[1] * SECOND)
     current = actual_for(
         desired, serial_number=serial, not_before=T0, not_after=T0 + lifetime * SECOND, renewal_window=ari
     )
-    assert _earliest_renewal(spec, current) <= renewal_time(spec, current)
+    assert earliest_renewal(spec, current) <= renewal_time(spec, current)
     now = T0 + now_offset * SECOND
     due = current.not_after > now >= renewal_time(spec, current)
     assert bool(check_renewal_window(spec, current, now)) is due
