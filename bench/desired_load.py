@@ -50,7 +50,9 @@ def main() -> None:
                 state = load_desired(directory)
                 best = min(best, time.perf_counter() - start)
             assert len(state.certificates) == count
-            print(f"{count:>6} certificates ({size / 1e6:.2f} MB): load+validate best of 5 {best * 1000:.0f} ms")
+            print(
+                f"{count:>6} certificates ({size / 1e6:.2f} MB): load+validate best of 5 {best * 1000:.0f} ms"
+            )
 
 
 if __name__ == "__main__":

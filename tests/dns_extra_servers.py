@@ -104,20 +104,16 @@ ns1     IN A   127.0.0.1
 {body}"""
 
 
-_ALIASES = (
-    f"""_acme-challenge.wild   IN CNAME x.{DELEGATED_ZONE}.
+_ALIASES = f"""_acme-challenge.wild   IN CNAME x.{DELEGATED_ZONE}.
 _acme-challenge.lexi   IN CNAME lexi.{DELEGATED_ZONE}.
 _acme-challenge.chain  IN CNAME hop.{ALIAS_ZONE}.
 hop                    IN CNAME y.{DELEGATED_ZONE}.
 _acme-challenge.loop   IN CNAME loop2.{ALIAS_ZONE}.
 loop2                  IN CNAME _acme-challenge.loop.{ALIAS_ZONE}.
 _acme-challenge.long   IN CNAME l1.{ALIAS_ZONE}.
-"""
-    + "".join(f"l{n}                     IN CNAME l{n + 1}.{ALIAS_ZONE}.\n" for n in range(1, 11))
-    + f"""\
+""" + "".join(f"l{n}                     IN CNAME l{n + 1}.{ALIAS_ZONE}.\n" for n in range(1, 11)) + f"""\
 l11                    IN CNAME z.{DELEGATED_ZONE}.
 """
-)
 
 
 _ROOT_ZONE = f"""$TTL 60

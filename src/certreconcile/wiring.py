@@ -181,11 +181,7 @@ def build_targets(
 
 
 def _fleet_ca_opener(
-    desired: DesiredState,
-    settings: Settings,
-    store: StateStore | None,
-    clock: Clock,
-    kms: Kms | None,
+    desired: DesiredState, settings: Settings, store: StateStore | None, clock: Clock, kms: Kms | None,
     actor: str | None,
 ) -> Callable[[], FleetCa]:
     from certreconcile.fleet.ca import FleetCa, fleet_ca_missing

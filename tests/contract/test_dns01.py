@@ -47,7 +47,9 @@ def _rfc2136(bind: BindServer) -> Dns01Backend:
     wrong_secret = base64.b64encode(os.urandom(32)).decode()
 
     def make(secret: str) -> Rfc2136Provider:
-        config = Rfc2136Config(server=bind.host_port, tsig_key_name=bind.tsig_key_name, tsig_secret_env="CORP_TSIG")
+        config = Rfc2136Config(
+            server=bind.host_port, tsig_key_name=bind.tsig_key_name, tsig_secret_env="CORP_TSIG"
+        )
         waiter = PropagationWaiter((bind.host_port,), TIMEOUT)
         return Rfc2136Provider("corp-dns", config, env={"CORP_TSIG": secret}, propagation=waiter)
 

@@ -331,26 +331,14 @@ GOOD_CIPHERTEXT = b"\x01" * 60
 @pytest.mark.parametrize(
     "answer",
     [
-        {
-            "name": f"{KEY}/cryptoKeyVersions/1",
-            "ciphertext": base64.b64encode(GOOD_CIPHERTEXT).decode(),
-            "ciphertextCrc32c": str(crc32c(GOOD_CIPHERTEXT) ^ 1),
-            "verifiedPlaintextCrc32c": True,
-            "verifiedAdditionalAuthenticatedDataCrc32c": True,
-        },
-        {
-            "name": f"{KEY}/cryptoKeyVersions/1",
-            "ciphertext": base64.b64encode(GOOD_CIPHERTEXT).decode(),
-            "ciphertextCrc32c": str(crc32c(GOOD_CIPHERTEXT)),
-            "verifiedPlaintextCrc32c": False,
-            "verifiedAdditionalAuthenticatedDataCrc32c": True,
-        },
-        {
-            "name": f"{KEY}/cryptoKeyVersions/1",
-            "ciphertext": base64.b64encode(GOOD_CIPHERTEXT).decode(),
-            "verifiedPlaintextCrc32c": True,
-            "verifiedAdditionalAuthenticatedDataCrc32c": True,
-        },
+        {"name": f"{KEY}/cryptoKeyVersions/1", "ciphertext": base64.b64encode(GOOD_CIPHERTEXT).decode(),
+         "ciphertextCrc32c": str(crc32c(GOOD_CIPHERTEXT) ^ 1),
+         "verifiedPlaintextCrc32c": True, "verifiedAdditionalAuthenticatedDataCrc32c": True},
+        {"name": f"{KEY}/cryptoKeyVersions/1", "ciphertext": base64.b64encode(GOOD_CIPHERTEXT).decode(),
+         "ciphertextCrc32c": str(crc32c(GOOD_CIPHERTEXT)),
+         "verifiedPlaintextCrc32c": False, "verifiedAdditionalAuthenticatedDataCrc32c": True},
+        {"name": f"{KEY}/cryptoKeyVersions/1", "ciphertext": base64.b64encode(GOOD_CIPHERTEXT).decode(),
+         "verifiedPlaintextCrc32c": True, "verifiedAdditionalAuthenticatedDataCrc32c": True},
     ],
     ids=["ciphertext-crc-mismatch", "plaintext-not-verified", "ciphertext-crc-missing"],
 )

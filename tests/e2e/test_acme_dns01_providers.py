@@ -32,7 +32,9 @@ HOOK = Path(__file__).resolve().parents[2] / "examples" / "dns01" / "lego-nsupda
 
 
 @pytest.fixture(scope="session")
-def pebble_on_delegation(tmp_path_factory: pytest.TempPathFactory, bind_delegation: BindDelegation) -> Iterator[Pebble]:
+def pebble_on_delegation(
+    tmp_path_factory: pytest.TempPathFactory, bind_delegation: BindDelegation
+) -> Iterator[Pebble]:
     with start_pebble(tmp_path_factory.mktemp("pebble-delegation"), bind_delegation.host_port) as server:
         yield server
 

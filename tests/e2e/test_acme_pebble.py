@@ -112,7 +112,9 @@ def test_http01_standalone_issues_a_chain_that_verifies(
         assert conn.execute("SELECT count(*) FROM AcmeOrder").fetchone() == (1,)
 
 
-def test_a_first_domain_over_64_characters_issues(pebble: Pebble, run_cli: Runner, tmp_path: Path) -> None:
+def test_a_first_domain_over_64_characters_issues(
+    pebble: Pebble, run_cli: Runner, tmp_path: Path
+) -> None:
     from cryptography import x509
 
     long = "a" * 58 + ".pebble.test"  # 70 characters: more than a subject CN may hold

@@ -52,22 +52,11 @@ def stratified(cases: list[Path], per_class: int = 2) -> list[Path]:
 
 
 # The hostile cases that matter most, whatever the sample: bombs, nesting, homographs, metadata URLs...
-ALWAYS_THROUGH_THE_CLI = frozenset(
-    {
-        "bomb-billion-laughs",
-        "nest-block-sequences-10k",
-        "nest-flow-lists-10k",
-        "idn-cyrillic-a-in-example",
-        "webhook-metadata-ipv4",
-        "webhook-decimal-loopback",
-        "path-dir-dotdot-etc",
-        "tag-python-object-apply",
-        "yaml-nul-truncates",
-        "enc-utf16le-bom",
-        "ctrl-rlo-trojan-source",
-        "shell-name-semicolon",
-    }
-)
+ALWAYS_THROUGH_THE_CLI = frozenset({
+    "bomb-billion-laughs", "nest-block-sequences-10k", "nest-flow-lists-10k", "idn-cyrillic-a-in-example",
+    "webhook-metadata-ipv4", "webhook-decimal-loopback", "path-dir-dotdot-etc", "tag-python-object-apply",
+    "yaml-nul-truncates", "enc-utf16le-bom", "ctrl-rlo-trojan-source", "shell-name-semicolon",
+})
 
 
 CLI_CASES = stratified(CASES)
@@ -157,7 +146,9 @@ def test_invalid_desired_state_is_refused_by_plan_and_apply(
     assert not Path(cli_env["CERTRECONCILE_LOCAL_KMS_KEY_FILE"]).exists()
 
 
-def test_invalid_desired_state_through_the_real_entry_point(run_cli: Runner, database_url: str, tmp_path: Path) -> None:
+def test_invalid_desired_state_through_the_real_entry_point(
+    run_cli: Runner, database_url: str, tmp_path: Path
+) -> None:
     case = INVALID / "schema-several-errors"
     directory = copy_case(case, tmp_path / "case")
     before = snapshot(database_url)
@@ -263,20 +254,8 @@ WITHOUT_EXAMPLE: set[str] = set()  # every command shows an example
 
 def test_every_command_is_listed() -> None:
     names = {" ".join(path) for path in COMMAND_PATHS}
-    assert names >= {
-        "",
-        "validate",
-        "plan",
-        "apply",
-        "status",
-        "audit",
-        "revoke",
-        "rotate",
-        "schema",
-        "init",
-        "db",
-        "db upgrade",
-    }
+    assert names >= {"", "validate", "plan", "apply", "status", "audit", "revoke", "rotate", "schema", "init",
+                     "db", "db upgrade"}
 
 
 @pytest.mark.parametrize(

@@ -167,7 +167,9 @@ def test_apply_role_applies_but_cannot_touch_the_audit_trail(
         assert issued.fetchone() == (5,)  # four certificates, then shop rotated
 
 
-def test_every_key_column_is_hidden_from_the_plan_role(run_cli: Runner, database_url: str, roles: RoleNames) -> None:
+def test_every_key_column_is_hidden_from_the_plan_role(
+    run_cli: Runner, database_url: str, roles: RoleNames
+) -> None:
     run_cli("db", "roles", *role_args(roles), check_code=0)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
@@ -193,11 +195,9 @@ def test_roles_behind_schema_are_refused_with_a_hint(
     desired = copy_example(tmp_path)
     for role, command in ((roles.plan, "plan"), (roles.apply, "apply")):
         env = env_as(cli_env, database_url, role)
-        result = (
-            run_cli(command, "--dir", str(desired), "--auto-approve", env=env, check_code=1)
-            if (command == "apply")
-            else run_cli(command, "--dir", str(desired), env=env, check_code=1)
-        )
+        result = run_cli(command, "--dir", str(desired), "--auto-approve", env=env, check_code=1) if (
+            command == "apply"
+        ) else run_cli(command, "--dir", str(desired), env=env, check_code=1)
         assert "error[schema-behind]" in result.stderr and "0008_least_privilege" in result.stderr
         assert "db upgrade" in result.stderr and "Traceback" not in result.stderr
     with psycopg.connect(database_url) as conn:

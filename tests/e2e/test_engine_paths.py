@@ -126,3 +126,4 @@ def test_an_unreadable_test_clock_is_a_usage_error(tmp_path: Path, run_cli: Runn
     env = {**cli_env, "CERTRECONCILE_TEST_NOW": "tomorrow"}
     failed = run_cli("plan", "--dir", str(tmp_path), env=env, check_code=1)
     assert "error[usage]: CERTRECONCILE_TEST_NOW='tomorrow' is not an ISO-8601 time" in failed.stderr
+

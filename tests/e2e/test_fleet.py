@@ -46,9 +46,9 @@ def applier(cli_env: dict[str, str], tmp_path: Path, hosts_dir: Path) -> Runner:
     folder = tmp_path / "applier"
     folder.mkdir()
 
-    def run(
-        *args: str, check_code: int | None = None, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, check_code: int | None = None, env: dict[str, str] | None = None) -> (
+        subprocess.CompletedProcess[str]
+    ):
         argv = applier_command(hosts_dir, [sys.executable, "-m", "certreconcile", *args])
         result = subprocess.run(argv, capture_output=True, text=True, env=env or cli_env, cwd=folder, timeout=300,
                                 check=False)  # fmt: skip

@@ -159,10 +159,8 @@ def test_two_replicas_send_each_event_once_to_each_sink(
             run_together(replicas)
         run_together(replicas)  # nothing new: nothing is sent again
 
-        expected = sorted(
-            [("certificate.issued", "api"), ("certificate.issued", "shop")]
-            + [("certificate.renewed", name) for name in ("api", "shop") for _ in range(rounds)]
-        )
+        expected = sorted([("certificate.issued", "api"), ("certificate.issued", "shop")]
+                          + [("certificate.renewed", name) for name in ("api", "shop") for _ in range(rounds)])
         hooks = [post for post in receiver.posts if post.path == "/hooks/cert"]
         chats = [post for post in receiver.posts if post.path == f"/apprise/{APPRISE_TOKEN}"]
         receiver.posts[:] = hooks

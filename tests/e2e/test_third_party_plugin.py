@@ -47,7 +47,9 @@ def test_the_example_kind_comes_from_another_distribution() -> None:
     assert [(e.group, e.name) for e in theirs] == [("certreconcile.targets", "example_bundle")]
 
 
-def test_a_third_party_target_validates_is_in_the_schema_plans_and_applies(run_cli: Runner, tmp_path: Path) -> None:
+def test_a_third_party_target_validates_is_in_the_schema_plans_and_applies(
+    run_cli: Runner, tmp_path: Path
+) -> None:
     directory = _desired(tmp_path)
     d = str(directory)
     assert run_cli("validate", "--dir", d, check_code=0).stdout.startswith("Valid: 1 certificate")

@@ -260,7 +260,9 @@ class _CountingHandler(_Handler):
 
 
 @contextlib.contextmanager
-def _counting_server(context: ssl.SSLContext, *, close_after: bool) -> Iterator[tuple[str, list[int], threading.Event]]:
+def _counting_server(
+    context: ssl.SSLContext, *, close_after: bool
+) -> Iterator[tuple[str, list[int], threading.Event]]:
     ports: list[int] = []
     closed = threading.Event()
     handler = type("Handler", (_CountingHandler,), {"seen": [], "ports": ports, "close_after": close_after,
@@ -315,7 +317,7 @@ class _RawHandler(http.server.BaseHTTPRequestHandler):
                              b' rel="alternate"\r\nTransfer-Encoding: chunked\r\n\r\n'
                              b"7;ext=1\r\n{\"statu\r\n9\r\ns\": \"ok\"}\r\n0\r\nTrailer: x\r\n\r\n")  # fmt: skip
         else:  # no length: the body ends when the server closes
-            self.wfile.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"status": "closed"}')
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"status\": \"closed\"}")
             self.close_connection = True
 
 

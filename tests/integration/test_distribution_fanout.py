@@ -91,7 +91,8 @@ def test_the_rows_are_those_written_one_target_at_a_time(
             (result.run_id,),
         ).fetchall()
         audit = conn.execute(
-            "SELECT cert_id::text, action, actor, timestamp, detail FROM CertAudit WHERE detail ? 'target' ORDER BY seq"
+            "SELECT cert_id::text, action, actor, timestamp, detail FROM CertAudit"
+            " WHERE detail ? 'target' ORDER BY seq"
         ).fetchall()
         ids = [row[0] for row in conn.execute("SELECT id FROM CertAudit ORDER BY seq")]
         distributions = conn.execute(

@@ -50,7 +50,9 @@ def _target(
     server: SshServer, remote_dir: Path, *, verify: str | None = None, env: dict[str, str] | None = None, **config: Any
 ) -> SshTarget:
     settings = {**_settings(server, remote_dir), **config}
-    return SshTarget("edge-ssh", SshTargetConfig(**settings), base_dir=remote_dir.parent, env=env or {}, verify=verify)
+    return SshTarget(
+        "edge-ssh", SshTargetConfig(**settings), base_dir=remote_dir.parent, env=env or {}, verify=verify
+    )
 
 
 def _deploy_error(target: SshTarget, name: str = "shop") -> TargetError:

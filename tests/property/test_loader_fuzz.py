@@ -35,7 +35,9 @@ PEAK_LIMIT = 64 << 20  # bytes traced while one input is validated and loaded
 BREAKS = re.compile(rb"\r\n|\r|\n")
 RUN = {"examples": 0, "with_diagnostics": 0}
 
-settings.register_profile("loader-fuzz", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "loader-fuzz", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile(
     "loader-fuzz-soak", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -43,50 +45,10 @@ PROFILE = settings.get_profile("loader-fuzz-soak" if os.environ.get("CERTRECONCI
 
 # Bytes that break YAML or the guards in interesting ways when dropped into a valid file.
 INSERTIONS = [
-    b"\x00",
-    b"\x07",
-    b"\x1b[31m",
-    b"\x7f",
-    b"\x85",
-    b"\xc2\x85",
-    b"\xe2\x80\xa8",
-    b"\xe2\x80\xae",
-    b"\xef\xbb\xbf",
-    b"\xff",
-    b"\xc0\xaf",
-    b"\xed\xa0\x80",
-    b"\t",
-    b"\r",
-    b"\n",
-    b"\n---\n",
-    b"\n...\n",
-    b"&a ",
-    b"*a",
-    b"<<: ",
-    b"!!python/object:os.system ",
-    b"!!binary ",
-    b"!e ",
-    b"[",
-    b"]",
-    b"{",
-    b"}",
-    b"- ",
-    b": ",
-    b"? ",
-    b"#",
-    b"'",
-    b'"',
-    b"|",
-    b">",
-    b"%YAML 1.1\n",
-    b"~",
-    b"9" * 40,
-    b"\xd0\xb0",
-    b"\xce\xbf",
-    b"xn--",
-    b"../",
-    b"$(id)",
-    b"`",
+    b"\x00", b"\x07", b"\x1b[31m", b"\x7f", b"\x85", b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xae", b"\xef\xbb\xbf",
+    b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\t", b"\r", b"\n", b"\n---\n", b"\n...\n", b"&a ", b"*a", b"<<: ",
+    b"!!python/object:os.system ", b"!!binary ", b"!e ", b"[", b"]", b"{", b"}", b"- ", b": ", b"? ", b"#", b"'",
+    b'"', b"|", b">", b"%YAML 1.1\n", b"~", b"9" * 40, b"\xd0\xb0", b"\xce\xbf", b"xn--", b"../", b"$(id)", b"`",
 ]
 
 

@@ -122,7 +122,9 @@ def test_entrypoint_is_certreconcile_in_exec_form(containerfile: tuple[list[str]
 def test_the_state_directory_is_a_volume(containerfile: tuple[list[str], list[Stage]]) -> None:
     _, stages = containerfile
     final = stages[-1]
-    env = dict(item.split("=", 1) for line in final.args("ENV") for item in shlex.split(line) if "=" in item)
+    env = dict(
+        item.split("=", 1) for line in final.args("ENV") for item in shlex.split(line) if "=" in item
+    )
     data_dir = env["CERTRECONCILE_DATA_DIR"]
     volumes = [path for line in final.args("VOLUME") for path in json.loads(line)]
     assert data_dir in volumes
@@ -140,7 +142,7 @@ def test_make_image_builds_and_runs_it_with_buildah() -> None:
     build = (ROOT / "packaging" / "container" / "build-image.sh").read_text()
     run = (ROOT / "packaging" / "container" / "test-image.sh").read_text()
     assert "--storage-driver vfs" in build and "--isolation chroot" in build
-    assert "mmdebstrap" in build and '--build-arg "BASE=' in build
+    assert "mmdebstrap" in build and "--build-arg \"BASE=" in build
     assert "certreconcile --version" in run and "certreconcile apply --auto-approve" in run
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^image: image-deps\n\tIMAGE=\$\(IMAGE\) packaging/container/build-image.sh\n", makefile, re.M)

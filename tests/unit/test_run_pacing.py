@@ -90,3 +90,4 @@ def test_other_cas_are_never_paced(tmp_path: Path) -> None:
     result = reconciler.cycle()
     assert len(ca.orders) == 60
     assert not any("held back" in line for line in result.warnings)
+

@@ -64,7 +64,10 @@ SUPERUSER = "postgres"
 ROOT_SERVER_ACCOUNT = "pgserver"  # the OS account the server runs as when we are root
 _SOCKET_NAME = ".s.PGSQL.5432"
 _SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
-_HBA = "# certreconcile: local (Unix socket) logins with a password only; no TCP at all.\nlocal all all scram-sha-256\n"
+_HBA = (
+    "# certreconcile: local (Unix socket) logins with a password only; no TCP at all.\n"
+    "local all all scram-sha-256\n"
+)
 _SETTINGS = "\n# certreconcile\nlisten_addresses = ''\nunix_socket_permissions = 0700\n"
 # The environment the server's programs get: the locale, the time zone, where binaries and libraries
 # are. Never the caller's: the server outlives the command that starts it (and as root runs as

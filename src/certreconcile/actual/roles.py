@@ -140,7 +140,9 @@ def _read_catalog(conn: psycopg.Connection[Any], names: RoleNames) -> _Catalog:
     for table, column in conn.execute(_SQL_COLUMNS, (schema,)):
         tables.setdefault(table, []).append(column)
     others = [
-        (_KIND_KEYWORD[kind], name) for name, kind in conn.execute(_SQL_RELATIONS, (schema,)) if kind not in ("r", "p")
+        (_KIND_KEYWORD[kind], name)
+        for name, kind in conn.execute(_SQL_RELATIONS, (schema,))
+        if kind not in ("r", "p")
     ]
     functions = [(str(name), str(args)) for name, args in conn.execute(_SQL_FUNCTIONS, (schema,))]
     roles = {}

@@ -111,8 +111,7 @@ def vet(adopted: Adopted, spec: CertificateSpec, now: datetime) -> CertFacts:
             f"declares {spec.key_type.value}",
             code="import-key-type-mismatch",
             hint=f"declare key_type: {key_type.value} to adopt it (the next renewals may change it back)"
-            if key_type
-            else "let apply issue a new certificate instead",
+            if key_type else "let apply issue a new certificate instead",
         )
     _check_chain(adopted)
     if facts.not_after <= now:

@@ -214,7 +214,9 @@ def _targets(document: AgentDocument, issues: _Issues) -> dict[str, TargetSpec]:
         refused = [kind for kind in REFUSED_KINDS if isinstance(raw, dict) and kind in raw]
         if refused:
             kind = refused[0]
-            issues.append(((*where, kind), "key", KIND_REFUSED_CODE, f"targets.{name}: {REFUSED_KINDS[kind]}", ""))
+            issues.append(
+                ((*where, kind), "key", KIND_REFUSED_CODE, f"targets.{name}: {REFUSED_KINDS[kind]}", "")
+            )
             continue
         try:
             entry = model.model_validate(raw if raw is not None else {})

@@ -111,3 +111,5 @@ def _reload(server: AgentHttpServer, config_path: Path, env: Mapping[str, str]) 
         logger.warning("agent %s: `listen` changed: restart the agent to listen there", config.name)
     server.runtime = runtime
     logger.info("agent %s: configuration reloaded (local targets: %s)", config.name, ", ".join(runtime.targets))
+
+

@@ -100,7 +100,9 @@ def reference_findings(
             )
 
 
-def agent_specs(agents: Mapping[str, DeclaredAgent], located: Mapping[NodeRef, SourceLocation]) -> dict[str, AgentSpec]:
+def agent_specs(
+    agents: Mapping[str, DeclaredAgent], located: Mapping[NodeRef, SourceLocation]
+) -> dict[str, AgentSpec]:
     """The frozen ``agents:``, by name."""
     return {
         name: AgentSpec(name, agent.url, agent.timeout or DEFAULT_AGENT_TIMEOUT, located.get(agent.ref))

@@ -268,6 +268,8 @@ class CertificateChecks:
         return failed
 
 
+
+
 def _declared(section: str, merged: dict[str, DeclaredPlugin]) -> str:
     if not merged:
         return f"declare it under {section}"

@@ -50,7 +50,6 @@ from certreconcile.domain.names import (
 
 __all__ = ["Checker"]
 
-
 def _parsed(text: ParsedDuration | None) -> timedelta | None:
     """A duration, or None when it is absent or invalid (value_findings reports it)."""
     return text.delta_or_none if text is not None else None

@@ -159,8 +159,6 @@ def _check(marker: Checked, path: tuple[PathElement, ...], value: str) -> Iterat
 
 
 _CONTROL = re.compile("[\x01-\x1f\x7f-\x9f]")
-
-
 def escapes_base(value: str) -> bool:
     """A relative path whose ``..`` climbs out of the directory it is relative to."""
     normal = os.path.normpath(value)

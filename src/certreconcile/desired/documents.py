@@ -136,6 +136,7 @@ class KmsCacheConfig(Wire):
     """How many data keys the cache holds at most (the least recently used goes first)."""
 
 
+
 class KmsEntry(PluginEntry):
     """The KMS wrapping every private key. Exactly one kind key."""
 

@@ -40,3 +40,4 @@ def render_json_schema(*, builtin_only: bool = False) -> str:
     """The committed form: sorted keys, indent 2, trailing newline."""
     schema = desired_state_json_schema(builtin_only=builtin_only)
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+

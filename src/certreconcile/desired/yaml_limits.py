@@ -26,7 +26,9 @@ __all__ = ["MAX_DEPTH", "LimitProblem", "alias_excess", "data_too_deep", "depth_
 MAX_DEPTH = 64  # collections inside collections; the desired-state schema needs about 8
 MAX_ALIAS_NODES = 1_000_000  # yaml_rs's replay limit
 MAX_ALIAS_NESTING = 64  # yaml_rs's replay stack depth
-_CORE_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map"))
+_CORE_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")
+)
 
 
 @dataclass(frozen=True, slots=True)

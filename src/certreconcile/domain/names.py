@@ -48,10 +48,8 @@ _SCRIPT_MIXES = (
     frozenset({"LATIN", "HAN", "HANGUL"}),
 )
 # Default-ignorable code points UTS #46 maps to nothing; ZWJ/ZWNJ are left to IDNA's CONTEXTJ rules.
-_INVISIBLE = re.compile(
-    "[\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u200e\u200f\u2060-\u206f"
-    "\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U000e0000-\U000e0fff]"
-)
+_INVISIBLE = re.compile("[\u00ad\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b\u200e\u200f\u2060-\u206f"
+                        "\u3164\ufe00-\ufe0f\ufeff\uffa0\U0001bca0-\U0001bca3\U000e0000-\U000e0fff]")
 _SCRIPT_WORDS = {"CJK": "HAN", "IDEOGRAPHIC": "HAN", "HALFWIDTH": "", "FULLWIDTH": "", "KATAKANA-HIRAGANA": ""}
 
 

@@ -181,9 +181,9 @@ class FleetCa:
         )  # fmt: skip
         return builder.sign(self.key, hashes.SHA256())
 
-    def sign_applier(
-        self, public_key: ec.EllipticCurvePublicKey, uri: str, now: datetime, lifetime: timedelta
-    ) -> x509.Certificate:
+    def sign_applier(self, public_key: ec.EllipticCurvePublicKey, uri: str, now: datetime, lifetime: timedelta) -> (
+        x509.Certificate
+    ):
         """The applier's client certificate (URI SAN ``uri``, clientAuth only)."""
         builder = (
             self._builder("certreconcile applier", public_key, now, lifetime)

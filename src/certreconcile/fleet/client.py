@@ -162,12 +162,8 @@ class AgentClient:
                 raise self._unreachable(_reason(exc)) from None
             self._check_peer(connection)
             try:
-                connection.request(
-                    "POST",
-                    path_for(operation),
-                    body=body,
-                    headers={"Content-Type": "application/json", "Accept": "application/json"},
-                )
+                connection.request("POST", path_for(operation), body=body,
+                                   headers={"Content-Type": "application/json", "Accept": "application/json"})
                 response = connection.getresponse()
                 data = response.read(MAX_BODY_BYTES + 1)
             except (OSError, http.client.HTTPException) as exc:

@@ -49,9 +49,9 @@ def _failed(name: str, why: str, code: str, hint: str = "") -> CertReconcileErro
     return CertReconcileError(f"agent {name}: {why}", code=code, hint=hint)
 
 
-def _renew(
-    name: str, desired: DesiredState, fleet: Fleet, store: StateStore, clock: Clock, actor: str
-) -> AgentRenewalResult:
+def _renew(name: str, desired: DesiredState, fleet: Fleet, store: StateStore, clock: Clock, actor: str) -> (
+    AgentRenewalResult
+):
     spec = desired.agents.get(name)
     if spec is None:
         raise _failed(name, "is not declared in `agents:`", "agent-not-enrolled")

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["VaultConnectionConfig", "vault_login"]
 
-
 class VaultConnectionConfig(Wire):
     """Where a Vault/OpenBao server is and how to log in: shared by the vault KMS and the vault_pki issuer."""
 
@@ -53,6 +52,7 @@ class VaultConnectionConfig(Wire):
     def unused_env_fields(self) -> frozenset[str]:
         """The ``*_env`` fields its login method does not read (the AppRole ids, unless auth: approle)."""
         return frozenset() if self.auth == "approle" else frozenset({"role_id_env", "secret_id_env"})
+
 
 
 def vault_login(config: VaultConnectionConfig, context: PluginContext) -> VaultLogin:

@@ -178,7 +178,9 @@ class _Checker:
         self.results.append(attempt(subject, "staging order", order))
 
 
-def run_checks(desired: DesiredState, context: PluginContext, options: CheckOptions, now: datetime) -> CheckReport:
+def run_checks(
+    desired: DesiredState, context: PluginContext, options: CheckOptions, now: datetime
+) -> CheckReport:
     """Every check for the selected certificates and the plug-ins they use; the state database is not opened."""
     specs = _selected(desired, options.names)
     checker = _Checker(desired, context, options, now)
@@ -189,3 +191,4 @@ def run_checks(desired: DesiredState, context: PluginContext, options: CheckOpti
     for spec in specs:
         checker.certificate(spec)
     return CheckReport(tuple(checker.results))
+

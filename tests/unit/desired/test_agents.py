@@ -117,15 +117,8 @@ def test_declarations_without_agents_keep_their_digest(tmp_path: Path) -> None:
         "targets": {},
         "allowed_domains": [],
         "certificate_fields": [
-            "domains",
-            "issuer",
-            "key_type",
-            "renew_before_seconds",
-            "renew_before_fraction",
-            "targets",
-            "on_delete",
-            "challenge",
-            "dns_provider",
+            "domains", "issuer", "key_type", "renew_before_seconds", "renew_before_fraction",
+            "targets", "on_delete", "challenge", "dns_provider",
         ],
         "certificates": {},
     }

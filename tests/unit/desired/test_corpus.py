@@ -26,8 +26,7 @@ def expected_lines(case: Path) -> list[str]:
 
 def yaml_files(directory: Path) -> list[Path]:
     return sorted(
-        path
-        for path in directory.rglob("*")
+        path for path in directory.rglob("*")
         if path.suffix in (".yaml", ".yml")
         and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
@@ -53,18 +52,10 @@ def test_valid_directory_has_no_diagnostics(directory: Path) -> None:
 
 
 # Refused by the models' validators, which JSON Schema cannot express (header names and values, URL ports).
-VALIDATOR_ONLY = {
-    "shell-header-crlf-injection",
-    "shell-header-name-colon",
-    "shell-header-reserved",
-    "webhook-port-too-big",
-    "webhook-port-zero",
-}
-SCHEMA_CASES = [
-    case
-    for case in CASES
-    if case.name not in VALIDATOR_ONLY and all("error[schema-" in line for line in expected_lines(case))
-]
+VALIDATOR_ONLY = {"shell-header-crlf-injection", "shell-header-name-colon", "shell-header-reserved",
+                  "webhook-port-too-big", "webhook-port-zero"}
+SCHEMA_CASES = [case for case in CASES if case.name not in VALIDATOR_ONLY
+                and all("error[schema-" in line for line in expected_lines(case))]
 
 
 def test_some_cases_are_pure_schema_errors() -> None:
@@ -74,11 +65,8 @@ def test_some_cases_are_pure_schema_errors() -> None:
 @pytest.mark.parametrize("case", SCHEMA_CASES, ids=lambda path: path.name)
 def test_json_schema_rejects_pure_schema_errors(case: Path) -> None:
     validator = jsonschema.Draft202012Validator(desired_state_json_schema())
-    failing = {
-        path.relative_to(case).as_posix()
-        for path in yaml_files(case)
-        if list(validator.iter_errors(yaml_rs.loads(path.read_text(), parse_datetime=False) or {}))
-    }
+    failing = {path.relative_to(case).as_posix() for path in yaml_files(case)
+               if list(validator.iter_errors(yaml_rs.loads(path.read_text(), parse_datetime=False) or {}))}
     expected_files = {line.split(":", 1)[0] for line in expected_lines(case)}
     assert failing == expected_files
 

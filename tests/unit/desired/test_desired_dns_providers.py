@@ -60,9 +60,8 @@ def test_propagation_settings_change_the_digest(tmp_path: Path) -> None:
         pytest.param("{route53: {}, propagation_timeout: 0s}", ["invalid-duration"], id="zero-timeout"),
         pytest.param("{route53: {}, propagation_timeout: soon}", ["schema-invalid-value"], id="timeout-pattern"),
         pytest.param("{route53: {}, nameservers: ['127.0.0.1:70000']}", ["invalid-port"], id="nameserver-port"),
-        pytest.param(
-            "{route53: {}, nameservers: [ns1.example.com]}", ["schema-invalid-value"], id="nameserver-without-port"
-        ),
+        pytest.param("{route53: {}, nameservers: [ns1.example.com]}", ["schema-invalid-value"],
+                     id="nameserver-without-port"),
         pytest.param("{cloudflare: {api_token_env: 'not a name'}}", ["schema-invalid-value"], id="token-env-name"),
         pytest.param("{route53: {}, cloudflare: {}}", ["schema-multiple-kinds"], id="two-kinds"),
         pytest.param("{route53: {}, nameservers: null}", [], id="nameservers-null"),

@@ -41,36 +41,21 @@ def position(text: str, at: str) -> str:
     ("text", "env", "expected"),
     [
         pytest.param(ACME_EAB + FILES + CERT, {}, [("EAB_KID", "EAB_KID"), ("EAB_HMAC", "EAB_HMAC")], id="acme-eab"),
-        pytest.param(
-            ACME_EAB + FILES + CERT,
-            {"EAB_KID": "k", "EAB_HMAC": " "},
-            [("EAB_HMAC", "EAB_HMAC")],
-            id="acme-eab-blank-counts-as-unset",
-        ),
+        pytest.param(ACME_EAB + FILES + CERT, {"EAB_KID": "k", "EAB_HMAC": " "}, [("EAB_HMAC", "EAB_HMAC")],
+                     id="acme-eab-blank-counts-as-unset"),
         pytest.param(LOCAL + WEBHOOK + CERT, {}, [("HOOK_SECRET", "HOOK_SECRET")], id="webhook-secret"),
-        pytest.param(ACME + FILES + RFC2136 + DNS, {}, [("TSIG", "TSIG")], id="rfc2136-tsig"),
-        pytest.param(
-            ACME + FILES + CLOUDFLARE + DNS,
-            {},
-            [("CLOUDFLARE_API_TOKEN", "{}}")],
-            id="cloudflare-default-variable-at-its-kind",
-        ),
-        pytest.param(
-            VAULT_PKI + FILES + CERT, {}, [("ROLE", "ROLE"), ("VAULT_SECRET_ID", "{url")], id="vault-pki-approle"
-        ),
-        pytest.param(
-            VAULT_PKI.replace("approle", "token") + FILES + CERT, {}, [], id="vault-token-auth-needs-no-approle-ids"
-        ),
+        pytest.param(ACME + FILES + RFC2136 + DNS, {}, [("TSIG", "TSIG")],
+                     id="rfc2136-tsig"),
+        pytest.param(ACME + FILES + CLOUDFLARE + DNS, {},
+                     [("CLOUDFLARE_API_TOKEN", "{}}")], id="cloudflare-default-variable-at-its-kind"),
+        pytest.param(VAULT_PKI + FILES + CERT, {}, [("ROLE", "ROLE"), ("VAULT_SECRET_ID", "{url")],
+                     id="vault-pki-approle"),
+        pytest.param(VAULT_PKI.replace("approle", "token") + FILES + CERT, {}, [],
+                     id="vault-token-auth-needs-no-approle-ids"),
         pytest.param(VAULT_KMS + LOCAL + FILES + CERT, {}, [], id="not-the-kms-plan-needs-no-kms-credentials"),
         pytest.param(LOCAL + WEBHOOK + CERT, {"HOOK_SECRET": "s"}, [], id="set"),
-        pytest.param(
-            LOCAL
-            + WEBHOOK.replace("targets:\n", "targets:\n  unused: {files: {dir: /srv/u}}\n")
-            + CERT.replace("[out]", "[unused]"),
-            {},
-            [],
-            id="a-target-no-change-uses",
-        ),
+        pytest.param(LOCAL + WEBHOOK.replace("targets:\n", "targets:\n  unused: {files: {dir: /srv/u}}\n")
+                     + CERT.replace("[out]", "[unused]"), {}, [], id="a-target-no-change-uses"),
     ],
 )
 def test_unset_variables_the_plan_needs(

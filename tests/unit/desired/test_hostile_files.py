@@ -106,17 +106,9 @@ def test_single_script_and_allowed_mixes_are_accepted(domain: str, normalised: s
 @pytest.mark.parametrize(
     ("host", "legacy"),
     [
-        ("2130706433", True),
-        ("0x7f000001", True),
-        ("0177.0.0.1", True),
-        ("127.1", True),
-        ("0xa9.0xfe.1", True),
-        ("127.0.0.1", False),
-        ("10.0.0.1", False),
-        ("hooks.example.com", False),
-        ("1e100.net", False),
-        ("::1", False),
-        ("123.example", False),
+        ("2130706433", True), ("0x7f000001", True), ("0177.0.0.1", True), ("127.1", True), ("0xa9.0xfe.1", True),
+        ("127.0.0.1", False), ("10.0.0.1", False), ("hooks.example.com", False), ("1e100.net", False),
+        ("::1", False), ("123.example", False),
     ],
 )
 def test_legacy_numeric_hosts(host: str, legacy: bool) -> None:

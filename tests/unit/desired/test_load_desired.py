@@ -107,21 +107,14 @@ def test_with_locations_fills_positions(tmp_path: Path) -> None:
 
 
 def test_errors_are_all_raised_sorted(tmp_path: Path) -> None:
-    write(
-        tmp_path,
-        {
-            "b.yaml": "certificates:\n  - {name: x, domains: [x.example.com], issuer: nope}\n",
-            "a.yaml": "issuers: {ca: {local_ca: {lifetime: 0d}}}\n",
-        },
-    )
+    write(tmp_path, {"b.yaml": "certificates:\n  - {name: x, domains: [x.example.com], issuer: nope}\n",
+                     "a.yaml": "issuers: {ca: {local_ca: {lifetime: 0d}}}\n"})
     with pytest.raises(DesiredStateError) as raised:
         load_desired(tmp_path)
     diagnostics = raised.value.diagnostics
     assert all(isinstance(d, Diagnostic) for d in diagnostics)
     assert [(d.location.file, d.code) for d in diagnostics] == [  # type: ignore[attr-defined]
-        ("a.yaml", "invalid-duration"),
-        ("b.yaml", "unknown-issuer"),
-    ]
+        ("a.yaml", "invalid-duration"), ("b.yaml", "unknown-issuer")]
 
 
 def test_diagnostic_format() -> None:

@@ -9,7 +9,8 @@ COMMITTED = Path(__file__).resolve().parents[3] / "schemas" / "desired-state.sch
 
 def test_committed_schema_matches_the_models() -> None:
     assert COMMITTED.read_text() == render_json_schema(builtin_only=True), (
-        "schemas/desired-state.schema.json is out of date: run `make schema`"
+        "schemas/desired-state.schema.json is out of date: "
+        "run `make schema`"
     )
 
 
@@ -28,8 +29,7 @@ def test_examples_reference_the_schema() -> None:
     assert len(files) >= 2
     for path in files:
         assert path.read_text().startswith(
-            "# yaml-language-server: $schema=../../schemas/desired-state.schema.json\n"
-        ), path
+            "# yaml-language-server: $schema=../../schemas/desired-state.schema.json\n"), path
 
 
 def test_the_fleet_example_references_the_schema() -> None:
@@ -38,5 +38,4 @@ def test_the_fleet_example_references_the_schema() -> None:
     assert files
     for path in files:
         assert path.read_text().startswith(
-            "# yaml-language-server: $schema=../../../schemas/desired-state.schema.json\n"
-        ), path
+            "# yaml-language-server: $schema=../../../schemas/desired-state.schema.json\n"), path

@@ -140,10 +140,7 @@ NEAR_PLAIN = {
     "a target twice": {"targets": ["deploy", "deploy"]},
     "acme wildcard, default challenge": {"issuer": "acme", "domains": ["*.example.com"]},
     "acme wildcard over dns-01": {
-        "issuer": "acme",
-        "domains": ["*.example.com"],
-        "challenge": "dns-01",
-        "dns_provider": "dns",
+        "issuer": "acme", "domains": ["*.example.com"], "challenge": "dns-01", "dns_provider": "dns"
     },
     "renewal longer than the lifetime": {"renew_before": "30d"},
     "a key type the issuer cannot sign": {"key": "ecdsa-p384"},

@@ -31,153 +31,67 @@ ACME = "issuers:\n  ca:\n    acme:\n      directory: https://acme.example/dir\n"
 
 CASES = [
     # (a) reserved LDH labels ("??--" that are not xn--)
-    pytest.param(
-        doc(certs=CERT.replace("[w.example.com]", "[w.example.com, ab--cd.example.com]")),
-        "domain-reserved-label",
-        "ab--cd",
-        id="a-reserved-label",
-    ),
-    pytest.param(
-        doc(certs=CERT.replace("[w.example.com]", "['*.x1--y.example.com']")),
-        "domain-reserved-label",
-        "'*.x1--y",
-        id="a-reserved-label-after-wildcard",
-    ),
+    pytest.param(doc(certs=CERT.replace("[w.example.com]", "[w.example.com, ab--cd.example.com]")),
+                 "domain-reserved-label", "ab--cd", id="a-reserved-label"),
+    pytest.param(doc(certs=CERT.replace("[w.example.com]", "['*.x1--y.example.com']")),
+                 "domain-reserved-label", "'*.x1--y", id="a-reserved-label-after-wildcard"),
     # (c) durations so large they overflow
-    pytest.param(
-        doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 99999999999999999999d}}\n"),
-        "duration-too-long",
-        "99999999999999999999d",
-        id="c-lifetime-overflows",
-    ),
-    pytest.param(
-        doc(issuers="issuers:\n  ca: {local_ca: {ca_lifetime: 36501d}}\n"),
-        "duration-too-long",
-        "36501d",
-        id="c-ca-lifetime-over-100-years",
-    ),
-    pytest.param(
-        doc(issuers=ACME + "      order_timeout: 9999999999w\n"),
-        "duration-too-long",
-        "9999999999w",
-        id="c-acme-order-timeout",
-    ),
-    pytest.param(
-        doc(targets=target("files: {dir: /srv/o}\n    verify_timeout: 5000000000s")),
-        "duration-too-long",
-        "5000000000s",
-        id="c-verify-timeout",
-    ),
-    pytest.param(
-        "kms: {local: {}, cache: {max_age: 99999999999999m}}\n" + doc(),
-        "duration-too-long",
-        "99999999999999m",
-        id="c-kms-cache-max-age",
-    ),
+    pytest.param(doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 99999999999999999999d}}\n"),
+                 "duration-too-long", "99999999999999999999d", id="c-lifetime-overflows"),
+    pytest.param(doc(issuers="issuers:\n  ca: {local_ca: {ca_lifetime: 36501d}}\n"),
+                 "duration-too-long", "36501d", id="c-ca-lifetime-over-100-years"),
+    pytest.param(doc(issuers=ACME + "      order_timeout: 9999999999w\n"),
+                 "duration-too-long", "9999999999w", id="c-acme-order-timeout"),
+    pytest.param(doc(targets=target("files: {dir: /srv/o}\n    verify_timeout: 5000000000s")),
+                 "duration-too-long", "5000000000s", id="c-verify-timeout"),
+    pytest.param("kms: {local: {}, cache: {max_age: 99999999999999m}}\n" + doc(),
+                 "duration-too-long", "99999999999999m", id="c-kms-cache-max-age"),
     # (d) listen ports outside 1-65535
-    pytest.param(
-        doc(issuers=ACME + "      http01: {standalone: {listen: '0.0.0.0:65536'}}\n"),
-        "invalid-port",
-        "'0.0.0.0:65536'",
-        id="d-standalone-listen-too-high",
-    ),
-    pytest.param(
-        doc(issuers=ACME + "      http01: {standalone: {listen: '[::]:0'}}\n"),
-        "invalid-port",
-        "'[::]:0'",
-        id="d-standalone-listen-zero",
-    ),
-    pytest.param(
-        doc(targets=target("haproxy: {cert_dir: /srv/h, runtime_api: '127.0.0.1:99999'}")),
-        "invalid-port",
-        "'127.0.0.1:99999'",
-        id="d-haproxy-runtime-api",
-    ),
+    pytest.param(doc(issuers=ACME + "      http01: {standalone: {listen: '0.0.0.0:65536'}}\n"),
+                 "invalid-port", "'0.0.0.0:65536'", id="d-standalone-listen-too-high"),
+    pytest.param(doc(issuers=ACME + "      http01: {standalone: {listen: '[::]:0'}}\n"),
+                 "invalid-port", "'[::]:0'", id="d-standalone-listen-zero"),
+    pytest.param(doc(targets=target("haproxy: {cert_dir: /srv/h, runtime_api: '127.0.0.1:99999'}")),
+                 "invalid-port", "'127.0.0.1:99999'", id="d-haproxy-runtime-api"),
     # (e) lifetimes shorter than a sane minimum (1h)
-    pytest.param(
-        doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 59m}}\n"),
-        "lifetime-too-short",
-        "59m",
-        id="e-local-ca-lifetime",
-    ),
-    pytest.param(
-        doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 10s}}\n"),
-        "lifetime-too-short",
-        "10s",
-        id="e-local-ca-seconds",
-    ),
-    pytest.param(
-        doc(issuers="issuers:\n  ca: {vault_pki: {url: 'https://v:8200', role: r, ttl: 5m}}\n"),
-        "lifetime-too-short",
-        "5m}",
-        id="e-vault-pki-ttl",
-    ),
+    pytest.param(doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 59m}}\n"),
+                 "lifetime-too-short", "59m", id="e-local-ca-lifetime"),
+    pytest.param(doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 10s}}\n"),
+                 "lifetime-too-short", "10s", id="e-local-ca-seconds"),
+    pytest.param(doc(issuers="issuers:\n  ca: {vault_pki: {url: 'https://v:8200', role: r, ttl: 5m}}\n"),
+                 "lifetime-too-short", "5m}", id="e-vault-pki-ttl"),
     # (f) the same target twice in one certificate
-    pytest.param(
-        doc(certs=CERT.replace("targets: [out]", "targets: [out, out]")),
-        "duplicate-target",
-        "out]",
-        id="f-duplicate-target",
-    ),
+    pytest.param(doc(certs=CERT.replace("targets: [out]", "targets: [out, out]")),
+                 "duplicate-target", "out]", id="f-duplicate-target"),
     # (g) strings are not booleans (strict bools)
     *(
-        pytest.param(
-            doc(targets=target(f"webhook: {{url: 'https://h', secret_env: S, allow_link_local: {text}}}")),
-            "schema-invalid-type",
-            text + "}",
-            id=f"g-bool-from-{text.strip(chr(39)) or 'empty'}",
-        )
+        pytest.param(doc(targets=target(f"webhook: {{url: 'https://h', secret_env: S, allow_link_local: {text}}}")),
+                     "schema-invalid-type", text + "}", id=f"g-bool-from-{text.strip(chr(39)) or 'empty'}")
         for text in ("yes", "'true'", "'1'", "on", "'false'")
     ),
     # (h) blank or unbalanced commands
-    pytest.param(
-        doc(targets=target("files: {dir: /srv/o, reload_command: ''}")), "invalid-command", "''", id="h-empty-command"
-    ),
-    pytest.param(
-        doc(targets=target("files: {dir: /srv/o, reload_command: '   '}")),
-        "invalid-command",
-        "'   '",
-        id="h-blank-command",
-    ),
-    pytest.param(
-        doc(targets=target('files: {dir: /srv/o, reload_command: "systemctl \'reload nginx"}')),
-        "invalid-command",
-        '"systemctl',
-        id="h-unbalanced-quote",
-    ),
-    pytest.param(
-        doc(targets=target("nginx: {cert_dir: /srv/n, test_command: 'nginx -t \\'}")),
-        "invalid-command",
-        "'nginx -t",
-        id="h-trailing-escape",
-    ),
-    pytest.param(
-        doc(targets=target("haproxy: {cert_dir: /srv/h, reload_command: '\"'}")),
-        "invalid-command",
-        "'\"'",
-        id="h-lone-double-quote",
-    ),
+    pytest.param(doc(targets=target("files: {dir: /srv/o, reload_command: ''}")),
+                 "invalid-command", "''", id="h-empty-command"),
+    pytest.param(doc(targets=target("files: {dir: /srv/o, reload_command: '   '}")),
+                 "invalid-command", "'   '", id="h-blank-command"),
+    pytest.param(doc(targets=target("files: {dir: /srv/o, reload_command: \"systemctl 'reload nginx\"}")),
+                 "invalid-command", "\"systemctl", id="h-unbalanced-quote"),
+    pytest.param(doc(targets=target("nginx: {cert_dir: /srv/n, test_command: 'nginx -t \\'}")),
+                 "invalid-command", "'nginx -t", id="h-trailing-escape"),
+    pytest.param(doc(targets=target("haproxy: {cert_dir: /srv/h, reload_command: '\"'}")),
+                 "invalid-command", "'\"'", id="h-lone-double-quote"),
     # (i) NUL in paths
-    pytest.param(
-        doc(targets=target('files: {dir: "/srv/o\\0ut"}')), "path-has-nul", '"/srv/o', id="i-nul-in-target-dir"
-    ),
-    pytest.param(
-        doc(issuers=ACME + '      ca_bundle: "/etc/ca\\0.pem"\n'), "path-has-nul", '"/etc/ca', id="i-nul-in-ca-bundle"
-    ),
-    pytest.param('kms: {local: {key_file: "k\\0"}}\n' + doc(), "path-has-nul", '"k', id="i-nul-in-kms-key-file"),
+    pytest.param(doc(targets=target('files: {dir: "/srv/o\\0ut"}')),
+                 "path-has-nul", '"/srv/o', id="i-nul-in-target-dir"),
+    pytest.param(doc(issuers=ACME + '      ca_bundle: "/etc/ca\\0.pem"\n'),
+                 "path-has-nul", '"/etc/ca', id="i-nul-in-ca-bundle"),
+    pytest.param("kms: {local: {key_file: \"k\\0\"}}\n" + doc(),
+                 "path-has-nul", '"k', id="i-nul-in-kms-key-file"),
     # (j) two targets writing one directory
-    pytest.param(
-        doc(targets="targets:\n  out: {files: {dir: /srv/certs}}\n  two: {envoy: {sds_dir: /srv/certs/}}\n"),
-        "duplicate-target-dir",
-        "/srv/certs/}",
-        id="j-same-dir-two-kinds",
-    ),
-    pytest.param(
-        doc(targets="targets:\n  out: {files: {dir: certs}}\n  two: {nginx: {cert_dir: ./x/../certs}}\n"),
-        "duplicate-target-dir",
-        "./x/../certs",
-        id="j-same-relative-dir",
-    ),
+    pytest.param(doc(targets="targets:\n  out: {files: {dir: /srv/certs}}\n  two: {envoy: {sds_dir: /srv/certs/}}\n"),
+                 "duplicate-target-dir", "/srv/certs/}", id="j-same-dir-two-kinds"),
+    pytest.param(doc(targets="targets:\n  out: {files: {dir: certs}}\n  two: {nginx: {cert_dir: ./x/../certs}}\n"),
+                 "duplicate-target-dir", "./x/../certs", id="j-same-relative-dir"),
 ]
 
 
@@ -195,33 +109,20 @@ def test_refused_with_code_position_and_hint(tmp_path: Path, text: str, code: st
 @pytest.mark.parametrize(
     "text",
     [
-        pytest.param(
-            doc(certs=CERT.replace("[w.example.com]", "[xn--bcher-kva.example, a-b--c.example.com]")),
-            id="a-xn-and-later-hyphens-are-fine",
-        ),
-        pytest.param(
-            doc(certs=CERT.replace("[w.example.com]", f"[{'a' * 60}.example.com]")),
-            id="b-first-domain-over-64-characters",
-        ),
-        pytest.param(
-            doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 1h, ca_lifetime: 36500d}}\n"),
-            id="ce-the-limits-themselves",
-        ),
-        pytest.param(
-            doc(targets=target("webhook: {url: 'https://h', secret_env: S, allow_link_local: true}")),
-            id="g-a-real-boolean",
-        ),
-        pytest.param(
-            doc(targets=target("files: {dir: /srv/o, reload_command: \"sh -c 'kill -HUP 1'\"}")), id="h-balanced-quotes"
-        ),
-        pytest.param(
-            doc(targets="targets:\n  out: {files: {dir: /srv/a}}\n  two: {files: {dir: /srv/a/b}}\n"),
-            id="j-nested-is-not-the-same",
-        ),
-        pytest.param(
-            doc(targets="targets:\n  out: {haproxy: {cert_dir: /srv/h, runtime_api: 'unix:/run/h.sock'}}\n"),
-            id="d-unix-socket",
-        ),
+        pytest.param(doc(certs=CERT.replace("[w.example.com]", "[xn--bcher-kva.example, a-b--c.example.com]")),
+                     id="a-xn-and-later-hyphens-are-fine"),
+        pytest.param(doc(certs=CERT.replace("[w.example.com]", f"[{'a' * 60}.example.com]")),
+                     id="b-first-domain-over-64-characters"),
+        pytest.param(doc(issuers="issuers:\n  ca: {local_ca: {lifetime: 1h, ca_lifetime: 36500d}}\n"),
+                     id="ce-the-limits-themselves"),
+        pytest.param(doc(targets=target("webhook: {url: 'https://h', secret_env: S, allow_link_local: true}")),
+                     id="g-a-real-boolean"),
+        pytest.param(doc(targets=target("files: {dir: /srv/o, reload_command: \"sh -c 'kill -HUP 1'\"}")),
+                     id="h-balanced-quotes"),
+        pytest.param(doc(targets="targets:\n  out: {files: {dir: /srv/a}}\n  two: {files: {dir: /srv/a/b}}\n"),
+                     id="j-nested-is-not-the-same"),
+        pytest.param(doc(targets="targets:\n  out: {haproxy: {cert_dir: /srv/h, runtime_api: 'unix:/run/h.sock'}}\n"),
+                     id="d-unix-socket"),
     ],
 )
 def test_accepted(tmp_path: Path, text: str) -> None:

@@ -24,7 +24,7 @@ from certreconcile.domain.keys import KeyType
 from certreconcile.domain.policy import OnDelete, Origin
 from certreconcile.domain.status import CertStatus
 from certreconcile.plan import Action, ReasonCode, build_plan
-from certreconcile.plan.policies import earliest_renewal, check_renewal_window, renewal_time
+from certreconcile.plan.policies import check_renewal_window, earliest_renewal, renewal_time
 from engine import T0, cert, desired_doc, load
 
 DAY = timedelta(days=1)

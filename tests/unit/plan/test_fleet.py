@@ -105,7 +105,9 @@ def test_an_owed_distribution_stays_and_says_since_when_its_agent_is_unreachable
     assert change.targets == ("web-1/edge",)
     (reason,) = change.reasons
     assert reason.code is ReasonCode.TARGET_UNVERIFIED
-    assert reason.message == ("web-1/edge was never verified; agent web-1 is unreachable (last seen 2025-12-30T12:00Z)")
+    assert reason.message == (
+        "web-1/edge was never verified; agent web-1 is unreachable (last seen 2025-12-30T12:00Z)"
+    )
     ((target, served),) = change.served
     assert target == "web-1/edge"
     assert served.startswith("unknown: agent web-1 is unreachable (last seen 2025-12-30T12:00Z): connection refused")
@@ -163,9 +165,7 @@ def test_plans_without_agents_keep_their_change_digest(desired: DesiredState) ->
 # ---------------------------------------------------------------- properties
 
 _instants = st.datetimes(
-    min_value=datetime(2020, 1, 1),
-    max_value=datetime(2040, 1, 1),
-    timezones=st.just(T0.tzinfo),  # type: ignore[arg-type]
+    min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(T0.tzinfo)  # type: ignore[arg-type]
 )
 
 

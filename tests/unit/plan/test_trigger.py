@@ -34,6 +34,7 @@ from engine import T0, cert, desired_doc, load
 SRC = Path(__file__).resolve().parents[3] / "src" / "certreconcile"
 
 
+
 @pytest.fixture(scope="module")
 def desired(tmp_path_factory: pytest.TempPathFactory) -> DesiredState:
     """The declarations of test_build_plan (its CASES are built against them)."""

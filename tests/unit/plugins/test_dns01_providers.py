@@ -189,8 +189,7 @@ def test_registry_builds_every_kind(tmp_path: Path) -> None:
     for wrapped in (rfc, route53, route53_checked, cloudflare):
         assert isinstance(wrapped, CnameFollowingProvider)
     rfc, route53, route53_checked, cloudflare = (
-        unwrapped.inner
-        for unwrapped in (rfc, route53, route53_checked, cloudflare)  # type: ignore[attr-defined]
+        unwrapped.inner for unwrapped in (rfc, route53, route53_checked, cloudflare)  # type: ignore[attr-defined]
     )
     assert isinstance(rfc, Rfc2136Provider)
     assert isinstance(route53, Route53Provider)

@@ -248,13 +248,8 @@ def build_sample_plans() -> dict[str, Plan]:
                 ),
                 domains=("shop.example.com",),
                 targets=("web-2/edge-nginx",),
-                served=(
-                    (
-                        "web-2/edge-nginx",
-                        "unknown: agent web-2 is unreachable (last seen 2026-12-05T08:15Z): "
-                        "connection refused; should serve sha256 9f86d081884c7d65",
-                    ),
-                ),
+                served=(("web-2/edge-nginx", "unknown: agent web-2 is unreachable (last seen 2026-12-05T08:15Z): "
+                         "connection refused; should serve sha256 9f86d081884c7d65"),),
             ),
             warnings=("agent web-2 did not answer (connection refused); last seen 2026-12-05T08:15Z",),
         ),

@@ -24,7 +24,9 @@ def schema() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def test_schema_is_draft_2020_12(schema: dict[str, Any]) -> None:

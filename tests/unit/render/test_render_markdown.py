@@ -31,7 +31,9 @@ def big_plan(plan_factory: PlanFactory, change_factory: ChangeFactory, size: int
     return plan_factory(*changes, warnings=("this apply would exceed a rate limit",))
 
 
-def test_5000_changes_are_truncated_below_the_limit(plan_factory: PlanFactory, change_factory: ChangeFactory) -> None:
+def test_5000_changes_are_truncated_below_the_limit(
+    plan_factory: PlanFactory, change_factory: ChangeFactory
+) -> None:
     plan = big_plan(plan_factory, change_factory, 5000)
     text = render_markdown(plan)
     assert DEFAULT_LIMIT == 65000
@@ -43,7 +45,10 @@ def test_5000_changes_are_truncated_below_the_limit(plan_factory: PlanFactory, c
     assert int(match.group(1)) == 5000 - shown
     assert f"5000 changes (first {shown} shown)" in text
     # The summary is complete although the details are not.
-    assert "**Plan: 1000 to issue, 1000 to rotate, 1000 to revoke, 1000 to redistribute, 1000 to retire.**" in text
+    assert (
+        "**Plan: 1000 to issue, 1000 to rotate, 1000 to revoke, 1000 to redistribute, 1000 to retire.**"
+        in text
+    )
     for action in Action:
         assert f"| `{action.symbol}` {action.value} | 1000 |" in text
     assert "this apply would exceed a rate limit" in text
@@ -57,7 +62,9 @@ def test_any_limit_is_honoured(limit: int, plan_factory: PlanFactory, change_fac
     assert len(render_markdown(plan, limit=limit)) <= limit
 
 
-def test_many_warnings_are_cut_but_the_counts_stay(plan_factory: PlanFactory, change_factory: ChangeFactory) -> None:
+def test_many_warnings_are_cut_but_the_counts_stay(
+    plan_factory: PlanFactory, change_factory: ChangeFactory
+) -> None:
     warnings = tuple(f"warning number {index} " + "x" * 80 for index in range(2000))
     plan = plan_factory(change_factory(Action.ISSUE, "shop"), warnings=warnings)
     text = render_markdown(plan)
@@ -98,7 +105,9 @@ def test_escape_markdown(raw: str, escaped: str) -> None:
     assert escape_markdown(raw) == escaped
 
 
-def test_user_strings_cannot_break_the_table(plan_factory: PlanFactory, change_factory: ChangeFactory) -> None:
+def test_user_strings_cannot_break_the_table(
+    plan_factory: PlanFactory, change_factory: ChangeFactory
+) -> None:
     plan = plan_factory(
         change_factory(
             Action.REDISTRIBUTE,

@@ -35,7 +35,9 @@ def test_color_marks_each_action(sample_plan: tuple[str, Plan]) -> None:
     ],
     ids=lambda value: str(value) if isinstance(value, Action) else "",
 )
-def test_action_colors(action: Action, code: str, plan_factory: PlanFactory, change_factory: ChangeFactory) -> None:
+def test_action_colors(
+    action: Action, code: str, plan_factory: PlanFactory, change_factory: ChangeFactory
+) -> None:
     plan = plan_factory(change_factory(action, "shop", (ReasonCode.FORCED, "forced")))
     assert f"{code}{action.symbol} {action.value}\x1b[0m shop" in render_text(plan, color=True)
 
@@ -78,7 +80,8 @@ def test_change_block_layout(plan_factory: PlanFactory, change_factory: ChangeFa
     )
     lines = render_text(plan, color=False).splitlines()
     assert lines[2:8] == [
-        "  # shop will be rotated because it expires in 12 days (renew_before 30d); the key type changed from rsa-2048",
+        "  # shop will be rotated because it expires in 12 days (renew_before 30d); "
+        "the key type changed from rsa-2048",
         "  ~ rotate shop",
         "      domains: shop.example.com, www.shop.example.com",
         "      issuer:  internal   key: ecdsa-p256",
@@ -94,7 +97,9 @@ def test_replaces_is_not_shown_for_issue(plan_factory: PlanFactory, change_facto
 
 def test_warnings_are_printed_before_the_closing_line(plan_factory: PlanFactory) -> None:
     plan = plan_factory(warnings=("first\nsecond line", "other"))
-    assert render_text(plan, color=False) == (f"Warning: first\n  second line\n\nWarning: other\n\n{EMPTY_PLAN_LINE}\n")
+    assert render_text(plan, color=False) == (
+        f"Warning: first\n  second line\n\nWarning: other\n\n{EMPTY_PLAN_LINE}\n"
+    )
 
 
 @pytest.mark.parametrize("color", [False, True], ids=["no-color", "color"])

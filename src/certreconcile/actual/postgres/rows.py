@@ -263,7 +263,9 @@ def _build_state(
     )
 
 
-def history_from_rows(issuance_rows: Sequence[Sequence[Any]], order_rows: Sequence[Sequence[Any]]) -> IssuanceHistory:
+def history_from_rows(
+    issuance_rows: Sequence[Sequence[Any]], order_rows: Sequence[Sequence[Any]]
+) -> IssuanceHistory:
     """The rows of ``_SQL_RECENT_ISSUANCES`` and ``_SQL_RECENT_ORDERS``."""
     return IssuanceHistory(
         issuances=tuple(

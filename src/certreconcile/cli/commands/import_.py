@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["import_"]
 
 
+
 def _usage(message: str) -> CertReconcileError:
     return CertReconcileError(message, code="usage", hint="see `certreconcile import --help`")
 

@@ -114,3 +114,4 @@ def rotate(
     report(result, output_format)
     if not result.ok:
         raise typer.Exit(ExitCode.ERROR)
+

@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "Cloudflare DNS."
-
+SUMMARY = 'Cloudflare DNS.'
 
 class CloudflareConfig(Wire):
     """DNS-01 through the Cloudflare DNS records API (v4), with an API token (Zone.DNS:Edit)."""

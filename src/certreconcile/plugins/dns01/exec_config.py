@@ -47,6 +47,7 @@ class ExecConfig(Wire):
     """Names of certreconcile's environment variables passed to the program (its credentials)."""
 
 
+
 Config = ExecConfig
 
 

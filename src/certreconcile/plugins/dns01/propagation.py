@@ -217,7 +217,7 @@ class PropagationWaiter:
                 pending[(record, server)] = "was not asked"
         interval = _FIRST_INTERVAL
         while pending:
-            for record, server in list(pending):
+            for (record, server) in list(pending):
                 remaining = deadline - self._monotonic()
                 try:
                     values = txt_values_at(record.fqdn, server, max(0.2, min(_QUERY_TIMEOUT, remaining)))

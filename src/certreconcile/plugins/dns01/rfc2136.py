@@ -103,7 +103,9 @@ class Rfc2136Provider:
                 hint=f"export {variable}=<base64 secret of the TSIG key {self._config.tsig_key_name}>",
             )
         try:
-            return dns.tsig.Key(self._config.tsig_key_name, secret.strip(), _ALGORITHMS[self._config.tsig_algorithm])
+            return dns.tsig.Key(
+                self._config.tsig_key_name, secret.strip(), _ALGORITHMS[self._config.tsig_algorithm]
+            )
         except (binascii.Error, ValueError, dns.exception.DNSException) as exc:
             raise DnsError(
                 f"the TSIG secret in {variable} (DNS provider {self.name}) is not valid base64",

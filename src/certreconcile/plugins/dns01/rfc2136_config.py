@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "RFC 2136 dynamic updates with TSIG."
-
+SUMMARY = 'RFC 2136 dynamic updates with TSIG.'
 
 class Rfc2136Config(Wire):
     """DNS-01 through RFC 2136 dynamic updates signed with TSIG."""

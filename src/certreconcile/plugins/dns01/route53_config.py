@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "AWS Route 53."
-
+SUMMARY = 'AWS Route 53.'
 
 class Route53Config(Wire):
     """DNS-01 through AWS Route 53 (``ChangeResourceRecordSets``), waiting for each change to be INSYNC.

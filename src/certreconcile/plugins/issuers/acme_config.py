@@ -39,7 +39,7 @@ __all__ = [
     "create",
 ]
 
-SUMMARY = "An ACME CA (RFC 8555)."
+SUMMARY = 'An ACME CA (RFC 8555).'
 
 #: ``directory:`` may name one of these instead of a URL.
 ACME_DIRECTORY_PRESETS: dict[str, str] = {

@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "certificate_lifetime", "config_findings", "create"]
 
-SUMMARY = "A private CA run by certreconcile."
-
+SUMMARY = 'A private CA run by certreconcile.'
 
 class LocalCaConfig(Wire):
     """A private CA run by certreconcile itself (its key wrapped by the KMS)."""

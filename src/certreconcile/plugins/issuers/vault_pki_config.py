@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "A PKI role of Vault or OpenBao."
-
+SUMMARY = 'A PKI role of Vault or OpenBao.'
 
 class VaultPkiIssuerConfig(VaultConnectionConfig):
     """A Vault or OpenBao PKI role signs each CSR (``<mount>/sign/<role>``)."""

@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create", "declared_key_id"]
 
-SUMMARY = "Keys wrapped by AWS KMS."
-
+SUMMARY = 'Keys wrapped by AWS KMS.'
 
 class AwsKmsConfig(Wire):
     """AWS KMS: one GenerateDataKey (AES-256) per private key, bound to its row by an encryption context.

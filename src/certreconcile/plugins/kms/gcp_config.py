@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "Keys wrapped by Google Cloud KMS."
+SUMMARY = 'Keys wrapped by Google Cloud KMS.'
 
 GCP_KEY_NAME_PATTERN = r"^projects/[^/\s]+/locations/[^/\s]+/keyRings/[^/\s]+/cryptoKeys/[^/\s:]+$"
 

@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create", "declared_key_id", "local_kms_key_file"]
 
-SUMMARY = "Keys wrapped with a local key-encryption key."
-
+SUMMARY = 'Keys wrapped with a local key-encryption key.'
 
 class LocalKmsConfig(Wire):
     """The local KMS: keys are wrapped with a key-encryption key kept in a local file."""

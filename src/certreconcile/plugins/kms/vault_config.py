@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create", "declared_key_id"]
 
-SUMMARY = "Keys wrapped by the transit engine of Vault or OpenBao."
-
+SUMMARY = 'Keys wrapped by the transit engine of Vault or OpenBao.'
 
 class VaultKmsConfig(VaultConnectionConfig):
     """Vault or OpenBao transit: a data key per private key, bound to its row as associated data."""

@@ -182,7 +182,9 @@ class AwsAcmTarget:
                     "target-config-invalid",
                     "set aws_acm.region, certificate_arn, or AWS_REGION",
                 ) from exc
-            raise self._fail(f"the ACM client could not be created ({exc.detail})", "target-config-invalid") from exc
+            raise self._fail(
+                f"the ACM client could not be created ({exc.detail})", "target-config-invalid"
+            ) from exc
 
     def _call(self, operation: str, what: str, **arguments: Any) -> dict[str, Any]:
         client = self._acm()

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "AWS Certificate Manager (import, re-import onto the same ARN)."
+SUMMARY = 'AWS Certificate Manager (import, re-import onto the same ARN).'
 
 _ACM_NAME_TAG = "certreconcile:name"
 

@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "A running Caddy, through its admin API."
-
+SUMMARY = 'A running Caddy, through its admin API.'
 
 class CaddyTargetConfig(Wire):
     """Load each certificate into a running Caddy through its admin API (``apps/tls/certificates/load_pem``).

@@ -25,7 +25,6 @@ __all__ = ["SUMMARY", "Config", "create"]
 
 SUMMARY = "Envoy's file-based SDS (a watched directory)."
 
-
 class EnvoyTargetConfig(Wire):
     """File-based SDS for Envoy: ``<sds_dir>/<name>/sds.yaml`` names the secret ``<name>``.
 

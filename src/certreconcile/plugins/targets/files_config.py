@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "Plain PEM files in a directory."
-
+SUMMARY = 'Plain PEM files in a directory.'
 
 class FilesTargetConfig(Wire):
     """Write each certificate to ``<dir>/<name>/{fullchain,chain,cert,privkey}.pem``."""

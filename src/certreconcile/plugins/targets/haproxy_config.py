@@ -31,11 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "HAProxy: PEM files, then its runtime API (no reload) or a reload."
+SUMMARY = 'HAProxy: PEM files, then its runtime API (no reload) or a reload.'
 
 #: What the runtime API reads as a separator inside ``set ssl cert <path>``.
 _RUNTIME_API_UNSAFE = re.compile("[\\s;#'\"\\\\\x00-\x1f\x7f]")
-
 
 class HaproxyTargetConfig(Wire):
     """HAProxy: ``<cert_dir>/<name>.pem`` (certificate, chain and key, 0600) plus the ``<name>/`` folder.

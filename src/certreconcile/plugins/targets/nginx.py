@@ -50,6 +50,8 @@ __all__ = ["NginxTarget"]
 _GROUP_COMMIT = GroupCommit()  # one per process: the deployments of every nginx target
 
 
+
+
 class NginxTarget:
     def __init__(
         self,

@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "nginx: PEM files, ``nginx -t`` (rolled back on failure), then a graceful reload."
-
+SUMMARY = 'nginx: PEM files, ``nginx -t`` (rolled back on failure), then a graceful reload.'
 
 class NginxTargetConfig(Wire):
     """nginx: ``<cert_dir>/<name>/{fullchain,chain,cert,privkey}.pem``, checked by ``nginx -t``, then a reload.

@@ -25,7 +25,6 @@ __all__ = ["SUMMARY", "Config", "create"]
 
 SUMMARY = "Traefik's file provider (a watched directory)."
 
-
 class TraefikTargetConfig(Wire):
     """Traefik's file provider: ``<dynamic_dir>/certreconcile-<name>.yaml`` lists the certificate
     (``tls.certificates``); its PEM files go to ``<dynamic_dir>/<name>/``.

@@ -141,7 +141,9 @@ class WebhookTarget:
         self._host = parts.hostname
         self._port = port or 443
         self._target_path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._where = f"https://{self._bracketed(self._host)}" + (f":{port}" if port else "") + (parts.path or "/")
+        self._where = (
+            f"https://{self._bracketed(self._host)}" + (f":{port}" if port else "") + (parts.path or "/")
+        )
         self._secret_env = config.secret_env
         self._client_cert = optional_declared_path(config.client_cert, base_dir)
         self._client_key = optional_declared_path(config.client_key, base_dir)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUMMARY", "Config", "create"]
 
-SUMMARY = "An HTTPS receiver, sent a signed JSON body."
+SUMMARY = 'An HTTPS receiver, sent a signed JSON body.'
 
 _RESERVED_WEBHOOK_HEADERS = frozenset(
     {"host", "content-length", "content-type", "transfer-encoding", "connection", "user-agent"}
