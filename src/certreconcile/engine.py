@@ -180,9 +180,9 @@ def apply(
     return after_certificates(the_plan, desired, env, result)
 
 
-def after_certificates(
-    the_plan: Plan, desired: DesiredState, env: ApplyEnvironment, result: ApplyResult
-) -> ApplyResult:
+def after_certificates(the_plan: Plan, desired: DesiredState, env: ApplyEnvironment, result: ApplyResult) -> (
+    ApplyResult
+):
     """The fleet's part of an apply: renew the agents' own certificates the plan holds
     (:mod:`certreconcile.fleet.renewal`), then record when each agent last answered."""
     from certreconcile.fleet.applier import Fleet, fleet_of

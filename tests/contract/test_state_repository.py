@@ -749,7 +749,7 @@ def test_leaf_pems_and_renewal_infos_of_several_certificates(session: StateSessi
     assert session.leaf_pems([rows[0].id, rows[2].id, missing]) == {rows[0].id: rows[0].cert_pem,
                                                                       rows[2].id: rows[2].cert_pem}  # fmt: skip
     record = RenewalInfoRecord(rows[1].id, T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), T0, None)
-    session.save_renewal_info(record)
+    session.save_renewal_infos([record])
     assert session.renewal_infos([rows[0].id, rows[1].id, missing]) == {rows[1].id: record}
     assert session.renewal_infos([]) == {} and session.leaf_pems([]) == {}
 
@@ -759,7 +759,7 @@ def test_renewal_infos_are_saved_in_one_call_skipping_certificates_gone(session:
     for row in rows:
         session.insert_certificate(row)
     old = RenewalInfoRecord(rows[0].id, T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), T0, None)
-    session.save_renewal_info(old)
+    session.save_renewal_infos([old])
     later = T0 + timedelta(hours=7)
     fresh = [
         RenewalInfoRecord(

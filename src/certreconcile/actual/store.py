@@ -444,17 +444,13 @@ class AcmeStore(Protocol):
         returns the order it replaced (``acme_order`` before the write), None when there was none."""
         ...
 
-    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None: ...
-
     def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
         """The stored renewal info of each of ``cert_ids`` that has one (one query)."""
         ...
 
-    def save_renewal_info(self, record: RenewalInfoRecord) -> None: ...
-
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
-        """``save_renewal_info`` of each record in one statement; a record whose certificate is gone since
-        it was read is skipped (there is nothing left to renew)."""
+        """Insert or update the stored answer of each record's certificate, in one statement; a record whose
+        certificate is gone since it was read is skipped (there is nothing left to renew)."""
         ...
 
 

@@ -51,12 +51,6 @@ class MemoryAcmeStore:
     def save_acme_order(self, record: AcmeOrderRecord, at: datetime) -> None:
         return None
 
-    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
-        return None
-
-    def save_renewal_info(self, record: RenewalInfoRecord) -> None:
-        return None
-
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
         return None
 

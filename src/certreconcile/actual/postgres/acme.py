@@ -94,19 +94,6 @@ class PostgresAcme(PostgresConnection):
 
         return self._run(f"recording the ACME order of {record.name}", work)
 
-    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
-        def work(conn: psycopg.Connection[Any]) -> RenewalInfoRecord | None:
-            row = conn.execute(
-                "SELECT cert_id::text, window_start, window_end, retry_after, fetched_at, explanation_url"
-                " FROM AcmeRenewalInfo WHERE cert_id = %s",
-                (cert_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            return RenewalInfoRecord(*row)
-
-        return self._run(f"reading the renewal info of {cert_id}", work)
-
     def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
         def work(conn: psycopg.Connection[Any]) -> dict[str, RenewalInfoRecord]:
             rows = conn.execute(
@@ -117,20 +104,6 @@ class PostgresAcme(PostgresConnection):
             return {row[0]: RenewalInfoRecord(*row) for row in rows}
 
         return self._run(f"reading the renewal info of {len(cert_ids)} certificates", work)
-
-    def save_renewal_info(self, record: RenewalInfoRecord) -> None:
-        self._run(
-            f"recording the renewal info of {record.cert_id}",
-            lambda conn: conn.execute(
-                "INSERT INTO AcmeRenewalInfo (cert_id, window_start, window_end, retry_after, fetched_at,"
-                " explanation_url) VALUES (%s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (cert_id) DO UPDATE SET window_start = EXCLUDED.window_start,"
-                " window_end = EXCLUDED.window_end, retry_after = EXCLUDED.retry_after,"
-                " fetched_at = EXCLUDED.fetched_at, explanation_url = EXCLUDED.explanation_url",
-                (record.cert_id, record.window_start, record.window_end, record.retry_after, record.fetched_at,
-                 record.explanation_url),
-            ),
-        )  # fmt: skip
 
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
         """One upsert of every record (an ARI refresh answers for every live certificate of a fleet)."""

@@ -166,7 +166,9 @@ class PostgresCertificates(PostgresConnection):
             if not rows:
                 return None
             first = rows[0]
-            distributions = {row[19]: _row_to_distribution(row[_CURRENT_DIST]) for row in rows if row[19] is not None}
+            distributions = {
+                row[19]: _row_to_distribution(row[_CURRENT_DIST]) for row in rows if row[19] is not None
+            }
             rotation = _row_to_rotation(first[_CURRENT_ROTATION]) if first[27] is not None else None
             return _row_to_certificate(first, distributions, rotation)
 

@@ -10,7 +10,6 @@ from certreconcile.actual.store import (
     AcmeOrderRecord,
     RenewalInfoRecord,
 )
-from certreconcile.errors import StateError
 from certreconcile.testing.fake_state.base import (
     FakeSessionBase,
 )
@@ -38,22 +37,10 @@ class FakeAcme(FakeSessionBase):
             self._data.acme_orders[record.idempotency_key] = (record, at if previous is None else previous[1])
             return None if previous is None else previous[0]
 
-    def renewal_info(self, cert_id: str) -> RenewalInfoRecord | None:
-        with self._store._mutex:
-            return self._data.renewal_infos.get(cert_id)
-
     def renewal_infos(self, cert_ids: Sequence[str]) -> Mapping[str, RenewalInfoRecord]:
         with self._store._mutex:
             infos = self._data.renewal_infos
             return {cert_id: infos[cert_id] for cert_id in cert_ids if cert_id in infos}
-
-    def save_renewal_info(self, record: RenewalInfoRecord) -> None:
-        with self._store._mutex:
-            if record.cert_id not in self._data.certificates:
-                raise StateError(
-                    f"certificate {record.cert_id} does not exist", code="state-not-found", hint="plan again"
-                )
-            self._data.renewal_infos[record.cert_id] = record
 
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
         with self._store._mutex:
