@@ -774,6 +774,25 @@ def test_renewal_infos_are_saved_in_one_call_skipping_certificates_gone(session:
         rows[0].id: fresh[0], rows[1].id: fresh[1]}  # fmt: skip
 
 
+def test_a_window_answered_again_moves_only_its_retry_after(session: StateSession) -> None:
+    rows = [cert_row(name) for name in ("a", "b", "c")]
+    for row in rows:
+        session.insert_certificate(row)
+    stored = [
+        RenewalInfoRecord(rows[0].id, T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), T0, "https://x/1"),
+        RenewalInfoRecord(rows[1].id, T0, T0 + timedelta(days=2), T0 + timedelta(hours=6), T0, None),
+    ]
+    session.save_renewal_infos(stored)
+    later = T0 + timedelta(hours=7)
+    # c has no stored answer, and the last id has no certificate: both skipped, nothing else touched
+    session.save_unchanged_renewal_infos([rows[0].id, rows[2].id, str(uuid.uuid4())], later + timedelta(hours=6), later)
+    session.save_unchanged_renewal_infos([], later, later)
+    assert session.renewal_infos([row.id for row in rows]) == {
+        rows[0].id: RenewalInfoRecord(rows[0].id, T0, T0 + timedelta(days=1), later + timedelta(hours=6), later, None),
+        rows[1].id: stored[1],
+    }
+
+
 def test_lock_name_excludes_a_second_session(store: StateStore) -> None:
     acquired = threading.Event()
     released_at: list[float] = []

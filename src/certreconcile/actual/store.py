@@ -453,6 +453,14 @@ class AcmeStore(Protocol):
         certificate is gone since it was read is skipped (there is nothing left to renew)."""
         ...
 
+    def save_unchanged_renewal_infos(
+        self, cert_ids: Sequence[str], retry_after: datetime, fetched_at: datetime
+    ) -> None:
+        """The CA answered these certificates' stored windows again, without an explanation: move only when it
+        may be asked next and when it answered (one statement, however many); an id without a stored answer
+        is skipped (a window never stored goes through :meth:`save_renewal_infos`)."""
+        ...
+
 
 class StateSession(
     CertificateStore,

@@ -60,15 +60,8 @@ def refresh_renewal_info(
         for name, current in due:
             if (leaf := leaves.get(current.id)) is not None:  # else the row is gone since the state was read
                 asking.ask(name, current, leaf)
-        if persist and asking.windows:  # one statement for all, no transaction open while asking
-            session.save_renewal_infos(
-                [
-                    RenewalInfoRecord(
-                        cert_id, info.window_start, info.window_end, info.retry_after, now, info.explanation_url
-                    )
-                    for cert_id, info in asking.answers
-                ]
-            )
+        if persist:  # a few statements for all, no transaction open while asking
+            _save(session, asking, now)
     warnings = asking.warnings + [
         f"issuer {issuer}: not asked about {count} more certificate{'s' if count != 1 else ''} (ARI) after"
         f" {FAILURES_BEFORE_GIVING_UP} failures in a row; asked again at the next refresh"
@@ -91,7 +84,8 @@ class _Asking:
     def __init__(self, issuers: Mapping[str, Issuer], now: datetime) -> None:
         self.issuers, self.now = issuers, now
         self.windows: dict[str, RenewalWindow] = {}
-        self.answers: list[tuple[str, RenewalInfo]] = []  # (certificate id, the CA's answer)
+        self.answers: list[tuple[str, RenewalInfo]] = []  # (certificate id, the CA's answer): a new window
+        self.unchanged: dict[datetime, list[str]] = {}  # Retry-After -> ids whose stored window the CA answered again
         self.warnings: list[str] = []
         self.asked = 0
         self.failures: dict[str, int] = {}  # issuer -> failures in a row
@@ -111,9 +105,34 @@ class _Asking:
                                  f"{exc.one_line()}")  # fmt: skip
             return
         self.failures[issuer] = 0
-        if info is not None:
-            self.windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
-            self.answers.append((current.id, info))
+        if info is None:
+            return
+        stored = current.renewal_window
+        if (
+            stored is not None
+            and info.explanation_url is None
+            and stored.start == info.window_start
+            and stored.end == info.window_end
+        ):  # the same window again (most answers): only its Retry-After moves, and the planner never reads it
+            self.unchanged.setdefault(info.retry_after, []).append(current.id)
+            return
+        self.windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
+        self.answers.append((current.id, info))
+
+
+def _save(session: StateSession, asking: _Asking, now: datetime) -> None:
+    """The new windows in one statement; the windows answered again, one statement per Retry-After (usually one)."""
+    if asking.answers:
+        session.save_renewal_infos(
+            [
+                RenewalInfoRecord(
+                    cert_id, info.window_start, info.window_end, info.retry_after, now, info.explanation_url
+                )
+                for cert_id, info in asking.answers
+            ]
+        )
+    for retry_after, cert_ids in asking.unchanged.items():
+        session.save_unchanged_renewal_infos(cert_ids, retry_after, now)
 
 
 def _leaves(
@@ -142,9 +161,9 @@ def _due(
     """
     candidates: list[tuple[str, ActualCertificate]] = []
     unknown: list[str] = []
+    capable = {name for name, issuer in issuers.items() if hasattr(issuer, "renewal_info")}
     for name, current in actual.certificates.items():
-        issuer = issuers.get(current.issuer)
-        if issuer is None or not hasattr(issuer, "renewal_info") or current.status not in _LIVE:
+        if current.issuer not in capable or current.status not in _LIVE:
             continue
         if current.not_after <= now:
             continue  # RFC 9773 §4.3: never ask about an expired certificate

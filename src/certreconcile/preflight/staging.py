@@ -54,6 +54,11 @@ class MemoryAcmeStore:
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
         return None
 
+    def save_unchanged_renewal_infos(
+        self, cert_ids: Sequence[str], retry_after: datetime, fetched_at: datetime
+    ) -> None:
+        return None
+
 
 class EphemeralKms:
     """Seals the throwaway account key in memory only (the declared KMS is checked on its own, and a local

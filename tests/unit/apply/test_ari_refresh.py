@@ -117,9 +117,46 @@ def test_a_running_refresh_reads_each_certificate_once_and_forgets_replaced_ones
     clock.advance(RETRY_AFTER + timedelta(minutes=1))
     again = refresh()
     assert "leaf_pems" not in again.counts  # every PEM came from the cache
-    assert again.counts["save_renewal_infos"] == 1  # and every certificate was asked about again
+    # every certificate was asked about again, and answered the same windows: one statement moves their Retry-After
+    assert again.counts["save_unchanged_renewal_infos"] == 1 and "save_renewal_infos" not in again.counts
     stale = {f"gone-{number}": "PEM" for number in range(100)}  # replaced certificates, more than twice the live
     cache.update(stale)
     clock.advance(RETRY_AFTER + timedelta(minutes=1))
     refresh()
     assert not cache.keys() & stale.keys() and len(cache) == 5
+
+
+def test_windows_answered_again_move_only_their_retry_after_and_moved_windows_are_stored(tmp_path: Path) -> None:
+    clock, store, ca, env = issued(tmp_path, 6)
+
+    def refresh() -> tuple[CountingStore, Any]:
+        counting = CountingStore(store)
+        with store.session() as session:
+            actual = session.load_actual()
+        refreshed = refresh_renewal_info(actual, env.issuers, counting, clock.now(), persist=True)  # type: ignore[arg-type]
+        return counting, refreshed.actual
+
+    refresh()
+    with store.session() as session:
+        ids = [current.id for current in session.load_actual().certificates.values()]
+        before = session.renewal_infos(ids)
+    clock.advance(RETRY_AFTER + timedelta(minutes=1))
+    moved_at = clock.now()
+    ca.move_windows(["c1", "c4"], moved_at, timedelta(hours=2))  # a mass revocation moves two windows
+    counting, actual = refresh()
+    assert counting.counts["save_renewal_infos"] == 1 and counting.counts["save_unchanged_renewal_infos"] == 1
+    assert actual.certificates["c1"].renewal_window.start == moved_at  # the plan sees the moved windows
+    assert actual.certificates["c0"].renewal_window.start == before[actual.certificates["c0"].id].window_start
+    with store.session() as session:
+        after = session.renewal_infos(ids)
+    moved = {actual.certificates[name].id for name in ("c1", "c4")}
+    for cert_id in ids:
+        assert after[cert_id].retry_after == moved_at + RETRY_AFTER  # every answer's Retry-After is stored
+        assert after[cert_id].fetched_at == moved_at
+        if cert_id in moved:
+            assert (after[cert_id].window_start, after[cert_id].window_end) == (moved_at, moved_at + timedelta(hours=2))
+        else:
+            assert (after[cert_id].window_start, after[cert_id].window_end) == (
+                before[cert_id].window_start, before[cert_id].window_end)  # fmt: skip
+    clock.advance(timedelta(minutes=1))
+    assert refresh()[0].counts == {}  # and the Retry-After stored for the unchanged ones holds: nobody asked

@@ -133,6 +133,21 @@ class PostgresAcme(PostgresConnection):
             ),
         )
 
+    def save_unchanged_renewal_infos(
+        self, cert_ids: Sequence[str], retry_after: datetime, fetched_at: datetime
+    ) -> None:
+        """One UPDATE of the stored answers' Retry-After (no window rewritten, no certificate joined)."""
+        if not cert_ids:
+            return
+        self._run(
+            f"recording the renewal info of {len(cert_ids)} certificates",
+            lambda conn: conn.execute(
+                "UPDATE AcmeRenewalInfo SET retry_after = %s, fetched_at = %s, explanation_url = NULL"
+                " WHERE cert_id = ANY(%b::uuid[])",
+                (retry_after, fetched_at, list(cert_ids)),
+            ),
+        )
+
 
 def _order_record(row: Sequence[Any]) -> AcmeOrderRecord:
     return AcmeOrderRecord(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from certreconcile.actual.store import (
@@ -46,3 +47,14 @@ class FakeAcme(FakeSessionBase):
         with self._store._mutex:
             certificates, infos = self._data.certificates, self._data.renewal_infos
             infos.update((record.cert_id, record) for record in records if record.cert_id in certificates)
+
+    def save_unchanged_renewal_infos(
+        self, cert_ids: Sequence[str], retry_after: datetime, fetched_at: datetime
+    ) -> None:
+        with self._store._mutex:
+            infos = self._data.renewal_infos
+            for cert_id in cert_ids:
+                if (stored := infos.get(cert_id)) is not None:
+                    infos[cert_id] = replace(
+                        stored, retry_after=retry_after, fetched_at=fetched_at, explanation_url=None
+                    )
