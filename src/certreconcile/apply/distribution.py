@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from certreconcile.actual.journal_step import JournalState, JournalStep
-from certreconcile.actual.model import ActualCertificate
+from certreconcile.actual.model import ActualCertificate, OpenRotation
 from certreconcile.actual.store import DistributionRecord, JournalEntry
 from certreconcile.apply.results import ChangeResult
 from certreconcile.apply.runner_base import RunnerBase
@@ -151,14 +151,7 @@ class DistributionSteps(RunnerBase):
         """Activate the certificate and close its rotation once every declared target is verified."""
         if failed:
             self._journal(change, JournalStep.DISTRIBUTION, JournalState.FAILED, targets=",".join(failed))
-            return ChangeResult(
-                change,
-                "failed",
-                f"{what}; not verified on " + "; ".join(f"{t}: {e}" for t, e in sorted(failed.items())),
-                cert_id=cert_id,
-                serial=serial,
-                failed_targets=tuple(failed),
-            )
+            return _not_verified(change, cert_id, what, serial, failed)
         current = self.session.current_certificate(change.name)
         spec = self.desired.certificates.get(change.name)
         if current is None or current.id != cert_id or spec is None:
@@ -171,19 +164,36 @@ class DistributionSteps(RunnerBase):
             or d.fingerprint != current.fingerprint
         ]
         if unverified:
-            return ChangeResult(
-                change,
-                "failed",
-                f"{what}; not verified on {', '.join(unverified)}",
-                cert_id=cert_id,
-                serial=serial,
-                failed_targets=tuple(unverified),
-            )
-        # The open rotation of the name (read with ``current``, under the name's lock) is the one this
-        # certificate replaces when it names it; none open: none replaced. Else ask (an older one?).
-        rotation = current.open_rotation
+            return ChangeResult(change, "failed", f"{what}; not verified on {', '.join(unverified)}",
+                                cert_id=cert_id, serial=serial, failed_targets=tuple(unverified))  # fmt: skip
+        self._activate(change, cert_id, current.status, current.open_rotation)
+        return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
+
+    def _finish_issued(
+        self,
+        change: Change,
+        cert_id: str,
+        failed: dict[str, str],
+        what: str,
+        serial: str,
+        rotation: OpenRotation | None,
+    ) -> ChangeResult:
+        """:meth:`_finish` for a certificate the caller has just stored (status ``issued``) and deployed to every
+        declared target, under the name's lock: the state is known without reading it again. ``rotation``:
+        the rotation it replaces (its new certificate attached), None for a name that had none."""
+        if failed:
+            return self._finish(change, cert_id, failed, what, serial=serial)
+        self._activate(change, cert_id, CertStatus.ISSUED, rotation)
+        return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
+
+    def _activate(self, change: Change, cert_id: str, status: CertStatus, rotation: OpenRotation | None) -> None:
+        """Move ``cert_id`` (now ``status``) to active, and close the rotation it replaces, in one round trip.
+
+        ``rotation``: the name's open rotation as read under its lock: the one this certificate replaces
+        when it names it; none open: none replaced. Else ask (an older one?).
+        """
         with self.session.batch():
-            if current.status is CertStatus.ISSUED and not self.session.compare_and_set_status(
+            if status is CertStatus.ISSUED and not self.session.compare_and_set_status(
                 cert_id, CertStatus.ISSUED, CertStatus.ACTIVE
             ):
                 self.session.set_status(cert_id, CertStatus.ACTIVE)  # moved meanwhile: checked as it is now
@@ -194,7 +204,6 @@ class DistributionSteps(RunnerBase):
                 old_status = self.session.certificate_status(rotation.old_cert_id)
                 self._move(rotation.old_cert_id, old_status, CertStatus.SUPERSEDED)
             self._journal(change, JournalStep.COMPLETED, JournalState.DONE, cert_id=cert_id)
-        return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
 
     def _redistribute(self, change: Change, current: ActualCertificate) -> ChangeResult:
         spec = self.desired.certificates[change.name]
@@ -216,3 +225,12 @@ class DistributionSteps(RunnerBase):
             failed = self._deploy(change, current.id, bundle, targets)
         what = f"redistributed to {', '.join(targets) or 'no target'}"
         return self._finish(change, current.id, failed, what, serial=current.serial_number)
+
+
+def _not_verified(
+    change: Change, cert_id: str, what: str, serial: str | None, failed: Mapping[str, str]
+) -> ChangeResult:
+    """The change's result when some targets failed (``failed``: their errors)."""
+    errors = "; ".join(f"{t}: {e}" for t, e in sorted(failed.items()))
+    message = f"{what}; not verified on {errors}"
+    return ChangeResult(change, "failed", message, cert_id=cert_id, serial=serial, failed_targets=tuple(failed))

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 from certreconcile.actual.journal_step import JournalState, JournalStep
-from certreconcile.actual.model import ActualCertificate
+from certreconcile.actual.model import ActualCertificate, OpenRotation
 from certreconcile.actual.store import CertificateRow
 from certreconcile.apply.distribution import DistributionSteps
 from certreconcile.apply.journalled_key import JournalledKey, discardable, journalled_key, odd_kms_error
@@ -61,9 +61,13 @@ class IssuanceSteps(DistributionSteps):
             fingerprint=facts.fingerprint,
         )
         serial = facts.serial_number
+        what = f"{change.action.verb} serial {serial}"
         with log_context(serial=serial):
             failed = self._deploy(change, cert_id, bundle, spec.targets)
-            return self._finish(change, cert_id, failed, f"{change.action.verb} serial {serial}", serial=serial)
+            if current is None or rotation_id is not None:  # the state is known: no need to read it again
+                replaced = _replaced(current, rotation_id, cert_id, now)
+                return self._finish_issued(change, cert_id, failed, what, serial, replaced)
+            return self._finish(change, cert_id, failed, what, serial=serial)
 
     def _start_rotation(
         self, change: Change, spec: CertificateSpec, current: ActualCertificate | None, now: datetime
@@ -227,3 +231,15 @@ def origin_of(runner_origin: Origin, current: ActualCertificate | None) -> Origi
     if current is None:
         return runner_origin
     return current.origin if runner_origin is Origin.API else Origin.GIT
+
+
+def _replaced(
+    current: ActualCertificate | None, rotation_id: int | None, cert_id: str, now: datetime
+) -> OpenRotation | None:
+    """The rotation ``cert_id`` was attached to by :meth:`IssuanceSteps._store_issued`: it replaces ``current``
+    (or the certificate whose open rotation ``_start_rotation`` resumed)."""
+    if current is None or rotation_id is None:
+        return None
+    resumed = current.open_rotation
+    old = resumed.old_cert_id if resumed is not None and resumed.rotation_id == rotation_id else current.id
+    return OpenRotation(rotation_id, old, cert_id, now)
