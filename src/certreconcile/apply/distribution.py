@@ -62,7 +62,7 @@ class DistributionSteps(RunnerBase):
     def _record_outcomes(
         self, change: Change, cert_id: str, bundle: DeployBundle, outcomes: list[_PushOutcome]
     ) -> dict[str, str]:
-        """The rows of every target's outcome, in one transaction; the failed targets with their error.
+        """The rows of every target's outcome, in one transaction (a batch); the failed targets with their error.
 
         The rows, their content and their order in each table are those written one at a time
         before (per target: ``deploy`` done, distributed, then verified and ``verify`` done, or
@@ -94,7 +94,7 @@ class DistributionSteps(RunnerBase):
             journal.append(self._journal_entry(change, deploy, JournalState.FAILED, error=error))
             audit.append(self._audit_event(change, cert_id, AuditAction.FAILED, target=target, error=error,
                                            **outcome.served))  # fmt: skip
-        with self.session.transaction():
+        with self.session.batch():  # two round trips: the distributions' answer (a missing certificate), the commit
             self.session.journal_many(journal)
             self.session.record_distributions(rows)
             self.session.append_audit_many(audit)

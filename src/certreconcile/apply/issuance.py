@@ -8,7 +8,7 @@ from datetime import datetime
 
 from certreconcile.actual.journal_step import JournalState, JournalStep
 from certreconcile.actual.model import ActualCertificate, OpenRotation
-from certreconcile.actual.store import CertificateRow
+from certreconcile.actual.store import CertificateRow, JournalEntry
 from certreconcile.apply.distribution import DistributionSteps
 from certreconcile.apply.journalled_key import JournalledKey, discardable, journalled_key, odd_kms_error
 from certreconcile.apply.order_journal import ChangeOrderJournal
@@ -45,10 +45,10 @@ class IssuanceSteps(DistributionSteps):
         spec = self.desired.certificates[change.name]
         now = self.env.clock.now()
         rotation_id = self._start_rotation(change, spec, current, now)
-        cert_id, key_ref, key_pem, new_key = self._key_for(change, spec.key_type, current)
+        cert_id, key_ref, key_pem, generated = self._key_for(change, spec.key_type, current)
         with log_context(step="issue", issuer=spec.issuer):
             log.debug("%s: requesting a certificate from %s", change.name, spec.issuer)
-            issued, facts = self._request(change, spec, current, (cert_id, new_key), key_pem, now)
+            issued, facts = self._request(change, spec, current, (cert_id, generated), key_pem, now)
             self._store_issued(change, spec, current, (issued, facts), cert_id, key_ref, rotation_id, now)
             log.info("%s: issued serial %s by %s", change.name, facts.serial_number, spec.issuer,
                      extra={"serial": facts.serial_number})  # fmt: skip
@@ -91,18 +91,25 @@ class IssuanceSteps(DistributionSteps):
         change: Change,
         spec: CertificateSpec,
         current: ActualCertificate | None,
-        key: tuple[str, bool],
+        key: tuple[str, JournalEntry | None],
         key_pem: SecretBytes,
         now: datetime,
     ) -> tuple[IssuedCertificate, CertFacts]:
         """Ask the issuer for the certificate, then check it names the declared domains and our key.
 
-        ``key``: the certificate id, and whether its key was made by this run (no order can exist for it).
+        ``key``: the certificate id, and the ``key-generated`` step of a key made by this run (no order can
+        exist for it), not written yet: it goes with this step's ``started``, in one statement, before the CA
+        is asked. None: a key resumed from the journal.
         """
-        cert_id, new_key = key
+        cert_id, generated = key
         issuer = self.env.issuers[spec.issuer]
         private_key = load_private_key(key_pem)
-        self._journal(change, JournalStep.ISSUE, JournalState.STARTED, issuer=spec.issuer)
+        started = self._journal_entry(change, JournalStep.ISSUE, JournalState.STARTED, issuer=spec.issuer)
+        if generated is not None:
+            self.session.journal_many([generated, started])
+        else:
+            self.session.journal(started)
+        new_key = generated is not None
         replaces_pem: str | None = None
         if current is not None and change.action is Action.ROTATE and current.issuer == spec.issuer:
             replaces_pem = self.session.certificate_pems(current.id)[0]
@@ -184,20 +191,21 @@ class IssuanceSteps(DistributionSteps):
 
     def _key_for(
         self, change: Change, key_type: KeyType, current: ActualCertificate | None
-    ) -> tuple[str, KeyRef, SecretBytes, bool]:
-        """The key for this change: resumed from the journal after a crash (False), else a new one (True)."""
+    ) -> tuple[str, KeyRef, SecretBytes, JournalEntry | None]:
+        """The key for this change: resumed from the journal after a crash (None), else a new one sealed, with
+        its ``key-generated`` step for :meth:`_request` to journal (the sealed key only: nothing secret)."""
         journalled = journalled_key(self.session.journal_entries(change.idempotency_key))
         if journalled is not None:
             resumed = self._resume_key(change, journalled, current)
             if resumed is not None:
-                return (*resumed, False)
+                return (*resumed, None)
         cert_id = str(uuid.uuid4())
         key_pem = private_key_pem(generate_private_key(key_type))
         key_ref = seal(self.env.kms, key_pem, certificate_context(cert_id))
-        self._journal(
+        generated = self._journal_entry(
             change, JournalStep.KEY_GENERATED, JournalState.DONE, cert_id=cert_id, key_ref=key_ref.envelope_json
         )
-        return cert_id, key_ref, key_pem, True
+        return cert_id, key_ref, key_pem, generated
 
     def _resume_key(
         self, change: Change, journalled: JournalledKey, current: ActualCertificate | None

@@ -432,10 +432,11 @@ class PostgresCertificates(PostgresConnection):
                     " fingerprint = EXCLUDED.fingerprint, pushed_at = EXCLUDED.pushed_at,"
                     " verified_at = EXCLUDED.verified_at, last_error = EXCLUDED.last_error,"
                     " target_fingerprint = EXCLUDED.target_fingerprint, verified_fingerprint ="
-                    " coalesce(EXCLUDED.verified_fingerprint, Distribution.verified_fingerprint)",
+                    " coalesce(EXCLUDED.verified_fingerprint, Distribution.verified_fingerprint) RETURNING 1",
                     columns,
                 )
-                if inserted.rowcount != len(records):
+                # The rows returned, not rowcount: inside a batch (pipeline) a fetch waits for the answer.
+                if len(inserted.fetchall()) != len(records):
                     missing = sorted({record.cert_id for record in records})
                     raise _not_found("certificate", ", ".join(missing))
 
