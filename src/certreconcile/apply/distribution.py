@@ -187,7 +187,7 @@ class DistributionSteps(RunnerBase):
         return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
 
     def _activate(self, change: Change, cert_id: str, status: CertStatus, rotation: OpenRotation | None) -> None:
-        """Move ``cert_id`` (now ``status``) to active, and close the rotation it replaces, in one round trip.
+        """Move ``cert_id`` (now ``status``) to active, and close the rotation it replaces, in one batch.
 
         ``rotation``: the name's open rotation as read under its lock: the one this certificate replaces
         when it names it; none open: none replaced. Else ask (an older one?).
