@@ -138,6 +138,11 @@ class Lab:
             while observe_served(self.world.nginx_address, domains).fingerprint != expected:
                 assert time.monotonic() < deadline, f"nginx did not serve state A's {name} again"
                 time.sleep(0.02)
+        # The old worker may still answer a few handshakes while it drains: state A is only in place
+        # once it is gone (else the run under test could observe state B there and skip a deployment).
+        while len(self.nginx.worker_pids()) != 1:
+            assert time.monotonic() < deadline, "nginx's old worker did not exit"
+            time.sleep(0.02)
 
     @contextlib.contextmanager
     def scenario_database(self) -> Iterator[str]:
