@@ -44,6 +44,7 @@ from certreconcile.plugins.kms.local import LocalKms
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.safe_files import TEMP_PREFIX
 from helpers import with_database
+from web_servers import wait_drained
 
 __all__ = [
     "GATE_LOCK",
@@ -108,6 +109,7 @@ class World:
     files_dir: Path  # the files target's directory
     nginx_cert_dir: Path
     nginx_address: str
+    nginx_master_pid: int  # its old worker must be gone before what it serves is compared
     kms_key_file: Path
     ca_bundle: Path  # trusted for the ACME directory's TLS
     declared: Mapping[str, tuple[str, ...]]  # name -> domains
@@ -469,6 +471,7 @@ def _audit_problems(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
 
 def _served_problems(world: World, current: Mapping[str, tuple[str, str]]) -> list[str]:
     problems = []
+    wait_drained(world.nginx_master_pid)
     for directory in (world.files_dir, world.nginx_cert_dir):
         problems += [f"temporary file left: {p}" for p in directory.rglob(f"{TEMP_PREFIX}*")]
     for name, domains in world.declared.items():

@@ -121,6 +121,19 @@ def child_pids(pid: int) -> tuple[int, ...]:
     return tuple(sorted(children))
 
 
+def wait_drained(master_pid: int, workers: int = 1, timeout: float = 20.0) -> None:
+    """Wait until a reloaded nginx's old worker has exited (``workers``: its ``worker_processes``).
+
+    A reload starts the new worker and asks the old one to stop; the old one may answer a few more
+    handshakes while it drains. The product's verification waits for the new certificate; a test's
+    own handshake right after it may still land on the old worker and see the old one.
+    """
+    deadline = time.monotonic() + timeout
+    while len(child_pids(master_pid)) != workers:
+        assert time.monotonic() < deadline, f"nginx {master_pid}: its old worker did not exit in {timeout} s"
+        time.sleep(0.02)
+
+
 # ---------------------------------------------------------------- nginx
 
 
@@ -138,6 +151,10 @@ class Nginx:
 
     def worker_pids(self) -> tuple[int, ...]:
         return child_pids(self.master_pid)
+
+    def drained(self) -> None:
+        """Return once the old worker of a reload, if any, is gone (:func:`wait_drained`)."""
+        wait_drained(self.master_pid)
 
 
 def nginx_config(directory: Path, cert_dir: Path, port: int, certificates: Certificates) -> str:

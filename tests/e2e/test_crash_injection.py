@@ -140,9 +140,7 @@ class Lab:
                 time.sleep(0.02)
         # The old worker may still answer a few handshakes while it drains: state A is only in place
         # once it is gone (else the run under test could observe state B there and skip a deployment).
-        while len(self.nginx.worker_pids()) != 1:
-            assert time.monotonic() < deadline, "nginx's old worker did not exit"
-            time.sleep(0.02)
+        self.nginx.drained()
 
     @contextlib.contextmanager
     def scenario_database(self) -> Iterator[str]:
@@ -171,7 +169,8 @@ def lab(
     ):
         world = World(
             admin_url=pg_server, repo=repo, files_dir=files_dir, nginx_cert_dir=nginx.cert_dir,
-            nginx_address=nginx.address, kms_key_file=base / "kms" / "master.key", ca_bundle=pebble.ca_bundle,
+            nginx_address=nginx.address, nginx_master_pid=nginx.master_pid, kms_key_file=base / "kms" / "master.key",
+            ca_bundle=pebble.ca_bundle,
             declared=STATE_B, targets=TARGETS,
         )  # fmt: skip
         template = f"crash_prep_{os.getpid()}"

@@ -103,7 +103,7 @@ def _served(host: FleetHost, name: str) -> str | None:
     wait the drift check below could see the old certificate after a verified apply, and the agent
     asked right after the drift could see the certificate the drift replaced.
     """
-    wait_until(lambda: len(host.nginx.worker_pids()) == 1)
+    host.nginx.drained()
     return observe_served(host.nginx.address, tuple(CERTIFICATES[name])).fingerprint
 
 

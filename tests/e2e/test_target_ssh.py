@@ -56,6 +56,7 @@ def test_apply_issues_and_deploys_over_ssh(
 
     fullchain = (remote / "shop" / "fullchain.pem").read_text()
     fingerprint = read_cert_facts(fullchain).fingerprint
+    nginx.drained()
     assert observe_served(nginx.address, ("shop.example.com",)).fingerprint == fingerprint
     assert stat.S_IMODE((remote / "shop" / "privkey.pem").stat().st_mode) == 0o600
     events = json.loads(run_cli("audit", "--dir", d, "--format", "json", check_code=0).stdout)

@@ -356,11 +356,13 @@ def test_cli_apply_and_rotate_serve_through_nginx(nginx_server: StartNginx, data
     _cli("apply", "--dir", directory, "--auto-approve", env=env, cwd=tmp_path)
     issued = read_cert_facts((tmp_path / "certs" / "shop" / "cert.pem").read_text())
     assert issued.fingerprint != initial
+    server.drained()
     assert observe_served(server.address, tuple(domains)).fingerprint == issued.fingerprint
     assert (tmp_path / "certs" / "shop" / "privkey.pem").stat().st_mode & 0o777 == 0o600
 
     _cli("rotate", "shop", "--dir", directory, "--reason", "test", env=env, cwd=tmp_path)
     rotated = read_cert_facts((tmp_path / "certs" / "shop" / "cert.pem").read_text())
     assert rotated.fingerprint not in (issued.fingerprint, initial)
+    server.drained()
     assert observe_served(server.address, tuple(domains)).fingerprint == rotated.fingerprint
     assert shlex.split(server.test_command)[0].endswith("nginx")
