@@ -12,11 +12,13 @@ sits above this package), so what runs is the real engine, planner, executor and
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -238,7 +240,7 @@ def simulate(
     expiry = _Expiry(world.ca)
     step = plan.interval / len(replicas) if plan.staggered else plan.interval
     began = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
+    with ThreadPoolExecutor(max_workers=len(replicas)) as pool, _long_lived_frozen():
         while clock.now() < end:
             now = clock.now()
             if not ari_done and now >= ari_at:
@@ -257,12 +259,33 @@ def simulate(
             _note_ari_renewals(world, moved_names, report)
             clock.advance(step)
             day = int((clock.now() - world.start).total_seconds() // 86400)
-            if on_day is not None and clock.now() - step < world.start + timedelta(days=day) <= clock.now():
-                on_day(day, report)
+            if clock.now() - step < world.start + timedelta(days=day) <= clock.now():
+                gc.freeze()  # a new day: what is alive now lives on (see _long_lived_frozen)
+                if on_day is not None:
+                    on_day(day, report)
     report.wall_seconds = time.perf_counter() - began
     report.orders = list(world.ca.orders)
     report.ari_pending = len(moved_names)
     return report
+
+
+@contextlib.contextmanager
+def _long_lived_frozen() -> Iterator[None]:
+    """Keep what lives between cycles (the world, the CA's ledger of every order, the declarations) out
+    of the cyclic garbage collector's full passes while the simulation runs; give it back at the end.
+
+    The ledger grows all year (120,000 orders at 10,000 certificates) and a real ``run`` process carries
+    none of it, but every full pass over the cycles' own objects would walk it. At 10,000 certificates a
+    month in, full passes took 2 to 3 s of every 10 simulated days (about a tenth of the wall time of a
+    quiet stretch), growing with the ledger; 0.6 s with this.
+    ``gc.freeze()`` at each new simulated day moves what is alive then out of their way; objects that die
+    later are still freed by their reference counts (only a reference cycle alive at that moment waits
+    for ``gc.unfreeze()`` at the end).
+    """
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _ari_event(world: World, now: datetime) -> dict[str, datetime]:
