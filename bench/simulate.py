@@ -73,7 +73,7 @@ def replicas(world: World, url: str, count: int = 2, concurrency: int = 4) -> li
     kms = FakeKms()
     cycles: list[Callable[[], object]] = []
     for number in range(count):
-        store = PostgresStore(url)
+        store = PostgresStore(url, keep_idle=concurrency + 2)  # as `run` keeps them
         issuers = {world.ca.name: world.ca}
         env = ApplyEnvironment(store, kms, issuers, dict(world.targets), world.clock, f"replica-{number}")
         reconciler = Reconciler(StaticSource(world.desired), store, lambda _d, env=env: env, world.clock,

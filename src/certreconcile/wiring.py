@@ -97,13 +97,16 @@ def _env_int(env: Mapping[str, str], variable: str, default: int, *, maximum: in
     return value
 
 
-def open_store(settings: Settings, *, migrate: bool = True) -> StateStore:
-    """The PostgreSQL store: ``CERTRECONCILE_DATABASE_URL``, else the embedded server (started or reused)."""
+def open_store(settings: Settings, *, migrate: bool = True, keep_idle: int = 0) -> StateStore:
+    """The PostgreSQL store: ``CERTRECONCILE_DATABASE_URL``, else the embedded server (started or reused).
+
+    ``keep_idle``: connections kept between sessions (``run``: it opens several per cycle and per order).
+    """
     from certreconcile.actual.embedded import resolve_database_url
     from certreconcile.actual.repository import PostgresStore
 
     url = settings.database_url or resolve_database_url(settings.desired_dir, settings.env)
-    store = PostgresStore(url)
+    store = PostgresStore(url, keep_idle=keep_idle)
     if migrate:
         store.upgrade()
     return store

@@ -47,11 +47,13 @@ class StaticSource:
         return self.desired
 
 
-def replicas(world: World, url: str) -> list[Callable[[], CycleResult]]:
+def replicas(world: World, url: str, stores: list[PostgresStore]) -> list[Callable[[], CycleResult]]:
+    """Two reconcilers keeping connections between sessions as ``run`` does (``stores``: the caller closes them)."""
     kms = FakeKms()
     cycles = []
     for number in range(2):
-        store = PostgresStore(url)
+        store = PostgresStore(url, keep_idle=6)
+        stores.append(store)
         env = ApplyEnvironment(store, kms, {world.ca.name: world.ca}, dict(world.targets), world.clock, f"r{number}")
         reconciler = Reconciler(StaticSource(world.desired), store, lambda _d, env=env: env, world.clock,
                                 apply_changes=True, concurrency=4)  # fmt: skip
@@ -61,7 +63,12 @@ def replicas(world: World, url: str) -> list[Callable[[], CycleResult]]:
 
 def test_three_simulated_months_keep_every_declared_certificate_valid(database_url: str, tmp_path: Path) -> None:
     world = build_world(PLAN, T0, tmp_path / "desired")
-    report = simulate(world, replicas(world, database_url))
+    stores: list[PostgresStore] = []
+    try:
+        report = simulate(world, replicas(world, database_url, stores))
+    finally:
+        for store in stores:
+            store.close()
 
     assert report.expired == set()
     assert report.duplicates == 0  # two replicas never renewed one certificate twice

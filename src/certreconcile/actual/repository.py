@@ -22,6 +22,8 @@ The session is composed of one class per concern, in :mod:`certreconcile.actual.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -86,13 +88,28 @@ class PostgresSession(
 
 
 class PostgresStore:
-    """Hands out :class:`PostgresSession` objects, one connection each."""
+    """Hands out :class:`PostgresSession` objects, one connection each.
 
-    def __init__(self, url: str, *, connect_timeout: int = 10, retry: RetryPolicy | None = None) -> None:
+    ``keep_idle``: how many connections of ended sessions the store keeps for its next sessions (a
+    long-running ``run`` opens several sessions per cycle and per order; a new connection costs a
+    backend process and a SCRAM exchange, about 4 ms against the embedded server). 0, the default:
+    every session connects and closes. A connection is kept only when its session left it alive, idle
+    and holding no name lock (:meth:`PostgresSession.reusable`); the others are closed, which releases
+    whatever they held. Kept connections are never used by another process (a fork starts empty).
+    """
+
+    def __init__(
+        self, url: str, *, connect_timeout: int = 10, retry: RetryPolicy | None = None, keep_idle: int = 0
+    ) -> None:
         self._url = url
         self._secret = _password_of(url)
         self._connect_timeout = connect_timeout
         self._retry = retry or RetryPolicy(attempts=6, total=20.0, first_delay=0.2, max_delay=5.0)
+        self._keep_idle = keep_idle
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._idle_lock = threading.Lock()
+        self._idle_pid = os.getpid()
+        self._forked_away: list[psycopg.Connection[Any]] = []  # kept referenced: freeing one would close it
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return "PostgresStore(<url>)"
@@ -117,13 +134,40 @@ class PostgresStore:
 
         return self._retry.call("reconnecting to the state database", self._connect, unavailable)
 
+    def _take(self) -> psycopg.Connection[Any]:
+        """A kept connection when one is still alive, else a new one."""
+        with self._idle_lock:
+            if self._idle_pid != os.getpid():  # a forked child: the parent's sockets are not ours to use,
+                self._forked_away, self._idle, self._idle_pid = self._idle, [], os.getpid()  # nor to close
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed and not conn.broken:
+                    return conn
+        return self._connect()
+
+    def _release(self, session: PostgresSession) -> None:
+        conn = session._conn
+        if self._keep_idle and session.reusable():
+            with self._idle_lock:
+                if self._idle_pid == os.getpid() and len(self._idle) < self._keep_idle:
+                    self._idle.append(conn)
+                    return
+        conn.close()  # also releases any advisory lock still held
+
+    def close(self) -> None:
+        """Close the kept connections (the store stays usable: its next session connects)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
     @contextmanager
     def _session(self) -> Iterator[PostgresSession]:
-        session = PostgresSession(self._connect(), self._secret, self._reconnect)
+        session = PostgresSession(self._take(), self._secret, self._reconnect)
         try:
             yield session
         finally:
-            session._conn.close()  # also releases any advisory lock still held
+            self._release(session)
 
     def session(self) -> AbstractContextManager[PostgresSession]:
         return self._session()

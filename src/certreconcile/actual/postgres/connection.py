@@ -192,6 +192,7 @@ class PostgresConnection:
         self._secret = secret
         self._reconnect = reconnect
         self._pinned = 0  # open transactions, held name locks and read snapshots: no reconnection inside
+        self._lock_in_doubt = False  # a name lock whose unlock failed: the connection must not serve again
 
     def _lost(self) -> bool:
         return self._conn.closed or self._conn.broken
@@ -225,6 +226,18 @@ class PostgresConnection:
             yield
         finally:
             self._pinned -= 1
+
+    def reusable(self) -> bool:
+        """Whether another session may take this connection as it is: alive, idle (no transaction),
+        and holding no name lock (every lock taken was released by a statement that succeeded)."""
+        conn = self._conn
+        return (
+            not self._pinned
+            and not self._lock_in_doubt
+            and not conn.closed
+            and not conn.broken
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
 
     def _in_transaction(self) -> bool:
         return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
@@ -274,6 +287,7 @@ class PostgresConnection:
             with self._pin():
                 yield
         finally:
+            self._lock_in_doubt = True
             if not self._conn.closed and not self._conn.broken:
                 if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                     self._conn.rollback()
@@ -281,6 +295,7 @@ class PostgresConnection:
                     f"unlocking {name}",
                     lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
                 )
+                self._lock_in_doubt = False
 
     def try_lock_name(self, name: str) -> AbstractContextManager[bool]:
         """:meth:`lock_name` without waiting: yields False (holding nothing) when another session holds it."""

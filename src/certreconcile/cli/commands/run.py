@@ -410,7 +410,7 @@ def _run(
 
     settings = _settings(directory, git)
     log = logging.getLogger("certreconcile.run")
-    store = open_store(settings)
+    store = open_store(settings, keep_idle=concurrency + 2)  # the change threads' sessions and the cycle's own
     clock = cli_clock()
     metrics = ReconcilerMetrics()
     readiness = Readiness.for_interval(clock, database_probe(store), interval=interval, jitter=jitter)

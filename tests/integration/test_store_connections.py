@@ -1,0 +1,77 @@
+"""PostgresStore(keep_idle=N): the connections of ended sessions serve the next ones, never with anything held."""
+
+from __future__ import annotations
+
+import psycopg
+
+from certreconcile.actual.repository import PostgresSession, PostgresStore
+
+
+def _backend(session: PostgresSession) -> int:
+    return session._conn.info.backend_pid
+
+
+def test_without_keep_idle_every_session_has_its_own_connection(database_url: str) -> None:
+    store = PostgresStore(database_url)
+    with store.session() as first:
+        pid = _backend(first)
+    with store.session() as second:
+        assert _backend(second) != pid
+    assert first._conn.closed
+
+
+def test_a_kept_connection_serves_the_next_session_and_holds_no_name_lock(database_url: str) -> None:
+    store = PostgresStore(database_url, keep_idle=2)
+    other = PostgresStore(database_url)
+    try:
+        with store.session() as first:
+            pid = _backend(first)
+            with first.lock_name("shop"), other.session() as rival, rival.try_lock_name("shop") as got:
+                assert not got  # held while the first session has it
+        assert not first._conn.closed  # kept, idle
+        with other.session() as rival, rival.try_lock_name("shop") as got:
+            assert got  # released when the session ended, although its connection lives on
+        with store.session() as second:
+            assert _backend(second) == pid
+            assert second.meta().serial >= 0
+    finally:
+        store.close()
+    assert first._conn.closed
+
+
+def test_a_connection_left_in_a_transaction_is_closed_not_kept(database_url: str) -> None:
+    store = PostgresStore(database_url, keep_idle=2)
+    try:
+        with store.session() as first:
+            pid = _backend(first)
+            first._conn.execute("BEGIN")  # what an interrupted transaction would leave behind
+        assert first._conn.closed
+        with store.session() as second:
+            assert _backend(second) != pid
+    finally:
+        store.close()
+
+
+def test_a_kept_connection_whose_backend_was_terminated_is_replaced(database_url: str) -> None:
+    store = PostgresStore(database_url, keep_idle=2)
+    try:
+        with store.session() as first:
+            pid = _backend(first)
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with store.session() as second:
+            assert second.meta().serial >= 0  # the lost connection is noticed and replaced
+            assert _backend(second) != pid
+    finally:
+        store.close()
+
+
+def test_at_most_keep_idle_connections_are_kept(database_url: str) -> None:
+    store = PostgresStore(database_url, keep_idle=1)
+    try:
+        with store.session() as first, store.session() as second:
+            pids = {_backend(first), _backend(second)}
+        assert len(pids) == 2
+        assert first._conn.closed != second._conn.closed  # one kept, one closed
+    finally:
+        store.close()
