@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
+import pytest
 
 from certreconcile.actual.repository import PostgresSession, PostgresStore
 
 
 def _backend(session: PostgresSession) -> int:
     return session._conn.info.backend_pid
+
+
+@pytest.fixture
+def keeping(database_url: str) -> Iterator[PostgresStore]:
+    """A store keeping two connections between sessions; they are closed at the end."""
+    store = PostgresStore(database_url, keep_idle=2)
+    yield store
+    store.close()
 
 
 def test_without_keep_idle_every_session_has_its_own_connection(database_url: str) -> None:
@@ -39,31 +50,23 @@ def test_a_kept_connection_serves_the_next_session_and_holds_no_name_lock(databa
     assert first._conn.closed
 
 
-def test_a_connection_left_in_a_transaction_is_closed_not_kept(database_url: str) -> None:
-    store = PostgresStore(database_url, keep_idle=2)
-    try:
-        with store.session() as first:
-            pid = _backend(first)
-            first._conn.execute("BEGIN")  # what an interrupted transaction would leave behind
-        assert first._conn.closed
-        with store.session() as second:
-            assert _backend(second) != pid
-    finally:
-        store.close()
+def test_a_connection_left_in_a_transaction_is_closed_not_kept(keeping: PostgresStore) -> None:
+    with keeping.session() as first:
+        pid = _backend(first)
+        first._conn.execute("BEGIN")  # what an interrupted transaction would leave behind
+    assert first._conn.closed
+    with keeping.session() as second:
+        assert _backend(second) != pid
 
 
-def test_a_kept_connection_whose_backend_was_terminated_is_replaced(database_url: str) -> None:
-    store = PostgresStore(database_url, keep_idle=2)
-    try:
-        with store.session() as first:
-            pid = _backend(first)
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with store.session() as second:
-            assert second.meta().serial >= 0  # the lost connection is noticed and replaced
-            assert _backend(second) != pid
-    finally:
-        store.close()
+def test_a_kept_connection_whose_backend_was_terminated_is_replaced(keeping: PostgresStore, database_url: str) -> None:
+    with keeping.session() as first:
+        pid = _backend(first)
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with keeping.session() as second:
+        assert second.meta().serial >= 0  # the lost connection is noticed and replaced
+        assert _backend(second) != pid
 
 
 def test_at_most_keep_idle_connections_are_kept(database_url: str) -> None:
