@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 from certreconcile.actual.repository import PostgresSession, PostgresStore
+from certreconcile.errors import StateError
 
 
 def _backend(session: PostgresSession) -> int:
@@ -78,3 +80,29 @@ def test_at_most_keep_idle_connections_are_kept(database_url: str) -> None:
         assert first._conn.closed != second._conn.closed  # one kept, one closed
     finally:
         store.close()
+
+
+def test_a_connection_whose_unlock_failed_is_closed_and_its_lock_released(
+    keeping: PostgresStore, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lock_then_fail_to_unlock(session: PostgresSession) -> None:
+        run = session._run
+
+        def unlock_refused(doing: str, work: Callable[[psycopg.Connection[Any]], object]) -> object:
+            if doing.startswith("unlocking"):
+                raise StateError("unlock refused", code="state-error")
+            return run(doing, work)
+
+        monkeypatch.setattr(session, "_run", unlock_refused)
+        with session.lock_name("shop"):
+            pass
+
+    with keeping.session() as first:
+        pid = _backend(first)
+        with pytest.raises(StateError, match="unlock refused"):
+            lock_then_fail_to_unlock(first)
+    assert first._conn.closed  # it may still have held the lock: not kept
+    with PostgresStore(database_url).session() as other, other.try_lock_name("shop") as got:
+        assert got
+    with keeping.session() as second:
+        assert _backend(second) != pid

@@ -192,7 +192,7 @@ class PostgresConnection:
         self._secret = secret
         self._reconnect = reconnect
         self._pinned = 0  # open transactions, held name locks and read snapshots: no reconnection inside
-        self._lock_in_doubt = False  # a name lock whose unlock failed: the connection must not serve again
+        self._lock_in_doubt = False  # an unlock failed: the connection may hold a name lock, never reuse it
 
     def _lost(self) -> bool:
         return self._conn.closed or self._conn.broken
@@ -287,15 +287,17 @@ class PostgresConnection:
             with self._pin():
                 yield
         finally:
-            self._lock_in_doubt = True
-            if not self._conn.closed and not self._conn.broken:
-                if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                    self._conn.rollback()
-                self._run(
-                    f"unlocking {name}",
-                    lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
-                )
-                self._lock_in_doubt = False
+            if not self._conn.closed and not self._conn.broken:  # (a lost connection holds nothing)
+                try:
+                    if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                        self._conn.rollback()
+                    self._run(
+                        f"unlocking {name}",
+                        lambda conn: conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,)),
+                    )
+                except BaseException:
+                    self._lock_in_doubt = True
+                    raise
 
     def try_lock_name(self, name: str) -> AbstractContextManager[bool]:
         """:meth:`lock_name` without waiting: yields False (holding nothing) when another session holds it."""
