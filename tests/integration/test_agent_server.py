@@ -155,7 +155,7 @@ def test_deploy_to_a_real_nginx_is_proven_by_handshake(web1: Fleet1) -> None:
     )
     # Our own handshake. nginx's old worker may still answer a few handshakes while it drains (the
     # nginx target's own tests wait the same way): once it is gone, only the new certificate is served.
-    assert _poll(lambda: len(web1.nginx.worker_pids()) == 1)
+    web1.nginx.drained()
     assert observe_served(web1.nginx.address, SHOP_DOMAINS).fingerprint == bundle.fingerprint
     seen = client.call(request(ObserveRequest, target="edge-nginx", name="shop", domains=SHOP_DOMAINS))
     assert (seen.status, seen.data["fingerprint"]) == (200, bundle.fingerprint)
