@@ -12,6 +12,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -343,8 +344,9 @@ def test_an_insert_only_role_chains_its_rows(database_url: str) -> None:
     assert report.intact and report.rows == 2  # the forged seq and hash were overwritten
 
 
-@pytest.fixture
-def database_at_0006(pg_server: str) -> Iterator[str]:
+@contextmanager
+def _database_before(pg_server: str, version: int) -> Iterator[str]:
+    """A scratch database with the migrations before ``version`` applied (``upgrade`` does the rest)."""
     from helpers import with_database
 
     name = f"crt_audit_{uuid.uuid4().hex[:12]}"
@@ -354,7 +356,7 @@ def database_at_0006(pg_server: str) -> Iterator[str]:
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             for migration in available_migrations():
-                if migration.version < 7:
+                if migration.version < version:
                     conn.execute(migration.sql.encode())
                     conn.execute("INSERT INTO SchemaMigration (version, name) VALUES (%s, %s)",
                                  (migration.version, migration.name))  # fmt: skip
@@ -362,6 +364,12 @@ def database_at_0006(pg_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_at_0006(pg_server: str) -> Iterator[str]:
+    with _database_before(pg_server, 7) as url:
+        yield url
 
 
 def test_the_migration_chains_existing_rows_in_id_order(database_at_0006: str) -> None:
@@ -373,6 +381,35 @@ def test_the_migration_chains_existing_rows_in_id_order(database_at_0006: str) -
     insert_events(database_at_0006, 2)  # new rows chain on the migrated ones
     report = verify(database_at_0006)
     assert report.intact and report.rows == 9
+
+
+def test_rows_chained_before_the_plpgsql_hash_verify_after_it(pg_server: str) -> None:
+    """Migration 0019 rewrites certaudit_row_hash: rows the 0007 body hashed, awkward ones included, still
+    verify, both hash bodies agree on every row, and new rows chain on the old ones."""
+    with _database_before(pg_server, 19) as url:
+        insert_events(url, 3)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET TimeZone = 'Asia/Kolkata'")
+            for name, actor, at, detail in [
+                ("naïve-名前", "user:zoë ☃", "1969-12-31 23:59:59.999999+00", '{"b": [1, 2.50], "a": "é"}'),
+                ("x", "user:12:34", "2026-01-01 00:00:00.000001+00", '{"1:": "~", "": ""}'),
+            ]:
+                conn.execute(
+                    "INSERT INTO CertAudit (cert_id, name, action, actor, timestamp, detail)"
+                    " VALUES (NULL, %s, 'issued', %s, %s, %s::jsonb)",
+                    (name, actor, at, detail),
+                )
+            before = conn.execute("SELECT seq, row_hash FROM CertAudit ORDER BY seq").fetchall()
+            applied = upgrade(conn)
+            recomputed = conn.execute(
+                "SELECT seq, certaudit_row_hash(seq, id, cert_id, name, action, actor, timestamp, detail, prev_hash)"
+                " FROM CertAudit ORDER BY seq"
+            ).fetchall()
+        assert applied[0] == "0019_audit_hash_plpgsql"
+        assert recomputed == before and len(before) == 5
+        insert_events(url, 2)
+        report = verify(url)
+        assert report.intact and report.rows == 7
 
 
 def test_the_head_file_round_trips_and_bad_files_are_refused(tmp_path: Path) -> None:
