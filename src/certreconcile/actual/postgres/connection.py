@@ -36,6 +36,7 @@ CODE_AUDIT_APPEND_ONLY = "audit-append-only"
 
 
 _T = TypeVar("_T")
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 log = logging.getLogger("certreconcile.state")
@@ -236,11 +237,11 @@ class PostgresConnection:
             and not self._lock_in_doubt
             and not conn.closed
             and not conn.broken
-            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            and conn.pgconn.transaction_status == _IDLE  # not conn.info: that builds an object per call
         )
 
     def _in_transaction(self) -> bool:
-        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        return self._conn.pgconn.transaction_status != _IDLE
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
