@@ -217,11 +217,25 @@ def warm_command(bench: Bench) -> None:
     apply_command(bench, 2, "certreconcile_bench_peers_warm")
 
 
+def our_version() -> str:
+    """The installed version and the commit measured: an editable install's version is the one of the
+    commit it was installed at (setuptools-scm), not of the code that runs."""
+    installed = importlib.metadata.version("certreconcile")
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return installed  # not a git checkout (an sdist): the installed version is all there is
+    return f"{installed} (code at {commit}{' with local changes' if dirty else ''})"
+
+
 def all_rows(bench: Bench, only: set[str], versions: dict[str, str]) -> list[Row]:
     args, count = bench.args, bench.args.certificates
     rows: list[Row] = []
     if "certreconcile" in only:
-        versions["certreconcile"] = importlib.metadata.version("certreconcile")
+        versions["certreconcile"] = our_version()
         bench.admin = admin_url(args, bench.scratch)
         if not (args.url or os.environ.get(ENV_TEST_DATABASE_URL)):
             bench.database_cpu = postgres_cpu(bench.admin)  # our own server: its CPU is ours
