@@ -290,7 +290,7 @@ class PostgresConnection:
         finally:
             if not self._conn.closed and not self._conn.broken:  # (a lost connection holds nothing)
                 try:
-                    if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    if self._conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                         self._conn.rollback()
                     self._run(
                         f"unlocking {name}",
