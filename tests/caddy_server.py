@@ -47,9 +47,21 @@ class Caddy:
     other_fingerprint: str  # of the foreign load_pem entry
     log: Path
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.admin + path, timeout=10) as response:  # noqa: S310 - local test server
-            return json.loads(response.read() or b"null")
+    def get(self, path: str, attempts: int = 5) -> Any:
+        """The admin API's JSON answer at ``path``.
+
+        Read again when the connection is dropped: Caddy replaces its admin listener on every
+        config load (a refused one too), and a connection landing on the old one is reset.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with urllib.request.urlopen(self.admin + path, timeout=10) as response:  # noqa: S310 - local test server
+                    return json.loads(response.read() or b"null")
+            except ConnectionResetError:  # http.client.RemoteDisconnected is one too
+                if attempt == attempts:
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
 
 def caddy_apps(https_port: int, load_pem: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pytest
 from certreconcile.errors import TargetError
 from certreconcile.plugins.targets.caddy import CaddyTarget
 from certreconcile.plugins.targets.caddy_config import CaddyTargetConfig
+from certreconcile.retry import RetryPolicy
 from certreconcile.testing import target_contract
 from certreconcile.testing.target_contract import bundle_maker
 
@@ -167,3 +168,87 @@ def test_a_non_json_answer_is_a_target_error() -> None:
     with pytest.raises(TargetError) as raised:
         target.deploy(SHOP())
     assert "something other than JSON" in raised.value.message
+
+
+# ---------------------------------------------------------------- dropped connections
+# Caddy replaces its admin listener on every config load; a connection landing on the old one
+# is dropped (tests/integration saw ECONNRESET on CI). A deployment runs again from its read.
+
+
+class Dropping:
+    """FakeCaddy behind a transport that drops the connection on the calls listed in ``drop``.
+
+    ``after``: the dropped request is applied first (the answer is what got lost).
+    """
+
+    def __init__(self, fake: FakeCaddy, drop: set[int], *, after: bool = False, error: type = httpx.ReadError) -> None:
+        self.fake, self.drop, self.after, self.error, self.count = fake, drop, after, error, 0
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.count += 1
+        if self.count in self.drop:
+            if self.after:
+                self.fake.handle(request)
+            raise self.error("[Errno 104] Connection reset by peer", request=request)
+        return self.fake.handle(request)
+
+
+def _dropping_target(transport: Dropping) -> tuple[CaddyTarget, list[float]]:
+    slept: list[float] = []
+    retry = RetryPolicy(attempts=4, total=5.0, first_delay=0.05, max_delay=0.5, sleep=slept.append)
+    config = CaddyTargetConfig(admin="http://caddy.test:2019")
+    return CaddyTarget("edge-caddy", config, transport=httpx.MockTransport(transport.handle), retry=retry), slept
+
+
+def _load_pem(fake: FakeCaddy) -> list[Any]:
+    return list(fake.config["apps"]["tls"]["certificates"]["load_pem"])
+
+
+def test_a_dropped_read_runs_the_deployment_again() -> None:
+    fake = FakeCaddy({"apps": {"tls": {"certificates": {"load_pem": [{"tags": ["other"]}]}}}})
+    target, slept = _dropping_target(Dropping(fake, {1}))
+    bundle = SHOP()
+    target.deploy(bundle)
+    assert slept == [0.05]
+    assert [entry["tags"] for entry in _load_pem(fake)] == [["other"], ["certreconcile:shop"]]
+    assert target.observe("shop", bundle.domains).fingerprint == bundle.fingerprint
+
+
+def test_a_write_that_landed_before_the_drop_is_not_repeated() -> None:
+    fake = FakeCaddy({"apps": {"tls": {"certificates": {"load_pem": [{"tags": ["other"]}]}}}})
+    # Calls: GET /id (404), GET /config/, GET apps, GET tls, GET certificates, GET load_pem, POST (dropped after).
+    target, slept = _dropping_target(Dropping(fake, {7}, after=True, error=httpx.RemoteProtocolError))
+    target.deploy(SHOP())
+    assert len(slept) == 1
+    assert fake.calls[6:] == ["POST /config/apps/tls/certificates/load_pem", "GET /id/certreconcile-shop"]
+    assert [entry["tags"] for entry in _load_pem(fake)] == [["other"], ["certreconcile:shop"]]
+
+
+def test_a_refused_connection_is_not_retried_and_a_lasting_drop_gives_up() -> None:
+    fake = FakeCaddy({"apps": {"tls": {"certificates": {"load_pem": []}}}})
+    target, slept = _dropping_target(Dropping(fake, {1}, error=httpx.ConnectError))
+    with pytest.raises(TargetError) as raised:
+        target.deploy(SHOP())
+    assert (raised.value.code, slept) == ("target-unreachable", [])
+    always = Dropping(fake, set(range(1, 100)))
+    target, slept = _dropping_target(always)
+    target_contract.check_errors_hold_no_key(lambda: target, SHOP)
+    slept.clear()
+    always.count = 0
+    with pytest.raises(TargetError) as raised:
+        target.deploy(SHOP())
+    assert raised.value.code == "target-unreachable"
+    assert "ReadError" in raised.value.message
+    assert (always.count, slept) == (4, [0.05, 0.1, 0.2])
+    assert _load_pem(fake) == []
+
+
+def test_observe_reads_again_after_a_drop() -> None:
+    fake = FakeCaddy({"apps": {"tls": {"certificates": {"load_pem": []}}}})
+    target, _ = _dropping_target(Dropping(fake, set()))
+    bundle = SHOP()
+    target.deploy(bundle)
+    dropping = Dropping(fake, {1})
+    target, slept = _dropping_target(dropping)
+    assert target.observe("shop", bundle.domains).fingerprint == bundle.fingerprint
+    assert (dropping.count, slept) == (2, [0.05])

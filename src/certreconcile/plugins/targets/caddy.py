@@ -16,6 +16,13 @@ verification catches that (the next plan redistributes). Caddy's autosave file
 (``autosave.json``) then holds the key too, like everything the admin API returns: keep the
 admin endpoint on loopback or a Unix socket.
 
+Caddy replaces its admin endpoint on every config load, a refused one included: it starts a new
+listener and shuts the old one down in the background, so a connection that lands on the old
+one just then is dropped. A deployment whose connection was dropped mid-request runs again
+from its first read (bounded, :class:`~certreconcile.retry.RetryPolicy`): it reads before it
+writes, so a write that did land is found and not repeated. A refused connection or a timeout
+is not retried.
+
 Errors are one line with Caddy's own answer; the private key is scrubbed from any text shown.
 """
 
@@ -33,10 +40,23 @@ from certreconcile.plugins.ports import DeployBundle, TargetObservation
 from certreconcile.plugins.targets.caddy_config import CaddyTargetConfig
 from certreconcile.plugins.targets.handshake import observe_served
 from certreconcile.plugins.targets.readback import observe_pem_text
+from certreconcile.retry import RetryPolicy, Verdict
 
 __all__ = ["LOAD_PEM_PATH", "CaddyTarget", "entry_id", "entry_tag"]
 
 LOAD_PEM_PATH = ("apps", "tls", "certificates", "load_pem")
+
+
+# The admin endpoint's replacement drops connections for a moment, not for seconds.
+DEFAULT_RETRY = RetryPolicy(attempts=4, total=5.0, first_delay=0.05, max_delay=0.5)
+
+
+class _Dropped(TargetError):
+    """The admin API closed the connection mid-request (a config load replacing its listener)."""
+
+
+def _dropped(exc: BaseException) -> Verdict:
+    return Verdict(isinstance(exc, _Dropped), None, "the admin API dropped the connection")
 
 
 def entry_id(name: str) -> str:
@@ -56,6 +76,7 @@ class CaddyTarget:
         verify_timeout: timedelta = DEFAULT_VERIFY_TIMEOUT,
         sni: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
         timeout: float = 30.0,
     ) -> None:
         self.name = name
@@ -66,10 +87,14 @@ class CaddyTarget:
         self._sni = sni
         self._transport = transport  # tests only: an in-memory Caddy
         self._timeout = timeout
+        self._retry = retry
 
     # ------------------------------------------------------------ deploy
 
     def deploy(self, bundle: DeployBundle) -> None:
+        self._retry.call(f"target {self.name}: deploy {bundle.name} to Caddy", lambda: self._deploy(bundle), _dropped)
+
+    def _deploy(self, bundle: DeployBundle) -> None:
         key = bundle.key_pem.reveal().decode()
         entry = {
             "@id": entry_id(bundle.name),
@@ -109,8 +134,7 @@ class CaddyTarget:
         if self._verify:
             return observe_served(self._verify, domains, self._sni)
         try:
-            with self._client() as client:
-                entries = self._request(client, "GET", _config_path(LOAD_PEM_PATH), secret="")
+            entries = self._retry.call(f"target {self.name}: read Caddy's load_pem", self._load_pem, _dropped)
         except TargetError as exc:
             return TargetObservation(fingerprint=None, error=exc.message)
         tag = entry_tag(name)
@@ -118,6 +142,10 @@ class CaddyTarget:
             if isinstance(entry, dict) and tag in (entry.get("tags") or ()):
                 return observe_pem_text(str(entry.get("certificate", "")), f"Caddy's load_pem entry {tag}")
         return TargetObservation(fingerprint=None, error=f"Caddy at {self._admin} has no load_pem entry tagged {tag}")
+
+    def _load_pem(self) -> Any:
+        with self._client() as client:
+            return self._request(client, "GET", _config_path(LOAD_PEM_PATH), secret="")
 
     def verify_timeout(self) -> timedelta:
         return self._verify_timeout
@@ -142,7 +170,9 @@ class CaddyTarget:
                 headers={"Content-Type": "application/json"} if body is not None else None,
             )
         except httpx.HTTPError as exc:
-            raise TargetError(
+            # ReadError/WriteError/RemoteProtocolError: connected, then dropped (see the module doc).
+            dropped = isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError)
+            raise (_Dropped if dropped else TargetError)(
                 f"target {self.name}: Caddy's admin API at {self._admin} is unreachable "
                 f"({type(exc).__name__}: {_scrub(str(exc), secret)})",
                 code="target-unreachable",
