@@ -38,20 +38,26 @@ class _PushOutcome:
 class DistributionSteps(RunnerBase):
     """The deploy, verify and activate steps of a change."""
 
-    def _deploy(self, change: Change, cert_id: str, bundle: DeployBundle, targets: tuple[str, ...]) -> dict[str, str]:
+    def _deploy(
+        self,
+        change: Change,
+        cert_id: str,
+        bundle: DeployBundle,
+        targets: tuple[str, ...],
+        *,
+        started_journalled: bool = False,
+    ) -> dict[str, str]:
         """Deploy and verify on each target, in parallel; returns the failed targets with their error.
 
         Only the push and the verification run in the pool (network and reloads); every row is
         written here, on this change's own session (a connection is used by one thread at a time),
         in batches whatever the number of targets: the ``started`` step of every target in one
-        statement, committed before the first push; then, once every target has answered, their
-        journal steps, distribution rows and audit events in one transaction (three statements).
+        statement, committed before the first push (``started_journalled``: the caller committed
+        them, with the certificate they deploy); then, once every target has answered, their journal
+        steps, distribution rows and audit events in one transaction (three statements).
         """
-        deploy = JournalStep.DEPLOY
-        started = JournalState.STARTED
-        self.session.journal_many(
-            [self._journal_entry(change, deploy.for_target(name), started, cert_id=cert_id) for name in targets]
-        )
+        if not started_journalled:
+            self.session.journal_many(self._deploy_started(change, cert_id, targets))
         push = in_log_context(self._push)  # the pool's threads log with this change's fields
         if self.target_pool is not None and len(targets) > 1:
             outcomes = list(self.target_pool.map(lambda name: push(name, bundle), targets))
@@ -99,6 +105,12 @@ class DistributionSteps(RunnerBase):
             self.session.record_distributions(rows)
             self.session.append_audit_many(audit)
         return failed
+
+    def _deploy_started(self, change: Change, cert_id: str, targets: tuple[str, ...]) -> list[JournalEntry]:
+        """The ``started`` step of deploying ``cert_id`` on each target, journalled before the first push."""
+        started = JournalState.STARTED
+        return [self._journal_entry(change, JournalStep.DEPLOY.for_target(name), started, cert_id=cert_id)
+                for name in targets]  # fmt: skip
 
     def _journal_entry(self, change: Change, step: str, state: JournalState, **detail: str) -> JournalEntry:
         """The row ``_journal`` writes, for a batch."""

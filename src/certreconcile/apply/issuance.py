@@ -63,7 +63,7 @@ class IssuanceSteps(DistributionSteps):
         serial = facts.serial_number
         what = f"{change.action.verb} serial {serial}"
         with log_context(serial=serial):
-            failed = self._deploy(change, cert_id, bundle, spec.targets)
+            failed = self._deploy(change, cert_id, bundle, spec.targets, started_journalled=True)
             if current is None or rotation_id is not None:  # the state is known: no need to read it again
                 replaced = _replaced(current, rotation_id, cert_id, now)
                 return self._finish_issued(change, cert_id, failed, what, serial, replaced)
@@ -186,7 +186,10 @@ class IssuanceSteps(DistributionSteps):
                 fingerprint=facts.fingerprint,
                 not_after=facts.not_after.isoformat(),
             )
-            self._journal(change, JournalStep.CERTIFICATE_STORED, JournalState.DONE, cert_id=cert_id)
+            # With it, each target's deploy ``started`` step (what _deploy writes first): nothing happens
+            # outside the database between the two, so they are one statement of this transaction.
+            stored = self._journal_entry(change, JournalStep.CERTIFICATE_STORED, JournalState.DONE, cert_id=cert_id)
+            self.session.journal_many([stored, *self._deploy_started(change, cert_id, spec.targets)])
             self.session.clear_failures(change.name)
 
     def _key_for(
