@@ -298,6 +298,24 @@ def test_set_status_of_unknown_certificate(session: StateSession) -> None:
     assert caught.value.code == "state-not-found"
 
 
+def test_set_status_if_allowed_moves_only_where_the_lifecycle_allows(session: StateSession) -> None:
+    row = cert_row(status=CertStatus.ACTIVE)
+    session.insert_certificate(row)
+    # active -> superseded is not a transition: the row stays as it is, no error.
+    assert session.set_status_if_allowed(row.id, CertStatus.SUPERSEDED) is CertStatus.ACTIVE
+    assert session.certificate_status(row.id) is CertStatus.ACTIVE
+    assert session.set_status_if_allowed(row.id, CertStatus.ROTATING) is CertStatus.ACTIVE
+    assert session.certificate_status(row.id) is CertStatus.ROTATING
+    with session.batch():  # as apply closes a rotation
+        assert session.set_status_if_allowed(row.id, CertStatus.SUPERSEDED) is CertStatus.ROTATING
+    assert session.certificate_status(row.id) is CertStatus.SUPERSEDED
+    assert session.set_status_if_allowed(row.id, CertStatus.SUPERSEDED) is CertStatus.SUPERSEDED  # already there
+    assert session.certificate_status(row.id) is CertStatus.SUPERSEDED
+    with pytest.raises(StateError) as caught:
+        session.set_status_if_allowed(str(uuid.uuid4()), CertStatus.SUPERSEDED)
+    assert caught.value.code == "state-not-found"
+
+
 def test_compare_and_set_status_moves_only_from_the_expected_status(session: StateSession) -> None:
     row = cert_row(status=CertStatus.ACTIVE)
     session.insert_certificate(row)

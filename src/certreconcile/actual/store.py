@@ -289,6 +289,14 @@ class CertificateStore(Protocol):
         """Move a certificate to ``new`` if the lifecycle allows it; returns the old status."""
         ...
 
+    def set_status_if_allowed(self, cert_id: str, new: CertStatus) -> CertStatus:
+        """Move a certificate to ``new`` if the lifecycle allows it from the status it has; else leave it.
+
+        Returns the status it had. One read-and-move (the row locked): what
+        ``certificate_status`` then ``set_status`` when allowed did, without the window between them.
+        """
+        ...
+
     def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
         """Move the certificate to ``new`` only if it is still ``expected``; False when it is not (or is gone).
 

@@ -213,8 +213,7 @@ class DistributionSteps(RunnerBase):
                 rotation = self.session.rotation_replacing(cert_id)
             if rotation is not None and rotation.new_cert_id == cert_id:
                 self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
-                old_status = self.session.certificate_status(rotation.old_cert_id)
-                self._move(rotation.old_cert_id, old_status, CertStatus.SUPERSEDED)
+                self.session.set_status_if_allowed(rotation.old_cert_id, CertStatus.SUPERSEDED)
             self._journal(change, JournalStep.COMPLETED, JournalState.DONE, cert_id=cert_id)
 
     def _redistribute(self, change: Change, current: ActualCertificate) -> ChangeResult:

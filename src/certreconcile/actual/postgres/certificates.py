@@ -39,13 +39,16 @@ from certreconcile.actual.postgres.rows import (
     _CURRENT_DIST,
     _CURRENT_ROTATION,
     _SQL_BACKOFFS_ALL,
+    _SQL_COMPLETE_ROTATION,
     _SQL_CURRENT_ALL,
     _SQL_CURRENT_WHOLE,
     _SQL_DISTRIBUTIONS_ALL,
+    _SQL_LAPSED,
     _SQL_OPEN_ROTATIONS_ALL,
     _SQL_RECENT_ISSUANCES,
     _SQL_RECENT_ORDERS,
     _SQL_RECORD_FAILURE,
+    _SQL_SET_STATUS,
     _build_state,
     _row_to_certificate,
     _row_to_distribution,
@@ -64,38 +67,12 @@ from certreconcile.domain.keys import KeyRef
 from certreconcile.domain.status import CertStatus, allowed_transitions, check_transition
 from certreconcile.errors import StateError
 
-# Rows still active or expiring_soon past not_after (apply/lifecycle.py moves them to expired):
-# idx_cert_not_after's predicate, so few rows are visited (each leaves the index when moved).
-_SQL_LAPSED = (
-    "SELECT id::text, name, status, not_after FROM Certificate"
-    " WHERE status IN ('active','expiring_soon') AND not_after <= %s ORDER BY not_after, id LIMIT %s"
-)
-
 
 def _history_rows(cursor: psycopg.Cursor[Any], now: datetime | None) -> tuple[list[Any], list[Any]]:
     """The recent issuances and orders, back from ``now`` (None: the database's clock)."""
     issuances = cursor.execute(_SQL_RECENT_ISSUANCES, {"window": HISTORY_WINDOW, "now": now}).fetchall()
     orders = cursor.execute(_SQL_RECENT_ORDERS, {"window": HISTORY_ORDERS_WINDOW, "now": now}).fetchall()
     return issuances, orders
-
-
-# set_status in one statement: the row locked and read as it was, moved only from ``sources``.
-_SQL_SET_STATUS = (
-    "WITH old AS (SELECT status FROM Certificate WHERE id = %(id)s FOR UPDATE),"
-    " moved AS (UPDATE Certificate SET status = %(new)s FROM old WHERE Certificate.id = %(id)s"
-    " AND old.status = ANY(%(sources)s) AND old.status <> %(new)s RETURNING 1)"
-    " SELECT old.status, (SELECT count(*) FROM moved) FROM old"
-)
-
-
-# complete_rotation in one statement (idempotent): closed only when it has its replacement.
-_SQL_COMPLETE_ROTATION = (
-    "WITH r AS (SELECT new_cert_id IS NOT NULL AS has_new, completed_at IS NOT NULL AS completed"
-    " FROM CertRotation WHERE id = %(id)s FOR UPDATE),"
-    " closed AS (UPDATE CertRotation SET completed_at = %(at)s FROM r WHERE CertRotation.id = %(id)s"
-    " AND NOT r.completed AND r.has_new RETURNING 1)"
-    " SELECT r.has_new, r.completed, (SELECT count(*) FROM closed) FROM r"
-)
 
 
 _CHUNK = 10_000  # rows turned into tuples at a time: the tuples of 100,000 rows at once would add 40 MiB to the peak
@@ -265,15 +242,18 @@ class PostgresCertificates(PostgresConnection):
     def set_status(self, cert_id: str, new: CertStatus) -> CertStatus:
         # One statement: the row is locked and read, and moved only from a status allowed to become
         # ``new`` (the transition rules, checked here again on the status read, raise otherwise).
+        old = self.set_status_if_allowed(cert_id, new)
+        check_transition(old, new)
+        return old
+
+    def set_status_if_allowed(self, cert_id: str, new: CertStatus) -> CertStatus:
         sources = [old.value for old in CertStatus if new in allowed_transitions(old)]
 
         def work(conn: psycopg.Connection[Any]) -> CertStatus:
             row = conn.execute(_SQL_SET_STATUS, {"id": cert_id, "new": new.value, "sources": sources}).fetchone()
             if row is None:
                 raise _not_found("certificate", cert_id)
-            old = _STATUS[row[0]]
-            check_transition(old, new)
-            return old
+            return _STATUS[row[0]]
 
         return self._run(f"changing the status of certificate {cert_id} to {new.value}", work)
 

@@ -52,6 +52,33 @@ _SQL_CURRENT_ONE = (
 )
 
 
+# Rows still active or expiring_soon past not_after (apply/lifecycle.py moves them to expired):
+# idx_cert_not_after's predicate, so few rows are visited (each leaves the index when moved).
+_SQL_LAPSED = (
+    "SELECT id::text, name, status, not_after FROM Certificate"
+    " WHERE status IN ('active','expiring_soon') AND not_after <= %s ORDER BY not_after, id LIMIT %s"
+)
+
+
+# set_status in one statement: the row locked and read as it was, moved only from ``sources``.
+_SQL_SET_STATUS = (
+    "WITH old AS (SELECT status FROM Certificate WHERE id = %(id)s FOR UPDATE),"
+    " moved AS (UPDATE Certificate SET status = %(new)s FROM old WHERE Certificate.id = %(id)s"
+    " AND old.status = ANY(%(sources)s) AND old.status <> %(new)s RETURNING 1)"
+    " SELECT old.status, (SELECT count(*) FROM moved) FROM old"
+)
+
+
+# complete_rotation in one statement (idempotent): closed only when it has its replacement.
+_SQL_COMPLETE_ROTATION = (
+    "WITH r AS (SELECT new_cert_id IS NOT NULL AS has_new, completed_at IS NOT NULL AS completed"
+    " FROM CertRotation WHERE id = %(id)s FOR UPDATE),"
+    " closed AS (UPDATE CertRotation SET completed_at = %(at)s FROM r WHERE CertRotation.id = %(id)s"
+    " AND NOT r.completed AND r.has_new RETURNING 1)"
+    " SELECT r.has_new, r.completed, (SELECT count(*) FROM closed) FROM r"
+)
+
+
 _SQL_DISTRIBUTIONS_ALL = (
     "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint,"
     " verified_fingerprint"

@@ -36,7 +36,7 @@ from certreconcile.actual.store import (
     LapsedCertificate,
 )
 from certreconcile.domain.keys import KeyRef
-from certreconcile.domain.status import CertStatus, check_transition
+from certreconcile.domain.status import CertStatus, allowed_transitions, check_transition
 from certreconcile.errors import StateError
 from certreconcile.testing.fake_state.base import (
     _LIVE,
@@ -235,6 +235,13 @@ class FakeCertificates(FakeSessionBase):
             if new in _LIVE and cert.retired_at is None:
                 self._check_live_unique(cert.row.name, exclude_id=cert_id)
             cert.status = new
+            return old
+
+    def set_status_if_allowed(self, cert_id: str, new: CertStatus) -> CertStatus:
+        with self._store._mutex:
+            old = self._cert(cert_id).status
+            if new in allowed_transitions(old):
+                self.set_status(cert_id, new)  # the mutex is re-entrant
             return old
 
     def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
