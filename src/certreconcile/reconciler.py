@@ -148,7 +148,7 @@ class Reconciler:
     def _environment(self, desired: DesiredState) -> ApplyEnvironment:
         key = (desired.digest, desired.git_commit)
         if self._env is None or self._env[0] != key:
-            self._env = (key, self.build_environment(desired))
+            self._env = (key, replace(self.build_environment(desired), leaf_pems=self._leaf_cache))
         return self._env[1]
 
     def cycle(self) -> CycleResult:

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from certreconcile.actual.repository import PostgresStore
+from certreconcile.actual.repository import PostgresSession, PostgresStore
 from certreconcile.apply.executor import apply_plan
 from certreconcile.clock import FixedClock
 from certreconcile.plan import Action
@@ -105,12 +105,14 @@ class _OrderingCa:
     def __init__(self, inner: Issuer) -> None:
         self.name = inner.name
         self._inner = inner
+        self.replaced: dict[str, str | None] = {}  # name -> the PEM of the certificate it replaces (ARI)
 
     def supported_key_types(self) -> Any:
         return self._inner.supported_key_types()
 
     def issue(self, request: IssueRequest) -> Any:
         assert request.journal is not None
+        self.replaced[request.name] = request.replaces_cert_pem
         if request.journal.saved_order_url() is None:
             order = f"https://ca.test/order/{next(_ORDERS)}"
             request.journal.record_order(order, "pending", "https://ca.test/directory")
@@ -133,9 +135,20 @@ def store(database_url: str, tmp_path: Path) -> Iterator[TracingStore]:
     store.close()
 
 
-def _traced_apply(tmp_path: Path, store: TracingStore, clock: FixedClock, desired: Any, action: Action) -> _Counts:
+def _traced_apply(
+    tmp_path: Path,
+    store: TracingStore,
+    clock: FixedClock,
+    desired: Any,
+    action: Action,
+    leaf_pems: dict[str, str] | None = None,
+    ca: list[_OrderingCa] | None = None,
+) -> _Counts:
     env = environment(tmp_path, desired, store, clock)
-    env = replace(env, issuers={"internal": _OrderingCa(env.issuers["internal"])})
+    ordering = _OrderingCa(env.issuers["internal"])
+    env = replace(env, issuers={"internal": ordering}, leaf_pems=leaf_pems)
+    if ca is not None:
+        ca.append(ordering)
     plan = plan_now(desired, store, clock)
     assert [change.action for change in plan.changes] == [action] * COUNT
     before = store.counts()
@@ -166,3 +179,30 @@ def test_a_renewal_costs_at_most_its_budget_of_round_trips(tmp_path: Path, store
     counts = _traced_apply(tmp_path, store, clock, desired, Action.ROTATE)
     assert counts.round_trips <= COUNT * RENEWAL_ROUND_TRIPS + FIXED, counts.sql
     assert counts.statements <= COUNT * RENEWAL_STATEMENTS + FIXED, counts.sql
+
+
+def test_a_renewal_takes_the_certificate_it_replaces_from_the_leaf_cache_of_run(
+    tmp_path: Path, store: TracingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` keeps the leaf PEMs it asked the CA about (ARI): a renewal names the certificate it replaces
+    from them, a read fewer; one the cache lacks is read. The CA is told the same PEM either way."""
+    clock = FixedClock(T0)
+    desired = load(tmp_path, desired_doc([cert(f"c{number}") for number in range(COUNT)], lifetime="30d"))
+    _traced_apply(tmp_path, store, clock, desired, Action.ISSUE)
+    with store.session() as session:
+        current = session.load_actual(clock.now()).certificates
+        old = {name: (found.id, session.certificate_pems(found.id)[0]) for name, found in current.items()}
+    reads: list[str] = []
+    real = PostgresSession.certificate_pems
+
+    def counted(session: PostgresSession, cert_id: str) -> tuple[str, str]:
+        reads.append(cert_id)
+        return real(session, cert_id)
+
+    monkeypatch.setattr(PostgresSession, "certificate_pems", counted)
+    clock.advance(timedelta(days=21))
+    cached = {cert_id: pem for name, (cert_id, pem) in old.items() if name != "c0"}  # c0's is not kept
+    ca: list[_OrderingCa] = []
+    _traced_apply(tmp_path, store, clock, desired, Action.ROTATE, leaf_pems=cached, ca=ca)
+    assert ca[0].replaced == {name: pem for name, (_, pem) in old.items()}
+    assert reads == [old["c0"][0]]

@@ -112,7 +112,8 @@ class IssuanceSteps(DistributionSteps):
         new_key = generated is not None
         replaces_pem: str | None = None
         if current is not None and change.action is Action.ROTATE and current.issuer == spec.issuer:
-            replaces_pem = self.session.certificate_pems(current.id)[0]
+            cached = self.env.leaf_pems.get(current.id) if self.env.leaf_pems is not None else None
+            replaces_pem = cached if cached is not None else self.session.certificate_pems(current.id)[0]
         issued = issuer.issue(
             IssueRequest(
                 name=change.name,

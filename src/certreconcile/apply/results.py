@@ -56,6 +56,9 @@ class ApplyEnvironment:
     # Pushes and verifications in flight at once, all the apply's changes together (`apply
     # --target-concurrency`); None: as many as changes run at once (`--concurrency`).
     target_concurrency: int | None = None
+    # Certificate id -> leaf PEM, kept by `run` between cycles for the CAs' renewal info (a stored
+    # certificate never changes): a renewal names the certificate it replaces from it, not from a read.
+    leaf_pems: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
