@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -68,3 +69,16 @@ def server_scratch_dir(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, cls: type, method: str) -> list[Any]:
+    """Every first argument ``cls.method`` is called with from now on (the real method still runs)."""
+    calls: list[Any] = []
+    real = getattr(cls, method)
+
+    def recorded(self: Any, first: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(first)
+        return real(self, first, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, recorded)
+    return calls

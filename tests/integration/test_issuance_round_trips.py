@@ -27,6 +27,7 @@ from certreconcile.clock import FixedClock
 from certreconcile.plan import Action
 from certreconcile.plugins.ports import Issuer, IssueRequest
 from engine import T0, cert, desired_doc, environment, load, plan_now
+from helpers import record_calls
 
 pytestmark = pytest.mark.integration
 
@@ -192,14 +193,7 @@ def test_a_renewal_takes_the_certificate_it_replaces_from_the_leaf_cache_of_run(
     with store.session() as session:
         current = session.load_actual(clock.now()).certificates
         old = {name: (found.id, session.certificate_pems(found.id)[0]) for name, found in current.items()}
-    reads: list[str] = []
-    real = PostgresSession.certificate_pems
-
-    def counted(session: PostgresSession, cert_id: str) -> tuple[str, str]:
-        reads.append(cert_id)
-        return real(session, cert_id)
-
-    monkeypatch.setattr(PostgresSession, "certificate_pems", counted)
+    reads = record_calls(monkeypatch, PostgresSession, "certificate_pems")
     clock.advance(timedelta(days=21))
     cached = {cert_id: pem for name, (cert_id, pem) in old.items() if name != "c0"}  # c0's is not kept
     ca: list[_OrderingCa] = []

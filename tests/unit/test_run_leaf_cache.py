@@ -10,6 +10,7 @@ import pytest
 from test_run_pacing import world
 
 from certreconcile.testing.fake_state.certificates import FakeCertificates
+from helpers import record_calls
 
 
 def test_renewals_in_run_take_the_replaced_certificate_from_the_leaf_cache(
@@ -19,14 +20,7 @@ def test_renewals_in_run_take_the_replaced_certificate_from_the_leaf_cache(
     assert reconciler.cycle().errors == ()
     with store.session() as session:
         names = sorted(session.load_actual().certificates)
-    reads: list[str] = []
-    real = FakeCertificates.certificate_pems
-
-    def counted(session: FakeCertificates, cert_id: str) -> tuple[str, str]:
-        reads.append(cert_id)
-        return real(session, cert_id)
-
-    monkeypatch.setattr(FakeCertificates, "certificate_pems", counted)
+    reads = record_calls(monkeypatch, FakeCertificates, "certificate_pems")
     reconciler.clock.advance(timedelta(days=80))  # type: ignore[attr-defined]  # inside every CA window
     renewed = reconciler.cycle()
     assert renewed.errors == ()
