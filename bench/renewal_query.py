@@ -70,6 +70,16 @@ def measure(conn: psycopg.Connection[tuple[object, ...]], runs: int) -> tuple[st
     return node, statistics.median(server), statistics.median(client), rows
 
 
+def _secondary_indexes(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX statement) of Certificate's indexes that back no constraint (the primary key stays)."""
+    rows = conn.execute(
+        "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE x.indrelid = 'certificate'::regclass AND NOT EXISTS"
+        " (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY i.relname"
+    ).fetchall()
+    return [(str(name), str(definition)) for name, definition in rows]
+
+
 def run(url: str, rows: int, runs: int, pem_bytes: int) -> None:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS certreconcile_bench WITH (FORCE)")
@@ -80,7 +90,14 @@ def run(url: str, rows: int, runs: int, pem_bytes: int) -> None:
             upgrade(conn)
             conn.execute("DROP INDEX idx_cert_not_after")
             start = time.perf_counter()
+            # The schema's other indexes on Certificate are built after the rows (one sort each), not
+            # kept up to date row by row: the same table and indexes, in half the set-up time.
+            others = _secondary_indexes(conn)
+            for name, _definition in others:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
             conn.execute(FILL, {"rows": rows, "pem_bytes": pem_bytes})
+            for _name, definition in others:
+                conn.execute(definition)
             conn.execute("VACUUM ANALYZE Certificate")
             loaded = time.perf_counter() - start
             size = conn.execute("SELECT pg_size_pretty(pg_table_size('certificate'))").fetchone()

@@ -83,9 +83,11 @@ def set_up(admin_url: str, directory: Path, count: int) -> str:
     fill_state(url, count, 1000)
     made = real_certificates(count)
     with psycopg.connect(url) as conn, conn.cursor() as cursor:
-        cursor.executemany(
-            "UPDATE Certificate SET cert_pem = %s, chain_pem = '', fingerprint = %s WHERE name = %s",
-            [(pem, fingerprint, name) for name, pem, fingerprint in made],
+        # One statement for all rows (an UPDATE per row took 12 s of set-up at 10,000).
+        cursor.execute(
+            "UPDATE Certificate c SET cert_pem = m.pem, chain_pem = '', fingerprint = m.fingerprint"
+            " FROM unnest(%s::text[], %s::text[], %s::text[]) AS m(name, pem, fingerprint) WHERE c.name = m.name",
+            ([name for name, _, _ in made], [pem for _, pem, _ in made], [fp for _, _, fp in made]),
         )
         cursor.execute(
             "UPDATE Distribution d SET fingerprint = c.fingerprint FROM Certificate c WHERE c.id = d.cert_id"
