@@ -215,6 +215,16 @@ class Observations:
             grouped.setdefault(name, {})[target] = seen
         object.__setattr__(self, "_by_name", grouped)
 
+    @classmethod
+    def grouped(
+        cls, served: Mapping[tuple[str, str], ServedCertificate], by_name: Mapping[str, Mapping[str, ServedCertificate]]
+    ) -> Observations:
+        """Observations from ``served`` and the same grouped by name, built together by the caller (no second pass)."""
+        observations = object.__new__(cls)
+        object.__setattr__(observations, "served", served)
+        object.__setattr__(observations, "_by_name", by_name)
+        return observations
+
     def for_name(self, name: str) -> Mapping[str, ServedCertificate]:
         return self._by_name.get(name, {})
 

@@ -249,7 +249,9 @@ def build_plan(
     changes.sort(key=lambda change: (order[change.action], change.name))
     diagnostics.extend(rate_limit_diagnostics(desired, actual, changes, now))
     warnings = unenrolled_warnings(desired.agents, actual.agents)
-    seen = ((target, served) for (_, target), served in sorted(observations.served.items()))
+    # Only the unreachable pairs can give a warning: sorted alone (their first error, in order), not every pair.
+    unanswered = sorted(item for item in observations.served.items() if item[1].unreachable)
+    seen = ((target, served) for (_, target), served in unanswered)
     warnings += unreachable_warnings(desired, seen, actual.agents)
     return Plan(
         changes=tuple(changes),

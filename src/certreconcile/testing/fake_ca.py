@@ -193,8 +193,7 @@ class FakeCa:
 
     def renewal_info(self, cert_pem: str, now: datetime) -> RenewalInfo | None:
         self._check_up("asking for the renewal window", now)
-        with self._lock:
-            issued = self._by_pem.get(cert_pem)
+        issued = self._by_pem.get(cert_pem)  # one dict read (atomic), no lock: asked 10,000 times a cycle
         if issued is None:
             return None
         start, end = issued.window

@@ -45,6 +45,9 @@ class FlakyDns01Provider(FakeDns01Provider):
         super().present(record)
 
 
+_NOTHING = TargetObservation(fingerprint=None)
+
+
 class FakeTarget:
     """A target serving from memory; down (deploys fail, observations err) during ``outages``."""
 
@@ -52,7 +55,8 @@ class FakeTarget:
         self.name = name
         self.clock = clock
         self.outages = tuple(outages)
-        self.served: dict[str, str] = {}  # certificate name -> fingerprint
+        self.served: dict[str, str] = {}  # certificate name -> fingerprint (written by deploy only)
+        self._seen: dict[str, TargetObservation] = {}  # name -> what observe answers (one object per deploy)
         self.deploys = 0
         self.refused = 0
         self._lock = threading.Lock()
@@ -71,13 +75,14 @@ class FakeTarget:
             )
         with self._lock:
             self.served[bundle.name] = bundle.fingerprint
+            self._seen[bundle.name] = TargetObservation(fingerprint=bundle.fingerprint)
             self.deploys += 1
 
     def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
         if self._down():
             return TargetObservation(fingerprint=None, error=f"{self.name}: connection refused", unreachable=True)
-        with self._lock:
-            return TargetObservation(fingerprint=self.served.get(name))
+        # No lock: one dict read (atomic), of an observation made once per deploy; asked 10,000 times a cycle.
+        return self._seen.get(name, _NOTHING)
 
     def verify_timeout(self) -> timedelta:
         return timedelta(seconds=5)
