@@ -9,7 +9,7 @@ an error: without a window, the declared renewal window applies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -88,23 +88,29 @@ class _Asking:
         self.unchanged: dict[datetime, list[str]] = {}  # Retry-After -> ids whose stored window the CA answered again
         self.warnings: list[str] = []
         self.asked = 0
-        self.failures: dict[str, int] = {}  # issuer -> failures in a row
+        self.failures: dict[str, int] = {}  # issuer -> failures in a row (absent: none)
         self.skipped: dict[str, int] = {}  # issuer -> certificates not asked about after giving up
+        self._askers: dict[str, Callable[[str, datetime], RenewalInfo | None]] = {}  # issuer -> its renewal_info
 
     def ask(self, name: str, current: ActualCertificate, leaf: str) -> None:
         issuer = current.issuer
-        if self.failures.get(issuer, 0) >= FAILURES_BEFORE_GIVING_UP:
+        failures = self.failures.get(issuer)
+        if failures is not None and failures >= FAILURES_BEFORE_GIVING_UP:
             self.skipped[issuer] = self.skipped.get(issuer, 0) + 1
             return
         self.asked += 1
+        ask_ca = self._askers.get(issuer)
+        if ask_ca is None:
+            ask_ca = self._askers[issuer] = _ari(self.issuers[issuer]).renewal_info
         try:
-            info = _ari(self.issuers[issuer]).renewal_info(leaf, self.now)
+            info = ask_ca(leaf, self.now)
         except CertReconcileError as exc:
-            self.failures[issuer] = self.failures.get(issuer, 0) + 1
+            self.failures[issuer] = (failures or 0) + 1
             self.warnings.append(f"{name}: renewal info (ARI) unavailable, the declared renewal window applies: "
                                  f"{exc.one_line()}")  # fmt: skip
             return
-        self.failures[issuer] = 0
+        if failures is not None:  # an answer ends the failures in a row
+            del self.failures[issuer]
         if info is None:
             return
         stored = current.renewal_window

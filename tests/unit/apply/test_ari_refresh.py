@@ -99,6 +99,28 @@ def test_a_ca_that_keeps_failing_is_not_asked_about_every_certificate(tmp_path: 
     assert refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True).asked == 20
 
 
+
+def test_failures_that_are_not_in_a_row_never_give_up(tmp_path: Path) -> None:
+    clock, store, ca, env = issued(tmp_path, 12)
+    original, calls = ca.renewal_info, [0]
+
+    def flaky(cert_pem: str, now: Any) -> Any:  # every third question answered, the others fail
+        calls[0] += 1
+        if calls[0] % FAILURES_BEFORE_GIVING_UP:
+            ca.outages = (Interval(T0, T0 + timedelta(days=1)),)
+        try:
+            return original(cert_pem, now)
+        finally:
+            ca.outages = ()
+
+    ca.renewal_info = flaky  # type: ignore[method-assign]
+    with store.session() as session:
+        actual = session.load_actual()
+    refreshed = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True)
+    assert refreshed.asked == 12  # two failures, an answer, two failures...: never three in a row
+    assert len(refreshed.warnings) == 8 and not any("not asked about" in line for line in refreshed.warnings)
+    assert sum(c.renewal_window is not None for c in refreshed.actual.certificates.values()) == 4
+
 def test_a_running_refresh_reads_each_certificate_once_and_forgets_replaced_ones(tmp_path: Path) -> None:
     clock, store, _ca, env = issued(tmp_path, 5)
     cache: dict[str, str] = {}
