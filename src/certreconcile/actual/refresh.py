@@ -72,17 +72,17 @@ def observe_targets(
     # A task per chunk, not per probe: a probe of a local target costs less than handing it to a thread.
     # The chunks stay small enough (at least 8 per thread) that a slow target holds up only its own.
     size = max(1, min(_CHUNK, len(wanted) // (workers * 8)))
-    pending = [wanted[:1]] + [wanted[start : start + size] for start in range(1, len(wanted), size)]
+    chunks = [wanted[:1]] + [wanted[start : start + size] for start in range(1, len(wanted), size)]
     done: list[list[Seen]] = []
-    while pending:
+    for chunk in chunks:
         began = time.perf_counter()
-        done.append(probe_all(pending[0]))
-        slow = time.perf_counter() - began > inline_below * len(pending.pop(0))
-        if slow:
+        done.append(probe_all(chunk))
+        if time.perf_counter() - began > inline_below * len(chunk):
             break
-    if pending:
-        with ThreadPoolExecutor(max_workers=min(workers, len(pending))) as pool:
-            done += pool.map(probe_all, pending)
+    if len(done) < len(chunks):
+        rest = chunks[len(done) :]
+        with ThreadPoolExecutor(max_workers=min(workers, len(rest))) as pool:
+            done += pool.map(probe_all, rest)
     served: dict[tuple[str, str], ServedCertificate] = {}
     by_name: dict[str, dict[str, ServedCertificate]] = {}
     for seen_all in done:
