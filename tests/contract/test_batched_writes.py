@@ -1,5 +1,6 @@
-"""The batched writes of a fan-out (``journal_many``, ``append_audit_many``, ``record_distributions``):
-in both stores, exactly the rows the one-at-a-time methods write, in the same order; all or nothing."""
+"""The batched writes of a fan-out (``journal_many``, ``append_audit_many``, ``record_distributions``) and
+of the status moves (``compare_and_set_statuses``): in both stores, exactly the rows the one-at-a-time
+methods write, in the same order; all or nothing."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from test_state_repository import T0, cert_row
 from certreconcile.actual.model import DistributionState
 from certreconcile.actual.store import DistributionRecord, JournalEntry, StateSession
 from certreconcile.audit.events import AuditAction, AuditEvent
+from certreconcile.domain.status import CertStatus, IllegalTransitionError
 from certreconcile.errors import StateError
 
 
@@ -134,3 +136,32 @@ def test_record_distributions_in_a_transaction_rolls_it_back_when_a_certificate_
         fan_out()
     assert session.journal_entries("rolled-back") == []
     assert session.load_actual().certificates["shop"].distributions == {}
+
+
+def test_compare_and_set_statuses_moves_what_compare_and_set_status_would(session: StateSession) -> None:
+    rows = [cert_row(name) for name in ("a", "b", "c")]
+    for row in rows:
+        session.insert_certificate(row)
+    session.compare_and_set_status(rows[1].id, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON)  # another writer was first
+    gone = cert_row("d").id  # never stored
+    active, soon, expired = CertStatus.ACTIVE, CertStatus.EXPIRING_SOON, CertStatus.EXPIRED
+    moves = [(rows[0].id, active, soon), (rows[1].id, active, expired), (rows[2].id, active, expired)]
+    moves.append((gone, active, expired))
+    with session.transaction():
+        assert session.compare_and_set_statuses(moves) == {rows[0].id, rows[2].id}
+    # b: as the other writer left it
+    assert [session.certificate_status(row.id) for row in rows] == [soon, soon, expired]
+    assert session.compare_and_set_statuses(moves) == set()  # nothing is where it was expected any more
+    assert session.compare_and_set_statuses([]) == set()
+
+
+def test_compare_and_set_statuses_moves_nothing_when_one_move_is_refused(session: StateSession) -> None:
+    rows = [cert_row(name) for name in ("a", "b")]
+    for row in rows:
+        session.insert_certificate(row)
+    first = (rows[0].id, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON)
+    with pytest.raises(IllegalTransitionError):  # expiring_soon -> active is no transition
+        session.compare_and_set_statuses([first, (rows[1].id, CertStatus.EXPIRING_SOON, CertStatus.ACTIVE)])
+    with pytest.raises(ValueError, match="twice"):
+        session.compare_and_set_statuses([first, (rows[0].id, CertStatus.ACTIVE, CertStatus.EXPIRED)])
+    assert [session.certificate_status(row.id) for row in rows] == [CertStatus.ACTIVE, CertStatus.ACTIVE]

@@ -290,18 +290,18 @@ class CertificateStore(Protocol):
         ...
 
     def set_status_if_allowed(self, cert_id: str, new: CertStatus) -> CertStatus:
-        """Move a certificate to ``new`` if the lifecycle allows it from the status it has; else leave it.
-
-        Returns the status it had. One read-and-move (the row locked): what
-        ``certificate_status`` then ``set_status`` when allowed did, without the window between them.
-        """
+        """Move a certificate to ``new`` if the lifecycle allows it from the status it has, else leave it; the status
+        it had. One read-and-move (the row locked), without a window between the read and the move."""
         ...
 
     def compare_and_set_status(self, cert_id: str, expected: CertStatus, new: CertStatus) -> bool:
         """Move the certificate to ``new`` only if it is still ``expected``; False when it is not (or is gone).
+        Raises :class:`~certreconcile.domain.status.IllegalTransitionError` unless ``expected → new`` is allowed."""
+        ...
 
-        Raises :class:`~certreconcile.domain.status.IllegalTransitionError` unless ``expected → new`` is allowed.
-        """
+    def compare_and_set_statuses(self, moves: Sequence[tuple[str, CertStatus, CertStatus]]) -> set[str]:
+        """``compare_and_set_status`` of every (cert id, expected, new) in one statement, rows locked in id order
+        (each id once, else ValueError; every transition checked before anything moves): the ids moved."""
         ...
 
     def lapsed_certificates(self, now: datetime, limit: int) -> Sequence[LapsedCertificate]:

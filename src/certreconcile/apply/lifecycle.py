@@ -4,12 +4,13 @@
 apply's actor); ``plan`` never: it writes nothing. So ``SELECT ... WHERE status = 'expiring_soon'``
 lists the certificates due for renewal, and ``status = 'expired'`` those that lapsed unreplaced.
 
-Each batch of moves is one transaction: compare-and-set UPDATEs first (``WHERE id = .. AND status
-= ..``: a row another apply or replica moved meanwhile is left alone, not audited), then one audit
-event per move made, last, as the audit chain asks (its head row is locked until commit). A move
-to ``expired`` holds the name's advisory lock, as an apply does for its changes: a rotation in
-flight on another replica finishes first, and its own status moves never find a row changed
-under them. Moves are not plan changes: the state serial stays, so a saved plan stays fresh.
+Each batch of moves is one transaction of two statements: the compare-and-set UPDATE of the batch
+first (``WHERE id = .. AND status = ..``: a row another apply or replica moved meanwhile is left
+alone, not audited), then the audit events of the moves made, last, as the audit chain asks (its
+head row is locked until commit). A move to ``expired`` holds the name's advisory lock, as an apply
+does for its changes: a rotation in flight on another replica finishes first, and its own status
+moves never find a row changed under them. Moves are not plan changes: the state serial stays, so a
+saved plan stays fresh.
 """
 
 from __future__ import annotations
@@ -81,19 +82,12 @@ def _write(session: StateSession, moves: Sequence[StatusMove], actor: str, now: 
     with ExitStack() as locks:
         for name in sorted({move.name for move in moves if move.new is CertStatus.EXPIRED}):
             locks.enter_context(session.lock_name(name))  # sorted: two replicas never lock in opposite orders
-        with session.transaction():
-            done = [move for move in moves if session.compare_and_set_status(move.cert_id, move.old, move.new)]
-            for move in done:
-                session.append_audit(
-                    AuditEvent(
-                        cert_id=move.cert_id,
-                        name=move.name,
-                        action=_AUDIT_ACTION[move.new],
-                        actor=actor,
-                        at=now,
-                        detail=move.detail,
-                    )
-                )
+        with session.transaction():  # two statements for the batch: the moves, then their audit events
+            made = session.compare_and_set_statuses([(move.cert_id, move.old, move.new) for move in moves])
+            done = [move for move in moves if move.cert_id in made]
+            session.append_audit_many(
+                [AuditEvent(move.cert_id, move.name, _AUDIT_ACTION[move.new], actor, now, move.detail) for move in done]
+            )
     for move in done:
         log.info(
             "%s: %s → %s (%s since %s) [%s]",

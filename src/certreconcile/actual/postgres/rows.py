@@ -69,6 +69,17 @@ _SQL_SET_STATUS = (
 )
 
 
+# compare_and_set_statuses in one statement: the rows still in their expected status locked in id order (two
+# replicas moving overlapping batches never wait on each other in a cycle), then moved; the ids moved.
+_SQL_COMPARE_AND_SET_MANY = (
+    "WITH m AS (SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[]) AS m(id, expected, new)),"
+    " locked AS (SELECT c.id, m.new FROM Certificate c JOIN m ON c.id = m.id AND c.status = m.expected"
+    " ORDER BY c.id FOR UPDATE OF c)"
+    " UPDATE Certificate c SET status = locked.new FROM locked, m WHERE c.id = locked.id AND m.id = c.id"
+    " AND c.status = m.expected RETURNING c.id::text"
+)
+
+
 # complete_rotation in one statement (idempotent): closed only when it has its replacement.
 _SQL_COMPLETE_ROTATION = (
     "WITH r AS (SELECT new_cert_id IS NOT NULL AS has_new, completed_at IS NOT NULL AS completed"

@@ -255,6 +255,14 @@ class FakeCertificates(FakeSessionBase):
             cert.status = new
             return True
 
+    def compare_and_set_statuses(self, moves: Sequence[tuple[str, CertStatus, CertStatus]]) -> set[str]:
+        for _, expected, new in moves:
+            check_transition(expected, new)
+        if len({cert_id for cert_id, _, _ in moves}) != len(moves):
+            raise ValueError("compare_and_set_statuses: a certificate id appears twice")
+        with self._store._mutex:  # one statement: all of them at once
+            return {cert_id for cert_id, expected, new in moves if self.compare_and_set_status(cert_id, expected, new)}
+
     def lapsed_certificates(self, now: datetime, limit: int) -> list[LapsedCertificate]:
         with self._store._mutex:
             rows = sorted(
