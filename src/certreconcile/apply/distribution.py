@@ -46,6 +46,7 @@ class DistributionSteps(RunnerBase):
         targets: tuple[str, ...],
         *,
         started_journalled: bool = False,
+        activation: tuple[CertStatus, OpenRotation | None] | None = None,
     ) -> dict[str, str]:
         """Deploy and verify on each target, in parallel; returns the failed targets with their error.
 
@@ -55,6 +56,9 @@ class DistributionSteps(RunnerBase):
         statement, committed before the first push (``started_journalled``: the caller committed
         them, with the certificate they deploy); then, once every target has answered, their journal
         steps, distribution rows and audit events in one transaction (three statements).
+        ``activation``: the certificate's status and the rotation it replaces, as :meth:`_activate`
+        takes them, known by the caller: when every target verified, the activation is written in
+        that same transaction (one commit for both).
         """
         if not started_journalled:
             self.session.journal_many(self._deploy_started(change, cert_id, targets))
@@ -63,10 +67,15 @@ class DistributionSteps(RunnerBase):
             outcomes = list(self.target_pool.map(lambda name: push(name, bundle), targets))
         else:
             outcomes = [push(name, bundle) for name in targets]
-        return self._record_outcomes(change, cert_id, bundle, outcomes)
+        return self._record_outcomes(change, cert_id, bundle, outcomes, activation)
 
     def _record_outcomes(
-        self, change: Change, cert_id: str, bundle: DeployBundle, outcomes: list[_PushOutcome]
+        self,
+        change: Change,
+        cert_id: str,
+        bundle: DeployBundle,
+        outcomes: list[_PushOutcome],
+        activation: tuple[CertStatus, OpenRotation | None] | None = None,
     ) -> dict[str, str]:
         """The rows of every target's outcome, in one transaction (a batch); the failed targets with their error.
 
@@ -100,9 +109,13 @@ class DistributionSteps(RunnerBase):
             journal.append(self._journal_entry(change, deploy, JournalState.FAILED, error=error))
             audit.append(self._audit_event(change, cert_id, AuditAction.FAILED, target=target, error=error,
                                            **outcome.served))  # fmt: skip
-        with self.session.batch():  # two round trips: the distributions' answer (a missing certificate), the commit
-            self.session.journal_many(journal)
+        # Two round trips (the distributions' answer: a missing certificate; the commit), and the activation's.
+        with self.session.batch():
             self.session.record_distributions(rows)
+            if activation is not None and not failed:
+                self._activation_moves(cert_id, *activation)
+                journal.append(self._journal_entry(change, JournalStep.COMPLETED, JournalState.DONE, cert_id=cert_id))
+            self.session.journal_many(journal)
             self.session.append_audit_many(audit)
         return failed
 
@@ -182,20 +195,13 @@ class DistributionSteps(RunnerBase):
         return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
 
     def _finish_issued(
-        self,
-        change: Change,
-        cert_id: str,
-        failed: dict[str, str],
-        what: str,
-        serial: str,
-        rotation: OpenRotation | None,
+        self, change: Change, cert_id: str, failed: dict[str, str], what: str, serial: str
     ) -> ChangeResult:
-        """:meth:`_finish` for a certificate the caller has just stored (status ``issued``) and deployed to every
-        declared target, under the name's lock: the state is known without reading it again. ``rotation``:
-        the rotation it replaces (its new certificate attached), None for a name that had none."""
+        """:meth:`_finish` for a certificate the caller has just stored (status ``issued``) and deployed under the
+        name's lock with its ``activation`` (the state known without reading it again): already active when no
+        target ``failed``."""
         if failed:
             return self._finish(change, cert_id, failed, what, serial=serial)
-        self._activate(change, cert_id, CertStatus.ISSUED, rotation)
         return ChangeResult(change, "done", what, cert_id=cert_id, serial=serial)
 
     def _activate(self, change: Change, cert_id: str, status: CertStatus, rotation: OpenRotation | None) -> None:
@@ -205,16 +211,20 @@ class DistributionSteps(RunnerBase):
         when it names it; none open: none replaced. Else ask (an older one?).
         """
         with self.session.batch():
-            if status is CertStatus.ISSUED and not self.session.compare_and_set_status(
-                cert_id, CertStatus.ISSUED, CertStatus.ACTIVE
-            ):
-                self.session.set_status(cert_id, CertStatus.ACTIVE)  # moved meanwhile: checked as it is now
-            if rotation is not None and rotation.new_cert_id != cert_id:
-                rotation = self.session.rotation_replacing(cert_id)
-            if rotation is not None and rotation.new_cert_id == cert_id:
-                self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
-                self.session.set_status_if_allowed(rotation.old_cert_id, CertStatus.SUPERSEDED)
+            self._activation_moves(cert_id, status, rotation)
             self._journal(change, JournalStep.COMPLETED, JournalState.DONE, cert_id=cert_id)
+
+    def _activation_moves(self, cert_id: str, status: CertStatus, rotation: OpenRotation | None) -> None:
+        """:meth:`_activate`'s writes but its journal step, in the caller's transaction."""
+        if status is CertStatus.ISSUED and not self.session.compare_and_set_status(
+            cert_id, CertStatus.ISSUED, CertStatus.ACTIVE
+        ):
+            self.session.set_status(cert_id, CertStatus.ACTIVE)  # moved meanwhile: checked as it is now
+        if rotation is not None and rotation.new_cert_id != cert_id:
+            rotation = self.session.rotation_replacing(cert_id)
+        if rotation is not None and rotation.new_cert_id == cert_id:
+            self.session.complete_rotation(rotation.rotation_id, self.env.clock.now())
+            self.session.set_status_if_allowed(rotation.old_cert_id, CertStatus.SUPERSEDED)
 
     def _redistribute(self, change: Change, current: ActualCertificate) -> ChangeResult:
         spec = self.desired.certificates[change.name]

@@ -62,11 +62,13 @@ class IssuanceSteps(DistributionSteps):
         )
         serial = facts.serial_number
         what = f"{change.action.verb} serial {serial}"
+        # The state is known (a new name, or the rotation opened or resumed here): activated with the deploy's rows.
+        known = current is None or rotation_id is not None
+        activation = (CertStatus.ISSUED, _replaced(current, rotation_id, cert_id, now)) if known else None
         with log_context(serial=serial):
-            failed = self._deploy(change, cert_id, bundle, spec.targets, started_journalled=True)
-            if current is None or rotation_id is not None:  # the state is known: no need to read it again
-                replaced = _replaced(current, rotation_id, cert_id, now)
-                return self._finish_issued(change, cert_id, failed, what, serial, replaced)
+            failed = self._deploy(change, cert_id, bundle, spec.targets, started_journalled=True, activation=activation)
+            if known:
+                return self._finish_issued(change, cert_id, failed, what, serial)
             return self._finish(change, cert_id, failed, what, serial=serial)
 
     def _start_rotation(
