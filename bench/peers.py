@@ -1,6 +1,7 @@
 """Benchmark: certreconcile beside its peers, every tool issuing against the same Pebble in one run.
 
-    python bench/peers.py [--certificates 100] [--runs 3] [--peer-runs 1] [--only certreconcile,acme,certbot,lego]
+    python bench/peers.py [--certificates 100] [--runs 3] [--peer-runs 1] [--serial-certificates 20]
+        [--peer-certificates N] [--only certreconcile,acme,certbot,lego]
 
 Pebble (Debian ``pebble``, always valid, no sleeps, started by ``bench/issuance.py``'s ``pebble``)
 serves every tool, a fresh one for every measurement (started before the clock: no tool pays for
@@ -182,7 +183,7 @@ def peer_rows(bench: Bench, only: set[str], versions: dict[str, str]) -> list[Ro
         binary, version = certbot_install(Path(args.certbot_venv), args.certbot_spec)
         versions["certbot"] = version if binary else "not installed"
         for processes in args.certbot_processes:
-            size = min(count, args.serial_certificates) if processes == 1 else count
+            size = peer_size(args, processes)
             measure = (lambda p=processes, n=size, b=binary: certbot(bench, b, n, p)) if binary else None
             rows.append(
                 Row(
@@ -199,13 +200,22 @@ def peer_rows(bench: Bench, only: set[str], versions: dict[str, str]) -> list[Ro
         versions["lego"] = debian_version("lego") if binary else "not installed"
         why = "lego is not installed: apt-get install lego (`make deps` installs it)"
         for processes in args.lego_processes:
-            size = min(count, args.serial_certificates) if processes == 1 else count
+            size = peer_size(args, processes)
             measure = (lambda p=processes, n=size, b=binary: lego(bench, b, n, p)) if binary else None
             row = Row(
                 "lego", plural(processes, "process"), size, args.peer_runs, measure, error=None if binary else why
             )
             rows.append(row)
     return rows
+
+
+def peer_size(args: argparse.Namespace, processes: int) -> int:
+    """N for a certbot or lego row: ``--serial-certificates`` with one process, else ``--peer-certificates``
+    but at least 3 per process (each slot's share of the span), never more than ``--certificates``."""
+    if processes == 1:
+        return min(args.certificates, args.serial_certificates)
+    wanted = args.certificates if args.peer_certificates is None else args.peer_certificates
+    return min(args.certificates, max(wanted, 3 * processes))
 
 
 def plural(count: int, word: str) -> str:
@@ -357,6 +367,13 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=20,
         help="certificates for certbot and lego with 1 process (default 20: they wait seconds per certificate)",
+    )
+    parser.add_argument(
+        "--peer-certificates",
+        type=int,
+        default=None,
+        help="certificates for certbot and lego with several processes (default: --certificates; at least 3 per"
+        " process)",
     )
     parser.add_argument("--certbot-venv", default=str(REPO / ".bench" / "peers-venv"))
     parser.add_argument("--certbot-spec", default="certbot", help="what pip installs (default: certbot)")
