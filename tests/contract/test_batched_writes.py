@@ -11,6 +11,7 @@ import pytest
 from test_state_repository import T0, cert_row
 
 from certreconcile.actual.model import DistributionState
+from certreconcile.actual.postgres.batches import VALUES_UP_TO
 from certreconcile.actual.store import DistributionRecord, JournalEntry, StateSession
 from certreconcile.audit.events import AuditAction, AuditEvent
 from certreconcile.domain.status import CertStatus, IllegalTransitionError
@@ -165,3 +166,25 @@ def test_compare_and_set_statuses_moves_nothing_when_one_move_is_refused(session
     with pytest.raises(ValueError, match="twice"):
         session.compare_and_set_statuses([first, (rows[0].id, CertStatus.ACTIVE, CertStatus.EXPIRED)])
     assert [session.certificate_status(row.id) for row in rows] == [CertStatus.ACTIVE, CertStatus.ACTIVE]
+
+
+@pytest.mark.parametrize("size", [1, VALUES_UP_TO, VALUES_UP_TO + 1, 3 * VALUES_UP_TO])
+def test_batches_on_either_side_of_the_values_limit_write_every_row_in_order(session: StateSession, size: int) -> None:
+    """PostgreSQL sends up to VALUES_UP_TO rows as VALUES, more as arrays: the same rows either way."""
+    row = cert_row()
+    session.insert_certificate(row)
+    run_id = session.start_run(None, "digest", T0)
+    entries = [JournalEntry(run_id, "key", "shop", f"deploy:t{n}", "done", {"n": str(n), "q": 'a"\\b'},
+                            at=T0 + timedelta(seconds=n)) for n in range(size)]  # fmt: skip
+    session.journal_many(entries)
+    assert session.journal_entries("key") == entries
+    events = [AuditEvent(row.id, "shop", AuditAction.VERIFIED, "user:alice", T0 + timedelta(seconds=n), {"n": str(n)})
+              for n in range(size)]  # fmt: skip
+    session.append_audit_many(events)
+    assert [replace(event, id=None) for event in session.audit_events(name="shop")] == events
+    records = [DistributionRecord(row.id, f"t{n:03d}", row.fingerprint, T0, None, f"error {n}", None)
+               for n in range(size)]  # fmt: skip
+    session.record_distributions(records)
+    distributions = session.load_actual().certificates["shop"].distributions
+    assert sorted(distributions) == [record.target for record in records]
+    assert {state.last_error for state in distributions.values()} == {record.last_error for record in records}

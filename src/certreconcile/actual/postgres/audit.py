@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from certreconcile.actual.postgres.batches import rows_source
 from certreconcile.actual.postgres.connection import (
     CODE_INVALID,
     PostgresConnection,
@@ -17,6 +18,8 @@ from certreconcile.actual.postgres.connection import (
 from certreconcile.audit.events import AuditAction, AuditChainHead, AuditChainRow, AuditEvent
 from certreconcile.errors import StateError
 
+_AUDIT_COLUMNS = (("cert_id", "uuid"), ("name", "text"), ("action", "text"), ("actor", "text"),
+                  ("at", "timestamptz"), ("detail", "text"))  # fmt: skip
 _SQL_CHAIN = "SELECT seq, id, cert_id, name, action, actor, timestamp, detail::text, prev_hash, row_hash FROM CertAudit"
 
 
@@ -146,21 +149,16 @@ class PostgresAudit(PostgresConnection):
                 code=CODE_INVALID,
                 hint=f"use one of {', '.join(AuditAction.ALL)}",
             )
-        columns = (
-            [event.cert_id for event in events],
-            [event.name for event in events],
-            [event.action for event in events],
-            [event.actor for event in events],
-            [event.at for event in events],
-            [json.dumps(dict(event.detail)) for event in events],
+        source, params = rows_source(
+            "e",
+            _AUDIT_COLUMNS,
+            [(e.cert_id, e.name, e.action, e.actor, e.at, json.dumps(dict(e.detail))) for e in events],
         )
         self._run(
             f"recording {len(events)} audit events of {events[0].name}",
             lambda conn: conn.execute(
-                "INSERT INTO CertAudit (cert_id, name, action, actor, timestamp, detail)"
-                " SELECT cert_id, name, action, actor, at, detail::jsonb"
-                " FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], %b::text[])"
-                " WITH ORDINALITY AS e(cert_id, name, action, actor, at, detail, n) ORDER BY n",
-                columns,
+                "INSERT INTO CertAudit (cert_id, name, action, actor, timestamp, detail)"  # noqa: S608  source: placeholders only
+                f" SELECT cert_id, name, action, actor, at, detail::jsonb FROM {source} ORDER BY n",
+                params,
             ),
         )

@@ -25,6 +25,7 @@ from certreconcile.actual.model import (
     OpenRotation,
     StateMeta,
 )
+from certreconcile.actual.postgres.batches import rows_source
 from certreconcile.actual.postgres.connection import (
     _STATUS,
     CODE_INVALID,
@@ -38,6 +39,7 @@ from certreconcile.actual.postgres.fleet import SQL_AGENTS_ALL, agents_from_rows
 from certreconcile.actual.postgres.rows import (
     _CURRENT_DIST,
     _CURRENT_ROTATION,
+    _DISTRIBUTION_COLUMNS,
     _SQL_BACKOFFS_ALL,
     _SQL_COMPARE_AND_SET_MANY,
     _SQL_COMPLETE_ROTATION,
@@ -408,34 +410,25 @@ class PostgresCertificates(PostgresConnection):
         """One upsert of every record (``record_distribution``'s, row for row); none if a certificate is missing."""
         if not records:
             return
-        columns = (
-            [record.cert_id for record in records],
-            [record.target for record in records],
-            [record.fingerprint for record in records],
-            [record.pushed_at for record in records],
-            [record.verified_at for record in records],
-            [record.last_error for record in records],
-            [record.target_fingerprint for record in records],
-        )
+        rows = [(r.cert_id, r.target, r.fingerprint, r.pushed_at, r.verified_at, r.last_error, r.target_fingerprint)
+                for r in records]  # fmt: skip
+        source, params = rows_source("d", _DISTRIBUTION_COLUMNS, rows)
 
         def work(conn: psycopg.Connection[Any]) -> None:
             # A missing certificate writes nothing: the caller's transaction, else one of its own.
             with contextlib.nullcontext() if self._in_transaction() else conn.transaction():
                 inserted = conn.execute(
-                    "INSERT INTO Distribution (cert_name, target, cert_id, fingerprint, pushed_at, verified_at,"
+                    "INSERT INTO Distribution (cert_name, target, cert_id, fingerprint, pushed_at, verified_at,"  # noqa: S608  source: placeholders only
                     " last_error, target_fingerprint, verified_fingerprint)"
                     " SELECT c.name, d.target, c.id, d.fingerprint, d.pushed_at, d.verified_at, d.last_error,"
                     " d.target_fingerprint, CASE WHEN d.verified_at IS NULL THEN NULL ELSE d.fingerprint END"
-                    " FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[],"
-                    " %b::text[], %b::text[]) WITH ORDINALITY"
-                    " AS d(cert_id, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint, n)"
-                    " JOIN Certificate c ON c.id = d.cert_id ORDER BY d.n"
+                    f" FROM {source} JOIN Certificate c ON c.id = d.cert_id ORDER BY d.n"
                     " ON CONFLICT (cert_name, target) DO UPDATE SET cert_id = EXCLUDED.cert_id,"
                     " fingerprint = EXCLUDED.fingerprint, pushed_at = EXCLUDED.pushed_at,"
                     " verified_at = EXCLUDED.verified_at, last_error = EXCLUDED.last_error,"
                     " target_fingerprint = EXCLUDED.target_fingerprint, verified_fingerprint ="
                     " coalesce(EXCLUDED.verified_fingerprint, Distribution.verified_fingerprint) RETURNING 1",
-                    columns,
+                    params,
                 )
                 # The rows returned, not rowcount: inside a batch (pipeline) a fetch waits for the answer.
                 if len(inserted.fetchall()) != len(records):

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from certreconcile.actual.postgres.batches import rows_source
 from certreconcile.actual.postgres.connection import (
     PostgresConnection,
     _not_found,
@@ -16,6 +17,9 @@ from certreconcile.actual.postgres.connection import (
 from certreconcile.actual.store import (
     JournalEntry,
 )
+
+_JOURNAL_COLUMNS = (("run_id", "bigint"), ("key", "text"), ("name", "text"), ("step", "text"), ("state", "text"),
+                    ("detail", "text"), ("at", "timestamptz"))  # fmt: skip
 
 
 class PostgresJournal(PostgresConnection):
@@ -87,23 +91,17 @@ class PostgresJournal(PostgresConnection):
         """One INSERT of every entry, in order (a fan-out journals two rows per target)."""
         if not entries:
             return
-        columns = (
-            [entry.run_id for entry in entries],
-            [entry.idempotency_key for entry in entries],
-            [entry.name for entry in entries],
-            [entry.step for entry in entries],
-            [entry.state for entry in entries],
-            [json.dumps(dict(entry.detail)) for entry in entries],
-            [entry.at for entry in entries],
+        source, params = rows_source(
+            "e",
+            _JOURNAL_COLUMNS,
+            [(e.run_id, e.idempotency_key, e.name, e.step, e.state, json.dumps(dict(e.detail)), e.at) for e in entries],
         )
         self._run(
             f"journalling {len(entries)} steps of {entries[0].name}",
             lambda conn: conn.execute(
-                "INSERT INTO ApplyStep (run_id, idempotency_key, name, step, state, detail, at)"
+                "INSERT INTO ApplyStep (run_id, idempotency_key, name, step, state, detail, at)"  # noqa: S608  source: placeholders only
                 " SELECT run_id, key, name, step, state, detail::jsonb, coalesce(at, clock_timestamp())"
-                " FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-                " %b::timestamptz[]) WITH ORDINALITY AS e(run_id, key, name, step, state, detail, at, n)"
-                " ORDER BY n",
-                columns,
+                f" FROM {source} ORDER BY n",
+                params,
             ),
         )

@@ -97,6 +97,13 @@ _SQL_DISTRIBUTIONS_ALL = (
 )
 
 
+# record_distributions' rows (certreconcile.actual.postgres.batches.rows_source).
+_DISTRIBUTION_COLUMNS = (
+    ("cert_id", "uuid"), ("target", "text"), ("fingerprint", "text"), ("pushed_at", "timestamptz"),
+    ("verified_at", "timestamptz"), ("last_error", "text"), ("target_fingerprint", "text"),
+)  # fmt: skip
+
+
 _SQL_DISTRIBUTIONS_ONE = (
     "SELECT cert_name, target, fingerprint, pushed_at, verified_at, last_error, target_fingerprint,"
     " verified_fingerprint"
