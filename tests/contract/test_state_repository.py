@@ -792,6 +792,24 @@ def test_renewal_infos_are_saved_in_one_call_skipping_certificates_gone(session:
         rows[0].id: fresh[0], rows[1].id: fresh[1]}  # fmt: skip
 
 
+def test_a_superseded_certificate_loses_its_renewal_info_and_gets_none_again(session: StateSession) -> None:
+    """Nobody asks the CA about a superseded certificate: its stored answer goes (migration 0020), whichever
+    call superseded it, and an answer saved later (a refresh that read it live) is not stored."""
+    rows = [cert_row("a", status=CertStatus.ROTATING), cert_row("b", status=CertStatus.ISSUED), cert_row("c")]
+    for row in rows:
+        session.insert_certificate(row)
+    records = [RenewalInfoRecord(row.id, T0, T0 + timedelta(days=1), T0 + timedelta(hours=6), T0, None) for row in rows]
+    session.save_renewal_infos(records)
+    with session.batch():  # as apply closes a rotation
+        session.set_status_if_allowed(rows[0].id, CertStatus.SUPERSEDED)
+    assert session.compare_and_set_status(rows[1].id, CertStatus.ISSUED, CertStatus.SUPERSEDED)
+    session.set_status(rows[2].id, CertStatus.EXPIRING_SOON)  # any other move keeps it
+    assert session.renewal_infos([row.id for row in rows]) == {rows[2].id: records[2]}
+    session.save_renewal_infos(records)
+    assert session.renewal_infos([row.id for row in rows]) == {rows[2].id: records[2]}
+    assert session.load_actual().certificates["c"].renewal_window is not None
+
+
 def test_a_window_answered_again_moves_only_its_retry_after(session: StateSession) -> None:
     rows = [cert_row(name) for name in ("a", "b", "c")]
     for row in rows:

@@ -458,7 +458,7 @@ class AcmeStore(Protocol):
 
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
         """Insert or update the stored answer of each record's certificate, in one statement; a record whose
-        certificate is gone since it was read is skipped (there is nothing left to renew)."""
+        certificate is gone or superseded since it was read is skipped (there is nothing left to renew)."""
         ...
 
     def save_unchanged_renewal_infos(

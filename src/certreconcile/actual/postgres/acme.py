@@ -106,7 +106,8 @@ class PostgresAcme(PostgresConnection):
         return self._run(f"reading the renewal info of {len(cert_ids)} certificates", work)
 
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
-        """One upsert of every record (an ARI refresh answers for every live certificate of a fleet)."""
+        """One upsert of every record (an ARI refresh answers for every live certificate of a fleet); none for a
+        certificate superseded meanwhile (its row went with it: migration 0020)."""
         if not records:
             return
         columns = (
@@ -125,7 +126,7 @@ class PostgresAcme(PostgresConnection):
                 " r.explanation_url FROM unnest(%b::uuid[], %b::timestamptz[], %b::timestamptz[],"
                 " %b::timestamptz[], %b::timestamptz[], %b::text[])"
                 " AS r(cert_id, window_start, window_end, retry_after, fetched_at, explanation_url)"
-                " JOIN Certificate c ON c.id = r.cert_id"
+                " JOIN Certificate c ON c.id = r.cert_id AND c.status <> 'superseded'"  # migration 0020
                 " ON CONFLICT (cert_id) DO UPDATE SET window_start = EXCLUDED.window_start,"
                 " window_end = EXCLUDED.window_end, retry_after = EXCLUDED.retry_after,"
                 " fetched_at = EXCLUDED.fetched_at, explanation_url = EXCLUDED.explanation_url",

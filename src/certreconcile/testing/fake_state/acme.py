@@ -11,6 +11,7 @@ from certreconcile.actual.store import (
     AcmeOrderRecord,
     RenewalInfoRecord,
 )
+from certreconcile.domain.status import CertStatus
 from certreconcile.testing.fake_state.base import (
     FakeSessionBase,
 )
@@ -46,7 +47,9 @@ class FakeAcme(FakeSessionBase):
     def save_renewal_infos(self, records: Sequence[RenewalInfoRecord]) -> None:
         with self._store._mutex:
             certificates, infos = self._data.certificates, self._data.renewal_infos
-            infos.update((record.cert_id, record) for record in records if record.cert_id in certificates)
+            infos.update((record.cert_id, record) for record in records
+                         if (cert := certificates.get(record.cert_id)) is not None
+                         and cert.status is not CertStatus.SUPERSEDED)  # fmt: skip
 
     def save_unchanged_renewal_infos(
         self, cert_ids: Sequence[str], retry_after: datetime, fetched_at: datetime

@@ -234,7 +234,7 @@ class FakeCertificates(FakeSessionBase):
                 return old
             if new in _LIVE and cert.retired_at is None:
                 self._check_live_unique(cert.row.name, exclude_id=cert_id)
-            cert.status = new
+            self._moved(cert_id, new)
             return old
 
     def set_status_if_allowed(self, cert_id: str, new: CertStatus) -> CertStatus:
@@ -252,8 +252,14 @@ class FakeCertificates(FakeSessionBase):
                 return False
             if new in _LIVE and expected not in _LIVE and cert.retired_at is None:
                 self._check_live_unique(cert.row.name, exclude_id=cert_id)
-            cert.status = new
+            self._moved(cert_id, new)
             return True
+
+    def _moved(self, cert_id: str, new: CertStatus) -> None:
+        """The status written (the caller holds the mutex); superseded: its renewal info goes (migration 0020)."""
+        self._data.certificates[cert_id].status = new
+        if new is CertStatus.SUPERSEDED:
+            self._data.renewal_infos.pop(cert_id, None)
 
     def compare_and_set_statuses(self, moves: Sequence[tuple[str, CertStatus, CertStatus]]) -> set[str]:
         for _, expected, new in moves:
