@@ -264,3 +264,25 @@ def test_configured_url_wins(tmp_path: Path) -> None:
     url = "postgresql://app@db.example.com/certs"
     assert resolve_database_url(tmp_path, {"CERTRECONCILE_DATABASE_URL": url}) == url
     assert not (tmp_path / ".certreconcile").exists()
+
+
+def test_migration_0020_deletes_the_renewal_info_of_certificates_already_superseded(pg_server: str) -> None:
+    from test_audit_chain import _database_before
+
+    ids = {status: str(uuid.uuid4()) for status in ("superseded", "active")}
+    with _database_before(pg_server, 20) as url, psycopg.connect(url, autocommit=True) as conn:
+        for status, cert_id in ids.items():
+            conn.execute(
+                "INSERT INTO Certificate (id, domain, serial_number, not_before, not_after, status, fingerprint,"
+                " key_ref, name, issuer, key_type, cert_pem) VALUES (%s, 'a.example.com', %s, now(),"
+                " now() + interval '90 days', %s, 'fp', '{}', %s, 'le', 'ecdsa-p256', 'PEM')",
+                (cert_id, f"serial-{status}", status, f"name-{status}"),
+            )
+            conn.execute(
+                "INSERT INTO AcmeRenewalInfo (cert_id, window_start, window_end, retry_after, fetched_at)"
+                " VALUES (%s, now(), now(), now(), now())",
+                (cert_id,),
+            )
+        assert upgrade(conn) == ["0020_renewal_info_of_superseded"]
+        kept = conn.execute("SELECT cert_id::text FROM AcmeRenewalInfo").fetchall()
+        assert kept == [(ids["active"],)]
