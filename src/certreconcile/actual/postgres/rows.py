@@ -125,15 +125,19 @@ _SQL_BACKOFFS_ALL = (
 # Certificates ACME CAs issued in the window (the join to their order gives the directory;
 # certificates of other issuers have no order). `renewal`: an earlier certificate of the
 # same issuer had the same names (idx_cert_domain). Both sides bounded by time (0005's
-# index, and idx_acmeorder_directory_created): an order is placed before its certificate,
-# and ACME orders expire within days, so one window more on the order's side loses nothing.
+# index, and the order's own time): an order is placed before its certificate, and ACME
+# orders expire within days, so one window more on the order's side loses nothing. The
+# orders are looked up per certificate (idx_acmeorder_cert; OFFSET 0 keeps the planner
+# from turning it into a hash join that reads every order ever placed: 27 ms for 83,000
+# orders at day 250 of the simulated year, growing with the history).
 _SQL_RECENT_ISSUANCES = (
     "SELECT o.directory_url, c.domain, c.san_domains::text, c.created_at, c.ari_replaces IS NOT NULL,"
     " EXISTS (SELECT 1 FROM Certificate p WHERE p.domain = c.domain AND p.san_domains = c.san_domains"
     " AND p.issuer = c.issuer AND p.created_at < c.created_at)"
-    " FROM Certificate c JOIN AcmeOrder o ON o.cert_id = c.id"
-    " WHERE c.created_at >= coalesce(%(now)s::timestamptz, now()) - %(window)s AND o.directory_url IS NOT NULL"
-    " AND o.created_at >= coalesce(%(now)s::timestamptz, now()) - 2 * %(window)s"
+    " FROM Certificate c JOIN LATERAL (SELECT o.directory_url FROM AcmeOrder o WHERE o.cert_id = c.id"
+    " AND o.directory_url IS NOT NULL AND o.created_at >= coalesce(%(now)s::timestamptz, now()) - 2 * %(window)s"
+    " OFFSET 0) o ON true"
+    " WHERE c.created_at >= coalesce(%(now)s::timestamptz, now()) - %(window)s"
     " ORDER BY c.created_at, c.id"
 )
 
