@@ -16,8 +16,9 @@ Every status change in the code base goes through :func:`check_transition`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
-__all__ = ["CURRENT_STATUSES", "CertStatus", "IllegalTransitionError", "check_transition"]
+__all__ = ["CURRENT_STATUSES", "CertStatus", "IllegalTransitionError", "check_moves", "check_transition"]
 
 
 class CertStatus(enum.StrEnum):
@@ -60,6 +61,15 @@ def check_transition(old: CertStatus, new: CertStatus) -> None:
         return
     if new not in _ALLOWED[old]:
         raise IllegalTransitionError(old, new)
+
+
+def check_moves(moves: Sequence[tuple[str, CertStatus, CertStatus]]) -> None:
+    """A batch of (certificate id, expected, new) moves, checked before any is written: every transition
+    allowed (else :class:`IllegalTransitionError`), no id twice (else ValueError)."""
+    for _, expected, new in moves:
+        check_transition(expected, new)
+    if len({cert_id for cert_id, _, _ in moves}) != len(moves):
+        raise ValueError("a batch of status moves names a certificate twice")
 
 
 def allowed_transitions(old: CertStatus) -> frozenset[CertStatus]:

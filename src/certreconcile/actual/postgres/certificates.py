@@ -67,18 +67,8 @@ from certreconcile.actual.store import (
     LapsedCertificate,
 )
 from certreconcile.domain.keys import KeyRef
-from certreconcile.domain.status import CertStatus, allowed_transitions, check_transition
+from certreconcile.domain.status import CertStatus, allowed_transitions, check_moves, check_transition
 from certreconcile.errors import StateError
-
-
-def _checked_moves(moves: Sequence[tuple[str, CertStatus, CertStatus]]) -> list[str]:
-    """The ids of ``compare_and_set_statuses``'s moves, every transition checked and no id twice."""
-    for _, expected, new in moves:
-        check_transition(expected, new)
-    ids = [cert_id for cert_id, _, _ in moves]
-    if len(set(ids)) != len(ids):
-        raise ValueError("compare_and_set_statuses: a certificate id appears twice")
-    return ids
 
 
 def _history_rows(cursor: psycopg.Cursor[Any], now: datetime | None) -> tuple[list[Any], list[Any]]:
@@ -282,12 +272,13 @@ class PostgresCertificates(PostgresConnection):
         return updated is not None
 
     def compare_and_set_statuses(self, moves: Sequence[tuple[str, CertStatus, CertStatus]]) -> set[str]:
-        ids = _checked_moves(moves)
-        if not ids:
+        check_moves(moves)
+        if not moves:
             return set()
-        columns = (ids, [expected.value for _, expected, _ in moves], [new.value for _, _, new in moves])
+        ids = [cert_id for cert_id, _, _ in moves]
+        columns = (ids, [old.value for _, old, _ in moves], [new.value for _, _, new in moves])
         rows = self._run(
-            f"changing the status of {len(ids)} certificates",
+            f"changing the status of {len(moves)} certificates",
             lambda conn: conn.execute(_SQL_COMPARE_AND_SET_MANY, columns).fetchall(),
         )
         return {row[0] for row in rows}

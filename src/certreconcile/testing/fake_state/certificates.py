@@ -36,7 +36,7 @@ from certreconcile.actual.store import (
     LapsedCertificate,
 )
 from certreconcile.domain.keys import KeyRef
-from certreconcile.domain.status import CertStatus, allowed_transitions, check_transition
+from certreconcile.domain.status import CertStatus, allowed_transitions, check_moves, check_transition
 from certreconcile.errors import StateError
 from certreconcile.testing.fake_state.base import (
     _LIVE,
@@ -262,10 +262,7 @@ class FakeCertificates(FakeSessionBase):
             self._data.renewal_infos.pop(cert_id, None)
 
     def compare_and_set_statuses(self, moves: Sequence[tuple[str, CertStatus, CertStatus]]) -> set[str]:
-        for _, expected, new in moves:
-            check_transition(expected, new)
-        if len({cert_id for cert_id, _, _ in moves}) != len(moves):
-            raise ValueError("compare_and_set_statuses: a certificate id appears twice")
+        check_moves(moves)
         with self._store._mutex:  # one statement: all of them at once
             return {cert_id for cert_id, expected, new in moves if self.compare_and_set_status(cert_id, expected, new)}
 
