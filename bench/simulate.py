@@ -114,7 +114,7 @@ def server_description(admin_url: str, scratch: bool) -> str:
     with psycopg.connect(admin_url, autocommit=True) as admin:
         row = admin.execute("SELECT current_setting('server_version'), current_setting('shared_buffers')").fetchone()
     assert row is not None
-    where = "a scratch embedded server" if scratch else "the server of --url"
+    where = "a scratch embedded server" if scratch else "the caller's server (--url or $" + ENV_TEST_DATABASE_URL + ")"
     return f"PostgreSQL {row[0]}, {where}, shared_buffers {row[1]}, synchronous_commit off (its database)"
 
 
