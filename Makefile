@@ -1,6 +1,10 @@
 # certreconcile: the two set-up commands are `make demo` and `make test`.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The venv's interpreter: the distribution's /usr/bin/python3 when it is 3.11 or newer and can make a venv, else
+# python3 from PATH; `make PYTHON=...` chooses another. pyenv's default build (a shared libpython, no
+# --enable-optimizations) is slower than Debian's optimised one, whose executable has libpython linked in: on the
+# 2-core machine of issue 16 the same work took 6 to 24 % less CPU on Debian's (bench/README.md).
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests need (installed only when missing); lego is for bench/peers.py.

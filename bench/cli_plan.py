@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -211,7 +212,8 @@ def fixed_costs(repeat: int, bytecode_dir: Path | None) -> dict[str, Timing]:
 def report(fixed: dict[str, Timing], results: list[Result], repeat: int, bytecode: bool) -> None:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     compiled = "bytecode cached" if bytecode else "as the environment says (PYTHONDONTWRITEBYTECODE...)"
-    print(f"\n## certreconcile as a process ({compiled}; load average {load})\n")
+    python = f"Python {platform.python_version()} from {sys.base_prefix}"
+    print(f"\n## certreconcile as a process ({python}; {compiled}; load average {load})\n")
     print("| command | best wall ms | its CPU ms | peak RSS |\n|---|---:|---:|---:|")
     for label, timing in fixed.items():
         wall, cpu, rss = timing.seconds * 1000, timing.cpu * 1000, timing.maxrss_kib / 1024

@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import logging
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -169,6 +170,7 @@ def print_report(world: World, report: Report, setup_seconds: float, server: str
         ("deploys refused by targets down", f"{sum(t.refused for t in world.targets.values()):,}"),
         ("cycles (both replicas) / with an error", f"{report.cycles:,} / {report.cycle_errors:,}"),
         ("state store", server),
+        ("interpreter", f"Python {platform.python_version()} from {sys.base_prefix}"),
         ("set-up (declarations, database)", f"{setup_seconds:.1f} s"),
         ("wall time of the simulation", f"{report.wall_seconds:.1f} s"),
         ("wall time per simulated day", f"{report.wall_seconds / max(plan.days, 1):.2f} s"),
