@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -212,8 +211,7 @@ def fixed_costs(repeat: int, bytecode_dir: Path | None) -> dict[str, Timing]:
 def report(fixed: dict[str, Timing], results: list[Result], repeat: int, bytecode: bool) -> None:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     compiled = "bytecode cached" if bytecode else "as the environment says (PYTHONDONTWRITEBYTECODE...)"
-    python = f"Python {platform.python_version()} from {sys.base_prefix}"
-    print(f"\n## certreconcile as a process ({python}; {compiled}; load average {load})\n")
+    print(f"\n## certreconcile as a process ({compiled}; load average {load})\n")
     print("| command | best wall ms | its CPU ms | peak RSS |\n|---|---:|---:|---:|")
     for label, timing in fixed.items():
         wall, cpu, rss = timing.seconds * 1000, timing.cpu * 1000, timing.maxrss_kib / 1024
@@ -264,7 +262,7 @@ def main() -> None:
         root = args.keep.absolute() if args.keep else Path(temp)
         url = admin_url(args, stack, root)
         bytecode_dir = None if args.from_source else Path(temp) / "pycache"
-        print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; setting up:", flush=True)
+        print(f"Python {sys.version.split()[0]} from {sys.base_prefix}, {os.cpu_count()} CPUs; setting up:", flush=True)
         fixed = fixed_costs(args.repeat, bytecode_dir)
         results = [measure(url, count, args.repeat, root, args.keep is not None, bytecode_dir) for count in sizes]
         report(fixed, results, args.repeat, bytecode_dir is not None)
