@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -33,7 +34,7 @@ SELECT 'host' || g || '.example.com', 'serial-' || g,
             WHEN mod(g, 100) < 95 THEN 'superseded' WHEN mod(g, 100) < 98 THEN 'expired' ELSE 'revoked' END,
        md5(g::text) || md5(g::text), '{"kms":"local","key_id":"k","ct":"' || md5(g::text) || '"}',
        'cert-' || g, 'letsencrypt', 'ecdsa-p256', repeat('M', %(pem_bytes)s), ''
-FROM generate_series(1, %(rows)s) AS g,
+FROM generate_series(%(first)s, %(last)s) AS g,
      LATERAL (SELECT timestamptz '2026-01-01 00:00+00'
                      + ((hashint4(g) & 2147483647) %% 525600) * interval '1 minute' AS not_after) AS t
 """
@@ -80,6 +81,18 @@ def _secondary_indexes(conn: psycopg.Connection[tuple[object, ...]]) -> list[tup
     return [(str(name), str(definition)) for name, definition in rows]
 
 
+def fill(url: str, rows: int, pem_bytes: int, parts: int = 2) -> None:
+    """The rows, by ``parts`` connections at once (one range of ``g`` each): the server's backends on both cores."""
+
+    def part(number: int) -> None:
+        first, last = rows * number // parts + 1, rows * (number + 1) // parts
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(FILL, {"first": first, "last": last, "pem_bytes": pem_bytes})
+
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        list(pool.map(part, range(parts)))
+
+
 def run(url: str, rows: int, runs: int, pem_bytes: int) -> None:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("DROP DATABASE IF EXISTS certreconcile_bench WITH (FORCE)")
@@ -95,7 +108,7 @@ def run(url: str, rows: int, runs: int, pem_bytes: int) -> None:
             others = _secondary_indexes(conn)
             for name, _definition in others:
                 conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-            conn.execute(FILL, {"rows": rows, "pem_bytes": pem_bytes})
+            fill(bench_url, rows, pem_bytes)
             for _name, definition in others:
                 conn.execute(definition)
             conn.execute("VACUUM ANALYZE Certificate")
