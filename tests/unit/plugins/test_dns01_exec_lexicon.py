@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,8 +91,25 @@ def test_exec_a_hung_program_is_killed_with_its_children(tmp_path: Path) -> None
         provider.present(RECORD)
     assert raised.value.code == "dns-exec-timeout"
     child = int(pid_file.read_text())
-    status = Path(f"/proc/{child}/status")
-    assert not status.exists() or "State:\tZ" in status.read_text()  # gone (or a zombie awaiting its reaper)
+    assert _dies(Path(f"/proc/{child}/status"))
+
+
+def _dies(status: Path, within: float = 5.0) -> bool:
+    """Whether the process of this /proc status file is gone (or a zombie awaiting its reaper) within ``within`` s.
+
+    SIGKILL is delivered asynchronously: the grandchild, reparented to init when its shell died, can still read
+    ``State: R`` for a moment after ``killpg`` returned. Left alive, it would sleep its 300 s: this fails.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if "State:\tZ" in status.read_text():
+                return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- lexicon
