@@ -9,7 +9,8 @@ an error: without a window, the declared renewal window applies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -20,7 +21,7 @@ from certreconcile.domain.status import CertStatus
 from certreconcile.errors import CertReconcileError
 from certreconcile.plugins.ports import Issuer, RenewalInfo, SupportsRenewalInfo
 
-__all__ = ["RenewalInfoRefresh", "refresh_renewal_info"]
+__all__ = ["RenewalInfoRefresh", "in_flight", "refresh_renewal_info"]
 
 _LIVE = frozenset({CertStatus.ISSUED, CertStatus.ACTIVE, CertStatus.EXPIRING_SOON})
 _with_window = slot_replacer(ActualCertificate, "renewal_window")
@@ -57,9 +58,8 @@ def refresh_renewal_info(
         due = _due(actual, issuers, session, now)
         leaves = _leaves(session, [current.id for _, current in due], actual, leaf_cache) if due else {}
         asking = _Asking(issuers, now)
-        for name, current in due:
-            if (leaf := leaves.get(current.id)) is not None:  # else the row is gone since the state was read
-                asking.ask(name, current, leaf)
+        # a certificate whose PEM is not found: its row is gone since the state was read
+        asking.ask_all([(name, current, leaf) for name, current in due if (leaf := leaves.get(current.id)) is not None])
         if persist:  # a few statements for all, no transaction open while asking
             _save(session, asking, now)
     warnings = asking.warnings + [
@@ -92,27 +92,56 @@ class _Asking:
         self.skipped: dict[str, int] = {}  # issuer -> certificates not asked about after giving up
         self._askers: dict[str, Callable[[str, datetime], RenewalInfo | None]] = {}  # issuer -> its renewal_info
 
-    def ask(self, name: str, current: ActualCertificate, leaf: str) -> None:
-        issuer = current.issuer
+    def ask_all(self, questions: Sequence[tuple[str, ActualCertificate, str]]) -> None:
+        """Ask about each (name, certificate, PEM), in turn; or, when an issuer takes questions in flight
+        (:func:`in_flight`), in waves of that many at once, the answers taken in order as if asked in turn.
+
+        A wave is asked whole: an issuer that fails every question is given up on after the wave in which
+        its third failure in a row falls (at most a wave's questions to a CA that is down, not every one).
+        """
+        width = max((in_flight(self.issuers[issuer]) for issuer in {current.issuer for _, current, _ in questions}),
+                    default=1)  # fmt: skip
+        if width <= 1:
+            for name, current, leaf in questions:
+                if not self._giving_up(current.issuer):
+                    self._take(name, current, _asked(self._asker(current.issuer), leaf, self.now))
+            return
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="ari") as pool:
+            for first in range(0, len(questions), width):
+                wave = [item for item in questions[first : first + width] if not self._giving_up(item[1].issuer)]
+                futures = [pool.submit(_asked, self._asker(item[1].issuer), item[2], self.now) for item in wave]
+                for (name, current, _leaf), future in zip(wave, futures, strict=True):
+                    self._take(name, current, future.result())
+
+    def _giving_up(self, issuer: str) -> bool:
+        """True (and the question counted as skipped) when the issuer failed too often in a row; else counted asked."""
         failures = self.failures.get(issuer)
         if failures is not None and failures >= FAILURES_BEFORE_GIVING_UP:
             self.skipped[issuer] = self.skipped.get(issuer, 0) + 1
-            return
+            return True
         self.asked += 1
+        return False
+
+    def _asker(self, issuer: str) -> Callable[[str, datetime], RenewalInfo | None]:
         ask_ca = self._askers.get(issuer)
         if ask_ca is None:
             ask_ca = self._askers[issuer] = _ari(self.issuers[issuer]).renewal_info
-        try:
-            info = ask_ca(leaf, self.now)
-        except CertReconcileError as exc:
+        return ask_ca
+
+    def _take(self, name: str, current: ActualCertificate, outcome: RenewalInfo | CertReconcileError | None) -> None:
+        """Record one question's outcome: a failure (counted in a row), no window, or a window (new or again)."""
+        issuer = current.issuer
+        failures = self.failures.get(issuer)
+        if isinstance(outcome, CertReconcileError):
             self.failures[issuer] = (failures or 0) + 1
             self.warnings.append(f"{name}: renewal info (ARI) unavailable, the declared renewal window applies: "
-                                 f"{exc.one_line()}")  # fmt: skip
+                                 f"{outcome.one_line()}")  # fmt: skip
             return
         if failures is not None:  # an answer ends the failures in a row
             del self.failures[issuer]
-        if info is None:
+        if outcome is None:
             return
+        info = outcome
         stored = current.renewal_window
         if (
             stored is not None
@@ -124,6 +153,23 @@ class _Asking:
             return
         self.windows[name] = RenewalWindow(info.window_start, info.window_end, info.retry_after)
         self.answers.append((current.id, info))
+
+
+def in_flight(issuer: Issuer) -> int:
+    """How many renewal-info questions ``issuer`` takes at once: its ``renewal_info_in_flight`` (the ACME
+    issuer's, whose every question is an HTTP GET that waits a round trip to the CA); 1 (in turn) without one."""
+    width = getattr(issuer, "renewal_info_in_flight", 1)
+    return width if isinstance(width, int) and width > 1 else 1
+
+
+def _asked(
+    ask_ca: Callable[[str, datetime], RenewalInfo | None], leaf: str, now: datetime
+) -> RenewalInfo | CertReconcileError | None:
+    """The CA's answer about ``leaf``, or the error it failed with (recorded by the caller, in order)."""
+    try:
+        return ask_ca(leaf, now)
+    except CertReconcileError as exc:
+        return exc
 
 
 def _save(session: StateSession, asking: _Asking, now: datetime) -> None:

@@ -91,7 +91,11 @@ class RenewalInfo:
 
 
 class SupportsRenewalInfo(Protocol):
-    """An issuer that can say when to renew (ACME with ``renewalInfo`` in its directory)."""
+    """An issuer that can say when to renew (ACME with ``renewalInfo`` in its directory).
+
+    It may also carry ``renewal_info_in_flight: int``, how many questions it takes at once (from threads):
+    without it, a refresh asks it about one certificate at a time (``certreconcile.apply.ari.in_flight``).
+    """
 
     def renewal_info(self, cert_pem: str, now: datetime) -> RenewalInfo | None:
         """The CA's suggested window, or None when the CA offers none."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from certreconcile import engine as engine_module
-from certreconcile.apply.ari import FAILURES_BEFORE_GIVING_UP, refresh_renewal_info
+from certreconcile.apply.ari import FAILURES_BEFORE_GIVING_UP, in_flight, refresh_renewal_info
 from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import FixedClock
 from certreconcile.testing.fake_ca import RETRY_AFTER, FakeCa, Interval
@@ -120,6 +121,49 @@ def test_failures_that_are_not_in_a_row_never_give_up(tmp_path: Path) -> None:
     assert refreshed.asked == 12  # two failures, an answer, two failures...: never three in a row
     assert len(refreshed.warnings) == 8 and not any("not asked about" in line for line in refreshed.warnings)
     assert sum(c.renewal_window is not None for c in refreshed.actual.certificates.values()) == 4
+
+
+def test_an_issuer_taking_questions_in_flight_is_asked_that_many_at_once_with_the_same_answers(tmp_path: Path) -> None:
+    clock, store, ca, env = issued(tmp_path, 12)
+    with store.session() as session:
+        actual = session.load_actual()
+    in_turn = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=False)  # one at a time
+    width = 4
+    ca.renewal_info_in_flight = width  # type: ignore[attr-defined]  # as the ACME issuer declares its own
+    assert in_flight(ca) == width
+    together = threading.Barrier(width, timeout=10)  # passed only by `width` questions in flight at once
+    threads: set[int] = set()
+    original = ca.renewal_info
+
+    def renewal_info(cert_pem: str, now: Any) -> Any:
+        together.wait()  # asked in turn, the first question would wait here alone: BrokenBarrierError
+        threads.add(threading.get_ident())
+        return original(cert_pem, now)
+
+    ca.renewal_info = renewal_info  # type: ignore[method-assign]
+    at_once = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True)
+    assert at_once.asked == in_turn.asked == 12 and not at_once.warnings
+    assert len(threads) == width
+    windows = {name: c.renewal_window for name, c in at_once.actual.certificates.items()}
+    assert windows == {name: c.renewal_window for name, c in in_turn.actual.certificates.items()}
+    assert None not in windows.values()
+    with store.session() as session:  # and stored, as asked in turn would have stored them
+        stored = session.renewal_infos([c.id for c in actual.certificates.values()])
+    assert {cert_id: (r.window_start, r.window_end) for cert_id, r in stored.items()} == {
+        c.id: (w.start, w.end) for c, w in ((actual.certificates[n], w) for n, w in windows.items() if w is not None)}
+
+
+def test_a_ca_that_is_down_is_asked_one_wave_of_questions_in_flight_not_every_certificate(tmp_path: Path) -> None:
+    clock, store, ca, env = issued(tmp_path, 20)
+    ca.renewal_info_in_flight = 4  # type: ignore[attr-defined]
+    ca.outages = (Interval(T0, T0 + timedelta(days=1)),)
+    with store.session() as session:
+        actual = session.load_actual()
+    refused_before = ca.refused
+    refreshed = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True)
+    assert ca.refused - refused_before == refreshed.asked == 4  # the wave holding the third failure in a row
+    assert refreshed.warnings[-1].startswith("issuer internal: not asked about 16 more certificates (ARI) after 3")
+    assert len(refreshed.warnings) == 4 + 1
 
 def test_a_running_refresh_reads_each_certificate_once_and_forgets_replaced_ones(tmp_path: Path) -> None:
     clock, store, _ca, env = issued(tmp_path, 5)
