@@ -310,6 +310,9 @@ class AriProxy:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body leave in two writes: with Nagle's algorithm the body waits for the client's
+            # delayed ACK of the headers, 40 ms per answer on a kept-alive connection
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
