@@ -1,6 +1,6 @@
 """Benchmark: one ARI refresh (RFC 9773) of N certificates by the ACME issuer, questions in turn or in flight.
 
-    python bench/ari_refresh.py [--certificates 200] [--delays 0,50] [--repeat 1]
+    python bench/ari_refresh.py [--certificates 100] [--delays 0,50] [--repeat 3]
 
 ``refresh_renewal_info`` (what every ``run`` cycle and ``apply`` do once a certificate's Retry-After has
 passed) asks the real ACME issuer about N certificates, each question an unauthenticated GET. The CA is
@@ -114,9 +114,9 @@ def measure(proxy: Any, pems: list[str], delays: list[float], repeat: int) -> li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--certificates", type=int, default=200)
+    parser.add_argument("--certificates", type=int, default=100)
     parser.add_argument("--delays", default="0,50", help="milliseconds added to every answer (default 0,50)")
-    parser.add_argument("--repeat", type=int, default=1, help="timed refreshes per row (the median is shown)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed refreshes per row (the median is shown)")
     args = parser.parse_args()
     sys.path.insert(0, str(TESTS))
     from acme_servers import AriProxy, start_pebble

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from certreconcile import engine as engine_module
-from certreconcile.apply.ari import FAILURES_BEFORE_GIVING_UP, in_flight, refresh_renewal_info
+from certreconcile.apply.ari import FAILURES_BEFORE_GIVING_UP, INLINE_BELOW, in_flight, refresh_renewal_info
 from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import FixedClock
 from certreconcile.testing.fake_ca import RETRY_AFTER, FakeCa, Interval
@@ -124,7 +125,7 @@ def test_failures_that_are_not_in_a_row_never_give_up(tmp_path: Path) -> None:
 
 
 def test_an_issuer_taking_questions_in_flight_is_asked_that_many_at_once_with_the_same_answers(tmp_path: Path) -> None:
-    clock, store, ca, env = issued(tmp_path, 12)
+    clock, store, ca, env = issued(tmp_path, 13)
     with store.session() as session:
         actual = session.load_actual()
     in_turn = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=False)  # one at a time
@@ -136,14 +137,17 @@ def test_an_issuer_taking_questions_in_flight_is_asked_that_many_at_once_with_th
     original = ca.renewal_info
 
     def renewal_info(cert_pem: str, now: Any) -> Any:
-        together.wait()  # asked in turn, the first question would wait here alone: BrokenBarrierError
-        threads.add(threading.get_ident())
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(2 * INLINE_BELOW)  # the first answer is slow (a CA across a network): the rest in flight
+        else:
+            together.wait()  # asked in turn, a question would wait here alone: BrokenBarrierError
+            threads.add(threading.get_ident())
         return original(cert_pem, now)
 
     ca.renewal_info = renewal_info  # type: ignore[method-assign]
     at_once = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True)
-    assert at_once.asked == in_turn.asked == 12 and not at_once.warnings
-    assert len(threads) == width
+    assert at_once.asked == in_turn.asked == 13 and not at_once.warnings
+    assert len(threads) == width  # 12 questions in 3 waves of 4, after the first
     windows = {name: c.renewal_window for name, c in at_once.actual.certificates.items()}
     assert windows == {name: c.renewal_window for name, c in in_turn.actual.certificates.items()}
     assert None not in windows.values()
@@ -153,7 +157,24 @@ def test_an_issuer_taking_questions_in_flight_is_asked_that_many_at_once_with_th
         c.id: (w.start, w.end) for c, w in ((actual.certificates[n], w) for n, w in windows.items() if w is not None)}
 
 
-def test_a_ca_that_is_down_is_asked_one_wave_of_questions_in_flight_not_every_certificate(tmp_path: Path) -> None:
+def test_an_issuer_answering_fast_is_asked_in_turn_even_when_it_takes_questions_in_flight(tmp_path: Path) -> None:
+    clock, store, ca, env = issued(tmp_path, 10)
+    ca.renewal_info_in_flight = 8  # type: ignore[attr-defined]
+    original, threads = ca.renewal_info, set()
+
+    def renewal_info(cert_pem: str, now: Any) -> Any:
+        threads.add(threading.get_ident())
+        return original(cert_pem, now)
+
+    ca.renewal_info = renewal_info  # type: ignore[method-assign]
+    with store.session() as session:
+        actual = session.load_actual()
+    # answers faster than inline_below (a second here, so that no pause of this machine counts as slow)
+    assert refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True, inline_below=1.0).asked == 10
+    assert threads == {threading.get_ident()}  # an in-memory answer: a thread could not overlap it
+
+
+def test_a_ca_that_is_down_is_asked_at_most_one_wave_more_than_in_turn(tmp_path: Path) -> None:
     clock, store, ca, env = issued(tmp_path, 20)
     ca.renewal_info_in_flight = 4  # type: ignore[attr-defined]
     ca.outages = (Interval(T0, T0 + timedelta(days=1)),)
@@ -161,9 +182,19 @@ def test_a_ca_that_is_down_is_asked_one_wave_of_questions_in_flight_not_every_ce
         actual = session.load_actual()
     refused_before = ca.refused
     refreshed = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True)
-    assert ca.refused - refused_before == refreshed.asked == 4  # the wave holding the third failure in a row
-    assert refreshed.warnings[-1].startswith("issuer internal: not asked about 16 more certificates (ARI) after 3")
-    assert len(refreshed.warnings) == 4 + 1
+    assert ca.refused - refused_before == refreshed.asked == FAILURES_BEFORE_GIVING_UP  # refused at once: in turn
+    original = ca.renewal_info
+
+    def slow_refusal(cert_pem: str, now: Any) -> Any:  # a CA that times out
+        time.sleep(2 * INLINE_BELOW)
+        return original(cert_pem, now)
+
+    ca.renewal_info = slow_refusal  # type: ignore[method-assign]
+    refreshed = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True)
+    assert refreshed.asked == 1 + 4  # the first, slow: then the wave holding the third failure in a row
+    assert refreshed.warnings[-1].startswith("issuer internal: not asked about 15 more certificates (ARI) after 3")
+    assert len(refreshed.warnings) == 5 + 1
+
 
 def test_a_running_refresh_reads_each_certificate_once_and_forgets_replaced_ones(tmp_path: Path) -> None:
     clock, store, _ca, env = issued(tmp_path, 5)

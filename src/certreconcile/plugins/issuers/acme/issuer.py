@@ -52,9 +52,9 @@ ARI_DEFAULT_RETRY = timedelta(hours=6)
 
 
 class AcmeIssuer(OrderSteps, AuthorizationSteps):
-    #: Renewal-info questions in flight at once (``apply.ari``): each is an unauthenticated GET that waits a round
-    #: trip to the CA, so a fleet's refresh is not one round trip per certificate in turn (10,000 certificates at
-    #: 50 ms: over 8 minutes). Let's Encrypt's limits for the endpoint are far above 8 at a time.
+    #: Renewal-info questions in flight at once (``apply.ari``, once an answer is slower than its ``INLINE_BELOW``):
+    #: each is an unauthenticated GET that waits a round trip to the CA, so a fleet's refresh is not one round trip
+    #: per certificate in turn (10,000 certificates at 50 ms: over 8 minutes).
     renewal_info_in_flight = 8
 
     # --- Issuer ------------------------------------------------------------------
