@@ -110,21 +110,17 @@ class _Asking:
         """
         width = max((in_flight(self.issuers[issuer]) for issuer in {current.issuer for _, current, _ in questions}),
                     default=1)  # fmt: skip
-        if width <= 1:
-            for name, current, leaf in questions:
-                if not self._giving_up(current.issuer):
-                    self._take(name, current, _asked(self._asker(current.issuer), leaf, self.now))
-            return
         asked = 0
         for name, current, leaf in questions:  # in turn while the answers come faster than a thread could help
             asked += 1
-            if not self._giving_up(current.issuer):
-                began = time.perf_counter()
-                outcome = _asked(self._asker(current.issuer), leaf, self.now)
-                slow = time.perf_counter() - began > self.inline_below
-                self._take(name, current, outcome)
-                if slow:
-                    break
+            if self._giving_up(current.issuer):
+                continue
+            began = time.perf_counter() if width > 1 else 0.0
+            outcome = _asked(self._asker(current.issuer), leaf, self.now)
+            slow = width > 1 and time.perf_counter() - began > self.inline_below
+            self._take(name, current, outcome)
+            if slow:
+                break
         if asked == len(questions):
             return
         with ThreadPoolExecutor(max_workers=width, thread_name_prefix="ari") as pool:
