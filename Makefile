@@ -92,6 +92,7 @@ bench: deps venv
 	$(BIN)/python bench/run_cycle.py
 	$(BIN)/python bench/renewal_query.py
 	$(BIN)/python bench/issuance.py
+	$(BIN)/python bench/ari_refresh.py
 	$(BIN)/python bench/peers.py --serial-certificates 5 --peer-certificates 40
 	$(BIN)/python bench/distribution.py
 	$(BIN)/python bench/fleet.py
