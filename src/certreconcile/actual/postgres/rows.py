@@ -30,14 +30,19 @@ from certreconcile.domain.records import slot_constructor
 # The columns every current-row query reads, in the order _row_to_certificate expects.
 # Never key_ref (has_key is generated from it): `plan` runs under a role that may not read it.
 # AcmeRenewalInfo has at most one row per certificate (its primary key): the join adds none.
+# The current rows are chosen first, in idx_cert_name_current's order (an index-only scan, no sort), and joined
+# after: joined first, PostgreSQL scanned the table (its history rows included) and sorted the join (10,000
+# certificates, a month into bench/simulate.py's year: 29 ms on the server, 15 ms this way).
 _SQL_CURRENT_ALL = (
-    "SELECT DISTINCT ON (name) id::text, name, domain, san_domains::text, issuer, key_type,"
-    " serial_number, not_before, not_after, status, fingerprint, on_delete, has_key,"
-    " issuer_fingerprint, ari.window_start, ari.window_end, origin, ari.retry_after"
-    " FROM Certificate LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = Certificate.id"
+    "SELECT c.id::text, c.name, c.domain, c.san_domains::text, c.issuer, c.key_type,"
+    " c.serial_number, c.not_before, c.not_after, c.status, c.fingerprint, c.on_delete, c.has_key,"
+    " c.issuer_fingerprint, ari.window_start, ari.window_end, c.origin, ari.retry_after"
+    " FROM (SELECT DISTINCT ON (name) id, name, domain, san_domains, issuer, key_type, serial_number, not_before,"
+    " not_after, status, fingerprint, on_delete, has_key, issuer_fingerprint, origin FROM Certificate"
     " WHERE retired_at IS NULL AND status <> 'superseded'"
     " ORDER BY name, (status IN ('issued','active','expiring_soon')) DESC,"
-    " created_at DESC, not_before DESC, Certificate.id DESC"
+    " created_at DESC, not_before DESC, id DESC) c"
+    " LEFT JOIN AcmeRenewalInfo ari ON ari.cert_id = c.id ORDER BY c.name"
 )
 
 
