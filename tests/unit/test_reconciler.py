@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -19,8 +21,11 @@ from certreconcile.clock import TEST_NOW_VARIABLE, FixedClock, SystemClock, cloc
 from certreconcile.errors import CertReconcileError
 from certreconcile.plugins.issuers.acme.client import endpoint_name
 from certreconcile.reconciler import (
+    CYCLE_YOUNG_THRESHOLD,
     CycleResult,
     LoopControl,
+    Reconciler,
+    _young_collections_every,
     jittered_interval,
     run_forever,
     sleeper_for,
@@ -219,3 +224,64 @@ def test_the_test_clock_comes_only_from_its_variable() -> None:
     for bad in ("yesterday", "2026-03-01T10:00:00"):  # unreadable; no offset
         with pytest.raises(ValueError, match=TEST_NOW_VARIABLE):
             clock_from_env({TEST_NOW_VARIABLE: bad})
+
+
+class _RecordingSource:
+    """A desired source that notes the collector's thresholds when a cycle reads it, then fails the cycle."""
+
+    def __init__(self) -> None:
+        self.thresholds: list[tuple[int, int, int]] = []
+
+    def load(self) -> Any:
+        self.thresholds.append(gc.get_threshold())
+        raise CertReconcileError("no declarations here", code="usage")
+
+
+def test_a_cycle_runs_with_young_collections_spaced_out_and_puts_them_back() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, before[1], before[2])
+    try:
+        source = _RecordingSource()
+        clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+        replica = Reconciler(source, store=None, build_environment=None, clock=clock)  # type: ignore[arg-type]
+        outcome = replica.cycle()
+        assert outcome.errors == ("error[usage]: no declarations here",)
+        assert source.thresholds == [(CYCLE_YOUNG_THRESHOLD, before[1], before[2])]
+        assert gc.get_threshold() == (700, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_concurrent_cycles_restore_the_thresholds_when_the_last_one_leaves() -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(700, before[1], before[2])
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def first() -> None:
+        with _young_collections_every(50_000):
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with _young_collections_every(50_000):
+            second_in.set()
+            first_out.wait(5)
+            seen["after the first left"] = gc.get_threshold()[0]
+        seen["after both left"] = gc.get_threshold()[0]
+
+    try:
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert seen == {"after the first left": 50_000, "after both left": 700}
+        gc.set_threshold(90_000, before[1], before[2])
+        with _young_collections_every(50_000):  # a larger threshold already set is kept
+            assert gc.get_threshold()[0] == 90_000
+        assert gc.get_threshold()[0] == 90_000
+    finally:
+        gc.set_threshold(*before)
