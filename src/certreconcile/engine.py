@@ -17,7 +17,9 @@ The clock is never read here: every function takes ``now`` (or the environment's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -84,18 +86,48 @@ def gather(
     ``issuers``: ask ACME CAs for renewal windows; store the answers only with ``persist_renewal_info``
     (``plan`` runs read-only). ``targets``: probe each declared target of every stored name; with a
     ``schedule`` (``run``), only the pairs it says are due, reusing the last verified observation of the others.
+    The Retry-Afters of the windows the CAs answered again are stored while the targets are probed.
     """
     with store.session() as session:
         actual = session.load_actual(now)
         key_usage = session.key_ref_usage() if settings is not None else ()
     warnings = kms_drift_warnings(desired, settings, key_usage) if settings is not None else ()
-    asked = 0
+    asked, pending = 0, None
     if issuers is not None:
         refreshed = refresh_renewal_info(
-            actual, issuers, store, now, persist=persist_renewal_info, leaf_cache=leaf_cache
+            actual, issuers, store, now, persist=persist_renewal_info, leaf_cache=leaf_cache, defer_unchanged=True
         )
-        actual, asked = refreshed.actual, refreshed.asked
+        actual, asked, pending = refreshed.actual, refreshed.asked, refreshed.pending
         warnings = (*warnings, *refreshed.warnings)
+    with _running_beside(pending):
+        observations = _observe(desired, actual, now, targets, schedule)
+    return Gathered(desired, actual, observations, warnings, asked)
+
+
+@contextmanager
+def _running_beside(work: Callable[[], None] | None) -> Iterator[None]:
+    """Run ``work`` on a thread of its own while the block runs; done (its error raised) when the block ends."""
+    if work is None:
+        yield
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ari-save") as pool:
+        running = pool.submit(work)
+        try:
+            yield
+        except BaseException:
+            running.exception()  # waited for: nothing runs on after gather; the block's error is the one raised
+            raise
+        running.result()
+
+
+def _observe(
+    desired: DesiredState,
+    actual: ActualState,
+    now: datetime,
+    targets: Mapping[str, Target] | None,
+    schedule: VerificationSchedule | None,
+) -> Observations:
+    """What the targets serve (see :func:`gather`); empty without ``targets``."""
     observations = Observations()
     if targets is not None:
         probes = [
@@ -108,7 +140,7 @@ def gather(
             observations = observe_targets(probes, targets)
         else:
             observations = schedule.observe(probes, targets, _expected(desired, actual), now)
-    return Gathered(desired, actual, observations, warnings, asked)
+    return observations
 
 
 def _expected(desired: DesiredState, actual: ActualState) -> dict[tuple[str, str], Expected]:

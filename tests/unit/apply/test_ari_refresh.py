@@ -11,10 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from certreconcile import engine as engine_module
 from certreconcile.apply.ari import FAILURES_BEFORE_GIVING_UP, INLINE_BELOW, in_flight, refresh_renewal_info
 from certreconcile.apply.executor import ApplyEnvironment
 from certreconcile.clock import FixedClock
+from certreconcile.errors import StateError
+from certreconcile.plugins.ports import TargetObservation
 from certreconcile.testing.fake_ca import RETRY_AFTER, FakeCa, Interval
 from certreconcile.testing.fake_repository import InMemoryStore
 from engine import T0, cert, desired_doc, environment, load, plan_now
@@ -257,3 +261,91 @@ def test_windows_answered_again_move_only_their_retry_after_and_moved_windows_ar
                 before[cert_id].window_start, before[cert_id].window_end)  # fmt: skip
     clock.advance(timedelta(minutes=1))
     assert refresh()[0].counts == {}  # and the Retry-After stored for the unchanged ones holds: nobody asked
+
+
+def _answered_again(tmp_path: Path) -> tuple[FixedClock, InMemoryStore, ApplyEnvironment, list[str]]:
+    """Three certificates whose windows were asked about once, and whose Retry-After has passed since."""
+    clock, store, _ca, env = issued(tmp_path, 3)
+    with store.session() as session:
+        refresh_renewal_info(session.load_actual(), env.issuers, store, clock.now(), persist=True)
+        ids = [current.id for current in session.load_actual().certificates.values()]
+    clock.advance(RETRY_AFTER + timedelta(minutes=1))
+    return clock, store, env, ids
+
+
+def test_a_deferred_refresh_leaves_the_retry_afters_answered_again_to_its_caller(tmp_path: Path) -> None:
+    clock, store, env, ids = _answered_again(tmp_path)
+    with store.session() as session:
+        actual, before = session.load_actual(), session.renewal_infos(ids)
+    refreshed = refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=True, defer_unchanged=True)
+    assert refreshed.asked == 3 and refreshed.pending is not None
+    with store.session() as session:
+        assert session.renewal_infos(ids) == before  # nothing stored yet
+    refreshed.pending()
+    with store.session() as session:
+        assert {record.retry_after for record in session.renewal_infos(ids).values()} == {clock.now() + RETRY_AFTER}
+    # a refresh that stores nothing leaves nothing to its caller
+    assert refresh_renewal_info(actual, env.issuers, store, clock.now(), persist=False).pending is None
+
+
+class _GatedSaves:
+    """The store, with ``save_unchanged_renewal_infos`` waiting until ``gate`` is set (by a probe)."""
+
+    def __init__(self, inner: InMemoryStore, gate: threading.Event, fail: bool = False) -> None:
+        self.inner, self.gate, self.fail, self.opened = inner, gate, fail, threading.Event()
+
+    @contextmanager
+    def session(self) -> Iterator[Any]:
+        with self.inner.session() as session:
+            yield _GatedSession(session, self)
+
+
+class _GatedSession:
+    def __init__(self, inner: Any, owner: _GatedSaves) -> None:
+        self._inner, self._owner = inner, owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def save_unchanged_renewal_infos(self, *args: Any) -> None:
+        self._owner.opened.set()
+        assert self._owner.gate.wait(timeout=10), "the probes never ran while the Retry-Afters were stored"
+        if self._owner.fail:
+            raise StateError("the database went away while storing the Retry-Afters")
+        self._inner.save_unchanged_renewal_infos(*args)
+
+
+class _GateOpeningTarget:
+    """A target that serves nothing; probing it opens the gate (once the deferred save has begun)."""
+
+    def __init__(self, saves: _GatedSaves) -> None:
+        self.saves = saves
+
+    def observe(self, name: str, domains: tuple[str, ...]) -> TargetObservation:
+        assert self.saves.opened.wait(timeout=10), "the deferred save never started"
+        self.saves.gate.set()
+        return TargetObservation(fingerprint=None, error="serves nothing")
+
+
+def test_gather_stores_the_retry_afters_answered_again_while_it_probes_the_targets(tmp_path: Path) -> None:
+    clock, store, env, ids = _answered_again(tmp_path)
+    saves = _GatedSaves(store, threading.Event())
+    desired = load(tmp_path, desired_doc([cert(f"c{n}") for n in range(3)]))
+    gathered = engine_module.gather(desired, saves, clock.now(), issuers=env.issuers, persist_renewal_info=True,  # type: ignore[arg-type]
+                                    targets={"deploy": _GateOpeningTarget(saves)})  # fmt: skip
+    assert gathered.renewal_info_asked == 3
+    assert len(gathered.observations.for_name("c0")) == 1  # probed, while the save waited for the probe
+    with store.session() as session:  # and stored by the time gather returned
+        assert {record.retry_after for record in session.renewal_infos(ids).values()} == {clock.now() + RETRY_AFTER}
+
+
+def test_gather_raises_the_deferred_saves_error_after_probing(tmp_path: Path) -> None:
+    clock, store, env, ids = _answered_again(tmp_path)
+    saves = _GatedSaves(store, threading.Event(), fail=True)
+    desired = load(tmp_path, desired_doc([cert(f"c{n}") for n in range(3)]))
+    with pytest.raises(StateError, match="storing the Retry-Afters"):
+        engine_module.gather(desired, saves, clock.now(), issuers=env.issuers, persist_renewal_info=True,  # type: ignore[arg-type]
+                             targets={"deploy": _GateOpeningTarget(saves)})  # fmt: skip
+    assert saves.gate.is_set()  # the probes ran first
+    with store.session() as session:
+        assert all(record.retry_after < clock.now() for record in session.renewal_infos(ids).values())
